@@ -1,1 +1,341 @@
-//! placeholder
+//! Pure rules: a node [`Snapshot`] (plus configuration) in, findings out. No
+//! sockets, no files, no clocks of its own: time is passed in, so every rule
+//! is tested with plain values.
+//!
+//! [`rules`] is stateless; [`Evaluator`] adds what needs memory across
+//! snapshots: when each finding started (`since`) and carrier-change history
+//! for flap detection.
+
+#![warn(missing_docs)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+use preflight_model::{lacp, sort_findings, BondMode, Finding, Interface, MiiStatus, OperState, Snapshot};
+
+pub mod codes;
+pub mod config;
+
+pub use codes::Code;
+pub use config::{ConfigError, PolicyConfig, RawPolicyConfig};
+
+/// A finding before severity and time are attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raw {
+    /// Code.
+    pub code: Code,
+    /// `bond0`, `bond0/eth1`, `eth2`.
+    pub subject: String,
+    /// Message for a person.
+    pub message: String,
+}
+
+fn raw(code: Code, subject: impl Into<String>, message: impl Into<String>) -> Raw {
+    Raw { code, subject: subject.into(), message: message.into() }
+}
+
+/// Carrier changes per interface index within the flap window, as computed by
+/// the [`Evaluator`]; empty for a one-shot check.
+pub type FlapCounts = HashMap<u32, u32>;
+
+/// Every rule, applied to one snapshot.
+#[must_use]
+pub fn rules(snap: &Snapshot, config: &PolicyConfig, flaps: &FlapCounts) -> Vec<Raw> {
+    let mut out = Vec::new();
+    for iface in snap.interfaces.values() {
+        if !iface.parse_errors.is_empty() {
+            out.push(raw(
+                Code::StateUnreadable,
+                &iface.name,
+                format!(
+                    "{}: the kernel's report could not be fully parsed ({}); preflight cannot vouch for this interface. Run `preflight debug capture` and report it.",
+                    iface.name,
+                    iface.parse_errors.join("; ")
+                ),
+            ));
+        }
+        if let Some(bond) = &iface.bond {
+            bond_rules(snap, iface, bond, config, &mut out);
+        } else if iface.bond_port.is_none() && iface.admin_up && !iface.carrier && !config.ignored(&iface.name) {
+            out.push(raw(
+                Code::LinkNoCarrier,
+                &iface.name,
+                format!("{} is admin up but has no carrier (oper state {}); check the cable and the switch port, or set it down if unused", iface.name, iface.oper_state.as_str()),
+            ));
+        }
+        if let Some(&n) = flaps.get(&iface.index) {
+            if n >= config.flap_max_changes && !config.ignored(&iface.name) {
+                out.push(raw(
+                    Code::LinkFlapping,
+                    subject_of(snap, iface),
+                    format!(
+                        "{} changed carrier {n} times in the last {}; suspect the cable, optics or switch port",
+                        iface.name,
+                        humantime::format_duration(config.flap_window)
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `bond0/eth1` for a bond port, the name otherwise.
+fn subject_of(snap: &Snapshot, iface: &Interface) -> String {
+    match (iface.controller, &iface.bond_port) {
+        (Some(c), Some(_)) => format!("{}/{}", snap.name_of(c), iface.name),
+        _ => iface.name.clone(),
+    }
+}
+
+fn speed_text(p: &Interface) -> String {
+    format!(
+        "{} {}",
+        p.speed_mbps.map_or_else(|| "unknown speed".to_string(), |s| format!("{s}Mb/s")),
+        p.duplex.as_deref().unwrap_or("unknown duplex")
+    )
+}
+
+fn bond_rules(
+    snap: &Snapshot,
+    iface: &Interface,
+    bond: &preflight_model::Bond,
+    config: &PolicyConfig,
+    out: &mut Vec<Raw>,
+) {
+    let name = &iface.name;
+    let ports = snap.ports_of(iface.index);
+    let ports: Vec<&Interface> = ports.into_iter().filter(|p| p.bond_port.is_some()).collect();
+    let up: Vec<&&Interface> = ports
+        .iter()
+        .filter(|p| p.bond_port.as_ref().is_some_and(|b| b.mii_status == MiiStatus::Up))
+        .collect();
+
+    if !iface.carrier || !matches!(iface.oper_state, OperState::Up | OperState::Unknown) || !iface.admin_up {
+        out.push(raw(
+            Code::BondDown,
+            name,
+            format!(
+                "{name} is down ({}, oper state {}, {} of {} ports up); all traffic through it is lost",
+                if iface.carrier { "carrier" } else { "no carrier" },
+                iface.oper_state.as_str(),
+                up.len(),
+                ports.len()
+            ),
+        ));
+    }
+
+    for p in &ports {
+        let Some(bp) = &p.bond_port else { continue };
+        if bp.mii_status != MiiStatus::Up {
+            out.push(raw(
+                Code::BondPortDown,
+                format!("{name}/{}", p.name),
+                format!(
+                    "{name} port {} is down (MII status {}, {} link failures, carrier {}); {name} runs without redundancy. Check the cable and switch port of {}; a network configurator rebuilding {name} during the update may fail on it",
+                    p.name,
+                    match bp.mii_status {
+                        MiiStatus::Up => "up",
+                        MiiStatus::GoingDown => "going down",
+                        MiiStatus::Down => "down",
+                        MiiStatus::GoingBack => "going back",
+                    },
+                    bp.link_failure_count,
+                    if p.carrier { "on" } else { "off" },
+                    p.name
+                ),
+            ));
+        }
+    }
+
+    let min = config.bond_min_ports as usize;
+    if up.len() < ports.len() || ports.len() < min {
+        let detail = if ports.len() < min {
+            format!("{name} has {} port(s), fewer than the {min} needed for redundancy", ports.len())
+        } else {
+            let down: Vec<&str> = ports
+                .iter()
+                .filter(|p| !up.iter().any(|u| u.index == p.index))
+                .map(|p| p.name.as_str())
+                .collect();
+            format!("{name} has {} of {} ports up (down: {})", up.len(), ports.len(), down.join(", "))
+        };
+        out.push(raw(Code::BondDegraded, name, format!("{detail}; one more failure takes it down")));
+    }
+
+    if bond.mode.has_active_port() && iface.carrier {
+        let active_ok = bond.active_port.is_some_and(|a| ports.iter().any(|p| p.index == a));
+        if !active_ok {
+            out.push(raw(
+                Code::BondNoActivePort,
+                name,
+                format!("active-backup bond {name} has no active port; it passes no traffic"),
+            ));
+        }
+    }
+
+    if bond.miimon_ms == 0 && bond.arp_interval_ms == 0 {
+        out.push(raw(
+            Code::BondNoLinkMonitor,
+            name,
+            format!("{name} has miimon=0 and arp_interval=0: a port failure would never be detected; set miimon=100 in its bonding options"),
+        ));
+    }
+
+    if bond.mode == BondMode::Ieee8023ad {
+        lacp_rules(name, bond, &ports, out);
+    }
+
+    let speeds: std::collections::BTreeSet<(Option<u32>, Option<&str>)> = ports
+        .iter()
+        .filter(|p| p.speed_mbps.is_some())
+        .map(|p| (p.speed_mbps, p.duplex.as_deref()))
+        .collect();
+    if speeds.len() > 1 {
+        let list: Vec<String> = ports.iter().map(|p| format!("{} {}", p.name, speed_text(p))).collect();
+        out.push(raw(
+            Code::PortSpeedMismatch,
+            name,
+            format!("{name} ports run at different speed or duplex ({}); traffic is unevenly served and 802.3ad may refuse to aggregate", list.join(", ")),
+        ));
+    }
+}
+
+fn lacp_rules(name: &str, bond: &preflight_model::Bond, ports: &[&Interface], out: &mut Vec<Raw>) {
+    let partner_missing = bond
+        .ad_info
+        .as_ref()
+        .is_none_or(|ad| ad.partner_mac.is_empty() || ad.partner_mac == "00:00:00:00:00:00");
+    let active_agg = bond.ad_info.as_ref().map(|ad| ad.aggregator_id);
+    for p in ports {
+        let Some(bp) = &p.bond_port else { continue };
+        if bp.mii_status != MiiStatus::Up {
+            continue; // BOND_PORT_DOWN already names it
+        }
+        let subject = format!("{name}/{}", p.name);
+        let actor = bp.ad_actor_state.unwrap_or(0);
+        let mut why = Vec::new();
+        if partner_missing {
+            why.push("no LACP partner (partner MAC 00:00:00:00:00:00)".to_string());
+        }
+        if actor & lacp::DEFAULTED != 0 {
+            why.push("partner information defaulted: no LACPDU received".to_string());
+        }
+        let cd = lacp::COLLECTING | lacp::DISTRIBUTING;
+        if actor & cd != cd {
+            why.push(format!("not collecting and distributing (actor state 0x{actor:02x})"));
+        }
+        if !why.is_empty() {
+            out.push(raw(
+                Code::LacpNotNegotiated,
+                &subject,
+                format!(
+                    "802.3ad bond {name} port {}: {}; check that the switch ports form one LACP LAG (port-channel) in active mode",
+                    p.name,
+                    why.join(", ")
+                ),
+            ));
+        }
+        if let (Some(agg), Some(active)) = (bp.ad_aggregator_id, active_agg) {
+            if agg != active {
+                out.push(raw(
+                    Code::LacpAggregatorSplit,
+                    &subject,
+                    format!(
+                        "{name} port {} is in aggregator {agg} but the active aggregator is {active}: the port carries no traffic; its switch port is probably in another LAG or not in LACP",
+                        p.name
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Applies severities and `since` across successive snapshots, and tracks
+/// carrier changes for LINK_FLAPPING.
+#[derive(Debug)]
+pub struct Evaluator {
+    config: PolicyConfig,
+    first_seen: BTreeMap<(Code, String), SystemTime>,
+    /// Per ifindex: (when, carrier_changes) samples, oldest first.
+    carrier: HashMap<u32, VecDeque<(Instant, u32)>>,
+}
+
+impl Evaluator {
+    /// An evaluator with this configuration and no history.
+    #[must_use]
+    pub fn new(config: PolicyConfig) -> Self {
+        Self { config, first_seen: BTreeMap::new(), carrier: HashMap::new() }
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// Findings for `snap`, worst first. `now` is monotonic time (for the
+    /// flap window), `wall` the wall clock (for `since`).
+    pub fn evaluate(&mut self, snap: &Snapshot, now: Instant, wall: SystemTime) -> Vec<Finding> {
+        let flaps = self.update_flaps(snap, now);
+        let raws = rules(snap, &self.config, &flaps);
+        let mut seen = BTreeMap::new();
+        let mut findings = Vec::with_capacity(raws.len());
+        for r in raws {
+            let Some(Some(severity)) = self.config.severity.get(&r.code).copied() else {
+                continue;
+            };
+            let key = (r.code, r.subject.clone());
+            let since = self.first_seen.get(&key).copied().unwrap_or(wall);
+            seen.insert(key, since);
+            findings.push(Finding {
+                code: r.code.as_str().to_owned(),
+                severity,
+                subject: r.subject,
+                message: r.message,
+                since,
+            });
+        }
+        self.first_seen = seen;
+        sort_findings(&mut findings);
+        findings
+    }
+
+    fn update_flaps(&mut self, snap: &Snapshot, now: Instant) -> FlapCounts {
+        let window = self.config.flap_window;
+        self.carrier.retain(|idx, _| snap.interfaces.contains_key(idx));
+        let mut counts = FlapCounts::new();
+        for iface in snap.interfaces.values() {
+            let hist = self.carrier.entry(iface.index).or_default();
+            if hist.back().is_none_or(|(_, c)| *c != iface.carrier_changes) {
+                hist.push_back((now, iface.carrier_changes));
+            }
+            // Keep the newest sample older than the window as the baseline.
+            while hist.len() > 1 && now.saturating_duration_since(hist[1].0) >= window {
+                hist.pop_front();
+            }
+            let baseline = hist.front().map_or(iface.carrier_changes, |(_, c)| *c);
+            let n = iface.carrier_changes.saturating_sub(baseline);
+            if n > 0 {
+                counts.insert(iface.index, n);
+            }
+        }
+        counts
+    }
+
+    /// Whether a re-evaluation without a new snapshot could change the result
+    /// (a flap window is still open), so watchers know to tick.
+    #[must_use]
+    pub fn needs_tick(&self) -> bool {
+        self.carrier.values().any(|h| h.len() > 1)
+    }
+
+    /// How often to re-evaluate while [`Self::needs_tick`] holds.
+    #[must_use]
+    pub fn tick_interval(&self) -> Duration {
+        (self.config.flap_window / 20).clamp(Duration::from_millis(250), Duration::from_secs(5))
+    }
+}
+
+#[cfg(test)]
+mod tests;

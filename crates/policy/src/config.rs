@@ -1,0 +1,289 @@
+//! Policy settings: a raw serde form that rejects unknown keys, validated into
+//! a typed [`PolicyConfig`] whose fields cannot be wrong.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use preflight_model::Severity;
+use serde::Deserialize;
+
+use crate::codes::{self, Code};
+
+/// Policy section as written in TOML (`[policy]` of preflight's config file).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyConfig {
+    /// Severity per finding code: `critical`, `warning` or `off`.
+    #[serde(default)]
+    pub severity: BTreeMap<String, toml::Spanned<String>>,
+    /// Flap detection.
+    #[serde(default)]
+    pub flapping: RawFlapping,
+    /// Bond rules.
+    #[serde(default)]
+    pub bond: RawBond,
+    /// Link rules.
+    #[serde(default)]
+    pub links: RawLinks,
+}
+
+/// `[policy.flapping]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlapping {
+    /// Window, as a duration (`60s`, `5m`).
+    pub window: Option<toml::Spanned<String>>,
+    /// Carrier changes within the window that count as flapping.
+    pub max_changes: Option<toml::Spanned<i64>>,
+}
+
+/// `[policy.bond]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBond {
+    /// Fewer ports than this is BOND_DEGRADED.
+    pub min_ports: Option<toml::Spanned<i64>>,
+}
+
+/// `[policy.links]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLinks {
+    /// Interface name patterns (`*` wildcard) that LINK_NO_CARRIER and
+    /// LINK_FLAPPING ignore.
+    #[serde(default)]
+    pub ignore: Vec<toml::Spanned<String>>,
+}
+
+/// Validated policy settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Effective severity per code; `None` disables the code.
+    pub severity: BTreeMap<Code, Option<Severity>>,
+    /// Flap window.
+    pub flap_window: Duration,
+    /// Carrier changes in the window that make LINK_FLAPPING.
+    pub flap_max_changes: u32,
+    /// Minimum ports of a bond.
+    pub bond_min_ports: u32,
+    /// Name patterns ignored by link rules.
+    pub ignore_links: Vec<String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            severity: codes::ALL.iter().map(|c| (*c, Some(c.default_severity()))).collect(),
+            flap_window: Duration::from_secs(60),
+            flap_max_changes: 4,
+            bond_min_ports: 2,
+            ignore_links: Vec::new(),
+        }
+    }
+}
+
+/// A configuration value that is wrong, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key `{key}`: {reason}")]
+pub struct ConfigError {
+    /// Dotted key (`policy.flapping.window`).
+    pub key: String,
+    /// Byte range of the value in the source, to turn into a line number.
+    pub span: Option<std::ops::Range<usize>>,
+    /// What was expected.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn at<T>(key: impl Into<String>, v: &toml::Spanned<T>, reason: impl Into<String>) -> Self {
+        Self { key: key.into(), span: Some(v.span()), reason: reason.into() }
+    }
+}
+
+/// Parses a duration such as `60s`, `5m`, `1h30m`, `250ms`.
+///
+/// # Errors
+/// A human-readable reason when the text is not a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. `30s`, `5m`, `250ms`"))
+}
+
+impl RawPolicyConfig {
+    /// Validates into a [`PolicyConfig`]; `prefix` is the table's dotted path
+    /// (`policy`) for error messages.
+    ///
+    /// # Errors
+    /// The first invalid value, with its key and why.
+    pub fn validate(self, prefix: &str) -> Result<PolicyConfig, ConfigError> {
+        let mut cfg = PolicyConfig::default();
+        for (name, value) in &self.severity {
+            let key = format!("{prefix}.severity.{name}");
+            let code = Code::parse(name).ok_or_else(|| ConfigError {
+                key: key.clone(),
+                span: Some(value.span()),
+                reason: format!(
+                    "unknown finding code; expected one of {}",
+                    codes::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+            let sev = match value.get_ref().as_str() {
+                "critical" => Some(Severity::Critical),
+                "warning" => Some(Severity::Warning),
+                "off" => None,
+                other => {
+                    return Err(ConfigError::at(
+                        key,
+                        value,
+                        format!("`{other}` is not a severity; expected `critical`, `warning` or `off`"),
+                    ))
+                }
+            };
+            if code.fail_closed() && sev != Some(Severity::Critical) {
+                return Err(ConfigError::at(
+                    key,
+                    value,
+                    format!("{name} means preflight cannot tell; it is always critical"),
+                ));
+            }
+            cfg.severity.insert(code, sev);
+        }
+        if let Some(w) = &self.flapping.window {
+            let key = format!("{prefix}.flapping.window");
+            let d = parse_duration(w.get_ref()).map_err(|r| ConfigError::at(&key, w, r))?;
+            if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
+                return Err(ConfigError::at(key, w, "must be between 1s and 24h"));
+            }
+            cfg.flap_window = d;
+        }
+        if let Some(n) = &self.flapping.max_changes {
+            cfg.flap_max_changes = u32::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| (1..=100_000).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::at(format!("{prefix}.flapping.max_changes"), n, "must be an integer from 1 to 100000")
+                })?;
+        }
+        if let Some(n) = &self.bond.min_ports {
+            cfg.bond_min_ports = u32::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| ConfigError::at(format!("{prefix}.bond.min_ports"), n, "must be an integer from 1 to 64"))?;
+        }
+        for (i, p) in self.links.ignore.iter().enumerate() {
+            if p.get_ref().is_empty() || p.get_ref().len() > 64 {
+                return Err(ConfigError::at(
+                    format!("{prefix}.links.ignore[{i}]"),
+                    p,
+                    "must be an interface name pattern of 1 to 64 characters",
+                ));
+            }
+            cfg.ignore_links.push(p.get_ref().clone());
+        }
+        Ok(cfg)
+    }
+}
+
+impl PolicyConfig {
+    /// Whether `name` matches one of the ignore patterns.
+    #[must_use]
+    pub fn ignored(&self, name: &str) -> bool {
+        self.ignore_links.iter().any(|p| glob_match(p, name))
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+#[must_use]
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    if parts.is_empty() {
+        return rest.is_empty();
+    }
+    for (i, part) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(pos) => rest = &rest[pos + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<PolicyConfig, ConfigError> {
+        let raw: RawPolicyConfig = toml::from_str(src).map_err(|e| ConfigError {
+            key: String::new(),
+            span: e.span(),
+            reason: e.message().to_owned(),
+        })?;
+        raw.validate("policy")
+    }
+
+    #[test]
+    fn defaults_without_configuration() {
+        let c = parse("").expect("empty is valid");
+        assert_eq!(c, PolicyConfig::default());
+        assert_eq!(c.severity[&Code::LinkFlapping], Some(Severity::Warning));
+        assert_eq!(c.severity[&Code::BondPortDown], Some(Severity::Critical));
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let c = parse(
+            "[severity]\nLINK_FLAPPING = \"critical\"\nLINK_NO_CARRIER = \"off\"\n\
+             [flapping]\nwindow = \"2m\"\nmax_changes = 10\n[bond]\nmin_ports = 1\n\
+             [links]\nignore = [\"docker*\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.severity[&Code::LinkFlapping], Some(Severity::Critical));
+        assert_eq!(c.severity[&Code::LinkNoCarrier], None);
+        assert_eq!(c.flap_window, Duration::from_secs(120));
+        assert_eq!(c.flap_max_changes, 10);
+        assert_eq!(c.bond_min_ports, 1);
+        assert!(c.ignored("docker0") && !c.ignored("eth0"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_reason() {
+        let cases = [
+            ("[severity]\nBOND_PORT_DOWNN = \"warning\"\n", "policy.severity.BOND_PORT_DOWNN", "unknown finding code"),
+            ("[severity]\nBOND_DOWN = \"fatal\"\n", "policy.severity.BOND_DOWN", "not a severity"),
+            ("[severity]\nSTATE_UNREADABLE = \"off\"\n", "policy.severity.STATE_UNREADABLE", "always critical"),
+            ("[flapping]\nwindow = \"soon\"\n", "policy.flapping.window", "not a duration"),
+            ("[flapping]\nmax_changes = 0\n", "policy.flapping.max_changes", "from 1 to"),
+            ("[bond]\nmin_ports = -2\n", "policy.bond.min_ports", "from 1 to 64"),
+        ];
+        for (src, key, reason) in cases {
+            let e = parse(src).expect_err(src);
+            assert_eq!(e.key, key, "{src}");
+            assert!(e.reason.contains(reason), "{src}: {}", e.reason);
+            assert!(e.span.is_some());
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = parse("[flapping]\nwindw = \"60s\"\n").expect_err("typo");
+        assert!(e.reason.contains("unknown field `windw`"), "{}", e.reason);
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("eth*", "eth0"));
+        assert!(glob_match("*", "x"));
+        assert!(glob_match("tap*x", "tap123x"));
+        assert!(!glob_match("tap*x", "tap123"));
+        assert!(glob_match("eth0", "eth0"));
+        assert!(!glob_match("eth0", "eth01"));
+    }
+}
