@@ -1,1 +1,152 @@
-fn main() {}
+//! The `preflight` binary: parses arguments, loads configuration and wires
+//! the library crates together. Exit codes are part of the interface:
+//! 0 go, 1 no-go, 2 could not decide, 64 bad usage or configuration.
+
+mod config;
+mod inspect;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code: the verdict is go.
+pub const EXIT_GO: u8 = 0;
+/// Exit code: the verdict is no-go.
+pub const EXIT_NO_GO: u8 = 1;
+/// Exit code: preflight could not decide (fail-closed: treat as no-go).
+pub const EXIT_UNDECIDED: u8 = 2;
+/// Exit code: bad command line or configuration (EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "preflight",
+    version,
+    about = "Go/no-go network readiness checks for bonded server fleets, before and during updates",
+    long_about = "preflight reads bond ports, link state, addresses and routes from the kernel \
+over netlink and answers one question before an update: go or no-go?\n\n\
+Exit codes: 0 go, 1 no-go, 2 could not decide (treat as no-go), 64 bad usage or configuration.",
+    after_help = "Examples:\n  preflight inspect                 table of this node's links, bonds and findings\n  \
+preflight inspect --json          the same as JSON, for scripts\n  \
+preflight inspect --watch         print every finding change as it happens"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check this node once (or continuously with --watch) and print the verdict.
+    #[command(after_help = "Exit codes: 0 go, 1 no-go, 2 could not decide (e.g. netlink error), 64 bad configuration.\n\n\
+The JSON form is documented in docs/inspect.md.")]
+    Inspect(inspect::Args),
+    /// Tools for developers and bug reports.
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(Subcommand)]
+enum DebugCommand {
+    /// Write the raw rtnetlink dump (links, addresses, routes) of this network
+    /// namespace to a file; the format of preflight's test fixtures.
+    Capture {
+        /// Output file.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Decode a capture file and print the snapshot as JSON.
+    Decode {
+        /// A file written by `preflight debug capture`.
+        file: PathBuf,
+    },
+}
+
+/// Writes to stdout; a closed pipe (`preflight inspect | head`) is not an
+/// error worth a panic.
+pub fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("preflight: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_UNDECIDED);
+        }
+    };
+    let code = rt.block_on(async {
+        match cli.command {
+            Command::Inspect(args) => inspect::run(args).await,
+            Command::Debug(DebugCommand::Capture { out }) => debug_capture(&out).await,
+            Command::Debug(DebugCommand::Decode { file }) => debug_decode(&file),
+        }
+    });
+    ExitCode::from(code)
+}
+
+async fn debug_capture(out: &std::path::Path) -> u8 {
+    match preflight_netlink::capture().await {
+        Ok(bytes) => match std::fs::write(out, &bytes) {
+            Ok(()) => {
+                eprintln!("wrote {} bytes to {}", bytes.len(), out.display());
+                EXIT_GO
+            }
+            Err(e) => {
+                eprintln!("preflight: cannot write {}: {e}", out.display());
+                EXIT_UNDECIDED
+            }
+        },
+        Err(e) => {
+            eprintln!("preflight: {e}");
+            EXIT_UNDECIDED
+        }
+    }
+}
+
+fn debug_decode(file: &std::path::Path) -> u8 {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("preflight: cannot read {}: {e}", file.display());
+            return EXIT_USAGE;
+        }
+    };
+    let snap = match preflight_netlink::decode::decode_capture(&bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("preflight: {}: {e}", file.display());
+            return EXIT_USAGE;
+        }
+    };
+    match serde_json::to_string_pretty(&snap) {
+        Ok(s) => {
+            emit(&format!("{s}\n"));
+            EXIT_GO
+        }
+        Err(e) => {
+            eprintln!("preflight: {e}");
+            EXIT_UNDECIDED
+        }
+    }
+}

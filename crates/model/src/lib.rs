@@ -444,6 +444,125 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// A bond with its ports, for people and JSON consumers (derived from a
+/// [`Snapshot`]; nothing here is stored separately).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BondView {
+    /// Bond name.
+    pub name: String,
+    /// Mode.
+    pub mode: BondMode,
+    /// Carrier of the bond itself.
+    pub carrier: bool,
+    /// Operational state of the bond itself.
+    pub oper_state: OperState,
+    /// MII monitor interval (ms).
+    pub miimon_ms: u32,
+    /// ARP monitor interval (ms).
+    pub arp_interval_ms: u32,
+    /// min_links.
+    pub min_links: u32,
+    /// Name of the active port, if any.
+    pub active_port: Option<String>,
+    /// 802.3ad aggregator info.
+    pub ad_info: Option<AdInfo>,
+    /// Ports, by name.
+    pub ports: Vec<PortView>,
+}
+
+/// One bond port as people read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortView {
+    /// Port name.
+    pub name: String,
+    /// Carrier of the port.
+    pub carrier: bool,
+    /// Speed (Mb/s).
+    pub speed_mbps: Option<u32>,
+    /// Duplex.
+    pub duplex: Option<String>,
+    /// Bonding driver state of the port.
+    #[serde(flatten)]
+    pub port: BondPort,
+}
+
+impl Snapshot {
+    /// Bonds with their ports, ordered by name.
+    #[must_use]
+    pub fn bonds(&self) -> Vec<BondView> {
+        let mut out: Vec<BondView> = self
+            .interfaces
+            .values()
+            .filter_map(|i| {
+                let b = i.bond.as_ref()?;
+                Some(BondView {
+                    name: i.name.clone(),
+                    mode: b.mode,
+                    carrier: i.carrier,
+                    oper_state: i.oper_state,
+                    miimon_ms: b.miimon_ms,
+                    arp_interval_ms: b.arp_interval_ms,
+                    min_links: b.min_links,
+                    active_port: b.active_port.map(|a| self.name_of(a)),
+                    ad_info: b.ad_info.clone(),
+                    ports: self
+                        .ports_of(i.index)
+                        .into_iter()
+                        .filter_map(|p| {
+                            Some(PortView {
+                                name: p.name.clone(),
+                                carrier: p.carrier,
+                                speed_mbps: p.speed_mbps,
+                                duplex: p.duplex.clone(),
+                                port: p.bond_port.clone()?,
+                            })
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// Everything `preflight inspect --json` prints and an agent reports about
+/// its node: the verdict, the findings (worst first) and the state they
+/// were derived from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Node name.
+    pub node: String,
+    /// go / no-go.
+    pub verdict: Verdict,
+    /// Findings, worst first.
+    pub findings: Vec<Finding>,
+    /// Interfaces ordered by index.
+    pub interfaces: Vec<Interface>,
+    /// Bonds with ports.
+    pub bonds: Vec<BondView>,
+    /// Addresses.
+    pub addresses: Vec<Address>,
+    /// Routes of the main table.
+    pub routes: Vec<Route>,
+}
+
+impl NodeState {
+    /// Builds the node state from a snapshot and its findings.
+    #[must_use]
+    pub fn new(node: String, snapshot: &Snapshot, findings: Vec<Finding>) -> Self {
+        Self {
+            node,
+            verdict: Verdict::from_findings(&findings),
+            findings,
+            interfaces: snapshot.interfaces.values().cloned().collect(),
+            bonds: snapshot.bonds(),
+            addresses: snapshot.addresses.clone(),
+            routes: snapshot.routes.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

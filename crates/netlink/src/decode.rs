@@ -265,6 +265,9 @@ fn convert_link(header: &LinkHeader, attributes: &[LinkAttribute]) -> Interface 
     let mut iface = Interface {
         index: header.index,
         admin_up: header.flags.contains(LinkFlags::Up),
+        // IFF_LOWER_UP is "running and carrier ok", what `ip link` and sysfs
+        // show; IFLA_CARRIER alone says 1 for devices that never managed
+        // carrier, even when they are down.
         carrier: header.flags.contains(LinkFlags::LowerUp),
         ..Interface::default()
     };
@@ -272,7 +275,6 @@ fn convert_link(header: &LinkHeader, attributes: &[LinkAttribute]) -> Interface 
     for attr in attributes {
         match attr {
             LinkAttribute::IfName(n) => iface.name.clone_from(n),
-            LinkAttribute::Carrier(c) => iface.carrier = *c != 0,
             LinkAttribute::CarrierChanges(c) => iface.carrier_changes = *c,
             LinkAttribute::Mtu(m) => iface.mtu = *m,
             LinkAttribute::Controller(c) if *c != 0 => iface.controller = Some(*c),
@@ -487,6 +489,53 @@ fn convert_route(m: &RouteMessage) -> Option<Route> {
         metric,
         ipv6,
     })
+}
+
+/// A capture file (`preflight debug capture`) that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("capture file is truncated at byte {offset}: expected {expected} more bytes")]
+pub struct CaptureError {
+    /// Where the problem starts.
+    pub offset: usize,
+    /// Bytes the length prefix promised.
+    pub expected: usize,
+}
+
+/// Splits a capture file into its datagrams.
+///
+/// # Errors
+/// When a length prefix points past the end of the file.
+pub fn capture_datagrams(bytes: &[u8]) -> Result<Vec<&[u8]>, CaptureError> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < bytes.len() {
+        let Some(len) = bytes.get(off..off + 4) else {
+            return Err(CaptureError { offset: off, expected: 4 });
+        };
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let start = off + 4;
+        let Some(d) = bytes.get(start..start + len) else {
+            return Err(CaptureError { offset: start, expected: len });
+        };
+        out.push(d);
+        off = start + len;
+    }
+    Ok(out)
+}
+
+/// Decodes a whole capture file into a snapshot (speed and duplex, which
+/// come from sysfs, are not part of a capture).
+///
+/// # Errors
+/// When the file is truncated.
+pub fn decode_capture(bytes: &[u8]) -> Result<preflight_model::Snapshot, CaptureError> {
+    let mut snap = preflight_model::Snapshot::default();
+    for d in capture_datagrams(bytes)? {
+        for e in decode_datagram(d).events {
+            crate::apply(&mut snap, e);
+        }
+    }
+    Ok(snap)
 }
 
 #[cfg(test)]

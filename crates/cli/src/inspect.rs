@@ -1,0 +1,165 @@
+//! `preflight inspect`: one-shot (or `--watch`) check of this node.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use preflight_model::{Finding, NodeState, Verdict};
+use preflight_policy::Evaluator;
+
+use crate::{config, output, EXIT_GO, EXIT_NO_GO, EXIT_UNDECIDED, EXIT_USAGE};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Keep running and print one line per finding change as it happens
+    /// (`+` appeared, `-` cleared). Stops on Ctrl-C or SIGTERM with the exit
+    /// code of the last verdict.
+    #[arg(long)]
+    watch: bool,
+    /// preflight configuration file (TOML): severities and thresholds.
+    #[arg(long, short, value_name = "FILE", env = "PREFLIGHT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Node name shown in the output [default: this host's name].
+    #[arg(long)]
+    node: Option<String>,
+}
+
+/// This host's name, from the kernel.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn exit_for(v: Verdict) -> u8 {
+    match v {
+        Verdict::Go => EXIT_GO,
+        Verdict::NoGo => EXIT_NO_GO,
+    }
+}
+
+pub async fn run(args: Args) -> u8 {
+    let cfg = match &args.config {
+        Some(path) => match config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("preflight: bad configuration: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        None => config::Config::default(),
+    };
+    let node = args.node.clone().unwrap_or_else(hostname);
+    let mut evaluator = Evaluator::new(cfg.policy);
+    if args.watch {
+        return watch(&args, &node, evaluator).await;
+    }
+    let snap = match preflight_netlink::dump().await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("preflight: cannot read this node's network state: {e}");
+            eprintln!("preflight: could not decide; treat as no-go");
+            return EXIT_UNDECIDED;
+        }
+    };
+    let findings = evaluator.evaluate(&snap, Instant::now(), SystemTime::now());
+    let state = NodeState::new(node, &snap, findings);
+    if args.json {
+        match serde_json::to_string_pretty(&state) {
+            Ok(s) => crate::emit(&format!("{s}\n")),
+            Err(e) => {
+                eprintln!("preflight: cannot encode JSON: {e}");
+                return EXIT_UNDECIDED;
+            }
+        }
+    } else {
+        crate::emit(&output::table(&state, None));
+    }
+    exit_for(state.verdict)
+}
+
+fn line(sign: char, f: &Finding, json: bool, node: &str) -> String {
+    let now = preflight_model::time::format(SystemTime::now());
+    if json {
+        serde_json::json!({
+            "time": now,
+            "node": node,
+            "change": if sign == '+' { "appeared" } else { "cleared" },
+            "finding": f,
+        })
+        .to_string()
+    } else {
+        format!("{now} {sign} {:<8} {:<22} {:<16} {}", f.severity.as_str().to_uppercase(), f.code, f.subject, f.message)
+    }
+}
+
+async fn watch(args: &Args, node: &str, mut evaluator: Evaluator) -> u8 {
+    let mut w = match preflight_netlink::watch(preflight_netlink::WatchConfig::default()).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("preflight: cannot watch this node's network state: {e}");
+            return EXIT_UNDECIDED;
+        }
+    };
+    let mut shown: BTreeMap<(String, String), Finding> = BTreeMap::new();
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("preflight: cannot install SIGTERM handler: {e}");
+            return EXIT_UNDECIDED;
+        }
+    };
+    let mut first = true;
+    loop {
+        let snap = w.snapshots.borrow_and_update().clone();
+        let findings = evaluator.evaluate(&snap, Instant::now(), SystemTime::now());
+        let verdict = Verdict::from_findings(&findings);
+        let current: BTreeMap<(String, String), Finding> =
+            findings.into_iter().map(|f| ((f.code.clone(), f.subject.clone()), f)).collect();
+        let mut out = String::new();
+        for (k, f) in &current {
+            if shown.get(k).is_none_or(|old| old.severity != f.severity) {
+                out.push_str(&line('+', f, args.json, node));
+                out.push('\n');
+            }
+        }
+        for (k, f) in &shown {
+            if !current.contains_key(k) {
+                out.push_str(&line('-', f, args.json, node));
+                out.push('\n');
+            }
+        }
+        if first && !args.json {
+            out.insert_str(0, &format!("watching {node}: {} ({} findings)\n", verdict.as_str().to_uppercase(), current.len()));
+            first = false;
+        }
+        if !out.is_empty() {
+            crate::emit(&out);
+        }
+        shown = current;
+        let tick = evaluator.tick_interval();
+        let needs_tick = evaluator.needs_tick();
+        tokio::select! {
+            r = w.snapshots.changed() => {
+                if r.is_err() {
+                    // The watch task ended: report why and stop, fail-closed.
+                    let why = match (&mut w.task).await {
+                        Ok(Err(e)) => e.to_string(),
+                        Ok(Ok(())) => "watch ended".into(),
+                        Err(e) => e.to_string(),
+                    };
+                    eprintln!("preflight: lost the netlink watch: {why}");
+                    return EXIT_UNDECIDED;
+                }
+            }
+            () = tokio::time::sleep(tick), if needs_tick => {}
+            _ = tokio::signal::ctrl_c() => return exit_for(verdict),
+            _ = sigterm.recv() => return exit_for(verdict),
+        }
+    }
+}
