@@ -25,6 +25,11 @@ pub struct Args {
     /// Node name shown in the output [default: this host's name].
     #[arg(long)]
     node: Option<String>,
+    /// Receive buffer of the netlink notification socket, in bytes (with
+    /// --watch). Overruns are recovered by a full re-read; tests use a tiny
+    /// buffer to force them.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024, hide_short_help = true)]
+    netlink_rcvbuf: usize,
 }
 
 /// This host's name, from the kernel.
@@ -99,7 +104,10 @@ fn line(sign: char, f: &Finding, json: bool, node: &str) -> String {
 }
 
 async fn watch(args: &Args, node: &str, mut evaluator: Evaluator) -> u8 {
-    let mut w = match preflight_netlink::watch(preflight_netlink::WatchConfig::default()).await {
+    let mut w = match preflight_netlink::watch(preflight_netlink::WatchConfig {
+        receive_buffer: args.netlink_rcvbuf,
+        ..preflight_netlink::WatchConfig::default()
+    }).await {
         Ok(w) => w,
         Err(e) => {
             eprintln!("preflight: cannot watch this node's network state: {e}");

@@ -36,11 +36,14 @@ pub struct WatchConfig {
     /// Full re-dump at this interval even without overruns, as a safety net
     /// against missed notifications.
     pub resync_interval: Duration,
+    /// Kernel receive buffer of the notification socket in bytes. Smaller
+    /// means earlier overruns (each followed by a full re-dump).
+    pub receive_buffer: usize,
 }
 
 impl Default for WatchConfig {
     fn default() -> Self {
-        Self { resync_interval: Duration::from_secs(60) }
+        Self { resync_interval: Duration::from_secs(60), receive_buffer: EVENT_RCVBUF }
     }
 }
 
@@ -223,7 +226,7 @@ pub async fn capture() -> Result<Vec<u8>, NetlinkError> {
 pub async fn watch(config: WatchConfig) -> Result<Watch, NetlinkError> {
     let groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
     let events = open(groups)?;
-    if let Err(e) = events.socket_ref().set_rx_buf_sz(EVENT_RCVBUF) {
+    if let Err(e) = events.socket_ref().set_rx_buf_sz(config.receive_buffer) {
         tracing::debug!(error = %e, "cannot enlarge netlink receive buffer; overruns will re-dump");
     }
     let mut dumper = Dumper::new()?;

@@ -1,0 +1,50 @@
+//! Test harness shared by preflight's integration tests: network namespaces
+//! (veth, bridge) for real netlink on this host, and a qemu VM with a real
+//! Debian kernel for bonding, which this host's kernel lacks.
+//!
+//! Nothing here skips: a test that cannot get root, a namespace or a VM
+//! panics with the reason, so CI goes red instead of silently green.
+
+pub mod netns;
+pub mod vm;
+
+use std::path::PathBuf;
+
+/// The workspace root.
+#[must_use]
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_owned()
+}
+
+/// The `preflight` binary under test: `$PREFLIGHT_BIN`, else the debug build
+/// of this workspace (the test command builds it before running tests).
+#[must_use]
+pub fn preflight_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PREFLIGHT_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| workspace().join("target"), PathBuf::from);
+    let bin = target.join("debug").join("preflight");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo build --workspace` first (the README test command does), or set PREFLIGHT_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Panics unless running as root, naming what needs it.
+pub fn require_root(what: &str) {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned));
+    assert_eq!(
+        uid.as_deref(),
+        Some("0"),
+        "{what} needs root (network namespaces / qemu); CI runs as root. This test does not skip."
+    );
+}

@@ -1,0 +1,1 @@
+//! qemu VMs with a real kernel (see vm-harness).

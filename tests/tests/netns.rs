@@ -1,0 +1,223 @@
+//! Real netlink in network namespaces made by the test: veth pairs and a
+//! bridge. Needs root (CI runs as root); never skips.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use preflight_tests::netns::Netns;
+use preflight_tests::preflight_bin;
+use serde_json::Value;
+
+/// br0 with ports v0b, v1b; their peers v0a (192.0.2.10/24, default route)
+/// and v1a outside the bridge.
+fn bridged() -> Netns {
+    let ns = Netns::new("bridge");
+    for l in [
+        "link add br0 type bridge",
+        "link add v0a type veth peer name v0b",
+        "link add v1a type veth peer name v1b",
+        "link set v0b master br0",
+        "link set v1b master br0",
+        "link set br0 up",
+        "link set v0a up",
+        "link set v0b up",
+        "link set v1a up",
+        "link set v1b up",
+        "addr add 192.0.2.10/24 dev v0a",
+        "addr add 198.51.100.1/24 dev br0",
+        "route add default via 192.0.2.1",
+    ] {
+        ns.ip(l);
+    }
+    ns
+}
+
+fn inspect_json(ns: &Netns) -> (Value, i32) {
+    let out = ns.command(preflight_bin()).args(["inspect", "--json"]).output().expect("preflight runs");
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("inspect --json is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    (v, out.status.code().expect("exit code"))
+}
+
+fn iface<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in inspect output"))
+}
+
+/// Waits until carrier settles (veth carrier comes up asynchronously).
+fn settle(ns: &Netns, name: &str, carrier: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if iface(&inspect_json(ns).0, name)["carrier"] == carrier {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{name} carrier never became {carrier}");
+}
+
+#[test]
+fn inspect_reports_carrier_oper_state_and_addresses_exactly() {
+    let ns = bridged();
+    settle(&ns, "v1a", true);
+    let (v, code) = inspect_json(&ns);
+    assert_eq!(code, 0, "healthy namespace is go: {v}");
+    assert_eq!(v["verdict"], "go");
+    for name in ["br0", "v0a", "v0b", "v1a", "v1b"] {
+        let i = iface(&v, name);
+        assert_eq!(i["carrier"], true, "{name}");
+        assert_eq!(i["admin_up"], true, "{name}");
+        assert_eq!(i["oper_state"], "up", "{name}");
+    }
+    let br0 = iface(&v, "br0")["index"].clone();
+    assert_eq!(iface(&v, "v0b")["controller"], br0);
+    assert_eq!(iface(&v, "v0a")["controller"], Value::Null);
+    assert_eq!(iface(&v, "v0a")["kind"], "veth");
+    let v0a = iface(&v, "v0a")["index"].clone();
+    let v4: Vec<String> = v["addresses"]
+        .as_array()
+        .expect("addresses")
+        .iter()
+        .filter(|a| a["ifindex"] == v0a && !a["address"].as_str().expect("str").contains(':'))
+        .map(|a| format!("{}/{} {}", a["address"].as_str().expect("s"), a["prefix_len"], a["permanent"]))
+        .collect();
+    assert_eq!(v4, ["192.0.2.10/24 true"]);
+    let defaults: Vec<&Value> = v["routes"].as_array().expect("routes").iter().filter(|r| r["prefix_len"] == 0).collect();
+    assert_eq!(defaults.len(), 1);
+    assert_eq!(defaults[0]["gateway"], "192.0.2.1");
+
+    // Peer down: v1b admin down, v1a admin up without carrier -> no carrier warning.
+    ns.ip("link set v1b down");
+    settle(&ns, "v1a", false);
+    let (v, code) = inspect_json(&ns);
+    assert_eq!(code, 0, "a warning does not block");
+    let f = &v["findings"][0];
+    assert_eq!((f["code"].as_str(), f["subject"].as_str(), f["severity"].as_str()), (Some("LINK_NO_CARRIER"), Some("v1a"), Some("warning")));
+    assert_eq!(iface(&v, "v1a")["oper_state"], "lowerlayerdown");
+    assert_eq!(iface(&v, "v1b")["admin_up"], false);
+}
+
+#[test]
+fn inspect_exits_1_on_a_critical_finding() {
+    let ns = bridged();
+    let cfg = std::env::temp_dir().join(format!("{}.toml", ns.name));
+    std::fs::write(&cfg, "[policy.severity]\nLINK_NO_CARRIER = \"critical\"\n").expect("write config");
+    ns.ip("link set v1b down");
+    settle(&ns, "v1a", false);
+    let out = ns.command(preflight_bin()).args(["inspect", "--config"]).arg(&cfg).output().expect("runs");
+    let _ = std::fs::remove_file(&cfg);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("NO-GO") && text.contains("LINK_NO_CARRIER") && text.contains("v1a"), "{text}");
+}
+
+struct Watcher {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Watcher {
+    fn start(ns: &Netns, extra: &[&str]) -> Self {
+        let mut child = ns
+            .command(preflight_bin())
+            .args(["inspect", "--watch", "--json"])
+            .args(extra)
+            .env("PREFLIGHT_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn watch");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err2 = err.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                err2.lock().expect("lock").push_str(&(l + "\n"));
+            }
+        });
+        Self { child, lines: rx, stderr: err }
+    }
+
+    /// Next change line matching (change, code, subject), within `limit`
+    /// (a bound against hanging, not a latency assertion).
+    fn expect(&self, change: &str, code: &str, subject: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("no `{change} {code} {subject}` within {limit:?}; stderr: {}", self.stderr.lock().expect("lock"))
+            });
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {line}"));
+            if v["change"] == change && v["finding"]["code"] == code && v["finding"]["subject"] == subject {
+                return v;
+            }
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn watch_reports_no_carrier_when_the_peer_goes_down_and_clears_when_it_returns() {
+    let ns = bridged();
+    settle(&ns, "v1a", true);
+    let w = Watcher::start(&ns, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        ns.ip("link set v1b down");
+        let v = w.expect("appeared", "LINK_NO_CARRIER", "v1a", Duration::from_secs(10));
+        assert_eq!(v["finding"]["severity"], "warning");
+        ns.ip("link set v1b up");
+        w.expect("cleared", "LINK_NO_CARRIER", "v1a", Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn watch_recovers_from_netlink_overrun_and_converges() {
+    let ns = Netns::new("storm");
+    // A tiny receive buffer guarantees ENOBUFS during the storm below.
+    let w = Watcher::start(&ns, &["--netlink-rcvbuf", "1024"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let n = 150;
+    let mut batch = Vec::new();
+    for i in 0..n {
+        batch.push(format!("link add s{i}a type veth peer name s{i}b"));
+        batch.push(format!("link set s{i}a up"));
+    }
+    ns.ip_batch(&batch);
+    // Every sNa is admin up with its peer down: one finding each, none lost.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while seen.len() < n && Instant::now() < deadline {
+        if let Ok(line) = w.lines.recv_timeout(Duration::from_secs(1)) {
+            let v: Value = serde_json::from_str(&line).expect("JSON line");
+            if v["change"] == "appeared" && v["finding"]["code"] == "LINK_NO_CARRIER" {
+                seen.insert(v["finding"]["subject"].as_str().expect("subject").to_owned());
+            }
+        }
+    }
+    assert_eq!(seen.len(), n, "findings lost after overrun; stderr: {}", w.stderr.lock().expect("lock"));
+    let log = w.stderr.lock().expect("lock").clone();
+    assert!(log.contains("ENOBUFS"), "the storm should have overrun the 1 KiB buffer and forced a re-read: {log}");
+}
