@@ -53,7 +53,7 @@ if [ ! -f "$cache/base.ready" ] || [ "$cache/base.ready" -ot "$0" ]; then
   cp /bin/busybox "$base/bin/busybox"
   # Every applet but `ip`: busybox's ip silently ignores bond options.
   for a in $(/bin/busybox --list); do
-    [ "$a" = ip ] && continue
+    case "$a" in ip|busybox) continue ;; esac
     ln -sf busybox "$base/bin/$a"
   done
   copy_with_libs() {
