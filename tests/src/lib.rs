@@ -26,7 +26,8 @@ pub fn preflight_bin() -> PathBuf {
     if let Ok(p) = std::env::var("PREFLIGHT_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| workspace().join("target"), PathBuf::from);
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map_or_else(|_| workspace().join("target"), PathBuf::from);
     let bin = target.join("debug").join("preflight");
     assert!(
         bin.exists(),

@@ -29,7 +29,11 @@ impl Netns {
     #[must_use]
     pub fn new(tag: &str) -> Self {
         crate::require_root("a network namespace test");
-        let name = format!("pf-{tag}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "pf-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         let out = Command::new("ip")
             .args(["netns", "add", &name])
             .output()
@@ -72,6 +76,8 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

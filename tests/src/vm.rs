@@ -53,12 +53,18 @@ pub struct VmSpec {
 
 impl Default for VmSpec {
     fn default() -> Self {
-        Self { nics: 2, memory_mib: 512, guestfwd_port: None }
+        Self {
+            nics: 2,
+            memory_mib: 512,
+            guestfwd_port: None,
+        }
     }
 }
 
 fn run_ok(cmd: &mut Command, what: &str) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
     assert!(
         out.status.success(),
         "{what} failed ({}):\n{}\n{}",
@@ -75,7 +81,12 @@ pub fn prepare() -> PathBuf {
     crate::require_root("a VM test (qemu, apt-get)");
     let script = crate::workspace().join("tests/vm/prepare.sh");
     let out = run_ok(Command::new("bash").arg(&script), "tests/vm/prepare.sh");
-    PathBuf::from(out.lines().last().expect("prepare.sh prints the cache dir").trim())
+    PathBuf::from(
+        out.lines()
+            .last()
+            .expect("prepare.sh prints the cache dir")
+            .trim(),
+    )
 }
 
 const INIT: &str = r#"#!/bin/sh
@@ -109,21 +120,38 @@ impl Vm {
     #[must_use]
     pub fn boot(spec: &VmSpec) -> Self {
         let cache = prepare();
-        let kver = std::fs::read_to_string(cache.join("kernel.ready")).expect("kernel.ready").trim().to_owned();
+        let kver = std::fs::read_to_string(cache.join("kernel.ready"))
+            .expect("kernel.ready")
+            .trim()
+            .to_owned();
         let dir = std::env::temp_dir().join(format!(
             "preflight-vm-{}-{}",
             std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
         ));
         let root = dir.join("root");
         std::fs::create_dir_all(&dir).expect("vm dir");
-        run_ok(Command::new("cp").arg("-a").arg(cache.join("base")).arg(&root), "copy base initramfs");
         run_ok(
-            Command::new("strip").arg("-o").arg(root.join("bin/preflight")).arg(crate::preflight_bin()),
+            Command::new("cp")
+                .arg("-a")
+                .arg(cache.join("base"))
+                .arg(&root),
+            "copy base initramfs",
+        );
+        run_ok(
+            Command::new("strip")
+                .arg("-o")
+                .arg(root.join("bin/preflight"))
+                .arg(crate::preflight_bin()),
             "strip preflight into the initramfs",
         );
         // The binary's shared libraries (glibc, libgcc_s) from this host.
-        let ldd = run_ok(Command::new("ldd").arg(crate::preflight_bin()), "ldd preflight");
+        let ldd = run_ok(
+            Command::new("ldd").arg(crate::preflight_bin()),
+            "ldd preflight",
+        );
         for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
             let dst = root.join(lib.trim_start_matches('/'));
             if !dst.exists() {
@@ -132,7 +160,10 @@ impl Vm {
             }
         }
         std::fs::write(root.join("init"), INIT).expect("write init");
-        run_ok(Command::new("chmod").arg("+x").arg(root.join("init")), "chmod init");
+        run_ok(
+            Command::new("chmod").arg("+x").arg(root.join("init")),
+            "chmod init",
+        );
         let initrd = dir.join("initrd.gz");
         run_ok(
             Command::new("sh").arg("-c").arg(format!(
@@ -146,14 +177,23 @@ impl Vm {
 
         let mon = dir.join("mon.sock");
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-m", &spec.memory_mib.to_string(), "-smp", "1", "-nographic", "-no-reboot"])
-            .arg("-kernel")
-            .arg(cache.join(format!("kernel/boot/vmlinuz-{kver}")))
-            .arg("-initrd")
-            .arg(&initrd)
-            .args(["-append", "console=ttyS0 quiet loglevel=1 panic=-1"])
-            .arg("-monitor")
-            .arg(format!("unix:{},server,nowait", mon.display()));
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-m",
+            &spec.memory_mib.to_string(),
+            "-smp",
+            "1",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(cache.join(format!("kernel/boot/vmlinuz-{kver}")))
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 quiet loglevel=1 panic=-1"])
+        .arg("-monitor")
+        .arg(format!("unix:{},server,nowait", mon.display()));
         let mut host_port = None;
         for n in 0..spec.nics {
             let mut netdev = format!("user,id=n{n},restrict=on");
@@ -166,7 +206,9 @@ impl Vm {
                 host_port = Some(hp);
             }
             cmd.arg("-netdev").arg(netdev);
-            cmd.arg("-device").arg(format!("virtio-net-pci,netdev=n{n},id=nic{n},romfile=,speed=10000,duplex=full"));
+            cmd.arg("-device").arg(format!(
+                "virtio-net-pci,netdev=n{n},id=nic{n},romfile=,speed=10000,duplex=full"
+            ));
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -185,7 +227,10 @@ impl Vm {
                 for l in BufReader::new(stream).lines() {
                     let Ok(l) = l else { break };
                     let (m, cv) = &*c;
-                    m.lock().expect("console lock").lines.push(l.trim_end_matches('\r').to_owned());
+                    m.lock()
+                        .expect("console lock")
+                        .lines
+                        .push(l.trim_end_matches('\r').to_owned());
                     cv.notify_all();
                 }
                 let (m, cv) = &*c;
@@ -193,15 +238,31 @@ impl Vm {
                 cv.notify_all();
             });
         }
-        let vm = Self { child, stdin, console, dir, next_id: 0, host_port };
-        vm.wait_line(|l| l.ends_with("@@READY"), Duration::from_secs(180), "boot to the command shell");
+        let vm = Self {
+            child,
+            stdin,
+            console,
+            dir,
+            next_id: 0,
+            host_port,
+        };
+        vm.wait_line(
+            |l| l.ends_with("@@READY"),
+            Duration::from_secs(180),
+            "boot to the command shell",
+        );
         vm
     }
 
     /// The console so far, for failure messages.
     #[must_use]
     pub fn console_log(&self) -> String {
-        self.console.0.lock().expect("console lock").lines.join("\n")
+        self.console
+            .0
+            .lock()
+            .expect("console lock")
+            .lines
+            .join("\n")
     }
 
     fn wait_line(&self, pred: impl Fn(&str) -> bool, limit: Duration, what: &str) -> usize {
@@ -216,12 +277,18 @@ impl Vm {
             from = g.lines.len();
             if g.closed {
                 drop(g);
-                panic!("VM exited while waiting to {what}; console:\n{}", self.console_log());
+                panic!(
+                    "VM exited while waiting to {what}; console:\n{}",
+                    self.console_log()
+                );
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 drop(g);
-                panic!("VM did not {what} within {limit:?}; console:\n{}", self.console_log());
+                panic!(
+                    "VM did not {what} within {limit:?}; console:\n{}",
+                    self.console_log()
+                );
             }
             g = cv.wait_timeout(g, left).expect("console lock").0;
         }
@@ -232,28 +299,49 @@ impl Vm {
         assert!(!cmd.contains('\n'), "one line per command");
         self.next_id += 1;
         let id = self.next_id;
-        writeln!(self.stdin, "{id} {cmd}").and_then(|()| self.stdin.flush()).expect("write to guest console");
+        writeln!(self.stdin, "{id} {cmd}")
+            .and_then(|()| self.stdin.flush())
+            .expect("write to guest console");
         let begin = format!("@@BEGIN {id}");
         let end_prefix = format!("@@END {id} ");
-        let end = self.wait_line(|l| l.starts_with(&end_prefix), limit, &format!("finish `{cmd}`"));
+        let end = self.wait_line(
+            |l| l.starts_with(&end_prefix),
+            limit,
+            &format!("finish `{cmd}`"),
+        );
         let g = self.console.0.lock().expect("console lock");
-        let start = g.lines[..end].iter().rposition(|l| *l == begin).expect("BEGIN before END");
-        let status = g.lines[end][end_prefix.len()..].trim().parse().expect("status");
-        GuestOutput { status, output: g.lines[start + 1..end].join("\n") }
+        let start = g.lines[..end]
+            .iter()
+            .rposition(|l| *l == begin)
+            .expect("BEGIN before END");
+        let status = g.lines[end][end_prefix.len()..]
+            .trim()
+            .parse()
+            .expect("status");
+        GuestOutput {
+            status,
+            output: g.lines[start + 1..end].join("\n"),
+        }
     }
 
     /// Runs a command and panics (with the console) unless it exits 0.
     pub fn sh(&mut self, cmd: &str) -> String {
         let out = self.run(cmd, Duration::from_secs(60));
-        assert_eq!(out.status, 0, "guest command `{cmd}` failed:\n{}", out.output);
+        assert_eq!(
+            out.status, 0,
+            "guest command `{cmd}` failed:\n{}",
+            out.output
+        );
         out.output
     }
 
     /// Sends a command to the qemu monitor (`set_link nic1 off`).
     pub fn monitor(&self, cmd: &str) {
         let path = self.dir.join("mon.sock");
-        let mut s = UnixStream::connect(&path).unwrap_or_else(|e| panic!("qemu monitor {}: {e}", path.display()));
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut s = UnixStream::connect(&path)
+            .unwrap_or_else(|e| panic!("qemu monitor {}: {e}", path.display()));
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         let mut buf = Vec::new();
         read_until_prompt(&mut s, &mut buf);
         writeln!(s, "{cmd}").expect("monitor write");
@@ -263,7 +351,10 @@ impl Vm {
 
     /// Pulls (`false`) or plugs (`true`) the cable of NIC `n`.
     pub fn set_link(&self, n: usize, up: bool) {
-        self.monitor(&format!("set_link nic{n} {}", if up { "on" } else { "off" }));
+        self.monitor(&format!(
+            "set_link nic{n} {}",
+            if up { "on" } else { "off" }
+        ));
     }
 
     /// Powers the guest off and waits for qemu.

@@ -35,9 +35,17 @@ fn bridged() -> Netns {
 }
 
 fn inspect_json(ns: &Netns) -> (Value, i32) {
-    let out = ns.command(preflight_bin()).args(["inspect", "--json"]).output().expect("preflight runs");
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("inspect --json is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let out = ns
+        .command(preflight_bin())
+        .args(["inspect", "--json"])
+        .output()
+        .expect("preflight runs");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "inspect --json is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (v, out.status.code().expect("exit code"))
 }
 
@@ -85,10 +93,22 @@ fn inspect_reports_carrier_oper_state_and_addresses_exactly() {
         .expect("addresses")
         .iter()
         .filter(|a| a["ifindex"] == v0a && !a["address"].as_str().expect("str").contains(':'))
-        .map(|a| format!("{}/{} {}", a["address"].as_str().expect("s"), a["prefix_len"], a["permanent"]))
+        .map(|a| {
+            format!(
+                "{}/{} {}",
+                a["address"].as_str().expect("s"),
+                a["prefix_len"],
+                a["permanent"]
+            )
+        })
         .collect();
     assert_eq!(v4, ["192.0.2.10/24 true"]);
-    let defaults: Vec<&Value> = v["routes"].as_array().expect("routes").iter().filter(|r| r["prefix_len"] == 0).collect();
+    let defaults: Vec<&Value> = v["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .filter(|r| r["prefix_len"] == 0)
+        .collect();
     assert_eq!(defaults.len(), 1);
     assert_eq!(defaults[0]["gateway"], "192.0.2.1");
 
@@ -98,7 +118,14 @@ fn inspect_reports_carrier_oper_state_and_addresses_exactly() {
     let (v, code) = inspect_json(&ns);
     assert_eq!(code, 0, "a warning does not block");
     let f = &v["findings"][0];
-    assert_eq!((f["code"].as_str(), f["subject"].as_str(), f["severity"].as_str()), (Some("LINK_NO_CARRIER"), Some("v1a"), Some("warning")));
+    assert_eq!(
+        (
+            f["code"].as_str(),
+            f["subject"].as_str(),
+            f["severity"].as_str()
+        ),
+        (Some("LINK_NO_CARRIER"), Some("v1a"), Some("warning"))
+    );
     assert_eq!(iface(&v, "v1a")["oper_state"], "lowerlayerdown");
     assert_eq!(iface(&v, "v1b")["admin_up"], false);
 }
@@ -107,14 +134,28 @@ fn inspect_reports_carrier_oper_state_and_addresses_exactly() {
 fn inspect_exits_1_on_a_critical_finding() {
     let ns = bridged();
     let cfg = std::env::temp_dir().join(format!("{}.toml", ns.name));
-    std::fs::write(&cfg, "[policy.severity]\nLINK_NO_CARRIER = \"critical\"\n").expect("write config");
+    std::fs::write(&cfg, "[policy.severity]\nLINK_NO_CARRIER = \"critical\"\n")
+        .expect("write config");
     ns.ip("link set v1b down");
     settle(&ns, "v1a", false);
-    let out = ns.command(preflight_bin()).args(["inspect", "--config"]).arg(&cfg).output().expect("runs");
+    let out = ns
+        .command(preflight_bin())
+        .args(["inspect", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("runs");
     let _ = std::fs::remove_file(&cfg);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("NO-GO") && text.contains("LINK_NO_CARRIER") && text.contains("v1a"), "{text}");
+    assert!(
+        text.contains("NO-GO") && text.contains("LINK_NO_CARRIER") && text.contains("v1a"),
+        "{text}"
+    );
 }
 
 struct Watcher {
@@ -151,7 +192,11 @@ impl Watcher {
                 err2.lock().expect("lock").push_str(&(l + "\n"));
             }
         });
-        Self { child, lines: rx, stderr: err }
+        Self {
+            child,
+            lines: rx,
+            stderr: err,
+        }
     }
 
     /// Next change line matching (change, code, subject), within `limit`
@@ -161,10 +206,17 @@ impl Watcher {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("no `{change} {code} {subject}` within {limit:?}; stderr: {}", self.stderr.lock().expect("lock"))
+                panic!(
+                    "no `{change} {code} {subject}` within {limit:?}; stderr: {}",
+                    self.stderr.lock().expect("lock")
+                )
             });
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {line}"));
-            if v["change"] == change && v["finding"]["code"] == code && v["finding"]["subject"] == subject {
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {line}"));
+            if v["change"] == change
+                && v["finding"]["code"] == code
+                && v["finding"]["subject"] == subject
+            {
                 return v;
             }
         }
@@ -186,7 +238,12 @@ fn watch_reports_no_carrier_when_the_peer_goes_down_and_clears_when_it_returns()
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..3 {
         ns.ip("link set v1b down");
-        let v = w.expect("appeared", "LINK_NO_CARRIER", "v1a", Duration::from_secs(10));
+        let v = w.expect(
+            "appeared",
+            "LINK_NO_CARRIER",
+            "v1a",
+            Duration::from_secs(10),
+        );
         assert_eq!(v["finding"]["severity"], "warning");
         ns.ip("link set v1b up");
         w.expect("cleared", "LINK_NO_CARRIER", "v1a", Duration::from_secs(10));
@@ -213,11 +270,24 @@ fn watch_recovers_from_netlink_overrun_and_converges() {
         if let Ok(line) = w.lines.recv_timeout(Duration::from_secs(1)) {
             let v: Value = serde_json::from_str(&line).expect("JSON line");
             if v["change"] == "appeared" && v["finding"]["code"] == "LINK_NO_CARRIER" {
-                seen.insert(v["finding"]["subject"].as_str().expect("subject").to_owned());
+                seen.insert(
+                    v["finding"]["subject"]
+                        .as_str()
+                        .expect("subject")
+                        .to_owned(),
+                );
             }
         }
     }
-    assert_eq!(seen.len(), n, "findings lost after overrun; stderr: {}", w.stderr.lock().expect("lock"));
+    assert_eq!(
+        seen.len(),
+        n,
+        "findings lost after overrun; stderr: {}",
+        w.stderr.lock().expect("lock")
+    );
     let log = w.stderr.lock().expect("lock").clone();
-    assert!(log.contains("ENOBUFS"), "the storm should have overrun the 1 KiB buffer and forced a re-read: {log}");
+    assert!(
+        log.contains("ENOBUFS"),
+        "the storm should have overrun the 1 KiB buffer and forced a re-read: {log}"
+    );
 }

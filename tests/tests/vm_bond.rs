@@ -13,14 +13,21 @@ use serde_json::Value;
 const IP: &str = "/sbin/ip";
 
 fn inspect(vm: &mut Vm, extra: &str) -> (Value, i32) {
-    let out = vm.run(&format!("preflight inspect --json --node vm {extra}"), Duration::from_secs(60));
+    let out = vm.run(
+        &format!("preflight inspect --json --node vm {extra}"),
+        Duration::from_secs(60),
+    );
     let v: Value = serde_json::from_str(&out.output)
         .unwrap_or_else(|e| panic!("inspect --json output is not JSON ({e}):\n{}", out.output));
     (v, out.status)
 }
 
 fn has(v: &Value, code: &str, subject: &str) -> bool {
-    v["findings"].as_array().expect("findings").iter().any(|f| f["code"] == code && f["subject"] == subject)
+    v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .any(|f| f["code"] == code && f["subject"] == subject)
 }
 
 fn criticals(v: &Value) -> Vec<String> {
@@ -29,26 +36,45 @@ fn criticals(v: &Value) -> Vec<String> {
         .expect("findings")
         .iter()
         .filter(|f| f["severity"] == "critical")
-        .map(|f| format!("{} {}", f["code"].as_str().unwrap_or("?"), f["subject"].as_str().unwrap_or("?")))
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["code"].as_str().unwrap_or("?"),
+                f["subject"].as_str().unwrap_or("?")
+            )
+        })
         .collect()
 }
 
 /// Polls inspect until `pred` holds; panics with the last answer after `limit`
 /// (a bound against hanging, not a latency assertion).
-fn wait_for(vm: &mut Vm, what: &str, limit: Duration, pred: impl Fn(&Value, i32) -> bool) -> (Value, i32) {
+fn wait_for(
+    vm: &mut Vm,
+    what: &str,
+    limit: Duration,
+    pred: impl Fn(&Value, i32) -> bool,
+) -> (Value, i32) {
     let deadline = Instant::now() + limit;
     loop {
         let (v, code) = inspect(vm, "");
         if pred(&v, code) {
             return (v, code);
         }
-        assert!(Instant::now() < deadline, "never reached: {what} within {limit:?}; last answer (exit {code}):\n{v:#}");
+        assert!(
+            Instant::now() < deadline,
+            "never reached: {what} within {limit:?}; last answer (exit {code}):\n{v:#}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 fn bond_json<'a>(v: &'a Value, name: &str) -> &'a Value {
-    v["bonds"].as_array().expect("bonds").iter().find(|b| b["name"] == name).unwrap_or_else(|| panic!("no bond {name}: {v:#}"))
+    v["bonds"]
+        .as_array()
+        .expect("bonds")
+        .iter()
+        .find(|b| b["name"] == name)
+        .unwrap_or_else(|| panic!("no bond {name}: {v:#}"))
 }
 
 /// Captures the raw dump in the guest; checks it decodes; writes it as a
@@ -89,7 +115,9 @@ fn base64_decode(s: &str) -> Vec<u8> {
 fn make_bond(vm: &mut Vm, bond: &str, opts: &str, ports: &[&str]) {
     let mut cmd = format!("{IP} link add {bond} type bond {opts}");
     for p in ports {
-        cmd.push_str(&format!(" && {IP} link set {p} down && {IP} link set {p} master {bond}"));
+        cmd.push_str(&format!(
+            " && {IP} link set {p} down && {IP} link set {p} master {bond}"
+        ));
     }
     for p in ports {
         cmd.push_str(&format!(" && {IP} link set {p} up"));
@@ -101,12 +129,25 @@ fn make_bond(vm: &mut Vm, bond: &str, opts: &str, ports: &[&str]) {
 #[test]
 fn active_backup_cable_pulls() {
     let mut vm = Vm::boot(&VmSpec::default());
-    make_bond(&mut vm, "bond0", "mode active-backup miimon 100", &["eth0", "eth1"]);
+    make_bond(
+        &mut vm,
+        "bond0",
+        "mode active-backup miimon 100",
+        &["eth0", "eth1"],
+    );
 
     // 1. Both ports up: go.
-    let (v, code) = wait_for(&mut vm, "healthy active-backup bond", Duration::from_secs(30), |v, c| {
-        c == 0 && bond_json(v, "bond0")["ports"].as_array().is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["mii_status"] == "up"))
-    });
+    let (v, code) = wait_for(
+        &mut vm,
+        "healthy active-backup bond",
+        Duration::from_secs(30),
+        |v, c| {
+            c == 0
+                && bond_json(v, "bond0")["ports"]
+                    .as_array()
+                    .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["mii_status"] == "up"))
+        },
+    );
     assert_eq!(code, 0);
     assert!(criticals(&v).is_empty(), "{v:#}");
     let b = bond_json(&v, "bond0");
@@ -117,13 +158,23 @@ fn active_backup_cable_pulls() {
 
     // 2. The seed failure: cable pulled on the backup port; the bond stays up.
     vm.set_link(1, false);
-    let (v, code) = wait_for(&mut vm, "BOND_PORT_DOWN bond0/eth1", Duration::from_secs(30), |v, _| has(v, "BOND_PORT_DOWN", "bond0/eth1"));
+    let (v, code) = wait_for(
+        &mut vm,
+        "BOND_PORT_DOWN bond0/eth1",
+        Duration::from_secs(30),
+        |v, _| has(v, "BOND_PORT_DOWN", "bond0/eth1"),
+    );
     assert_eq!(code, 1, "no-go exits 1");
     assert_eq!(v["verdict"], "no-go");
     let b = bond_json(&v, "bond0");
     assert_eq!(b["carrier"], true, "the bond itself is still up: {b:#}");
     assert_eq!(b["oper_state"], "up");
-    let eth1 = b["ports"].as_array().expect("ports").iter().find(|p| p["name"] == "eth1").expect("eth1");
+    let eth1 = b["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == "eth1")
+        .expect("eth1");
     assert_eq!(eth1["mii_status"], "down");
     assert!(eth1["link_failure_count"].as_u64().expect("count") >= 1);
     assert!(has(&v, "BOND_DEGRADED", "bond0"));
@@ -132,18 +183,36 @@ fn active_backup_cable_pulls() {
 
     // Cable back: go again.
     vm.set_link(1, true);
-    wait_for(&mut vm, "go after the cable is back", Duration::from_secs(30), |v, c| c == 0 && criticals(v).is_empty());
+    wait_for(
+        &mut vm,
+        "go after the cable is back",
+        Duration::from_secs(30),
+        |v, c| c == 0 && criticals(v).is_empty(),
+    );
 
     // 3. Both cables pulled: BOND_DOWN.
     vm.set_link(0, false);
     vm.set_link(1, false);
-    let (v, code) = wait_for(&mut vm, "BOND_DOWN bond0", Duration::from_secs(30), |v, _| has(v, "BOND_DOWN", "bond0"));
+    let (v, code) = wait_for(
+        &mut vm,
+        "BOND_DOWN bond0",
+        Duration::from_secs(30),
+        |v, _| has(v, "BOND_DOWN", "bond0"),
+    );
     assert_eq!(code, 1);
-    assert!(has(&v, "BOND_PORT_DOWN", "bond0/eth0") && has(&v, "BOND_PORT_DOWN", "bond0/eth1"), "{v:#}");
+    assert!(
+        has(&v, "BOND_PORT_DOWN", "bond0/eth0") && has(&v, "BOND_PORT_DOWN", "bond0/eth1"),
+        "{v:#}"
+    );
     capture(&mut vm, "ab-both-down");
     vm.set_link(0, true);
     vm.set_link(1, true);
-    wait_for(&mut vm, "go after both cables are back", Duration::from_secs(30), |v, c| c == 0 && criticals(v).is_empty());
+    wait_for(
+        &mut vm,
+        "go after both cables are back",
+        Duration::from_secs(30),
+        |v, c| c == 0 && criticals(v).is_empty(),
+    );
 
     // 8. Flapping: the watch reports LINK_FLAPPING, and once the flapping
     // stops nothing stays stuck: port-down findings clear and the flap
@@ -160,23 +229,45 @@ fn active_backup_cable_pulls() {
     let deadline = Instant::now() + Duration::from_secs(40);
     let log = loop {
         let log = vm.sh("cat /tmp/watch.log");
-        if log.contains(r#""change":"cleared""#) && log.lines().any(|l| l.contains("LINK_FLAPPING") && l.contains(r#""change":"cleared""#)) {
+        if log.contains(r#""change":"cleared""#)
+            && log
+                .lines()
+                .any(|l| l.contains("LINK_FLAPPING") && l.contains(r#""change":"cleared""#))
+        {
             break log;
         }
-        assert!(Instant::now() < deadline, "LINK_FLAPPING never appeared and cleared; watch log:\n{log}\nstderr:\n{}", vm.sh("cat /tmp/watch.err"));
+        assert!(
+            Instant::now() < deadline,
+            "LINK_FLAPPING never appeared and cleared; watch log:\n{log}\nstderr:\n{}",
+            vm.sh("cat /tmp/watch.err")
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
-    let changes: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).expect("watch line is JSON")).collect();
+    let changes: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("watch line is JSON"))
+        .collect();
     assert!(
-        changes.iter().any(|c| c["change"] == "appeared" && c["finding"]["code"] == "LINK_FLAPPING" && c["finding"]["subject"] == "bond0/eth1"),
+        changes.iter().any(|c| c["change"] == "appeared"
+            && c["finding"]["code"] == "LINK_FLAPPING"
+            && c["finding"]["subject"] == "bond0/eth1"),
         "{log}"
     );
     // For every finding, the last change is "cleared": nothing lost or stuck.
     let mut last = std::collections::BTreeMap::new();
     for c in &changes {
-        last.insert((c["finding"]["code"].to_string(), c["finding"]["subject"].to_string()), c["change"].as_str().expect("change").to_owned());
+        last.insert(
+            (
+                c["finding"]["code"].to_string(),
+                c["finding"]["subject"].to_string(),
+            ),
+            c["change"].as_str().expect("change").to_owned(),
+        );
     }
-    assert!(last.values().all(|c| c == "cleared"), "stuck findings: {last:?}\n{log}");
+    assert!(
+        last.values().all(|c| c == "cleared"),
+        "stuck findings: {last:?}\n{log}"
+    );
     let (_, code) = inspect(&mut vm, "");
     assert_eq!(code, 0);
     vm.shutdown();
@@ -187,47 +278,110 @@ fn lacp_and_configuration_faults() {
     let mut vm = Vm::boot(&VmSpec::default());
 
     // 4. 802.3ad over qemu's user network: no LACP partner exists there.
-    make_bond(&mut vm, "bond0", "mode 802.3ad miimon 100 lacp_rate fast", &["eth0", "eth1"]);
-    let (v, code) = wait_for(&mut vm, "LACP faults on bond0", Duration::from_secs(40), |v, _| {
-        has(v, "LACP_NOT_NEGOTIATED", "bond0/eth0") && v["findings"].as_array().is_some_and(|f| f.iter().any(|f| f["code"] == "LACP_AGGREGATOR_SPLIT"))
-    });
+    make_bond(
+        &mut vm,
+        "bond0",
+        "mode 802.3ad miimon 100 lacp_rate fast",
+        &["eth0", "eth1"],
+    );
+    let (v, code) = wait_for(
+        &mut vm,
+        "LACP faults on bond0",
+        Duration::from_secs(40),
+        |v, _| {
+            has(v, "LACP_NOT_NEGOTIATED", "bond0/eth0")
+                && v["findings"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f["code"] == "LACP_AGGREGATOR_SPLIT"))
+        },
+    );
     assert_eq!(code, 1);
     let b = bond_json(&v, "bond0");
-    assert_eq!(b["carrier"], true, "an 802.3ad bond without partner still has carrier: {b:#}");
+    assert_eq!(
+        b["carrier"], true,
+        "an 802.3ad bond without partner still has carrier: {b:#}"
+    );
     assert_eq!(b["ad_info"]["partner_mac"], "00:00:00:00:00:00");
     capture(&mut vm, "lacp-no-partner");
     vm.sh(&format!("{IP} link del bond0"));
 
     // 5. Healthy 802.3ad between two bonds over veth pairs inside the guest.
-    vm.sh(&format!("{IP} link add a0 type veth peer name b0 && {IP} link add a1 type veth peer name b1"));
-    make_bond(&mut vm, "bonda", "mode 802.3ad miimon 100 lacp_rate fast", &["a0", "a1"]);
-    make_bond(&mut vm, "bondb", "mode 802.3ad miimon 100 lacp_rate fast", &["b0", "b1"]);
-    let (v, _) = wait_for(&mut vm, "LACP negotiated between bonda and bondb", Duration::from_secs(60), |_, c| c == 0);
+    vm.sh(&format!(
+        "{IP} link add a0 type veth peer name b0 && {IP} link add a1 type veth peer name b1"
+    ));
+    make_bond(
+        &mut vm,
+        "bonda",
+        "mode 802.3ad miimon 100 lacp_rate fast",
+        &["a0", "a1"],
+    );
+    make_bond(
+        &mut vm,
+        "bondb",
+        "mode 802.3ad miimon 100 lacp_rate fast",
+        &["b0", "b1"],
+    );
+    let (v, _) = wait_for(
+        &mut vm,
+        "LACP negotiated between bonda and bondb",
+        Duration::from_secs(60),
+        |_, c| c == 0,
+    );
     for port in bond_json(&v, "bonda")["ports"].as_array().expect("ports") {
-        assert_eq!(port["ad_actor_state"], 63, "active, short timeout, aggregating, in sync, collecting, distributing: {port:#}");
+        assert_eq!(
+            port["ad_actor_state"], 63,
+            "active, short timeout, aggregating, in sync, collecting, distributing: {port:#}"
+        );
     }
     capture(&mut vm, "lacp-veth-healthy");
     vm.sh(&format!("{IP} link set b1 down"));
-    let (v, code) = wait_for(&mut vm, "no-go after b1 down", Duration::from_secs(30), |v, _| has(v, "BOND_PORT_DOWN", "bonda/a1"));
+    let (v, code) = wait_for(
+        &mut vm,
+        "no-go after b1 down",
+        Duration::from_secs(30),
+        |v, _| has(v, "BOND_PORT_DOWN", "bonda/a1"),
+    );
     assert_eq!(code, 1);
     assert!(has(&v, "BOND_DEGRADED", "bonda"), "{v:#}");
-    vm.sh(&format!("{IP} link del bonda && {IP} link del bondb && {IP} link del a0 && {IP} link del a1"));
+    vm.sh(&format!(
+        "{IP} link del bonda && {IP} link del bondb && {IP} link del a0 && {IP} link del a1"
+    ));
 
     // 6. No link monitor.
     vm.sh(&format!("{IP} link add m0 type veth peer name n0 && {IP} link add m1 type veth peer name n1 && {IP} link set n0 up && {IP} link set n1 up"));
-    make_bond(&mut vm, "bondm", "mode active-backup miimon 0 arp_interval 0", &["m0", "m1"]);
-    let (v, code) = wait_for(&mut vm, "BOND_NO_LINK_MONITOR", Duration::from_secs(30), |v, _| has(v, "BOND_NO_LINK_MONITOR", "bondm"));
+    make_bond(
+        &mut vm,
+        "bondm",
+        "mode active-backup miimon 0 arp_interval 0",
+        &["m0", "m1"],
+    );
+    let (v, code) = wait_for(
+        &mut vm,
+        "BOND_NO_LINK_MONITOR",
+        Duration::from_secs(30),
+        |v, _| has(v, "BOND_NO_LINK_MONITOR", "bondm"),
+    );
     assert_eq!(code, 1);
     assert_eq!(bond_json(&v, "bondm")["miimon_ms"], 0);
     capture(&mut vm, "ab-no-monitor");
     vm.sh(&format!("{IP} link del bondm"));
 
     // 7. A bond with a single port.
-    vm.sh(&format!("{IP} link add s0 type veth peer name t0 && {IP} link set t0 up"));
+    vm.sh(&format!(
+        "{IP} link add s0 type veth peer name t0 && {IP} link set t0 up"
+    ));
     make_bond(&mut vm, "bonds", "mode active-backup miimon 100", &["s0"]);
-    let (v, code) = wait_for(&mut vm, "BOND_DEGRADED on a single-port bond", Duration::from_secs(30), |v, _| has(v, "BOND_DEGRADED", "bonds"));
+    let (v, code) = wait_for(
+        &mut vm,
+        "BOND_DEGRADED on a single-port bond",
+        Duration::from_secs(30),
+        |v, _| has(v, "BOND_DEGRADED", "bonds"),
+    );
     assert_eq!(code, 1);
-    assert!(!has(&v, "BOND_PORT_DOWN", "bonds/s0"), "the one port is up: {v:#}");
+    assert!(
+        !has(&v, "BOND_PORT_DOWN", "bonds/s0"),
+        "the one port is up: {v:#}"
+    );
     capture(&mut vm, "ab-single-port");
     vm.shutdown();
 }

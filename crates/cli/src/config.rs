@@ -85,9 +85,13 @@ mod tests {
     #[test]
     fn errors_name_file_line_key_and_reason() {
         let p = Path::new("/etc/preflight/preflight.toml");
-        let e = parse(p, "[policy.flapping]\nwindow = \"1 fortnight\"\n").expect_err("bad duration");
+        let e =
+            parse(p, "[policy.flapping]\nwindow = \"1 fortnight\"\n").expect_err("bad duration");
         let text = e.to_string();
-        assert!(text.starts_with("/etc/preflight/preflight.toml:2: key `policy.flapping.window`: "), "{text}");
+        assert!(
+            text.starts_with("/etc/preflight/preflight.toml:2: key `policy.flapping.window`: "),
+            "{text}"
+        );
         let e = parse(p, "\n\n[polcy]\n").expect_err("unknown table");
         assert_eq!(e.line, Some(3));
         assert!(e.reason.contains("unknown field `polcy`"), "{}", e.reason);

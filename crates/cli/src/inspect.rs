@@ -99,7 +99,13 @@ fn line(sign: char, f: &Finding, json: bool, node: &str) -> String {
         })
         .to_string()
     } else {
-        format!("{now} {sign} {:<8} {:<22} {:<16} {}", f.severity.as_str().to_uppercase(), f.code, f.subject, f.message)
+        format!(
+            "{now} {sign} {:<8} {:<22} {:<16} {}",
+            f.severity.as_str().to_uppercase(),
+            f.code,
+            f.subject,
+            f.message
+        )
     }
 }
 
@@ -107,7 +113,9 @@ async fn watch(args: &Args, node: &str, mut evaluator: Evaluator) -> u8 {
     let mut w = match preflight_netlink::watch(preflight_netlink::WatchConfig {
         receive_buffer: args.netlink_rcvbuf,
         ..preflight_netlink::WatchConfig::default()
-    }).await {
+    })
+    .await
+    {
         Ok(w) => w,
         Err(e) => {
             eprintln!("preflight: cannot watch this node's network state: {e}");
@@ -115,7 +123,8 @@ async fn watch(args: &Args, node: &str, mut evaluator: Evaluator) -> u8 {
         }
     };
     let mut shown: BTreeMap<(String, String), Finding> = BTreeMap::new();
-    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("preflight: cannot install SIGTERM handler: {e}");
@@ -127,8 +136,10 @@ async fn watch(args: &Args, node: &str, mut evaluator: Evaluator) -> u8 {
         let snap = w.snapshots.borrow_and_update().clone();
         let findings = evaluator.evaluate(&snap, Instant::now(), SystemTime::now());
         let verdict = Verdict::from_findings(&findings);
-        let current: BTreeMap<(String, String), Finding> =
-            findings.into_iter().map(|f| ((f.code.clone(), f.subject.clone()), f)).collect();
+        let current: BTreeMap<(String, String), Finding> = findings
+            .into_iter()
+            .map(|f| ((f.code.clone(), f.subject.clone()), f))
+            .collect();
         let mut out = String::new();
         for (k, f) in &current {
             if shown.get(k).is_none_or(|old| old.severity != f.severity) {
@@ -143,7 +154,14 @@ async fn watch(args: &Args, node: &str, mut evaluator: Evaluator) -> u8 {
             }
         }
         if first && !args.json {
-            out.insert_str(0, &format!("watching {node}: {} ({} findings)\n", verdict.as_str().to_uppercase(), current.len()));
+            out.insert_str(
+                0,
+                &format!(
+                    "watching {node}: {} ({} findings)\n",
+                    verdict.as_str().to_uppercase(),
+                    current.len()
+                ),
+            );
             first = false;
         }
         if !out.is_empty() {

@@ -40,8 +40,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check this node once (or continuously with --watch) and print the verdict.
-    #[command(after_help = "Exit codes: 0 go, 1 no-go, 2 could not decide (e.g. netlink error), 64 bad configuration.\n\n\
-The JSON form is documented in docs/inspect.md.")]
+    #[command(
+        after_help = "Exit codes: 0 go, 1 no-go, 2 could not decide (e.g. netlink error), 64 bad configuration.\n\n\
+The JSON form is documented in docs/inspect.md."
+    )]
     Inspect(inspect::Args),
     /// Tools for developers and bug reports.
     #[command(subcommand)]
@@ -75,7 +77,10 @@ pub fn emit(text: &str) {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> ExitCode {
@@ -88,7 +93,10 @@ fn main() -> ExitCode {
         }
     };
     init_tracing();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("preflight: cannot start the async runtime: {e}");

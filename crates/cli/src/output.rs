@@ -6,7 +6,11 @@ use std::fmt::Write as _;
 use preflight_model::{lacp, MiiStatus, NodeState, PortState, Severity};
 
 fn yn(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
 fn lacp_state(s: Option<u8>) -> String {
@@ -30,7 +34,11 @@ fn lacp_state(s: Option<u8>) -> String {
 /// Renders the table view.
 pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
     let mut o = String::new();
-    let crit = state.findings.iter().filter(|f| f.severity == Severity::Critical).count();
+    let crit = state
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Critical)
+        .count();
     let warn = state.findings.len() - crit;
     let _ = writeln!(
         o,
@@ -42,7 +50,11 @@ pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
         let _ = writeln!(o, "{n}");
     }
     let _ = writeln!(o);
-    let _ = writeln!(o, "{:<16} {:<8} {:<5} {:<14} {:<7} {:>6} {:<14} {}", "INTERFACE", "KIND", "ADMIN", "OPER", "CARRIER", "MTU", "SPEED", "CONTROLLER");
+    let _ = writeln!(
+        o,
+        "{:<16} {:<8} {:<5} {:<14} {:<7} {:>6} {:<14} CONTROLLER",
+        "INTERFACE", "KIND", "ADMIN", "OPER", "CARRIER", "MTU", "SPEED"
+    );
     for i in &state.interfaces {
         let ctrl = i
             .controller
@@ -67,7 +79,11 @@ pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
         );
     }
     for b in &state.bonds {
-        let up = b.ports.iter().filter(|p| p.port.mii_status == MiiStatus::Up).count();
+        let up = b
+            .ports
+            .iter()
+            .filter(|p| p.port.mii_status == MiiStatus::Up)
+            .count();
         let _ = writeln!(o);
         let _ = writeln!(
             o,
@@ -83,7 +99,11 @@ pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
                 ad.aggregator_id, ad.num_ports, ad.partner_mac
             ))
         );
-        let _ = writeln!(o, "  {:<14} {:<10} {:<7} {:<7} {:>8} {:>4} {:<9} {:<9}", "PORT", "MII", "STATE", "CARRIER", "FAILURES", "AGG", "ACTOR", "PARTNER");
+        let _ = writeln!(
+            o,
+            "  {:<14} {:<10} {:<7} {:<7} {:>8} {:>4} {:<9} {:<9}",
+            "PORT", "MII", "STATE", "CARRIER", "FAILURES", "AGG", "ACTOR", "PARTNER"
+        );
         for p in &b.ports {
             let _ = writeln!(
                 o,
@@ -95,10 +115,16 @@ pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
                     MiiStatus::GoingDown => "going-down",
                     MiiStatus::GoingBack => "going-back",
                 },
-                if p.port.state == PortState::Active { "active" } else { "backup" },
+                if p.port.state == PortState::Active {
+                    "active"
+                } else {
+                    "backup"
+                },
                 yn(p.carrier),
                 p.port.link_failure_count,
-                p.port.ad_aggregator_id.map_or("-".into(), |a| a.to_string()),
+                p.port
+                    .ad_aggregator_id
+                    .map_or("-".into(), |a| a.to_string()),
                 lacp_state(p.port.ad_actor_state),
                 lacp_state(p.port.ad_partner_state),
             );

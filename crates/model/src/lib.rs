@@ -581,7 +581,10 @@ mod tests {
     fn verdict_is_no_go_only_with_a_critical_finding() {
         assert_eq!(Verdict::from_findings(&[]), Verdict::Go);
         let warn = finding("LINK_FLAPPING", Severity::Warning, "eth0");
-        assert_eq!(Verdict::from_findings(std::slice::from_ref(&warn)), Verdict::Go);
+        assert_eq!(
+            Verdict::from_findings(std::slice::from_ref(&warn)),
+            Verdict::Go
+        );
         let crit = finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1");
         assert_eq!(Verdict::from_findings(&[warn, crit]), Verdict::NoGo);
     }
@@ -595,13 +598,19 @@ mod tests {
         ];
         sort_findings(&mut v);
         let codes: Vec<_> = v.iter().map(|f| f.code.as_str()).collect();
-        assert_eq!(codes, ["BOND_DEGRADED", "BOND_PORT_DOWN", "LINK_NO_CARRIER"]);
+        assert_eq!(
+            codes,
+            ["BOND_DEGRADED", "BOND_PORT_DOWN", "LINK_NO_CARRIER"]
+        );
     }
 
     #[test]
     fn bond_mode_parses_names_and_numbers() {
         assert_eq!(BondMode::parse("4"), Some(BondMode::Ieee8023ad));
-        assert_eq!(BondMode::parse("active-backup"), Some(BondMode::ActiveBackup));
+        assert_eq!(
+            BondMode::parse("active-backup"),
+            Some(BondMode::ActiveBackup)
+        );
         assert_eq!(BondMode::parse("lacp"), None);
         let json = serde_json::to_string(&BondMode::Ieee8023ad).expect("serializes");
         assert_eq!(json, "\"802.3ad\"");

@@ -14,7 +14,10 @@ use crate::NetlinkError;
 /// When the interface does not exist or the kernel refuses.
 pub async fn set_link(name: &str, up: bool) -> Result<(), NetlinkError> {
     let what = format!("set {name} {}", if up { "up" } else { "down" });
-    let err = |e: &dyn std::fmt::Display| NetlinkError::Control { what: what.clone(), message: e.to_string() };
+    let err = |e: &dyn std::fmt::Display| NetlinkError::Control {
+        what: what.clone(),
+        message: e.to_string(),
+    };
     let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
     let conn = tokio::spawn(conn);
     let result = async {

@@ -14,9 +14,9 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{
-    BondAdInfo, BondMode as NlBondMode, BondPortState, InfoBond, InfoBondPort, InfoData,
-    InfoKind, InfoPortData, InfoPortKind, LinkAttribute, LinkFlags, LinkHeader, LinkInfo,
-    LinkMessage, MiiStatus as NlMiiStatus, State,
+    BondAdInfo, BondMode as NlBondMode, BondPortState, InfoBond, InfoBondPort, InfoData, InfoKind,
+    InfoPortData, InfoPortKind, LinkAttribute, LinkFlags, LinkHeader, LinkInfo, LinkMessage,
+    MiiStatus as NlMiiStatus, State,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
@@ -46,7 +46,7 @@ pub(crate) const NLM_F_DUMP_INTR: u16 = 0x10;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// RTM_NEWLINK: full state of one interface.
-    NewLink(Interface),
+    NewLink(Box<Interface>),
     /// RTM_DELLINK: interface with this index is gone.
     DelLink(u32),
     /// RTM_NEWADDR.
@@ -108,7 +108,10 @@ pub fn decode_datagram(mut buf: &[u8]) -> Decoded {
             Err(e) => {
                 out.problems.push(DecodeProblem {
                     concerns: "datagram".into(),
-                    reason: format!("cannot frame netlink message ({e}); {} bytes skipped", buf.len()),
+                    reason: format!(
+                        "cannot frame netlink message ({e}); {} bytes skipped",
+                        buf.len()
+                    ),
                 });
                 break;
             }
@@ -133,7 +136,10 @@ pub fn decode_datagram(mut buf: &[u8]) -> Decoded {
 fn decode_one(kind: u16, seq: u32, payload: &[u8], out: &mut Decoded) {
     use msg_type::*;
     match kind {
-        NLMSG_DONE => out.events.push(Event::Done { seq, interrupted: out.dump_interrupted }),
+        NLMSG_DONE => out.events.push(Event::Done {
+            seq,
+            interrupted: out.dump_interrupted,
+        }),
         NLMSG_ERROR => {
             let code = payload
                 .get(..4)
@@ -147,7 +153,7 @@ fn decode_one(kind: u16, seq: u32, payload: &[u8], out: &mut Decoded) {
         RTM_NEWLINK | RTM_DELLINK => {
             if let Some(iface) = decode_link(payload, &mut out.problems) {
                 if kind == RTM_NEWLINK {
-                    out.events.push(Event::NewLink(iface));
+                    out.events.push(Event::NewLink(Box::new(iface)));
                 } else {
                     out.events.push(Event::DelLink(iface.index));
                 }
@@ -188,11 +194,10 @@ fn decode_one(kind: u16, seq: u32, payload: &[u8], out: &mut Decoded) {
 }
 
 fn ifindex_hint(payload: &[u8], offset: usize) -> String {
-    payload
-        .get(offset..offset + 4)
-        .map_or_else(|| "unknown interface".into(), |b| {
-            format!("ifindex {}", u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        })
+    payload.get(offset..offset + 4).map_or_else(
+        || "unknown interface".into(),
+        |b| format!("ifindex {}", u32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+    )
 }
 
 /// Decodes an RTM_NEWLINK/RTM_DELLINK payload. Returns `None` for messages
@@ -243,7 +248,10 @@ fn decode_link(payload: &[u8], problems: &mut Vec<DecodeProblem>) -> Option<Inte
             iface.name.clone()
         };
         for reason in &errors {
-            problems.push(DecodeProblem { concerns: concerns.clone(), reason: reason.clone() });
+            problems.push(DecodeProblem {
+                concerns: concerns.clone(),
+                reason: reason.clone(),
+            });
         }
         iface.parse_errors = errors;
     }
@@ -300,11 +308,15 @@ fn convert_link(header: &LinkHeader, attributes: &[LinkAttribute]) -> Interface 
         // Port kind without port data: keep the membership visible, with a
         // state that cannot pass for healthy.
         iface.bond_port = Some(BondPort::default());
-        iface.parse_errors.push("bond port without IFLA_INFO_SLAVE_DATA".into());
+        iface
+            .parse_errors
+            .push("bond port without IFLA_INFO_SLAVE_DATA".into());
     }
     if iface.kind.as_deref() == Some("bond") && iface.bond.is_none() {
         iface.bond = Some(Bond::default());
-        iface.parse_errors.push("bond without IFLA_INFO_DATA".into());
+        iface
+            .parse_errors
+            .push("bond without IFLA_INFO_DATA".into());
     }
     iface
 }
@@ -510,12 +522,18 @@ pub fn capture_datagrams(bytes: &[u8]) -> Result<Vec<&[u8]>, CaptureError> {
     let mut off = 0;
     while off < bytes.len() {
         let Some(len) = bytes.get(off..off + 4) else {
-            return Err(CaptureError { offset: off, expected: 4 });
+            return Err(CaptureError {
+                offset: off,
+                expected: 4,
+            });
         };
         let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
         let start = off + 4;
         let Some(d) = bytes.get(start..start + len) else {
-            return Err(CaptureError { offset: start, expected: len });
+            return Err(CaptureError {
+                offset: start,
+                expected: len,
+            });
         };
         out.push(d);
         off = start + len;

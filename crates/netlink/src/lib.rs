@@ -72,10 +72,10 @@ pub fn apply(snapshot: &mut Snapshot, event: Event) -> bool {
     match event {
         Event::NewLink(iface) => {
             let index = iface.index;
-            if snapshot.interfaces.get(&index) == Some(&iface) {
+            if snapshot.interfaces.get(&index) == Some(&*iface) {
                 return false;
             }
-            snapshot.interfaces.insert(index, iface);
+            snapshot.interfaces.insert(index, *iface);
             true
         }
         Event::DelLink(index) => {
@@ -157,7 +157,14 @@ mod apply_tests {
     #[test]
     fn dellink_removes_interface_and_its_addresses_and_routes() {
         let mut s = Snapshot::default();
-        apply(&mut s, Event::NewLink(Interface { index: 3, name: "eth0".into(), ..Default::default() }));
+        apply(
+            &mut s,
+            Event::NewLink(Box::new(Interface {
+                index: 3,
+                name: "eth0".into(),
+                ..Default::default()
+            })),
+        );
         apply(&mut s, Event::NewAddress(addr(3, "192.0.2.10", true)));
         apply(
             &mut s,
@@ -178,12 +185,24 @@ mod apply_tests {
     #[test]
     fn address_replaced_in_place_and_unchanged_is_not_a_change() {
         let mut s = Snapshot::default();
-        assert!(apply(&mut s, Event::NewAddress(addr(3, "192.0.2.10", true))));
-        assert!(!apply(&mut s, Event::NewAddress(addr(3, "192.0.2.10", true))));
-        assert!(apply(&mut s, Event::NewAddress(addr(3, "192.0.2.10", false))));
+        assert!(apply(
+            &mut s,
+            Event::NewAddress(addr(3, "192.0.2.10", true))
+        ));
+        assert!(!apply(
+            &mut s,
+            Event::NewAddress(addr(3, "192.0.2.10", true))
+        ));
+        assert!(apply(
+            &mut s,
+            Event::NewAddress(addr(3, "192.0.2.10", false))
+        ));
         assert_eq!(s.addresses.len(), 1);
         assert!(!s.addresses[0].permanent);
-        assert!(apply(&mut s, Event::DelAddress(addr(3, "192.0.2.10", false))));
+        assert!(apply(
+            &mut s,
+            Event::DelAddress(addr(3, "192.0.2.10", false))
+        ));
         assert!(s.addresses.is_empty());
     }
 }

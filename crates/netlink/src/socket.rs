@@ -18,7 +18,9 @@ use preflight_model::Snapshot;
 use rtnetlink::constants::{
     RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_LINK,
 };
-use rtnetlink::sys::{protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
+use rtnetlink::sys::{
+    protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket,
+};
 use tokio::sync::watch as tokio_watch;
 
 use crate::decode::{decode_datagram, Event};
@@ -43,7 +45,10 @@ pub struct WatchConfig {
 
 impl Default for WatchConfig {
     fn default() -> Self {
-        Self { resync_interval: Duration::from_secs(60), receive_buffer: EVENT_RCVBUF }
+        Self {
+            resync_interval: Duration::from_secs(60),
+            receive_buffer: EVENT_RCVBUF,
+        }
     }
 }
 
@@ -90,10 +95,17 @@ struct Dumper {
 
 impl Dumper {
     fn new() -> Result<Self, NetlinkError> {
-        Ok(Self { sock: open(0)?, seq: 0 })
+        Ok(Self {
+            sock: open(0)?,
+            seq: 0,
+        })
     }
 
-    async fn request(&mut self, what: &'static str, msg: RouteNetlinkMessage) -> Result<u32, NetlinkError> {
+    async fn request(
+        &mut self,
+        what: &'static str,
+        msg: RouteNetlinkMessage,
+    ) -> Result<u32, NetlinkError> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -121,7 +133,11 @@ impl Dumper {
             let seq = self.request(what, msg.clone()).await?;
             let mut datagrams = Vec::new();
             let interrupted = loop {
-                let (buf, _) = self.sock.recv_from_full().await.map_err(NetlinkError::Recv)?;
+                let (buf, _) = self
+                    .sock
+                    .recv_from_full()
+                    .await
+                    .map_err(NetlinkError::Recv)?;
                 let decoded = decode_datagram(&buf);
                 let mut done = None;
                 for e in &decoded.events {
@@ -129,7 +145,10 @@ impl Dumper {
                         Event::Error { seq: s, code } if *s == seq => {
                             return Err(NetlinkError::Kernel { what, code: *code })
                         }
-                        Event::Done { seq: s, interrupted } if *s == seq => done = Some(*interrupted),
+                        Event::Done {
+                            seq: s,
+                            interrupted,
+                        } if *s == seq => done = Some(*interrupted),
                         _ => {}
                     }
                 }
@@ -146,16 +165,31 @@ impl Dumper {
             }
             tracing::debug!(what, "dump interrupted by a concurrent change; retrying");
         }
-        Err(NetlinkError::Interrupted { what, attempts: DUMP_ATTEMPTS })
+        Err(NetlinkError::Interrupted {
+            what,
+            attempts: DUMP_ATTEMPTS,
+        })
     }
 
     async fn dump_all(&mut self, sink: &mut (dyn FnMut(&[u8]) + Send)) -> Result<(), NetlinkError> {
-        self.dump_raw("link", RouteNetlinkMessage::GetLink(LinkMessage::default()), sink)
-            .await?;
-        self.dump_raw("address", RouteNetlinkMessage::GetAddress(AddressMessage::default()), sink)
-            .await?;
-        self.dump_raw("route", RouteNetlinkMessage::GetRoute(RouteMessage::default()), sink)
-            .await
+        self.dump_raw(
+            "link",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            sink,
+        )
+        .await?;
+        self.dump_raw(
+            "address",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            sink,
+        )
+        .await?;
+        self.dump_raw(
+            "route",
+            RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+            sink,
+        )
+        .await
     }
 
     async fn snapshot(&mut self, stats: &WatchStats) -> Result<Snapshot, NetlinkError> {
@@ -224,7 +258,11 @@ pub async fn capture() -> Result<Vec<u8>, NetlinkError> {
 /// # Errors
 /// When the sockets cannot be opened or the first dump fails.
 pub async fn watch(config: WatchConfig) -> Result<Watch, NetlinkError> {
-    let groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
+    let groups = RTMGRP_LINK
+        | RTMGRP_IPV4_IFADDR
+        | RTMGRP_IPV6_IFADDR
+        | RTMGRP_IPV4_ROUTE
+        | RTMGRP_IPV6_ROUTE;
     let events = open(groups)?;
     if let Err(e) = events.socket_ref().set_rx_buf_sz(config.receive_buffer) {
         tracing::debug!(error = %e, "cannot enlarge netlink receive buffer; overruns will re-dump");
@@ -235,10 +273,13 @@ pub async fn watch(config: WatchConfig) -> Result<Watch, NetlinkError> {
     stats.snapshots.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = tokio_watch::channel(Arc::new(first.clone()));
     let task_stats = Arc::clone(&stats);
-    let task = tokio::spawn(async move {
-        run(events, dumper, first, tx, task_stats, config).await
-    });
-    Ok(Watch { snapshots: rx, stats, task })
+    let task =
+        tokio::spawn(async move { run(events, dumper, first, tx, task_stats, config).await });
+    Ok(Watch {
+        snapshots: rx,
+        stats,
+        task,
+    })
 }
 
 async fn run(

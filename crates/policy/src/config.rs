@@ -73,7 +73,10 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
-            severity: codes::ALL.iter().map(|c| (*c, Some(c.default_severity()))).collect(),
+            severity: codes::ALL
+                .iter()
+                .map(|c| (*c, Some(c.default_severity())))
+                .collect(),
             flap_window: Duration::from_secs(60),
             flap_max_changes: 4,
             bond_min_ports: 2,
@@ -96,7 +99,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn at<T>(key: impl Into<String>, v: &toml::Spanned<T>, reason: impl Into<String>) -> Self {
-        Self { key: key.into(), span: Some(v.span()), reason: reason.into() }
+        Self {
+            key: key.into(),
+            span: Some(v.span()),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -124,7 +131,11 @@ impl RawPolicyConfig {
                 span: Some(value.span()),
                 reason: format!(
                     "unknown finding code; expected one of {}",
-                    codes::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                    codes::ALL
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             })?;
             let sev = match value.get_ref().as_str() {
@@ -135,7 +146,9 @@ impl RawPolicyConfig {
                     return Err(ConfigError::at(
                         key,
                         value,
-                        format!("`{other}` is not a severity; expected `critical`, `warning` or `off`"),
+                        format!(
+                            "`{other}` is not a severity; expected `critical`, `warning` or `off`"
+                        ),
                     ))
                 }
             };
@@ -161,14 +174,24 @@ impl RawPolicyConfig {
                 .ok()
                 .filter(|n| (1..=100_000).contains(n))
                 .ok_or_else(|| {
-                    ConfigError::at(format!("{prefix}.flapping.max_changes"), n, "must be an integer from 1 to 100000")
+                    ConfigError::at(
+                        format!("{prefix}.flapping.max_changes"),
+                        n,
+                        "must be an integer from 1 to 100000",
+                    )
                 })?;
         }
         if let Some(n) = &self.bond.min_ports {
             cfg.bond_min_ports = u32::try_from(*n.get_ref())
                 .ok()
                 .filter(|n| (1..=64).contains(n))
-                .ok_or_else(|| ConfigError::at(format!("{prefix}.bond.min_ports"), n, "must be an integer from 1 to 64"))?;
+                .ok_or_else(|| {
+                    ConfigError::at(
+                        format!("{prefix}.bond.min_ports"),
+                        n,
+                        "must be an integer from 1 to 64",
+                    )
+                })?;
         }
         for (i, p) in self.links.ignore.iter().enumerate() {
             if p.get_ref().is_empty() || p.get_ref().len() > 64 {
@@ -256,12 +279,36 @@ mod tests {
     #[test]
     fn bad_values_name_the_key_and_reason() {
         let cases = [
-            ("[severity]\nBOND_PORT_DOWNN = \"warning\"\n", "policy.severity.BOND_PORT_DOWNN", "unknown finding code"),
-            ("[severity]\nBOND_DOWN = \"fatal\"\n", "policy.severity.BOND_DOWN", "not a severity"),
-            ("[severity]\nSTATE_UNREADABLE = \"off\"\n", "policy.severity.STATE_UNREADABLE", "always critical"),
-            ("[flapping]\nwindow = \"soon\"\n", "policy.flapping.window", "not a duration"),
-            ("[flapping]\nmax_changes = 0\n", "policy.flapping.max_changes", "from 1 to"),
-            ("[bond]\nmin_ports = -2\n", "policy.bond.min_ports", "from 1 to 64"),
+            (
+                "[severity]\nBOND_PORT_DOWNN = \"warning\"\n",
+                "policy.severity.BOND_PORT_DOWNN",
+                "unknown finding code",
+            ),
+            (
+                "[severity]\nBOND_DOWN = \"fatal\"\n",
+                "policy.severity.BOND_DOWN",
+                "not a severity",
+            ),
+            (
+                "[severity]\nSTATE_UNREADABLE = \"off\"\n",
+                "policy.severity.STATE_UNREADABLE",
+                "always critical",
+            ),
+            (
+                "[flapping]\nwindow = \"soon\"\n",
+                "policy.flapping.window",
+                "not a duration",
+            ),
+            (
+                "[flapping]\nmax_changes = 0\n",
+                "policy.flapping.max_changes",
+                "from 1 to",
+            ),
+            (
+                "[bond]\nmin_ports = -2\n",
+                "policy.bond.min_ports",
+                "from 1 to 64",
+            ),
         ];
         for (src, key, reason) in cases {
             let e = parse(src).expect_err(src);

@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
-use preflight_model::{lacp, sort_findings, BondMode, Finding, Interface, MiiStatus, OperState, Snapshot};
+use preflight_model::{
+    lacp, sort_findings, BondMode, Finding, Interface, MiiStatus, OperState, Snapshot,
+};
 
 pub mod codes;
 pub mod config;
@@ -31,7 +33,11 @@ pub struct Raw {
 }
 
 fn raw(code: Code, subject: impl Into<String>, message: impl Into<String>) -> Raw {
-    Raw { code, subject: subject.into(), message: message.into() }
+    Raw {
+        code,
+        subject: subject.into(),
+        message: message.into(),
+    }
 }
 
 /// Carrier changes per interface index within the flap window, as computed by
@@ -56,7 +62,11 @@ pub fn rules(snap: &Snapshot, config: &PolicyConfig, flaps: &FlapCounts) -> Vec<
         }
         if let Some(bond) = &iface.bond {
             bond_rules(snap, iface, bond, config, &mut out);
-        } else if iface.bond_port.is_none() && iface.admin_up && !iface.carrier && !config.ignored(&iface.name) {
+        } else if iface.bond_port.is_none()
+            && iface.admin_up
+            && !iface.carrier
+            && !config.ignored(&iface.name)
+        {
             out.push(raw(
                 Code::LinkNoCarrier,
                 &iface.name,
@@ -91,7 +101,8 @@ fn subject_of(snap: &Snapshot, iface: &Interface) -> String {
 fn speed_text(p: &Interface) -> String {
     format!(
         "{} {}",
-        p.speed_mbps.map_or_else(|| "unknown speed".to_string(), |s| format!("{s}Mb/s")),
+        p.speed_mbps
+            .map_or_else(|| "unknown speed".to_string(), |s| format!("{s}Mb/s")),
         p.duplex.as_deref().unwrap_or("unknown duplex")
     )
 }
@@ -105,13 +116,23 @@ fn bond_rules(
 ) {
     let name = &iface.name;
     let ports = snap.ports_of(iface.index);
-    let ports: Vec<&Interface> = ports.into_iter().filter(|p| p.bond_port.is_some()).collect();
+    let ports: Vec<&Interface> = ports
+        .into_iter()
+        .filter(|p| p.bond_port.is_some())
+        .collect();
     let up: Vec<&&Interface> = ports
         .iter()
-        .filter(|p| p.bond_port.as_ref().is_some_and(|b| b.mii_status == MiiStatus::Up))
+        .filter(|p| {
+            p.bond_port
+                .as_ref()
+                .is_some_and(|b| b.mii_status == MiiStatus::Up)
+        })
         .collect();
 
-    if !iface.carrier || !matches!(iface.oper_state, OperState::Up | OperState::Unknown) || !iface.admin_up {
+    if !iface.carrier
+        || !matches!(iface.oper_state, OperState::Up | OperState::Unknown)
+        || !iface.admin_up
+    {
         out.push(raw(
             Code::BondDown,
             name,
@@ -151,20 +172,34 @@ fn bond_rules(
     let min = config.bond_min_ports as usize;
     if up.len() < ports.len() || ports.len() < min {
         let detail = if ports.len() < min {
-            format!("{name} has {} port(s), fewer than the {min} needed for redundancy", ports.len())
+            format!(
+                "{name} has {} port(s), fewer than the {min} needed for redundancy",
+                ports.len()
+            )
         } else {
             let down: Vec<&str> = ports
                 .iter()
                 .filter(|p| !up.iter().any(|u| u.index == p.index))
                 .map(|p| p.name.as_str())
                 .collect();
-            format!("{name} has {} of {} ports up (down: {})", up.len(), ports.len(), down.join(", "))
+            format!(
+                "{name} has {} of {} ports up (down: {})",
+                up.len(),
+                ports.len(),
+                down.join(", ")
+            )
         };
-        out.push(raw(Code::BondDegraded, name, format!("{detail}; one more failure takes it down")));
+        out.push(raw(
+            Code::BondDegraded,
+            name,
+            format!("{detail}; one more failure takes it down"),
+        ));
     }
 
     if bond.mode.has_active_port() && iface.carrier {
-        let active_ok = bond.active_port.is_some_and(|a| ports.iter().any(|p| p.index == a));
+        let active_ok = bond
+            .active_port
+            .is_some_and(|a| ports.iter().any(|p| p.index == a));
         if !active_ok {
             out.push(raw(
                 Code::BondNoActivePort,
@@ -192,7 +227,10 @@ fn bond_rules(
         .map(|p| (p.speed_mbps, p.duplex.as_deref()))
         .collect();
     if speeds.len() > 1 {
-        let list: Vec<String> = ports.iter().map(|p| format!("{} {}", p.name, speed_text(p))).collect();
+        let list: Vec<String> = ports
+            .iter()
+            .map(|p| format!("{} {}", p.name, speed_text(p)))
+            .collect();
         out.push(raw(
             Code::PortSpeedMismatch,
             name,
@@ -223,7 +261,9 @@ fn lacp_rules(name: &str, bond: &preflight_model::Bond, ports: &[&Interface], ou
         }
         let cd = lacp::COLLECTING | lacp::DISTRIBUTING;
         if actor & cd != cd {
-            why.push(format!("not collecting and distributing (actor state 0x{actor:02x})"));
+            why.push(format!(
+                "not collecting and distributing (actor state 0x{actor:02x})"
+            ));
         }
         if !why.is_empty() {
             out.push(raw(
@@ -265,7 +305,11 @@ impl Evaluator {
     /// An evaluator with this configuration and no history.
     #[must_use]
     pub fn new(config: PolicyConfig) -> Self {
-        Self { config, first_seen: BTreeMap::new(), carrier: HashMap::new() }
+        Self {
+            config,
+            first_seen: BTreeMap::new(),
+            carrier: HashMap::new(),
+        }
     }
 
     /// The configuration in force.
@@ -303,7 +347,8 @@ impl Evaluator {
 
     fn update_flaps(&mut self, snap: &Snapshot, now: Instant) -> FlapCounts {
         let window = self.config.flap_window;
-        self.carrier.retain(|idx, _| snap.interfaces.contains_key(idx));
+        self.carrier
+            .retain(|idx, _| snap.interfaces.contains_key(idx));
         let mut counts = FlapCounts::new();
         for iface in snap.interfaces.values() {
             let hist = self.carrier.entry(iface.index).or_default();

@@ -70,7 +70,10 @@ fn bond(index: u32, name: &str, mode: BondMode, active: Option<u32>) -> Interfac
 }
 
 fn snapshot(ifaces: Vec<Interface>) -> Snapshot {
-    Snapshot { interfaces: ifaces.into_iter().map(|i| (i.index, i)).collect(), ..Snapshot::default() }
+    Snapshot {
+        interfaces: ifaces.into_iter().map(|i| (i.index, i)).collect(),
+        ..Snapshot::default()
+    }
 }
 
 /// The healthy baseline: active-backup bond0 over eth0 (active) and eth1.
@@ -105,7 +108,10 @@ fn codes_with(snap: &Snapshot, cfg: &PolicyConfig) -> Vec<(String, String)> {
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = list.iter().map(|(c, s)| ((*c).into(), (*s).into())).collect();
+    let mut v: Vec<(String, String)> = list
+        .iter()
+        .map(|(c, s)| ((*c).into(), (*s).into()))
+        .collect();
     v.sort();
     v
 }
@@ -117,7 +123,8 @@ fn edit(mut s: Snapshot, idx: u32, f: impl FnOnce(&mut Interface)) -> Snapshot {
 
 #[test]
 fn every_rule_table() {
-    let cases: Vec<(&str, Snapshot, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, Snapshot, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         ("healthy active-backup", healthy_ab(), vec![]),
         ("healthy 802.3ad", healthy_lacp(), vec![]),
         (
@@ -131,14 +138,20 @@ fn every_rule_table() {
         ),
         (
             "port going down counts as down",
-            edit(healthy_ab(), 3, |p| p.bond_port.as_mut().expect("port").mii_status = MiiStatus::GoingDown),
+            edit(healthy_ab(), 3, |p| {
+                p.bond_port.as_mut().expect("port").mii_status = MiiStatus::GoingDown
+            }),
             vec![("BOND_PORT_DOWN", "bond0/eth1"), ("BOND_DEGRADED", "bond0")],
         ),
         (
             "both ports down: bond down",
             {
-                let s = edit(healthy_ab(), 2, |p| p.bond_port.as_mut().expect("port").mii_status = MiiStatus::Down);
-                let s = edit(s, 3, |p| p.bond_port.as_mut().expect("port").mii_status = MiiStatus::Down);
+                let s = edit(healthy_ab(), 2, |p| {
+                    p.bond_port.as_mut().expect("port").mii_status = MiiStatus::Down
+                });
+                let s = edit(s, 3, |p| {
+                    p.bond_port.as_mut().expect("port").mii_status = MiiStatus::Down
+                });
                 edit(s, 10, |b| {
                     b.carrier = false;
                     b.oper_state = OperState::Down;
@@ -163,12 +176,16 @@ fn every_rule_table() {
         ),
         (
             "active-backup without active port",
-            edit(healthy_ab(), 10, |b| b.bond.as_mut().expect("bond").active_port = None),
+            edit(healthy_ab(), 10, |b| {
+                b.bond.as_mut().expect("bond").active_port = None
+            }),
             vec![("BOND_NO_ACTIVE_PORT", "bond0")],
         ),
         (
             "active port that is not one of the ports",
-            edit(healthy_ab(), 10, |b| b.bond.as_mut().expect("bond").active_port = Some(99)),
+            edit(healthy_ab(), 10, |b| {
+                b.bond.as_mut().expect("bond").active_port = Some(99)
+            }),
             vec![("BOND_NO_ACTIVE_PORT", "bond0")],
         ),
         (
@@ -182,7 +199,11 @@ fn every_rule_table() {
         ),
         (
             "bond without ports is degraded",
-            snapshot(vec![Interface { carrier: false, oper_state: OperState::Down, ..bond(10, "bond0", BondMode::BalanceXor, None) }]),
+            snapshot(vec![Interface {
+                carrier: false,
+                oper_state: OperState::Down,
+                ..bond(10, "bond0", BondMode::BalanceXor, None)
+            }]),
             vec![("BOND_DEGRADED", "bond0"), ("BOND_DOWN", "bond0")],
         ),
         (
@@ -208,11 +229,23 @@ fn every_rule_table() {
             "802.3ad without partner",
             {
                 let s = edit(healthy_lacp(), 10, |b| {
-                    b.bond.as_mut().expect("bond").ad_info.as_mut().expect("ad").partner_mac = "00:00:00:00:00:00".into();
+                    b.bond
+                        .as_mut()
+                        .expect("bond")
+                        .ad_info
+                        .as_mut()
+                        .expect("ad")
+                        .partner_mac = "00:00:00:00:00:00".into();
                 });
                 let s = edit(s, 2, |p| {
-                    p.bond_port.as_mut().expect("port").ad_actor_state =
-                        Some(lacp::ACTIVITY | lacp::AGGREGATION | lacp::DEFAULTED | lacp::SYNCHRONIZATION | lacp::COLLECTING | lacp::DISTRIBUTING);
+                    p.bond_port.as_mut().expect("port").ad_actor_state = Some(
+                        lacp::ACTIVITY
+                            | lacp::AGGREGATION
+                            | lacp::DEFAULTED
+                            | lacp::SYNCHRONIZATION
+                            | lacp::COLLECTING
+                            | lacp::DISTRIBUTING,
+                    );
                 });
                 edit(s, 3, |p| {
                     let bp = p.bond_port.as_mut().expect("port");
@@ -229,18 +262,23 @@ fn every_rule_table() {
         (
             "802.3ad port not distributing",
             edit(healthy_lacp(), 3, |p| {
-                p.bond_port.as_mut().expect("port").ad_actor_state = Some(HEALTHY_LACP & !lacp::DISTRIBUTING);
+                p.bond_port.as_mut().expect("port").ad_actor_state =
+                    Some(HEALTHY_LACP & !lacp::DISTRIBUTING);
             }),
             vec![("LACP_NOT_NEGOTIATED", "bond0/eth1")],
         ),
         (
             "802.3ad aggregator split alone",
-            edit(healthy_lacp(), 3, |p| p.bond_port.as_mut().expect("port").ad_aggregator_id = Some(2)),
+            edit(healthy_lacp(), 3, |p| {
+                p.bond_port.as_mut().expect("port").ad_aggregator_id = Some(2)
+            }),
             vec![("LACP_AGGREGATOR_SPLIT", "bond0/eth1")],
         ),
         (
             "LACP rules do not apply to active-backup",
-            edit(healthy_ab(), 3, |p| p.bond_port.as_mut().expect("port").ad_actor_state = Some(0)),
+            edit(healthy_ab(), 3, |p| {
+                p.bond_port.as_mut().expect("port").ad_actor_state = Some(0)
+            }),
             vec![],
         ),
         (
@@ -260,22 +298,40 @@ fn every_rule_table() {
         ),
         (
             "admin-up link without carrier",
-            snapshot(vec![Interface { carrier: false, oper_state: OperState::LowerLayerDown, ..nic(4, "eth2") }]),
+            snapshot(vec![Interface {
+                carrier: false,
+                oper_state: OperState::LowerLayerDown,
+                ..nic(4, "eth2")
+            }]),
             vec![("LINK_NO_CARRIER", "eth2")],
         ),
         (
             "admin-down link without carrier is fine",
-            snapshot(vec![Interface { carrier: false, admin_up: false, oper_state: OperState::Down, ..nic(4, "eth2") }]),
+            snapshot(vec![Interface {
+                carrier: false,
+                admin_up: false,
+                oper_state: OperState::Down,
+                ..nic(4, "eth2")
+            }]),
             vec![],
         ),
         (
             "bridge port without carrier counts (outside any bond)",
-            snapshot(vec![Interface { carrier: false, controller: Some(9), ..nic(4, "veth1") }, nic(9, "br0")]),
+            snapshot(vec![
+                Interface {
+                    carrier: false,
+                    controller: Some(9),
+                    ..nic(4, "veth1")
+                },
+                nic(9, "br0"),
+            ]),
             vec![("LINK_NO_CARRIER", "veth1")],
         ),
         (
             "unparseable interface is critical",
-            edit(healthy_ab(), 2, |p| p.parse_errors.push("attribute 4: bad length".into())),
+            edit(healthy_ab(), 2, |p| {
+                p.parse_errors.push("attribute 4: bad length".into())
+            }),
             vec![("STATE_UNREADABLE", "eth0")],
         ),
     ];
@@ -290,73 +346,132 @@ fn seed_failure_is_critical_while_bond_is_up() {
         p.carrier = false;
         p.bond_port.as_mut().expect("port").mii_status = MiiStatus::Down;
     });
-    assert!(snap.interfaces[&10].carrier, "the bond itself still has carrier");
+    assert!(
+        snap.interfaces[&10].carrier,
+        "the bond itself still has carrier"
+    );
     let mut ev = Evaluator::new(PolicyConfig::default());
     let findings = ev.evaluate(&snap, Instant::now(), SystemTime::now());
-    assert_eq!(preflight_model::Verdict::from_findings(&findings), preflight_model::Verdict::NoGo);
-    let f = findings.iter().find(|f| f.code == "BOND_PORT_DOWN").expect("port down finding");
+    assert_eq!(
+        preflight_model::Verdict::from_findings(&findings),
+        preflight_model::Verdict::NoGo
+    );
+    let f = findings
+        .iter()
+        .find(|f| f.code == "BOND_PORT_DOWN")
+        .expect("port down finding");
     assert_eq!(f.severity, preflight_model::Severity::Critical);
     assert_eq!(f.subject, "bond0/eth1");
-    assert!(f.message.contains("eth1") && f.message.contains("redundancy"), "{}", f.message);
+    assert!(
+        f.message.contains("eth1") && f.message.contains("redundancy"),
+        "{}",
+        f.message
+    );
 }
 
 #[test]
 fn configured_min_ports_and_ignores() {
     let mut single = healthy_ab();
     single.interfaces.remove(&3);
-    let cfg = PolicyConfig { bond_min_ports: 1, ..PolicyConfig::default() };
+    let cfg = PolicyConfig {
+        bond_min_ports: 1,
+        ..PolicyConfig::default()
+    };
     assert_eq!(codes_with(&single, &cfg), vec![]);
 
-    let dark = snapshot(vec![Interface { carrier: false, ..nic(4, "docker0") }]);
-    let cfg = PolicyConfig { ignore_links: vec!["docker*".into()], ..PolicyConfig::default() };
+    let dark = snapshot(vec![Interface {
+        carrier: false,
+        ..nic(4, "docker0")
+    }]);
+    let cfg = PolicyConfig {
+        ignore_links: vec!["docker*".into()],
+        ..PolicyConfig::default()
+    };
     assert_eq!(codes_with(&dark, &cfg), vec![]);
 }
 
 #[test]
 fn severity_override_and_off() {
-    let dark = snapshot(vec![Interface { carrier: false, ..nic(4, "eth2") }]);
+    let dark = snapshot(vec![Interface {
+        carrier: false,
+        ..nic(4, "eth2")
+    }]);
     let mut cfg = PolicyConfig::default();
-    cfg.severity.insert(Code::LinkNoCarrier, Some(preflight_model::Severity::Critical));
+    cfg.severity.insert(
+        Code::LinkNoCarrier,
+        Some(preflight_model::Severity::Critical),
+    );
     let f = Evaluator::new(cfg.clone()).evaluate(&dark, Instant::now(), SystemTime::now());
     assert_eq!(f[0].severity, preflight_model::Severity::Critical);
     cfg.severity.insert(Code::LinkNoCarrier, None);
-    assert!(Evaluator::new(cfg).evaluate(&dark, Instant::now(), SystemTime::now()).is_empty());
+    assert!(Evaluator::new(cfg)
+        .evaluate(&dark, Instant::now(), SystemTime::now())
+        .is_empty());
 }
 
 #[test]
 fn since_is_kept_while_the_finding_persists_and_reset_after() {
-    let bad = edit(healthy_ab(), 3, |p| p.bond_port.as_mut().expect("port").mii_status = MiiStatus::Down);
+    let bad = edit(healthy_ab(), 3, |p| {
+        p.bond_port.as_mut().expect("port").mii_status = MiiStatus::Down
+    });
     let mut ev = Evaluator::new(PolicyConfig::default());
     let t0 = Instant::now();
     let w0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
     let first = ev.evaluate(&bad, t0, w0);
-    let later = ev.evaluate(&bad, t0 + Duration::from_secs(5), w0 + Duration::from_secs(5));
+    let later = ev.evaluate(
+        &bad,
+        t0 + Duration::from_secs(5),
+        w0 + Duration::from_secs(5),
+    );
     assert_eq!(first[0].since, w0);
     assert_eq!(later[0].since, w0);
-    assert!(ev.evaluate(&healthy_ab(), t0 + Duration::from_secs(6), w0 + Duration::from_secs(6)).is_empty());
-    let again = ev.evaluate(&bad, t0 + Duration::from_secs(7), w0 + Duration::from_secs(7));
+    assert!(ev
+        .evaluate(
+            &healthy_ab(),
+            t0 + Duration::from_secs(6),
+            w0 + Duration::from_secs(6)
+        )
+        .is_empty());
+    let again = ev.evaluate(
+        &bad,
+        t0 + Duration::from_secs(7),
+        w0 + Duration::from_secs(7),
+    );
     assert_eq!(again[0].since, w0 + Duration::from_secs(7));
 }
 
 #[test]
 fn flapping_is_detected_in_the_window_and_clears_after_it() {
-    let cfg = PolicyConfig { flap_window: Duration::from_secs(60), flap_max_changes: 4, ..PolicyConfig::default() };
+    let cfg = PolicyConfig {
+        flap_window: Duration::from_secs(60),
+        flap_max_changes: 4,
+        ..PolicyConfig::default()
+    };
     let mut ev = Evaluator::new(cfg);
     let t0 = Instant::now();
     let w = SystemTime::now();
     let with_changes = |n: u32| edit(healthy_ab(), 3, |p| p.carrier_changes = n);
     // History before the agent started does not count.
     assert!(ev.evaluate(&with_changes(40), t0, w).is_empty());
-    assert!(ev.evaluate(&with_changes(42), t0 + Duration::from_secs(1), w).is_empty());
+    assert!(ev
+        .evaluate(&with_changes(42), t0 + Duration::from_secs(1), w)
+        .is_empty());
     let f = ev.evaluate(&with_changes(44), t0 + Duration::from_secs(2), w);
-    let flap = f.iter().find(|f| f.code == "LINK_FLAPPING").expect("flapping after 4 changes");
+    let flap = f
+        .iter()
+        .find(|f| f.code == "LINK_FLAPPING")
+        .expect("flapping after 4 changes");
     assert_eq!(flap.subject, "bond0/eth1");
     assert_eq!(flap.severity, preflight_model::Severity::Warning);
     assert!(ev.needs_tick());
     // Still inside the window.
-    assert!(!ev.evaluate(&with_changes(44), t0 + Duration::from_secs(50), w).is_empty());
+    assert!(!ev
+        .evaluate(&with_changes(44), t0 + Duration::from_secs(50), w)
+        .is_empty());
     // The window has passed since the last change: cleared without any new event.
-    assert!(ev.evaluate(&with_changes(44), t0 + Duration::from_secs(63), w).is_empty());
+    assert!(ev
+        .evaluate(&with_changes(44), t0 + Duration::from_secs(63), w)
+        .is_empty());
 }
 
 #[test]
@@ -368,6 +483,9 @@ fn every_code_has_a_rule_test_and_a_meaning() {
     // The table above covers each code at least once.
     let src = include_str!("tests.rs");
     for c in codes::ALL {
-        assert!(src.contains(&format!("\"{}\"", c.as_str())), "no rule test for {c}");
+        assert!(
+            src.contains(&format!("\"{}\"", c.as_str())),
+            "no rule test for {c}"
+        );
     }
 }

@@ -11,7 +11,8 @@ fn snapshot(bytes: &[u8]) -> Snapshot {
 }
 
 fn iface<'a>(s: &'a Snapshot, name: &str) -> &'a Interface {
-    s.by_name(name).unwrap_or_else(|| panic!("{name} missing from snapshot"))
+    s.by_name(name)
+        .unwrap_or_else(|| panic!("{name} missing from snapshot"))
 }
 
 #[test]
@@ -46,7 +47,11 @@ fn veth_bridge_capture_decodes_exactly() {
         .collect();
     assert_eq!(addrs, ["192.0.2.10/24 permanent=true"]);
 
-    let default: Vec<&preflight_model::Route> = s.routes.iter().filter(|r| r.is_default() && !r.ipv6).collect();
+    let default: Vec<&preflight_model::Route> = s
+        .routes
+        .iter()
+        .filter(|r| r.is_default() && !r.ipv6)
+        .collect();
     assert_eq!(default.len(), 1);
     assert_eq!(default[0].gateway, Some("192.0.2.1".parse().expect("ip")));
     assert_eq!(default[0].oif, Some(v0a.index));
@@ -71,8 +76,12 @@ fn find_link_attr(bytes: &[u8], name: &str, nla_type: u16) -> usize {
                 let mut target = None;
                 while a + 4 <= m + mlen {
                     let alen = u16::from_ne_bytes(bytes[a..a + 2].try_into().expect("2")) as usize;
-                    let atype = u16::from_ne_bytes(bytes[a + 2..a + 4].try_into().expect("2")) & 0x3fff;
-                    if atype == 3 && &bytes[a + 4..a + 4 + name.len()] == name.as_bytes() && bytes[a + 4 + name.len()] == 0 {
+                    let atype =
+                        u16::from_ne_bytes(bytes[a + 2..a + 4].try_into().expect("2")) & 0x3fff;
+                    if atype == 3
+                        && &bytes[a + 4..a + 4 + name.len()] == name.as_bytes()
+                        && bytes[a + 4 + name.len()] == 0
+                    {
                         found_name = true;
                     }
                     if atype == nla_type {
@@ -100,13 +109,27 @@ fn malformed_attribute_on_one_link_keeps_every_link() {
 
     let s = snapshot(&bytes);
     let names: Vec<&str> = s.interfaces.values().map(|i| i.name.as_str()).collect();
-    assert_eq!(names, ["lo", "br0", "v0b", "v0a", "v1b", "v1a"], "no interface may be dropped");
+    assert_eq!(
+        names,
+        ["lo", "br0", "v0b", "v0a", "v1b", "v1a"],
+        "no interface may be dropped"
+    );
     let v0a = iface(&s, "v0a");
-    assert!(!v0a.parse_errors.is_empty(), "the bad attribute is recorded");
-    assert!(v0a.carrier && v0a.admin_up, "the good attributes of v0a are kept");
+    assert!(
+        !v0a.parse_errors.is_empty(),
+        "the bad attribute is recorded"
+    );
+    assert!(
+        v0a.carrier && v0a.admin_up,
+        "the good attributes of v0a are kept"
+    );
     assert_eq!(v0a.mtu, 0, "the bad attribute is not guessed");
     assert_eq!(iface(&s, "v1a").mtu, 1500);
-    assert!(s.interfaces.values().filter(|i| i.name != "v0a").all(|i| i.parse_errors.is_empty()));
+    assert!(s
+        .interfaces
+        .values()
+        .filter(|i| i.name != "v0a")
+        .all(|i| i.parse_errors.is_empty()));
 
     let decoded: Vec<DecodeProblem> = capture_datagrams(&bytes)
         .expect("framing intact")
@@ -114,7 +137,10 @@ fn malformed_attribute_on_one_link_keeps_every_link() {
         .flat_map(|d| decode_datagram(d).problems)
         .collect();
     assert_eq!(decoded.len(), 1);
-    assert_eq!(decoded[0].concerns, "v0a", "the problem names the interface");
+    assert_eq!(
+        decoded[0].concerns, "v0a",
+        "the problem names the interface"
+    );
 }
 
 #[test]

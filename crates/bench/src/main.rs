@@ -1,0 +1,178 @@
+//! preflight benchmarks. Each prints figures (median, p99, spread over
+//! repetitions); none asserts on time. Run as root: they make their own
+//! network namespaces and send no traffic outside them.
+//!
+//! ```text
+//! preflight-bench netns-latency [--toggles 200] [--reps 5]
+//! preflight-bench watch-rss [--seconds 5]
+//! ```
+
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use preflight_policy::{Evaluator, PolicyConfig};
+
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("pfbench-{tag}-{}", std::process::id());
+        let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
+        assert!(ok, "cannot create network namespace {name}: run as root with iproute2 installed");
+        Self(name)
+    }
+    fn ip(&self, args: &str) {
+        let ok = Command::new("ip").arg("-n").arg(&self.0).args(args.split_whitespace()).status().is_ok_and(|s| s.success());
+        assert!(ok, "ip -n {} {args} failed", self.0);
+    }
+    /// Moves the calling thread into the namespace.
+    fn enter(&self) {
+        let f = std::fs::File::open(format!("/var/run/netns/{}", self.0)).expect("netns file");
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (percentile(&v, 50.0), percentile(&v, 99.0), v[0], v[v.len() - 1])
+}
+
+/// Time from `ip link set X down` (issued over rtnetlink in-process, so no
+/// process start-up is counted) to the watch emitting LINK_NO_CARRIER for its
+/// peer, and from `up` to the finding clearing.
+fn netns_latency(toggles: usize, reps: usize) {
+    let ns = Netns::new("lat");
+    for l in ["link add w0 type veth peer name w1", "link set w0 up", "link set w1 up"] {
+        ns.ip(l);
+    }
+    let mut rep_medians = Vec::new();
+    let mut rep_p99 = Vec::new();
+    let mut all = Vec::new();
+    for rep in 0..reps {
+        let ns_name = ns.0.clone();
+        let samples = std::thread::spawn(move || {
+            Netns(ns_name.clone()).enter_no_drop();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let mut w = preflight_netlink::watch(preflight_netlink::WatchConfig::default()).await.expect("watch");
+                let mut ev = Evaluator::new(PolicyConfig::default());
+                let mut out = Vec::with_capacity(toggles * 2);
+                for i in 0..toggles * 2 {
+                    let down = i % 2 == 0;
+                    let t0 = Instant::now();
+                    preflight_netlink::control::set_link("w1", !down).await.expect("toggle");
+                    loop {
+                        w.snapshots.changed().await.expect("watch alive");
+                        let snap = w.snapshots.borrow_and_update().clone();
+                        let f = ev.evaluate(&snap, Instant::now(), SystemTime::now());
+                        let present = f.iter().any(|f| f.code == "LINK_NO_CARRIER" && f.subject == "w0");
+                        if present == down {
+                            break;
+                        }
+                    }
+                    out.push(t0.elapsed().as_secs_f64() * 1000.0);
+                }
+                out
+            })
+        })
+        .join()
+        .expect("bench thread");
+        let (p50, p99, min, max) = stats(samples.clone());
+        println!("  rep {}: {} samples  median {p50:.3} ms  p99 {p99:.3} ms  min {min:.3}  max {max:.3}", rep + 1, samples.len());
+        rep_medians.push(p50);
+        rep_p99.push(p99);
+        all.extend(samples);
+    }
+    let (m50, _, m50min, m50max) = stats(rep_medians);
+    let (p99m, _, p99min, p99max) = stats(rep_p99);
+    let (a50, a99, _, amax) = stats(all.clone());
+    println!("netns link toggle -> finding (in-process watch + policy), {toggles} down/up pairs x {reps} reps:");
+    println!("  median of medians {m50:.3} ms (spread {m50min:.3}..{m50max:.3})");
+    println!("  median of p99s    {p99m:.3} ms (spread {p99min:.3}..{p99max:.3})");
+    println!("  pooled: n={} median {a50:.3} ms  p99 {a99:.3} ms  max {amax:.3} ms", all.len());
+}
+
+impl Netns {
+    fn enter_no_drop(self) {
+        self.enter();
+        std::mem::forget(self);
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// RSS of `preflight inspect --watch` at idle in a namespace with a bridge
+/// and 50 veth pairs.
+fn watch_rss(bin: &str, seconds: u64, reps: usize) {
+    let ns = Netns::new("rss");
+    ns.ip("link add br0 type bridge");
+    ns.ip("link set br0 up");
+    for i in 0..50 {
+        ns.ip(&format!("link add r{i}a type veth peer name r{i}b"));
+        ns.ip(&format!("link set r{i}b master br0"));
+        ns.ip(&format!("link set r{i}a up"));
+        ns.ip(&format!("link set r{i}b up"));
+    }
+    let mut v = Vec::new();
+    for _ in 0..reps {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.0, bin, "inspect", "--watch", "--json"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn preflight");
+        std::thread::sleep(Duration::from_secs(seconds));
+        // `ip netns exec` execs the binary: same pid.
+        let rss = rss_kib(child.id()).expect("rss");
+        let _ = child.kill();
+        let _ = child.wait();
+        #[allow(clippy::cast_precision_loss)]
+        v.push(rss as f64 / 1024.0);
+    }
+    let (p50, _, min, max) = stats(v);
+    println!("preflight inspect --watch idle RSS (52 links), {reps} runs: median {p50:.2} MiB (spread {min:.2}..{max:.2})");
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("netns-latency") => netns_latency(arg(&args, "--toggles", 200), arg(&args, "--reps", 5)),
+        Some("watch-rss") => {
+            let bin = args
+                .iter()
+                .position(|a| a == "--bin")
+                .and_then(|i| args.get(i + 1).cloned())
+                .unwrap_or_else(|| "target/release/preflight".into());
+            watch_rss(&bin, arg(&args, "--seconds", 5), arg(&args, "--reps", 5));
+        }
+        _ => {
+            eprintln!("usage: preflight-bench netns-latency [--toggles N] [--reps N]\n       preflight-bench watch-rss [--bin PATH] [--seconds N] [--reps N]");
+            std::process::exit(64);
+        }
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it and as a newcomer runs it:
+#   bash tests/run.sh
+# Installs what it needs (Debian packages, the VM kernel; cached), then runs
+# the gates: fmt, clippy, build, every test (unit, namespace, VM), docs.
+# Needs root (network namespaces, qemu); fails loudly without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+[ "$(id -u)" -eq 0 ] || { echo "tests/run.sh: the namespace and VM tests need root" >&2; exit 1; }
+
+step "prerequisites"
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v strip >/dev/null || need+=(binutils)
+if [ "${#need[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+bash tests/vm/prepare.sh >/dev/null   # qemu, busybox, kernel image (cached)
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build (shared by every test stage)"
+cargo build --workspace --all-targets --locked
+
+step "tests"
+cargo nextest run --workspace --locked --no-fail-fast --failure-output final
+
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "done"
