@@ -17,12 +17,23 @@ struct Netns(String);
 impl Netns {
     fn new(tag: &str) -> Self {
         let name = format!("pfbench-{tag}-{}", std::process::id());
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
-        assert!(ok, "cannot create network namespace {name}: run as root with iproute2 installed");
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cannot create network namespace {name}: run as root with iproute2 installed"
+        );
         Self(name)
     }
     fn ip(&self, args: &str) {
-        let ok = Command::new("ip").arg("-n").arg(&self.0).args(args.split_whitespace()).status().is_ok_and(|s| s.success());
+        let ok = Command::new("ip")
+            .arg("-n")
+            .arg(&self.0)
+            .args(args.split_whitespace())
+            .status()
+            .is_ok_and(|s| s.success());
         assert!(ok, "ip -n {} {args} failed", self.0);
     }
     /// Moves the calling thread into the namespace.
@@ -42,14 +53,23 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
     v.sort_by(f64::total_cmp);
-    (percentile(&v, 50.0), percentile(&v, 99.0), v[0], v[v.len() - 1])
+    (
+        percentile(&v, 50.0),
+        percentile(&v, 99.0),
+        v[0],
+        v[v.len() - 1],
+    )
 }
 
 /// Time from `ip link set X down` (issued over rtnetlink in-process, so no
@@ -57,7 +77,11 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
 /// peer, and from `up` to the finding clearing.
 fn netns_latency(toggles: usize, reps: usize) {
     let ns = Netns::new("lat");
-    for l in ["link add w0 type veth peer name w1", "link set w0 up", "link set w1 up"] {
+    for l in [
+        "link add w0 type veth peer name w1",
+        "link set w0 up",
+        "link set w1 up",
+    ] {
         ns.ip(l);
     }
     let mut rep_medians = Vec::new();
@@ -67,20 +91,29 @@ fn netns_latency(toggles: usize, reps: usize) {
         let ns_name = ns.0.clone();
         let samples = std::thread::spawn(move || {
             Netns(ns_name.clone()).enter_no_drop();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
-                let mut w = preflight_netlink::watch(preflight_netlink::WatchConfig::default()).await.expect("watch");
+                let mut w = preflight_netlink::watch(preflight_netlink::WatchConfig::default())
+                    .await
+                    .expect("watch");
                 let mut ev = Evaluator::new(PolicyConfig::default());
                 let mut out = Vec::with_capacity(toggles * 2);
                 for i in 0..toggles * 2 {
                     let down = i % 2 == 0;
                     let t0 = Instant::now();
-                    preflight_netlink::control::set_link("w1", !down).await.expect("toggle");
+                    preflight_netlink::control::set_link("w1", !down)
+                        .await
+                        .expect("toggle");
                     loop {
                         w.snapshots.changed().await.expect("watch alive");
                         let snap = w.snapshots.borrow_and_update().clone();
                         let f = ev.evaluate(&snap, Instant::now(), SystemTime::now());
-                        let present = f.iter().any(|f| f.code == "LINK_NO_CARRIER" && f.subject == "w0");
+                        let present = f
+                            .iter()
+                            .any(|f| f.code == "LINK_NO_CARRIER" && f.subject == "w0");
                         if present == down {
                             break;
                         }
@@ -93,7 +126,11 @@ fn netns_latency(toggles: usize, reps: usize) {
         .join()
         .expect("bench thread");
         let (p50, p99, min, max) = stats(samples.clone());
-        println!("  rep {}: {} samples  median {p50:.3} ms  p99 {p99:.3} ms  min {min:.3}  max {max:.3}", rep + 1, samples.len());
+        println!(
+            "  rep {}: {} samples  median {p50:.3} ms  p99 {p99:.3} ms  min {min:.3}  max {max:.3}",
+            rep + 1,
+            samples.len()
+        );
         rep_medians.push(p50);
         rep_p99.push(p99);
         all.extend(samples);
@@ -104,7 +141,10 @@ fn netns_latency(toggles: usize, reps: usize) {
     println!("netns link toggle -> finding (in-process watch + policy), {toggles} down/up pairs x {reps} reps:");
     println!("  median of medians {m50:.3} ms (spread {m50min:.3}..{m50max:.3})");
     println!("  median of p99s    {p99m:.3} ms (spread {p99min:.3}..{p99max:.3})");
-    println!("  pooled: n={} median {a50:.3} ms  p99 {a99:.3} ms  max {amax:.3} ms", all.len());
+    println!(
+        "  pooled: n={} median {a50:.3} ms  p99 {a99:.3} ms  max {amax:.3} ms",
+        all.len()
+    );
 }
 
 impl Netns {
@@ -116,7 +156,12 @@ impl Netns {
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// RSS of `preflight inspect --watch` at idle in a namespace with a bridge
@@ -161,7 +206,9 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("netns-latency") => netns_latency(arg(&args, "--toggles", 200), arg(&args, "--reps", 5)),
+        Some("netns-latency") => {
+            netns_latency(arg(&args, "--toggles", 200), arg(&args, "--reps", 5))
+        }
         Some("watch-rss") => {
             let bin = args
                 .iter()

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub mod report;
 pub mod time;
 
 /// Everything preflight knows about one node's network at one moment.

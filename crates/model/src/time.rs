@@ -25,6 +25,35 @@ pub mod rfc3339 {
     }
 }
 
+/// serde helpers for `Option<SystemTime>` as RFC 3339 or null.
+pub mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes as `2026-11-25T12:00:00Z` or null.
+    ///
+    /// # Errors
+    /// The serializer's errors.
+    #[allow(clippy::ref_option)]
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::rfc3339::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Parses an RFC 3339 timestamp or null.
+    ///
+    /// # Errors
+    /// When the string is not RFC 3339.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 /// Formats a wall-clock time for people: `2026-11-25T12:00:00Z`.
 #[must_use]
 pub fn format(t: std::time::SystemTime) -> String {

@@ -1,0 +1,177 @@
+//! What an agent sends to an aggregator, and what the aggregator answers.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Finding, NodeState, Verdict};
+
+/// Largest accepted report body, in bytes.
+pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
+
+/// One push from an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Node name (`compute-0`).
+    pub node: String,
+    /// Random id of this agent process; sequence numbers restart with it.
+    pub boot_id: String,
+    /// Increases by one with every report of this boot id.
+    pub seq: u64,
+    /// Full state or heartbeat.
+    #[serde(flatten)]
+    pub body: ReportBody,
+}
+
+/// The two kinds of report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReportBody {
+    /// The whole node state; sent on every change.
+    Full {
+        /// Labels the agent is configured with (`role = compute`).
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+        /// The node's state and findings.
+        state: Box<NodeState>,
+    },
+    /// "Still alive, nothing changed since full report `state_seq`."
+    Heartbeat {
+        /// Sequence number of the last full report the state is unchanged from.
+        state_seq: u64,
+    },
+}
+
+/// Aggregator's answer to a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportAck {
+    /// `accepted`, or `need_full` when a heartbeat refers to a state the
+    /// aggregator does not have (after its restart): send a full report.
+    pub status: String,
+}
+
+/// Why a node blocks the gate (a finding, or the node's silence).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocker {
+    /// Node name.
+    pub node: String,
+    /// Finding code, or NODE_SILENT / NODE_STALE / NODE_SETTLING.
+    pub code: String,
+    /// Severity (`critical` for everything that blocks).
+    pub severity: crate::Severity,
+    /// `bond0/eth1`, or the node name for node-level blockers.
+    pub subject: String,
+    /// What to do.
+    pub message: String,
+    /// Since when.
+    #[serde(
+        with = "crate::time::rfc3339_opt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub since: Option<SystemTime>,
+}
+
+/// A time-limited exception for a node's findings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiver {
+    /// Id.
+    pub id: i64,
+    /// Node the waiver applies to.
+    pub node: String,
+    /// Finding code it waives; `None`: every reported finding of the node
+    /// (but never NODE_SILENT / NODE_STALE, which must be named).
+    pub code: Option<String>,
+    /// Subject it waives (`bond0/eth1`); `None`: any subject.
+    pub subject: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub author: String,
+    /// When it was created.
+    #[serde(with = "crate::time::rfc3339")]
+    pub created_at: SystemTime,
+    /// When it stops applying.
+    #[serde(with = "crate::time::rfc3339")]
+    pub expires_at: SystemTime,
+}
+
+impl Waiver {
+    /// Whether this waiver covers a finding `code` on `subject` of `node`.
+    #[must_use]
+    pub fn covers(&self, node: &str, code: &str, subject: &str) -> bool {
+        if self.node != node {
+            return false;
+        }
+        match &self.code {
+            Some(c) if c != code => return false,
+            None if code == NODE_SILENT || code == NODE_STALE => return false,
+            _ => {}
+        }
+        self.subject.as_deref().is_none_or(|s| s == subject)
+    }
+}
+
+/// Blocker code: a node in the inventory that has not reported since the
+/// aggregator started.
+pub const NODE_SILENT: &str = "NODE_SILENT";
+/// Blocker code: a node whose last report is older than its TTL.
+pub const NODE_STALE: &str = "NODE_STALE";
+/// Blocker code: a node whose findings changed within the settle time.
+pub const NODE_SETTLING: &str = "NODE_SETTLING";
+
+/// The gate's answer for a scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateAnswer {
+    /// go / no-go.
+    pub verdict: Verdict,
+    /// The label selector asked for (`role=compute`), empty for all nodes.
+    pub scope: String,
+    /// Nodes in the scope.
+    pub nodes: usize,
+    /// Blockers, worst first.
+    pub blockers: Vec<Blocker>,
+    /// Nodes that are go (update these with `--limit`).
+    pub ready: Vec<String>,
+    /// Nodes that are not go.
+    pub blocked: Vec<String>,
+    /// Waivers that turned a blocker into go.
+    pub waived: Vec<Waiver>,
+    /// When the answer was made.
+    #[serde(with = "crate::time::rfc3339")]
+    pub generated_at: SystemTime,
+}
+
+/// A node as the aggregator sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    /// Name.
+    pub node: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// `go`, `no-go`, `settling`, `stale`, `silent`.
+    pub status: String,
+    /// Blockers of this node.
+    pub blockers: Vec<Blocker>,
+    /// Reported findings (waived ones included, marked).
+    pub findings: Vec<WaivedFinding>,
+    /// Last report received.
+    #[serde(
+        with = "crate::time::rfc3339_opt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_report: Option<SystemTime>,
+}
+
+/// A finding with whether a waiver covers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaivedFinding {
+    /// The finding.
+    #[serde(flatten)]
+    pub finding: Finding,
+    /// Id of the waiver covering it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waived_by: Option<i64>,
+}
