@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use preflight_model::report::{
-    Blocker, GateAnswer, NodeSummary, Report, ReportBody, WaivedFinding, Waiver, NODE_SETTLING, NODE_SILENT,
-    NODE_STALE,
+    Blocker, GateAnswer, NodeSummary, Report, ReportBody, WaivedFinding, Waiver, NODE_SETTLING,
+    NODE_SILENT, NODE_STALE,
 };
 use preflight_model::{Finding, NodeState, Severity, Verdict};
 use tokio::time::Instant;
@@ -104,7 +104,9 @@ pub enum FleetError {
     #[error("invalid label `{0}`: keys and values are 1-63 characters of A-Z a-z 0-9 . _ - /")]
     BadLabel(String),
     /// A report older than one already received from the same agent.
-    #[error("stale sequence number {got} for node `{node}` (boot {boot_id}); last accepted is {last}")]
+    #[error(
+        "stale sequence number {got} for node `{node}` (boot {boot_id}); last accepted is {last}"
+    )]
     StaleSequence {
         /// Node.
         node: String,
@@ -132,7 +134,9 @@ pub enum FleetError {
 fn valid_token(s: &str, max: usize, extra: &[char]) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || extra.contains(&c))
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || extra.contains(&c)
+        })
 }
 
 /// Checks a node name.
@@ -153,11 +157,16 @@ pub fn check_node_name(name: &str) -> Result<(), FleetError> {
 /// The first bad key or value.
 pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), FleetError> {
     if labels.len() > 32 {
-        return Err(FleetError::BadLabel(format!("{} labels (at most 32)", labels.len())));
+        return Err(FleetError::BadLabel(format!(
+            "{} labels (at most 32)",
+            labels.len()
+        )));
     }
     for (k, v) in labels {
         if !valid_token(k, 63, &['/']) || !valid_token(v, 63, &['/']) {
-            return Err(FleetError::BadLabel(format!("{k}={v}").chars().take(140).collect()));
+            return Err(FleetError::BadLabel(
+                format!("{k}={v}").chars().take(140).collect(),
+            ));
         }
     }
     Ok(())
@@ -169,16 +178,23 @@ impl Selector {
     /// # Errors
     /// When a term is not `key=value` with valid characters.
     pub fn parse(s: &str) -> Result<Self, FleetError> {
-        let bad = |reason: &str| FleetError::BadScope { scope: s.chars().take(200).collect(), reason: reason.into() };
+        let bad = |reason: &str| FleetError::BadScope {
+            scope: s.chars().take(200).collect(),
+            reason: reason.into(),
+        };
         if s.trim().is_empty() {
             return Ok(Self::default());
         }
         let mut terms = Vec::new();
         for term in s.split(',') {
-            let (k, v) = term.split_once('=').ok_or_else(|| bad("expected key=value[,key=value]"))?;
+            let (k, v) = term
+                .split_once('=')
+                .ok_or_else(|| bad("expected key=value[,key=value]"))?;
             let (k, v) = (k.trim(), v.trim());
             if !valid_token(k, 63, &['/']) || !valid_token(v, 63, &['/']) {
-                return Err(bad("keys and values are 1-63 characters of A-Z a-z 0-9 . _ - /"));
+                return Err(bad(
+                    "keys and values are 1-63 characters of A-Z a-z 0-9 . _ - /",
+                ));
             }
             terms.push((k.to_owned(), v.to_owned()));
         }
@@ -196,7 +212,11 @@ impl Selector {
     /// Canonical text.
     #[must_use]
     pub fn text(&self) -> String {
-        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -313,8 +333,10 @@ impl Fleet {
     /// Node counts by status (for metrics): go, no-go, settling, stale, silent.
     #[must_use]
     pub fn counts_by_status(&self) -> BTreeMap<&'static str, usize> {
-        let mut m: BTreeMap<&'static str, usize> =
-            ["go", "no-go", "settling", "stale", "silent"].into_iter().map(|s| (s, 0)).collect();
+        let mut m: BTreeMap<&'static str, usize> = ["go", "no-go", "settling", "stale", "silent"]
+            .into_iter()
+            .map(|s| (s, 0))
+            .collect();
         for n in self.nodes.values() {
             *m.entry(n.status.as_str()).or_default() += 1;
         }
@@ -342,7 +364,8 @@ impl Fleet {
             self.detach(name);
             self.nodes.get_mut(name).expect("checked above").labels = labels;
         } else {
-            self.nodes.insert(name.to_owned(), Node::new(labels, now, wall));
+            self.nodes
+                .insert(name.to_owned(), Node::new(labels, now, wall));
         }
         self.attach(name);
         self.reevaluate(name, now);
@@ -387,10 +410,17 @@ impl Fleet {
     /// # Errors
     /// Unknown node (closed inventory), bad name or labels, stale sequence,
     /// inconsistent report. Nothing changes on error.
-    pub fn apply_report(&mut self, r: &Report, now: Instant, wall: SystemTime) -> Result<ReportOutcome, FleetError> {
+    pub fn apply_report(
+        &mut self,
+        r: &Report,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<ReportOutcome, FleetError> {
         check_node_name(&r.node)?;
         if r.boot_id.is_empty() || r.boot_id.len() > 64 {
-            return Err(FleetError::BadReport("boot_id must be 1-64 characters".into()));
+            return Err(FleetError::BadReport(
+                "boot_id must be 1-64 characters".into(),
+            ));
         }
         let known = self.nodes.get(&r.node);
         if known.is_none() && self.cfg.closed_inventory {
@@ -411,14 +441,20 @@ impl Fleet {
                 let Some(n) = self.nodes.get_mut(&r.node) else {
                     return Ok(ReportOutcome::NeedFull);
                 };
-                if n.boot_id.as_deref() != Some(r.boot_id.as_str()) || n.state_seq != *state_seq || n.state.is_none() {
+                if n.boot_id.as_deref() != Some(r.boot_id.as_str())
+                    || n.state_seq != *state_seq
+                    || n.state.is_none()
+                {
                     return Ok(ReportOutcome::NeedFull);
                 }
                 n.seq = r.seq;
                 n.last_seen = Some(now);
                 n.last_report_wall = Some(wall);
                 self.reevaluate(&r.node, now);
-                Ok(ReportOutcome::Accepted { full: false, new_node: false })
+                Ok(ReportOutcome::Accepted {
+                    full: false,
+                    new_node: false,
+                })
             }
             ReportBody::Full { labels, state } => {
                 if state.node != r.node {
@@ -433,7 +469,8 @@ impl Fleet {
                 check_labels(labels)?;
                 let new_node = known.is_none();
                 if new_node {
-                    self.nodes.insert(r.node.clone(), Node::new(labels.clone(), now, wall));
+                    self.nodes
+                        .insert(r.node.clone(), Node::new(labels.clone(), now, wall));
                     self.attach(&r.node);
                 } else if !self.cfg.closed_inventory && self.nodes[&r.node].labels != *labels {
                     // Open inventory: the agent's labels are authoritative.
@@ -442,8 +479,11 @@ impl Fleet {
                     self.attach(&r.node);
                 }
                 let n = self.nodes.get_mut(&r.node).expect("inserted above");
-                let keys: BTreeSet<(String, String)> =
-                    state.findings.iter().map(|f| (f.code.clone(), f.subject.clone())).collect();
+                let keys: BTreeSet<(String, String)> = state
+                    .findings
+                    .iter()
+                    .map(|f| (f.code.clone(), f.subject.clone()))
+                    .collect();
                 if keys != n.finding_keys || n.last_seen.is_none() {
                     n.finding_keys = keys;
                     n.stable_since = now;
@@ -456,16 +496,30 @@ impl Fleet {
                 n.last_report_wall = Some(wall);
                 n.state = Some(Arc::new((**state).clone()));
                 self.reevaluate(&r.node, now);
-                Ok(ReportOutcome::Accepted { full: true, new_node })
+                Ok(ReportOutcome::Accepted {
+                    full: true,
+                    new_node,
+                })
             }
         }
     }
 
     /// Restores a node's last persisted report after a restart, without
     /// making it fresh: the node stays silent until it reports again.
-    pub fn restore_report(&mut self, node: &str, boot_id: String, seq: u64, state: NodeState, wall: SystemTime) {
+    pub fn restore_report(
+        &mut self,
+        node: &str,
+        boot_id: String,
+        seq: u64,
+        state: NodeState,
+        wall: SystemTime,
+    ) {
         if let Some(n) = self.nodes.get_mut(node) {
-            n.finding_keys = state.findings.iter().map(|f| (f.code.clone(), f.subject.clone())).collect();
+            n.finding_keys = state
+                .findings
+                .iter()
+                .map(|f| (f.code.clone(), f.subject.clone()))
+                .collect();
             n.boot_id = Some(boot_id);
             n.seq = seq;
             n.state_seq = seq;
@@ -474,10 +528,14 @@ impl Fleet {
         }
     }
 
-    fn unwaived_criticals<'a>(&'a self, name: &'a str, n: &'a Node) -> impl Iterator<Item = &'a Finding> + 'a {
-        n.findings()
-            .iter()
-            .filter(move |f| f.severity == Severity::Critical && self.waiver_for(name, &f.code, &f.subject).is_none())
+    fn unwaived_criticals<'a>(
+        &'a self,
+        name: &'a str,
+        n: &'a Node,
+    ) -> impl Iterator<Item = &'a Finding> + 'a {
+        n.findings().iter().filter(move |f| {
+            f.severity == Severity::Critical && self.waiver_for(name, &f.code, &f.subject).is_none()
+        })
     }
 
     fn waiver_for(&self, node: &str, code: &str, subject: &str) -> Option<&Waiver> {
@@ -489,9 +547,15 @@ impl Fleet {
     }
 
     fn compute_status(&self, name: &str, n: &Node, now: Instant) -> Status {
-        let Some(seen) = n.last_seen else { return Status::Silent };
+        let Some(seen) = n.last_seen else {
+            return Status::Silent;
+        };
         if now.saturating_duration_since(seen) >= self.cfg.ttl {
-            return if self.waiver_for(name, NODE_STALE, name).is_some() { Status::Go } else { Status::Stale };
+            return if self.waiver_for(name, NODE_STALE, name).is_some() {
+                Status::Go
+            } else {
+                Status::Stale
+            };
         }
         if self.unwaived_criticals(name, n).next().is_some() {
             return Status::Blocked;
@@ -503,7 +567,9 @@ impl Fleet {
     }
 
     fn reevaluate(&mut self, name: &str, now: Instant) {
-        let Some(n) = self.nodes.get(name) else { return };
+        let Some(n) = self.nodes.get(name) else {
+            return;
+        };
         let mut status = self.compute_status(name, n, now);
         if status == Status::Silent && self.waiver_for(name, NODE_SILENT, name).is_some() {
             status = Status::Go;
@@ -511,13 +577,19 @@ impl Fleet {
         let was_go = n.status == Status::Go;
         let is_go = status == Status::Go;
         let labels = n.labels.clone();
+        // Only future deadlines: a past one would be popped and re-pushed
+        // forever (e.g. a stale node made go by a NODE_STALE waiver).
         if let Some(seen) = n.last_seen {
-            if status != Status::Stale {
-                self.deadlines.push(Reverse((seen + self.cfg.ttl, Due::Node(name.to_owned()))));
+            let at = seen + self.cfg.ttl;
+            if at > now {
+                self.deadlines
+                    .push(Reverse((at, Due::Node(name.to_owned()))));
             }
         }
-        if status == Status::Settling {
-            self.deadlines.push(Reverse((n.stable_since + self.cfg.settle, Due::Node(name.to_owned()))));
+        let settle_end = n.stable_since + self.cfg.settle;
+        if status == Status::Settling && settle_end > now {
+            self.deadlines
+                .push(Reverse((settle_end, Due::Node(name.to_owned()))));
         }
         self.nodes.get_mut(name).expect("present").status = status;
         if was_go != is_go {
@@ -541,7 +613,9 @@ impl Fleet {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, due))) = self.deadlines.pop() else { break };
+            let Some(Reverse((_, due))) = self.deadlines.pop() else {
+                break;
+            };
             match due {
                 Due::Node(name) => self.reevaluate(&name, now),
                 Due::WaiverExpiry(id) => {
@@ -566,22 +640,33 @@ impl Fleet {
     /// Unknown node, empty reason or author, expiry in the past or beyond the cap.
     pub fn check_waiver(&self, w: &Waiver, wall: SystemTime) -> Result<Duration, FleetError> {
         if !self.nodes.contains_key(&w.node) {
-            return Err(FleetError::BadWaiver(format!("node `{}` is not in the inventory", w.node)));
+            return Err(FleetError::BadWaiver(format!(
+                "node `{}` is not in the inventory",
+                w.node
+            )));
         }
         if w.reason.trim().is_empty() || w.reason.len() > 1000 {
-            return Err(FleetError::BadWaiver("reason is required (1-1000 characters)".into()));
+            return Err(FleetError::BadWaiver(
+                "reason is required (1-1000 characters)".into(),
+            ));
         }
         if w.author.trim().is_empty() || w.author.len() > 200 {
-            return Err(FleetError::BadWaiver("author is required (1-200 characters)".into()));
+            return Err(FleetError::BadWaiver(
+                "author is required (1-200 characters)".into(),
+            ));
         }
         if let Some(c) = &w.code {
             if !valid_token(c, 64, &[]) {
-                return Err(FleetError::BadWaiver("code must be a finding code such as BOND_PORT_DOWN".into()));
+                return Err(FleetError::BadWaiver(
+                    "code must be a finding code such as BOND_PORT_DOWN".into(),
+                ));
             }
         }
         if let Some(s) = &w.subject {
             if s.is_empty() || s.len() > 200 {
-                return Err(FleetError::BadWaiver("subject must be 1-200 characters".into()));
+                return Err(FleetError::BadWaiver(
+                    "subject must be 1-200 characters".into(),
+                ));
             }
         }
         let left = w
@@ -602,9 +687,13 @@ impl Fleet {
     pub fn add_waiver(&mut self, w: Waiver, left: Duration, now: Instant) {
         let id = w.id;
         let node = w.node.clone();
-        self.waivers_by_node.entry(node.clone()).or_default().insert(id);
+        self.waivers_by_node
+            .entry(node.clone())
+            .or_default()
+            .insert(id);
         self.waivers.insert(id, w);
-        self.deadlines.push(Reverse((now + left, Due::WaiverExpiry(id))));
+        self.deadlines
+            .push(Reverse((now + left, Due::WaiverExpiry(id))));
         self.reevaluate(&node, now);
     }
 
@@ -613,7 +702,8 @@ impl Fleet {
     /// # Errors
     /// When there is no active waiver with that id.
     pub fn remove_waiver(&mut self, id: i64, now: Instant) -> Result<Waiver, FleetError> {
-        self.remove_waiver_inner(id, now).ok_or(FleetError::NoSuchWaiver(id))
+        self.remove_waiver_inner(id, now)
+            .ok_or(FleetError::NoSuchWaiver(id))
     }
 
     fn remove_waiver_inner(&mut self, id: i64, now: Instant) -> Option<Waiver> {
@@ -724,21 +814,42 @@ impl Fleet {
     #[must_use]
     pub fn scope_verdict(&self, sel: &Selector) -> Option<Verdict> {
         let c = self.scopes.get(sel)?;
-        Some(if c.members.is_empty() || !c.not_go.is_empty() { Verdict::NoGo } else { Verdict::Go })
+        Some(if c.members.is_empty() || !c.not_go.is_empty() {
+            Verdict::NoGo
+        } else {
+            Verdict::Go
+        })
     }
 
     /// The gate's answer for a selector.
     ///
     /// # Errors
     /// `UnknownScope` when no node matches a non-empty selector.
-    pub fn gate(&mut self, sel: &Selector, now: Instant, wall: SystemTime) -> Result<GateAnswer, FleetError> {
-        let (members, not_go): (Vec<String>, Vec<String>) = if let Some(c) = self.scope_counts(sel) {
-            (c.members.iter().cloned().collect(), c.not_go.iter().cloned().collect())
+    pub fn gate(
+        &mut self,
+        sel: &Selector,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<GateAnswer, FleetError> {
+        let (members, not_go): (Vec<String>, Vec<String>) = if let Some(c) = self.scope_counts(sel)
+        {
+            (
+                c.members.iter().cloned().collect(),
+                c.not_go.iter().cloned().collect(),
+            )
         } else {
-            let mut m: Vec<String> =
-                self.nodes.iter().filter(|(_, n)| sel.matches(&n.labels)).map(|(k, _)| k.clone()).collect();
+            let mut m: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| sel.matches(&n.labels))
+                .map(|(k, _)| k.clone())
+                .collect();
             m.sort();
-            let ng = m.iter().filter(|k| self.nodes[*k].status != Status::Go).cloned().collect();
+            let ng = m
+                .iter()
+                .filter(|k| self.nodes[*k].status != Status::Go)
+                .cloned()
+                .collect();
             (m, ng)
         };
         if members.is_empty() && !sel.0.is_empty() {
@@ -761,7 +872,11 @@ impl Fleet {
         }
         sort_blockers(&mut blockers);
         let blocked_set: BTreeSet<&String> = not_go.iter().collect();
-        let ready: Vec<String> = members.iter().filter(|m| !blocked_set.contains(m)).cloned().collect();
+        let ready: Vec<String> = members
+            .iter()
+            .filter(|m| !blocked_set.contains(m))
+            .cloned()
+            .collect();
         let member_set: BTreeSet<&String> = members.iter().collect();
         let waived: Vec<Waiver> = self
             .waivers
@@ -770,17 +885,26 @@ impl Fleet {
             .filter(|w| {
                 let n = &self.nodes[&w.node];
                 let silent_or_stale = match n.status {
-                    Status::Go => n.last_seen.is_none_or(|s| now.saturating_duration_since(s) >= self.cfg.ttl),
+                    Status::Go => n
+                        .last_seen
+                        .is_none_or(|s| now.saturating_duration_since(s) >= self.cfg.ttl),
                     _ => false,
                 };
-                (silent_or_stale && w.code.as_deref().is_some_and(|c| c == NODE_SILENT || c == NODE_STALE))
-                    || n.findings()
-                        .iter()
-                        .any(|f| f.severity == Severity::Critical && w.covers(&w.node, &f.code, &f.subject))
+                (silent_or_stale
+                    && w.code
+                        .as_deref()
+                        .is_some_and(|c| c == NODE_SILENT || c == NODE_STALE))
+                    || n.findings().iter().any(|f| {
+                        f.severity == Severity::Critical && w.covers(&w.node, &f.code, &f.subject)
+                    })
             })
             .cloned()
             .collect();
-        let verdict = if blockers.is_empty() && !members.is_empty() { Verdict::Go } else { Verdict::NoGo };
+        let verdict = if blockers.is_empty() && !members.is_empty() {
+            Verdict::Go
+        } else {
+            Verdict::NoGo
+        };
         Ok(GateAnswer {
             verdict,
             scope: sel.text(),
@@ -819,7 +943,10 @@ impl Fleet {
     pub fn summaries(&self, now: Instant) -> Vec<NodeSummary> {
         let mut names: Vec<&String> = self.nodes.keys().collect();
         names.sort();
-        names.into_iter().filter_map(|n| self.summary(n, now)).collect()
+        names
+            .into_iter()
+            .filter_map(|n| self.summary(n, now))
+            .collect()
     }
 
     /// A node's last reported state.

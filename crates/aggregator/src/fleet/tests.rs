@@ -8,11 +8,19 @@ use tokio::time::Instant;
 use super::*;
 
 fn labels(role: &str) -> BTreeMap<String, String> {
-    [("role".to_string(), role.to_string())].into_iter().collect()
+    [("role".to_string(), role.to_string())]
+        .into_iter()
+        .collect()
 }
 
 fn finding(code: &str, sev: Severity, subject: &str) -> Finding {
-    Finding { code: code.into(), severity: sev, subject: subject.into(), message: format!("{code} on {subject}"), since: SystemTime::UNIX_EPOCH }
+    Finding {
+        code: code.into(),
+        severity: sev,
+        subject: subject.into(),
+        message: format!("{code} on {subject}"),
+        since: SystemTime::UNIX_EPOCH,
+    }
 }
 
 fn full(node: &str, role: &str, seq: u64, findings: Vec<Finding>) -> Report {
@@ -28,11 +36,21 @@ fn full(node: &str, role: &str, seq: u64, findings: Vec<Finding>) -> Report {
 }
 
 fn heartbeat(node: &str, seq: u64, state_seq: u64) -> Report {
-    Report { node: node.into(), boot_id: "boot-1".into(), seq, body: ReportBody::Heartbeat { state_seq } }
+    Report {
+        node: node.into(),
+        boot_id: "boot-1".into(),
+        seq,
+        body: ReportBody::Heartbeat { state_seq },
+    }
 }
 
 fn cfg() -> FleetConfig {
-    FleetConfig { ttl: Duration::from_secs(30), settle: Duration::from_secs(10), closed_inventory: false, max_waiver: Duration::from_secs(86_400) }
+    FleetConfig {
+        ttl: Duration::from_secs(30),
+        settle: Duration::from_secs(10),
+        closed_inventory: false,
+        max_waiver: Duration::from_secs(86_400),
+    }
 }
 
 fn sel(s: &str) -> Selector {
@@ -45,8 +63,10 @@ const W: SystemTime = SystemTime::UNIX_EPOCH;
 fn healthy_nodes_are_go_after_settling() {
     let t0 = Instant::now();
     let mut f = Fleet::new(cfg(), W);
-    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W).expect("ok");
-    f.apply_report(&full("c2", "compute", 1, vec![]), t0, W).expect("ok");
+    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W)
+        .expect("ok");
+    f.apply_report(&full("c2", "compute", 1, vec![]), t0, W)
+        .expect("ok");
     let a = f.gate(&sel("role=compute"), t0, W).expect("known scope");
     assert_eq!(a.verdict, Verdict::NoGo, "first reports are settling");
     assert!(a.blockers.iter().all(|b| b.code == "NODE_SETTLING"));
@@ -62,31 +82,76 @@ fn healthy_nodes_are_go_after_settling() {
 #[test]
 fn critical_finding_blocks_and_names_node_and_subject() {
     let t0 = Instant::now();
-    let mut f = Fleet::new(FleetConfig { settle: Duration::ZERO, ..cfg() }, W);
-    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W).expect("ok");
-    f.apply_report(&full("c2", "compute", 1, vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")]), t0, W).expect("ok");
-    f.apply_report(&full("c3", "compute", 1, vec![finding("LINK_FLAPPING", Severity::Warning, "eth3")]), t0, W).expect("ok");
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
+    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W)
+        .expect("ok");
+    f.apply_report(
+        &full(
+            "c2",
+            "compute",
+            1,
+            vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")],
+        ),
+        t0,
+        W,
+    )
+    .expect("ok");
+    f.apply_report(
+        &full(
+            "c3",
+            "compute",
+            1,
+            vec![finding("LINK_FLAPPING", Severity::Warning, "eth3")],
+        ),
+        t0,
+        W,
+    )
+    .expect("ok");
     let a = f.gate(&sel("role=compute"), t0, W).expect("ok");
     assert_eq!(a.verdict, Verdict::NoGo);
     assert_eq!(a.blocked, ["c2"]);
     assert_eq!(a.ready, ["c1", "c3"]);
     assert_eq!(a.blockers.len(), 1);
-    assert_eq!((a.blockers[0].node.as_str(), a.blockers[0].code.as_str(), a.blockers[0].subject.as_str()), ("c2", "BOND_PORT_DOWN", "bond0/eth1"));
+    assert_eq!(
+        (
+            a.blockers[0].node.as_str(),
+            a.blockers[0].code.as_str(),
+            a.blockers[0].subject.as_str()
+        ),
+        ("c2", "BOND_PORT_DOWN", "bond0/eth1")
+    );
 }
 
 #[test]
 fn silent_and_stale_nodes_block() {
     let t0 = Instant::now();
-    let mut f = Fleet::new(FleetConfig { settle: Duration::ZERO, ..cfg() }, W);
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
     f.upsert_node("c1", labels("compute"), t0, W).expect("ok");
     f.upsert_node("c2", labels("compute"), t0, W).expect("ok");
-    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W).expect("ok");
+    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W)
+        .expect("ok");
     let a = f.gate(&sel("role=compute"), t0, W).expect("ok");
     assert_eq!(a.verdict, Verdict::NoGo);
     assert_eq!(a.blockers[0].code, "NODE_SILENT");
     assert_eq!(a.blockers[0].node, "c2");
-    f.apply_report(&full("c2", "compute", 1, vec![]), t0, W).expect("ok");
-    assert_eq!(f.gate(&sel("role=compute"), t0, W).expect("ok").verdict, Verdict::Go);
+    f.apply_report(&full("c2", "compute", 1, vec![]), t0, W)
+        .expect("ok");
+    assert_eq!(
+        f.gate(&sel("role=compute"), t0, W).expect("ok").verdict,
+        Verdict::Go
+    );
     // c1 keeps heartbeating; c2 goes quiet.
     let t1 = t0 + Duration::from_secs(20);
     f.apply_report(&heartbeat("c1", 2, 1), t1, W).expect("ok");
@@ -102,23 +167,57 @@ fn silent_and_stale_nodes_block() {
 fn heartbeat_for_unknown_state_asks_for_a_full_report() {
     let t0 = Instant::now();
     let mut f = Fleet::new(cfg(), W);
-    assert_eq!(f.apply_report(&heartbeat("c1", 5, 4), t0, W).expect("ok"), ReportOutcome::NeedFull);
-    assert!(f.is_empty(), "nothing stored from a heartbeat without state");
-    f.apply_report(&full("c1", "compute", 6, vec![]), t0, W).expect("ok");
-    assert_eq!(f.apply_report(&heartbeat("c1", 7, 5), t0, W).expect("ok"), ReportOutcome::NeedFull);
-    assert!(matches!(f.apply_report(&heartbeat("c1", 8, 6), t0, W).expect("ok"), ReportOutcome::Accepted { .. }));
+    assert_eq!(
+        f.apply_report(&heartbeat("c1", 5, 4), t0, W).expect("ok"),
+        ReportOutcome::NeedFull
+    );
+    assert!(
+        f.is_empty(),
+        "nothing stored from a heartbeat without state"
+    );
+    f.apply_report(&full("c1", "compute", 6, vec![]), t0, W)
+        .expect("ok");
+    assert_eq!(
+        f.apply_report(&heartbeat("c1", 7, 5), t0, W).expect("ok"),
+        ReportOutcome::NeedFull
+    );
+    assert!(matches!(
+        f.apply_report(&heartbeat("c1", 8, 6), t0, W).expect("ok"),
+        ReportOutcome::Accepted { .. }
+    ));
 }
 
 #[test]
 fn stale_sequence_is_rejected_and_changes_nothing() {
     let t0 = Instant::now();
-    let mut f = Fleet::new(FleetConfig { settle: Duration::ZERO, ..cfg() }, W);
-    f.apply_report(&full("c1", "compute", 5, vec![]), t0, W).expect("ok");
-    let e = f.apply_report(&full("c1", "compute", 5, vec![finding("BOND_DOWN", Severity::Critical, "bond0")]), t0, W);
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
+    f.apply_report(&full("c1", "compute", 5, vec![]), t0, W)
+        .expect("ok");
+    let e = f.apply_report(
+        &full(
+            "c1",
+            "compute",
+            5,
+            vec![finding("BOND_DOWN", Severity::Critical, "bond0")],
+        ),
+        t0,
+        W,
+    );
     assert!(matches!(e, Err(FleetError::StaleSequence { .. })));
     assert_eq!(f.gate(&sel(""), t0, W).expect("ok").verdict, Verdict::Go);
     // A new agent process (new boot id) starts again at 1.
-    let mut r = full("c1", "compute", 1, vec![finding("BOND_DOWN", Severity::Critical, "bond0")]);
+    let mut r = full(
+        "c1",
+        "compute",
+        1,
+        vec![finding("BOND_DOWN", Severity::Critical, "bond0")],
+    );
     r.boot_id = "boot-2".into();
     f.apply_report(&r, t0, W).expect("new boot accepted");
     assert_eq!(f.gate(&sel(""), t0, W).expect("ok").verdict, Verdict::NoGo);
@@ -127,8 +226,17 @@ fn stale_sequence_is_rejected_and_changes_nothing() {
 #[test]
 fn closed_inventory_rejects_unknown_nodes() {
     let t0 = Instant::now();
-    let mut f = Fleet::new(FleetConfig { closed_inventory: true, ..cfg() }, W);
-    assert_eq!(f.apply_report(&full("x", "compute", 1, vec![]), t0, W), Err(FleetError::UnknownNode("x".into())));
+    let mut f = Fleet::new(
+        FleetConfig {
+            closed_inventory: true,
+            ..cfg()
+        },
+        W,
+    );
+    assert_eq!(
+        f.apply_report(&full("x", "compute", 1, vec![]), t0, W),
+        Err(FleetError::UnknownNode("x".into()))
+    );
     assert!(f.is_empty());
 }
 
@@ -136,10 +244,20 @@ fn closed_inventory_rejects_unknown_nodes() {
 fn unknown_and_bad_scopes_are_errors_not_go() {
     let t0 = Instant::now();
     let mut f = Fleet::new(cfg(), W);
-    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W).expect("ok");
-    assert!(matches!(f.gate(&sel("role=comptue"), t0, W), Err(FleetError::UnknownScope(_))));
-    assert!(matches!(Selector::parse("role"), Err(FleetError::BadScope { .. })));
-    assert!(matches!(Selector::parse("role=a b"), Err(FleetError::BadScope { .. })));
+    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W)
+        .expect("ok");
+    assert!(matches!(
+        f.gate(&sel("role=comptue"), t0, W),
+        Err(FleetError::UnknownScope(_))
+    ));
+    assert!(matches!(
+        Selector::parse("role"),
+        Err(FleetError::BadScope { .. })
+    ));
+    assert!(matches!(
+        Selector::parse("role=a b"),
+        Err(FleetError::BadScope { .. })
+    ));
     // An empty fleet is never go.
     let mut empty = Fleet::new(cfg(), W);
     let a = empty.gate(&sel(""), t0, W).expect("ok");
@@ -147,7 +265,13 @@ fn unknown_and_bad_scopes_are_errors_not_go() {
     assert_eq!(a.blockers[0].code, "INVENTORY_EMPTY");
 }
 
-fn waiver(id: i64, node: &str, code: Option<&str>, subject: Option<&str>, expires: SystemTime) -> Waiver {
+fn waiver(
+    id: i64,
+    node: &str,
+    code: Option<&str>,
+    subject: Option<&str>,
+    expires: SystemTime,
+) -> Waiver {
     Waiver {
         id,
         node: node.into(),
@@ -163,38 +287,101 @@ fn waiver(id: i64, node: &str, code: Option<&str>, subject: Option<&str>, expire
 #[test]
 fn waiver_turns_a_specific_blocker_into_go_and_expires() {
     let t0 = Instant::now();
-    let mut f = Fleet::new(FleetConfig { settle: Duration::ZERO, ..cfg() }, W);
-    f.apply_report(&full("c1", "compute", 1, vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")]), t0, W).expect("ok");
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
+    f.apply_report(
+        &full(
+            "c1",
+            "compute",
+            1,
+            vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")],
+        ),
+        t0,
+        W,
+    )
+    .expect("ok");
     // A waiver for another subject changes nothing.
-    let other = waiver(1, "c1", Some("BOND_PORT_DOWN"), Some("bond1/eth3"), W + Duration::from_secs(60));
+    let other = waiver(
+        1,
+        "c1",
+        Some("BOND_PORT_DOWN"),
+        Some("bond1/eth3"),
+        W + Duration::from_secs(60),
+    );
     let left = f.check_waiver(&other, W).expect("valid");
     f.add_waiver(other, left, t0);
     assert_eq!(f.gate(&sel(""), t0, W).expect("ok").verdict, Verdict::NoGo);
-    let w = waiver(2, "c1", Some("BOND_PORT_DOWN"), Some("bond0/eth1"), W + Duration::from_secs(60));
+    let w = waiver(
+        2,
+        "c1",
+        Some("BOND_PORT_DOWN"),
+        Some("bond0/eth1"),
+        W + Duration::from_secs(60),
+    );
     let left = f.check_waiver(&w, W).expect("valid");
     f.add_waiver(w, left, t0);
     let a = f.gate(&sel(""), t0, W).expect("ok");
     assert_eq!(a.verdict, Verdict::Go);
-    assert_eq!(a.waived.iter().map(|w| w.id).collect::<Vec<_>>(), [2], "the answer shows the waiver that changed it");
+    assert_eq!(
+        a.waived.iter().map(|w| w.id).collect::<Vec<_>>(),
+        [2],
+        "the answer shows the waiver that changed it"
+    );
     let s = f.summary("c1", t0).expect("node");
-    assert_eq!(s.findings[0].waived_by, Some(2), "a waived finding is still shown, marked");
+    assert_eq!(
+        s.findings[0].waived_by,
+        Some(2),
+        "a waived finding is still shown, marked"
+    );
     // Heartbeats keep it fresh; the waiver expires on its own.
-    f.apply_report(&heartbeat("c1", 2, 1), t0 + Duration::from_secs(25), W).expect("ok");
+    f.apply_report(&heartbeat("c1", 2, 1), t0 + Duration::from_secs(25), W)
+        .expect("ok");
     let expired = f.tick(t0 + Duration::from_secs(61));
     assert_eq!(expired.iter().map(|w| w.id).collect::<Vec<_>>(), [1, 2]);
-    f.apply_report(&heartbeat("c1", 3, 1), t0 + Duration::from_secs(50), W).expect("ok");
-    assert_eq!(f.gate(&sel(""), t0 + Duration::from_secs(61), W).expect("ok").verdict, Verdict::NoGo);
+    f.apply_report(&heartbeat("c1", 3, 1), t0 + Duration::from_secs(50), W)
+        .expect("ok");
+    assert_eq!(
+        f.gate(&sel(""), t0 + Duration::from_secs(61), W)
+            .expect("ok")
+            .verdict,
+        Verdict::NoGo
+    );
 }
 
 #[test]
 fn waivers_are_validated() {
     let t0 = Instant::now();
     let mut f = Fleet::new(cfg(), W);
-    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W).expect("ok");
+    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W)
+        .expect("ok");
     let now = W + Duration::from_secs(1000);
-    assert!(f.check_waiver(&waiver(1, "nope", None, None, now + Duration::from_secs(5)), now).is_err());
-    assert!(f.check_waiver(&waiver(1, "c1", None, None, now - Duration::from_secs(5)), now).is_err(), "past expiry");
-    assert!(f.check_waiver(&waiver(1, "c1", None, None, now + Duration::from_secs(86_401)), now).is_err(), "beyond the cap");
+    assert!(f
+        .check_waiver(
+            &waiver(1, "nope", None, None, now + Duration::from_secs(5)),
+            now
+        )
+        .is_err());
+    assert!(
+        f.check_waiver(
+            &waiver(1, "c1", None, None, now - Duration::from_secs(5)),
+            now
+        )
+        .is_err(),
+        "past expiry"
+    );
+    assert!(
+        f.check_waiver(
+            &waiver(1, "c1", None, None, now + Duration::from_secs(86_401)),
+            now
+        )
+        .is_err(),
+        "beyond the cap"
+    );
     let mut w = waiver(1, "c1", None, None, now + Duration::from_secs(5));
     w.reason = " ".into();
     assert!(f.check_waiver(&w, now).is_err(), "reason required");
@@ -203,28 +390,80 @@ fn waivers_are_validated() {
 #[test]
 fn waiver_without_code_does_not_hide_silence() {
     let t0 = Instant::now();
-    let mut f = Fleet::new(FleetConfig { settle: Duration::ZERO, ..cfg() }, W);
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
     f.upsert_node("c1", labels("compute"), t0, W).expect("ok");
     let w = waiver(1, "c1", None, None, W + Duration::from_secs(60));
     let left = f.check_waiver(&w, W).expect("valid");
     f.add_waiver(w, left, t0);
     assert_eq!(f.gate(&sel(""), t0, W).expect("ok").verdict, Verdict::NoGo);
-    let w = waiver(2, "c1", Some("NODE_SILENT"), None, W + Duration::from_secs(60));
+    let w = waiver(
+        2,
+        "c1",
+        Some("NODE_SILENT"),
+        None,
+        W + Duration::from_secs(60),
+    );
     let left = f.check_waiver(&w, W).expect("valid");
     f.add_waiver(w, left, t0);
-    assert_eq!(f.gate(&sel(""), t0, W).expect("ok").verdict, Verdict::Go, "naming NODE_SILENT waives it");
+    assert_eq!(
+        f.gate(&sel(""), t0, W).expect("ok").verdict,
+        Verdict::Go,
+        "naming NODE_SILENT waives it"
+    );
 }
 
 #[test]
 fn relabeling_moves_a_node_between_scopes() {
     let t0 = Instant::now();
-    let mut f = Fleet::new(FleetConfig { settle: Duration::ZERO, ..cfg() }, W);
-    f.apply_report(&full("n1", "compute", 1, vec![finding("BOND_DOWN", Severity::Critical, "bond0")]), t0, W).expect("ok");
-    f.apply_report(&full("n2", "control", 1, vec![]), t0, W).expect("ok");
-    assert_eq!(f.gate(&sel("role=control"), t0, W).expect("ok").verdict, Verdict::Go);
-    f.apply_report(&full("n1", "control", 2, vec![finding("BOND_DOWN", Severity::Critical, "bond0")]), t0, W).expect("ok");
-    assert_eq!(f.gate(&sel("role=control"), t0, W).expect("ok").verdict, Verdict::NoGo);
-    assert!(matches!(f.gate(&sel("role=compute"), t0, W), Err(FleetError::UnknownScope(_))));
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
+    f.apply_report(
+        &full(
+            "n1",
+            "compute",
+            1,
+            vec![finding("BOND_DOWN", Severity::Critical, "bond0")],
+        ),
+        t0,
+        W,
+    )
+    .expect("ok");
+    f.apply_report(&full("n2", "control", 1, vec![]), t0, W)
+        .expect("ok");
+    assert_eq!(
+        f.gate(&sel("role=control"), t0, W).expect("ok").verdict,
+        Verdict::Go
+    );
+    f.apply_report(
+        &full(
+            "n1",
+            "control",
+            2,
+            vec![finding("BOND_DOWN", Severity::Critical, "bond0")],
+        ),
+        t0,
+        W,
+    )
+    .expect("ok");
+    assert_eq!(
+        f.gate(&sel("role=control"), t0, W).expect("ok").verdict,
+        Verdict::NoGo
+    );
+    assert!(matches!(
+        f.gate(&sel("role=compute"), t0, W),
+        Err(FleetError::UnknownScope(_))
+    ));
 }
 
 /// xorshift64*: deterministic pseudo-random numbers for the property test.
@@ -255,7 +494,12 @@ fn gate_never_says_go_while_a_blocker_exists() {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let t0 = Instant::now();
         let mut now = t0;
-        let c = FleetConfig { ttl: Duration::from_secs(30), settle: Duration::from_secs(5), closed_inventory: false, max_waiver: Duration::from_secs(3600) };
+        let c = FleetConfig {
+            ttl: Duration::from_secs(30),
+            settle: Duration::from_secs(5),
+            closed_inventory: false,
+            max_waiver: Duration::from_secs(3600),
+        };
         let mut f = Fleet::new(c.clone(), W);
         // Reference model.
         struct Ref {
@@ -283,20 +527,42 @@ fn gate_never_says_go_while_a_blocker_exists() {
                         }
                     }
                     let seq = reference.get(n).map_or(1, |r| r.seq + 1);
-                    f.apply_report(&full(n, role, seq, fs.clone()), now, W).expect("accepted");
-                    let keys = |v: &Vec<Finding>| v.iter().map(|f| (f.code.clone(), f.subject.clone())).collect::<BTreeSet<_>>();
+                    f.apply_report(&full(n, role, seq, fs.clone()), now, W)
+                        .expect("accepted");
+                    let keys = |v: &Vec<Finding>| {
+                        v.iter()
+                            .map(|f| (f.code.clone(), f.subject.clone()))
+                            .collect::<BTreeSet<_>>()
+                    };
                     let changed = match reference.get(n) {
-                        Some(r) if keys(&r.findings) == keys(&fs) && now.saturating_duration_since(r.last) < c.ttl => r.changed,
+                        Some(r)
+                            if keys(&r.findings) == keys(&fs)
+                                && now.saturating_duration_since(r.last) < c.ttl =>
+                        {
+                            r.changed
+                        }
                         Some(r) if keys(&r.findings) == keys(&fs) => r.changed,
                         _ => now,
                     };
-                    reference.insert(n, Ref { role, findings: fs, last: now, changed, seq, state_seq: seq });
+                    reference.insert(
+                        n,
+                        Ref {
+                            role,
+                            findings: fs,
+                            last: now,
+                            changed,
+                            seq,
+                            state_seq: seq,
+                        },
+                    );
                 }
                 2 => {
                     let n = nodes[rng.below(4) as usize];
                     if let Some(r) = reference.get_mut(n) {
                         r.seq += 1;
-                        let out = f.apply_report(&heartbeat(n, r.seq, r.state_seq), now, W).expect("accepted");
+                        let out = f
+                            .apply_report(&heartbeat(n, r.seq, r.state_seq), now, W)
+                            .expect("accepted");
                         assert!(matches!(out, ReportOutcome::Accepted { .. }));
                         r.last = now;
                     }
@@ -304,8 +570,16 @@ fn gate_never_says_go_while_a_blocker_exists() {
                 3 => {
                     let n = nodes[rng.below(4) as usize];
                     if reference.contains_key(n) {
-                        let subject = if rng.below(2) == 0 { Some(subjects[rng.below(2) as usize]) } else { None };
-                        let code = if rng.below(2) == 0 { Some("BOND_PORT_DOWN") } else { None };
+                        let subject = if rng.below(2) == 0 {
+                            Some(subjects[rng.below(2) as usize])
+                        } else {
+                            None
+                        };
+                        let code = if rng.below(2) == 0 {
+                            Some("BOND_PORT_DOWN")
+                        } else {
+                            None
+                        };
                         let life = Duration::from_secs(1 + rng.below(60));
                         let wall_now = W + now.duration_since(t0);
                         let w = waiver(next_id, n, code, subject, wall_now + life);
@@ -331,8 +605,10 @@ fn gate_never_says_go_while_a_blocker_exists() {
             f.tick(now);
             for scope in ["", "role=compute", "role=control"] {
                 let s = sel(scope);
-                let in_scope: Vec<(&&str, &Ref)> =
-                    reference.iter().filter(|(_, r)| scope.is_empty() || scope == format!("role={}", r.role)).collect();
+                let in_scope: Vec<(&&str, &Ref)> = reference
+                    .iter()
+                    .filter(|(_, r)| scope.is_empty() || scope == format!("role={}", r.role))
+                    .collect();
                 let answer = f.gate(&s, now, W);
                 if in_scope.is_empty() {
                     if let Ok(a) = answer {
@@ -346,18 +622,64 @@ fn gate_never_says_go_while_a_blocker_exists() {
                 for (name, r) in &in_scope {
                     let stale = now.saturating_duration_since(r.last) >= c.ttl;
                     let unwaived = r.findings.iter().any(|fd| {
-                        fd.severity == Severity::Critical && !waivers.iter().any(|(w, exp)| *exp > now && w.covers(name, &fd.code, &fd.subject))
+                        fd.severity == Severity::Critical
+                            && !waivers
+                                .iter()
+                                .any(|(w, exp)| *exp > now && w.covers(name, &fd.code, &fd.subject))
                     });
                     must_block |= stale || unwaived;
                     all_settled &= now.saturating_duration_since(r.changed) >= c.settle;
                 }
                 if must_block {
-                    assert_eq!(a.verdict, Verdict::NoGo, "seed {seed}: go while a blocker exists in scope `{scope}`: {a:#?}");
+                    assert_eq!(
+                        a.verdict,
+                        Verdict::NoGo,
+                        "seed {seed}: go while a blocker exists in scope `{scope}`: {a:#?}"
+                    );
                 } else if all_settled {
-                    assert_eq!(a.verdict, Verdict::Go, "seed {seed}: no-go without a blocker in scope `{scope}`: {a:#?}");
+                    assert_eq!(
+                        a.verdict,
+                        Verdict::Go,
+                        "seed {seed}: no-go without a blocker in scope `{scope}`: {a:#?}"
+                    );
                 }
                 assert_eq!(a.ready.len() + a.blocked.len(), in_scope.len());
             }
         }
     }
+}
+
+#[test]
+fn stale_node_waived_by_node_stale_is_go_and_tick_terminates() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
+    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W)
+        .expect("ok");
+    let w = waiver(
+        1,
+        "c1",
+        Some("NODE_STALE"),
+        None,
+        W + Duration::from_secs(600),
+    );
+    let left = f.check_waiver(&w, W).expect("valid");
+    f.add_waiver(w, left, t0);
+    let t1 = t0 + Duration::from_secs(100);
+    f.tick(t1);
+    let a = f.gate(&sel(""), t1, W).expect("ok");
+    assert_eq!(a.verdict, Verdict::Go);
+    assert_eq!(a.waived.len(), 1);
+    let t2 = t0 + Duration::from_secs(601);
+    f.tick(t2);
+    assert_eq!(
+        f.gate(&sel(""), t2, W).expect("ok").verdict,
+        Verdict::NoGo,
+        "stale again once the waiver expires"
+    );
 }
