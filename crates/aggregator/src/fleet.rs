@@ -955,6 +955,13 @@ impl Fleet {
         self.nodes.get(name)?.state.clone()
     }
 
+    /// Calls `f` with every node's name and status.
+    pub fn for_each_status(&self, mut f: impl FnMut(&str, Status)) {
+        for (name, n) in &self.nodes {
+            f(name, n.status);
+        }
+    }
+
     /// A node's status.
     #[must_use]
     pub fn status(&self, name: &str) -> Option<Status> {

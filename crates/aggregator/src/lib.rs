@@ -6,4 +6,9 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod fleet;
+pub mod metrics;
+pub mod page;
+pub mod server;
+pub mod store;

@@ -1,0 +1,489 @@
+//! Router tests with `oneshot`: every endpoint, every error status, and that
+//! rejected requests store nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use preflight_model::report::{Report, ReportBody};
+use preflight_model::{Finding, NodeState, Severity, Snapshot};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::api::{router, AppState, Tokens};
+use crate::fleet::FleetConfig;
+use crate::server::{build_state, AggregatorConfig};
+
+struct T {
+    state: AppState,
+    db: std::path::PathBuf,
+}
+
+impl Drop for T {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
+        }
+    }
+}
+
+fn cfg(db: &std::path::Path, closed: bool) -> AggregatorConfig {
+    AggregatorConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        database: db.to_owned(),
+        fleet: FleetConfig {
+            ttl: Duration::from_secs(30),
+            settle: Duration::ZERO,
+            closed_inventory: closed,
+            max_waiver: Duration::from_secs(86_400),
+        },
+        tokens: Tokens {
+            report: Some("rtok".into()),
+            admin: Some("atok".into()),
+        },
+        scopes: vec![crate::fleet::Selector::parse("role=compute").expect("scope")],
+        inventory: if closed {
+            vec![(
+                "c1".into(),
+                BTreeMap::from([("role".into(), "compute".into())]),
+            )]
+        } else {
+            vec![]
+        },
+    }
+}
+
+fn app(name: &str, closed: bool) -> T {
+    let db = std::env::temp_dir().join(format!("preflight-api-{}-{name}.db", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let (state, _rx) = build_state(&cfg(&db, closed)).expect("state");
+    T { state, db }
+}
+
+async fn call(
+    t: &T,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(tok) = token {
+        req = req.header("authorization", format!("Bearer {tok}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .expect("request");
+    let resp = router(t.state.clone())
+        .oneshot(req)
+        .await
+        .expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    (status, v)
+}
+
+fn report(node: &str, seq: u64, findings: Vec<Finding>) -> Value {
+    serde_json::to_value(Report {
+        node: node.into(),
+        boot_id: "b1".into(),
+        seq,
+        body: ReportBody::Full {
+            labels: BTreeMap::from([("role".into(), "compute".into())]),
+            state: Box::new(NodeState::new(node.into(), &Snapshot::default(), findings)),
+        },
+    })
+    .expect("serializes")
+}
+
+fn port_down() -> Finding {
+    Finding {
+        code: "BOND_PORT_DOWN".into(),
+        severity: Severity::Critical,
+        subject: "bond0/eth1".into(),
+        message: "bond0 port eth1 is down".into(),
+        since: std::time::SystemTime::now(),
+    }
+}
+
+fn assert_error(v: &Value, code: &str) {
+    assert_eq!(v["error"], code, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+}
+
+#[tokio::test]
+async fn report_then_gate_go_and_no_go() {
+    let t = app("gate", false);
+    let (s, v) = call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("c1", 1, vec![])),
+    )
+    .await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("accepted"))
+    );
+    let (s, v) = call(&t, "GET", "/v1/gate?scope=role=compute", None, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["verdict"], "go");
+    assert_eq!(v["ready"], json!(["c1"]));
+    call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("c2", 1, vec![port_down()])),
+    )
+    .await;
+    let (s, v) = call(&t, "GET", "/v1/gate?scope=role%3Dcompute", None, None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["verdict"], "no-go");
+    assert_eq!(v["blocked"], json!(["c2"]));
+    assert_eq!(v["blockers"][0]["node"], "c2");
+    assert_eq!(v["blockers"][0]["subject"], "bond0/eth1");
+    // No scope: all nodes.
+    let (s, _) = call(&t, "GET", "/v1/gate", None, None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn gate_errors() {
+    let t = app("gate-errors", false);
+    call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("c1", 1, vec![])),
+    )
+    .await;
+    let (s, v) = call(&t, "GET", "/v1/gate?scope=role=comptue", None, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "unknown_scope");
+    let (s, v) = call(&t, "GET", "/v1/gate?scope=role", None, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "bad_scope");
+}
+
+#[tokio::test]
+async fn report_errors_store_nothing() {
+    let t = app("report-errors", false);
+    let (s, v) = call(
+        &t,
+        "POST",
+        "/v1/reports",
+        None,
+        Some(report("c1", 1, vec![])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_error(&v, "unauthorized");
+    let (s, _) = call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("wrong"),
+        Some(report("c1", 1, vec![])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(json!({"node": "c1"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_error(&v, "bad_request");
+    let (s, v) = call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(json!("not an object")),
+    )
+    .await;
+    assert!(s.is_client_error(), "{s}");
+    assert_error(&v, "bad_request");
+    let mut bad_name = report("c1", 1, vec![]);
+    bad_name["node"] = json!("c 1; rm");
+    let (s, v) = call(&t, "POST", "/v1/reports", Some("rtok"), Some(bad_name)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "bad_node_name");
+    let mut mismatch = report("c1", 1, vec![]);
+    mismatch["state"]["node"] = json!("c9");
+    let (s, v) = call(&t, "POST", "/v1/reports", Some("rtok"), Some(mismatch)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "bad_report");
+    // Too large.
+    let big = json!({ "node": "c1", "boot_id": "b1", "seq": 1, "kind": "heartbeat", "state_seq": 1, "pad": "x".repeat(2 * 1024 * 1024) });
+    let (s, v) = call(&t, "POST", "/v1/reports", Some("rtok"), Some(big)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&v, "too_large");
+    // Nothing of that reached the fleet.
+    let (_, v) = call(&t, "GET", "/v1/nodes", None, None).await;
+    assert_eq!(v, json!([]));
+    // Wrong content type.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/reports")
+        .header("authorization", "Bearer rtok")
+        .body(Body::from("{}"))
+        .expect("req");
+    let resp = router(t.state.clone()).oneshot(req).await.expect("resp");
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn stale_sequence_is_409_and_changes_nothing() {
+    let t = app("stale-seq", false);
+    call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("c1", 5, vec![])),
+    )
+    .await;
+    let (s, v) = call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("c1", 4, vec![port_down()])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_error(&v, "stale_sequence");
+    let (s, _) = call(&t, "GET", "/v1/gate", None, None).await;
+    assert_eq!(s, StatusCode::OK, "the stale report did not land");
+}
+
+#[tokio::test]
+async fn closed_inventory_rejects_unknown_node_with_403() {
+    let t = app("closed", true);
+    let (s, v) = call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("intruder", 1, vec![])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_error(&v, "unknown_node");
+    let (s, v) = call(&t, "GET", "/v1/gate", None, None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        v["blockers"][0]["code"], "NODE_SILENT",
+        "c1 from the inventory never reported"
+    );
+    assert_eq!(v["blockers"][0]["node"], "c1");
+}
+
+#[tokio::test]
+async fn heartbeat_without_state_asks_for_full() {
+    let t = app("hb", false);
+    let hb =
+        json!({ "node": "c1", "boot_id": "b1", "seq": 2, "kind": "heartbeat", "state_seq": 1 });
+    let (s, v) = call(&t, "POST", "/v1/reports", Some("rtok"), Some(hb.clone())).await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("need_full"))
+    );
+    call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("c1", 1, vec![])),
+    )
+    .await;
+    let (_, v) = call(&t, "POST", "/v1/reports", Some("rtok"), Some(hb)).await;
+    assert_eq!(v["status"], "accepted");
+}
+
+#[tokio::test]
+async fn waivers_lifecycle_and_errors() {
+    let t = app("waivers", false);
+    call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("c2", 1, vec![port_down()])),
+    )
+    .await;
+    let body = json!({ "node": "c2", "code": "BOND_PORT_DOWN", "subject": "bond0/eth1", "reason": "NIC on order", "author": "ana", "duration": "2h" });
+    let (s, v) = call(&t, "POST", "/v1/waivers", None, Some(body.clone())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_error(&v, "unauthorized");
+    let (s, _) = call(&t, "POST", "/v1/waivers", Some("rtok"), Some(body.clone())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the report token cannot waive");
+    let mut no_expiry = body.clone();
+    no_expiry.as_object_mut().expect("obj").remove("duration");
+    let (s, v) = call(&t, "POST", "/v1/waivers", Some("atok"), Some(no_expiry)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "bad_waiver");
+    assert!(v["message"]
+        .as_str()
+        .expect("msg")
+        .contains("expiry is required"));
+    let mut too_long = body.clone();
+    too_long["duration"] = json!("30d");
+    let (s, v) = call(&t, "POST", "/v1/waivers", Some("atok"), Some(too_long)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "bad_waiver");
+    let mut unknown_field = body.clone();
+    unknown_field["expires"] = json!("tomorrow");
+    let (s, _) = call(&t, "POST", "/v1/waivers", Some("atok"), Some(unknown_field)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, v) = call(&t, "GET", "/v1/waivers", None, None).await;
+    assert_eq!(v, json!([]), "no rejected waiver was stored");
+
+    let (s, w) = call(&t, "POST", "/v1/waivers", Some("atok"), Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{w}");
+    let id = w["id"].as_i64().expect("id");
+    let (s, v) = call(&t, "GET", "/v1/gate", None, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["waived"][0]["id"], id);
+    let (_, v) = call(&t, "GET", "/v1/nodes/c2", None, None).await;
+    assert_eq!(
+        v["node"]["findings"][0]["waived_by"], id,
+        "a waived finding is still shown, marked"
+    );
+
+    let (s, v) = call(&t, "DELETE", "/v1/waivers/999", Some("atok"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&v, "not_found");
+    let (s, v) = call(&t, "DELETE", "/v1/waivers/abc", Some("atok"), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "bad_request");
+    let (s, _) = call(&t, "DELETE", &format!("/v1/waivers/{id}"), None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(
+        &t,
+        "DELETE",
+        &format!("/v1/waivers/{id}?by=ana"),
+        Some("atok"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = call(&t, "GET", "/v1/gate", None, None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, audit) = call(&t, "GET", "/v1/audit?limit=10", None, None).await;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .expect("audit")
+        .iter()
+        .map(|a| a["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(actions[..2], ["waiver.remove", "waiver.create"]);
+    assert_eq!(audit[0]["actor"], "ana");
+}
+
+#[tokio::test]
+async fn nodes_endpoints() {
+    let t = app("nodes", false);
+    let (s, v) = call(&t, "GET", "/v1/nodes/none", None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&v, "not_found");
+    let (s, _) = call(
+        &t,
+        "PUT",
+        "/v1/nodes/c7",
+        None,
+        Some(json!({"labels": {"role": "compute"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = call(
+        &t,
+        "PUT",
+        "/v1/nodes/c7",
+        Some("atok"),
+        Some(json!({"labels": {"role": "com pute"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "bad_label");
+    let (s, _) = call(
+        &t,
+        "PUT",
+        "/v1/nodes/c7",
+        Some("atok"),
+        Some(json!({"labels": {"role": "compute"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, v) = call(&t, "GET", "/v1/nodes", None, None).await;
+    assert_eq!(v[0]["node"], "c7");
+    assert_eq!(v[0]["status"], "silent");
+    let (_, v) = call(&t, "GET", "/v1/gate?scope=role=compute", None, None).await;
+    assert_eq!(v["blockers"][0]["code"], "NODE_SILENT");
+    let (s, _) = call(&t, "DELETE", "/v1/nodes/c7", Some("atok"), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = call(&t, "DELETE", "/v1/nodes/c7", Some("atok"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn health_metrics_page_and_fallback() {
+    let t = app("misc", false);
+    call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("c1", 1, vec![port_down()])),
+    )
+    .await;
+    let (s, v) = call(&t, "GET", "/healthz", None, None).await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (s, v) = call(&t, "GET", "/readyz", None, None).await;
+    assert_eq!((s, v["nodes"].as_u64()), (StatusCode::OK, Some(1)));
+    let (s, v) = call(&t, "GET", "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = v.as_str().expect("text");
+    assert!(
+        text.contains("preflight_aggregator_node_blocked{node=\"c1\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("preflight_aggregator_scope_go{scope=\"role=compute\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("preflight_aggregator_reports_received_total{kind=\"full\"} 1"),
+        "{text}"
+    );
+    let (s, v) = call(&t, "GET", "/", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v.as_str().expect("html").contains("<title>preflight"));
+    let (s, v) = call(&t, "GET", "/v1/page", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["blockers"][0]["code"], "BOND_PORT_DOWN");
+    let (s, v) = call(&t, "GET", "/v2/nothing", None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&v, "not_found");
+}

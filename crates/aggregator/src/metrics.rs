@@ -1,0 +1,154 @@
+//! Prometheus metrics of the aggregator. Label values are bounded: states,
+//! verdicts and reasons are fixed sets; scopes are the configured ones; nodes
+//! are the inventory.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// The aggregator's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Registry to render.
+    pub registry: Registry,
+    /// Nodes by gate state.
+    pub nodes: IntGaugeVec,
+    /// Per node: 1 when the node blocks the gate.
+    pub node_blocked: IntGaugeVec,
+    /// Gate verdict per configured scope (1 go, 0 no-go).
+    pub scope_go: IntGaugeVec,
+    /// Gate requests by verdict.
+    pub gate_requests: IntCounterVec,
+    /// Reports accepted by kind.
+    pub reports: IntCounterVec,
+    /// Reports rejected by reason.
+    pub reports_rejected: IntCounterVec,
+    /// Active waivers.
+    pub waivers_active: IntGauge,
+    /// Store errors.
+    pub store_errors: IntCounter,
+}
+
+/// Reasons a report can be rejected (the complete label set).
+pub const REJECT_REASONS: &[&str] = &[
+    "bad_request",
+    "too_large",
+    "unauthorized",
+    "unknown_node",
+    "stale_sequence",
+    "store_error",
+];
+
+impl Metrics {
+    /// Creates and registers every metric.
+    ///
+    /// # Panics
+    /// Never in practice: names are static and unique.
+    #[must_use]
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let nodes = IntGaugeVec::new(
+            Opts::new(
+                "preflight_aggregator_nodes",
+                "Nodes in the inventory by gate state.",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let node_blocked = IntGaugeVec::new(
+            Opts::new(
+                "preflight_aggregator_node_blocked",
+                "1 when the node blocks the gate (no-go, settling, stale or silent), 0 when it is go.",
+            ),
+            &["node"],
+        )
+        .expect("valid metric");
+        let scope_go = IntGaugeVec::new(
+            Opts::new(
+                "preflight_aggregator_scope_go",
+                "Gate verdict of each configured scope: 1 go, 0 no-go.",
+            ),
+            &["scope"],
+        )
+        .expect("valid metric");
+        let gate_requests = IntCounterVec::new(
+            Opts::new(
+                "preflight_aggregator_gate_requests_total",
+                "Gate requests answered, by verdict.",
+            ),
+            &["verdict"],
+        )
+        .expect("valid metric");
+        let reports = IntCounterVec::new(
+            Opts::new(
+                "preflight_aggregator_reports_received_total",
+                "Agent reports accepted, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let reports_rejected = IntCounterVec::new(
+            Opts::new(
+                "preflight_aggregator_reports_rejected_total",
+                "Agent reports rejected, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let waivers_active =
+            IntGauge::new("preflight_aggregator_waivers_active", "Waivers in force.")
+                .expect("valid metric");
+        let store_errors = IntCounter::new(
+            "preflight_aggregator_store_errors_total",
+            "Failed writes or reads of the store.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(nodes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(node_blocked.clone()),
+            Box::new(scope_go.clone()),
+            Box::new(gate_requests.clone()),
+            Box::new(reports.clone()),
+            Box::new(reports_rejected.clone()),
+            Box::new(waivers_active.clone()),
+            Box::new(store_errors.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        for v in ["go", "no-go", "error"] {
+            gate_requests.with_label_values(&[v]);
+        }
+        for k in ["full", "heartbeat"] {
+            reports.with_label_values(&[k]);
+        }
+        for r in REJECT_REASONS {
+            reports_rejected.with_label_values(&[r]);
+        }
+        Self {
+            registry,
+            nodes,
+            node_blocked,
+            scope_go,
+            gate_requests,
+            reports,
+            reports_rejected,
+            waivers_active,
+            store_errors,
+        }
+    }
+
+    /// Text exposition format.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut buf = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot render metrics");
+        }
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,548 @@
+//! The SQLite file (WAL): inventory, last report per node, waivers and the
+//! audit log. Waivers and audit entries are written synchronously, in one
+//! transaction each, before the API answers; reports are cheap to lose and
+//! are written in batches by a background thread.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use preflight_model::report::Waiver;
+use preflight_model::NodeState;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+/// Everything that can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        /// Database file.
+        path: String,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer preflight.
+    #[error("store {path}: schema version {found} is newer than this preflight understands ({supported})")]
+    Schema {
+        /// Database file.
+        path: String,
+        /// Found.
+        found: i64,
+        /// Supported.
+        supported: i64,
+    },
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// A persisted report, as loaded at start-up.
+#[derive(Debug)]
+pub struct StoredReport {
+    /// Node.
+    pub node: String,
+    /// Agent boot id.
+    pub boot_id: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// When it was received.
+    pub received_at: SystemTime,
+    /// The state.
+    pub state: NodeState,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Id (increasing).
+    pub id: i64,
+    /// When.
+    #[serde(with = "preflight_model::time::rfc3339")]
+    pub at: SystemTime,
+    /// Who (`author` of a waiver, `aggregator` for expiries).
+    pub actor: String,
+    /// What (`waiver.create`, `waiver.remove`, `waiver.expire`, `node.add`, `node.remove`).
+    pub action: String,
+    /// Details (JSON).
+    pub detail: serde_json::Value,
+}
+
+/// The store.
+pub struct Store {
+    conn: Connection,
+    path: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn secs(t: SystemTime) -> i64 {
+    i64::try_from(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(i64::MAX)
+}
+
+fn time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or has a newer schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let p = path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: p.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS nodes(
+                 name TEXT PRIMARY KEY, labels TEXT NOT NULL, added_at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS reports(
+                 node TEXT PRIMARY KEY, boot_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                 received_at INTEGER NOT NULL, state TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS waivers(
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, node TEXT NOT NULL, code TEXT, subject TEXT,
+                 reason TEXT NOT NULL, author TEXT NOT NULL, created_at INTEGER NOT NULL,
+                 expires_at INTEGER NOT NULL, ended_at INTEGER, ended_by TEXT);
+             CREATE TABLE IF NOT EXISTS audit(
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
+                 action TEXT NOT NULL, detail TEXT NOT NULL);",
+        )
+        .map_err(err)?;
+        let found: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key='schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        match found {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::Schema {
+                    path: p,
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            Some(_) => {}
+            None => {
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES('schema_version', ?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(err)?;
+            }
+        }
+        Ok(Self { conn, path: p })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The inventory.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn nodes(&self) -> Result<Vec<(String, BTreeMap<String, String>)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name, labels FROM nodes ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, labels) = row.map_err(|e| self.err(e))?;
+            // A row we cannot read is logged and skipped rather than
+            // blocking start-up; the node reappears when it reports.
+            match serde_json::from_str(&labels) {
+                Ok(l) => out.push((name, l)),
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "unreadable labels in store; skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Last persisted report of every node.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn reports(&self) -> Result<Vec<StoredReport>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT node, boot_id, seq, received_at, state FROM reports")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (node, boot_id, seq, at, state) = row.map_err(|e| self.err(e))?;
+            match serde_json::from_str(&state) {
+                Ok(state) => out.push(StoredReport {
+                    node,
+                    boot_id,
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    received_at: time(at),
+                    state,
+                }),
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, "unreadable report in store; skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waivers that have not ended and not expired at `now`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn active_waivers(&self, now: SystemTime) -> Result<Vec<Waiver>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, node, code, subject, reason, author, created_at, expires_at FROM waivers
+                 WHERE ended_at IS NULL AND expires_at > ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([secs(now)], |r| {
+                Ok(Waiver {
+                    id: r.get(0)?,
+                    node: r.get(1)?,
+                    code: r.get(2)?,
+                    subject: r.get(3)?,
+                    reason: r.get(4)?,
+                    author: r.get(5)?,
+                    created_at: time(r.get(6)?),
+                    expires_at: time(r.get(7)?),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    fn audit_tx(
+        tx: &rusqlite::Transaction<'_>,
+        at: SystemTime,
+        actor: &str,
+        action: &str,
+        detail: &serde_json::Value,
+    ) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT INTO audit(at, actor, action, detail) VALUES(?1, ?2, ?3, ?4)",
+            params![secs(at), actor, action, detail.to_string()],
+        )
+        .map(|_| ())
+    }
+
+    /// Adds or relabels a node, with an audit entry.
+    ///
+    /// # Errors
+    /// SQLite errors; nothing is written then.
+    pub fn upsert_node(
+        &mut self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        actor: &str,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let labels_json = serde_json::to_string(labels).expect("string map serializes");
+        tx.execute(
+            "INSERT INTO nodes(name, labels, added_at) VALUES(?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET labels=excluded.labels",
+            params![name, labels_json, secs(at)],
+        )
+        .map_err(err)?;
+        Self::audit_tx(
+            &tx,
+            at,
+            actor,
+            "node.upsert",
+            &serde_json::json!({ "node": name, "labels": labels }),
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Removes a node and its report, with an audit entry.
+    ///
+    /// # Errors
+    /// SQLite errors; nothing is written then.
+    pub fn remove_node(
+        &mut self,
+        name: &str,
+        actor: &str,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("DELETE FROM nodes WHERE name=?1", [name])
+            .map_err(err)?;
+        tx.execute("DELETE FROM reports WHERE node=?1", [name])
+            .map_err(err)?;
+        Self::audit_tx(
+            &tx,
+            at,
+            actor,
+            "node.remove",
+            &serde_json::json!({ "node": name }),
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Stores a new waiver (its `id` is ignored) and returns it with its id.
+    ///
+    /// # Errors
+    /// SQLite errors; nothing is written then.
+    pub fn insert_waiver(&mut self, mut w: Waiver) -> Result<Waiver, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO waivers(node, code, subject, reason, author, created_at, expires_at)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                w.node,
+                w.code,
+                w.subject,
+                w.reason,
+                w.author,
+                secs(w.created_at),
+                secs(w.expires_at)
+            ],
+        )
+        .map_err(err)?;
+        w.id = tx.last_insert_rowid();
+        Self::audit_tx(
+            &tx,
+            w.created_at,
+            &w.author,
+            "waiver.create",
+            &serde_json::to_value(&w).expect("waiver serializes"),
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(w)
+    }
+
+    /// Ends a waiver (removed by someone, or expired), with an audit entry.
+    ///
+    /// # Errors
+    /// SQLite errors; nothing is written then.
+    pub fn end_waiver(
+        &mut self,
+        w: &Waiver,
+        actor: &str,
+        action: &str,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "UPDATE waivers SET ended_at=?1, ended_by=?2 WHERE id=?3",
+            params![secs(at), actor, w.id],
+        )
+        .map_err(err)?;
+        Self::audit_tx(
+            &tx,
+            at,
+            actor,
+            action,
+            &serde_json::to_value(w).expect("waiver serializes"),
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Writes a batch of reports (latest per node) in one transaction.
+    ///
+    /// # Errors
+    /// SQLite errors; nothing is written then.
+    pub fn save_reports(&mut self, batch: &[PendingReport]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO reports(node, boot_id, seq, received_at, state) VALUES(?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(node) DO UPDATE SET boot_id=excluded.boot_id, seq=excluded.seq,
+                     received_at=excluded.received_at, state=excluded.state",
+                )
+                .map_err(err)?;
+            for r in batch {
+                st.execute(params![
+                    r.node,
+                    r.boot_id,
+                    i64::try_from(r.seq).unwrap_or(i64::MAX),
+                    secs(r.received_at),
+                    r.state_json
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([limit], |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at: time(r.get(1)?),
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    detail: serde_json::from_str(&r.get::<_, String>(4)?)
+                        .unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+}
+
+/// A report waiting to be written.
+#[derive(Debug, Clone)]
+pub struct PendingReport {
+    /// Node.
+    pub node: String,
+    /// Boot id.
+    pub boot_id: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// When received.
+    pub received_at: SystemTime,
+    /// `NodeState` as JSON.
+    pub state_json: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("preflight-store-{}-{name}.db", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn waivers_and_audit_survive_reopen() {
+        let p = tmp("reopen");
+        let now = SystemTime::now();
+        {
+            let mut s = Store::open(&p).expect("open");
+            s.upsert_node(
+                "c1",
+                &BTreeMap::from([("role".into(), "compute".into())]),
+                "test",
+                now,
+            )
+            .expect("node");
+            let w = s
+                .insert_waiver(Waiver {
+                    id: 0,
+                    node: "c1".into(),
+                    code: Some("BOND_PORT_DOWN".into()),
+                    subject: None,
+                    reason: "NIC on order".into(),
+                    author: "ana".into(),
+                    created_at: now,
+                    expires_at: now + Duration::from_secs(3600),
+                })
+                .expect("waiver");
+            assert!(w.id > 0);
+        }
+        let s = Store::open(&p).expect("reopen");
+        let ws = s.active_waivers(now).expect("waivers");
+        assert_eq!(ws.len(), 1);
+        assert_eq!(ws[0].reason, "NIC on order");
+        assert!(
+            s.active_waivers(now + Duration::from_secs(3601))
+                .expect("ok")
+                .is_empty(),
+            "expired ones are not active"
+        );
+        let audit = s.audit(10).expect("audit");
+        assert_eq!(
+            audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+            ["waiver.create", "node.upsert"]
+        );
+        assert_eq!(s.nodes().expect("nodes")[0].0, "c1");
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let p = tmp("schema");
+        {
+            let c = Connection::open(&p).expect("open");
+            c.execute_batch("CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL); INSERT INTO meta VALUES('schema_version', 99);")
+                .expect("seed");
+        }
+        let e = Store::open(&p).expect_err("newer schema");
+        assert!(e.to_string().contains("schema version 99"), "{e}");
+        let _ = std::fs::remove_file(&p);
+    }
+}
