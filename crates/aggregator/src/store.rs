@@ -38,6 +38,9 @@ pub enum StoreError {
 
 const SCHEMA_VERSION: i64 = 1;
 
+/// A node's labels.
+pub type Labels = BTreeMap<String, String>;
+
 /// A persisted report, as loaded at start-up.
 #[derive(Debug)]
 pub struct StoredReport {
@@ -161,7 +164,7 @@ impl Store {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn nodes(&self) -> Result<Vec<(String, BTreeMap<String, String>)>, StoreError> {
+    pub fn nodes(&self) -> Result<Vec<(String, Labels)>, StoreError> {
         let mut st = self
             .conn
             .prepare("SELECT name, labels FROM nodes ORDER BY name")

@@ -32,15 +32,6 @@ pub struct Args {
     netlink_rcvbuf: usize,
 }
 
-/// This host's name, from the kernel.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 fn exit_for(v: Verdict) -> u8 {
     match v {
         Verdict::Go => EXIT_GO,
@@ -49,17 +40,14 @@ fn exit_for(v: Verdict) -> u8 {
 }
 
 pub async fn run(args: Args) -> u8 {
-    let cfg = match &args.config {
-        Some(path) => match config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("preflight: bad configuration: {e}");
-                return EXIT_USAGE;
-            }
-        },
-        None => config::Config::default(),
+    let cfg = match config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("preflight: bad configuration: {e}");
+            return EXIT_USAGE;
+        }
     };
-    let node = args.node.clone().unwrap_or_else(hostname);
+    let node = args.node.clone().unwrap_or(cfg.agent.node);
     let mut evaluator = Evaluator::new(cfg.policy);
     if args.watch {
         return watch(&args, &node, evaluator).await;

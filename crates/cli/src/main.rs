@@ -3,8 +3,11 @@
 //! 0 go, 1 no-go, 2 could not decide, 64 bad usage or configuration.
 
 mod config;
+mod gate;
 mod inspect;
 mod output;
+mod sdnotify;
+mod services;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +48,23 @@ enum Command {
 The JSON form is documented in docs/inspect.md."
     )]
     Inspect(inspect::Args),
+    /// For pipelines: is the scope go? Exit 0 go, 1 no-go (blockers printed), 2 could not decide.
+    #[command(
+        after_help = "Examples:\n  preflight gate --server http://agg:9100 --scope role=compute\n  \
+preflight gate --server http://agg1:9100,http://agg2:9100 --wait --timeout 15m\n\n\
+Fail-closed: an unreachable aggregator or an answer that does not parse exits 2, never 0."
+    )]
+    Gate(gate::GateArgs),
+    /// Fleet table: every node's gate status and first blocker.
+    Status(gate::StatusArgs),
+    /// Create, list or remove time-limited waivers.
+    Waive(gate::WaiveArgs),
+    /// Per-node daemon: watch netlink, evaluate, serve /metrics, push reports.
+    Agent(services::ServiceArgs),
+    /// Fleet service: store reports, answer the gate, keep waivers, serve the page.
+    Aggregator(services::ServiceArgs),
+    /// Everything on this machine: aggregator + local agent, SQLite file in the current directory.
+    Up(services::UpArgs),
     /// Tools for developers and bug reports.
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -74,9 +94,14 @@ pub fn emit(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
+/// Tells systemd the service is ready (and starts watchdog pings).
+pub fn sd_notify_ready() {
+    sdnotify::ready();
+}
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -106,6 +131,12 @@ fn main() -> ExitCode {
     let code = rt.block_on(async {
         match cli.command {
             Command::Inspect(args) => inspect::run(args).await,
+            Command::Gate(args) => gate::gate(args).await,
+            Command::Status(args) => gate::status(args).await,
+            Command::Waive(args) => gate::waive(args).await,
+            Command::Agent(args) => services::agent(args).await,
+            Command::Aggregator(args) => services::aggregator(args).await,
+            Command::Up(args) => services::up(args).await,
             Command::Debug(DebugCommand::Capture { out }) => debug_capture(&out).await,
             Command::Debug(DebugCommand::Decode { file }) => debug_decode(&file),
         }

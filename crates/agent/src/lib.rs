@@ -1,0 +1,318 @@
+//! The per-node agent: runs the netlink watch and the policy continuously,
+//! keeps its metrics current, serves `/metrics`, `/v1/report` and `/healthz`,
+//! and pushes reports to every configured aggregator: a full report on every
+//! change (debounced by a few ms), a heartbeat otherwise.
+//!
+//! Each aggregator has its own pusher task reading the latest state from a
+//! watch channel, so a slow or dead aggregator delays only its own reports
+//! and never the netlink watch.
+
+#![warn(missing_docs)]
+
+pub mod http;
+pub mod metrics;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use hyper::{Method, StatusCode};
+use preflight_model::report::{Report, ReportAck, ReportBody};
+use preflight_model::NodeState;
+use preflight_policy::{Evaluator, PolicyConfig};
+use tokio::sync::watch;
+
+pub use http::{BaseUrl, Client, HttpError};
+pub use metrics::AgentMetrics;
+
+/// Validated agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Node name.
+    pub node: String,
+    /// Labels sent with every full report.
+    pub labels: BTreeMap<String, String>,
+    /// Aggregators to push to (each independently).
+    pub aggregators: Vec<BaseUrl>,
+    /// Bearer token for reports.
+    pub token: Option<String>,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Local HTTP listener (`/metrics`, `/v1/report`, `/healthz`); `None`: off.
+    pub listen: Option<SocketAddr>,
+    /// Policy.
+    pub policy: PolicyConfig,
+    /// Netlink full re-read interval.
+    pub resync: Duration,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The netlink watch failed.
+    #[error("netlink: {0}")]
+    Netlink(#[from] preflight_netlink::NetlinkError),
+    /// The local listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A node state with a version that changes whenever the state does.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// Increases on every change.
+    pub version: u64,
+    /// The state.
+    pub state: Arc<NodeState>,
+}
+
+/// A random id for this agent process (sequence numbers restart with it).
+#[must_use]
+pub fn new_boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid").map_or_else(
+        |_| {
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            format!("{}-{}", std::process::id(), t.as_nanos())
+        },
+        |s| s.trim().to_owned(),
+    )
+}
+
+/// Runs the agent until `shutdown` resolves. `on_ready` is called once the
+/// first snapshot is taken and the listener (if any) is bound.
+///
+/// # Errors
+/// When the watch cannot start or fails, or the listener cannot bind.
+pub async fn run(
+    cfg: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(Option<SocketAddr>),
+) -> Result<(), AgentError> {
+    let mut w = preflight_netlink::watch(preflight_netlink::WatchConfig {
+        resync_interval: cfg.resync,
+        ..preflight_netlink::WatchConfig::default()
+    })
+    .await?;
+    let metrics = AgentMetrics::new();
+    let mut evaluator = Evaluator::new(cfg.policy.clone());
+    let first = evaluate(&cfg.node, &w.snapshots.borrow_and_update(), &mut evaluator);
+    metrics.update(&first);
+    let (tx, rx) = watch::channel(Versioned {
+        version: 1,
+        state: Arc::new(first),
+    });
+
+    let client = Client::new(Duration::from_secs(5));
+    let boot_id = new_boot_id();
+    let mut pushers = Vec::new();
+    for url in &cfg.aggregators {
+        pushers.push(tokio::spawn(push_loop(
+            client.clone(),
+            url.clone(),
+            cfg.clone(),
+            boot_id.clone(),
+            rx.clone(),
+            metrics.clone(),
+        )));
+    }
+
+    let mut bound = None;
+    let mut server = None;
+    if let Some(addr) = cfg.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| AgentError::Listen { addr, source })?;
+        bound = Some(
+            listener
+                .local_addr()
+                .map_err(|source| AgentError::Listen { addr, source })?,
+        );
+        let app = local_router(LocalState {
+            state: rx.clone(),
+            metrics: metrics.clone(),
+        });
+        server = Some(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "agent listener failed");
+            }
+        }));
+    }
+    on_ready(bound);
+    tracing::info!(node = %cfg.node, aggregators = cfg.aggregators.len(), "agent running");
+
+    tokio::pin!(shutdown);
+    let result = loop {
+        let tick = evaluator.tick_interval();
+        let needs_tick = evaluator.needs_tick();
+        tokio::select! {
+            r = w.snapshots.changed() => {
+                if r.is_err() {
+                    break match (&mut w.task).await {
+                        Ok(Err(e)) => Err(AgentError::Netlink(e)),
+                        _ => Ok(()),
+                    };
+                }
+            }
+            () = tokio::time::sleep(tick), if needs_tick => {}
+            () = &mut shutdown => break Ok(()),
+        }
+        let state = evaluate(&cfg.node, &w.snapshots.borrow_and_update(), &mut evaluator);
+        metrics.update_watch(&w.stats);
+        tx.send_if_modified(|cur| {
+            if *cur.state == state {
+                return false;
+            }
+            metrics.update(&state);
+            cur.version += 1;
+            cur.state = Arc::new(state);
+            true
+        });
+    };
+    for p in pushers {
+        p.abort();
+    }
+    if let Some(s) = server {
+        s.abort();
+    }
+    result
+}
+
+fn evaluate(node: &str, snap: &preflight_model::Snapshot, evaluator: &mut Evaluator) -> NodeState {
+    let findings = evaluator.evaluate(snap, Instant::now(), SystemTime::now());
+    NodeState::new(node.to_owned(), snap, findings)
+}
+
+/// Debounce after a change, so that a burst of netlink events (a bond
+/// losing a port changes several links) becomes one report.
+const DEBOUNCE: Duration = Duration::from_millis(5);
+
+async fn push_loop(
+    client: Client,
+    url: BaseUrl,
+    cfg: AgentConfig,
+    boot_id: String,
+    mut rx: watch::Receiver<Versioned>,
+    metrics: AgentMetrics,
+) {
+    let target = url.join("/v1/reports");
+    let label = url.to_string();
+    let mut seq = 0u64;
+    let mut sent_version = 0u64;
+    let mut state_seq = 0u64;
+    let mut backoff = Duration::from_millis(100);
+    let mut next_heartbeat = tokio::time::Instant::now();
+    loop {
+        let current = rx.borrow_and_update().clone();
+        let full = current.version != sent_version || state_seq == 0;
+        seq += 1;
+        let body = if full {
+            ReportBody::Full {
+                labels: cfg.labels.clone(),
+                state: Box::new((*current.state).clone()),
+            }
+        } else {
+            ReportBody::Heartbeat { state_seq }
+        };
+        let report = Report {
+            node: cfg.node.clone(),
+            boot_id: boot_id.clone(),
+            seq,
+            body,
+        };
+        let bytes = serde_json::to_vec(&report).expect("report serializes");
+        let outcome = client
+            .request(Method::POST, &target, cfg.token.as_deref(), Some(bytes))
+            .await;
+        let ok = match outcome {
+            Ok((StatusCode::OK, body)) => match serde_json::from_slice::<ReportAck>(&body) {
+                Ok(ack) if ack.status == "accepted" => {
+                    if full {
+                        sent_version = current.version;
+                        state_seq = seq;
+                    }
+                    true
+                }
+                Ok(ack) if ack.status == "need_full" => {
+                    state_seq = 0;
+                    true
+                }
+                other => {
+                    tracing::warn!(aggregator = %label, answer = ?other, "unexpected answer to a report");
+                    false
+                }
+            },
+            Ok((status, body)) => {
+                tracing::warn!(aggregator = %label, %status, body = %String::from_utf8_lossy(&body), "report rejected");
+                if status == StatusCode::CONFLICT {
+                    // Our sequence is behind what the aggregator has seen for
+                    // this boot id (it cannot be, unless a clone runs): jump.
+                    seq += 1000;
+                }
+                false
+            }
+            Err(e) => {
+                tracing::warn!(aggregator = %label, error = %e, "cannot push report; retrying");
+                false
+            }
+        };
+        metrics
+            .pushes
+            .with_label_values(&[label.as_str(), if ok { "ok" } else { "error" }])
+            .inc();
+        if ok {
+            backoff = Duration::from_millis(100);
+            if state_seq == 0 {
+                continue; // need_full: send it now
+            }
+            next_heartbeat = tokio::time::Instant::now() + cfg.heartbeat;
+            tokio::select! {
+                r = rx.changed() => {
+                    if r.is_err() { return; }
+                    tokio::time::sleep(DEBOUNCE).await;
+                }
+                () = tokio::time::sleep_until(next_heartbeat) => {}
+            }
+        } else {
+            // Back off, but a change still goes out as soon as the backoff ends.
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+            let _ = next_heartbeat;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct LocalState {
+    state: watch::Receiver<Versioned>,
+    metrics: AgentMetrics,
+}
+
+fn local_router(s: LocalState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/v1/report",
+            get(|State(s): State<LocalState>| async move { Json((*s.state.borrow().state).clone()) }),
+        )
+        .route(
+            "/metrics",
+            get(|State(s): State<LocalState>| async move {
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render()).into_response()
+            }),
+        )
+        .with_state(s)
+}

@@ -1,0 +1,297 @@
+//! The agent's Prometheus metrics. Gauges are set when a new snapshot or
+//! evaluation arrives (netlink events), never on a scrape: rendering only
+//! encodes what is already there.
+
+use std::sync::atomic::Ordering;
+
+use preflight_model::{MiiStatus, NodeState, Severity, Verdict};
+use preflight_netlink::WatchStats;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Every metric of the agent.
+#[derive(Debug, Clone)]
+pub struct AgentMetrics {
+    registry: Registry,
+    bond_info: IntGaugeVec,
+    bond_ports: IntGaugeVec,
+    bond_ports_up: IntGaugeVec,
+    bond_active_port: IntGaugeVec,
+    port_mii_up: IntGaugeVec,
+    port_link_failures: IntGaugeVec,
+    port_actor: IntGaugeVec,
+    port_partner: IntGaugeVec,
+    port_agg_match: IntGaugeVec,
+    if_oper_up: IntGaugeVec,
+    if_carrier: IntGaugeVec,
+    if_carrier_changes: IntGaugeVec,
+    finding: IntGaugeVec,
+    node_go: IntGauge,
+    resyncs: IntCounterVec,
+    parse_errors: IntCounter,
+    netlink_messages: IntCounter,
+    /// Report pushes by aggregator and result.
+    pub pushes: IntCounterVec,
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+impl AgentMetrics {
+    /// Creates and registers every metric.
+    ///
+    /// # Panics
+    /// Never in practice: names are static and unique.
+    #[must_use]
+    pub fn new() -> Self {
+        let m = Self {
+            registry: Registry::new(),
+            bond_info: gauge(
+                "preflight_bond_info",
+                "Bonds on this node (always 1), with their mode.",
+                &["bond", "mode"],
+            ),
+            bond_ports: gauge(
+                "preflight_bond_ports",
+                "Ports enslaved to the bond.",
+                &["bond"],
+            ),
+            bond_ports_up: gauge(
+                "preflight_bond_ports_up",
+                "Ports of the bond whose MII status is up.",
+                &["bond"],
+            ),
+            bond_active_port: gauge(
+                "preflight_bond_active_port",
+                "1 for the bond's active port.",
+                &["bond", "port"],
+            ),
+            port_mii_up: gauge(
+                "preflight_bond_port_mii_up",
+                "1 when the bond port's MII status is up.",
+                &["bond", "port"],
+            ),
+            port_link_failures: gauge(
+                "preflight_bond_port_link_failures",
+                "Link failures the bonding driver counted on the port since it was enslaved.",
+                &["bond", "port"],
+            ),
+            port_actor: gauge(
+                "preflight_bond_port_lacp_actor_state",
+                "802.3ad actor port state bits (63 = negotiated).",
+                &["bond", "port"],
+            ),
+            port_partner: gauge(
+                "preflight_bond_port_lacp_partner_state",
+                "802.3ad partner port state bits.",
+                &["bond", "port"],
+            ),
+            port_agg_match: gauge(
+                "preflight_bond_port_aggregator_match",
+                "1 when an 802.3ad port is in the bond's active aggregator.",
+                &["bond", "port"],
+            ),
+            if_oper_up: gauge(
+                "preflight_interface_oper_up",
+                "1 when the interface's operational state is up.",
+                &["interface"],
+            ),
+            if_carrier: gauge(
+                "preflight_interface_carrier",
+                "1 when the interface has carrier.",
+                &["interface"],
+            ),
+            if_carrier_changes: gauge(
+                "preflight_interface_carrier_changes",
+                "Carrier changes the kernel counted since the interface was created.",
+                &["interface"],
+            ),
+            finding: gauge(
+                "preflight_finding_active",
+                "One series per active finding (always 1).",
+                &["code", "severity", "subject"],
+            ),
+            node_go: IntGauge::new(
+                "preflight_node_go",
+                "1 when this node's verdict is go, 0 when no-go.",
+            )
+            .expect("valid metric"),
+            resyncs: IntCounterVec::new(
+                Opts::new(
+                    "preflight_netlink_resyncs_total",
+                    "Full netlink re-dumps, by reason (overrun, timer).",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            parse_errors: IntCounter::new(
+                "preflight_netlink_parse_errors_total",
+                "Netlink messages or attributes that could not be parsed.",
+            )
+            .expect("valid metric"),
+            netlink_messages: IntCounter::new(
+                "preflight_netlink_messages_total",
+                "Netlink messages applied.",
+            )
+            .expect("valid metric"),
+            pushes: IntCounterVec::new(
+                Opts::new(
+                    "preflight_report_pushes_total",
+                    "Reports pushed to aggregators, by aggregator and result (ok, error).",
+                ),
+                &["aggregator", "result"],
+            )
+            .expect("valid metric"),
+        };
+        for c in [
+            Box::new(m.bond_info.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.bond_ports.clone()),
+            Box::new(m.bond_ports_up.clone()),
+            Box::new(m.bond_active_port.clone()),
+            Box::new(m.port_mii_up.clone()),
+            Box::new(m.port_link_failures.clone()),
+            Box::new(m.port_actor.clone()),
+            Box::new(m.port_partner.clone()),
+            Box::new(m.port_agg_match.clone()),
+            Box::new(m.if_oper_up.clone()),
+            Box::new(m.if_carrier.clone()),
+            Box::new(m.if_carrier_changes.clone()),
+            Box::new(m.finding.clone()),
+            Box::new(m.node_go.clone()),
+            Box::new(m.resyncs.clone()),
+            Box::new(m.parse_errors.clone()),
+            Box::new(m.netlink_messages.clone()),
+            Box::new(m.pushes.clone()),
+        ] {
+            m.registry.register(c).expect("unique metric");
+        }
+        for r in ["overrun", "timer"] {
+            m.resyncs.with_label_values(&[r]);
+        }
+        m
+    }
+
+    /// Sets every state gauge from a new evaluation.
+    #[allow(clippy::cast_possible_wrap)]
+    pub fn update(&self, state: &NodeState) {
+        for v in [
+            &self.bond_info,
+            &self.bond_ports,
+            &self.bond_ports_up,
+            &self.bond_active_port,
+            &self.port_mii_up,
+            &self.port_link_failures,
+            &self.port_actor,
+            &self.port_partner,
+            &self.port_agg_match,
+            &self.if_oper_up,
+            &self.if_carrier,
+            &self.if_carrier_changes,
+            &self.finding,
+        ] {
+            v.reset();
+        }
+        for b in &state.bonds {
+            self.bond_info
+                .with_label_values(&[b.name.as_str(), b.mode.as_str()])
+                .set(1);
+            self.bond_ports
+                .with_label_values(&[&b.name])
+                .set(b.ports.len() as i64);
+            let up = b
+                .ports
+                .iter()
+                .filter(|p| p.port.mii_status == MiiStatus::Up)
+                .count();
+            self.bond_ports_up
+                .with_label_values(&[&b.name])
+                .set(up as i64);
+            if let Some(a) = &b.active_port {
+                self.bond_active_port
+                    .with_label_values(&[b.name.as_str(), a.as_str()])
+                    .set(1);
+            }
+            for p in &b.ports {
+                let l = [b.name.as_str(), p.name.as_str()];
+                self.port_mii_up
+                    .with_label_values(&l)
+                    .set(i64::from(p.port.mii_status == MiiStatus::Up));
+                self.port_link_failures
+                    .with_label_values(&l)
+                    .set(i64::from(p.port.link_failure_count));
+                if let Some(ad) = &b.ad_info {
+                    self.port_actor
+                        .with_label_values(&l)
+                        .set(i64::from(p.port.ad_actor_state.unwrap_or(0)));
+                    self.port_partner
+                        .with_label_values(&l)
+                        .set(i64::from(p.port.ad_partner_state.unwrap_or(0)));
+                    self.port_agg_match
+                        .with_label_values(&l)
+                        .set(i64::from(p.port.ad_aggregator_id == Some(ad.aggregator_id)));
+                }
+            }
+        }
+        for i in &state.interfaces {
+            let l = [i.name.as_str()];
+            self.if_oper_up
+                .with_label_values(&l)
+                .set(i64::from(i.oper_state == preflight_model::OperState::Up));
+            self.if_carrier
+                .with_label_values(&l)
+                .set(i64::from(i.carrier));
+            self.if_carrier_changes
+                .with_label_values(&l)
+                .set(i64::from(i.carrier_changes));
+        }
+        for f in &state.findings {
+            let sev = match f.severity {
+                Severity::Critical => "critical",
+                Severity::Warning => "warning",
+            };
+            self.finding
+                .with_label_values(&[f.code.as_str(), sev, f.subject.as_str()])
+                .set(1);
+        }
+        self.node_go.set(i64::from(state.verdict == Verdict::Go));
+    }
+
+    /// Copies the watch's counters.
+    pub fn update_watch(&self, stats: &WatchStats) {
+        // The watch owns the counts; counters follow them by their increase.
+        let follow = |c: &IntCounter, v: &std::sync::atomic::AtomicU64| {
+            let now = v.load(Ordering::Relaxed);
+            if now > c.get() {
+                c.inc_by(now - c.get());
+            }
+        };
+        follow(
+            &self.resyncs.with_label_values(&["overrun"]),
+            &stats.resyncs_overrun,
+        );
+        follow(
+            &self.resyncs.with_label_values(&["timer"]),
+            &stats.resyncs_timer,
+        );
+        follow(&self.parse_errors, &stats.parse_errors);
+        follow(&self.netlink_messages, &stats.messages);
+    }
+
+    /// Text exposition format.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut buf = String::new();
+        if let Err(e) =
+            prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut buf)
+        {
+            tracing::error!(error = %e, "cannot render metrics");
+        }
+        buf
+    }
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,182 @@
+//! `preflight agent`, `preflight aggregator` and `preflight up`.
+
+use std::path::PathBuf;
+
+use preflight_agent::BaseUrl;
+
+use crate::{config, EXIT_GO, EXIT_UNDECIDED, EXIT_USAGE};
+
+#[derive(clap::Args)]
+pub struct ServiceArgs {
+    /// Configuration file (TOML; see docs/operations.md).
+    #[arg(long, short, value_name = "FILE", env = "PREFLIGHT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Aggregator address (the gate, the page, /metrics).
+    #[arg(long, default_value = config::DEFAULT_AGGREGATOR_LISTEN)]
+    listen: std::net::SocketAddr,
+    /// Agent address (/metrics, /v1/report).
+    #[arg(long, default_value = config::DEFAULT_AGENT_LISTEN)]
+    agent_listen: std::net::SocketAddr,
+    /// SQLite file for inventory, waivers and the audit log.
+    #[arg(long, default_value = "preflight.db")]
+    database: PathBuf,
+    /// Optional configuration file; its [policy] and [agent] labels apply.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<config::Config, u8> {
+    config::load(path).map_err(|e| {
+        eprintln!("preflight: bad configuration: {e}");
+        EXIT_USAGE
+    })
+}
+
+pub async fn agent(args: ServiceArgs) -> u8 {
+    let cfg = match load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if cfg.agent.aggregators.is_empty() {
+        tracing::warn!("no [agent] aggregators configured: serving /metrics and /v1/report only");
+    }
+    match preflight_agent::run(cfg.agent, shutdown_signal(), |addr| {
+        if let Some(a) = addr {
+            tracing::info!(%a, "agent listening");
+        }
+        crate::sd_notify_ready();
+    })
+    .await
+    {
+        Ok(()) => EXIT_GO,
+        Err(e) => {
+            eprintln!("preflight agent: {e}");
+            EXIT_UNDECIDED
+        }
+    }
+}
+
+pub async fn aggregator(args: ServiceArgs) -> u8 {
+    let cfg = match load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match preflight_aggregator::server::run(cfg.aggregator, shutdown_signal(), |_| {
+        crate::sd_notify_ready()
+    })
+    .await
+    {
+        Ok(()) => EXIT_GO,
+        Err(e) => {
+            eprintln!("preflight aggregator: {e}");
+            EXIT_UNDECIDED
+        }
+    }
+}
+
+pub async fn up(args: UpArgs) -> u8 {
+    let mut cfg = match load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if !args.listen.ip().is_loopback() {
+        eprintln!("preflight up: --listen must be a loopback address (up runs without authentication); use `preflight aggregator` with tokens otherwise");
+        return EXIT_USAGE;
+    }
+    cfg.aggregator.listen = args.listen;
+    cfg.aggregator.database = args.database.clone();
+    cfg.aggregator.tokens = preflight_aggregator::api::Tokens::default();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop_agg = stop_rx.clone();
+    let agg = tokio::spawn(preflight_aggregator::server::run(
+        cfg.aggregator.clone(),
+        async move {
+            let _ = stop_agg.wait_for(|s| *s).await;
+        },
+        move |addr| {
+            let _ = addr_tx.send(addr);
+        },
+    ));
+    let Ok(addr) = addr_rx.await else {
+        return match agg.await {
+            Ok(Err(e)) => {
+                eprintln!("preflight up: {e}");
+                EXIT_UNDECIDED
+            }
+            _ => EXIT_UNDECIDED,
+        };
+    };
+    let base = format!("http://{addr}");
+    cfg.agent.aggregators =
+        vec![BaseUrl::parse(&base).expect("a bound socket address is a valid URL")];
+    cfg.agent.listen = Some(args.agent_listen);
+    cfg.agent.token = None;
+    let node = cfg.agent.node.clone();
+    let mut stop_agent = stop_rx.clone();
+    let agent = tokio::spawn(preflight_agent::run(
+        cfg.agent,
+        async move {
+            let _ = stop_agent.wait_for(|s| *s).await;
+        },
+        move |agent_addr| {
+            let agent_addr = agent_addr.map_or_else(|| "-".into(), |a| a.to_string());
+            println!(
+                "preflight is up: aggregator + local agent for node {node}\n\n  \
+                 on-call page   {base}/\n  \
+                 gate           {base}/v1/gate      (preflight gate --server {base})\n  \
+                 fleet status   preflight status --server {base}\n  \
+                 metrics        {base}/metrics  and  http://{agent_addr}/metrics\n  \
+                 store          {}\n\n\
+                 The gate answers no-go until the node has reported and stayed unchanged for {} (settle time).\n\
+                 Ctrl-C stops.",
+                args.database.display(),
+                humantime::format_duration(cfg.aggregator.fleet.settle)
+            );
+            crate::sd_notify_ready();
+        },
+    ));
+    tokio::pin!(agg);
+    tokio::pin!(agent);
+    let code = tokio::select! {
+        () = shutdown_signal() => EXIT_GO,
+        r = &mut agg => { report("aggregator", r); EXIT_UNDECIDED }
+        r = &mut agent => { report("agent", r); EXIT_UNDECIDED }
+    };
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let _ = (&mut agg).await;
+        let _ = (&mut agent).await;
+    })
+    .await;
+    code
+}
+
+fn report<E: std::fmt::Display>(what: &str, r: Result<Result<(), E>, tokio::task::JoinError>) {
+    match r {
+        Ok(Ok(())) => eprintln!("preflight up: {what} stopped"),
+        Ok(Err(e)) => eprintln!("preflight up: {what}: {e}"),
+        Err(e) => eprintln!("preflight up: {what} failed: {e}"),
+    }
+}
