@@ -14,6 +14,7 @@ step "prerequisites"
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v strip >/dev/null || need+=(binutils)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}"
@@ -32,6 +33,9 @@ cargo build --workspace --all-targets --locked
 
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast --failure-output final
+
+step "schema-driven fuzzing of the aggregator (schemathesis)"
+bash tests/schemathesis.sh target/debug/preflight
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked

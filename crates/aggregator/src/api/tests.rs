@@ -487,3 +487,34 @@ async fn health_metrics_page_and_fallback() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, "not_found");
 }
+
+/// Every path and method of docs/openapi.json is served (not the fallback,
+/// not 405), and every route of the router is documented there.
+#[tokio::test]
+async fn openapi_document_matches_the_router() {
+    let t = app("openapi", false);
+    let doc: Value = serde_json::from_str(include_str!("../../../../docs/openapi.json")).expect("openapi.json parses");
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for method in ["get", "post", "put", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            documented.push(format!("{} {path}", method.to_uppercase()));
+            let uri = path.replace("{node}", "c1").replace("{id}", "1");
+            let body = matches!(method, "post" | "put").then(|| json!({}));
+            let (s, v) = call(&t, &method.to_uppercase(), &uri, Some("atok"), body).await;
+            assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(!(s == StatusCode::NOT_FOUND && v["message"].as_str().is_some_and(|m| m.contains("no such endpoint"))), "{method} {path} is documented but not served");
+        }
+    }
+    documented.sort();
+    let mut served = vec![
+        "POST /v1/reports", "GET /v1/gate", "GET /v1/nodes", "GET /v1/nodes/{node}", "PUT /v1/nodes/{node}", "DELETE /v1/nodes/{node}",
+        "GET /v1/waivers", "POST /v1/waivers", "DELETE /v1/waivers/{id}", "GET /v1/audit", "GET /v1/page", "GET /metrics", "GET /healthz",
+        "GET /readyz", "GET /",
+    ];
+    served.sort_unstable();
+    assert_eq!(documented, served, "router and docs/openapi.json disagree");
+}
