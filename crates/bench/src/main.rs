@@ -7,6 +7,8 @@
 //! preflight-bench watch-rss [--seconds 5]
 //! ```
 
+mod load;
+
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -216,6 +218,41 @@ fn main() {
                 .and_then(|i| args.get(i + 1).cloned())
                 .unwrap_or_else(|| "target/release/preflight".into());
             watch_rss(&bin, arg(&args, "--seconds", 5), arg(&args, "--reps", 5));
+        }
+        Some("aggregator-load") => {
+            let bin = args
+                .iter()
+                .position(|a| a == "--bin")
+                .and_then(|i| args.get(i + 1).cloned())
+                .unwrap_or_else(|| "target/release/preflight".into());
+            let nodes_list: String = arg(&args, "--nodes", "10000,100000".to_string());
+            let seconds = arg(&args, "--seconds", 20);
+            let reps = arg(&args, "--reps", 3);
+            for nodes in nodes_list.split(',').filter_map(|n| n.parse::<usize>().ok()) {
+                let mut rows = Vec::new();
+                for rep in 0..reps {
+                    let r = load::run(&bin, nodes, seconds, 64);
+                    println!(
+                        "  {nodes} nodes rep {}: offered {:.0}/s accepted {:.0}/s (full {:.0}/s) errors {} | gate rack p50 {:.2} ms p99 {:.2} ms | gate all p50 {:.2} ms p99 {:.2} ms | RSS {:.1} MiB | db {:.1} MiB",
+                        rep + 1, r.offered_per_s, r.accepted_per_s, r.full_per_s, r.errors, r.gate_rack_p50_ms, r.gate_rack_p99_ms,
+                        r.gate_all_p50_ms, r.gate_all_p99_ms, r.rss_mib, r.db_bytes as f64 / 1_048_576.0
+                    );
+                    rows.push(r);
+                }
+                let med = |f: &dyn Fn(&load::LoadResult) -> f64| {
+                    let mut v: Vec<f64> = rows.iter().map(f).collect();
+                    let (m, _, lo, hi) = stats(std::mem::take(&mut v));
+                    format!("{m:.2} ({lo:.2}..{hi:.2})")
+                };
+                println!("aggregator, {nodes} simulated nodes, {reps} reps of {seconds} s (median (min..max)):");
+                println!("  accepted reports/s   {}  of {:.0} offered", med(&|r| r.accepted_per_s), rows[0].offered_per_s);
+                println!("  gate p50 / p99, rack scope (1%)   {} / {} ms", med(&|r| r.gate_rack_p50_ms), med(&|r| r.gate_rack_p99_ms));
+                println!("  gate p50 / p99, whole fleet       {} / {} ms", med(&|r| r.gate_all_p50_ms), med(&|r| r.gate_all_p99_ms));
+                println!("  aggregator RSS MiB   {}", med(&|r| r.rss_mib));
+                #[allow(clippy::cast_precision_loss)]
+                let db = med(&|r| r.db_bytes as f64 / 1_048_576.0);
+                println!("  SQLite file MiB      {db}");
+            }
         }
         _ => {
             eprintln!("usage: preflight-bench netns-latency [--toggles N] [--reps N]\n       preflight-bench watch-rss [--bin PATH] [--seconds N] [--reps N]");

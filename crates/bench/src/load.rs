@@ -1,0 +1,231 @@
+//! Aggregator load: N simulated agents against a real `preflight aggregator`
+//! process on loopback. Each node heartbeats every 10 s and 1% of nodes per
+//! second send a changed full report; a prober asks the gate meanwhile.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use hyper::Method;
+use preflight_agent::Client;
+use preflight_model::report::{Report, ReportBody};
+use preflight_model::{Finding, NodeState, Severity, Snapshot};
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn state(node: &str, broken: bool) -> NodeState {
+    // A realistic node: the active-backup fixture shape, ~3 KiB of JSON.
+    let mut snap = Snapshot::default();
+    for (i, name) in ["lo", "eno1", "eno2", "bond0", "vlan20", "br-ex"].iter().enumerate() {
+        let idx = u32::try_from(i + 1).expect("small");
+        snap.interfaces.insert(
+            idx,
+            preflight_model::Interface {
+                index: idx,
+                name: (*name).into(),
+                admin_up: true,
+                carrier: true,
+                oper_state: preflight_model::OperState::Up,
+                mtu: 9000,
+                mac: Some("52:54:00:12:34:56".into()),
+                ..Default::default()
+            },
+        );
+    }
+    let findings = if broken {
+        vec![Finding {
+            code: "BOND_PORT_DOWN".into(),
+            severity: Severity::Critical,
+            subject: "bond0/eno2".into(),
+            message: "bond0 port eno2 is down (MII status down, 1 link failures)".into(),
+            since: SystemTime::now(),
+        }]
+    } else {
+        vec![]
+    };
+    NodeState::new(node.into(), &snap, findings)
+}
+
+fn pctl(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i]
+}
+
+pub struct LoadResult {
+    pub offered_per_s: f64,
+    pub accepted_per_s: f64,
+    pub errors: u64,
+    pub gate_rack_p50_ms: f64,
+    pub gate_rack_p99_ms: f64,
+    pub gate_all_p50_ms: f64,
+    pub gate_all_p99_ms: f64,
+    pub rss_mib: f64,
+    pub db_bytes: u64,
+    pub full_per_s: f64,
+}
+
+#[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
+pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult {
+    let dir = std::env::temp_dir().join(format!("preflight-load-{}-{nodes}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    std::fs::write(
+        dir.join("agg.toml"),
+        format!(
+            "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\nsettle = \"0s\"\nttl = \"30s\"\nauth = \"none\"\n",
+            dir.join("load.db").display()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(bin)
+        .args(["aggregator", "-c"])
+        .arg(dir.join("agg.toml"))
+        .env("PREFLIGHT_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn aggregator");
+    let base = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let result = rt.block_on(async {
+        let client = Client::new(Duration::from_secs(10));
+        for _ in 0..100 {
+            if client.request(Method::GET, &format!("{base}/healthz"), None, None).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let sent = Arc::new(AtomicU64::new(0));
+        let ok = Arc::new(AtomicU64::new(0));
+        let full = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        // Registration: one full report per node.
+        let reg_start = Instant::now();
+        let mut handles = Vec::new();
+        for w in 0..workers {
+            let client = client.clone();
+            let base = base.clone();
+            handles.push(tokio::spawn(async move {
+                for i in (w..nodes).step_by(workers) {
+                    let node = format!("n{i:06}");
+                    let rack = i % 100;
+                    let r = Report {
+                        node: node.clone(),
+                        boot_id: "load".into(),
+                        seq: 1,
+                        body: ReportBody::Full {
+                            labels: BTreeMap::from([("role".into(), "compute".into()), ("rack".into(), format!("r{rack:02}"))]),
+                            state: Box::new(state(&node, false)),
+                        },
+                    };
+                    let _ = client.request(Method::POST, &format!("{base}/v1/reports"), None, Some(serde_json::to_vec(&r).expect("json"))).await;
+                }
+            }));
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+        eprintln!("  registered {nodes} nodes in {:.1} s", reg_start.elapsed().as_secs_f64());
+        // Steady state.
+        let rate = nodes as f64 / 10.0 + nodes as f64 / 100.0;
+        let per_worker = rate / workers as f64;
+        let stop = Instant::now() + Duration::from_secs(seconds);
+        let mut handles = Vec::new();
+        for w in 0..workers {
+            let (client, base, sent, ok, full, errors) = (client.clone(), base.clone(), sent.clone(), ok.clone(), full.clone(), errors.clone());
+            handles.push(tokio::spawn(async move {
+                let mine: Vec<usize> = (w..nodes).step_by(workers).collect();
+                let mut seq = vec![1u64; mine.len()];
+                let mut state_seq = vec![1u64; mine.len()];
+                let mut k = 0usize;
+                let start = Instant::now();
+                let mut n = 0u64;
+                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (w as u64);
+                while Instant::now() < stop {
+                    // Pace: the n-th request of this worker at n / per_worker seconds.
+                    let due = start + Duration::from_secs_f64(n as f64 / per_worker);
+                    tokio::time::sleep_until(due.into()).await;
+                    n += 1;
+                    let j = k % mine.len();
+                    k += 1;
+                    seq[j] += 1;
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let is_full = rng % 11 == 0;
+                    let node = format!("n{:06}", mine[j]);
+                    let body = if is_full {
+                        state_seq[j] = seq[j];
+                        ReportBody::Full {
+                            labels: BTreeMap::from([("role".into(), "compute".into()), ("rack".into(), format!("r{:02}", mine[j] % 100))]),
+                            state: Box::new(state(&node, rng % 2 == 0)),
+                        }
+                    } else {
+                        ReportBody::Heartbeat { state_seq: state_seq[j] }
+                    };
+                    let r = Report { node, boot_id: "load".into(), seq: seq[j], body };
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    match client.request(Method::POST, &format!("{base}/v1/reports"), None, Some(serde_json::to_vec(&r).expect("json"))).await {
+                        Ok((s, _)) if s.is_success() => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if is_full {
+                                full.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        // Gate prober: a rack scope (1% of the fleet) and the whole fleet.
+        let mut rack = Vec::new();
+        let mut all = Vec::new();
+        let t0 = Instant::now();
+        let mut i = 0;
+        while Instant::now() < stop {
+            let scope = if i % 2 == 0 { "rack=r07" } else { "" };
+            let q = Instant::now();
+            let r = client.request(Method::GET, &format!("{base}/v1/gate?scope={}", scope.replace('=', "%3D")), None, None).await;
+            let ms = q.elapsed().as_secs_f64() * 1000.0;
+            if r.is_ok() {
+                if i % 2 == 0 { rack.push(ms) } else { all.push(ms) }
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        LoadResult {
+            offered_per_s: rate,
+            accepted_per_s: ok.load(Ordering::Relaxed) as f64 / elapsed,
+            errors: errors.load(Ordering::Relaxed),
+            gate_rack_p50_ms: pctl(&mut rack, 50.0),
+            gate_rack_p99_ms: pctl(&mut rack, 99.0),
+            gate_all_p50_ms: pctl(&mut all.clone(), 50.0),
+            gate_all_p99_ms: pctl(&mut all, 99.0),
+            rss_mib: rss_kib(child.id()) as f64 / 1024.0,
+            db_bytes: ["load.db", "load.db-wal"].iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum(),
+            full_per_s: full.load(Ordering::Relaxed) as f64 / elapsed,
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
