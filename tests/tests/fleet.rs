@@ -32,7 +32,11 @@ impl Fleet {
         hub.ip("link add br0 type bridge");
         hub.ip("addr add 192.0.2.1/24 dev br0");
         hub.ip("link set br0 up");
-        let dir = std::env::temp_dir().join(format!("preflight-fleet-{}-{}", std::process::id(), hub.name));
+        let dir = std::env::temp_dir().join(format!(
+            "preflight-fleet-{}-{}",
+            std::process::id(),
+            hub.name
+        ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut nodes = Vec::new();
         for i in 1..=n {
@@ -60,7 +64,9 @@ impl Fleet {
         }
         let mut inventory = String::new();
         for i in 1..=n {
-            inventory.push_str(&format!("[[aggregator.node]]\nname = \"n{i}\"\nlabels = {{ role = \"compute\" }}\n"));
+            inventory.push_str(&format!(
+                "[[aggregator.node]]\nname = \"n{i}\"\nlabels = {{ role = \"compute\" }}\n"
+            ));
         }
         std::fs::write(
             dir.join("agg.toml"),
@@ -110,14 +116,30 @@ impl Fleet {
 
     /// Runs the CLI in the hub namespace: (exit code, stdout if it ran).
     fn preflight(&self, args: &[&str]) -> (i32, Option<String>) {
-        let out = self.hub.command(preflight_bin()).args(args).env("PREFLIGHT_LOG", "error").output().expect("run preflight");
+        let out = self
+            .hub
+            .command(preflight_bin())
+            .args(args)
+            .env("PREFLIGHT_LOG", "error")
+            .output()
+            .expect("run preflight");
         let code = out.status.code().unwrap_or(-1);
-        (code, if code == 2 { None } else { Some(String::from_utf8_lossy(&out.stdout).into_owned()) })
+        (
+            code,
+            if code == 2 {
+                None
+            } else {
+                Some(String::from_utf8_lossy(&out.stdout).into_owned())
+            },
+        )
     }
 
     fn gate(&self) -> (i32, Value) {
-        let (code, out) = self.preflight(&["gate", "--server", AGG, "--scope", "role=compute", "--json"]);
-        let v = out.and_then(|o| serde_json::from_str(&o).ok()).unwrap_or(Value::Null);
+        let (code, out) =
+            self.preflight(&["gate", "--server", AGG, "--scope", "role=compute", "--json"]);
+        let v = out
+            .and_then(|o| serde_json::from_str(&o).ok())
+            .unwrap_or(Value::Null);
         (code, v)
     }
 
@@ -128,7 +150,10 @@ impl Fleet {
             if pred(code, &v) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "gate never reached: {what} within {limit:?}; last (exit {code}): {v:#}");
+            assert!(
+                Instant::now() < deadline,
+                "gate never reached: {what} within {limit:?}; last (exit {code}): {v:#}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -143,12 +168,27 @@ impl Drop for Fleet {
 fn blockers(v: &Value) -> Vec<String> {
     v["blockers"]
         .as_array()
-        .map(|b| b.iter().map(|b| format!("{} {} {}", b["node"].as_str().unwrap_or(""), b["code"].as_str().unwrap_or(""), b["subject"].as_str().unwrap_or(""))).collect())
+        .map(|b| {
+            b.iter()
+                .map(|b| {
+                    format!(
+                        "{} {} {}",
+                        b["node"].as_str().unwrap_or(""),
+                        b["code"].as_str().unwrap_or(""),
+                        b["subject"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn signal(p: &Proc, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(p.0.id().to_string()).status().is_ok_and(|s| s.success());
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(p.0.id().to_string())
+        .status()
+        .is_ok_and(|s| s.success());
     assert!(ok, "kill -{sig}");
 }
 
@@ -158,42 +198,97 @@ fn fleet_gate_end_to_end() {
     let mut agg = f.aggregator();
     let (code, v) = f.gate();
     assert_eq!(code, 1, "no node has reported yet: {v}");
-    assert!(blockers(&v).iter().all(|b| b.contains("NODE_SILENT")), "{v:#}");
+    assert!(
+        blockers(&v).iter().all(|b| b.contains("NODE_SILENT")),
+        "{v:#}"
+    );
     let mut agents: Vec<Proc> = (1..=3).map(|i| f.agent(i)).collect();
 
     // All healthy: go.
-    let v = f.wait_gate("go with 3 healthy nodes", Duration::from_secs(30), |c, _| c == 0);
+    let v = f.wait_gate(
+        "go with 3 healthy nodes",
+        Duration::from_secs(30),
+        |c, _| c == 0,
+    );
     assert_eq!(v["ready"], serde_json::json!(["n1", "n2", "n3"]));
 
     // One link down in n2: no-go naming it; the others are ready.
     f.nodes[1].ip("link set data1 down");
-    let v = f.wait_gate("no-go naming n2", Duration::from_secs(20), |c, v| c == 1 && blockers(v).contains(&"n2 LINK_NO_CARRIER data0".to_string()));
+    let v = f.wait_gate("no-go naming n2", Duration::from_secs(20), |c, v| {
+        c == 1 && blockers(v).contains(&"n2 LINK_NO_CARRIER data0".to_string())
+    });
     assert_eq!(v["ready"], serde_json::json!(["n1", "n3"]));
     assert_eq!(v["blocked"], serde_json::json!(["n2"]));
 
     // A waiver for exactly that blocker turns the answer into go, and expires.
     let (code, _) = f.preflight(&[
-        "waive", "add", "--server", AGG, "--token", ADMIN, "--node", "n2", "--code", "LINK_NO_CARRIER", "--subject", "data0",
-        "--reason", "test waiver", "--for", "4s", "--author", "fleet-test",
+        "waive",
+        "add",
+        "--server",
+        AGG,
+        "--token",
+        ADMIN,
+        "--node",
+        "n2",
+        "--code",
+        "LINK_NO_CARRIER",
+        "--subject",
+        "data0",
+        "--reason",
+        "test waiver",
+        "--for",
+        "4s",
+        "--author",
+        "fleet-test",
     ]);
     assert_eq!(code, 0);
-    let v = f.wait_gate("go through the waiver", Duration::from_secs(10), |c, _| c == 0);
+    let v = f.wait_gate("go through the waiver", Duration::from_secs(10), |c, _| {
+        c == 0
+    });
     assert_eq!(v["waived"][0]["node"], "n2");
-    f.wait_gate("no-go after the waiver expires", Duration::from_secs(15), |c, v| c == 1 && blockers(v).contains(&"n2 LINK_NO_CARRIER data0".to_string()));
+    f.wait_gate(
+        "no-go after the waiver expires",
+        Duration::from_secs(15),
+        |c, v| c == 1 && blockers(v).contains(&"n2 LINK_NO_CARRIER data0".to_string()),
+    );
     f.nodes[1].ip("link set data1 up");
-    f.wait_gate("go after the link is back", Duration::from_secs(20), |c, _| c == 0);
+    f.wait_gate(
+        "go after the link is back",
+        Duration::from_secs(20),
+        |c, _| c == 0,
+    );
 
     // Kill one agent: NODE_STALE within the TTL (3 s).
     drop(agents.remove(2));
-    let v = f.wait_gate("NODE_STALE for n3", Duration::from_secs(15), |c, v| c == 1 && blockers(v).contains(&"n3 NODE_STALE n3".to_string()));
+    let v = f.wait_gate("NODE_STALE for n3", Duration::from_secs(15), |c, v| {
+        c == 1 && blockers(v).contains(&"n3 NODE_STALE n3".to_string())
+    });
     assert_eq!(v["ready"], serde_json::json!(["n1", "n2"]));
     agents.push(f.agent(3));
-    f.wait_gate("go after n3's agent is back", Duration::from_secs(20), |c, _| c == 0);
+    f.wait_gate(
+        "go after n3's agent is back",
+        Duration::from_secs(20),
+        |c, _| c == 0,
+    );
 
     // A long waiver, then kill -9 the aggregator with the agents paused.
     let (code, _) = f.preflight(&[
-        "waive", "add", "--server", AGG, "--token", ADMIN, "--node", "n1", "--code", "BOND_PORT_DOWN", "--reason", "persist me", "--for", "1h",
-        "--author", "fleet-test",
+        "waive",
+        "add",
+        "--server",
+        AGG,
+        "--token",
+        ADMIN,
+        "--node",
+        "n1",
+        "--code",
+        "BOND_PORT_DOWN",
+        "--reason",
+        "persist me",
+        "--for",
+        "1h",
+        "--author",
+        "fleet-test",
     ]);
     assert_eq!(code, 0);
     for a in &agents {
@@ -203,15 +298,31 @@ fn fleet_gate_end_to_end() {
     let _ = agg.0.wait();
     agg = f.aggregator();
     let (code, v) = f.gate();
-    assert_eq!(code, 1, "after a restart the gate is no-go until the nodes report: {v:#}");
+    assert_eq!(
+        code, 1,
+        "after a restart the gate is no-go until the nodes report: {v:#}"
+    );
     assert_eq!(blockers(&v).len(), 3, "{v:#}");
-    assert!(blockers(&v).iter().all(|b| b.contains("NODE_SILENT")), "{v:#}");
+    assert!(
+        blockers(&v).iter().all(|b| b.contains("NODE_SILENT")),
+        "{v:#}"
+    );
     let (_, out) = f.preflight(&["waive", "list", "--server", AGG, "--json"]);
     let ws: Value = serde_json::from_str(&out.expect("list ran")).expect("json");
-    assert!(ws.as_array().expect("array").iter().any(|w| w["reason"] == "persist me"), "waiver survived kill -9: {ws:#}");
+    assert!(
+        ws.as_array()
+            .expect("array")
+            .iter()
+            .any(|w| w["reason"] == "persist me"),
+        "waiver survived kill -9: {ws:#}"
+    );
     for a in &agents {
         signal(a, "CONT");
     }
-    f.wait_gate("go once every node reported again", Duration::from_secs(30), |c, _| c == 0);
+    f.wait_gate(
+        "go once every node reported again",
+        Duration::from_secs(30),
+        |c, _| c == 0,
+    );
     drop(agg);
 }

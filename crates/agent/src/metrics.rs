@@ -295,3 +295,75 @@ impl Default for AgentMetrics {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use preflight_model::{AdInfo, Bond, BondMode, BondPort, Interface, Snapshot};
+
+    /// docs/metrics.md lists exactly the metrics the agent emits.
+    #[test]
+    fn every_metric_is_documented_and_emitted() {
+        let mut snap = Snapshot::default();
+        snap.interfaces.insert(
+            5,
+            Interface {
+                index: 5,
+                name: "bond0".into(),
+                kind: Some("bond".into()),
+                bond: Some(Bond {
+                    mode: BondMode::Ieee8023ad,
+                    active_port: Some(3),
+                    ad_info: Some(AdInfo::default()),
+                    ..Bond::default()
+                }),
+                ..Interface::default()
+            },
+        );
+        snap.interfaces.insert(
+            3,
+            Interface {
+                index: 3,
+                name: "eth0".into(),
+                controller: Some(5),
+                bond_port: Some(BondPort::default()),
+                ..Interface::default()
+            },
+        );
+        let finding = preflight_model::Finding {
+            code: "BOND_PORT_DOWN".into(),
+            severity: preflight_model::Severity::Critical,
+            subject: "bond0/eth0".into(),
+            message: "m".into(),
+            since: std::time::SystemTime::now(),
+        };
+        let m = AgentMetrics::new();
+        m.update(&NodeState::new("n".into(), &snap, vec![finding]));
+        m.update_watch(&WatchStats::default());
+        m.pushes.with_label_values(&["http://a:1", "ok"]).inc();
+        let text = m.render();
+        let mut emitted: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        emitted.sort_unstable();
+        let doc = include_str!("../../../docs/metrics.md");
+        let part = doc
+            .split("## ")
+            .find(|s| s.starts_with("Agent"))
+            .expect("agent section");
+        let mut documented: Vec<&str> = part
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        documented.sort_unstable();
+        assert_eq!(emitted, documented);
+        assert!(
+            text.contains("preflight_bond_port_mii_up{bond=\"bond0\",port=\"eth0\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("preflight_node_go 0"));
+    }
+}

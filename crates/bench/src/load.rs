@@ -16,14 +16,21 @@ use preflight_model::{Finding, NodeState, Severity, Snapshot};
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn state(node: &str, broken: bool) -> NodeState {
     // A realistic node: the active-backup fixture shape, ~3 KiB of JSON.
     let mut snap = Snapshot::default();
-    for (i, name) in ["lo", "eno1", "eno2", "bond0", "vlan20", "br-ex"].iter().enumerate() {
+    for (i, name) in ["lo", "eno1", "eno2", "bond0", "vlan20", "br-ex"]
+        .iter()
+        .enumerate()
+    {
         let idx = u32::try_from(i + 1).expect("small");
         snap.interfaces.insert(
             idx,
@@ -58,7 +65,11 @@ fn pctl(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
     v[i]
 }
@@ -81,7 +92,10 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
     let dir = std::env::temp_dir().join(format!("preflight-load-{}-{nodes}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
     std::fs::write(
         dir.join("agg.toml"),
         format!(
@@ -98,11 +112,19 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
         .spawn()
         .expect("spawn aggregator");
     let base = format!("http://127.0.0.1:{port}");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let result = rt.block_on(async {
         let client = Client::new(Duration::from_secs(10));
         for _ in 0..100 {
-            if client.request(Method::GET, &format!("{base}/healthz"), None, None).await.is_ok() {
+            if client
+                .request(Method::GET, &format!("{base}/healthz"), None, None)
+                .await
+                .is_ok()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -126,25 +148,45 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
                         boot_id: "load".into(),
                         seq: 1,
                         body: ReportBody::Full {
-                            labels: BTreeMap::from([("role".into(), "compute".into()), ("rack".into(), format!("r{rack:02}"))]),
+                            labels: BTreeMap::from([
+                                ("role".into(), "compute".into()),
+                                ("rack".into(), format!("r{rack:02}")),
+                            ]),
                             state: Box::new(state(&node, false)),
                         },
                     };
-                    let _ = client.request(Method::POST, &format!("{base}/v1/reports"), None, Some(serde_json::to_vec(&r).expect("json"))).await;
+                    let _ = client
+                        .request(
+                            Method::POST,
+                            &format!("{base}/v1/reports"),
+                            None,
+                            Some(serde_json::to_vec(&r).expect("json")),
+                        )
+                        .await;
                 }
             }));
         }
         for h in handles {
             let _ = h.await;
         }
-        eprintln!("  registered {nodes} nodes in {:.1} s", reg_start.elapsed().as_secs_f64());
+        eprintln!(
+            "  registered {nodes} nodes in {:.1} s",
+            reg_start.elapsed().as_secs_f64()
+        );
         // Steady state.
         let rate = nodes as f64 / 10.0 + nodes as f64 / 100.0;
         let per_worker = rate / workers as f64;
         let stop = Instant::now() + Duration::from_secs(seconds);
         let mut handles = Vec::new();
         for w in 0..workers {
-            let (client, base, sent, ok, full, errors) = (client.clone(), base.clone(), sent.clone(), ok.clone(), full.clone(), errors.clone());
+            let (client, base, sent, ok, full, errors) = (
+                client.clone(),
+                base.clone(),
+                sent.clone(),
+                ok.clone(),
+                full.clone(),
+                errors.clone(),
+            );
             handles.push(tokio::spawn(async move {
                 let mine: Vec<usize> = (w..nodes).step_by(workers).collect();
                 let mut seq = vec![1u64; mine.len()];
@@ -169,15 +211,33 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
                     let body = if is_full {
                         state_seq[j] = seq[j];
                         ReportBody::Full {
-                            labels: BTreeMap::from([("role".into(), "compute".into()), ("rack".into(), format!("r{:02}", mine[j] % 100))]),
+                            labels: BTreeMap::from([
+                                ("role".into(), "compute".into()),
+                                ("rack".into(), format!("r{:02}", mine[j] % 100)),
+                            ]),
                             state: Box::new(state(&node, rng % 2 == 0)),
                         }
                     } else {
-                        ReportBody::Heartbeat { state_seq: state_seq[j] }
+                        ReportBody::Heartbeat {
+                            state_seq: state_seq[j],
+                        }
                     };
-                    let r = Report { node, boot_id: "load".into(), seq: seq[j], body };
+                    let r = Report {
+                        node,
+                        boot_id: "load".into(),
+                        seq: seq[j],
+                        body,
+                    };
                     sent.fetch_add(1, Ordering::Relaxed);
-                    match client.request(Method::POST, &format!("{base}/v1/reports"), None, Some(serde_json::to_vec(&r).expect("json"))).await {
+                    match client
+                        .request(
+                            Method::POST,
+                            &format!("{base}/v1/reports"),
+                            None,
+                            Some(serde_json::to_vec(&r).expect("json")),
+                        )
+                        .await
+                    {
                         Ok((s, _)) if s.is_success() => {
                             ok.fetch_add(1, Ordering::Relaxed);
                             if is_full {
@@ -199,10 +259,21 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
         while Instant::now() < stop {
             let scope = if i % 2 == 0 { "rack=r07" } else { "" };
             let q = Instant::now();
-            let r = client.request(Method::GET, &format!("{base}/v1/gate?scope={}", scope.replace('=', "%3D")), None, None).await;
+            let r = client
+                .request(
+                    Method::GET,
+                    &format!("{base}/v1/gate?scope={}", scope.replace('=', "%3D")),
+                    None,
+                    None,
+                )
+                .await;
             let ms = q.elapsed().as_secs_f64() * 1000.0;
             if r.is_ok() {
-                if i % 2 == 0 { rack.push(ms) } else { all.push(ms) }
+                if i % 2 == 0 {
+                    rack.push(ms)
+                } else {
+                    all.push(ms)
+                }
             }
             i += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -220,7 +291,11 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
             gate_all_p50_ms: pctl(&mut all.clone(), 50.0),
             gate_all_p99_ms: pctl(&mut all, 99.0),
             rss_mib: rss_kib(child.id()) as f64 / 1024.0,
-            db_bytes: ["load.db", "load.db-wal"].iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum(),
+            db_bytes: ["load.db", "load.db-wal"]
+                .iter()
+                .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+                .map(|m| m.len())
+                .sum(),
             full_per_s: full.load(Ordering::Relaxed) as f64 / elapsed,
         }
     });

@@ -228,7 +228,10 @@ fn main() {
             let nodes_list: String = arg(&args, "--nodes", "10000,100000".to_string());
             let seconds = arg(&args, "--seconds", 20);
             let reps = arg(&args, "--reps", 3);
-            for nodes in nodes_list.split(',').filter_map(|n| n.parse::<usize>().ok()) {
+            for nodes in nodes_list
+                .split(',')
+                .filter_map(|n| n.parse::<usize>().ok())
+            {
                 let mut rows = Vec::new();
                 for rep in 0..reps {
                     let r = load::run(&bin, nodes, seconds, 64);
@@ -245,9 +248,21 @@ fn main() {
                     format!("{m:.2} ({lo:.2}..{hi:.2})")
                 };
                 println!("aggregator, {nodes} simulated nodes, {reps} reps of {seconds} s (median (min..max)):");
-                println!("  accepted reports/s   {}  of {:.0} offered", med(&|r| r.accepted_per_s), rows[0].offered_per_s);
-                println!("  gate p50 / p99, rack scope (1%)   {} / {} ms", med(&|r| r.gate_rack_p50_ms), med(&|r| r.gate_rack_p99_ms));
-                println!("  gate p50 / p99, whole fleet       {} / {} ms", med(&|r| r.gate_all_p50_ms), med(&|r| r.gate_all_p99_ms));
+                println!(
+                    "  accepted reports/s   {}  of {:.0} offered",
+                    med(&|r| r.accepted_per_s),
+                    rows[0].offered_per_s
+                );
+                println!(
+                    "  gate p50 / p99, rack scope (1%)   {} / {} ms",
+                    med(&|r| r.gate_rack_p50_ms),
+                    med(&|r| r.gate_rack_p99_ms)
+                );
+                println!(
+                    "  gate p50 / p99, whole fleet       {} / {} ms",
+                    med(&|r| r.gate_all_p50_ms),
+                    med(&|r| r.gate_all_p99_ms)
+                );
                 println!("  aggregator RSS MiB   {}", med(&|r| r.rss_mib));
                 #[allow(clippy::cast_precision_loss)]
                 let db = med(&|r| r.db_bytes as f64 / 1_048_576.0);

@@ -493,7 +493,8 @@ async fn health_metrics_page_and_fallback() {
 #[tokio::test]
 async fn openapi_document_matches_the_router() {
     let t = app("openapi", false);
-    let doc: Value = serde_json::from_str(include_str!("../../../../docs/openapi.json")).expect("openapi.json parses");
+    let doc: Value = serde_json::from_str(include_str!("../../../../docs/openapi.json"))
+        .expect("openapi.json parses");
     let paths = doc["paths"].as_object().expect("paths");
     let mut documented = Vec::new();
     for (path, item) in paths {
@@ -506,15 +507,74 @@ async fn openapi_document_matches_the_router() {
             let body = matches!(method, "post" | "put").then(|| json!({}));
             let (s, v) = call(&t, &method.to_uppercase(), &uri, Some("atok"), body).await;
             assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
-            assert!(!(s == StatusCode::NOT_FOUND && v["message"].as_str().is_some_and(|m| m.contains("no such endpoint"))), "{method} {path} is documented but not served");
+            assert!(
+                !(s == StatusCode::NOT_FOUND
+                    && v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("no such endpoint"))),
+                "{method} {path} is documented but not served"
+            );
         }
     }
     documented.sort();
     let mut served = vec![
-        "POST /v1/reports", "GET /v1/gate", "GET /v1/nodes", "GET /v1/nodes/{node}", "PUT /v1/nodes/{node}", "DELETE /v1/nodes/{node}",
-        "GET /v1/waivers", "POST /v1/waivers", "DELETE /v1/waivers/{id}", "GET /v1/audit", "GET /v1/page", "GET /metrics", "GET /healthz",
-        "GET /readyz", "GET /",
+        "POST /v1/reports",
+        "GET /v1/gate",
+        "GET /v1/nodes",
+        "GET /v1/nodes/{node}",
+        "PUT /v1/nodes/{node}",
+        "DELETE /v1/nodes/{node}",
+        "GET /v1/waivers",
+        "POST /v1/waivers",
+        "DELETE /v1/waivers/{id}",
+        "GET /v1/audit",
+        "GET /v1/page",
+        "GET /metrics",
+        "GET /healthz",
+        "GET /readyz",
+        "GET /",
     ];
     served.sort_unstable();
     assert_eq!(documented, served, "router and docs/openapi.json disagree");
+}
+
+fn documented_metrics(section: &str) -> Vec<String> {
+    let doc = include_str!("../../../../docs/metrics.md");
+    let part = doc
+        .split("## ")
+        .find(|s| s.starts_with(section))
+        .expect("section");
+    let mut v: Vec<String> = part
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+/// docs/metrics.md lists exactly the metrics the aggregator emits.
+#[tokio::test]
+async fn every_metric_is_documented_and_emitted() {
+    let t = app("metrics-doc", false);
+    call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("c1", 1, vec![])),
+    )
+    .await;
+    let (_, v) = call(&t, "GET", "/metrics", None, None).await;
+    let mut emitted: Vec<String> = v
+        .as_str()
+        .expect("text")
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    emitted.sort();
+    assert_eq!(emitted, documented_metrics("Aggregator"));
 }
