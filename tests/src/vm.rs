@@ -49,6 +49,8 @@ pub struct VmSpec {
     /// `guestfwd` of the first NIC: the guest's 10.0.2.100:PORT reaches the
     /// host's 127.0.0.1:PORT (an aggregator on the host's loopback).
     pub guestfwd_port: Option<u16>,
+    /// More host binaries to put in the guest's /bin (same libc as the host).
+    pub extra_bins: Vec<PathBuf>,
 }
 
 impl Default for VmSpec {
@@ -57,6 +59,7 @@ impl Default for VmSpec {
             nics: 2,
             memory_mib: 512,
             guestfwd_port: None,
+            extra_bins: Vec::new(),
         }
     }
 }
@@ -147,6 +150,16 @@ impl Vm {
                 .arg(crate::preflight_bin()),
             "strip preflight into the initramfs",
         );
+        for extra in &spec.extra_bins {
+            let name = extra.file_name().expect("binary file name");
+            run_ok(
+                Command::new("strip")
+                    .arg("-o")
+                    .arg(root.join("bin").join(name))
+                    .arg(extra),
+                "strip extra binary",
+            );
+        }
         // The binary's shared libraries (glibc, libgcc_s) from this host.
         let ldd = run_ok(
             Command::new("ldd").arg(crate::preflight_bin()),
@@ -265,11 +278,43 @@ impl Vm {
             .join("\n")
     }
 
+    /// Waits for a console line after line number `from` that satisfies
+    /// `pred`; returns its number and text. Panics with the console on timeout.
+    pub fn wait_console(
+        &self,
+        from: usize,
+        pred: impl Fn(&str) -> bool,
+        limit: Duration,
+        what: &str,
+    ) -> (usize, String) {
+        let i = self.wait_line_from(from, pred, limit, what);
+        (
+            i,
+            self.console.0.lock().expect("console lock").lines[i].clone(),
+        )
+    }
+
+    /// Number of console lines so far.
+    #[must_use]
+    pub fn console_len(&self) -> usize {
+        self.console.0.lock().expect("console lock").lines.len()
+    }
+
     fn wait_line(&self, pred: impl Fn(&str) -> bool, limit: Duration, what: &str) -> usize {
+        self.wait_line_from(0, pred, limit, what)
+    }
+
+    fn wait_line_from(
+        &self,
+        start: usize,
+        pred: impl Fn(&str) -> bool,
+        limit: Duration,
+        what: &str,
+    ) -> usize {
         let deadline = Instant::now() + limit;
         let (m, cv) = &*self.console;
         let mut g = m.lock().expect("console lock");
-        let mut from = 0;
+        let mut from = start.min(g.lines.len());
         loop {
             if let Some(i) = g.lines[from..].iter().position(|l| pred(l)) {
                 return from + i;

@@ -81,20 +81,21 @@ impl Fleet {
     }
 
     fn aggregator(&self) -> Proc {
-        let p = self
-            .hub
-            .command(preflight_bin())
-            .args(["aggregator", "--config"])
-            .arg(self.dir.join("agg.toml"))
-            .env("PREFLIGHT_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn aggregator");
+        let p = Proc(
+            self.hub
+                .command(preflight_bin())
+                .args(["aggregator", "--config"])
+                .arg(self.dir.join("agg.toml"))
+                .env("PREFLIGHT_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn aggregator"),
+        );
         // Ready when it answers (any answer).
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.preflight(&["status", "--server", AGG]).1.is_some() {
-                return Proc(p);
+                return p;
             }
             std::thread::sleep(Duration::from_millis(100));
         }

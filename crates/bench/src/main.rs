@@ -8,6 +8,7 @@
 //! ```
 
 mod load;
+mod vm_latency;
 
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -218,6 +219,22 @@ fn main() {
                 .and_then(|i| args.get(i + 1).cloned())
                 .unwrap_or_else(|| "target/release/preflight".into());
             watch_rss(&bin, arg(&args, "--seconds", 5), arg(&args, "--reps", 5));
+        }
+        Some("guest-watch") => vm_latency::guest_watch(
+            args.get(2).map_or("bond0", String::as_str),
+            args.get(3).map_or("eth1", String::as_str),
+        ),
+        Some("vm-latency") => {
+            let bin = args
+                .iter()
+                .position(|a| a == "--bin")
+                .and_then(|i| args.get(i + 1).cloned())
+                .unwrap_or_else(|| "target/release/preflight".into());
+            let bin = std::fs::canonicalize(&bin).map_or(bin, |p| p.display().to_string());
+            let pulls = arg(&args, "--pulls", 30);
+            let boots = arg(&args, "--boots", 3);
+            let runs: Vec<_> = (0..boots).map(|_| vm_latency::run(&bin, pulls)).collect();
+            vm_latency::report(&runs);
         }
         Some("aggregator-load") => {
             let bin = args
