@@ -245,12 +245,17 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, BadConfig> {
 
     // [agent]
     let a = raw.agent;
+    // An explicit name must be valid here; the host name is checked only by
+    // the commands that report under it (`agent`, `up`), so that `inspect`
+    // still works on a host whose name is unusable, e.g. "(none)".
     let node = a
         .node
         .as_ref()
         .map_or_else(hostname, |n| n.get_ref().clone());
-    preflight_aggregator::fleet::check_node_name(&node)
-        .map_err(|e| cx.err("agent.node", a.node.as_ref(), e.to_string()))?;
+    if a.node.is_some() {
+        preflight_aggregator::fleet::check_node_name(&node)
+            .map_err(|e| cx.err("agent.node", a.node.as_ref(), e.to_string()))?;
+    }
     preflight_aggregator::fleet::check_labels(&a.labels)
         .map_err(|e| cx.err::<String>("agent.labels", None, e.to_string()))?;
     let mut aggregators = Vec::new();

@@ -53,11 +53,23 @@ fn load(path: Option<&std::path::Path>) -> Result<config::Config, u8> {
     })
 }
 
+/// The node name a report goes out under must be valid; the host name may
+/// not be (`(none)` in a bare VM).
+fn check_node(cfg: &config::Config) -> Result<(), u8> {
+    preflight_aggregator::fleet::check_node_name(&cfg.agent.node).map_err(|e| {
+        eprintln!("preflight: {e}; set `node` in the [agent] section of the configuration");
+        EXIT_USAGE
+    })
+}
+
 pub async fn agent(args: ServiceArgs) -> u8 {
     let cfg = match load(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(code) = check_node(&cfg) {
+        return code;
+    }
     if cfg.agent.aggregators.is_empty() {
         tracing::warn!("no [agent] aggregators configured: serving /metrics and /v1/report only");
     }
@@ -100,6 +112,9 @@ pub async fn up(args: UpArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(code) = check_node(&cfg) {
+        return code;
+    }
     if !args.listen.ip().is_loopback() {
         eprintln!("preflight up: --listen must be a loopback address (up runs without authentication); use `preflight aggregator` with tokens otherwise");
         return EXIT_USAGE;
