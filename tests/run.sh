@@ -37,6 +37,9 @@ cargo nextest run --workspace --locked --no-fail-fast --failure-output final
 step "schema-driven fuzzing of the aggregator (schemathesis)"
 bash tests/schemathesis.sh target/debug/preflight
 
+step "Prometheus rules, dashboard, real scrapes (promtool) and the on-call page (chromium)"
+bash tests/observability.sh target/debug/preflight
+
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
