@@ -40,6 +40,9 @@ bash tests/schemathesis.sh target/debug/preflight
 step "Prometheus rules, dashboard, real scrapes (promtool) and the on-call page (chromium)"
 bash tests/observability.sh target/debug/preflight
 
+step "systemd units (verify, security)"
+bash tests/systemd.sh target/debug/preflight
+
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
