@@ -269,6 +269,23 @@ impl Store {
         .map(|_| ())
     }
 
+    /// Runs `f` in one transaction: all of it is written, or nothing.
+    fn in_tx<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let result = (|| {
+            let tx = self.conn.transaction()?;
+            let v = f(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        })();
+        result.map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
     /// Adds or relabels a node, with an audit entry.
     ///
     /// # Errors
@@ -276,32 +293,25 @@ impl Store {
     pub fn upsert_node(
         &mut self,
         name: &str,
-        labels: &BTreeMap<String, String>,
+        labels: &Labels,
         actor: &str,
         at: SystemTime,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
         let labels_json = serde_json::to_string(labels).expect("string map serializes");
-        tx.execute(
-            "INSERT INTO nodes(name, labels, added_at) VALUES(?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET labels=excluded.labels",
-            params![name, labels_json, secs(at)],
-        )
-        .map_err(err)?;
-        Self::audit_tx(
-            &tx,
-            at,
-            actor,
-            "node.upsert",
-            &serde_json::json!({ "node": name, "labels": labels }),
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)
+        self.in_tx(|tx| {
+            tx.execute(
+                "INSERT INTO nodes(name, labels, added_at) VALUES(?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET labels=excluded.labels",
+                params![name, labels_json, secs(at)],
+            )?;
+            Self::audit_tx(
+                tx,
+                at,
+                actor,
+                "node.upsert",
+                &serde_json::json!({ "node": name, "labels": labels }),
+            )
+        })
     }
 
     /// Removes a node and its report, with an audit entry.
@@ -314,25 +324,17 @@ impl Store {
         actor: &str,
         at: SystemTime,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        tx.execute("DELETE FROM nodes WHERE name=?1", [name])
-            .map_err(err)?;
-        tx.execute("DELETE FROM reports WHERE node=?1", [name])
-            .map_err(err)?;
-        Self::audit_tx(
-            &tx,
-            at,
-            actor,
-            "node.remove",
-            &serde_json::json!({ "node": name }),
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)
+        self.in_tx(|tx| {
+            tx.execute("DELETE FROM nodes WHERE name=?1", [name])?;
+            tx.execute("DELETE FROM reports WHERE node=?1", [name])?;
+            Self::audit_tx(
+                tx,
+                at,
+                actor,
+                "node.remove",
+                &serde_json::json!({ "node": name }),
+            )
+        })
     }
 
     /// Stores a new waiver (its `id` is ignored) and returns it with its id.
@@ -340,37 +342,25 @@ impl Store {
     /// # Errors
     /// SQLite errors; nothing is written then.
     pub fn insert_waiver(&mut self, mut w: Waiver) -> Result<Waiver, StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        tx.execute(
-            "INSERT INTO waivers(node, code, subject, reason, author, created_at, expires_at)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                w.node,
-                w.code,
-                w.subject,
-                w.reason,
-                w.author,
-                secs(w.created_at),
-                secs(w.expires_at)
-            ],
-        )
-        .map_err(err)?;
-        w.id = tx.last_insert_rowid();
-        Self::audit_tx(
-            &tx,
-            w.created_at,
-            &w.author,
-            "waiver.create",
-            &serde_json::to_value(&w).expect("waiver serializes"),
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(w)
+        self.in_tx(|tx| {
+            tx.execute(
+                "INSERT INTO waivers(node, code, subject, reason, author, created_at, expires_at)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    w.node,
+                    w.code,
+                    w.subject,
+                    w.reason,
+                    w.author,
+                    secs(w.created_at),
+                    secs(w.expires_at)
+                ],
+            )?;
+            w.id = tx.last_insert_rowid();
+            let detail = serde_json::to_value(&w).expect("waiver serializes");
+            Self::audit_tx(tx, w.created_at, &w.author, "waiver.create", &detail)?;
+            Ok(w)
+        })
     }
 
     /// Ends a waiver (removed by someone, or expired), with an audit entry.
@@ -384,26 +374,19 @@ impl Store {
         action: &str,
         at: SystemTime,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        tx.execute(
-            "UPDATE waivers SET ended_at=?1, ended_by=?2 WHERE id=?3",
-            params![secs(at), actor, w.id],
-        )
-        .map_err(err)?;
-        Self::audit_tx(
-            &tx,
-            at,
-            actor,
-            action,
-            &serde_json::to_value(w).expect("waiver serializes"),
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)
+        self.in_tx(|tx| {
+            tx.execute(
+                "UPDATE waivers SET ended_at=?1, ended_by=?2 WHERE id=?3",
+                params![secs(at), actor, w.id],
+            )?;
+            Self::audit_tx(
+                tx,
+                at,
+                actor,
+                action,
+                &serde_json::to_value(w).expect("waiver serializes"),
+            )
+        })
     }
 
     /// Writes a batch of reports (latest per node) in one transaction.
@@ -411,20 +394,12 @@ impl Store {
     /// # Errors
     /// SQLite errors; nothing is written then.
     pub fn save_reports(&mut self, batch: &[PendingReport]) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO reports(node, boot_id, seq, received_at, state) VALUES(?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(node) DO UPDATE SET boot_id=excluded.boot_id, seq=excluded.seq,
-                     received_at=excluded.received_at, state=excluded.state",
-                )
-                .map_err(err)?;
+        self.in_tx(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO reports(node, boot_id, seq, received_at, state) VALUES(?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(node) DO UPDATE SET boot_id=excluded.boot_id, seq=excluded.seq,
+                 received_at=excluded.received_at, state=excluded.state",
+            )?;
             for r in batch {
                 st.execute(params![
                     r.node,
@@ -432,11 +407,10 @@ impl Store {
                     i64::try_from(r.seq).unwrap_or(i64::MAX),
                     secs(r.received_at),
                     r.state_json
-                ])
-                .map_err(err)?;
+                ])?;
             }
-        }
-        tx.commit().map_err(err)
+            Ok(())
+        })
     }
 
     /// The newest `limit` audit entries, newest first.

@@ -62,16 +62,7 @@ fn state(node: &str, broken: bool) -> NodeState {
 
 fn pctl(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[i]
+    crate::percentile(v, p)
 }
 
 pub struct LoadResult {
