@@ -105,7 +105,9 @@ fn json_rejection(r: &JsonRejection) -> ApiError {
     } else {
         "bad_request"
     };
-    let status = if status.is_client_error() {
+    // A body that is JSON but not the expected shape (axum says 422) is as
+    // malformed as one that is not JSON: 400, like every other bad input.
+    let status = if status.is_client_error() && status != StatusCode::UNPROCESSABLE_ENTITY {
         status
     } else {
         StatusCode::BAD_REQUEST
