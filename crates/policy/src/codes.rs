@@ -54,6 +54,14 @@ codes! {
     PortSpeedMismatch = "PORT_SPEED_MISMATCH", Warning, "ports of one bond run at different speed or duplex";
     LinkNoCarrier = "LINK_NO_CARRIER", Warning, "an admin-up interface outside any bond has no carrier";
     StateUnreadable = "STATE_UNREADABLE", Critical, "part of the kernel's report on an interface could not be parsed, so preflight cannot vouch for it";
+    ExpectedInterfaceMissing = "EXPECTED_INTERFACE_MISSING", Critical, "an interface of the expected configuration does not exist";
+    BondMemberMissing = "BOND_MEMBER_MISSING", Critical, "a configured bond member (Linux or OVS bond) is absent or has no carrier";
+    ExpectedAddressMissing = "EXPECTED_ADDRESS_MISSING", Critical, "a configured static address is not on its interface";
+    UnexpectedDhcp = "UNEXPECTED_DHCP", Critical, "a dynamic (DHCP) address or route where the configuration is static: the configurator fell back to DHCP";
+    DefaultRouteMissing = "DEFAULT_ROUTE_MISSING", Critical, "the configured default route is missing";
+    MtuMismatch = "MTU_MISMATCH", Critical, "an interface's MTU differs from the configured one";
+    BondModeMismatch = "BOND_MODE_MISMATCH", Critical, "a bond's running mode or miimon differs from its bonding_options";
+    ExpectationsInvalid = "EXPECTATIONS_INVALID", Critical, "the expected-state file cannot be read; the last good expectations stay in force";
 }
 
 impl Code {
@@ -61,7 +69,7 @@ impl Code {
     /// the configuration says, because an unknown state must never be a go.
     #[must_use]
     pub fn fail_closed(self) -> bool {
-        matches!(self, Self::StateUnreadable)
+        matches!(self, Self::StateUnreadable | Self::ExpectationsInvalid)
     }
 }
 

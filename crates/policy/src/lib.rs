@@ -17,6 +17,7 @@ use preflight_model::{
 
 pub mod codes;
 pub mod config;
+pub mod expect;
 
 pub use codes::Code;
 pub use config::{ConfigError, PolicyConfig, RawPolicyConfig};
@@ -296,6 +297,8 @@ fn lacp_rules(name: &str, bond: &preflight_model::Bond, ports: &[&Interface], ou
 #[derive(Debug)]
 pub struct Evaluator {
     config: PolicyConfig,
+    expectations: Option<expect::Expectations>,
+    expectations_error: Option<String>,
     first_seen: BTreeMap<(Code, String), SystemTime>,
     /// Per ifindex: (when, carrier_changes) samples, oldest first.
     carrier: HashMap<u32, VecDeque<(Instant, u32)>>,
@@ -307,9 +310,28 @@ impl Evaluator {
     pub fn new(config: PolicyConfig) -> Self {
         Self {
             config,
+            expectations: None,
+            expectations_error: None,
             first_seen: BTreeMap::new(),
             carrier: HashMap::new(),
         }
+    }
+
+    /// Sets the expected state (`None`: no expectations).
+    pub fn set_expectations(&mut self, e: Option<expect::Expectations>) {
+        self.expectations = e;
+    }
+
+    /// Records that the expectations could not be (re)read: EXPECTATIONS_INVALID
+    /// until cleared; the last good expectations stay in force meanwhile.
+    pub fn set_expectations_error(&mut self, e: Option<String>) {
+        self.expectations_error = e;
+    }
+
+    /// The expectations in force.
+    #[must_use]
+    pub fn expectations(&self) -> Option<&expect::Expectations> {
+        self.expectations.as_ref()
     }
 
     /// The configuration in force.
@@ -322,7 +344,17 @@ impl Evaluator {
     /// flap window), `wall` the wall clock (for `since`).
     pub fn evaluate(&mut self, snap: &Snapshot, now: Instant, wall: SystemTime) -> Vec<Finding> {
         let flaps = self.update_flaps(snap, now);
-        let raws = rules(snap, &self.config, &flaps);
+        let mut raws = rules(snap, &self.config, &flaps);
+        if let Some(e) = &self.expectations {
+            raws.extend(expect::rules(snap, e));
+        }
+        if let Some(err) = &self.expectations_error {
+            raws.push(raw(
+                Code::ExpectationsInvalid,
+                "expectations",
+                format!("{err}; the last good expectations stay in force until the file is fixed"),
+            ));
+        }
         let mut seen = BTreeMap::new();
         let mut findings = Vec::with_capacity(raws.len());
         for r in raws {

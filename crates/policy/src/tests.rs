@@ -481,11 +481,30 @@ fn every_code_has_a_rule_test_and_a_meaning() {
         assert_eq!(Code::parse(c.as_str()), Some(*c));
     }
     // The table above covers each code at least once.
-    let src = include_str!("tests.rs");
+    let src = concat!(include_str!("tests.rs"), include_str!("expect/tests.rs"));
     for c in codes::ALL {
         assert!(
-            src.contains(&format!("\"{}\"", c.as_str())),
+            src.contains(&format!("\"{}", c.as_str())),
             "no rule test for {c}"
         );
     }
+}
+
+#[test]
+fn invalid_expectations_are_a_critical_finding_and_clear() {
+    let mut ev = Evaluator::new(PolicyConfig::default());
+    ev.set_expectations_error(Some(
+        "/etc/os-net-config/config.yaml: network_config: must be a list".into(),
+    ));
+    let f = ev.evaluate(&healthy_ab(), Instant::now(), SystemTime::now());
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (f[0].code.as_str(), f[0].severity),
+        ("EXPECTATIONS_INVALID", preflight_model::Severity::Critical)
+    );
+    assert!(f[0].message.contains("last good expectations"));
+    ev.set_expectations_error(None);
+    assert!(ev
+        .evaluate(&healthy_ab(), Instant::now(), SystemTime::now())
+        .is_empty());
 }
