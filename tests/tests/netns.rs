@@ -291,3 +291,84 @@ fn watch_recovers_from_netlink_overrun_and_converges() {
         "the storm should have overrun the 1 KiB buffer and forced a re-read: {log}"
     );
 }
+
+/// The seed's fallback in a namespace: a statically configured interface
+/// loses its static address to a dynamic one, and its default route.
+#[test]
+fn expected_state_catches_dhcp_fallback_and_lost_route() {
+    let ns = bridged();
+    settle(&ns, "v1a", true);
+    let cfg = std::env::temp_dir().join(format!("{}-osnet.yaml", ns.name));
+    std::fs::write(
+        &cfg,
+        "network_config:\n  - type: interface\n    name: v0a\n    use_dhcp: false\n    mtu: 1500\n    addresses:\n      - ip_netmask: 192.0.2.10/24\n    routes:\n      - default: true\n        next_hop: 192.0.2.1\n",
+    )
+    .expect("write os-net-config");
+    let inspect = |ns: &Netns| {
+        let out = ns
+            .command(preflight_bin())
+            .args(["inspect", "--json", "--os-net-config"])
+            .arg(&cfg)
+            .output()
+            .expect("runs");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        let mut codes: Vec<String> = v["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {}",
+                    f["code"].as_str().expect("code"),
+                    f["subject"].as_str().expect("subject")
+                )
+            })
+            .collect();
+        codes.sort();
+        (out.status.code(), codes, v)
+    };
+    let (code, codes, v) = inspect(&ns);
+    assert_eq!(
+        (code, codes.clone()),
+        (Some(0), vec![]),
+        "matches its configuration: {codes:?}"
+    );
+    assert_eq!(v["expected_from"], cfg.display().to_string());
+
+    // The fallback: the static address replaced by a leased one; the
+    // default route goes with the old address.
+    ns.ip("addr flush dev v0a scope global");
+    ns.ip("addr add 192.0.2.77/24 dev v0a valid_lft 300 preferred_lft 300");
+    let (code, codes, _) = inspect(&ns);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        codes,
+        [
+            "DEFAULT_ROUTE_MISSING v0a",
+            "EXPECTED_ADDRESS_MISSING v0a/192.0.2.10",
+            "UNEXPECTED_DHCP v0a"
+        ]
+    );
+
+    // Back to the configuration: go again.
+    ns.ip("addr flush dev v0a scope global");
+    ns.ip("addr add 192.0.2.10/24 dev v0a");
+    ns.ip("route add default via 192.0.2.1");
+    let (code, codes, _) = inspect(&ns);
+    assert_eq!((code, codes), (Some(0), vec![]));
+
+    // Only the route lost.
+    ns.ip("route del default");
+    let (_, codes, _) = inspect(&ns);
+    assert_eq!(codes, ["DEFAULT_ROUTE_MISSING v0a"]);
+
+    // A broken file is a critical finding, never a silent go.
+    std::fs::write(&cfg, "network_config: 3\n").expect("write");
+    let (code, codes, _) = inspect(&ns);
+    assert_eq!(code, Some(1));
+    assert!(
+        codes.contains(&"EXPECTATIONS_INVALID expectations".to_string()),
+        "{codes:?}"
+    );
+    let _ = std::fs::remove_file(&cfg);
+}

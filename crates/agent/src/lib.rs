@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod expectations;
 pub mod http;
 pub mod metrics;
 
@@ -50,6 +51,8 @@ pub struct AgentConfig {
     pub policy: PolicyConfig,
     /// Netlink full re-read interval.
     pub resync: Duration,
+    /// Expected state (os-net-config file), re-read when it changes.
+    pub expectations: Option<expectations::Source>,
 }
 
 /// Why the agent stopped.
@@ -109,7 +112,16 @@ pub async fn run(
     .await?;
     let metrics = AgentMetrics::new();
     let mut evaluator = Evaluator::new(cfg.policy.clone());
-    let first = evaluate(&cfg.node, &w.snapshots.borrow_and_update(), &mut evaluator);
+    let mut expected = cfg.expectations.clone();
+    if let Some(src) = expected.as_mut() {
+        src.refresh(&w.snapshots.borrow(), &mut evaluator);
+    }
+    let first = evaluate(
+        &cfg.node,
+        &w.snapshots.borrow_and_update(),
+        &mut evaluator,
+        expected.as_ref(),
+    );
     metrics.update(&first);
     let (tx, rx) = watch::channel(Versioned {
         version: 1,
@@ -155,10 +167,17 @@ pub async fn run(
     tracing::info!(node = %cfg.node, aggregators = cfg.aggregators.len(), "agent running");
 
     tokio::pin!(shutdown);
+    let mut file_check = tokio::time::interval(Duration::from_secs(10));
+    file_check.tick().await;
     let result = loop {
         let tick = evaluator.tick_interval();
         let needs_tick = evaluator.needs_tick();
         tokio::select! {
+            _ = file_check.tick(), if expected.is_some() => {
+                if let Some(src) = expected.as_mut() {
+                    src.refresh(&w.snapshots.borrow(), &mut evaluator);
+                }
+            }
             r = w.snapshots.changed() => {
                 if r.is_err() {
                     break match (&mut w.task).await {
@@ -170,7 +189,12 @@ pub async fn run(
             () = tokio::time::sleep(tick), if needs_tick => {}
             () = &mut shutdown => break Ok(()),
         }
-        let state = evaluate(&cfg.node, &w.snapshots.borrow_and_update(), &mut evaluator);
+        let state = evaluate(
+            &cfg.node,
+            &w.snapshots.borrow_and_update(),
+            &mut evaluator,
+            expected.as_ref(),
+        );
         metrics.update_watch(&w.stats);
         tx.send_if_modified(|cur| {
             if *cur.state == state {
@@ -191,9 +215,16 @@ pub async fn run(
     result
 }
 
-fn evaluate(node: &str, snap: &preflight_model::Snapshot, evaluator: &mut Evaluator) -> NodeState {
+fn evaluate(
+    node: &str,
+    snap: &preflight_model::Snapshot,
+    evaluator: &mut Evaluator,
+    from: Option<&expectations::Source>,
+) -> NodeState {
     let findings = evaluator.evaluate(snap, Instant::now(), SystemTime::now());
-    NodeState::new(node.to_owned(), snap, findings)
+    let mut state = NodeState::new(node.to_owned(), snap, findings);
+    state.expected_from = from.map(|s| s.path.display().to_string());
+    state
 }
 
 /// Debounce after a change, so that a burst of netlink events (a bond

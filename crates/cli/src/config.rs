@@ -41,6 +41,8 @@ struct RawAgent {
     heartbeat: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
     resync: Option<Spanned<String>>,
+    os_net_config: Option<Spanned<String>>,
+    nic_mapping: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,6 +282,17 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, BadConfig> {
         heartbeat,
         listen: Some(cx.addr("agent.listen", a.listen.as_ref(), DEFAULT_AGENT_LISTEN)?),
         policy: policy.clone(),
+        expectations: match (&a.os_net_config, &a.nic_mapping) {
+            (Some(p), m) => Some(preflight_agent::expectations::Source::new(
+                PathBuf::from(p.get_ref()),
+                m.as_ref().map(|m| PathBuf::from(m.get_ref())),
+            )),
+            (None, Some(m)) => {
+                return Err(cx.err("agent.nic_mapping", Some(m), "needs agent.os_net_config"))
+            }
+            (None, None) => preflight_agent::expectations::default_path()
+                .map(|p| preflight_agent::expectations::Source::new(p, None)),
+        },
         resync: cx.duration(
             "agent.resync",
             a.resync.as_ref(),

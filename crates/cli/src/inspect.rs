@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
+use preflight_agent::expectations::Source;
 use preflight_model::{Finding, NodeState, Verdict};
 use preflight_policy::Evaluator;
 
@@ -30,6 +31,15 @@ pub struct Args {
     /// buffer to force them.
     #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024, hide_short_help = true)]
     netlink_rcvbuf: usize,
+    /// The node's os-net-config file: check the running state against it
+    /// (DHCP fallback, missing addresses, routes, bond members, MTU, mode).
+    /// Default: /etc/os-net-config/config.{yaml,json} when it exists.
+    #[arg(long, value_name = "FILE")]
+    os_net_config: Option<PathBuf>,
+    /// os-net-config mapping file (`interface_mapping: {nic1: em3}`) for nicN
+    /// names; without it nicN follow os-net-config's ordering rule.
+    #[arg(long, value_name = "FILE", requires = "os_net_config")]
+    nic_mapping: Option<PathBuf>,
 }
 
 fn exit_for(v: Verdict) -> u8 {
@@ -49,8 +59,12 @@ pub async fn run(args: Args) -> u8 {
     };
     let node = args.node.clone().unwrap_or(cfg.agent.node);
     let mut evaluator = Evaluator::new(cfg.policy);
+    let mut expected = match &args.os_net_config {
+        Some(p) => Some(Source::new(p.clone(), args.nic_mapping.clone())),
+        None => cfg.agent.expectations,
+    };
     if args.watch {
-        return watch(&args, &node, evaluator).await;
+        return watch(&args, &node, evaluator, expected).await;
     }
     let snap = match preflight_netlink::dump().await {
         Ok(s) => s,
@@ -60,8 +74,13 @@ pub async fn run(args: Args) -> u8 {
             return EXIT_UNDECIDED;
         }
     };
+    let note = expected.as_mut().map(|src| {
+        src.refresh(&snap, &mut evaluator);
+        expectation_note(src, &evaluator)
+    });
     let findings = evaluator.evaluate(&snap, Instant::now(), SystemTime::now());
-    let state = NodeState::new(node, &snap, findings);
+    let mut state = NodeState::new(node, &snap, findings);
+    state.expected_from = expected.as_ref().map(|s| s.path.display().to_string());
     if args.json {
         match serde_json::to_string_pretty(&state) {
             Ok(s) => crate::emit(&format!("{s}\n")),
@@ -71,7 +90,7 @@ pub async fn run(args: Args) -> u8 {
             }
         }
     } else {
-        crate::emit(&output::table(&state, None));
+        crate::emit(&output::table(&state, note.as_deref()));
     }
     exit_for(state.verdict)
 }
@@ -97,7 +116,44 @@ fn line(sign: char, f: &Finding, json: bool, node: &str) -> String {
     }
 }
 
-async fn watch(args: &Args, node: &str, mut evaluator: Evaluator) -> u8 {
+/// One line on what the expected state is and what of it is not checked.
+fn expectation_note(src: &Source, ev: &Evaluator) -> String {
+    match ev.expectations() {
+        Some(e) => {
+            let mapped: Vec<String> = e
+                .interfaces
+                .iter()
+                .filter_map(|i| i.written_as.as_ref().map(|w| format!("{w}={}", i.name)))
+                .collect();
+            format!(
+                "expected state: {} ({} interfaces{}{})",
+                src.path.display(),
+                e.interfaces.len(),
+                if mapped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", mapped.join(" "))
+                },
+                if e.unsupported.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not checked: {}", e.unsupported.join(", "))
+                }
+            )
+        }
+        None => format!(
+            "expected state: {} could not be read (see EXPECTATIONS_INVALID)",
+            src.path.display()
+        ),
+    }
+}
+
+async fn watch(
+    args: &Args,
+    node: &str,
+    mut evaluator: Evaluator,
+    mut expected: Option<Source>,
+) -> u8 {
     let mut w = match preflight_netlink::watch(preflight_netlink::WatchConfig {
         receive_buffer: args.netlink_rcvbuf,
         ..preflight_netlink::WatchConfig::default()
@@ -122,6 +178,11 @@ async fn watch(args: &Args, node: &str, mut evaluator: Evaluator) -> u8 {
     let mut first = true;
     loop {
         let snap = w.snapshots.borrow_and_update().clone();
+        if let Some(src) = expected.as_mut() {
+            if src.refresh(&snap, &mut evaluator) && !args.json {
+                crate::emit(&format!("{}\n", expectation_note(src, &evaluator)));
+            }
+        }
         let findings = evaluator.evaluate(&snap, Instant::now(), SystemTime::now());
         let verdict = Verdict::from_findings(&findings);
         let current: BTreeMap<(String, String), Finding> = findings

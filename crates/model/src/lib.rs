@@ -546,6 +546,9 @@ pub struct NodeState {
     pub addresses: Vec<Address>,
     /// Routes of the main table.
     pub routes: Vec<Route>,
+    /// The expected-state file the findings were checked against, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_from: Option<String>,
 }
 
 impl NodeState {
@@ -560,6 +563,7 @@ impl NodeState {
             bonds: snapshot.bonds(),
             addresses: snapshot.addresses.clone(),
             routes: snapshot.routes.clone(),
+            expected_from: None,
         }
     }
 }
