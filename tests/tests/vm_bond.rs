@@ -385,3 +385,78 @@ fn lacp_and_configuration_faults() {
     capture(&mut vm, "ab-single-port");
     vm.shutdown();
 }
+
+/// The seed, replayed: a node with a static bond configuration (its
+/// os-net-config file) falls back to DHCP on every interface. busybox udhcpc
+/// gets a lease from qemu's user-network DHCP server (inside the VM's own
+/// network). preflight must say no-go, naming the DHCP address and the
+/// missing static one.
+#[test]
+fn seed_replay_dhcp_fallback() {
+    let mut vm = Vm::boot(&VmSpec::default());
+    vm.sh(concat!(
+        "printf 'network_config:\\n  - type: linux_bond\\n    name: bond0\\n    use_dhcp: false\\n",
+        "    bonding_options: \"mode=active-backup miimon=100\"\\n    addresses:\\n      - ip_netmask: 192.0.2.10/24\\n",
+        "    routes:\\n      - default: true\\n        next_hop: 192.0.2.1\\n    members:\\n",
+        "      - type: interface\\n        name: nic1\\n      - type: interface\\n        name: nic2\\n' > /tmp/config.yaml"
+    ));
+    make_bond(
+        &mut vm,
+        "bond0",
+        "mode active-backup miimon 100",
+        &["eth0", "eth1"],
+    );
+    vm.sh(&format!(
+        "{IP} addr add 192.0.2.10/24 dev bond0 && {IP} route add default via 192.0.2.1"
+    ));
+    let (v, code) = wait_for(
+        &mut vm,
+        "go against the static configuration",
+        Duration::from_secs(30),
+        |v, c| {
+            c == 0
+                && bond_json(v, "bond0")["ports"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().all(|p| p["mii_status"] == "up"))
+        },
+    );
+    assert_eq!(code, 0);
+    let out = vm.run(
+        "preflight inspect --json --node vm --os-net-config /tmp/config.yaml",
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.status, 0,
+        "healthy node matches its os-net-config file:\n{}",
+        out.output
+    );
+    drop(v);
+
+    // The configurator's "safe" fallback: tear the bond down, DHCP on every NIC.
+    vm.sh(&format!(
+        "{IP} link del bond0 && {IP} link set eth0 up && {IP} link set eth1 up"
+    ));
+    vm.sh("udhcpc -i eth0 -n -q -t 5 -s /usr/share/udhcpc/default.script >/dev/null 2>&1; udhcpc -i eth1 -n -q -t 5 -s /usr/share/udhcpc/default.script >/dev/null 2>&1; true");
+    let leases = vm.sh(&format!("{IP} -4 addr show"));
+    assert!(
+        leases.contains("10.0.2.15"),
+        "udhcpc got a lease from qemu's DHCP server:\n{leases}"
+    );
+    let out = vm.run(
+        "preflight inspect --json --node vm --os-net-config /tmp/config.yaml",
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status, 1, "the fallback is no-go:\n{}", out.output);
+    let v: Value = serde_json::from_str(&out.output).expect("json");
+    assert!(has(&v, "UNEXPECTED_DHCP", "eth0"), "{v:#}");
+    assert!(
+        has(&v, "EXPECTED_ADDRESS_MISSING", "bond0/192.0.2.10"),
+        "{v:#}"
+    );
+    assert!(has(&v, "EXPECTED_INTERFACE_MISSING", "bond0"), "{v:#}");
+    assert!(
+        has(&v, "DEFAULT_ROUTE_MISSING", "bond0"),
+        "the default route now goes via the DHCP server: {v:#}"
+    );
+    vm.shutdown();
+}

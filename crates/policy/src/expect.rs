@@ -451,7 +451,62 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
                 Some(_) => {}
             }
         }
-        let Some(iface) = running else { continue };
+        if let Some(gw) = x.default_route {
+            let v6 = gw.is_some_and(|g| g.is_ipv6());
+            let defaults: Vec<&preflight_model::Route> = snap
+                .routes
+                .iter()
+                .filter(|r| r.is_default() && r.ipv6 == v6)
+                .collect();
+            let via_expected = defaults
+                .iter()
+                .any(|r| gw.is_none_or(|g| r.gateway == Some(g)));
+            if !defaults.is_empty() && !via_expected {
+                let actual: Vec<String> = defaults
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "via {} on {} ({})",
+                            r.gateway.map_or_else(|| "-".into(), |g| g.to_string()),
+                            r.oif.map_or_else(|| "-".into(), |o| snap.name_of(o)),
+                            r.protocol
+                        )
+                    })
+                    .collect();
+                out.push(raw(
+                    Code::DefaultRouteMissing,
+                    &x.name,
+                    format!(
+                        "the default route is {} but {src} configures it via {} on {}",
+                        actual.join(", "),
+                        gw.map_or_else(|| "-".into(), |g| g.to_string()),
+                        x.name
+                    ),
+                ));
+            } else if !has_default(v6) {
+                out.push(raw(
+                    Code::DefaultRouteMissing,
+                    &x.name,
+                    format!(
+                        "no {} default route, but {src} configures one on {}{}",
+                        if v6 { "IPv6" } else { "IPv4" },
+                        x.name,
+                        gw.map_or_else(String::new, |g| format!(" via {g}"))
+                    ),
+                ));
+            }
+        }
+        let Some(iface) = running else {
+            // The addresses it should carry are gone with it.
+            for (ip, len) in &x.addresses {
+                out.push(raw(
+                    Code::ExpectedAddressMissing,
+                    format!("{}/{ip}", x.name),
+                    format!("{ip}/{len} is configured on {}{written}, which does not exist; the node may be unreachable on this network", x.name),
+                ));
+            }
+            continue;
+        };
         for (ip, len) in &x.addresses {
             let present = snap
                 .addresses_of(iface.index)
@@ -482,21 +537,6 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
                         "{} has {} but {src} configures it statically: the network configurator may have fallen back to DHCP",
                         x.name,
                         if dynamic.is_empty() { "a DHCP route".to_string() } else { format!("a dynamic address ({})", dynamic.join(", ")) }
-                    ),
-                ));
-            }
-        }
-        if let Some(gw) = x.default_route {
-            let v6 = gw.is_some_and(|g| g.is_ipv6());
-            if !has_default(v6) {
-                out.push(raw(
-                    Code::DefaultRouteMissing,
-                    &x.name,
-                    format!(
-                        "no {} default route, but {src} configures one on {}{}",
-                        if v6 { "IPv6" } else { "IPv4" },
-                        x.name,
-                        gw.map_or_else(String::new, |g| format!(" via {g}"))
                     ),
                 ));
             }
