@@ -25,7 +25,7 @@ settle = "0s"
 TOML
 PREFLIGHT_LOG=error "$bin" aggregator -c "$work/agg.toml" &
 pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 50); do
   python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/healthz')" 2>/dev/null && break
   sleep 0.1
