@@ -372,3 +372,63 @@ fn expected_state_catches_dhcp_fallback_and_lost_route() {
     );
     let _ = std::fs::remove_file(&cfg);
 }
+
+#[test]
+fn baseline_before_and_after_reports_every_difference() {
+    let ns = bridged();
+    settle(&ns, "v1a", true);
+    let file = std::env::temp_dir().join(format!("{}-baseline.json", ns.name));
+    let out = ns
+        .command(preflight_bin())
+        .args(["baseline", "save", "--out"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let compare = |ns: &Netns| {
+        let out = ns
+            .command(preflight_bin())
+            .args(["baseline", "compare", "--json"])
+            .arg(&file)
+            .output()
+            .expect("runs");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        let mut codes: Vec<String> = v["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {}",
+                    f["code"].as_str().expect("code"),
+                    f["subject"].as_str().expect("subject")
+                )
+            })
+            .collect();
+        codes.sort();
+        (out.status.code(), codes)
+    };
+    assert_eq!(compare(&ns), (Some(0), vec![]), "unchanged node");
+    ns.ip("link set v0a mtu 1400");
+    ns.ip("route del default");
+    ns.ip("link set v1b nomaster");
+    let (code, codes) = compare(&ns);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        codes,
+        ["DEFAULT_ROUTE_MISSING v0a", "MTU_MISMATCH v0a"],
+        "{codes:?}"
+    );
+    ns.ip("link del v1a");
+    let (_, codes) = compare(&ns);
+    assert!(
+        codes.contains(&"EXPECTED_INTERFACE_MISSING v1a".to_string()),
+        "{codes:?}"
+    );
+    let _ = std::fs::remove_file(&file);
+}

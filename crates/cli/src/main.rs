@@ -2,6 +2,7 @@
 //! the library crates together. Exit codes are part of the interface:
 //! 0 go, 1 no-go, 2 could not decide, 64 bad usage or configuration.
 
+mod baseline;
 mod config;
 mod gate;
 mod inspect;
@@ -48,6 +49,8 @@ enum Command {
 The JSON form is documented in docs/inspect.md."
     )]
     Inspect(inspect::Args),
+    /// Save this node's state before an update; compare after it (every difference is a finding).
+    Baseline(baseline::BaselineArgs),
     /// For pipelines: is the scope go? Exit 0 go, 1 no-go (blockers printed), 2 could not decide.
     #[command(
         after_help = "Examples:\n  preflight gate --server http://agg:9100 --scope role=compute\n  \
@@ -132,6 +135,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Inspect(args) => inspect::run(args).await,
             Command::Gate(args) => gate::gate(args).await,
+            Command::Baseline(args) => baseline::run(args).await,
             Command::Status(args) => gate::status(args).await,
             Command::Waive(args) => gate::waive(args).await,
             Command::Agent(args) => services::agent(args).await,
