@@ -432,3 +432,98 @@ fn baseline_before_and_after_reports_every_difference() {
     );
     let _ = std::fs::remove_file(&file);
 }
+
+/// Reachability: the agent probes the configured default gateway through its
+/// interface; the gateway stops answering (links stay up) -> REACHABILITY_FAILED;
+/// it answers again -> recovery.
+#[test]
+fn agent_probe_reports_reachability_failed_and_recovery() {
+    let node = Netns::new("pnode");
+    let gw = Netns::new("pgw");
+    node.ip("link add up0 type veth peer name gp0");
+    node.ip(&format!("link set gp0 netns {}", gw.name));
+    node.ip("addr add 192.0.2.10/24 dev up0");
+    node.ip("link set up0 up");
+    gw.ip("addr add 192.0.2.1/24 dev gp0");
+    gw.ip("link set gp0 up");
+    node.ip("route add default via 192.0.2.1");
+    let dir = std::env::temp_dir().join(format!("{}-probe", node.name));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("osnet.yaml"),
+        "network_config:\n  - type: interface\n    name: up0\n    addresses:\n      - ip_netmask: 192.0.2.10/24\n    routes:\n      - default: true\n        next_hop: 192.0.2.1\n",
+    )
+    .expect("osnet");
+    std::fs::write(
+        dir.join("agent.toml"),
+        format!(
+            "[agent]\nnode = \"pnode\"\nlisten = \"127.0.0.1:9101\"\nos_net_config = \"{}\"\nprobe_interval = \"200ms\"\nprobe_timeout = \"150ms\"\nprobe_fail_after = 3\nprobe_recover_after = 2\n",
+            dir.join("osnet.yaml").display()
+        ),
+    )
+    .expect("config");
+    let mut agent = node
+        .command(preflight_bin())
+        .args(["agent", "--config"])
+        .arg(dir.join("agent.toml"))
+        .env("PREFLIGHT_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn agent");
+    let report = || -> Option<Value> {
+        let out = node
+            .command("curl")
+            .args(["-sf", "http://127.0.0.1:9101/v1/report"])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let wait = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(v) = report() {
+                if pred(&v) {
+                    return v;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent never reported: {what}; last: {:?}",
+                report()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let failed = |v: &Value| {
+        v["findings"].as_array().is_some_and(|f| {
+            f.iter().any(|f| {
+                f["code"] == "REACHABILITY_FAILED" && f["subject"] == "icmp 192.0.2.1 via up0"
+            })
+        })
+    };
+    let v = wait("probe of the gateway ok", &|v| {
+        v["probes"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|p| p["target"] == "icmp 192.0.2.1 via up0" && p["rtt_ms"].is_number())
+        })
+    });
+    assert!(!failed(&v), "{v:#}");
+    // The gateway stops answering; every link stays up.
+    gw.ip("addr del 192.0.2.1/24 dev gp0");
+    let v = wait("REACHABILITY_FAILED", &|v| failed(v));
+    assert_eq!(v["verdict"], "no-go");
+    assert!(
+        v["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .all(|f| f["code"] != "LINK_NO_CARRIER"),
+        "links are up: {v:#}"
+    );
+    gw.ip("addr add 192.0.2.1/24 dev gp0");
+    let v = wait("recovery", &|v| !failed(v) && v["verdict"] == "go");
+    assert_eq!(v["probes"][0]["failed"], false);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -69,6 +69,17 @@ impl BaseUrl {
         Ok(Self(s.trim_end_matches('/').to_owned()))
     }
 
+    /// Host and port when the host is an IP address (for probes).
+    #[must_use]
+    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+        let uri: Uri = self.0.parse().ok()?;
+        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        Some(std::net::SocketAddr::new(
+            host.parse().ok()?,
+            uri.port_u16().unwrap_or(80),
+        ))
+    }
+
     /// `base + path` (path starts with `/`).
     #[must_use]
     pub fn join(&self, path: &str) -> String {

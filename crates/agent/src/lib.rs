@@ -53,6 +53,39 @@ pub struct AgentConfig {
     pub resync: Duration,
     /// Expected state (os-net-config file), re-read when it changes.
     pub expectations: Option<expectations::Source>,
+    /// Reachability probe targets given in the configuration.
+    pub probes: Vec<preflight_probe::Target>,
+    /// Also probe the default gateway of each expected interface, through it.
+    pub probe_gateways: bool,
+    /// Probe timing and thresholds.
+    pub probe: preflight_probe::ProbeConfig,
+}
+
+/// The probe targets: configured ones, each expected default gateway via
+/// its interface, and each aggregator given by IP address (TCP).
+#[must_use]
+pub fn probe_targets(
+    cfg: &AgentConfig,
+    exp: Option<&preflight_policy::expect::Expectations>,
+) -> Vec<preflight_probe::Target> {
+    let mut t = cfg.probes.clone();
+    if cfg.probe_gateways {
+        for x in exp.map(|e| e.interfaces.as_slice()).unwrap_or_default() {
+            if let Some(Some(gw)) = x.default_route {
+                t.push(preflight_probe::Target::Icmp {
+                    addr: gw,
+                    device: Some(x.name.clone()),
+                });
+            }
+        }
+        for a in &cfg.aggregators {
+            if let Some(addr) = a.socket_addr() {
+                t.push(preflight_probe::Target::Tcp { addr, device: None });
+            }
+        }
+    }
+    t.dedup();
+    t
 }
 
 /// Why the agent stopped.
@@ -116,6 +149,16 @@ pub async fn run(
     if let Some(src) = expected.as_mut() {
         src.refresh(&w.snapshots.borrow(), &mut evaluator);
     }
+    let targets = probe_targets(&cfg, evaluator.expectations());
+    if !targets.is_empty() {
+        tracing::info!(targets = ?targets.iter().map(ToString::to_string).collect::<Vec<_>>(), "reachability probes");
+    }
+    let (mut probes, probe_task) = if targets.is_empty() {
+        (None, None)
+    } else {
+        let (rx, task) = preflight_probe::spawn(targets, cfg.probe.clone());
+        (Some(rx), Some(task))
+    };
     let first = evaluate(
         &cfg.node,
         &w.snapshots.borrow_and_update(),
@@ -173,6 +216,15 @@ pub async fn run(
         let tick = evaluator.tick_interval();
         let needs_tick = evaluator.needs_tick();
         tokio::select! {
+            r = async { probes.as_mut().expect("guarded").changed().await }, if probes.is_some() => {
+                match r {
+                    Ok(()) => {
+                        let statuses = probes.as_mut().expect("guarded").borrow_and_update().clone();
+                        evaluator.set_probes(statuses);
+                    }
+                    Err(_) => probes = None,
+                }
+            }
             _ = file_check.tick(), if expected.is_some() => {
                 if let Some(src) = expected.as_mut() {
                     src.refresh(&w.snapshots.borrow(), &mut evaluator);
@@ -209,6 +261,9 @@ pub async fn run(
     for p in pushers {
         p.abort();
     }
+    if let Some(p) = probe_task {
+        p.abort();
+    }
     if let Some(s) = server {
         s.abort();
     }
@@ -224,6 +279,7 @@ fn evaluate(
     let findings = evaluator.evaluate(snap, Instant::now(), SystemTime::now());
     let mut state = NodeState::new(node.to_owned(), snap, findings);
     state.expected_from = from.map(|s| s.path.display().to_string());
+    state.probes = evaluator.probes().to_vec();
     state
 }
 

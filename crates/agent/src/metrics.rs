@@ -25,6 +25,9 @@ pub struct AgentMetrics {
     if_carrier: IntGaugeVec,
     if_carrier_changes: IntGaugeVec,
     finding: IntGaugeVec,
+    probe_up: IntGaugeVec,
+    probe_loss: prometheus::GaugeVec,
+    probe_rtt: prometheus::GaugeVec,
     node_go: IntGauge,
     resyncs: IntCounterVec,
     parse_errors: IntCounter,
@@ -111,6 +114,27 @@ impl AgentMetrics {
                 "One series per active finding (always 1).",
                 &["code", "severity", "subject"],
             ),
+            probe_up: gauge(
+                "preflight_probe_up",
+                "1 while a reachability probe target is not failed, 0 once it failed.",
+                &["target"],
+            ),
+            probe_loss: prometheus::GaugeVec::new(
+                Opts::new(
+                    "preflight_probe_loss_ratio",
+                    "Reachability probe loss over its window, 0 to 1.",
+                ),
+                &["target"],
+            )
+            .expect("valid metric"),
+            probe_rtt: prometheus::GaugeVec::new(
+                Opts::new(
+                    "preflight_probe_rtt_seconds",
+                    "Mean round trip of the successful probes in the window.",
+                ),
+                &["target"],
+            )
+            .expect("valid metric"),
             node_go: IntGauge::new(
                 "preflight_node_go",
                 "1 when this node's verdict is go, 0 when no-go.",
@@ -157,6 +181,9 @@ impl AgentMetrics {
             Box::new(m.if_carrier.clone()),
             Box::new(m.if_carrier_changes.clone()),
             Box::new(m.finding.clone()),
+            Box::new(m.probe_up.clone()),
+            Box::new(m.probe_loss.clone()),
+            Box::new(m.probe_rtt.clone()),
             Box::new(m.node_go.clone()),
             Box::new(m.resyncs.clone()),
             Box::new(m.parse_errors.clone()),
@@ -253,6 +280,19 @@ impl AgentMetrics {
                 .with_label_values(&[f.code.as_str(), sev, f.subject.as_str()])
                 .set(1);
         }
+        self.probe_up.reset();
+        self.probe_loss.reset();
+        self.probe_rtt.reset();
+        for p in &state.probes {
+            let l = [p.target.as_str()];
+            self.probe_up
+                .with_label_values(&l)
+                .set(i64::from(!p.failed));
+            self.probe_loss.with_label_values(&l).set(p.loss);
+            if let Some(ms) = p.rtt_ms {
+                self.probe_rtt.with_label_values(&l).set(ms / 1000.0);
+            }
+        }
         self.node_go.set(i64::from(state.verdict == Verdict::Go));
     }
 
@@ -338,7 +378,16 @@ mod tests {
             since: std::time::SystemTime::now(),
         };
         let m = AgentMetrics::new();
-        m.update(&NodeState::new("n".into(), &snap, vec![finding]));
+        let mut state = NodeState::new("n".into(), &snap, vec![finding]);
+        state.probes.push(preflight_model::ProbeStatus {
+            target: "icmp 192.0.2.1 via bond0".into(),
+            failed: false,
+            loss: 0.0,
+            rtt_ms: Some(1.5),
+            consecutive_failures: 0,
+            last_error: None,
+        });
+        m.update(&state);
         m.update_watch(&WatchStats::default());
         m.pushes.with_label_values(&["http://a:1", "ok"]).inc();
         let text = m.render();

@@ -43,6 +43,13 @@ struct RawAgent {
     resync: Option<Spanned<String>>,
     os_net_config: Option<Spanned<String>>,
     nic_mapping: Option<Spanned<String>>,
+    #[serde(default)]
+    probes: Vec<Spanned<String>>,
+    probe_gateways: Option<bool>,
+    probe_interval: Option<Spanned<String>>,
+    probe_timeout: Option<Spanned<String>>,
+    probe_fail_after: Option<Spanned<i64>>,
+    probe_recover_after: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -229,6 +236,19 @@ impl Ctx<'_> {
     }
 }
 
+fn count(
+    cx: &Ctx<'_>,
+    key: &str,
+    v: Option<&Spanned<i64>>,
+    default: u32,
+) -> Result<u32, BadConfig> {
+    let Some(v) = v else { return Ok(default) };
+    u32::try_from(*v.get_ref())
+        .ok()
+        .filter(|n| (1..=100).contains(n))
+        .ok_or_else(|| cx.err(key, Some(v), "must be an integer from 1 to 100"))
+}
+
 /// Validates configuration text (`path` is only used in messages).
 pub fn parse(path: &Path, src: &str) -> Result<Config, BadConfig> {
     let raw: RawConfig = toml::from_str(src).map_err(|e| BadConfig {
@@ -292,6 +312,48 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, BadConfig> {
             }
             (None, None) => preflight_agent::expectations::default_path()
                 .map(|p| preflight_agent::expectations::Source::new(p, None)),
+        },
+        probes: a
+            .probes
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.get_ref()
+                    .parse()
+                    .map_err(|e: preflight_probe::BadTarget| {
+                        cx.err(&format!("agent.probes[{i}]"), Some(t), e.to_string())
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        probe_gateways: a.probe_gateways.unwrap_or(true),
+        probe: preflight_probe::ProbeConfig {
+            interval: cx.duration(
+                "agent.probe_interval",
+                a.probe_interval.as_ref(),
+                Duration::from_secs(2),
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            )?,
+            timeout: cx.duration(
+                "agent.probe_timeout",
+                a.probe_timeout.as_ref(),
+                Duration::from_secs(1),
+                Duration::from_millis(10),
+                Duration::from_secs(60),
+            )?,
+            fail_after: count(
+                &cx,
+                "agent.probe_fail_after",
+                a.probe_fail_after.as_ref(),
+                3,
+            )?,
+            recover_after: count(
+                &cx,
+                "agent.probe_recover_after",
+                a.probe_recover_after.as_ref(),
+                2,
+            )?,
+            window: 30,
         },
         resync: cx.duration(
             "agent.resync",

@@ -445,6 +445,23 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// Result of one reachability probe target over its window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    /// `icmp 192.0.2.1 via eth0`, `tcp 10.0.0.5:9100 via bond0`.
+    pub target: String,
+    /// Failed `fail_after` times in a row and not yet recovered.
+    pub failed: bool,
+    /// Loss over the window, 0.0 to 1.0.
+    pub loss: f64,
+    /// Mean round trip of the successes in the window, ms.
+    pub rtt_ms: Option<f64>,
+    /// Consecutive failures now.
+    pub consecutive_failures: u32,
+    /// Last error, if the last probe failed.
+    pub last_error: Option<String>,
+}
+
 /// A bond with its ports, for people and JSON consumers (derived from a
 /// [`Snapshot`]; nothing here is stored separately).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -546,6 +563,9 @@ pub struct NodeState {
     pub addresses: Vec<Address>,
     /// Routes of the main table.
     pub routes: Vec<Route>,
+    /// Reachability probes and their results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeStatus>,
     /// The expected-state file the findings were checked against, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_from: Option<String>,
@@ -563,6 +583,7 @@ impl NodeState {
             bonds: snapshot.bonds(),
             addresses: snapshot.addresses.clone(),
             routes: snapshot.routes.clone(),
+            probes: Vec::new(),
             expected_from: None,
         }
     }

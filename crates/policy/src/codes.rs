@@ -61,6 +61,7 @@ codes! {
     DefaultRouteMissing = "DEFAULT_ROUTE_MISSING", Critical, "the configured default route is missing";
     MtuMismatch = "MTU_MISMATCH", Critical, "an interface's MTU differs from the configured one";
     BondModeMismatch = "BOND_MODE_MISMATCH", Critical, "a bond's running mode or miimon differs from its bonding_options";
+    ReachabilityFailed = "REACHABILITY_FAILED", Critical, "a reachability probe (ICMP or TCP, bound to an interface) failed several times in a row";
     ExpectationsInvalid = "EXPECTATIONS_INVALID", Critical, "the expected-state file cannot be read; the last good expectations stay in force";
 }
 

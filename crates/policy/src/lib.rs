@@ -299,6 +299,7 @@ pub struct Evaluator {
     config: PolicyConfig,
     expectations: Option<expect::Expectations>,
     expectations_error: Option<String>,
+    probes: Vec<preflight_model::ProbeStatus>,
     first_seen: BTreeMap<(Code, String), SystemTime>,
     /// Per ifindex: (when, carrier_changes) samples, oldest first.
     carrier: HashMap<u32, VecDeque<(Instant, u32)>>,
@@ -312,6 +313,7 @@ impl Evaluator {
             config,
             expectations: None,
             expectations_error: None,
+            probes: Vec::new(),
             first_seen: BTreeMap::new(),
             carrier: HashMap::new(),
         }
@@ -326,6 +328,17 @@ impl Evaluator {
     /// until cleared; the last good expectations stay in force meanwhile.
     pub fn set_expectations_error(&mut self, e: Option<String>) {
         self.expectations_error = e;
+    }
+
+    /// Sets the latest reachability probe results.
+    pub fn set_probes(&mut self, probes: Vec<preflight_model::ProbeStatus>) {
+        self.probes = probes;
+    }
+
+    /// The latest reachability probe results.
+    #[must_use]
+    pub fn probes(&self) -> &[preflight_model::ProbeStatus] {
+        &self.probes
     }
 
     /// The expectations in force.
@@ -347,6 +360,19 @@ impl Evaluator {
         let mut raws = rules(snap, &self.config, &flaps);
         if let Some(e) = &self.expectations {
             raws.extend(expect::rules(snap, e));
+        }
+        for p in self.probes.iter().filter(|p| p.failed) {
+            raws.push(raw(
+                Code::ReachabilityFailed,
+                &p.target,
+                format!(
+                    "{} failed {} times in a row ({}; {:.0}% loss over the window): this path is dead even if the bond is up",
+                    p.target,
+                    p.consecutive_failures,
+                    p.last_error.as_deref().unwrap_or("no answer"),
+                    p.loss * 100.0
+                ),
+            ));
         }
         if let Some(err) = &self.expectations_error {
             raws.push(raw(

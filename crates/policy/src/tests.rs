@@ -508,3 +508,27 @@ fn invalid_expectations_are_a_critical_finding_and_clear() {
         .evaluate(&healthy_ab(), Instant::now(), SystemTime::now())
         .is_empty());
 }
+
+#[test]
+fn failed_probe_is_reachability_failed() {
+    let mut ev = Evaluator::new(PolicyConfig::default());
+    let probe = |failed| preflight_model::ProbeStatus {
+        target: "icmp 192.0.2.1 via bond0".into(),
+        failed,
+        loss: 0.5,
+        rtt_ms: None,
+        consecutive_failures: 3,
+        last_error: Some("no echo reply within 1s".into()),
+    };
+    ev.set_probes(vec![probe(false)]);
+    assert!(ev
+        .evaluate(&healthy_ab(), Instant::now(), SystemTime::now())
+        .is_empty());
+    ev.set_probes(vec![probe(true)]);
+    let f = ev.evaluate(&healthy_ab(), Instant::now(), SystemTime::now());
+    assert_eq!(
+        (f[0].code.as_str(), f[0].subject.as_str()),
+        ("REACHABILITY_FAILED", "icmp 192.0.2.1 via bond0")
+    );
+    assert_eq!(f[0].severity, preflight_model::Severity::Critical);
+}
