@@ -7,6 +7,7 @@
 //! preflight-bench watch-rss [--seconds 5]
 //! ```
 
+mod footprint;
 mod load;
 mod vm_latency;
 
@@ -15,10 +16,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use preflight_policy::{Evaluator, PolicyConfig};
 
-struct Netns(String);
+pub(crate) struct Netns(pub(crate) String);
 
 impl Netns {
-    fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let name = format!("pfbench-{tag}-{}", std::process::id());
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
@@ -30,7 +31,7 @@ impl Netns {
         );
         Self(name)
     }
-    fn ip(&self, args: &str) {
+    pub(crate) fn ip(&self, args: &str) {
         let ok = Command::new("ip")
             .arg("-n")
             .arg(&self.0)
@@ -65,7 +66,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
+pub(crate) fn stats(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (
         percentile(&v, 50.0),
@@ -151,7 +152,7 @@ fn netns_latency(toggles: usize, reps: usize) {
 }
 
 impl Netns {
-    fn enter_no_drop(self) {
+    pub(crate) fn enter_no_drop(self) {
         self.enter();
         std::mem::forget(self);
     }
@@ -219,6 +220,61 @@ fn main() {
                 .and_then(|i| args.get(i + 1).cloned())
                 .unwrap_or_else(|| "target/release/preflight".into());
             watch_rss(&bin, arg(&args, "--seconds", 5), arg(&args, "--reps", 5));
+        }
+        Some("footprint") => {
+            let bin = args
+                .iter()
+                .position(|a| a == "--bin")
+                .and_then(|i| args.get(i + 1).cloned())
+                .unwrap_or_else(|| "target/release/preflight".into());
+            let bin = std::fs::canonicalize(&bin).map_or(bin, |p| p.display().to_string());
+            let reps = arg(&args, "--reps", 5);
+            let idle = Duration::from_secs(arg(&args, "--idle", 30));
+            let storm = Duration::from_secs(arg(&args, "--storm", 15));
+            let scrapes = arg(&args, "--scrapes", 1000);
+            let mut rows = Vec::new();
+            for rep in 0..reps {
+                let f = footprint::run(&bin, idle, storm, scrapes);
+                println!(
+                    "  rep {}: RSS {:.2} / {:.2} MiB | CPU idle {:.2}% / {:.2}% | CPU storm ({:.0} changes/s) {:.2}% / {:.2}% | render p50 {:.3} / {:.3} ms p99 {:.3} / {:.3} ms   (preflight / node_exporter)",
+                    rep + 1, f.rss.0, f.rss.1, f.cpu_idle_pct.0, f.cpu_idle_pct.1, f.storm_changes_per_s, f.cpu_storm_pct.0, f.cpu_storm_pct.1,
+                    f.render_p50_ms.0, f.render_p50_ms.1, f.render_p99_ms.0, f.render_p99_ms.1
+                );
+                rows.push(f);
+            }
+            let med = |f: &dyn Fn(&footprint::Footprint) -> f64| {
+                let (m, _, lo, hi) = stats(rows.iter().map(f).collect());
+                (m, lo, hi)
+            };
+            println!("agent vs node_exporter (bonding, netclass, netdev), 101 links, {reps} reps: median (min..max)");
+            for (label, a, b) in [
+                ("RSS MiB", med(&|f| f.rss.0), med(&|f| f.rss.1)),
+                (
+                    "CPU % idle, scraped 1/s",
+                    med(&|f| f.cpu_idle_pct.0),
+                    med(&|f| f.cpu_idle_pct.1),
+                ),
+                (
+                    "CPU % storm, scraped 1/s",
+                    med(&|f| f.cpu_storm_pct.0),
+                    med(&|f| f.cpu_storm_pct.1),
+                ),
+                (
+                    "/metrics p50 ms",
+                    med(&|f| f.render_p50_ms.0),
+                    med(&|f| f.render_p50_ms.1),
+                ),
+                (
+                    "/metrics p99 ms",
+                    med(&|f| f.render_p99_ms.0),
+                    med(&|f| f.render_p99_ms.1),
+                ),
+            ] {
+                println!(
+                    "  {label:<26} preflight {:.3} ({:.3}..{:.3})  node_exporter {:.3} ({:.3}..{:.3})  ratio {:.1}x",
+                    a.0, a.1, a.2, b.0, b.1, b.2, b.0 / a.0
+                );
+            }
         }
         Some("guest-watch") => vm_latency::guest_watch(
             args.get(2).map_or("bond0", String::as_str),

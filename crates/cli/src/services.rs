@@ -24,7 +24,7 @@ pub struct UpArgs {
     /// SQLite file for inventory, waivers and the audit log.
     #[arg(long, default_value = "preflight.db")]
     database: PathBuf,
-    /// Optional configuration file; its [policy] and [agent] labels apply.
+    /// Optional configuration file; its `[policy]` and `[agent]` sections apply.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
 }

@@ -1,0 +1,189 @@
+//! Agent footprint side by side with node_exporter (bonding, netclass and
+//! netdev collectors only) on the same node: a namespace with a bridge and
+//! 50 veth pairs. Both are scraped once a second during the idle and storm
+//! windows, as a fast Prometheus would; CPU is read from /proc.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use preflight_agent::Client;
+
+use crate::{stats, Netns};
+
+fn ticks(pid: u32) -> u64 {
+    // utime + stime, fields 14 and 15 of /proc/PID/stat (after the comm field).
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)]
+    let m = kib as f64 / 1024.0;
+    m
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One repetition's figures: (preflight, node_exporter) pairs.
+pub struct Footprint {
+    pub rss: (f64, f64),
+    pub cpu_idle_pct: (f64, f64),
+    pub cpu_storm_pct: (f64, f64),
+    pub render_p50_ms: (f64, f64),
+    pub render_p99_ms: (f64, f64),
+    pub storm_changes_per_s: f64,
+}
+
+#[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
+pub fn run(preflight: &str, idle: Duration, storm: Duration, scrapes: usize) -> Footprint {
+    let ns = Netns::new("fp");
+    ns.ip("link add br0 type bridge");
+    ns.ip("link set br0 up");
+    ns.ip("link set lo up");
+    for i in 0..50 {
+        ns.ip(&format!("link add f{i}a type veth peer name f{i}b"));
+        ns.ip(&format!("link set f{i}b master br0"));
+        ns.ip(&format!("link set f{i}a up"));
+        ns.ip(&format!("link set f{i}b up"));
+    }
+    let dir = std::env::temp_dir().join(format!("pf-fp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("agent.toml"),
+        "[agent]\nnode = \"bench\"\nlisten = \"127.0.0.1:19101\"\nprobe_gateways = false\n",
+    )
+    .expect("cfg");
+    let agent = Kill(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.0, preflight, "agent", "-c"])
+            .arg(dir.join("agent.toml"))
+            .env("PREFLIGHT_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn agent"),
+    );
+    let ne = Kill(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "prometheus-node-exporter",
+                "--collector.disable-defaults",
+                "--collector.bonding",
+                "--collector.netclass",
+                "--collector.netdev",
+                "--web.listen-address=127.0.0.1:19100",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn prometheus-node-exporter (apt-get install prometheus-node-exporter)"),
+    );
+    let pids = (agent.0.id(), ne.0.id());
+    let name = ns.0.clone();
+    let out = std::thread::spawn(move || {
+        Netns(name).enter_no_drop();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async move {
+            let client = Client::new(Duration::from_secs(5));
+            let urls = ["http://127.0.0.1:19101/metrics", "http://127.0.0.1:19100/metrics"];
+            for u in urls {
+                for _ in 0..100 {
+                    if matches!(client.request(Method::GET, u, None, None).await, Ok((s, _)) if s.is_success()) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let rss = (rss_mib(pids.0), rss_mib(pids.1));
+            let scrape_both = || async {
+                for u in urls {
+                    let _ = client.request(Method::GET, u, None, None).await;
+                }
+            };
+            // Idle, scraped once a second.
+            let t = (ticks(pids.0), ticks(pids.1));
+            let start = Instant::now();
+            while start.elapsed() < idle {
+                scrape_both().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let cpu = |a: u64, b: u64| (b - a) as f64 / 100.0 / secs * 100.0;
+            let idle_cpu = (cpu(t.0, ticks(pids.0)), cpu(t.1, ticks(pids.1)));
+            // Storm: 100 link changes per second, scraped once a second.
+            let t = (ticks(pids.0), ticks(pids.1));
+            let start = Instant::now();
+            let mut n = 0u64;
+            let mut next_scrape = Instant::now();
+            while start.elapsed() < storm {
+                let due = start + Duration::from_millis(n * 10);
+                tokio::time::sleep_until(due.into()).await;
+                let link = format!("f{}b", n % 50);
+                let up = (n / 50) % 2 == 1;
+                let _ = preflight_netlink::control::set_link(&link, up).await;
+                n += 1;
+                if Instant::now() >= next_scrape {
+                    scrape_both().await;
+                    next_scrape += Duration::from_secs(1);
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let cpu = |a: u64, b: u64| (b - a) as f64 / 100.0 / secs * 100.0;
+            let storm_cpu = (cpu(t.0, ticks(pids.0)), cpu(t.1, ticks(pids.1)));
+            let rate = n as f64 / secs;
+            // Restore every link, then render times.
+            for i in 0..50 {
+                let _ = preflight_netlink::control::set_link(&format!("f{i}b"), true).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut render = Vec::new();
+            for u in urls {
+                let mut v = Vec::with_capacity(scrapes);
+                for _ in 0..scrapes {
+                    let q = Instant::now();
+                    let _ = client.request(Method::GET, u, None, None).await;
+                    v.push(q.elapsed().as_secs_f64() * 1000.0);
+                }
+                render.push(stats(v));
+            }
+            Footprint {
+                rss,
+                cpu_idle_pct: idle_cpu,
+                cpu_storm_pct: storm_cpu,
+                render_p50_ms: (render[0].0, render[1].0),
+                render_p99_ms: (render[0].1, render[1].1),
+                storm_changes_per_s: rate,
+            }
+        })
+    })
+    .join()
+    .expect("bench thread");
+    drop(agent);
+    drop(ne);
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
