@@ -527,3 +527,39 @@ fn agent_probe_reports_reachability_failed_and_recovery() {
     let _ = agent.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// preflight's own `[expect]` section, without any os-net-config file.
+#[test]
+fn configured_expectations_in_toml() {
+    let ns = bridged();
+    let cfg = std::env::temp_dir().join(format!("{}-expect.toml", ns.name));
+    std::fs::write(&cfg, "[[expect.interface]]\nname = \"v0a\"\naddresses = [\"192.0.2.10/24\"]\ndefault_gateway = \"192.0.2.1\"\n").expect("write");
+    let run = |ns: &Netns| {
+        let out = ns
+            .command(preflight_bin())
+            .args(["inspect", "--json", "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("runs");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        (
+            out.status.code(),
+            v["findings"]
+                .as_array()
+                .expect("findings")
+                .iter()
+                .map(|f| f["code"].as_str().expect("code").to_owned())
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(run(&ns), (Some(0), vec![]));
+    ns.ip("addr del 192.0.2.10/24 dev v0a");
+    let (code, codes) = run(&ns);
+    assert_eq!(code, Some(1));
+    assert!(
+        codes.contains(&"EXPECTED_ADDRESS_MISSING".to_string())
+            && codes.contains(&"DEFAULT_ROUTE_MISSING".to_string()),
+        "{codes:?}"
+    );
+    let _ = std::fs::remove_file(&cfg);
+}

@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub resync: Duration,
     /// Expected state (os-net-config file), re-read when it changes.
     pub expectations: Option<expectations::Source>,
+    /// Expected state from preflight's own configuration (`[expect]`).
+    pub configured_expectations: Option<preflight_policy::expect::Expectations>,
     /// Reachability probe targets given in the configuration.
     pub probes: Vec<preflight_probe::Target>,
     /// Also probe the default gateway of each expected interface, through it.
@@ -145,6 +147,7 @@ pub async fn run(
     .await?;
     let metrics = AgentMetrics::new();
     let mut evaluator = Evaluator::new(cfg.policy.clone());
+    evaluator.set_configured_expectations(cfg.configured_expectations.clone());
     let mut expected = cfg.expectations.clone();
     if let Some(src) = expected.as_mut() {
         src.refresh(&w.snapshots.borrow(), &mut evaluator);

@@ -26,6 +26,8 @@ struct RawConfig {
     agent: RawAgent,
     #[serde(default)]
     aggregator: RawAggregator,
+    #[serde(default)]
+    expect: preflight_policy::config::RawExpect,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,12 +260,17 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, BadConfig> {
         reason: e.message().trim().to_owned(),
     })?;
     let cx = Ctx { path, src };
-    let policy = raw.policy.validate("policy").map_err(|e| BadConfig {
+    let to_bad = |e: preflight_policy::ConfigError| BadConfig {
         file: path.to_owned(),
         line: e.span.map(|s| line_of(src, s.start)),
         key: Some(e.key),
         reason: e.reason,
-    })?;
+    };
+    let policy = raw.policy.validate("policy").map_err(to_bad)?;
+    let configured = raw
+        .expect
+        .validate("expect", &format!("{} [expect]", path.display()))
+        .map_err(to_bad)?;
 
     // [agent]
     let a = raw.agent;
@@ -326,6 +333,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, BadConfig> {
             })
             .collect::<Result<Vec<_>, _>>()?,
         probe_gateways: a.probe_gateways.unwrap_or(true),
+        configured_expectations: configured,
         probe: preflight_probe::ProbeConfig {
             interval: cx.duration(
                 "agent.probe_interval",
@@ -519,6 +527,21 @@ mod tests {
         );
         let e = parse(p, "[aggregator]\nscopes = [\"role\"]\n").expect_err("bad scope");
         assert_eq!(e.key.as_deref(), Some("aggregator.scopes[0]"));
+        let e = parse(
+            p,
+            "[[expect.interface]]\nname = \"bond0\"\naddresses = [\"192.0.2.300/24\"]\n",
+        )
+        .expect_err("bad address");
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("expect.interface[0].addresses[0]"), Some(3))
+        );
+        let e = parse(
+            p,
+            "[[expect.interface]]\nname = \"bond0\"\nkind = \"team\"\n",
+        )
+        .expect_err("bad kind");
+        assert_eq!(e.key.as_deref(), Some("expect.interface[0].kind"));
         let e = parse(p, "[[aggregator.node]]\nname = \"a b\"\n").expect_err("bad node");
         assert_eq!(
             (e.key.as_deref(), e.line),
@@ -544,5 +567,16 @@ mod tests {
         assert!(c.aggregator.fleet.closed_inventory);
         assert_eq!(c.aggregator.inventory.len(), 1);
         assert_eq!(c.aggregator.tokens.admin.as_deref(), Some("a"));
+        let c = parse(
+            Path::new("x.toml"),
+            "[[expect.interface]]\nname = \"bond0\"\nkind = \"linux_bond\"\naddresses = [\"192.0.2.10/24\"]\ndefault_gateway = \"192.0.2.1\"\nmembers = [\"eth0\", \"eth1\"]\nbond_mode = \"active-backup\"\nmiimon = 100\nmtu = 9000\n",
+        )
+        .expect("valid [expect]");
+        let e = c.agent.configured_expectations.expect("expectations");
+        assert_eq!(e.interfaces[0].members, ["eth0", "eth1"]);
+        assert_eq!(
+            e.interfaces[0].default_route,
+            Some(Some("192.0.2.1".parse().expect("ip")))
+        );
     }
 }

@@ -59,6 +59,7 @@ pub async fn run(args: Args) -> u8 {
     };
     let node = args.node.clone().unwrap_or(cfg.agent.node);
     let mut evaluator = Evaluator::new(cfg.policy);
+    evaluator.set_configured_expectations(cfg.agent.configured_expectations.clone());
     let mut expected = match &args.os_net_config {
         Some(p) => Some(Source::new(p.clone(), args.nic_mapping.clone())),
         None => cfg.agent.expectations,

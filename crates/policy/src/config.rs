@@ -334,3 +334,148 @@ mod tests {
         assert!(!glob_match("eth0", "eth01"));
     }
 }
+
+/// `[expect]`: preflight's own expected state, for nodes without an
+/// os-net-config file (or in addition to it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    /// `[[expect.interface]]` entries.
+    #[serde(default)]
+    pub interface: Vec<RawExpectedInterface>,
+}
+
+/// One `[[expect.interface]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpectedInterface {
+    /// Interface name.
+    pub name: toml::Spanned<String>,
+    /// `interface` (default), `linux_bond`, `vlan`, `linux_bridge`, `ovs_bridge`, `ovs_bond`.
+    pub kind: Option<toml::Spanned<String>>,
+    /// Addresses are leased (no UNEXPECTED_DHCP).
+    #[serde(default)]
+    pub dhcp: bool,
+    /// Static addresses, `192.0.2.10/24`.
+    #[serde(default)]
+    pub addresses: Vec<toml::Spanned<String>>,
+    /// The default route goes via this gateway on this interface.
+    pub default_gateway: Option<toml::Spanned<String>>,
+    /// MTU.
+    pub mtu: Option<toml::Spanned<i64>>,
+    /// Bond members.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Bond mode.
+    pub bond_mode: Option<toml::Spanned<String>>,
+    /// Bond miimon in ms.
+    pub miimon: Option<toml::Spanned<i64>>,
+}
+
+impl RawExpect {
+    /// Validates into expectations (`None` when the section is empty).
+    ///
+    /// # Errors
+    /// The first invalid value, with its key and why.
+    pub fn validate(
+        self,
+        prefix: &str,
+        source: &str,
+    ) -> Result<Option<crate::expect::Expectations>, ConfigError> {
+        use crate::expect::{Expected, Kind};
+        if self.interface.is_empty() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for (i, x) in self.interface.into_iter().enumerate() {
+            let key = |k: &str| format!("{prefix}.interface[{i}].{k}");
+            if x.name.get_ref().is_empty() || x.name.get_ref().len() > 15 {
+                return Err(ConfigError::at(
+                    key("name"),
+                    &x.name,
+                    "an interface name has 1 to 15 characters",
+                ));
+            }
+            let kind = match x.kind.as_ref().map(|k| k.get_ref().as_str()) {
+                None | Some("interface") => Kind::Interface,
+                Some("linux_bond") => Kind::LinuxBond,
+                Some("vlan") => Kind::Vlan,
+                Some("linux_bridge") => Kind::LinuxBridge,
+                Some("ovs_bridge") => Kind::OvsBridge,
+                Some("ovs_bond") => Kind::OvsBond,
+                Some(other) => {
+                    return Err(ConfigError::at(
+                        key("kind"),
+                        x.kind.as_ref().expect("matched Some"),
+                        format!("`{other}`: expected interface, linux_bond, vlan, linux_bridge, ovs_bridge or ovs_bond"),
+                    ))
+                }
+            };
+            let mut addresses = Vec::new();
+            for (j, a) in x.addresses.iter().enumerate() {
+                let parsed = a
+                    .get_ref()
+                    .split_once('/')
+                    .and_then(|(ip, len)| Some((ip.parse().ok()?, len.parse::<u8>().ok()?)));
+                addresses.push(parsed.ok_or_else(|| {
+                    ConfigError::at(
+                        format!("{}[{j}]", key("addresses")),
+                        a,
+                        format!("`{}` is not an address/prefix", a.get_ref()),
+                    )
+                })?);
+            }
+            let default_route = match &x.default_gateway {
+                Some(g) => Some(Some(g.get_ref().parse().map_err(|_| {
+                    ConfigError::at(
+                        key("default_gateway"),
+                        g,
+                        format!("`{}` is not an address", g.get_ref()),
+                    )
+                })?)),
+                None => None,
+            };
+            let mtu = match &x.mtu {
+                Some(m) => Some(
+                    u32::try_from(*m.get_ref())
+                        .ok()
+                        .filter(|v| (68..=65_536).contains(v))
+                        .ok_or_else(|| {
+                            ConfigError::at(key("mtu"), m, "must be an MTU from 68 to 65536")
+                        })?,
+                ),
+                None => None,
+            };
+            let bond_mode = match &x.bond_mode {
+                Some(m) => Some(preflight_model::BondMode::parse(m.get_ref()).ok_or_else(|| {
+                    ConfigError::at(key("bond_mode"), m, "expected balance-rr, active-backup, balance-xor, broadcast, 802.3ad, balance-tlb or balance-alb")
+                })?),
+                None => None,
+            };
+            let bond_miimon = match &x.miimon {
+                Some(m) => Some(
+                    u32::try_from(*m.get_ref())
+                        .map_err(|_| ConfigError::at(key("miimon"), m, "must be 0 or more"))?,
+                ),
+                None => None,
+            };
+            out.push(Expected {
+                name: x.name.into_inner(),
+                written_as: None,
+                kind,
+                dhcp: x.dhcp,
+                addresses,
+                default_route,
+                mtu,
+                members: x.members,
+                bond_mode,
+                bond_miimon,
+            });
+        }
+        Ok(Some(crate::expect::Expectations {
+            source: source.to_owned(),
+            interfaces: out,
+            unsupported: Vec::new(),
+        }))
+    }
+}

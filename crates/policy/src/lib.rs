@@ -298,6 +298,7 @@ fn lacp_rules(name: &str, bond: &preflight_model::Bond, ports: &[&Interface], ou
 pub struct Evaluator {
     config: PolicyConfig,
     expectations: Option<expect::Expectations>,
+    configured: Option<expect::Expectations>,
     expectations_error: Option<String>,
     probes: Vec<preflight_model::ProbeStatus>,
     first_seen: BTreeMap<(Code, String), SystemTime>,
@@ -312,6 +313,7 @@ impl Evaluator {
         Self {
             config,
             expectations: None,
+            configured: None,
             expectations_error: None,
             probes: Vec::new(),
             first_seen: BTreeMap::new(),
@@ -328,6 +330,12 @@ impl Evaluator {
     /// until cleared; the last good expectations stay in force meanwhile.
     pub fn set_expectations_error(&mut self, e: Option<String>) {
         self.expectations_error = e;
+    }
+
+    /// Sets the expectations of preflight's own configuration (`[expect]`),
+    /// checked in addition to a file's.
+    pub fn set_configured_expectations(&mut self, e: Option<expect::Expectations>) {
+        self.configured = e;
     }
 
     /// Sets the latest reachability probe results.
@@ -358,7 +366,7 @@ impl Evaluator {
     pub fn evaluate(&mut self, snap: &Snapshot, now: Instant, wall: SystemTime) -> Vec<Finding> {
         let flaps = self.update_flaps(snap, now);
         let mut raws = rules(snap, &self.config, &flaps);
-        if let Some(e) = &self.expectations {
+        for e in self.expectations.iter().chain(self.configured.iter()) {
             raws.extend(expect::rules(snap, e));
         }
         for p in self.probes.iter().filter(|p| p.failed) {
