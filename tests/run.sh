@@ -43,6 +43,9 @@ bash tests/observability.sh target/debug/preflight
 step "systemd units (verify, security)"
 bash tests/systemd.sh target/debug/preflight
 
+step "deployment files (kubernetes-validate, yamllint)"
+bash tests/deploy.sh
+
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 

@@ -277,10 +277,15 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, BadConfig> {
     // An explicit name must be valid here; the host name is checked only by
     // the commands that report under it (`agent`, `up`), so that `inspect`
     // still works on a host whose name is unusable, e.g. "(none)".
-    let node = a
-        .node
-        .as_ref()
-        .map_or_else(hostname, |n| n.get_ref().clone());
+    let node = a.node.as_ref().map_or_else(
+        || {
+            std::env::var("PREFLIGHT_NODE")
+                .ok()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(hostname)
+        },
+        |n| n.get_ref().clone(),
+    );
     if a.node.is_some() {
         preflight_aggregator::fleet::check_node_name(&node)
             .map_err(|e| cx.err("agent.node", a.node.as_ref(), e.to_string()))?;
