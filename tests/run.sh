@@ -46,6 +46,9 @@ bash tests/systemd.sh target/debug/preflight
 step "deployment files (kubernetes-validate, yamllint)"
 bash tests/deploy.sh
 
+step "Ansible (syntax, ansible-lint, preflight_gate against a real aggregator)"
+bash tests/ansible.sh target/debug/preflight
+
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 

@@ -1,0 +1,186 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: preflight contributors
+# Apache License 2.0
+"""Ansible module: ask a preflight aggregator whether a scope is go."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: preflight_gate
+short_description: Ask preflight whether the nodes of a scope may be updated
+description:
+  - Asks one or more preflight aggregators C(GET /v1/gate) for a label scope.
+  - With O(wait), keeps asking until the answer is go or O(timeout) passes.
+  - Fails the task on no-go (listing the blockers, worst first) unless
+    O(fail_on_no_go=false); always returns the ready and blocked nodes, so a
+    play can continue with the ready ones (C(--limit)) instead of hanging on
+    a degraded node.
+  - Fail-closed: an unreachable aggregator or an unreadable answer is never go.
+options:
+  servers:
+    description: Aggregator base URLs, tried in order.
+    type: list
+    elements: str
+    required: true
+  scope:
+    description: Label selector, for example C(role=compute); empty for every node.
+    type: str
+    default: ""
+  wait:
+    description: Keep asking until go or O(timeout).
+    type: bool
+    default: false
+  timeout:
+    description: Seconds to wait for go when O(wait) is set.
+    type: int
+    default: 600
+  interval:
+    description: Seconds between questions when O(wait) is set.
+    type: int
+    default: 5
+  fail_on_no_go:
+    description: Fail the task when the final answer is no-go.
+    type: bool
+    default: true
+  request_timeout:
+    description: Seconds for one HTTP request.
+    type: int
+    default: 5
+author:
+  - preflight contributors
+"""
+
+EXAMPLES = r"""
+- name: Stop before the update unless every compute node is go
+  preflight_gate:
+    servers: ["http://preflight.example.net:9100"]
+    scope: role=compute
+    wait: true
+    timeout: 900
+
+- name: Learn which nodes are ready, without failing
+  preflight_gate:
+    servers: ["http://preflight.example.net:9100"]
+    scope: role=compute
+    fail_on_no_go: false
+  register: gate
+"""
+
+RETURN = r"""
+verdict:
+  description: C(go), C(no-go), or C(undecided) when no aggregator answered.
+  type: str
+  returned: always
+ready:
+  description: Nodes that are go.
+  type: list
+  elements: str
+  returned: always
+blocked:
+  description: Nodes that are not go.
+  type: list
+  elements: str
+  returned: always
+blockers:
+  description: Why, worst first (node, code, subject, message, since).
+  type: list
+  elements: dict
+  returned: always
+waived:
+  description: Waivers that turned a blocker into go.
+  type: list
+  elements: dict
+  returned: always
+"""
+
+import json
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.six.moves.urllib.parse import quote
+from ansible.module_utils.urls import open_url
+from ansible.module_utils.six.moves.urllib.error import HTTPError
+
+
+def ask(servers, scope, request_timeout):
+    """Returns (answer, error). answer is the parsed body or None."""
+    errors = []
+    for server in servers:
+        url = "%s/v1/gate?scope=%s" % (server.rstrip("/"), quote(scope, safe=""))
+        try:
+            resp = open_url(url, method="GET", timeout=request_timeout)
+            status, body = resp.getcode(), resp.read()
+        except HTTPError as e:
+            status, body = e.code, e.read()
+        except Exception as e:  # pylint: disable=broad-except
+            errors.append("%s: %s" % (server, e))
+            continue
+        if status in (200, 503):
+            try:
+                answer = json.loads(body)
+            except ValueError as e:
+                errors.append("%s: unreadable answer: %s" % (server, e))
+                continue
+            # Status and body must agree, or the answer is not trusted.
+            if (answer.get("verdict") == "go") != (status == 200):
+                errors.append("%s: HTTP %d disagrees with verdict %r" % (server, status, answer.get("verdict")))
+                continue
+            return answer, None
+        if 400 <= status < 500:
+            try:
+                message = json.loads(body).get("message", "")
+            except ValueError:
+                message = body
+            return None, "refused: %s: HTTP %d: %s" % (server, status, message)
+        errors.append("%s: HTTP %d" % (server, status))
+    return None, "; ".join(errors)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            servers=dict(type="list", elements="str", required=True),
+            scope=dict(type="str", default=""),
+            wait=dict(type="bool", default=False),
+            timeout=dict(type="int", default=600),
+            interval=dict(type="int", default=5),
+            fail_on_no_go=dict(type="bool", default=True),
+            request_timeout=dict(type="int", default=5),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    deadline = time.time() + p["timeout"]
+    while True:
+        answer, error = ask(p["servers"], p["scope"], p["request_timeout"])
+        if error and error.startswith("refused"):
+            module.fail_json(msg="preflight gate: %s" % error, verdict="undecided", ready=[], blocked=[], blockers=[], waived=[])
+        go = answer is not None and answer.get("verdict") == "go"
+        if go or not p["wait"] or time.time() + p["interval"] > deadline:
+            break
+        time.sleep(p["interval"])
+    if answer is None:
+        module.fail_json(
+            msg="preflight gate: could not decide (treat as no-go): %s" % error,
+            verdict="undecided", ready=[], blocked=[], blockers=[], waived=[],
+        )
+    result = dict(
+        changed=False,
+        verdict=answer["verdict"],
+        ready=answer.get("ready", []),
+        blocked=answer.get("blocked", []),
+        blockers=answer.get("blockers", []),
+        waived=answer.get("waived", []),
+    )
+    if not go and p["fail_on_no_go"]:
+        lines = ["%s %s %s: %s" % (b.get("node"), b.get("code"), b.get("subject"), b.get("message")) for b in result["blockers"]]
+        module.fail_json(msg="preflight gate: no-go for scope %r: %s" % (p["scope"], "; ".join(lines)), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
