@@ -49,6 +49,9 @@ bash tests/deploy.sh
 step "Ansible (syntax, ansible-lint, preflight_gate against a real aggregator)"
 bash tests/ansible.sh target/debug/preflight
 
+step "Debian package (build, install, units load, remove)"
+bash tests/package.sh target/debug/preflight
+
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 

@@ -75,6 +75,13 @@ Fail-closed: an unreachable aggregator or an answer that does not parse exits 2,
 
 #[derive(Subcommand)]
 enum DebugCommand {
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of preflight.
+    Man,
     /// Write the raw rtnetlink dump (links, addresses, routes) of this network
     /// namespace to a file; the format of preflight's test fixtures.
     Capture {
@@ -142,6 +149,28 @@ fn main() -> ExitCode {
             Command::Aggregator(args) => services::aggregator(args).await,
             Command::Up(args) => services::up(args).await,
             Command::Debug(DebugCommand::Capture { out }) => debug_capture(&out).await,
+            Command::Debug(DebugCommand::Completions { shell }) => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                let mut buf = Vec::new();
+                clap_complete::generate(shell, &mut cmd, "preflight", &mut buf);
+                emit(&String::from_utf8_lossy(&buf));
+                EXIT_GO
+            }
+            Command::Debug(DebugCommand::Man) => {
+                let mut buf = Vec::new();
+                match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                    .render(&mut buf)
+                {
+                    Ok(()) => {
+                        emit(&String::from_utf8_lossy(&buf));
+                        EXIT_GO
+                    }
+                    Err(e) => {
+                        eprintln!("preflight: {e}");
+                        EXIT_UNDECIDED
+                    }
+                }
+            }
             Command::Debug(DebugCommand::Decode { file }) => debug_decode(&file),
         }
     });
