@@ -52,6 +52,9 @@ bash tests/ansible.sh target/debug/preflight
 step "Debian package (build, install, units load, remove)"
 bash tests/package.sh target/debug/preflight
 
+step "benchmarks, short smoke pass (figures printed, nothing asserted on time)"
+bash tests/bench-smoke.sh target/debug/preflight-bench target/debug/preflight
+
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# A short pass of every benchmark so they never rot. Prints figures; asserts
+# nothing about time (the figures in docs/benchmarks.md come from full runs
+# of release builds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bench=${1:-target/debug/preflight-bench}
+bin=${2:-target/debug/preflight}
+command -v prometheus-node-exporter >/dev/null || {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus-node-exporter
+}
+# The Debian package starts a node_exporter service where systemd runs; the
+# bench starts its own inside a namespace.
+"$bench" netns-latency --toggles 20 --reps 1
+"$bench" watch-rss --bin "$bin" --reps 1 --seconds 1
+"$bench" footprint --bin "$bin" --reps 1 --idle 2 --storm 2 --scrapes 20
+"$bench" aggregator-load --bin "$bin" --nodes 500 --seconds 3 --reps 1
+"$bench" vm-latency --bin "$bin" --pulls 2 --boots 1
+echo "bench smoke: ok"
