@@ -37,6 +37,8 @@ pub struct Vm {
     next_id: u32,
     /// Host port forwarded to the guest, if requested.
     pub host_port: Option<u16>,
+    /// Host port forwarded to the guest's port 9100 (first NIC).
+    pub host_port_9100: Option<u16>,
 }
 
 /// What to boot.
@@ -161,15 +163,16 @@ impl Vm {
             );
         }
         // The binary's shared libraries (glibc, libgcc_s) from this host.
-        let ldd = run_ok(
-            Command::new("ldd").arg(crate::preflight_bin()),
-            "ldd preflight",
-        );
-        for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
-            let dst = root.join(lib.trim_start_matches('/'));
-            if !dst.exists() {
-                std::fs::create_dir_all(dst.parent().expect("lib dir")).expect("mkdir lib");
-                std::fs::copy(lib, &dst).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
+        let mut bins = vec![crate::preflight_bin()];
+        bins.extend(spec.extra_bins.iter().cloned());
+        for b in &bins {
+            let ldd = run_ok(Command::new("ldd").arg(b), "ldd");
+            for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
+                let dst = root.join(lib.trim_start_matches('/'));
+                if !dst.exists() {
+                    std::fs::create_dir_all(dst.parent().expect("lib dir")).expect("mkdir lib");
+                    std::fs::copy(lib, &dst).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
+                }
             }
         }
         std::fs::write(root.join("init"), INIT).expect("write init");
@@ -208,6 +211,7 @@ impl Vm {
         .arg("-monitor")
         .arg(format!("unix:{},server,nowait", mon.display()));
         let mut host_port = None;
+        let mut host_port_9100 = None;
         for n in 0..spec.nics {
             let mut netdev = format!("user,id=n{n},restrict=on");
             if n == 0 {
@@ -217,6 +221,9 @@ impl Vm {
                 let hp = free_port();
                 netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{hp}-:9101"));
                 host_port = Some(hp);
+                let hp2 = free_port();
+                netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{hp2}-:9100"));
+                host_port_9100 = Some(hp2);
             }
             cmd.arg("-netdev").arg(netdev);
             cmd.arg("-device").arg(format!(
@@ -258,6 +265,7 @@ impl Vm {
             dir,
             next_id: 0,
             host_port,
+            host_port_9100,
         };
         vm.wait_line(
             |l| l.ends_with("@@READY"),

@@ -9,6 +9,7 @@
 
 mod footprint;
 mod load;
+mod vm_compare;
 mod vm_latency;
 
 use std::process::Command;
@@ -273,6 +274,31 @@ fn main() {
                 println!(
                     "  {label:<26} preflight {:.3} ({:.3}..{:.3})  node_exporter {:.3} ({:.3}..{:.3})  ratio {:.1}x",
                     a.0, a.1, a.2, b.0, b.1, b.2, b.0 / a.0
+                );
+            }
+        }
+        Some("vm-compare") => {
+            let bin = args
+                .iter()
+                .position(|a| a == "--bin")
+                .and_then(|i| args.get(i + 1).cloned())
+                .unwrap_or_else(|| "target/release/preflight".into());
+            let bin = std::fs::canonicalize(&bin).map_or(bin, |p| p.display().to_string());
+            let intervals: String = arg(&args, "--intervals", "1,15".to_string());
+            let pulls: String = arg(&args, "--pulls", "30,10".to_string());
+            let plan: Vec<(u64, usize)> = intervals
+                .split(',')
+                .filter_map(|i| i.parse().ok())
+                .zip(pulls.split(',').filter_map(|p| p.parse().ok()))
+                .collect();
+            println!("cable pull -> no-go: preflight gate vs Prometheus alert on node_exporter (bonding), one VM boot:");
+            for (interval, pre, pro) in vm_compare::run(&bin, &plan) {
+                let (a50, a99, amin, amax) = stats(pre.clone());
+                let (b50, b99, bmin, bmax) = stats(pro.clone());
+                println!(
+                    "  Prometheus scrape+eval {interval:>2} s, {} pulls: preflight median {a50:.0} ms p99 {a99:.0} (min {amin:.0} max {amax:.0}) | prometheus median {b50:.0} ms p99 {b99:.0} (min {bmin:.0} max {bmax:.0}) | ratio of medians {:.0}x",
+                    pre.len(),
+                    b50 / a50
                 );
             }
         }

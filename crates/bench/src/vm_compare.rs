@@ -1,0 +1,231 @@
+//! Detection latency, cable pull -> "do not update", preflight versus what
+//! operators run today, in one VM boot, side by side:
+//!
+//! - preflight: the agent in the guest pushes to an aggregator on the host
+//!   (through qemu's guestfwd); the bench polls the gate until it is no-go
+//!   with BOND_PORT_DOWN.
+//! - node_exporter (bonding collector) in the same guest, scraped by a
+//!   Prometheus on the host (through hostfwd) with the rule
+//!   `node_bonding_active < node_bonding_slaves`; the bench polls the
+//!   Prometheus alerts API until the alert fires.
+//!
+//! Both clocks start when the monitor command is sent. Traffic stays on the
+//! host's loopback and inside the VM.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use preflight_agent::Client;
+use preflight_tests::vm::{Vm, VmSpec};
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn prometheus(dir: &std::path::Path, interval: u64, target: u16) -> (Kill, u16) {
+    let port = free_port();
+    let timeout_ms = (interval * 1000).saturating_sub(100).min(10_000);
+    std::fs::write(
+        dir.join("rules.yml"),
+        "groups:\n  - name: bonding\n    rules:\n      - alert: BondDegraded\n        expr: node_bonding_active < node_bonding_slaves\n",
+    )
+    .expect("rules");
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: {interval}s\n  evaluation_interval: {interval}s\n  scrape_timeout: {timeout_ms}ms\nrule_files: [\"{}\"]\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [\"127.0.0.1:{target}\"]\n",
+            dir.join("rules.yml").display()
+        ),
+    )
+    .expect("config");
+    let _ = std::fs::remove_dir_all(dir.join(format!("tsdb-{interval}")));
+    let child = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join(format!("tsdb-{interval}")).display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn prometheus (apt-get install prometheus)");
+    (Kill(child), port)
+}
+
+async fn gate_blocked(client: &Client, agg: u16) -> Option<bool> {
+    let (_, body) = client
+        .request(
+            Method::GET,
+            &format!("http://127.0.0.1:{agg}/v1/gate"),
+            None,
+            None,
+        )
+        .await
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    Some(
+        v["blockers"]
+            .as_array()?
+            .iter()
+            .any(|b| b["code"] == "BOND_PORT_DOWN"),
+    )
+}
+
+async fn alert_firing(client: &Client, prom: u16) -> Option<bool> {
+    let (_, body) = client
+        .request(
+            Method::GET,
+            &format!("http://127.0.0.1:{prom}/api/v1/alerts"),
+            None,
+            None,
+        )
+        .await
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    Some(
+        v["data"]["alerts"]
+            .as_array()?
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "BondDegraded" && a["state"] == "firing"),
+    )
+}
+
+async fn node_up(client: &Client, prom: u16) -> bool {
+    let url = format!("http://127.0.0.1:{prom}/api/v1/query?query=node_bonding_slaves");
+    let Ok((_, body)) = client.request(Method::GET, &url, None, None).await else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .is_some_and(|v| {
+            v["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        })
+}
+
+/// Runs the comparison: `(interval seconds, pulls)` for each Prometheus
+/// interval; returns per interval (preflight ms, prometheus ms) samples.
+#[allow(clippy::too_many_lines)]
+pub fn run(preflight: &str, plan: &[(u64, usize)]) -> Vec<(u64, Vec<f64>, Vec<f64>)> {
+    std::env::set_var("PREFLIGHT_BIN", preflight);
+    let ne = which("prometheus-node-exporter");
+    let dir = std::env::temp_dir().join(format!("pf-cmp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let agg_port = free_port();
+    std::fs::write(
+        dir.join("agg.toml"),
+        format!("[aggregator]\nlisten = \"127.0.0.1:{agg_port}\"\ndatabase = \"{}\"\nauth = \"none\"\nsettle = \"0s\"\nttl = \"30s\"\n", dir.join("cmp.db").display()),
+    )
+    .expect("agg config");
+    let _agg = Kill(
+        Command::new(preflight)
+            .args(["aggregator", "-c"])
+            .arg(dir.join("agg.toml"))
+            .env("PREFLIGHT_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn aggregator"),
+    );
+    let mut vm = Vm::boot(&VmSpec {
+        guestfwd_port: Some(agg_port),
+        extra_bins: vec![ne],
+        ..VmSpec::default()
+    });
+    vm.sh("/sbin/ip link add bond0 type bond mode active-backup miimon 100 && /sbin/ip link set eth0 down && /sbin/ip link set eth1 down && /sbin/ip link set eth0 master bond0 && /sbin/ip link set eth1 master bond0 && /sbin/ip link set eth0 up && /sbin/ip link set eth1 up && /sbin/ip link set bond0 up && /sbin/ip addr add 10.0.2.15/24 dev bond0 && sleep 1");
+    vm.sh(&format!(
+        "printf '[agent]\\nnode = \"vm\"\\naggregators = [\"http://10.0.2.100:{agg_port}\"]\\nheartbeat = \"2s\"\\nlisten = \"0.0.0.0:9101\"\\nprobe_gateways = false\\n' > /tmp/agent.toml"
+    ));
+    vm.sh("PREFLIGHT_LOG=error preflight agent -c /tmp/agent.toml > /dev/null 2>&1 &");
+    vm.sh("prometheus-node-exporter --collector.disable-defaults --collector.bonding --web.listen-address=0.0.0.0:9100 > /dev/null 2>&1 &");
+    let ne_port = vm.host_port_9100.expect("hostfwd to 9100");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let mut results = Vec::new();
+    for &(interval, pulls) in plan {
+        let (prom, prom_port) = prometheus(&dir, interval, ne_port);
+        let samples = rt.block_on(async {
+            let client = Client::new(Duration::from_secs(2));
+            let deadline = Instant::now() + Duration::from_secs(60 + 3 * interval);
+            while !(node_up(&client, prom_port).await
+                && gate_blocked(&client, agg_port).await == Some(false))
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "prometheus never scraped node_exporter or the gate never became clean"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let mut pre = Vec::new();
+            let mut pro = Vec::new();
+            for i in 0..pulls {
+                // Clean start: both say healthy.
+                let deadline = Instant::now() + Duration::from_secs(120 + 4 * interval);
+                while !(gate_blocked(&client, agg_port).await == Some(false)
+                    && alert_firing(&client, prom_port).await == Some(false))
+                {
+                    assert!(Instant::now() < deadline, "did not return to healthy");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let t0 = Instant::now();
+                vm.set_link(1, false);
+                let (mut a, mut b) = (None, None);
+                let limit = Instant::now() + Duration::from_secs(30 + 4 * interval);
+                while (a.is_none() || b.is_none()) && Instant::now() < limit {
+                    if a.is_none() && gate_blocked(&client, agg_port).await == Some(true) {
+                        a = Some(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    if b.is_none() && alert_firing(&client, prom_port).await == Some(true) {
+                        b = Some(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let (a, b) = (
+                    a.expect("preflight never said no-go"),
+                    b.expect("prometheus never fired"),
+                );
+                eprintln!(
+                    "  interval {interval}s pull {}: preflight {a:.0} ms, prometheus {b:.0} ms",
+                    i + 1
+                );
+                pre.push(a);
+                pro.push(b);
+                vm.set_link(1, true);
+            }
+            (pre, pro)
+        });
+        drop(prom);
+        results.push((interval, samples.0, samples.1));
+    }
+    vm.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    results
+}
+
+fn which(name: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.exists())
+        })
+        .unwrap_or_else(|| panic!("{name} not found: apt-get install prometheus-node-exporter"))
+}
