@@ -176,6 +176,7 @@ pub fn run(preflight: &str, plan: &[(u64, usize)]) -> Vec<(u64, Vec<f64>, Vec<f6
             }
             let mut pre = Vec::new();
             let mut pro = Vec::new();
+            let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ interval;
             for i in 0..pulls {
                 // Clean start: both say healthy.
                 let deadline = Instant::now() + Duration::from_secs(120 + 4 * interval);
@@ -185,6 +186,11 @@ pub fn run(preflight: &str, plan: &[(u64, usize)]) -> Vec<(u64, Vec<f64>, Vec<f6
                     assert!(Instant::now() < deadline, "did not return to healthy");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                // Pull at a random phase of the scrape/evaluation cycle (a
+                // pull right after the alert cleared would always land just
+                // after an evaluation and measure the worst case).
+                let phase = Duration::from_millis(rand_below(&mut seed, interval * 1000));
+                tokio::time::sleep(phase).await;
                 let t0 = Instant::now();
                 vm.set_link(1, false);
                 let (mut a, mut b) = (None, None);
@@ -228,4 +234,12 @@ fn which(name: &str) -> std::path::PathBuf {
                 .find(|p| p.exists())
         })
         .unwrap_or_else(|| panic!("{name} not found: apt-get install prometheus-node-exporter"))
+}
+
+/// xorshift64: a uniformly distributed phase in [0, n) milliseconds.
+fn rand_below(state: &mut u64, n: u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state % n.max(1)
 }
