@@ -200,6 +200,17 @@ fn watch_rss(bin: &str, seconds: u64, reps: usize) {
     println!("preflight inspect --watch idle RSS (52 links), {reps} runs: median {p50:.2} MiB (spread {min:.2}..{max:.2})");
 }
 
+/// `--bin PATH` (default target/release/preflight), made absolute so that it
+/// also works from inside a namespace or after a chdir.
+fn bin_arg(args: &[String]) -> String {
+    let bin = args
+        .iter()
+        .position(|a| a == "--bin")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "target/release/preflight".into());
+    std::fs::canonicalize(&bin).map_or(bin, |p| p.display().to_string())
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()
         .position(|a| a == name)
@@ -215,20 +226,11 @@ fn main() {
             netns_latency(arg(&args, "--toggles", 200), arg(&args, "--reps", 5))
         }
         Some("watch-rss") => {
-            let bin = args
-                .iter()
-                .position(|a| a == "--bin")
-                .and_then(|i| args.get(i + 1).cloned())
-                .unwrap_or_else(|| "target/release/preflight".into());
+            let bin = bin_arg(&args);
             watch_rss(&bin, arg(&args, "--seconds", 5), arg(&args, "--reps", 5));
         }
         Some("footprint") => {
-            let bin = args
-                .iter()
-                .position(|a| a == "--bin")
-                .and_then(|i| args.get(i + 1).cloned())
-                .unwrap_or_else(|| "target/release/preflight".into());
-            let bin = std::fs::canonicalize(&bin).map_or(bin, |p| p.display().to_string());
+            let bin = bin_arg(&args);
             let reps = arg(&args, "--reps", 5);
             let idle = Duration::from_secs(arg(&args, "--idle", 30));
             let storm = Duration::from_secs(arg(&args, "--storm", 15));
@@ -278,12 +280,7 @@ fn main() {
             }
         }
         Some("vm-compare") => {
-            let bin = args
-                .iter()
-                .position(|a| a == "--bin")
-                .and_then(|i| args.get(i + 1).cloned())
-                .unwrap_or_else(|| "target/release/preflight".into());
-            let bin = std::fs::canonicalize(&bin).map_or(bin, |p| p.display().to_string());
+            let bin = bin_arg(&args);
             let intervals: String = arg(&args, "--intervals", "1,15".to_string());
             let pulls: String = arg(&args, "--pulls", "30,10".to_string());
             let plan: Vec<(u64, usize)> = intervals
@@ -307,23 +304,14 @@ fn main() {
             args.get(3).map_or("eth1", String::as_str),
         ),
         Some("vm-latency") => {
-            let bin = args
-                .iter()
-                .position(|a| a == "--bin")
-                .and_then(|i| args.get(i + 1).cloned())
-                .unwrap_or_else(|| "target/release/preflight".into());
-            let bin = std::fs::canonicalize(&bin).map_or(bin, |p| p.display().to_string());
+            let bin = bin_arg(&args);
             let pulls = arg(&args, "--pulls", 30);
             let boots = arg(&args, "--boots", 3);
             let runs: Vec<_> = (0..boots).map(|_| vm_latency::run(&bin, pulls)).collect();
             vm_latency::report(&runs);
         }
         Some("aggregator-load") => {
-            let bin = args
-                .iter()
-                .position(|a| a == "--bin")
-                .and_then(|i| args.get(i + 1).cloned())
-                .unwrap_or_else(|| "target/release/preflight".into());
+            let bin = bin_arg(&args);
             let nodes_list: String = arg(&args, "--nodes", "10000,100000".to_string());
             let seconds = arg(&args, "--seconds", 20);
             let reps = arg(&args, "--reps", 3);
