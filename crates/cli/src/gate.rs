@@ -424,6 +424,25 @@ fn api_message(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
 
+/// Exit code and message for a waiver request that did not succeed: the
+/// aggregator refusing it (4xx) is a usage error, anything else undecided.
+fn waive_failed(r: Result<(StatusCode, bytes::Bytes), String>) -> u8 {
+    match r {
+        Ok((s, b)) => {
+            eprintln!("preflight waive: HTTP {s}: {}", api_message(&b));
+            if s.is_client_error() {
+                EXIT_USAGE
+            } else {
+                EXIT_UNDECIDED
+            }
+        }
+        Err(e) => {
+            eprintln!("preflight waive: {e}");
+            EXIT_UNDECIDED
+        }
+    }
+}
+
 pub async fn waive(args: WaiveArgs) -> u8 {
     match args.action {
         WaiveAction::Add {
@@ -470,18 +489,7 @@ pub async fn waive(args: WaiveArgs) -> u8 {
                         EXIT_UNDECIDED
                     }
                 },
-                Ok((s, b)) => {
-                    eprintln!("preflight waive: HTTP {s}: {}", api_message(&b));
-                    if s.is_client_error() {
-                        EXIT_USAGE
-                    } else {
-                        EXIT_UNDECIDED
-                    }
-                }
-                Err(e) => {
-                    eprintln!("preflight waive: {e}");
-                    EXIT_UNDECIDED
-                }
+                other => waive_failed(other),
             }
         }
         WaiveAction::List { server, json } => {
@@ -540,18 +548,7 @@ pub async fn waive(args: WaiveArgs) -> u8 {
                     emit(&format!("waiver #{id} removed\n"));
                     EXIT_GO
                 }
-                Ok((s, b)) => {
-                    eprintln!("preflight waive: HTTP {s}: {}", api_message(&b));
-                    if s.is_client_error() {
-                        EXIT_USAGE
-                    } else {
-                        EXIT_UNDECIDED
-                    }
-                }
-                Err(e) => {
-                    eprintln!("preflight waive: {e}");
-                    EXIT_UNDECIDED
-                }
+                other => waive_failed(other),
             }
         }
     }
