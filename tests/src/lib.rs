@@ -10,6 +10,17 @@ pub mod vm;
 
 use std::path::PathBuf;
 
+/// A child process killed and reaped when the test ends, also when it
+/// panics, so that a failed test leaves no daemon behind.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The workspace root.
 #[must_use]
 pub fn workspace() -> PathBuf {

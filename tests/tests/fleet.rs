@@ -2,23 +2,15 @@
 //! push to a real aggregator in a hub namespace over veth + bridge; the
 //! `preflight gate` CLI asks. Traffic stays inside namespaces this test made.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use preflight_tests::netns::Netns;
-use preflight_tests::preflight_bin;
+use preflight_tests::{preflight_bin, Proc};
 use serde_json::Value;
 
 const AGG: &str = "http://192.0.2.1:9100";
 const ADMIN: &str = "admin-secret";
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Fleet {
     hub: Netns,

@@ -434,8 +434,10 @@ fn baseline_before_and_after_reports_every_difference() {
 }
 
 /// Reachability: the agent probes the configured default gateway through its
-/// interface; the gateway stops answering (links stay up) -> REACHABILITY_FAILED;
-/// it answers again -> recovery.
+/// interface by ICMP and by ARP. The gateway drops ICMP echo -> only the ICMP
+/// probe fails (ARP still answers: the path is there, a filter is not); the
+/// gateway loses its address (links stay up) -> both fail, REACHABILITY_FAILED;
+/// it answers again -> recovery of both.
 #[test]
 fn agent_probe_reports_reachability_failed_and_recovery() {
     let node = Netns::new("pnode");
@@ -462,14 +464,15 @@ fn agent_probe_reports_reachability_failed_and_recovery() {
         ),
     )
     .expect("config");
-    let mut agent = node
-        .command(preflight_bin())
-        .args(["agent", "--config"])
-        .arg(dir.join("agent.toml"))
-        .env("PREFLIGHT_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn agent");
+    let _agent = preflight_tests::Proc(
+        node.command(preflight_bin())
+            .args(["agent", "--config"])
+            .arg(dir.join("agent.toml"))
+            .env("PREFLIGHT_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn agent"),
+    );
     let report = || -> Option<Value> {
         let out = node
             .command("curl")
@@ -494,24 +497,63 @@ fn agent_probe_reports_reachability_failed_and_recovery() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    let failed = |v: &Value| {
+    const ICMP: &str = "icmp 192.0.2.1 via up0";
+    const ARP: &str = "arp 192.0.2.1 via up0";
+    let failed = |v: &Value, target: &str| {
         v["findings"].as_array().is_some_and(|f| {
-            f.iter().any(|f| {
-                f["code"] == "REACHABILITY_FAILED" && f["subject"] == "icmp 192.0.2.1 via up0"
+            f.iter()
+                .any(|f| f["code"] == "REACHABILITY_FAILED" && f["subject"] == target)
+        })
+    };
+    let answered = |v: &Value, target: &str| {
+        v["probes"].as_array().is_some_and(|p| {
+            p.iter().any(|p| {
+                p["target"] == target && p["failed"] == false && p["consecutive_failures"] == 0
             })
         })
     };
-    let v = wait("probe of the gateway ok", &|v| {
-        v["probes"].as_array().is_some_and(|p| {
-            p.iter()
-                .any(|p| p["target"] == "icmp 192.0.2.1 via up0" && p["rtt_ms"].is_number())
-        })
+    let v = wait("ICMP and ARP probes of the gateway ok", &|v| {
+        answered(v, ICMP) && answered(v, ARP)
     });
-    assert!(!failed(&v), "{v:#}");
-    // The gateway stops answering; every link stays up.
-    gw.ip("addr del 192.0.2.1/24 dev gp0");
-    let v = wait("REACHABILITY_FAILED", &|v| failed(v));
+    assert!(!failed(&v, ICMP) && !failed(&v, ARP), "{v:#}");
+    let arp = v["probes"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["target"] == ARP))
+        .expect("ARP probe in the report");
+    assert!(arp["rtt_ms"].as_f64().is_some_and(|r| r > 0.0), "{arp}");
+    // The gateway drops ICMP echo: only the ICMP probe fails.
+    gw.command("sysctl")
+        .args(["-qw", "net.ipv4.icmp_echo_ignore_all=1"])
+        .status()
+        .expect("sysctl");
+    let v = wait("ICMP failed, ARP still answered", &|v| {
+        failed(v, ICMP) && answered(v, ARP)
+    });
+    assert!(!failed(&v, ARP), "{v:#}");
     assert_eq!(v["verdict"], "no-go");
+    gw.command("sysctl")
+        .args(["-qw", "net.ipv4.icmp_echo_ignore_all=0"])
+        .status()
+        .expect("sysctl");
+    wait("ICMP recovered", &|v| {
+        !failed(v, ICMP) && v["verdict"] == "go"
+    });
+    // The gateway stops answering anything; every link stays up.
+    gw.ip("addr del 192.0.2.1/24 dev gp0");
+    let v = wait("REACHABILITY_FAILED for ICMP and ARP", &|v| {
+        failed(v, ICMP) && failed(v, ARP)
+    });
+    assert_eq!(v["verdict"], "no-go");
+    let arp = v["probes"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["target"] == ARP))
+        .expect("ARP probe in the report");
+    assert!(
+        arp["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no ARP reply")),
+        "{arp}"
+    );
     assert!(
         v["findings"]
             .as_array()
@@ -521,10 +563,10 @@ fn agent_probe_reports_reachability_failed_and_recovery() {
         "links are up: {v:#}"
     );
     gw.ip("addr add 192.0.2.1/24 dev gp0");
-    let v = wait("recovery", &|v| !failed(v) && v["verdict"] == "go");
-    assert_eq!(v["probes"][0]["failed"], false);
-    let _ = agent.kill();
-    let _ = agent.wait();
+    let v = wait("recovery", &|v| {
+        !failed(v, ICMP) && !failed(v, ARP) && v["verdict"] == "go"
+    });
+    assert!(answered(&v, ICMP) && answered(&v, ARP), "{v:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

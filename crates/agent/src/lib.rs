@@ -59,12 +59,16 @@ pub struct AgentConfig {
     pub probes: Vec<preflight_probe::Target>,
     /// Also probe the default gateway of each expected interface, through it.
     pub probe_gateways: bool,
+    /// With `probe_gateways`, also probe each IPv4 gateway by ARP (needs
+    /// CAP_NET_RAW): the gateway must answer ARP even when it drops ICMP.
+    pub probe_gateways_arp: bool,
     /// Probe timing and thresholds.
     pub probe: preflight_probe::ProbeConfig,
 }
 
 /// The probe targets: configured ones, each expected default gateway via
-/// its interface, and each aggregator given by IP address (TCP).
+/// its interface (ICMP, and ARP for IPv4), and each aggregator given by IP
+/// address (TCP).
 #[must_use]
 pub fn probe_targets(
     cfg: &AgentConfig,
@@ -78,6 +82,12 @@ pub fn probe_targets(
                     addr: gw,
                     device: Some(x.name.clone()),
                 });
+                if let (true, std::net::IpAddr::V4(addr)) = (cfg.probe_gateways_arp, gw) {
+                    t.push(preflight_probe::Target::Arp {
+                        addr,
+                        device: x.name.clone(),
+                    });
+                }
             }
         }
         for a in &cfg.aggregators {
@@ -86,7 +96,8 @@ pub fn probe_targets(
             }
         }
     }
-    t.dedup();
+    let mut seen = std::collections::HashSet::new();
+    t.retain(|x| seen.insert(x.to_string()));
     t
 }
 

@@ -48,6 +48,7 @@ struct RawAgent {
     #[serde(default)]
     probes: Vec<Spanned<String>>,
     probe_gateways: Option<bool>,
+    probe_gateways_arp: Option<bool>,
     probe_interval: Option<Spanned<String>>,
     probe_timeout: Option<Spanned<String>>,
     probe_fail_after: Option<Spanned<i64>>,
@@ -338,6 +339,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, BadConfig> {
             })
             .collect::<Result<Vec<_>, _>>()?,
         probe_gateways: a.probe_gateways.unwrap_or(true),
+        probe_gateways_arp: a.probe_gateways_arp.unwrap_or(true),
         configured_expectations: configured,
         probe: preflight_probe::ProbeConfig {
             interval: cx.duration(

@@ -1,14 +1,18 @@
 //! Reachability probes bound to an interface (SO_BINDTODEVICE), so that a
 //! working bond cannot hide a dead path: ICMP echo (unprivileged ICMP socket
 //! where `net.ipv4.ping_group_range` allows, raw socket with CAP_NET_RAW
-//! otherwise) and TCP connect. Each target keeps a window of results: loss,
+//! otherwise), TCP connect, and ARP for on-link IPv4 targets (packet socket,
+//! CAP_NET_RAW). Each target keeps a window of results: loss,
 //! mean round trip, and a failed state entered after `fail_after`
 //! consecutive failures and left after `recover_after` consecutive successes.
 
 #![warn(missing_docs)]
 
+mod arp;
+mod packet;
+
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use preflight_model::ProbeStatus;
@@ -32,6 +36,13 @@ pub enum Target {
         /// Interface to bind to.
         device: Option<String>,
     },
+    /// ARP request to an on-link IPv4 address out of one interface.
+    Arp {
+        /// Address.
+        addr: Ipv4Addr,
+        /// Interface the request leaves by (required: ARP is per link).
+        device: String,
+    },
 }
 
 impl std::fmt::Display for Target {
@@ -39,6 +50,7 @@ impl std::fmt::Display for Target {
         let (kind, addr, dev) = match self {
             Self::Icmp { addr, device } => ("icmp", addr.to_string(), device),
             Self::Tcp { addr, device } => ("tcp", addr.to_string(), device),
+            Self::Arp { addr, device } => return write!(f, "arp {addr} via {device}"),
         };
         write!(f, "{kind} {addr}")?;
         if let Some(d) = dev {
@@ -50,13 +62,16 @@ impl std::fmt::Display for Target {
 
 /// A target that cannot be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("probe target `{0}`: expected icmp:ADDRESS[@DEVICE] or tcp:ADDRESS:PORT[@DEVICE]")]
+#[error(
+    "probe target `{0}`: expected icmp:ADDRESS[@DEVICE], tcp:ADDRESS:PORT[@DEVICE] or arp:IPV4@DEVICE"
+)]
 pub struct BadTarget(pub String);
 
 impl std::str::FromStr for Target {
     type Err = BadTarget;
 
-    /// `icmp:192.0.2.1@bond0`, `tcp:10.0.0.5:9100`, `tcp:[2001:db8::1]:22@eth0`.
+    /// `icmp:192.0.2.1@bond0`, `tcp:10.0.0.5:9100`, `tcp:[2001:db8::1]:22@eth0`,
+    /// `arp:192.0.2.1@bond0`.
     fn from_str(s: &str) -> Result<Self, BadTarget> {
         let bad = || BadTarget(s.to_owned());
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
@@ -73,6 +88,10 @@ impl std::str::FromStr for Target {
             "tcp" => Ok(Self::Tcp {
                 addr: addr.parse().map_err(|_| bad())?,
                 device,
+            }),
+            "arp" => Ok(Self::Arp {
+                addr: addr.parse().map_err(|_| bad())?,
+                device: device.ok_or_else(bad)?,
             }),
             _ => Err(bad()),
         }
@@ -221,6 +240,7 @@ pub async fn probe_once(t: &Target, seq: u16, timeout: Duration) -> Result<Durat
     match t {
         Target::Icmp { addr, device } => icmp(*addr, device.as_ref(), seq, timeout).await,
         Target::Tcp { addr, device } => tcp(*addr, device.as_ref(), timeout).await,
+        Target::Arp { addr, device } => arp::probe(*addr, device, timeout).await,
     }
 }
 
@@ -378,6 +398,21 @@ mod tests {
         assert!("udp:1.2.3.4".parse::<Target>().is_err());
         assert!("icmp:1.2.3.4@".parse::<Target>().is_err());
         assert!("tcp:1.2.3.4".parse::<Target>().is_err());
+        assert_eq!(
+            "arp:192.0.2.1@bond0".parse::<Target>(),
+            Ok(Target::Arp {
+                addr: "192.0.2.1".parse().expect("ip"),
+                device: "bond0".into()
+            })
+        );
+        assert!(
+            "arp:192.0.2.1".parse::<Target>().is_err(),
+            "ARP needs an interface"
+        );
+        assert!(
+            "arp:2001:db8::1@eth0".parse::<Target>().is_err(),
+            "IPv4 only"
+        );
         assert_eq!(
             "icmp:192.0.2.1@bond0"
                 .parse::<Target>()
