@@ -18,7 +18,8 @@ fi
 "$bench" netns-latency --toggles 20 --reps 1
 "$bench" watch-rss --bin "$bin" --reps 1 --seconds 1
 "$bench" footprint --bin "$bin" --reps 1 --idle 2 --storm 2 --scrapes 20
+"$bench" idle-cpu --bin "$bin" --instances 2 --seconds 2
 "$bench" aggregator-load --bin "$bin" --nodes 500 --seconds 3 --reps 1
 "$bench" vm-latency --bin "$bin" --pulls 2 --boots 1
-"$bench" vm-compare --bin "$bin" --intervals 1 --pulls 2
+"$bench" vm-compare --bin "$bin" --intervals 1 --pulls 2 --boots 1 --bonds 2
 echo "bench smoke: ok"

@@ -55,85 +55,162 @@ pub struct Footprint {
     pub storm_changes_per_s: f64,
 }
 
-#[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
-pub fn run(preflight: &str, idle: Duration, storm: Duration, scrapes: usize) -> Footprint {
-    let ns = Netns::new("fp");
-    ns.ip("link add br0 type bridge");
-    ns.ip("link set br0 up");
-    ns.ip("link set lo up");
-    for i in 0..50 {
-        ns.ip(&format!("link add f{i}a type veth peer name f{i}b"));
-        ns.ip(&format!("link set f{i}b master br0"));
-        ns.ip(&format!("link set f{i}a up"));
-        ns.ip(&format!("link set f{i}b up"));
+/// An agent and a node_exporter (bonding, netclass, netdev) in one fresh
+/// namespace with a bridge and 50 veth pairs (101 links with lo).
+struct Pair {
+    // Fields drop in order: both processes end before the namespace goes.
+    agent: Kill,
+    ne: Kill,
+    ns: Netns,
+    dir: std::path::PathBuf,
+}
+
+const URLS: [&str; 2] = [
+    "http://127.0.0.1:19101/metrics",
+    "http://127.0.0.1:19100/metrics",
+];
+
+impl Pair {
+    fn start(preflight: &str, tag: &str) -> Self {
+        let ns = Netns::new(tag);
+        ns.ip("link add br0 type bridge");
+        ns.ip("link set br0 up");
+        ns.ip("link set lo up");
+        for i in 0..50 {
+            ns.ip(&format!("link add f{i}a type veth peer name f{i}b"));
+            ns.ip(&format!("link set f{i}b master br0"));
+            ns.ip(&format!("link set f{i}a up"));
+            ns.ip(&format!("link set f{i}b up"));
+        }
+        let dir = std::env::temp_dir().join(format!("pf-{}", ns.0));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("agent.toml"),
+            "[agent]\nnode = \"bench\"\nlisten = \"127.0.0.1:19101\"\nprobe_gateways = false\n",
+        )
+        .expect("cfg");
+        let agent = Kill(
+            Command::new("ip")
+                .args(["netns", "exec", &ns.0, preflight, "agent", "-c"])
+                .arg(dir.join("agent.toml"))
+                .env("PREFLIGHT_LOG", "error")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn agent"),
+        );
+        let ne = Kill(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns.0,
+                    "prometheus-node-exporter",
+                    "--collector.disable-defaults",
+                    "--collector.bonding",
+                    "--collector.netclass",
+                    "--collector.netdev",
+                    "--web.listen-address=127.0.0.1:19100",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect(
+                    "spawn prometheus-node-exporter (apt-get install prometheus-node-exporter)",
+                ),
+        );
+        Self { agent, ne, ns, dir }
     }
-    let dir = std::env::temp_dir().join(format!("pf-fp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(
-        dir.join("agent.toml"),
-        "[agent]\nnode = \"bench\"\nlisten = \"127.0.0.1:19101\"\nprobe_gateways = false\n",
-    )
-    .expect("cfg");
-    let agent = Kill(
-        Command::new("ip")
-            .args(["netns", "exec", &ns.0, preflight, "agent", "-c"])
-            .arg(dir.join("agent.toml"))
-            .env("PREFLIGHT_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn agent"),
-    );
-    let ne = Kill(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.0,
-                "prometheus-node-exporter",
-                "--collector.disable-defaults",
-                "--collector.bonding",
-                "--collector.netclass",
-                "--collector.netdev",
-                "--web.listen-address=127.0.0.1:19100",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn prometheus-node-exporter (apt-get install prometheus-node-exporter)"),
-    );
-    let pids = (agent.0.id(), ne.0.id());
-    let name = ns.0.clone();
-    let out = std::thread::spawn(move || {
-        Netns(name).enter_no_drop();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-        rt.block_on(async move {
-            let client = Client::new(Duration::from_secs(5));
-            let urls = ["http://127.0.0.1:19101/metrics", "http://127.0.0.1:19100/metrics"];
-            for u in urls {
-                for _ in 0..100 {
-                    if matches!(client.request(Method::GET, u, None, None).await, Ok((s, _)) if s.is_success()) {
-                        break;
+
+    fn pids(&self) -> (u32, u32) {
+        (self.agent.0.id(), self.ne.0.id())
+    }
+
+    /// Runs `f` on a thread inside the namespace, once both answer.
+    fn within<T: Send + 'static, F>(
+        &self,
+        f: impl FnOnce(Client) -> F + Send + 'static,
+    ) -> std::thread::JoinHandle<T>
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let name = self.ns.0.clone();
+        std::thread::spawn(move || {
+            Netns(name).enter_no_drop();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async move {
+                let client = Client::new(Duration::from_secs(5));
+                for u in URLS {
+                    for _ in 0..100 {
+                        if matches!(client.request(Method::GET, u, None, None).await, Ok((s, _)) if s.is_success()) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            }
-            tokio::time::sleep(Duration::from_secs(3)).await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                f(client).await
+            })
+        })
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn scrape_both(client: &Client) {
+    for u in URLS {
+        let _ = client.request(Method::GET, u, None, None).await;
+    }
+}
+
+/// CPU % of both processes over `window`, scraped once a second.
+#[allow(clippy::cast_precision_loss)]
+async fn idle_window(client: &Client, pids: (u32, u32), window: Duration) -> (f64, f64) {
+    let t = (ticks(pids.0), ticks(pids.1));
+    let start = Instant::now();
+    while start.elapsed() < window {
+        scrape_both(client).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = |a: u64, b: u64| (b - a) as f64 / 100.0 / secs * 100.0;
+    (cpu(t.0, ticks(pids.0)), cpu(t.1, ticks(pids.1)))
+}
+
+/// Idle CPU over a long window for `instances` pairs side by side, each in
+/// its own namespace, all measured over the same window; returns per pair
+/// (preflight %, node_exporter %).
+pub fn idle_cpu(preflight: &str, instances: usize, window: Duration) -> Vec<(f64, f64)> {
+    let pairs: Vec<Pair> = (0..instances)
+        .map(|i| Pair::start(preflight, &format!("idle{i}")))
+        .collect();
+    let threads: Vec<_> = pairs
+        .iter()
+        .map(|p| {
+            let pids = p.pids();
+            p.within(move |client| async move { idle_window(&client, pids, window).await })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("idle thread"))
+        .collect()
+}
+
+#[allow(clippy::cast_precision_loss)]
+pub fn run(preflight: &str, idle: Duration, storm: Duration, scrapes: usize) -> Footprint {
+    let pair = Pair::start(preflight, "fp");
+    let pids = pair.pids();
+    let out = pair
+        .within(move |client| async move {
             let rss = (rss_mib(pids.0), rss_mib(pids.1));
-            let scrape_both = || async {
-                for u in urls {
-                    let _ = client.request(Method::GET, u, None, None).await;
-                }
-            };
-            // Idle, scraped once a second.
-            let t = (ticks(pids.0), ticks(pids.1));
-            let start = Instant::now();
-            while start.elapsed() < idle {
-                scrape_both().await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            let secs = start.elapsed().as_secs_f64();
-            let cpu = |a: u64, b: u64| (b - a) as f64 / 100.0 / secs * 100.0;
-            let idle_cpu = (cpu(t.0, ticks(pids.0)), cpu(t.1, ticks(pids.1)));
+            let idle_cpu = idle_window(&client, pids, idle).await;
             // Storm: 100 link changes per second, scraped once a second.
             let t = (ticks(pids.0), ticks(pids.1));
             let start = Instant::now();
@@ -147,7 +224,7 @@ pub fn run(preflight: &str, idle: Duration, storm: Duration, scrapes: usize) -> 
                 let _ = preflight_netlink::control::set_link(&link, up).await;
                 n += 1;
                 if Instant::now() >= next_scrape {
-                    scrape_both().await;
+                    scrape_both(&client).await;
                     next_scrape += Duration::from_secs(1);
                 }
             }
@@ -161,7 +238,7 @@ pub fn run(preflight: &str, idle: Duration, storm: Duration, scrapes: usize) -> 
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
             let mut render = Vec::new();
-            for u in urls {
+            for u in URLS {
                 let mut v = Vec::with_capacity(scrapes);
                 for _ in 0..scrapes {
                     let q = Instant::now();
@@ -179,11 +256,8 @@ pub fn run(preflight: &str, idle: Duration, storm: Duration, scrapes: usize) -> 
                 storm_changes_per_s: rate,
             }
         })
-    })
-    .join()
-    .expect("bench thread");
-    drop(agent);
-    drop(ne);
-    let _ = std::fs::remove_dir_all(&dir);
+        .join()
+        .expect("bench thread");
+    drop(pair);
     out
 }

@@ -4,8 +4,27 @@
 //!
 //! ```text
 //! preflight-bench netns-latency [--toggles 200] [--reps 5]
-//! preflight-bench watch-rss [--seconds 5]
+//! preflight-bench watch-rss [--bin PATH] [--seconds 5] [--reps 5]
+//! preflight-bench footprint [--bin PATH] [--reps 5] [--idle 30] [--storm 15] [--scrapes 1000]
+//! preflight-bench idle-cpu [--bin PATH] [--instances 5] [--seconds 600]
+//! preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5]
+//! preflight-bench vm-latency [--bin PATH] [--pulls 30] [--boots 3]
+//! preflight-bench vm-compare [--bin PATH] [--intervals 1,15] [--pulls 30,30] [--boots 5] [--bonds 3]
 //! ```
+//!
+//! `--bin` is the `preflight` binary measured (default
+//! target/release/preflight).
+
+const USAGE: &str = "usage:
+  preflight-bench netns-latency [--toggles 200] [--reps 5]
+  preflight-bench watch-rss [--bin PATH] [--seconds 5] [--reps 5]
+  preflight-bench footprint [--bin PATH] [--reps 5] [--idle 30] [--storm 15] [--scrapes 1000]
+  preflight-bench idle-cpu [--bin PATH] [--instances 5] [--seconds 600]
+  preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5]
+  preflight-bench vm-latency [--bin PATH] [--pulls 30] [--boots 3]
+  preflight-bench vm-compare [--bin PATH] [--intervals 1,15] [--pulls 30,30] [--boots 5] [--bonds 3]
+--bin is the preflight binary measured (default target/release/preflight).
+Run as root: the benches make their own namespaces and VMs.";
 
 mod footprint;
 mod load;
@@ -200,6 +219,56 @@ fn watch_rss(bin: &str, seconds: u64, reps: usize) {
     println!("preflight inspect --watch idle RSS (52 links), {reps} runs: median {p50:.2} MiB (spread {min:.2}..{max:.2})");
 }
 
+/// Cable pull -> no-go, preflight vs Prometheus: `boots` repetitions (one VM
+/// boot each); per boot and interval the median and p99 over its pulls, then
+/// the median of those over the boots with their spread, and the pooled
+/// figures over every pull.
+fn vm_compare_report(bin: &str, plan: &[(u64, usize)], boots: usize, bonds: usize) {
+    let mut per_boot: Vec<Vec<vm_compare::Series>> = Vec::new();
+    for boot in 0..boots {
+        let r = vm_compare::run(bin, plan, bonds);
+        for (interval, pre, pro) in &r {
+            let (a50, a99, _, _) = stats(pre.clone());
+            let (b50, b99, _, _) = stats(pro.clone());
+            println!(
+                "  boot {} interval {interval:>2} s, {} pulls: preflight median {a50:.0} ms p99 {a99:.0} | prometheus median {b50:.0} ms p99 {b99:.0}",
+                boot + 1,
+                pre.len()
+            );
+        }
+        per_boot.push(r);
+    }
+    println!("cable pull -> no-go: preflight gate vs Prometheus alert on node_exporter (bonding), {boots} boots, {bonds} bonds pulled concurrently:");
+    for (k, &(interval, _)) in plan.iter().enumerate() {
+        let over = |f: &dyn Fn(&vm_compare::Series) -> f64| {
+            let (m, _, lo, hi) = stats(per_boot.iter().map(|b| f(&b[k])).collect());
+            format!("{m:.0} ({lo:.0}..{hi:.0})")
+        };
+        let pooled = |pick: &dyn Fn(&vm_compare::Series) -> &Vec<f64>| {
+            stats(per_boot.iter().flat_map(|b| pick(&b[k]).clone()).collect())
+        };
+        let (pa50, pa99, _, _) = pooled(&|r| &r.1);
+        let (pb50, pb99, _, _) = pooled(&|r| &r.2);
+        let n: usize = per_boot.iter().map(|b| b[k].1.len()).sum();
+        println!("  Prometheus scrape+eval {interval:>2} s ({n} pulls):");
+        println!(
+            "    preflight  median {} ms  p99 {} ms   (median over boots (min..max))",
+            over(&|r| stats(r.1.clone()).0),
+            over(&|r| stats(r.1.clone()).1)
+        );
+        println!(
+            "    prometheus median {} ms  p99 {} ms",
+            over(&|r| stats(r.2.clone()).0),
+            over(&|r| stats(r.2.clone()).1)
+        );
+        println!(
+            "    pooled: preflight {pa50:.0} / {pa99:.0} ms, prometheus {pb50:.0} / {pb99:.0} ms (median / p99); ratio of medians {:.0}x, of p99s {:.0}x",
+            pb50 / pa50,
+            pb99 / pa99
+        );
+    }
+}
+
 /// `--bin PATH` (default target/release/preflight), made absolute so that it
 /// also works from inside a namespace or after a chdir.
 fn bin_arg(args: &[String]) -> String {
@@ -279,25 +348,37 @@ fn main() {
                 );
             }
         }
+        Some("idle-cpu") => {
+            let bin = bin_arg(&args);
+            let n = arg(&args, "--instances", 5);
+            let secs = arg(&args, "--seconds", 600);
+            let rows = footprint::idle_cpu(&bin, n, Duration::from_secs(secs));
+            for (i, (a, b)) in rows.iter().enumerate() {
+                println!(
+                    "  instance {}: CPU {a:.3}% / {b:.3}%   (preflight / node_exporter)",
+                    i + 1
+                );
+            }
+            let (a, _, alo, ahi) = stats(rows.iter().map(|r| r.0).collect());
+            let (b, _, blo, bhi) = stats(rows.iter().map(|r| r.1).collect());
+            println!("idle CPU over {secs} s, scraped 1/s, {n} agent + node_exporter pairs side by side (own namespace, 101 links each): median (min..max)");
+            println!(
+                "  preflight {a:.3}% ({alo:.3}..{ahi:.3})  node_exporter {b:.3}% ({blo:.3}..{bhi:.3})  ratio {:.0}x",
+                b / a
+            );
+        }
         Some("vm-compare") => {
             let bin = bin_arg(&args);
             let intervals: String = arg(&args, "--intervals", "1,15".to_string());
-            let pulls: String = arg(&args, "--pulls", "30,10".to_string());
+            let pulls: String = arg(&args, "--pulls", "30,30".to_string());
+            let boots = arg(&args, "--boots", 5);
+            let bonds = arg(&args, "--bonds", 3);
             let plan: Vec<(u64, usize)> = intervals
                 .split(',')
                 .filter_map(|i| i.parse().ok())
                 .zip(pulls.split(',').filter_map(|p| p.parse().ok()))
                 .collect();
-            println!("cable pull -> no-go: preflight gate vs Prometheus alert on node_exporter (bonding), one VM boot:");
-            for (interval, pre, pro) in vm_compare::run(&bin, &plan) {
-                let (a50, a99, amin, amax) = stats(pre.clone());
-                let (b50, b99, bmin, bmax) = stats(pro.clone());
-                println!(
-                    "  Prometheus scrape+eval {interval:>2} s, {} pulls: preflight median {a50:.0} ms p99 {a99:.0} (min {amin:.0} max {amax:.0}) | prometheus median {b50:.0} ms p99 {b99:.0} (min {bmin:.0} max {bmax:.0}) | ratio of medians {:.0}x",
-                    pre.len(),
-                    b50 / a50
-                );
-            }
+            vm_compare_report(&bin, &plan, boots, bonds);
         }
         Some("guest-watch") => vm_latency::guest_watch(
             args.get(2).map_or("bond0", String::as_str),
@@ -314,7 +395,7 @@ fn main() {
             let bin = bin_arg(&args);
             let nodes_list: String = arg(&args, "--nodes", "10000,100000".to_string());
             let seconds = arg(&args, "--seconds", 20);
-            let reps = arg(&args, "--reps", 3);
+            let reps = arg(&args, "--reps", 5);
             for nodes in nodes_list
                 .split(',')
                 .filter_map(|n| n.parse::<usize>().ok())
@@ -357,7 +438,7 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: preflight-bench netns-latency [--toggles N] [--reps N]\n       preflight-bench watch-rss [--bin PATH] [--seconds N] [--reps N]");
+            eprintln!("{USAGE}");
             std::process::exit(64);
         }
     }

@@ -9,6 +9,8 @@
 //!   `node_bonding_active < node_bonding_slaves`; the bench polls the
 //!   Prometheus alerts API until the alert fires.
 //!
+//! Several bonds (`--bonds`, each two NICs) are pulled concurrently, each at
+//! its own random phase, so that 30 pulls at a 15 s interval fit in minutes.
 //! Both clocks start when the monitor command is sent. Traffic stays on the
 //! host's loopback and inside the VM.
 
@@ -68,62 +70,111 @@ fn prometheus(dir: &std::path::Path, interval: u64, target: u16) -> (Kill, u16) 
     (Kill(child), port)
 }
 
-async fn gate_blocked(client: &Client, agg: u16) -> Option<bool> {
-    let (_, body) = client
-        .request(
-            Method::GET,
-            &format!("http://127.0.0.1:{agg}/v1/gate"),
-            None,
-            None,
-        )
-        .await
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+async fn get_json(client: &Client, url: &str) -> Option<serde_json::Value> {
+    let (_, body) = client.request(Method::GET, url, None, None).await.ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// Whether the gate names `subject` (`bond1/eth3`) as BOND_PORT_DOWN.
+async fn gate_blocked(client: &Client, agg: u16, subject: &str) -> Option<bool> {
+    let v = get_json(client, &format!("http://127.0.0.1:{agg}/v1/gate")).await?;
     Some(
         v["blockers"]
             .as_array()?
             .iter()
-            .any(|b| b["code"] == "BOND_PORT_DOWN"),
+            .any(|b| b["code"] == "BOND_PORT_DOWN" && b["subject"] == subject),
     )
 }
 
-async fn alert_firing(client: &Client, prom: u16) -> Option<bool> {
-    let (_, body) = client
-        .request(
-            Method::GET,
-            &format!("http://127.0.0.1:{prom}/api/v1/alerts"),
-            None,
-            None,
-        )
-        .await
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    Some(
-        v["data"]["alerts"]
-            .as_array()?
-            .iter()
-            .any(|a| a["labels"]["alertname"] == "BondDegraded" && a["state"] == "firing"),
-    )
+/// Whether Prometheus fires BondDegraded for `master`.
+async fn alert_firing(client: &Client, prom: u16, master: &str) -> Option<bool> {
+    let v = get_json(client, &format!("http://127.0.0.1:{prom}/api/v1/alerts")).await?;
+    Some(v["data"]["alerts"].as_array()?.iter().any(|a| {
+        a["labels"]["alertname"] == "BondDegraded"
+            && a["labels"]["master"] == master
+            && a["state"] == "firing"
+    }))
 }
 
-async fn node_up(client: &Client, prom: u16) -> bool {
+/// Whether Prometheus has scraped node_exporter's figures for `bonds` bonds.
+async fn node_up(client: &Client, prom: u16, bonds: usize) -> bool {
     let url = format!("http://127.0.0.1:{prom}/api/v1/query?query=node_bonding_slaves");
-    let Ok((_, body)) = client.request(Method::GET, &url, None, None).await else {
-        return false;
-    };
-    serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .is_some_and(|v| {
-            v["data"]["result"]
-                .as_array()
-                .is_some_and(|r| !r.is_empty())
-        })
+    get_json(client, &url).await.is_some_and(|v| {
+        v["data"]["result"]
+            .as_array()
+            .is_some_and(|r| r.len() == bonds)
+    })
 }
 
-/// Runs the comparison: `(interval seconds, pulls)` for each Prometheus
-/// interval; returns per interval (preflight ms, prometheus ms) samples.
-#[allow(clippy::too_many_lines)]
-pub fn run(preflight: &str, plan: &[(u64, usize)]) -> Vec<(u64, Vec<f64>, Vec<f64>)> {
+/// One bond's series of pulls of its second port (the backup: traffic
+/// keeps flowing through the first), each at a random phase of the
+/// Prometheus cycle; returns (preflight ms, prometheus ms) per pull.
+async fn pull_series(
+    vm: &Vm,
+    client: &Client,
+    (agg, prom): (u16, u16),
+    bond: usize,
+    interval: u64,
+    pulls: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let master = format!("bond{bond}");
+    let nic = 2 * bond + 1;
+    let subject = format!("{master}/eth{nic}");
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (interval << 8) ^ (bond as u64 + 1);
+    let (mut pre, mut pro) = (Vec::new(), Vec::new());
+    for i in 0..pulls {
+        // Clean start: both say this bond is healthy.
+        let deadline = Instant::now() + Duration::from_secs(120 + 4 * interval);
+        while !(gate_blocked(client, agg, &subject).await == Some(false)
+            && alert_firing(client, prom, &master).await == Some(false))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{master} did not return to healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A random phase: a pull right after the alert cleared would always
+        // land just after an evaluation and measure the worst case.
+        let phase = Duration::from_millis(rand_below(&mut seed, interval * 1000));
+        tokio::time::sleep(phase).await;
+        let t0 = Instant::now();
+        vm.set_link(nic, false);
+        let (mut a, mut b) = (None, None);
+        let limit = Instant::now() + Duration::from_secs(30 + 4 * interval);
+        while (a.is_none() || b.is_none()) && Instant::now() < limit {
+            if a.is_none() && gate_blocked(client, agg, &subject).await == Some(true) {
+                a = Some(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+            if b.is_none() && alert_firing(client, prom, &master).await == Some(true) {
+                b = Some(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (a, b) = (
+            a.unwrap_or_else(|| panic!("preflight never said no-go for {subject}")),
+            b.unwrap_or_else(|| panic!("prometheus never fired for {master}")),
+        );
+        eprintln!(
+            "  interval {interval}s {master} pull {}: preflight {a:.0} ms, prometheus {b:.0} ms",
+            i + 1
+        );
+        pre.push(a);
+        pro.push(b);
+        vm.set_link(nic, true);
+    }
+    (pre, pro)
+}
+
+/// Interval seconds, preflight ms and Prometheus ms per pull.
+pub type Series = (u64, Vec<f64>, Vec<f64>);
+
+/// One VM boot: for each `(interval seconds, pulls)` of `plan`, a Prometheus
+/// at that interval and `pulls` cable pulls spread over `bonds` bonds pulled
+/// concurrently (each at its own random phase); returns per interval the
+/// (preflight ms, prometheus ms) samples.
+pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> {
+    let bonds = bonds.max(1);
     std::env::set_var("PREFLIGHT_BIN", preflight);
     let ne = which("prometheus-node-exporter");
     let dir = std::env::temp_dir().join(format!("pf-cmp-{}", std::process::id()));
@@ -134,6 +185,7 @@ pub fn run(preflight: &str, plan: &[(u64, usize)]) -> Vec<(u64, Vec<f64>, Vec<f6
         format!("[aggregator]\nlisten = \"127.0.0.1:{agg_port}\"\ndatabase = \"{}\"\nauth = \"none\"\nsettle = \"0s\"\nttl = \"30s\"\n", dir.join("cmp.db").display()),
     )
     .expect("agg config");
+    let _ = std::fs::remove_file(dir.join("cmp.db"));
     let _agg = Kill(
         Command::new(preflight)
             .args(["aggregator", "-c"])
@@ -144,11 +196,16 @@ pub fn run(preflight: &str, plan: &[(u64, usize)]) -> Vec<(u64, Vec<f64>, Vec<f6
             .expect("spawn aggregator"),
     );
     let mut vm = Vm::boot(&VmSpec {
+        nics: 2 * bonds,
         guestfwd_port: Some(agg_port),
         extra_bins: vec![ne],
         ..VmSpec::default()
     });
-    vm.sh("/sbin/ip link add bond0 type bond mode active-backup miimon 100 && /sbin/ip link set eth0 down && /sbin/ip link set eth1 down && /sbin/ip link set eth0 master bond0 && /sbin/ip link set eth1 master bond0 && /sbin/ip link set eth0 up && /sbin/ip link set eth1 up && /sbin/ip link set bond0 up && /sbin/ip addr add 10.0.2.15/24 dev bond0 && sleep 1");
+    for b in 0..bonds {
+        let (p, q) = (2 * b, 2 * b + 1);
+        vm.sh(&format!("/sbin/ip link add bond{b} type bond mode active-backup miimon 100 && /sbin/ip link set eth{p} down && /sbin/ip link set eth{q} down && /sbin/ip link set eth{p} master bond{b} && /sbin/ip link set eth{q} master bond{b} && /sbin/ip link set eth{p} up && /sbin/ip link set eth{q} up && /sbin/ip link set bond{b} up"));
+    }
+    vm.sh("/sbin/ip addr add 10.0.2.15/24 dev bond0 && sleep 1");
     vm.sh(&format!(
         "printf '[agent]\\nnode = \"vm\"\\naggregators = [\"http://10.0.2.100:{agg_port}\"]\\nheartbeat = \"2s\"\\nlisten = \"0.0.0.0:9101\"\\nprobe_gateways = false\\n' > /tmp/agent.toml"
     ));
@@ -165,8 +222,10 @@ pub fn run(preflight: &str, plan: &[(u64, usize)]) -> Vec<(u64, Vec<f64>, Vec<f6
         let samples = rt.block_on(async {
             let client = Client::new(Duration::from_secs(2));
             let deadline = Instant::now() + Duration::from_secs(60 + 3 * interval);
-            while !(node_up(&client, prom_port).await
-                && gate_blocked(&client, agg_port).await == Some(false))
+            while !(node_up(&client, prom_port, bonds).await
+                && get_json(&client, &format!("http://127.0.0.1:{agg_port}/v1/gate"))
+                    .await
+                    .is_some_and(|v| v["blockers"].as_array().is_some_and(Vec::is_empty)))
             {
                 assert!(
                     Instant::now() < deadline,
@@ -174,47 +233,16 @@ pub fn run(preflight: &str, plan: &[(u64, usize)]) -> Vec<(u64, Vec<f64>, Vec<f6
                 );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let mut pre = Vec::new();
-            let mut pro = Vec::new();
-            let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ interval;
-            for i in 0..pulls {
-                // Clean start: both say healthy.
-                let deadline = Instant::now() + Duration::from_secs(120 + 4 * interval);
-                while !(gate_blocked(&client, agg_port).await == Some(false)
-                    && alert_firing(&client, prom_port).await == Some(false))
-                {
-                    assert!(Instant::now() < deadline, "did not return to healthy");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                // Pull at a random phase of the scrape/evaluation cycle (a
-                // pull right after the alert cleared would always land just
-                // after an evaluation and measure the worst case).
-                let phase = Duration::from_millis(rand_below(&mut seed, interval * 1000));
-                tokio::time::sleep(phase).await;
-                let t0 = Instant::now();
-                vm.set_link(1, false);
-                let (mut a, mut b) = (None, None);
-                let limit = Instant::now() + Duration::from_secs(30 + 4 * interval);
-                while (a.is_none() || b.is_none()) && Instant::now() < limit {
-                    if a.is_none() && gate_blocked(&client, agg_port).await == Some(true) {
-                        a = Some(t0.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    if b.is_none() && alert_firing(&client, prom_port).await == Some(true) {
-                        b = Some(t0.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                let (a, b) = (
-                    a.expect("preflight never said no-go"),
-                    b.expect("prometheus never fired"),
-                );
-                eprintln!(
-                    "  interval {interval}s pull {}: preflight {a:.0} ms, prometheus {b:.0} ms",
-                    i + 1
-                );
-                pre.push(a);
-                pro.push(b);
-                vm.set_link(1, true);
+            let per_bond = pulls.div_ceil(bonds);
+            let series =
+                futures::future::join_all((0..bonds).map(|b| {
+                    pull_series(&vm, &client, (agg_port, prom_port), b, interval, per_bond)
+                }))
+                .await;
+            let (mut pre, mut pro) = (Vec::new(), Vec::new());
+            for (a, b) in series {
+                pre.extend(a);
+                pro.extend(b);
             }
             (pre, pro)
         });
