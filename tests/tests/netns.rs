@@ -521,6 +521,33 @@ fn agent_probe_reports_reachability_failed_and_recovery() {
         .and_then(|p| p.iter().find(|p| p["target"] == ARP))
         .expect("ARP probe in the report");
     assert!(arp["rtt_ms"].as_f64().is_some_and(|r| r > 0.0), "{arp}");
+    // The same probes by hand: `preflight probe`.
+    let probe = |args: &[&str]| {
+        let out = node
+            .command(preflight_bin())
+            .arg("probe")
+            .args(args)
+            .output()
+            .expect("preflight probe");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = probe(&["arp:192.0.2.1@up0", "icmp:192.0.2.1@up0", "-c", "2"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("arp 192.0.2.1 via up0: ok, 2/2 answered"),
+        "{text}"
+    );
+    let (code, text) = probe(&["arp:192.0.2.1"]);
+    assert_eq!(
+        code,
+        Some(64),
+        "ARP without an interface is bad usage: {text}"
+    );
+    assert!(text.contains("arp:IPV4@DEVICE"), "{text}");
     // The gateway drops ICMP echo: only the ICMP probe fails.
     gw.command("sysctl")
         .args(["-qw", "net.ipv4.icmp_echo_ignore_all=1"])
@@ -554,6 +581,9 @@ fn agent_probe_reports_reachability_failed_and_recovery() {
             .is_some_and(|e| e.contains("no ARP reply")),
         "{arp}"
     );
+    let (code, text) = probe(&["arp:192.0.2.1@up0", "-c", "2", "--timeout", "100ms"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("FAILED, 0/2 answered"), "{text}");
     assert!(
         v["findings"]
             .as_array()

@@ -156,6 +156,24 @@ fn active_backup_cable_pulls() {
     assert_eq!(b["active_port"], "eth0");
     capture(&mut vm, "ab-healthy");
 
+    // ARP probes through the bond, to the gateway of qemu's user network
+    // (inside this VM's own network): answered while the bond has a path.
+    vm.sh(&format!("{IP} addr add 10.0.2.15/24 dev bond0"));
+    let arp = |vm: &mut Vm| {
+        vm.run(
+            "preflight probe arp:10.0.2.2@bond0 --count 3 --timeout 500ms 2>&1",
+            Duration::from_secs(30),
+        )
+    };
+    let out = arp(&mut vm);
+    assert_eq!(out.status, 0, "ARP through a healthy bond: {}", out.output);
+    assert!(
+        out.output
+            .contains("arp 10.0.2.2 via bond0: ok, 3/3 answered"),
+        "{}",
+        out.output
+    );
+
     // 2. The seed failure: cable pulled on the backup port; the bond stays up.
     vm.set_link(1, false);
     let (v, code) = wait_for(
@@ -181,11 +199,34 @@ fn active_backup_cable_pulls() {
     assert!(!has(&v, "BOND_DOWN", "bond0"));
     capture(&mut vm, "ab-port-down");
 
+    // The backup is down, the active port carries ARP: still answered.
+    let out = arp(&mut vm);
+    assert_eq!(out.status, 0, "{}", out.output);
+
     // Cable back: go again.
     vm.set_link(1, true);
     wait_for(
         &mut vm,
         "go after the cable is back",
+        Duration::from_secs(30),
+        |v, c| c == 0 && criticals(v).is_empty(),
+    );
+
+    // The active port is pulled: the bond fails over to eth1 and the ARP
+    // probe through bond0 is answered over the new path.
+    vm.set_link(0, false);
+    wait_for(
+        &mut vm,
+        "failover to eth1",
+        Duration::from_secs(30),
+        |v, _| bond_json(v, "bond0")["active_port"] == "eth1",
+    );
+    let out = arp(&mut vm);
+    assert_eq!(out.status, 0, "ARP after failover: {}", out.output);
+    vm.set_link(0, true);
+    wait_for(
+        &mut vm,
+        "go after eth0 is back",
         Duration::from_secs(30),
         |v, c| c == 0 && criticals(v).is_empty(),
     );
@@ -205,6 +246,14 @@ fn active_backup_cable_pulls() {
         "{v:#}"
     );
     capture(&mut vm, "ab-both-down");
+    // No path at all: the ARP probe gets no answer, exit 1.
+    let out = arp(&mut vm);
+    assert_eq!(out.status, 1, "ARP through a dead bond: {}", out.output);
+    assert!(
+        out.output.contains("FAILED, 0/3 answered") && out.output.contains("no ARP reply"),
+        "{}",
+        out.output
+    );
     vm.set_link(0, true);
     vm.set_link(1, true);
     wait_for(

@@ -76,6 +76,25 @@ pub struct LoadResult {
     pub rss_mib: f64,
     pub db_bytes: u64,
     pub full_per_s: f64,
+    /// (seconds into the steady window, SQLite file + WAL bytes), every 10 s.
+    pub db_samples: Vec<(f64, u64)>,
+}
+
+/// SQLite growth extrapolated to a day from the second half of the steady
+/// window (the WAL fills to its checkpoint size first, then is reused).
+#[allow(clippy::cast_precision_loss)]
+pub fn growth_per_day(samples: &[(f64, u64)]) -> Option<f64> {
+    let (t_end, b_end) = *samples.last()?;
+    let (t_mid, b_mid) = *samples.iter().find(|(t, _)| *t >= t_end / 2.0)?;
+    (t_end > t_mid).then(|| (b_end as f64 - b_mid as f64) / (t_end - t_mid) * 86_400.0)
+}
+
+fn db_size(dir: &std::path::Path) -> u64 {
+    ["load.db", "load.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 #[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
@@ -247,7 +266,13 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
         let mut all = Vec::new();
         let t0 = Instant::now();
         let mut i = 0;
+        let mut db_samples = vec![(0.0, db_size(&dir))];
+        let mut next_sample = t0 + Duration::from_secs(10);
         while Instant::now() < stop {
+            if Instant::now() >= next_sample {
+                db_samples.push((t0.elapsed().as_secs_f64(), db_size(&dir)));
+                next_sample += Duration::from_secs(10);
+            }
             let scope = if i % 2 == 0 { "rack=r07" } else { "" };
             let q = Instant::now();
             let r = client
@@ -282,16 +307,32 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
             gate_all_p50_ms: pctl(&mut all.clone(), 50.0),
             gate_all_p99_ms: pctl(&mut all, 99.0),
             rss_mib: rss_kib(child.id()) as f64 / 1024.0,
-            db_bytes: ["load.db", "load.db-wal"]
-                .iter()
-                .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-                .map(|m| m.len())
-                .sum(),
+            db_bytes: db_size(&dir),
             full_per_s: full.load(Ordering::Relaxed) as f64 / elapsed,
+            db_samples,
         }
     });
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn growth_uses_the_second_half_of_the_window() {
+        // The WAL fills in the first half (+4 MiB), then the file is flat
+        // but for 1 KiB over the last 300 s: about 288 KiB a day.
+        let s = [
+            (0.0, 10_000_000),
+            (100.0, 14_194_304),
+            (300.0, 14_194_304),
+            (600.0, 14_195_328),
+        ];
+        let g = super::growth_per_day(&s).expect("measured");
+        assert!((g - 1024.0 / 300.0 * 86_400.0).abs() < 1e-6, "{g}");
+        assert_eq!(super::growth_per_day(&[(0.0, 1), (10.0, 5)]), None);
+        assert_eq!(super::growth_per_day(&[]), None);
+    }
 }

@@ -435,6 +435,22 @@ fn main() {
                 #[allow(clippy::cast_precision_loss)]
                 let db = med(&|r| r.db_bytes as f64 / 1_048_576.0);
                 println!("  SQLite file MiB      {db}");
+                let growth: Vec<f64> = rows
+                    .iter()
+                    .filter_map(|r| load::growth_per_day(&r.db_samples))
+                    .collect();
+                if growth.is_empty() {
+                    println!("  SQLite growth        not measured (window under 20 s)");
+                } else {
+                    let n = growth.len();
+                    let (m, _, lo, hi) = stats(growth);
+                    println!(
+                        "  SQLite growth        {:.1} MiB/day ({:.1}..{:.1}), second half of the window extrapolated, {n} reps",
+                        m / 1_048_576.0,
+                        lo / 1_048_576.0,
+                        hi / 1_048_576.0
+                    );
+                }
             }
         }
         _ => {

@@ -11,7 +11,7 @@ use preflight_model::Verdict;
 
 use crate::{emit, EXIT_GO, EXIT_NO_GO, EXIT_UNDECIDED, EXIT_USAGE};
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration ({e}); e.g. 30s, 10m"))
 }

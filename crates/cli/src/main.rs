@@ -7,6 +7,7 @@ mod config;
 mod gate;
 mod inspect;
 mod output;
+mod probe;
 mod sdnotify;
 mod services;
 
@@ -51,6 +52,14 @@ The JSON form is documented in docs/inspect.md."
     Inspect(inspect::Args),
     /// Save this node's state before an update; compare after it (every difference is a finding).
     Baseline(baseline::BaselineArgs),
+    /// Probe targets through an interface now (ICMP, TCP, ARP), as the agent does.
+    #[command(
+        after_help = "Examples:\n  preflight probe arp:10.0.0.1@bond0 icmp:10.0.0.1@bond0\n  \
+preflight probe tcp:10.0.0.5:9100 --count 10 --json\n\n\
+Exit codes: 0 every target answered every probe, 1 a target missed one or more, \
+2 a probe could not be sent (e.g. ARP without CAP_NET_RAW), 64 bad usage."
+    )]
+    Probe(probe::ProbeArgs),
     /// For pipelines: is the scope go? Exit 0 go, 1 no-go (blockers printed), 2 could not decide.
     #[command(
         after_help = "Examples:\n  preflight gate --server http://agg:9100 --scope role=compute\n  \
@@ -143,6 +152,7 @@ fn main() -> ExitCode {
             Command::Inspect(args) => inspect::run(args).await,
             Command::Gate(args) => gate::gate(args).await,
             Command::Baseline(args) => baseline::run(args).await,
+            Command::Probe(args) => probe::run(args).await,
             Command::Status(args) => gate::status(args).await,
             Command::Waive(args) => gate::waive(args).await,
             Command::Agent(args) => services::agent(args).await,

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::ProbeError;
+
 const ETH_P_ARP: u16 = 0x0806;
 const BROADCAST: [u8; 6] = [0xff; 6];
 
@@ -21,10 +23,12 @@ pub(crate) struct Local {
     pub ip: Ipv4Addr,
 }
 
-fn local(device: &str, target: Ipv4Addr) -> Result<Local, String> {
+fn local(device: &str, target: Ipv4Addr) -> Result<Local, ProbeError> {
     let mut link = None;
     let mut addrs = Vec::new();
-    for a in nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list interfaces: {e}"))? {
+    let all = nix::ifaddrs::getifaddrs()
+        .map_err(|e| ProbeError::local(format!("cannot list interfaces: {e}")))?;
+    for a in all {
         if a.interface_name != device {
             continue;
         }
@@ -52,7 +56,8 @@ fn local(device: &str, target: Ipv4Addr) -> Result<Local, String> {
         .or_else(|| addrs.first())
         .map_or(Ipv4Addr::UNSPECIFIED, |(ip, _)| *ip);
     Ok(Local {
-        ifindex: i32::try_from(ifindex).map_err(|_| format!("{device}: ifindex out of range"))?,
+        ifindex: i32::try_from(ifindex)
+            .map_err(|_| ProbeError::local(format!("{device}: ifindex out of range")))?,
         mac,
         ip,
     })
@@ -91,7 +96,7 @@ pub(crate) async fn probe(
     target: Ipv4Addr,
     device: &str,
     timeout: Duration,
-) -> Result<Duration, String> {
+) -> Result<Duration, ProbeError> {
     let l = local(device, target)?;
     let sock = Socket::new(
         Domain::PACKET,
@@ -99,15 +104,16 @@ pub(crate) async fn probe(
         Some(Protocol::from(i32::from(ETH_P_ARP.to_be()))),
     )
     .map_err(|e| {
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
+        ProbeError::local(if e.kind() == std::io::ErrorKind::PermissionDenied {
             format!("cannot open a packet socket for ARP: {e} (needs CAP_NET_RAW)")
         } else {
             format!("cannot open a packet socket for ARP: {e}")
-        }
+        })
     })?;
     sock.bind(&crate::packet::link_addr(l.ifindex, ETH_P_ARP, [0; 6]))
         .map_err(|e| format!("cannot bind to {device}: {e}"))?;
-    sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+    sock.set_nonblocking(true)
+        .map_err(|e| ProbeError::local(e.to_string()))?;
     let start = Instant::now();
     sock.send_to(
         &request(&l, target),
@@ -118,7 +124,7 @@ pub(crate) async fn probe(
     // reported as soon as the socket is registered, and `recv` is a plain
     // recv(2), which a packet socket answers like any datagram socket.
     let rx = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ProbeError::local(e.to_string()))?;
     let wait = async {
         let mut buf = [0u8; 128];
         loop {
@@ -127,13 +133,13 @@ pub(crate) async fn probe(
                 .await
                 .map_err(|e| format!("receive: {e}"))?;
             if is_reply(&buf[..n], &l, target) {
-                return Ok(start.elapsed());
+                return Ok::<Duration, String>(start.elapsed());
             }
         }
     };
-    tokio::time::timeout(timeout, wait)
+    Ok(tokio::time::timeout(timeout, wait)
         .await
-        .map_err(|_| format!("no ARP reply within {timeout:?}"))?
+        .map_err(|_| format!("no ARP reply within {timeout:?}"))??)
 }
 
 #[cfg(test)]

@@ -98,6 +98,36 @@ impl std::str::FromStr for Target {
     }
 }
 
+/// Why a probe got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProbeError {
+    /// The probe could not be sent at all (no socket, no permission): this
+    /// node cannot tell whether the target is reachable.
+    pub local: bool,
+    /// What happened, for people.
+    pub message: String,
+}
+
+impl ProbeError {
+    fn local(message: String) -> Self {
+        Self {
+            local: true,
+            message,
+        }
+    }
+}
+
+/// Sent, and no (or a negative) answer: the path or the target failed.
+impl From<String> for ProbeError {
+    fn from(message: String) -> Self {
+        Self {
+            local: false,
+            message,
+        }
+    }
+}
+
 /// Probe settings.
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
@@ -149,7 +179,7 @@ async fn icmp(
     device: Option<&String>,
     seq: u16,
     timeout: Duration,
-) -> Result<Duration, String> {
+) -> Result<Duration, ProbeError> {
     let (domain, proto, req_type, reply_type) = match addr {
         IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4, 8u8, 0u8),
         IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6, 128u8, 129u8),
@@ -158,16 +188,20 @@ async fn icmp(
     let (sock, raw) = match Socket::new(domain, Type::DGRAM, Some(proto)) {
         Ok(s) => (s, false),
         Err(_) => (
-            Socket::new(domain, Type::RAW, Some(proto))
-                .map_err(|e| format!("cannot open an ICMP socket: {e}"))?,
+            Socket::new(domain, Type::RAW, Some(proto)).map_err(|e| {
+                ProbeError::local(format!(
+                    "cannot open an ICMP socket: {e} (unprivileged ICMP is off for this group; raw needs CAP_NET_RAW)"
+                ))
+            })?,
             true,
         ),
     };
     bind(&sock, device)
         .map_err(|e| format!("cannot bind to {}: {e}", device.map_or("-", String::as_str)))?;
-    sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+    sock.set_nonblocking(true)
+        .map_err(|e| ProbeError::local(e.to_string()))?;
     let udp = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ProbeError::local(e.to_string()))?;
     let id: u16 = u16::try_from(std::process::id() & 0xffff).unwrap_or(0);
     let mut pkt = vec![req_type, 0, 0, 0];
     pkt.extend_from_slice(&id.to_be_bytes());
@@ -199,26 +233,26 @@ async fn icmp(
                 &buf[..n]
             };
             if icmp.len() >= 8 && icmp[0] == reply_type && icmp[6..8] == seq.to_be_bytes() {
-                return Ok(start.elapsed());
+                return Ok::<Duration, String>(start.elapsed());
             }
         }
     };
-    tokio::time::timeout(timeout, wait)
+    Ok(tokio::time::timeout(timeout, wait)
         .await
-        .map_err(|_| format!("no echo reply within {timeout:?}"))?
+        .map_err(|_| format!("no echo reply within {timeout:?}"))??)
 }
 
 async fn tcp(
     addr: SocketAddr,
     device: Option<&String>,
     timeout: Duration,
-) -> Result<Duration, String> {
+) -> Result<Duration, ProbeError> {
     let sock = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {
         tokio::net::TcpSocket::new_v6()
     }
-    .map_err(|e| format!("cannot open a TCP socket: {e}"))?;
+    .map_err(|e| ProbeError::local(format!("cannot open a TCP socket: {e}")))?;
     if let Some(d) = device {
         sock.bind_device(Some(d.as_bytes()))
             .map_err(|e| format!("cannot bind to {d}: {e}"))?;
@@ -235,8 +269,9 @@ async fn tcp(
 /// Probes a target once.
 ///
 /// # Errors
-/// A description of the failure (timeout, refused, cannot bind, ...).
-pub async fn probe_once(t: &Target, seq: u16, timeout: Duration) -> Result<Duration, String> {
+/// Why there was no answer (timeout, refused, cannot bind, ...), and whether
+/// the probe could be sent at all.
+pub async fn probe_once(t: &Target, seq: u16, timeout: Duration) -> Result<Duration, ProbeError> {
     match t {
         Target::Icmp { addr, device } => icmp(*addr, device.as_ref(), seq, timeout).await,
         Target::Tcp { addr, device } => tcp(*addr, device.as_ref(), timeout).await,
@@ -364,7 +399,10 @@ async fn futures_join(
     let mut set = tokio::task::JoinSet::new();
     for (i, t) in targets.iter().enumerate() {
         let t = t.clone();
-        set.spawn(async move { (i, probe_once(&t, seq, timeout).await) });
+        set.spawn(async move {
+            let r = probe_once(&t, seq, timeout).await;
+            (i, r.map_err(|e| e.to_string()))
+        });
     }
     let mut out: Vec<Result<Duration, String>> = vec![Err("not run".into()); targets.len()];
     while let Some(r) = set.join_next().await {
