@@ -24,16 +24,8 @@ fn ticks(pid: u32) -> u64 {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0);
     #[allow(clippy::cast_precision_loss)]
-    let m = kib as f64 / 1024.0;
+    let m = crate::rss_kib(pid).unwrap_or(0) as f64 / 1024.0;
     m
 }
 

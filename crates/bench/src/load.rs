@@ -14,14 +14,7 @@ use preflight_model::report::{Report, ReportBody};
 use preflight_model::{Finding, NodeState, Severity, Snapshot};
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    crate::rss_kib(pid).unwrap_or(0)
 }
 
 fn state(node: &str, broken: bool) -> NodeState {
@@ -78,6 +71,8 @@ pub struct LoadResult {
     pub full_per_s: f64,
     /// (seconds into the steady window, SQLite file + WAL bytes), every 10 s.
     pub db_samples: Vec<(f64, u64)>,
+    /// (seconds into the steady window, aggregator RSS KiB), every 10 s.
+    pub rss_samples: Vec<(f64, u64)>,
 }
 
 /// SQLite growth extrapolated to a day from the second half of the steady
@@ -267,10 +262,13 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
         let t0 = Instant::now();
         let mut i = 0;
         let mut db_samples = vec![(0.0, db_size(&dir))];
+        let mut rss_samples = vec![(0.0, rss_kib(child.id()))];
         let mut next_sample = t0 + Duration::from_secs(10);
         while Instant::now() < stop {
             if Instant::now() >= next_sample {
-                db_samples.push((t0.elapsed().as_secs_f64(), db_size(&dir)));
+                let t = t0.elapsed().as_secs_f64();
+                db_samples.push((t, db_size(&dir)));
+                rss_samples.push((t, rss_kib(child.id())));
                 next_sample += Duration::from_secs(10);
             }
             let scope = if i % 2 == 0 { "rack=r07" } else { "" };
@@ -310,6 +308,7 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
             db_bytes: db_size(&dir),
             full_per_s: full.load(Ordering::Relaxed) as f64 / elapsed,
             db_samples,
+            rss_samples,
         }
     });
     let _ = child.kill();

@@ -178,7 +178,8 @@ impl Netns {
     }
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+/// VmRSS of a process, KiB.
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find(|l| l.starts_with("VmRSS:"))?
@@ -408,6 +409,18 @@ fn main() {
                         rep + 1, r.offered_per_s, r.accepted_per_s, r.full_per_s, r.errors, r.gate_rack_p50_ms, r.gate_rack_p99_ms,
                         r.gate_all_p50_ms, r.gate_all_p99_ms, r.rss_mib, r.db_bytes as f64 / 1_048_576.0
                     );
+                    if r.rss_samples.len() > 2 {
+                        let line: Vec<String> = r
+                            .rss_samples
+                            .iter()
+                            .step_by((r.rss_samples.len() / 10).max(1))
+                            .map(|(t, kib)| format!("{t:.0}s {:.0}", *kib as f64 / 1024.0))
+                            .collect();
+                        println!(
+                            "    aggregator RSS MiB over the window: {}",
+                            line.join(", ")
+                        );
+                    }
                     rows.push(r);
                 }
                 let med = |f: &dyn Fn(&load::LoadResult) -> f64| {
