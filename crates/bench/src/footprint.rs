@@ -64,16 +64,7 @@ const URLS: [&str; 2] = [
 
 impl Pair {
     fn start(preflight: &str, tag: &str) -> Self {
-        let ns = Netns::new(tag);
-        ns.ip("link add br0 type bridge");
-        ns.ip("link set br0 up");
-        ns.ip("link set lo up");
-        for i in 0..50 {
-            ns.ip(&format!("link add f{i}a type veth peer name f{i}b"));
-            ns.ip(&format!("link set f{i}b master br0"));
-            ns.ip(&format!("link set f{i}a up"));
-            ns.ip(&format!("link set f{i}b up"));
-        }
+        let ns = Netns::bridged(tag);
         let dir = std::env::temp_dir().join(format!("pf-{}", ns.0));
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(

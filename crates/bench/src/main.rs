@@ -53,6 +53,21 @@ impl Netns {
         );
         Self(name)
     }
+    /// A namespace with lo up, a bridge and 50 veth pairs fNa/fNb (fNb on
+    /// the bridge): 101 links + lo, the node every footprint bench uses.
+    pub(crate) fn bridged(tag: &str) -> Self {
+        let ns = Self::new(tag);
+        ns.ip("link add br0 type bridge");
+        ns.ip("link set br0 up");
+        ns.ip("link set lo up");
+        for i in 0..50 {
+            ns.ip(&format!("link add f{i}a type veth peer name f{i}b"));
+            ns.ip(&format!("link set f{i}b master br0"));
+            ns.ip(&format!("link set f{i}a up"));
+            ns.ip(&format!("link set f{i}b up"));
+        }
+        ns
+    }
     pub(crate) fn ip(&self, args: &str) {
         let ok = Command::new("ip")
             .arg("-n")
@@ -194,15 +209,7 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
 /// RSS of `preflight inspect --watch` at idle in a namespace with a bridge
 /// and 50 veth pairs.
 fn watch_rss(bin: &str, seconds: u64, reps: usize) {
-    let ns = Netns::new("rss");
-    ns.ip("link add br0 type bridge");
-    ns.ip("link set br0 up");
-    for i in 0..50 {
-        ns.ip(&format!("link add r{i}a type veth peer name r{i}b"));
-        ns.ip(&format!("link set r{i}b master br0"));
-        ns.ip(&format!("link set r{i}a up"));
-        ns.ip(&format!("link set r{i}b up"));
-    }
+    let ns = Netns::bridged("rss");
     let mut v = Vec::new();
     for _ in 0..reps {
         let mut child = Command::new("ip")
@@ -219,7 +226,7 @@ fn watch_rss(bin: &str, seconds: u64, reps: usize) {
         v.push(rss as f64 / 1024.0);
     }
     let (p50, _, min, max) = stats(v);
-    println!("preflight inspect --watch idle RSS (52 links), {reps} runs: median {p50:.2} MiB (spread {min:.2}..{max:.2})");
+    println!("preflight inspect --watch idle RSS (101 links + lo), {reps} runs: median {p50:.2} MiB (spread {min:.2}..{max:.2})");
 }
 
 /// Agent vs node_exporter footprint, `reps` repetitions; returns the
@@ -538,6 +545,7 @@ fn main() {
             let bin = bin_arg(&args);
             watch_rss(&bin, arg(&args, "--seconds", 5), arg(&args, "--reps", 5));
         }
+        Some("--help" | "-h" | "help") => println!("{USAGE}"),
         Some("all") => all(&args),
         Some("footprint") => {
             let bin = bin_arg(&args);
