@@ -239,6 +239,11 @@ struct Node {
     stable_since: Instant,
     stable_since_wall: SystemTime,
     status: Status,
+    /// The TTL and settle deadlines this node has in the heap, so that a
+    /// report does not push another: one pending entry each, re-armed when
+    /// it fires (the heap stays bounded by the node count).
+    ttl_due: Option<Instant>,
+    settle_due: Option<Instant>,
 }
 
 impl Node {
@@ -255,6 +260,8 @@ impl Node {
             stable_since: now,
             stable_since_wall: wall,
             status: Status::Silent,
+            ttl_due: None,
+            settle_due: None,
         }
     }
 
@@ -578,20 +585,26 @@ impl Fleet {
         let is_go = status == Status::Go;
         let labels = n.labels.clone();
         // Only future deadlines: a past one would be popped and re-pushed
-        // forever (e.g. a stale node made go by a NODE_STALE waiver).
-        if let Some(seen) = n.last_seen {
-            let at = seen + self.cfg.ttl;
-            if at > now {
-                self.deadlines
-                    .push(Reverse((at, Due::Node(name.to_owned()))));
-            }
-        }
+        // forever (e.g. a stale node made go by a NODE_STALE waiver). And
+        // only when none is pending at or before it: the pending one fires
+        // first and re-arms with the latest `last_seen`.
+        let ttl_at = n
+            .last_seen
+            .map(|seen| seen + self.cfg.ttl)
+            .filter(|at| *at > now && n.ttl_due.is_none_or(|d| d > *at));
         let settle_end = n.stable_since + self.cfg.settle;
-        if status == Status::Settling && settle_end > now {
+        let settle_at = (status == Status::Settling
+            && settle_end > now
+            && n.settle_due.is_none_or(|d| d > settle_end))
+        .then_some(settle_end);
+        for at in [ttl_at, settle_at].into_iter().flatten() {
             self.deadlines
-                .push(Reverse((settle_end, Due::Node(name.to_owned()))));
+                .push(Reverse((at, Due::Node(name.to_owned()))));
         }
-        self.nodes.get_mut(name).expect("present").status = status;
+        let n = self.nodes.get_mut(name).expect("present");
+        n.status = status;
+        n.ttl_due = ttl_at.or(n.ttl_due);
+        n.settle_due = settle_at.or(n.settle_due);
         if was_go != is_go {
             for (sel, c) in &mut self.scopes {
                 if sel.matches(&labels) {
@@ -617,7 +630,17 @@ impl Fleet {
                 break;
             };
             match due {
-                Due::Node(name) => self.reevaluate(&name, now),
+                Due::Node(name) => {
+                    if let Some(n) = self.nodes.get_mut(&name) {
+                        if n.ttl_due.is_some_and(|d| d <= now) {
+                            n.ttl_due = None;
+                        }
+                        if n.settle_due.is_some_and(|d| d <= now) {
+                            n.settle_due = None;
+                        }
+                    }
+                    self.reevaluate(&name, now);
+                }
                 Due::WaiverExpiry(id) => {
                     if let Some(w) = self.remove_waiver_inner(id, now) {
                         expired.push(w);
@@ -626,6 +649,13 @@ impl Fleet {
             }
         }
         expired
+    }
+
+    /// Deadlines waiting in the sweeper's heap (at most two per node plus one
+    /// per waiver).
+    #[must_use]
+    pub fn pending_deadlines(&self) -> usize {
+        self.deadlines.len()
     }
 
     /// When the next deadline is due, for the sweeper's sleep.

@@ -683,3 +683,41 @@ fn stale_node_waived_by_node_stale_is_go_and_tick_terminates() {
         "stale again once the waiver expires"
     );
 }
+
+/// A fleet that reports for hours must not accumulate deadlines: each node
+/// has at most one TTL and one settle deadline pending, however many reports
+/// it sends. (The load bench found the heap growing by one entry per report,
+/// ~5 MiB a minute at 10k nodes, each popped entry pushing another.)
+#[test]
+fn deadlines_stay_bounded_by_the_node_count() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(cfg(), W);
+    let nodes = ["c1", "c2", "c3"];
+    for n in nodes {
+        f.apply_report(&full(n, "compute", 1, vec![]), t0, W)
+            .expect("ok");
+    }
+    let mut seq = 1;
+    // Two simulated hours: a heartbeat from every node every second, the
+    // sweeper ticking as the server does.
+    for s in 1..=7_200u64 {
+        let now = t0 + Duration::from_secs(s);
+        seq += 1;
+        for n in nodes {
+            f.apply_report(&heartbeat(n, seq, 1), now, W).expect("ok");
+        }
+        f.tick(now);
+        assert!(
+            f.pending_deadlines() <= 2 * nodes.len(),
+            "after {s} s: {} deadlines pending for {} nodes",
+            f.pending_deadlines(),
+            nodes.len()
+        );
+    }
+    // And staleness still works: silence for a TTL -> not go.
+    let later = t0 + Duration::from_secs(7_200 + 31);
+    f.tick(later);
+    let a = f.gate(&sel("role=compute"), later, W).expect("ok");
+    assert_eq!(a.verdict, Verdict::NoGo, "{a:?}");
+    assert!(a.blockers.iter().all(|b| b.code == "NODE_STALE"), "{a:?}");
+}
