@@ -12,9 +12,13 @@ use crate::{emit, EXIT_GO, EXIT_NO_GO, EXIT_UNDECIDED};
 
 #[derive(clap::Args)]
 pub struct ProbeArgs {
-    /// What to probe: icmp:ADDRESS[@DEVICE], tcp:ADDRESS:PORT[@DEVICE] or
-    /// arp:IPV4@DEVICE.
-    #[arg(required = true, value_name = "TARGET", value_parser = parse_target)]
+    /// The targets (see `--help`).
+    #[arg(
+        required = true,
+        value_name = "TARGET",
+        value_parser = parse_target,
+        help = "What to probe: icmp:ADDRESS[@DEVICE], tcp:ADDRESS:PORT[@DEVICE] or arp:IPV4@DEVICE"
+    )]
     targets: Vec<Target>,
     /// Probes per target; a target counts as reachable when every one is answered.
     #[arg(long, short = 'c', default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
