@@ -70,6 +70,24 @@ fn settle(ns: &Netns, name: &str, carrier: bool) {
     panic!("{name} carrier never became {carrier}");
 }
 
+/// "CODE subject" of every finding in an inspect/baseline JSON answer, sorted.
+fn finding_codes(v: &Value) -> Vec<String> {
+    let mut codes: Vec<String> = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["code"].as_str().expect("code"),
+                f["subject"].as_str().expect("subject")
+            )
+        })
+        .collect();
+    codes.sort();
+    codes
+}
+
 #[test]
 fn inspect_reports_carrier_oper_state_and_addresses_exactly() {
     let ns = bridged();
@@ -312,19 +330,7 @@ fn expected_state_catches_dhcp_fallback_and_lost_route() {
             .output()
             .expect("runs");
         let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-        let mut codes: Vec<String> = v["findings"]
-            .as_array()
-            .expect("findings")
-            .iter()
-            .map(|f| {
-                format!(
-                    "{} {}",
-                    f["code"].as_str().expect("code"),
-                    f["subject"].as_str().expect("subject")
-                )
-            })
-            .collect();
-        codes.sort();
+        let codes = finding_codes(&v);
         (out.status.code(), codes, v)
     };
     let (code, codes, v) = inspect(&ns);
@@ -398,19 +404,7 @@ fn baseline_before_and_after_reports_every_difference() {
             .output()
             .expect("runs");
         let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-        let mut codes: Vec<String> = v["findings"]
-            .as_array()
-            .expect("findings")
-            .iter()
-            .map(|f| {
-                format!(
-                    "{} {}",
-                    f["code"].as_str().expect("code"),
-                    f["subject"].as_str().expect("subject")
-                )
-            })
-            .collect();
-        codes.sort();
+        let codes = finding_codes(&v);
         (out.status.code(), codes)
     };
     assert_eq!(compare(&ns), (Some(0), vec![]), "unchanged node");

@@ -13,6 +13,14 @@ const DIR: &str = concat!(
     "/../../tests/fixtures/os-net-config"
 );
 
+/// The expected interface `name`; panics naming it when absent.
+fn iface<'a>(e: &'a Expectations, name: &str) -> &'a Expected {
+    e.interfaces
+        .iter()
+        .find(|i| i.name == name)
+        .unwrap_or_else(|| panic!("{name} not in the expectations"))
+}
+
 fn load(name: &str, nics: &BTreeMap<String, String>) -> Result<Expectations, ExpectError> {
     let text = std::fs::read_to_string(format!("{DIR}/{name}")).expect("fixture");
     let doc = parse_document(name, &text)?;
@@ -63,11 +71,7 @@ fn unsupported_entry_types_are_reported() {
 #[test]
 fn linux_bond_with_members_and_options() {
     let e = load("linux_bond.yaml", &BTreeMap::new()).expect("reads");
-    let bond = e
-        .interfaces
-        .iter()
-        .find(|i| i.name == "bond1")
-        .expect("bond1");
+    let bond = iface(&e, "bond1");
     assert_eq!(bond.kind, Kind::LinuxBond);
     assert_eq!(bond.members, ["em1", "em2"]);
     assert_eq!(bond.bond_mode, Some(BondMode::ActiveBackup));
@@ -77,25 +81,17 @@ fn linux_bond_with_members_and_options() {
 #[test]
 fn ovs_bridge_with_ovs_bond_members() {
     let e = load("bond.yaml", &BTreeMap::new()).expect("reads");
-    let b = e
-        .interfaces
-        .iter()
-        .find(|i| i.name == "bond1")
-        .expect("bond1");
+    let b = iface(&e, "bond1");
     assert_eq!(b.kind, Kind::OvsBond);
     assert_eq!(b.members, ["em1", "em2"]);
-    let br = e
-        .interfaces
-        .iter()
-        .find(|i| i.name == "br-ctlplane")
-        .expect("bridge");
+    let br = iface(&e, "br-ctlplane");
     assert_eq!(br.members, ["bond1"]);
 }
 
 #[test]
 fn static_interface_addresses_routes_and_vlan_names() {
     let e = load("interface.yaml", &BTreeMap::new()).expect("reads");
-    let em1 = e.interfaces.iter().find(|i| i.name == "em1").expect("em1");
+    let em1 = iface(&e, "em1");
     assert!(!em1.dhcp);
     assert_eq!(em1.addresses, [("192.0.2.1".parse().expect("ip"), 24)]);
     assert_eq!(
