@@ -13,8 +13,11 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub mod ovs;
 pub mod report;
 pub mod time;
+
+pub use ovs::{OvsBridge, OvsInterface, OvsPort, OvsSource};
 
 /// Everything preflight knows about one node's network at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -25,6 +28,9 @@ pub struct Snapshot {
     pub addresses: Vec<Address>,
     /// Routes of the main table.
     pub routes: Vec<Route>,
+    /// Open vSwitch, as read from OVSDB (bonds the kernel does not see).
+    #[serde(default)]
+    pub ovs: OvsSource,
 }
 
 impl Snapshot {
@@ -198,6 +204,12 @@ pub enum BondMode {
     /// 6: adaptive load balancing.
     #[serde(rename = "balance-alb")]
     BalanceAlb,
+    /// Open vSwitch only: source-MAC/VLAN load balancing (`balance-slb`).
+    #[serde(rename = "balance-slb")]
+    BalanceSlb,
+    /// Open vSwitch only: L2-L4 hash, needs LACP (`balance-tcp`).
+    #[serde(rename = "balance-tcp")]
+    BalanceTcp,
 }
 
 impl BondMode {
@@ -212,7 +224,21 @@ impl BondMode {
             Self::Ieee8023ad => "802.3ad",
             Self::BalanceTlb => "balance-tlb",
             Self::BalanceAlb => "balance-alb",
+            Self::BalanceSlb => "balance-slb",
+            Self::BalanceTcp => "balance-tcp",
         }
+    }
+
+    /// Parses an Open vSwitch `bond_mode` (`active-backup`, `balance-slb`,
+    /// `balance-tcp`); `None` for anything else.
+    #[must_use]
+    pub fn parse_ovs(s: &str) -> Option<Self> {
+        Some(match s.trim() {
+            "active-backup" => Self::ActiveBackup,
+            "balance-slb" => Self::BalanceSlb,
+            "balance-tcp" => Self::BalanceTcp,
+            _ => return None,
+        })
     }
 
     /// Parses a mode by name or number, as `bonding_options` write it
@@ -468,6 +494,15 @@ pub struct ProbeStatus {
 pub struct BondView {
     /// Bond name.
     pub name: String,
+    /// Who runs the bond: the kernel's bonding driver or Open vSwitch.
+    #[serde(rename = "type", default)]
+    pub kind: BondKind,
+    /// OVS bridge holding the bond (OVS bonds only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// OVS `lacp` setting (`active`, `passive`, `off`; OVS bonds only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lacp: Option<String>,
     /// Mode.
     pub mode: BondMode,
     /// Carrier of the bond itself.
@@ -499,9 +534,41 @@ pub struct PortView {
     pub speed_mbps: Option<u32>,
     /// Duplex.
     pub duplex: Option<String>,
-    /// Bonding driver state of the port.
+    /// Bonding driver state of the port (for OVS members: derived from
+    /// OVSDB, MII status = admin and link state, failures = `link_resets`).
     #[serde(flatten)]
     pub port: BondPort,
+    /// OVS interface `type` (`dpdk`, ...; OVS members only, empty = system).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ovs_type: Option<String>,
+    /// OVS interface `error` (OVS members only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// OVS `lacp_current` (OVS members only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lacp_current: Option<bool>,
+}
+
+/// Which software runs a bond.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BondKind {
+    /// The Linux bonding driver (`linux_bond`).
+    #[default]
+    Kernel,
+    /// An Open vSwitch bond (`ovs_bond`, `ovs_dpdk_bond`).
+    Ovs,
+}
+
+impl BondKind {
+    /// `kernel` / `ovs`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kernel => "kernel",
+            Self::Ovs => "ovs",
+        }
+    }
 }
 
 impl Snapshot {
@@ -515,6 +582,9 @@ impl Snapshot {
                 let b = i.bond.as_ref()?;
                 Some(BondView {
                     name: i.name.clone(),
+                    kind: BondKind::Kernel,
+                    bridge: None,
+                    lacp: None,
                     mode: b.mode,
                     carrier: i.carrier,
                     oper_state: i.oper_state,
@@ -533,12 +603,16 @@ impl Snapshot {
                                 speed_mbps: p.speed_mbps,
                                 duplex: p.duplex.clone(),
                                 port: p.bond_port.clone()?,
+                                ovs_type: None,
+                                error: None,
+                                lacp_current: None,
                             })
                         })
                         .collect(),
                 })
             })
             .collect();
+        out.extend(self.ovs.bonds().map(|(br, p)| ovs::bond_view(br, p)));
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
