@@ -63,6 +63,8 @@ codes! {
     BondModeMismatch = "BOND_MODE_MISMATCH", Critical, "a bond's running mode or miimon differs from its bonding_options";
     ReachabilityFailed = "REACHABILITY_FAILED", Critical, "a reachability probe (ICMP or TCP, bound to an interface) failed several times in a row";
     ExpectationsInvalid = "EXPECTATIONS_INVALID", Critical, "the expected-state file cannot be read; the last good expectations stay in force";
+    OvsStateUnreadable = "OVS_STATE_UNREADABLE", Critical, "Open vSwitch bonds are expected (configuration or kernel) but OVSDB cannot be read, so their health is unknown";
+    ExpectationUnchecked = "EXPECTATION_UNCHECKED", Warning, "an entry of the expected configuration is of a type preflight cannot check; it is listed, not silently skipped";
 }
 
 impl Code {
@@ -70,7 +72,10 @@ impl Code {
     /// the configuration says, because an unknown state must never be a go.
     #[must_use]
     pub fn fail_closed(self) -> bool {
-        matches!(self, Self::StateUnreadable | Self::ExpectationsInvalid)
+        matches!(
+            self,
+            Self::StateUnreadable | Self::ExpectationsInvalid | Self::OvsStateUnreadable
+        )
     }
 }
 

@@ -463,6 +463,7 @@ impl RawExpect {
                 name: x.name.into_inner(),
                 written_as: None,
                 kind,
+                parent: None,
                 dhcp: x.dhcp,
                 addresses,
                 default_route,

@@ -7,12 +7,17 @@
 //! Entry types preflight does not model (ovs_user_bridge, ib_interface,
 //! contrail_vrouter, ...) are listed in `unsupported`, never an error.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use preflight_model::{BondMode, Snapshot};
 
 use crate::{raw, Code, Raw};
+
+mod nics;
+mod osnc;
+
+pub use nics::nic_mapping;
+pub use osnc::{from_os_net_config, parse_document};
 
 /// Kinds of entries preflight checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -30,6 +35,38 @@ pub enum Kind {
     Vlan,
     /// `linux_bridge`.
     LinuxBridge,
+    /// `ovs_user_bridge`: an OVS bridge on the userspace (DPDK) datapath.
+    OvsUserBridge,
+    /// `ovs_dpdk_bond`: checked in OVSDB only, like `ovs_bond`.
+    OvsDpdkBond,
+    /// `ovs_dpdk_port`: an OVSDB interface of type `dpdk`, no kernel netdev.
+    OvsDpdkPort,
+    /// An `interface` bound to DPDK (inside an `ovs_dpdk_port` and the like):
+    /// not a kernel netdev once bound, so not looked for in the kernel.
+    DpdkNic,
+    /// `team` (libteam; RHEL 7-era deployments).
+    Team,
+}
+
+impl Kind {
+    /// Kinds that exist only in OVSDB, never as a kernel netdev.
+    #[must_use]
+    pub fn ovs_only(self) -> bool {
+        matches!(self, Self::OvsBond | Self::OvsDpdkBond | Self::OvsDpdkPort)
+    }
+
+    /// Kinds that exist as a kernel netdev, so their absence there is a
+    /// finding.
+    #[must_use]
+    pub fn in_kernel(self) -> bool {
+        !self.ovs_only() && self != Self::DpdkNic
+    }
+
+    /// Kinds that mean Open vSwitch runs on the node.
+    #[must_use]
+    pub fn needs_ovs(self) -> bool {
+        self.ovs_only() || matches!(self, Self::OvsBridge | Self::OvsUserBridge)
+    }
 }
 
 /// One expected interface.
@@ -41,6 +78,9 @@ pub struct Expected {
     pub written_as: Option<String>,
     /// Kind.
     pub kind: Kind,
+    /// The entry whose `members` hold this one (`br-ex` for an `ovs_bond`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     /// `use_dhcp: true`.
     pub dhcp: bool,
     /// Static addresses with prefix length.
@@ -80,341 +120,6 @@ pub struct ExpectError {
     pub reason: String,
 }
 
-/// Converts YAML to a JSON value (os-net-config files are YAML or JSON).
-fn yaml_to_json(y: &yaml_rust2::Yaml) -> serde_json::Value {
-    use yaml_rust2::Yaml;
-    match y {
-        Yaml::Real(r) => r
-            .parse::<f64>()
-            .map_or(serde_json::Value::Null, |f| serde_json::json!(f)),
-        Yaml::Integer(i) => serde_json::json!(i),
-        Yaml::String(s) => serde_json::Value::String(s.clone()),
-        Yaml::Boolean(b) => serde_json::Value::Bool(*b),
-        Yaml::Array(a) => serde_json::Value::Array(a.iter().map(yaml_to_json).collect()),
-        Yaml::Hash(h) => serde_json::Value::Object(
-            h.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Yaml::String(s) => s.clone(),
-                        Yaml::Integer(i) => i.to_string(),
-                        Yaml::Boolean(b) => b.to_string(),
-                        _ => format!("{k:?}"),
-                    };
-                    (key, yaml_to_json(v))
-                })
-                .collect(),
-        ),
-        Yaml::Alias(_) | Yaml::Null | Yaml::BadValue => serde_json::Value::Null,
-    }
-}
-
-/// Parses os-net-config text (JSON when it starts with `{`, YAML otherwise).
-///
-/// # Errors
-/// Syntax errors and values of the wrong type, with the path in the document.
-pub fn parse_document(file: &str, text: &str) -> Result<serde_json::Value, ExpectError> {
-    let err = |path: &str, reason: String| ExpectError {
-        file: file.to_owned(),
-        path: path.to_owned(),
-        reason,
-    };
-    // os-net-config reads both forms with a YAML loader, which also accepts
-    // JSON that strict parsers refuse (trailing commas): do the same, and
-    // report the JSON error for a JSON-looking file neither can read.
-    let json = text
-        .trim_start()
-        .starts_with('{')
-        .then(|| serde_json::from_str::<serde_json::Value>(text));
-    if let Some(Ok(v)) = json {
-        return Ok(v);
-    }
-    match yaml_rust2::YamlLoader::load_from_str(text) {
-        Ok(docs) => Ok(docs.first().map_or(serde_json::Value::Null, yaml_to_json)),
-        Err(e) => Err(match json {
-            Some(Err(j)) => err(
-                &format!("line {}", j.line()),
-                format!("not valid JSON: {j}"),
-            ),
-            _ => err(
-                &format!("line {}", e.marker().line()),
-                format!("not valid YAML: {e}"),
-            ),
-        }),
-    }
-}
-
-/// The nicN → device mapping: a mapping file's `interface_mapping`, else
-/// os-net-config's own rule: active (carrier) physical NICs, embedded ones
-/// (`em*`, `eno*`) first, then by name in natural order.
-#[must_use]
-pub fn nic_mapping(
-    snap: &Snapshot,
-    mapping: Option<&serde_json::Value>,
-) -> BTreeMap<String, String> {
-    if let Some(m) = mapping
-        .and_then(|m| m.get("interface_mapping"))
-        .and_then(|m| m.as_object())
-    {
-        let mut out = BTreeMap::new();
-        for (nic, target) in m {
-            let Some(t) = target.as_str() else { continue };
-            let t = t.to_ascii_lowercase();
-            // A MAC address maps to whichever interface has it.
-            let dev = if t.len() == 17 && t.matches(':').count() == 5 {
-                snap.interfaces
-                    .values()
-                    .find(|i| {
-                        i.mac.as_deref() == Some(t.as_str())
-                            || i.bond_port.as_ref().and_then(|p| p.perm_mac.as_deref())
-                                == Some(t.as_str())
-                    })
-                    .map(|i| i.name.clone())
-            } else {
-                Some(t)
-            };
-            if let Some(d) = dev {
-                out.insert(nic.clone(), d);
-            }
-        }
-        return out;
-    }
-    let mut nics: Vec<&str> = snap
-        .interfaces
-        .values()
-        .filter(|i| {
-            i.kind.is_none()
-                && i.carrier
-                && i.name != "lo"
-                && i.mac.as_deref() != Some("00:00:00:00:00:00")
-        })
-        .map(|i| i.name.as_str())
-        .collect();
-    nics.sort_by(|a, b| {
-        let emb = |n: &str| !(n.starts_with("em") || n.starts_with("eno"));
-        emb(a)
-            .cmp(&emb(b))
-            .then_with(|| natural(a).cmp(&natural(b)))
-    });
-    nics.iter()
-        .enumerate()
-        .map(|(i, n)| (format!("nic{}", i + 1), (*n).to_owned()))
-        .collect()
-}
-
-fn natural(s: &str) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let mut text = String::new();
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-        } else {
-            if !num.is_empty() {
-                out.push((std::mem::take(&mut text), num.parse().unwrap_or(0)));
-                num.clear();
-            }
-            text.push(c);
-        }
-    }
-    out.push((text, num.parse().unwrap_or(0)));
-    out
-}
-
-fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
-    let (ip, len) = s.split_once('/')?;
-    Some((ip.trim().parse().ok()?, len.trim().parse().ok()?))
-}
-
-/// Reads expectations from an os-net-config document.
-///
-/// # Errors
-/// A document without `network_config` as a list, or a bad value in an
-/// entry preflight checks, with the path in the document.
-pub fn from_os_net_config(
-    file: &str,
-    doc: &serde_json::Value,
-    nics: &BTreeMap<String, String>,
-) -> Result<Expectations, ExpectError> {
-    let err = |path: String, reason: &str| ExpectError {
-        file: file.to_owned(),
-        path,
-        reason: reason.to_owned(),
-    };
-    let list = doc
-        .get("network_config")
-        .ok_or_else(|| {
-            err(
-                "network_config".into(),
-                "missing: an os-net-config file has a network_config list",
-            )
-        })?
-        .as_array()
-        .ok_or_else(|| err("network_config".into(), "must be a list of entries"))?;
-    let mut out = Expectations {
-        source: file.to_owned(),
-        ..Expectations::default()
-    };
-    for (i, e) in list.iter().enumerate() {
-        walk(e, &format!("network_config[{i}]"), nics, &mut out, file)?;
-    }
-    Ok(out)
-}
-
-fn walk(
-    e: &serde_json::Value,
-    path: &str,
-    nics: &BTreeMap<String, String>,
-    out: &mut Expectations,
-    file: &str,
-) -> Result<Option<String>, ExpectError> {
-    let err = |p: String, reason: String| ExpectError {
-        file: file.to_owned(),
-        path: p,
-        reason,
-    };
-    let obj = e
-        .as_object()
-        .ok_or_else(|| err(path.to_owned(), "each entry must be a mapping".into()))?;
-    let ty = obj
-        .get("type")
-        .and_then(|t| t.as_str())
-        .ok_or_else(|| err(format!("{path}.type"), "missing or not a string".into()))?;
-    let kind = match ty {
-        "interface" => Kind::Interface,
-        "linux_bond" => Kind::LinuxBond,
-        "ovs_bridge" => Kind::OvsBridge,
-        "ovs_bond" => Kind::OvsBond,
-        "vlan" => Kind::Vlan,
-        "linux_bridge" => Kind::LinuxBridge,
-        other => {
-            let name = obj.get("name").and_then(|n| n.as_str()).unwrap_or("");
-            out.unsupported
-                .push(format!("{other} {name}").trim().to_owned());
-            return Ok(None);
-        }
-    };
-    let written = match (obj.get("name").and_then(|n| n.as_str()), kind) {
-        (Some(n), _) => n.to_owned(),
-        (None, Kind::Vlan) => {
-            let id = obj
-                .get("vlan_id")
-                .and_then(serde_json::Value::as_u64)
-                .ok_or_else(|| {
-                    err(
-                        format!("{path}.vlan_id"),
-                        "a vlan without name needs a numeric vlan_id".into(),
-                    )
-                })?;
-            match obj.get("device").and_then(|d| d.as_str()) {
-                Some(dev) => format!("{}.{id}", nics.get(dev).map_or(dev, String::as_str)),
-                None => format!("vlan{id}"),
-            }
-        }
-        (None, _) => return Err(err(format!("{path}.name"), "missing".into())),
-    };
-    let name = nics
-        .get(&written)
-        .cloned()
-        .unwrap_or_else(|| written.clone());
-    let mut x = Expected {
-        written_as: (name != written).then_some(written),
-        name: name.clone(),
-        kind,
-        dhcp: obj
-            .get("use_dhcp")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false),
-        addresses: Vec::new(),
-        default_route: None,
-        mtu: None,
-        members: Vec::new(),
-        bond_mode: None,
-        bond_miimon: None,
-    };
-    if let Some(m) = obj.get("mtu") {
-        x.mtu = Some(
-            m.as_u64()
-                .and_then(|v| u32::try_from(v).ok())
-                .filter(|v| (68..=65_536).contains(v))
-                .ok_or_else(|| {
-                    err(
-                        format!("{path}.mtu"),
-                        format!("`{m}` is not an MTU (68-65536)"),
-                    )
-                })?,
-        );
-    }
-    if let Some(addrs) = obj.get("addresses") {
-        let list = addrs
-            .as_array()
-            .ok_or_else(|| err(format!("{path}.addresses"), "must be a list".into()))?;
-        for (j, a) in list.iter().enumerate() {
-            let p = format!("{path}.addresses[{j}].ip_netmask");
-            let text = a
-                .get("ip_netmask")
-                .and_then(|v| v.as_str())
-                .ok_or_else(|| err(p.clone(), "missing or not a string".into()))?;
-            x.addresses.push(
-                parse_cidr(text)
-                    .ok_or_else(|| err(p, format!("`{text}` is not an address/prefix")))?,
-            );
-        }
-    }
-    if let Some(routes) = obj.get("routes") {
-        let list = routes
-            .as_array()
-            .ok_or_else(|| err(format!("{path}.routes"), "must be a list".into()))?;
-        for (j, r) in list.iter().enumerate() {
-            let dest = r
-                .get("ip_netmask")
-                .or_else(|| r.get("destination"))
-                .and_then(|v| v.as_str());
-            let is_default = r
-                .get("default")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false)
-                || matches!(dest, Some("0.0.0.0/0" | "::/0"));
-            if is_default {
-                let hop = r
-                    .get("next_hop")
-                    .or_else(|| r.get("nexthop"))
-                    .and_then(|v| v.as_str());
-                let gw = match hop {
-                    Some(h) => Some(h.parse().map_err(|_| {
-                        err(
-                            format!("{path}.routes[{j}].next_hop"),
-                            format!("`{h}` is not an address"),
-                        )
-                    })?),
-                    None => None,
-                };
-                x.default_route = Some(gw);
-            }
-        }
-    }
-    if let Some(opts) = obj.get("bonding_options").and_then(|v| v.as_str()) {
-        for kv in opts.split_whitespace() {
-            match kv.split_once('=') {
-                Some(("mode", m)) => x.bond_mode = BondMode::parse(m),
-                Some(("miimon", v)) => x.bond_miimon = v.parse().ok(),
-                _ => {}
-            }
-        }
-    }
-    if let Some(members) = obj.get("members") {
-        let list = members
-            .as_array()
-            .ok_or_else(|| err(format!("{path}.members"), "must be a list".into()))?;
-        for (j, m) in list.iter().enumerate() {
-            if let Some(member) = walk(m, &format!("{path}.members[{j}]"), nics, out, file)? {
-                x.members.push(member);
-            }
-        }
-    }
-    out.interfaces.push(x);
-    Ok(Some(name))
-}
-
 /// A baseline: the node's current state as expectations, so that a later
 /// comparison reports every difference with the same rules (`preflight
 /// baseline`). Only what configuration controls is kept: interfaces with
@@ -443,6 +148,7 @@ pub fn from_snapshot(snap: &Snapshot, source: &str) -> Expectations {
                 name: i.name.clone(),
                 written_as: None,
                 kind,
+                parent: None,
                 // A dynamic address today is not a finding tomorrow.
                 dhcp: snap.addresses_of(i.index).any(|a| !a.permanent),
                 addresses: snap
@@ -477,14 +183,35 @@ pub fn from_snapshot(snap: &Snapshot, source: &str) -> Expectations {
 pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
     let mut out = Vec::new();
     let src = &exp.source;
+    for u in &exp.unsupported {
+        out.push(raw(
+            Code::ExpectationUnchecked,
+            u,
+            format!("`{u}` in {src} is of a type preflight does not check: its interface members are checked, the entry itself is not"),
+        ));
+    }
+    if exp.interfaces.iter().any(|x| x.kind.needs_ovs()) {
+        out.extend(crate::ovs::unreadable(
+            &snap.ovs,
+            &format!("{src} configures Open vSwitch bridges or bonds"),
+        ));
+    }
     let has_default = |v6: bool| snap.routes.iter().any(|r| r.is_default() && r.ipv6 == v6);
+    // A member that is no entry of its own (an unmodelled type such as
+    // sriov_vf) is reported as EXPECTATION_UNCHECKED, not looked for.
+    let kind_of = |name: &str| {
+        exp.interfaces
+            .iter()
+            .find(|e| e.name == name)
+            .map_or(Kind::DpdkNic, |e| e.kind)
+    };
     for x in &exp.interfaces {
         let written = x
             .written_as
             .as_ref()
             .map_or_else(String::new, |w| format!(" ({w} in {src})"));
         let running = snap.by_name(&x.name);
-        if x.kind != Kind::OvsBond && running.is_none() {
+        if x.kind.in_kernel() && running.is_none() {
             out.push(raw(
                 Code::ExpectedInterfaceMissing,
                 &x.name,
@@ -494,20 +221,31 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
                 ),
             ));
         }
-        for m in &x.members {
+        if x.kind.ovs_only() {
+            ovs_entry_rules(snap, exp, x, src, &mut out);
+        }
+        for m in x.members.iter().filter(|m| kind_of(m).in_kernel()) {
             match snap.by_name(m) {
                 None => out.push(raw(
                     Code::BondMemberMissing,
                     format!("{}/{m}", x.name),
                     format!("{m}, a member of {} in {src}, does not exist on the node", x.name),
                 )),
-                Some(i) if !i.carrier && exp.interfaces.iter().any(|e| e.name == *m && e.kind == Kind::Interface) => out.push(raw(
+                Some(i) if !i.carrier && kind_of(m) == Kind::Interface => out.push(raw(
                     Code::BondMemberMissing,
                     format!("{}/{m}", x.name),
                     format!("{m}, a member of {} in {src}, has no carrier; rebuilding {} with it may fail", x.name, x.name),
                 )),
+                Some(i) if x.kind == Kind::Team && running.is_some_and(|t| i.controller != Some(t.index)) => out.push(raw(
+                    Code::BondMemberMissing,
+                    format!("{}/{m}", x.name),
+                    format!("{m}, a member of team {} in {src}, is not a port of {}", x.name, x.name),
+                )),
                 Some(_) => {}
             }
+        }
+        if !x.kind.in_kernel() {
+            continue; // addresses, routes and MTU live on kernel netdevs
         }
         if let Some(gw) = x.default_route {
             let v6 = gw.is_some_and(|g| g.is_ipv6());
@@ -637,6 +375,71 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
         }
     }
     out
+}
+
+/// An OVS-only entry (`ovs_bond`, `ovs_dpdk_bond`, `ovs_dpdk_port`) checked
+/// against OVSDB: the port exists (in its bridge) with the configured members.
+/// When OVSDB cannot be read, OVS_STATE_UNREADABLE already says so.
+fn ovs_entry_rules(
+    snap: &Snapshot,
+    exp: &Expectations,
+    x: &Expected,
+    src: &str,
+    out: &mut Vec<Raw>,
+) {
+    if !snap.ovs.is_ok() {
+        return;
+    }
+    let bridges = snap.ovs.bridges();
+    if x.kind == Kind::OvsDpdkPort {
+        let found = bridges
+            .iter()
+            .flat_map(|b| &b.ports)
+            .flat_map(|p| &p.interfaces)
+            .any(|i| i.name == x.name);
+        if !found {
+            out.push(raw(
+                Code::ExpectedInterfaceMissing,
+                &x.name,
+                format!("DPDK port {} is configured in {src} but OVSDB has no interface of that name (`ovs-vsctl list Interface {}`)", x.name, x.name),
+            ));
+        }
+        return;
+    }
+    let within = x.parent.as_deref();
+    let port = bridges
+        .iter()
+        .filter(|b| within.is_none_or(|p| b.name == p))
+        .flat_map(|b| &b.ports)
+        .find(|p| p.name == x.name);
+    let Some(port) = port else {
+        out.push(raw(
+            Code::ExpectedInterfaceMissing,
+            &x.name,
+            format!(
+                "OVS bond {} is configured in {src}{} but OVSDB has no such port (`ovs-vsctl show`)",
+                x.name,
+                within.map_or_else(String::new, |p| format!(" on bridge {p}"))
+            ),
+        ));
+        return;
+    };
+    // Members of unmodelled types (sriov_vf) are reported as unchecked.
+    let modelled = |m: &String| exp.interfaces.iter().any(|e| e.name == *m);
+    for m in x.members.iter().filter(|m| modelled(m)) {
+        if !port.interfaces.iter().any(|i| i.name == *m) {
+            out.push(raw(
+                Code::BondMemberMissing,
+                format!("{}/{m}", x.name),
+                format!(
+                    "{m}, a member of OVS bond {} in {src}, is not a member of {} in OVSDB (members there: {})",
+                    x.name,
+                    x.name,
+                    port.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

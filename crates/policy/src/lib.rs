@@ -18,6 +18,8 @@ use preflight_model::{
 pub mod codes;
 pub mod config;
 pub mod expect;
+pub mod ovs;
+pub mod team;
 
 pub use codes::Code;
 pub use config::{ConfigError, PolicyConfig, RawPolicyConfig};
@@ -41,15 +43,32 @@ fn raw(code: Code, subject: impl Into<String>, message: impl Into<String>) -> Ra
     }
 }
 
-/// Carrier changes per interface index within the flap window, as computed by
-/// the [`Evaluator`]; empty for a one-shot check.
-pub type FlapCounts = HashMap<u32, u32>;
+/// Link changes within the flap window, as computed by the [`Evaluator`];
+/// empty for a one-shot check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlapCounts {
+    /// Carrier changes per kernel interface index.
+    pub links: HashMap<u32, u32>,
+    /// OVS `link_resets` increase per `bond/member`.
+    pub ovs: HashMap<String, u64>,
+}
+
+impl FlapCounts {
+    /// No changes seen.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
 
 /// Every rule, applied to one snapshot.
 #[must_use]
 pub fn rules(snap: &Snapshot, config: &PolicyConfig, flaps: &FlapCounts) -> Vec<Raw> {
     let mut out = Vec::new();
+    // Members of OVS bonds are judged by the OVS rules, as bond members.
+    let ovs_members = ovs::bond_member_names(snap);
     for iface in snap.interfaces.values() {
+        let in_ovs_bond = ovs_members.contains(iface.name.as_str());
         if !iface.parse_errors.is_empty() {
             out.push(raw(
                 Code::StateUnreadable,
@@ -63,7 +82,11 @@ pub fn rules(snap: &Snapshot, config: &PolicyConfig, flaps: &FlapCounts) -> Vec<
         }
         if let Some(bond) = &iface.bond {
             bond_rules(snap, iface, bond, config, &mut out);
+        } else if iface.kind.as_deref() == Some("team") {
+            team::rules(snap, iface, config, &mut out);
         } else if iface.bond_port.is_none()
+            && !in_ovs_bond
+            && !team::is_team_port(snap, iface)
             && iface.admin_up
             && !iface.carrier
             && !config.ignored(&iface.name)
@@ -74,8 +97,8 @@ pub fn rules(snap: &Snapshot, config: &PolicyConfig, flaps: &FlapCounts) -> Vec<
                 format!("{} is admin up but has no carrier (oper state {}); check the cable and the switch port, or set it down if unused", iface.name, iface.oper_state.as_str()),
             ));
         }
-        if let Some(&n) = flaps.get(&iface.index) {
-            if n >= config.flap_max_changes && !config.ignored(&iface.name) {
+        if let Some(&n) = flaps.links.get(&iface.index) {
+            if n >= config.flap_max_changes && !config.ignored(&iface.name) && !in_ovs_bond {
                 out.push(raw(
                     Code::LinkFlapping,
                     subject_of(snap, iface),
@@ -88,6 +111,7 @@ pub fn rules(snap: &Snapshot, config: &PolicyConfig, flaps: &FlapCounts) -> Vec<
             }
         }
     }
+    ovs::rules(snap, config, &flaps.ovs, &mut out);
     out
 }
 
@@ -303,7 +327,9 @@ pub struct Evaluator {
     probes: Vec<preflight_model::ProbeStatus>,
     first_seen: BTreeMap<(Code, String), SystemTime>,
     /// Per ifindex: (when, carrier_changes) samples, oldest first.
-    carrier: HashMap<u32, VecDeque<(Instant, u32)>>,
+    carrier: HashMap<u32, VecDeque<(Instant, u64)>>,
+    /// Per OVS `bond/member`: (when, link_resets) samples, oldest first.
+    ovs_resets: HashMap<String, VecDeque<(Instant, u64)>>,
 }
 
 impl Evaluator {
@@ -318,6 +344,7 @@ impl Evaluator {
             probes: Vec::new(),
             first_seen: BTreeMap::new(),
             carrier: HashMap::new(),
+            ovs_resets: HashMap::new(),
         }
     }
 
@@ -413,32 +440,32 @@ impl Evaluator {
 
     fn update_flaps(&mut self, snap: &Snapshot, now: Instant) -> FlapCounts {
         let window = self.config.flap_window;
-        self.carrier
-            .retain(|idx, _| snap.interfaces.contains_key(idx));
-        let mut counts = FlapCounts::new();
-        for iface in snap.interfaces.values() {
-            let hist = self.carrier.entry(iface.index).or_default();
-            if hist.back().is_none_or(|(_, c)| *c != iface.carrier_changes) {
-                hist.push_back((now, iface.carrier_changes));
-            }
-            // Keep the newest sample older than the window as the baseline.
-            while hist.len() > 1 && now.saturating_duration_since(hist[1].0) >= window {
-                hist.pop_front();
-            }
-            let baseline = hist.front().map_or(iface.carrier_changes, |(_, c)| *c);
-            let n = iface.carrier_changes.saturating_sub(baseline);
-            if n > 0 {
-                counts.insert(iface.index, n);
-            }
+        let links = snap
+            .interfaces
+            .values()
+            .map(|i| (i.index, u64::from(i.carrier_changes)));
+        let ovs = snap.ovs.bonds().flat_map(|(_, p)| {
+            p.interfaces
+                .iter()
+                .filter_map(|m| Some((format!("{}/{}", p.name, m.name), m.link_resets?)))
+        });
+        FlapCounts {
+            links: window_counts(&mut self.carrier, links, now, window)
+                .into_iter()
+                .map(|(k, n)| (k, u32::try_from(n).unwrap_or(u32::MAX)))
+                .collect(),
+            ovs: window_counts(&mut self.ovs_resets, ovs, now, window),
         }
-        counts
     }
 
     /// Whether a re-evaluation without a new snapshot could change the result
     /// (a flap window is still open), so watchers know to tick.
     #[must_use]
     pub fn needs_tick(&self) -> bool {
-        self.carrier.values().any(|h| h.len() > 1)
+        self.carrier
+            .values()
+            .chain(self.ovs_resets.values())
+            .any(|h| h.len() > 1)
     }
 
     /// How often to re-evaluate while [`Self::needs_tick`] holds.
@@ -446,6 +473,36 @@ impl Evaluator {
     pub fn tick_interval(&self) -> Duration {
         (self.config.flap_window / 20).clamp(Duration::from_millis(250), Duration::from_secs(5))
     }
+}
+
+/// Per key, how much a monotonic counter (carrier changes, `link_resets`)
+/// grew within `window`; `hist` keeps the samples and forgets keys that are
+/// gone.
+fn window_counts<K: std::hash::Hash + Eq + Clone>(
+    hist: &mut HashMap<K, VecDeque<(Instant, u64)>>,
+    current: impl Iterator<Item = (K, u64)>,
+    now: Instant,
+    window: Duration,
+) -> HashMap<K, u64> {
+    let current: HashMap<K, u64> = current.collect();
+    hist.retain(|k, _| current.contains_key(k));
+    let mut counts = HashMap::new();
+    for (key, value) in current {
+        let h = hist.entry(key.clone()).or_default();
+        if h.back().is_none_or(|(_, c)| *c != value) {
+            h.push_back((now, value));
+        }
+        // Keep the newest sample older than the window as the baseline.
+        while h.len() > 1 && now.saturating_duration_since(h[1].0) >= window {
+            h.pop_front();
+        }
+        let baseline = h.front().map_or(value, |(_, c)| *c);
+        let n = value.saturating_sub(baseline);
+        if n > 0 {
+            counts.insert(key, n);
+        }
+    }
+    counts
 }
 
 #[cfg(test)]

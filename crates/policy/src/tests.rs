@@ -481,7 +481,11 @@ fn every_code_has_a_rule_test_and_a_meaning() {
         assert_eq!(Code::parse(c.as_str()), Some(*c));
     }
     // The table above covers each code at least once.
-    let src = concat!(include_str!("tests.rs"), include_str!("expect/tests.rs"));
+    let src = concat!(
+        include_str!("tests.rs"),
+        include_str!("expect/tests.rs"),
+        include_str!("ovs/tests.rs")
+    );
     for c in codes::ALL {
         assert!(
             src.contains(&format!("\"{}", c.as_str())),

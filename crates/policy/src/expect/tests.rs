@@ -66,6 +66,14 @@ fn unsupported_entry_types_are_reported() {
         "{:?}",
         e.unsupported
     );
+    let f = rules(&Snapshot::default(), &e);
+    assert!(
+        f.iter().any(|r| r.code == Code::ExpectationUnchecked
+            && r.subject.starts_with("ib_interface")
+            && r.message.contains("does not check")),
+        "{f:?}"
+    );
+    assert!(f.iter().any(|r| r.code.as_str() == "EXPECTATION_UNCHECKED"));
 }
 
 #[test]
@@ -295,3 +303,5 @@ fn dhcp_fallback_is_unexpected_dhcp_and_missing_address_and_route() {
         ]
     );
 }
+
+mod ovs_and_team;

@@ -1,0 +1,321 @@
+//! Reads an os-net-config file (YAML or JSON, as os-net-config itself
+//! reads it) into [`Expectations`]. Entry types preflight does not model are
+//! listed in `unsupported` (and reported as EXPECTATION_UNCHECKED), never an
+//! error; their `interface` members are still checked.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use preflight_model::BondMode;
+
+use super::{ExpectError, Expectations, Expected, Kind};
+
+/// Converts YAML to a JSON value (os-net-config files are YAML or JSON).
+fn yaml_to_json(y: &yaml_rust2::Yaml) -> serde_json::Value {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::Real(r) => r
+            .parse::<f64>()
+            .map_or(serde_json::Value::Null, |f| serde_json::json!(f)),
+        Yaml::Integer(i) => serde_json::json!(i),
+        Yaml::String(s) => serde_json::Value::String(s.clone()),
+        Yaml::Boolean(b) => serde_json::Value::Bool(*b),
+        Yaml::Array(a) => serde_json::Value::Array(a.iter().map(yaml_to_json).collect()),
+        Yaml::Hash(h) => serde_json::Value::Object(
+            h.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Yaml::String(s) => s.clone(),
+                        Yaml::Integer(i) => i.to_string(),
+                        Yaml::Boolean(b) => b.to_string(),
+                        _ => format!("{k:?}"),
+                    };
+                    (key, yaml_to_json(v))
+                })
+                .collect(),
+        ),
+        Yaml::Alias(_) | Yaml::Null | Yaml::BadValue => serde_json::Value::Null,
+    }
+}
+
+/// Parses os-net-config text (JSON when it starts with `{`, YAML otherwise).
+///
+/// # Errors
+/// Syntax errors and values of the wrong type, with the path in the document.
+pub fn parse_document(file: &str, text: &str) -> Result<serde_json::Value, ExpectError> {
+    let err = |path: &str, reason: String| ExpectError {
+        file: file.to_owned(),
+        path: path.to_owned(),
+        reason,
+    };
+    // os-net-config reads both forms with a YAML loader, which also accepts
+    // JSON that strict parsers refuse (trailing commas): do the same, and
+    // report the JSON error for a JSON-looking file neither can read.
+    let json = text
+        .trim_start()
+        .starts_with('{')
+        .then(|| serde_json::from_str::<serde_json::Value>(text));
+    if let Some(Ok(v)) = json {
+        return Ok(v);
+    }
+    match yaml_rust2::YamlLoader::load_from_str(text) {
+        Ok(docs) => Ok(docs.first().map_or(serde_json::Value::Null, yaml_to_json)),
+        Err(e) => Err(match json {
+            Some(Err(j)) => err(
+                &format!("line {}", j.line()),
+                format!("not valid JSON: {j}"),
+            ),
+            _ => err(
+                &format!("line {}", e.marker().line()),
+                format!("not valid YAML: {e}"),
+            ),
+        }),
+    }
+}
+
+fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    Some((ip.trim().parse().ok()?, len.trim().parse().ok()?))
+}
+
+/// Reads expectations from an os-net-config document.
+///
+/// # Errors
+/// A document without `network_config` as a list, or a bad value in an
+/// entry preflight checks, with the path in the document.
+pub fn from_os_net_config(
+    file: &str,
+    doc: &serde_json::Value,
+    nics: &BTreeMap<String, String>,
+) -> Result<Expectations, ExpectError> {
+    let err = |path: String, reason: &str| ExpectError {
+        file: file.to_owned(),
+        path,
+        reason: reason.to_owned(),
+    };
+    let list = doc
+        .get("network_config")
+        .ok_or_else(|| {
+            err(
+                "network_config".into(),
+                "missing: an os-net-config file has a network_config list",
+            )
+        })?
+        .as_array()
+        .ok_or_else(|| err("network_config".into(), "must be a list of entries"))?;
+    let mut out = Expectations {
+        source: file.to_owned(),
+        ..Expectations::default()
+    };
+    for (i, e) in list.iter().enumerate() {
+        let at = Place {
+            path: format!("network_config[{i}]"),
+            parent: None,
+            userspace: false,
+        };
+        walk(e, &at, nics, &mut out, file)?;
+    }
+    Ok(out)
+}
+
+/// Where an entry sits in the document.
+struct Place<'a> {
+    /// Path in the document (`network_config[0].members[1]`).
+    path: String,
+    /// Name of the entry whose `members` list holds this one.
+    parent: Option<&'a str>,
+    /// Under a DPDK or other userspace-datapath entry: its NICs are bound to
+    /// a userspace driver and are not kernel netdevs.
+    userspace: bool,
+}
+
+/// Entry types whose member NICs leave the kernel (bound to DPDK/VFIO).
+fn takes_nics_from_kernel(ty: &str) -> bool {
+    ty.contains("dpdk") || ty.starts_with("vpp") || ty.starts_with("nfvswitch")
+}
+
+fn walk(
+    e: &serde_json::Value,
+    at: &Place<'_>,
+    nics: &BTreeMap<String, String>,
+    out: &mut Expectations,
+    file: &str,
+) -> Result<Option<String>, ExpectError> {
+    let err = |p: String, reason: String| ExpectError {
+        file: file.to_owned(),
+        path: p,
+        reason,
+    };
+    let path = at.path.as_str();
+    let obj = e
+        .as_object()
+        .ok_or_else(|| err(path.to_owned(), "each entry must be a mapping".into()))?;
+    let ty = obj
+        .get("type")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| err(format!("{path}.type"), "missing or not a string".into()))?;
+    let kind = match ty {
+        "interface" if at.userspace => Kind::DpdkNic,
+        "interface" => Kind::Interface,
+        "linux_bond" => Kind::LinuxBond,
+        "ovs_bridge" => Kind::OvsBridge,
+        "ovs_bond" => Kind::OvsBond,
+        "ovs_user_bridge" => Kind::OvsUserBridge,
+        "ovs_dpdk_bond" => Kind::OvsDpdkBond,
+        "ovs_dpdk_port" => Kind::OvsDpdkPort,
+        "team" => Kind::Team,
+        "vlan" => Kind::Vlan,
+        "linux_bridge" => Kind::LinuxBridge,
+        other => {
+            let name = obj.get("name").and_then(|n| n.as_str()).unwrap_or("");
+            out.unsupported
+                .push(format!("{other} {name}").trim().to_owned());
+            // Its members are still checked: a NIC does not stop existing
+            // because its parent is of a type preflight does not model.
+            if let Some(list) = obj.get("members").and_then(|m| m.as_array()) {
+                for (j, m) in list.iter().enumerate() {
+                    let inner = Place {
+                        path: format!("{path}.members[{j}]"),
+                        parent: None,
+                        userspace: at.userspace || takes_nics_from_kernel(other),
+                    };
+                    walk(m, &inner, nics, out, file)?;
+                }
+            }
+            // A bond still lists it as a member, by the name os-net-config
+            // gives it (`sriov_vf`: DEVICE_VFID).
+            let vf = obj
+                .get("device")
+                .and_then(|d| d.as_str())
+                .zip(obj.get("vfid").and_then(serde_json::Value::as_u64))
+                .map(|(d, id)| format!("{}_{id}", nics.get(d).map_or(d, String::as_str)));
+            return Ok((!name.is_empty()).then(|| name.to_owned()).or(vf));
+        }
+    };
+    let written = match (obj.get("name").and_then(|n| n.as_str()), kind) {
+        (Some(n), _) => n.to_owned(),
+        (None, Kind::Vlan) => {
+            let id = obj
+                .get("vlan_id")
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| {
+                    err(
+                        format!("{path}.vlan_id"),
+                        "a vlan without name needs a numeric vlan_id".into(),
+                    )
+                })?;
+            match obj.get("device").and_then(|d| d.as_str()) {
+                Some(dev) => format!("{}.{id}", nics.get(dev).map_or(dev, String::as_str)),
+                None => format!("vlan{id}"),
+            }
+        }
+        (None, _) => return Err(err(format!("{path}.name"), "missing".into())),
+    };
+    let name = nics
+        .get(&written)
+        .cloned()
+        .unwrap_or_else(|| written.clone());
+    let mut x = Expected {
+        written_as: (name != written).then_some(written),
+        name: name.clone(),
+        kind,
+        parent: at.parent.map(str::to_owned),
+        dhcp: obj
+            .get("use_dhcp")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false),
+        addresses: Vec::new(),
+        default_route: None,
+        mtu: None,
+        members: Vec::new(),
+        bond_mode: None,
+        bond_miimon: None,
+    };
+    if let Some(m) = obj.get("mtu") {
+        x.mtu = Some(
+            m.as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .filter(|v| (68..=65_536).contains(v))
+                .ok_or_else(|| {
+                    err(
+                        format!("{path}.mtu"),
+                        format!("`{m}` is not an MTU (68-65536)"),
+                    )
+                })?,
+        );
+    }
+    if let Some(addrs) = obj.get("addresses") {
+        let list = addrs
+            .as_array()
+            .ok_or_else(|| err(format!("{path}.addresses"), "must be a list".into()))?;
+        for (j, a) in list.iter().enumerate() {
+            let p = format!("{path}.addresses[{j}].ip_netmask");
+            let text = a
+                .get("ip_netmask")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| err(p.clone(), "missing or not a string".into()))?;
+            x.addresses.push(
+                parse_cidr(text)
+                    .ok_or_else(|| err(p, format!("`{text}` is not an address/prefix")))?,
+            );
+        }
+    }
+    if let Some(routes) = obj.get("routes") {
+        let list = routes
+            .as_array()
+            .ok_or_else(|| err(format!("{path}.routes"), "must be a list".into()))?;
+        for (j, r) in list.iter().enumerate() {
+            let dest = r
+                .get("ip_netmask")
+                .or_else(|| r.get("destination"))
+                .and_then(|v| v.as_str());
+            let is_default = r
+                .get("default")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false)
+                || matches!(dest, Some("0.0.0.0/0" | "::/0"));
+            if is_default {
+                let hop = r
+                    .get("next_hop")
+                    .or_else(|| r.get("nexthop"))
+                    .and_then(|v| v.as_str());
+                let gw = match hop {
+                    Some(h) => Some(h.parse().map_err(|_| {
+                        err(
+                            format!("{path}.routes[{j}].next_hop"),
+                            format!("`{h}` is not an address"),
+                        )
+                    })?),
+                    None => None,
+                };
+                x.default_route = Some(gw);
+            }
+        }
+    }
+    if let Some(opts) = obj.get("bonding_options").and_then(|v| v.as_str()) {
+        for kv in opts.split_whitespace() {
+            match kv.split_once('=') {
+                Some(("mode", m)) => x.bond_mode = BondMode::parse(m),
+                Some(("miimon", v)) => x.bond_miimon = v.parse().ok(),
+                _ => {}
+            }
+        }
+    }
+    if let Some(members) = obj.get("members") {
+        let list = members
+            .as_array()
+            .ok_or_else(|| err(format!("{path}.members"), "must be a list".into()))?;
+        for (j, m) in list.iter().enumerate() {
+            let inner = Place {
+                path: format!("{path}.members[{j}]"),
+                parent: Some(&name),
+                userspace: at.userspace || takes_nics_from_kernel(ty),
+            };
+            if let Some(member) = walk(m, &inner, nics, out, file)? {
+                x.members.push(member);
+            }
+        }
+    }
+    out.interfaces.push(x);
+    Ok(Some(name))
+}
