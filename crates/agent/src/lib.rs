@@ -12,11 +12,12 @@
 pub mod expectations;
 pub mod http;
 pub mod metrics;
+pub mod monitor;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::http::header;
@@ -25,12 +26,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use hyper::{Method, StatusCode};
 use preflight_model::report::{Report, ReportAck, ReportBody};
-use preflight_model::NodeState;
-use preflight_policy::{Evaluator, PolicyConfig};
+use preflight_policy::PolicyConfig;
 use tokio::sync::watch;
 
 pub use http::{BaseUrl, Client, HttpError};
 pub use metrics::AgentMetrics;
+pub use monitor::{MonitorConfig, NodeMonitor, Pipeline, ProbePlan, Versioned};
 
 /// Validated agent settings.
 #[derive(Debug, Clone)]
@@ -64,6 +65,26 @@ pub struct AgentConfig {
     pub probe_gateways_arp: bool,
     /// Probe timing and thresholds.
     pub probe: preflight_probe::ProbeConfig,
+    /// Open vSwitch state from OVSDB; `None`: not read.
+    pub ovs: Option<watch::Receiver<preflight_model::OvsSource>>,
+}
+
+impl AgentConfig {
+    /// The probes this configuration asks for.
+    #[must_use]
+    pub fn probe_plan(&self) -> ProbePlan {
+        ProbePlan {
+            configured: self.probes.clone(),
+            gateways: self.probe_gateways,
+            gateways_arp: self.probe_gateways_arp,
+            aggregators: self
+                .aggregators
+                .iter()
+                .filter_map(BaseUrl::socket_addr)
+                .collect(),
+            config: self.probe.clone(),
+        }
+    }
 }
 
 /// The probe targets: configured ones, each expected default gateway via
@@ -74,31 +95,7 @@ pub fn probe_targets(
     cfg: &AgentConfig,
     exp: Option<&preflight_policy::expect::Expectations>,
 ) -> Vec<preflight_probe::Target> {
-    let mut t = cfg.probes.clone();
-    if cfg.probe_gateways {
-        for x in exp.map(|e| e.interfaces.as_slice()).unwrap_or_default() {
-            if let Some(Some(gw)) = x.default_route {
-                t.push(preflight_probe::Target::Icmp {
-                    addr: gw,
-                    device: Some(x.name.clone()),
-                });
-                if let (true, std::net::IpAddr::V4(addr)) = (cfg.probe_gateways_arp, gw) {
-                    t.push(preflight_probe::Target::Arp {
-                        addr,
-                        device: x.name.clone(),
-                    });
-                }
-            }
-        }
-        for a in &cfg.aggregators {
-            if let Some(addr) = a.socket_addr() {
-                t.push(preflight_probe::Target::Tcp { addr, device: None });
-            }
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    t.retain(|x| seen.insert(x.to_string()));
-    t
+    cfg.probe_plan().targets(exp)
 }
 
 /// Why the agent stopped.
@@ -107,6 +104,9 @@ pub enum AgentError {
     /// The netlink watch failed.
     #[error("netlink: {0}")]
     Netlink(#[from] preflight_netlink::NetlinkError),
+    /// A task of the pipeline panicked or was cancelled.
+    #[error("agent task failed: {0}")]
+    Task(String),
     /// The local listener failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -116,15 +116,6 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// A node state with a version that changes whenever the state does.
-#[derive(Debug, Clone)]
-pub struct Versioned {
-    /// Increases on every change.
-    pub version: u64,
-    /// The state.
-    pub state: Arc<NodeState>,
 }
 
 /// A random id for this agent process (sequence numbers restart with it).
@@ -151,39 +142,28 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(Option<SocketAddr>),
 ) -> Result<(), AgentError> {
-    let mut w = preflight_netlink::watch(preflight_netlink::WatchConfig {
-        resync_interval: cfg.resync,
-        ..preflight_netlink::WatchConfig::default()
+    let mut monitor = NodeMonitor::start(MonitorConfig {
+        node: cfg.node.clone(),
+        policy: cfg.policy.clone(),
+        watch: preflight_netlink::WatchConfig {
+            resync_interval: cfg.resync,
+            ..preflight_netlink::WatchConfig::default()
+        },
+        expectations: cfg.expectations.clone(),
+        configured_expectations: cfg.configured_expectations.clone(),
+        probes: Some(cfg.probe_plan()),
+        ovs: cfg.ovs.clone(),
     })
     .await?;
     let metrics = AgentMetrics::new();
-    let mut evaluator = Evaluator::new(cfg.policy.clone());
-    evaluator.set_configured_expectations(cfg.configured_expectations.clone());
-    let mut expected = cfg.expectations.clone();
-    if let Some(src) = expected.as_mut() {
-        src.refresh(&w.snapshots.borrow(), &mut evaluator);
-    }
-    let targets = probe_targets(&cfg, evaluator.expectations());
-    if !targets.is_empty() {
-        tracing::info!(targets = ?targets.iter().map(ToString::to_string).collect::<Vec<_>>(), "reachability probes");
-    }
-    let (mut probes, probe_task) = if targets.is_empty() {
-        (None, None)
-    } else {
-        let (rx, task) = preflight_probe::spawn(targets, cfg.probe.clone());
-        (Some(rx), Some(task))
-    };
-    let first = evaluate(
-        &cfg.node,
-        &w.snapshots.borrow_and_update(),
-        &mut evaluator,
-        expected.as_ref(),
-    );
-    metrics.update(&first);
-    let (tx, rx) = watch::channel(Versioned {
-        version: 1,
-        state: Arc::new(first),
-    });
+    let rx = monitor.states.clone();
+    metrics.update(&rx.borrow().state);
+    metrics.update_watch(&monitor.stats);
+    let metrics_task = tokio::spawn(follow_metrics(
+        rx.clone(),
+        Arc::clone(&monitor.stats),
+        metrics.clone(),
+    ));
 
     let client = Client::new(Duration::from_secs(5));
     let boot_id = new_boot_id();
@@ -223,59 +203,12 @@ pub async fn run(
     on_ready(bound);
     tracing::info!(node = %cfg.node, aggregators = cfg.aggregators.len(), "agent running");
 
-    tokio::pin!(shutdown);
-    let mut file_check = tokio::time::interval(Duration::from_secs(10));
-    file_check.tick().await;
-    let result = loop {
-        let tick = evaluator.tick_interval();
-        let needs_tick = evaluator.needs_tick();
-        tokio::select! {
-            r = async { probes.as_mut().expect("guarded").changed().await }, if probes.is_some() => {
-                match r {
-                    Ok(()) => {
-                        let statuses = probes.as_mut().expect("guarded").borrow_and_update().clone();
-                        evaluator.set_probes(statuses);
-                    }
-                    Err(_) => probes = None,
-                }
-            }
-            _ = file_check.tick(), if expected.is_some() => {
-                if let Some(src) = expected.as_mut() {
-                    src.refresh(&w.snapshots.borrow(), &mut evaluator);
-                }
-            }
-            r = w.snapshots.changed() => {
-                if r.is_err() {
-                    break match (&mut w.task).await {
-                        Ok(Err(e)) => Err(AgentError::Netlink(e)),
-                        _ => Ok(()),
-                    };
-                }
-            }
-            () = tokio::time::sleep(tick), if needs_tick => {}
-            () = &mut shutdown => break Ok(()),
-        }
-        let state = evaluate(
-            &cfg.node,
-            &w.snapshots.borrow_and_update(),
-            &mut evaluator,
-            expected.as_ref(),
-        );
-        metrics.update_watch(&w.stats);
-        tx.send_if_modified(|cur| {
-            if *cur.state == state {
-                return false;
-            }
-            metrics.update(&state);
-            cur.version += 1;
-            cur.state = Arc::new(state);
-            true
-        });
+    let result = tokio::select! {
+        r = monitor.finished() => r,
+        () = shutdown => Ok(()),
     };
+    metrics_task.abort();
     for p in pushers {
-        p.abort();
-    }
-    if let Some(p) = probe_task {
         p.abort();
     }
     if let Some(s) = server {
@@ -284,17 +217,17 @@ pub async fn run(
     result
 }
 
-fn evaluate(
-    node: &str,
-    snap: &preflight_model::Snapshot,
-    evaluator: &mut Evaluator,
-    from: Option<&expectations::Source>,
-) -> NodeState {
-    let findings = evaluator.evaluate(snap, Instant::now(), SystemTime::now());
-    let mut state = NodeState::new(node.to_owned(), snap, findings);
-    state.expected_from = from.map(|s| s.path.display().to_string());
-    state.probes = evaluator.probes().to_vec();
-    state
+/// Keeps the agent's metrics on the latest state.
+async fn follow_metrics(
+    mut rx: watch::Receiver<Versioned>,
+    stats: Arc<preflight_netlink::WatchStats>,
+    metrics: AgentMetrics,
+) {
+    while rx.changed().await.is_ok() {
+        let state = Arc::clone(&rx.borrow_and_update().state);
+        metrics.update(&state);
+        metrics.update_watch(&stats);
+    }
 }
 
 /// Debounce after a change, so that a burst of netlink events (a bond

@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use preflight_agent::expectations::Source;
-use preflight_model::{Finding, NodeState, Verdict};
-use preflight_policy::Evaluator;
+use preflight_agent::{MonitorConfig, NodeMonitor, Pipeline};
+use preflight_model::{Finding, Verdict};
+use preflight_policy::expect::Expectations;
 
 use crate::{config, output, EXIT_GO, EXIT_NO_GO, EXIT_UNDECIDED, EXIT_USAGE};
 
@@ -58,15 +60,38 @@ pub async fn run(args: Args) -> u8 {
         }
     };
     let node = args.node.clone().unwrap_or(cfg.agent.node);
-    let mut evaluator = Evaluator::new(cfg.policy);
-    evaluator.set_configured_expectations(cfg.agent.configured_expectations.clone());
-    let mut expected = match &args.os_net_config {
+    let expected = match &args.os_net_config {
         Some(p) => Some(Source::new(p.clone(), args.nic_mapping.clone())),
         None => cfg.agent.expectations,
     };
     if args.watch {
-        return watch(&args, &node, evaluator, expected).await;
+        let monitor = NodeMonitor::start(MonitorConfig {
+            node: node.clone(),
+            policy: cfg.policy,
+            watch: preflight_netlink::WatchConfig {
+                receive_buffer: args.netlink_rcvbuf,
+                ..preflight_netlink::WatchConfig::default()
+            },
+            expectations: expected,
+            configured_expectations: cfg.agent.configured_expectations,
+            probes: None,
+            ovs: None,
+        })
+        .await;
+        return match monitor {
+            Ok(m) => watch(&args, &node, m).await,
+            Err(e) => {
+                eprintln!("preflight: cannot watch this node's network state: {e}");
+                EXIT_UNDECIDED
+            }
+        };
     }
+    let mut pipeline = Pipeline::new(
+        node,
+        cfg.policy,
+        cfg.agent.configured_expectations,
+        expected,
+    );
     let snap = match preflight_netlink::dump().await {
         Ok(s) => s,
         Err(e) => {
@@ -75,13 +100,11 @@ pub async fn run(args: Args) -> u8 {
             return EXIT_UNDECIDED;
         }
     };
-    let note = expected.as_mut().map(|src| {
-        src.refresh(&snap, &mut evaluator);
-        expectation_note(src, &evaluator)
-    });
-    let findings = evaluator.evaluate(&snap, Instant::now(), SystemTime::now());
-    let mut state = NodeState::new(node, &snap, findings);
-    state.expected_from = expected.as_ref().map(|s| s.path.display().to_string());
+    pipeline.refresh_expectations(&snap);
+    let note = pipeline
+        .expected()
+        .map(|src| expectation_note(&src.path, pipeline.evaluator().expectations()));
+    let state = pipeline.state(&snap);
     if args.json {
         match serde_json::to_string_pretty(&state) {
             Ok(s) => crate::emit(&format!("{s}\n")),
@@ -118,8 +141,8 @@ fn line(sign: char, f: &Finding, json: bool, node: &str) -> String {
 }
 
 /// One line on what the expected state is and what of it is not checked.
-fn expectation_note(src: &Source, ev: &Evaluator) -> String {
-    match ev.expectations() {
+fn expectation_note(path: &std::path::Path, exp: Option<&Expectations>) -> String {
+    match exp {
         Some(e) => {
             let mapped: Vec<String> = e
                 .interfaces
@@ -128,7 +151,7 @@ fn expectation_note(src: &Source, ev: &Evaluator) -> String {
                 .collect();
             format!(
                 "expected state: {} ({} interfaces{}{})",
-                src.path.display(),
+                path.display(),
                 e.interfaces.len(),
                 if mapped.is_empty() {
                     String::new()
@@ -144,29 +167,12 @@ fn expectation_note(src: &Source, ev: &Evaluator) -> String {
         }
         None => format!(
             "expected state: {} could not be read (see EXPECTATIONS_INVALID)",
-            src.path.display()
+            path.display()
         ),
     }
 }
 
-async fn watch(
-    args: &Args,
-    node: &str,
-    mut evaluator: Evaluator,
-    mut expected: Option<Source>,
-) -> u8 {
-    let mut w = match preflight_netlink::watch(preflight_netlink::WatchConfig {
-        receive_buffer: args.netlink_rcvbuf,
-        ..preflight_netlink::WatchConfig::default()
-    })
-    .await
-    {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("preflight: cannot watch this node's network state: {e}");
-            return EXIT_UNDECIDED;
-        }
-    };
+async fn watch(args: &Args, node: &str, mut monitor: NodeMonitor) -> u8 {
     let mut shown: BTreeMap<(String, String), Finding> = BTreeMap::new();
     let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {
@@ -176,29 +182,48 @@ async fn watch(
             return EXIT_UNDECIDED;
         }
     };
+    let path = args.os_net_config.clone().or_else(|| {
+        monitor
+            .states
+            .borrow()
+            .state
+            .expected_from
+            .as_ref()
+            .map(PathBuf::from)
+    });
     let mut first = true;
+    let mut exp_seen: Option<Arc<Expectations>> = None;
+    let mut states = monitor.states.clone();
     loop {
-        let snap = w.snapshots.borrow_and_update().clone();
-        if let Some(src) = expected.as_mut() {
-            if src.refresh(&snap, &mut evaluator) && !args.json {
-                crate::emit(&format!("{}\n", expectation_note(src, &evaluator)));
-            }
-        }
-        let findings = evaluator.evaluate(&snap, Instant::now(), SystemTime::now());
-        let verdict = Verdict::from_findings(&findings);
-        let current: BTreeMap<(String, String), Finding> = findings
-            .into_iter()
-            .map(|f| ((f.code.clone(), f.subject.clone()), f))
-            .collect();
+        let current = states.borrow_and_update().clone();
         let mut out = String::new();
-        for (k, f) in &current {
+        if let Some(p) = &path {
+            let changed = match (&exp_seen, &current.expectations) {
+                (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                (None, None) => !first,
+                _ => true,
+            };
+            if (changed || first) && !args.json {
+                out.push_str(&expectation_note(p, current.expectations.as_deref()));
+                out.push('\n');
+            }
+            exp_seen.clone_from(&current.expectations);
+        }
+        let verdict = current.state.verdict;
+        let now: BTreeMap<(String, String), Finding> = current
+            .state
+            .findings
+            .iter()
+            .map(|f| ((f.code.clone(), f.subject.clone()), f.clone()))
+            .collect();
+        for (k, f) in &now {
             if shown.get(k).is_none_or(|old| old.severity != f.severity) {
                 out.push_str(&line('+', f, args.json, node));
                 out.push('\n');
             }
         }
         for (k, f) in &shown {
-            if !current.contains_key(k) {
+            if !now.contains_key(k) {
                 out.push_str(&line('-', f, args.json, node));
                 out.push('\n');
             }
@@ -209,7 +234,7 @@ async fn watch(
                 &format!(
                     "watching {node}: {} ({} findings)\n",
                     verdict.as_str().to_uppercase(),
-                    current.len()
+                    now.len()
                 ),
             );
             first = false;
@@ -217,23 +242,19 @@ async fn watch(
         if !out.is_empty() {
             crate::emit(&out);
         }
-        shown = current;
-        let tick = evaluator.tick_interval();
-        let needs_tick = evaluator.needs_tick();
+        shown = now;
         tokio::select! {
-            r = w.snapshots.changed() => {
+            r = states.changed() => {
                 if r.is_err() {
-                    // The watch task ended: report why and stop, fail-closed.
-                    let why = match (&mut w.task).await {
-                        Ok(Err(e)) => e.to_string(),
-                        Ok(Ok(())) => "watch ended".into(),
+                    // The pipeline ended: report why and stop, fail-closed.
+                    let why = match monitor.finished().await {
                         Err(e) => e.to_string(),
+                        Ok(()) => "watch ended".into(),
                     };
                     eprintln!("preflight: lost the netlink watch: {why}");
                     return EXIT_UNDECIDED;
                 }
             }
-            () = tokio::time::sleep(tick), if needs_tick => {}
             _ = tokio::signal::ctrl_c() => return exit_for(verdict),
             _ = sigterm.recv() => return exit_for(verdict),
         }

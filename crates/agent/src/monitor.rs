@@ -1,0 +1,341 @@
+//! One node pipeline, written once: sources (the netlink watch, OVSDB, the
+//! expected-state file, reachability probes) → policy → a versioned
+//! [`NodeState`]. The agent pushes and serves what [`NodeMonitor`]
+//! publishes, `preflight inspect --watch` prints its changes, and one-shot
+//! `preflight inspect` assembles a state with the same [`Pipeline`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use preflight_model::{NodeState, OvsSource, Snapshot};
+use preflight_policy::expect::Expectations;
+use preflight_policy::{Evaluator, PolicyConfig};
+use preflight_probe::{ProbeConfig, Target};
+use tokio::sync::watch;
+
+use crate::expectations::Source;
+use crate::AgentError;
+
+/// A node state with a version that changes whenever the state does.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// Increases on every change.
+    pub version: u64,
+    /// The state.
+    pub state: Arc<NodeState>,
+    /// The expectations in force (a new `Arc` whenever they are reloaded).
+    pub expectations: Option<Arc<Expectations>>,
+}
+
+/// Snapshot → findings → node state, with the expectations and probe
+/// results in force. Pure apart from reading the expectation files.
+#[derive(Debug)]
+pub struct Pipeline {
+    node: String,
+    evaluator: Evaluator,
+    expected: Option<Source>,
+    expectations: Option<Arc<Expectations>>,
+}
+
+impl Pipeline {
+    /// A pipeline for `node`.
+    #[must_use]
+    pub fn new(
+        node: String,
+        policy: PolicyConfig,
+        configured: Option<Expectations>,
+        expected: Option<Source>,
+    ) -> Self {
+        let mut evaluator = Evaluator::new(policy);
+        evaluator.set_configured_expectations(configured);
+        Self {
+            node,
+            evaluator,
+            expected,
+            expectations: None,
+        }
+    }
+
+    /// Re-reads the expected-state files if they changed; returns whether
+    /// anything changed.
+    pub fn refresh_expectations(&mut self, snap: &Snapshot) -> bool {
+        let Some(src) = self.expected.as_mut() else {
+            return false;
+        };
+        let changed = src.refresh(snap, &mut self.evaluator);
+        if changed {
+            self.expectations = self.evaluator.expectations().cloned().map(Arc::new);
+        }
+        changed
+    }
+
+    /// The node state of `snap` now.
+    pub fn state(&mut self, snap: &Snapshot) -> NodeState {
+        let findings = self
+            .evaluator
+            .evaluate(snap, Instant::now(), SystemTime::now());
+        let mut state = NodeState::new(self.node.clone(), snap, findings);
+        state.expected_from = self.expected.as_ref().map(|s| s.path.display().to_string());
+        state.probes = self.evaluator.probes().to_vec();
+        state
+    }
+
+    /// The evaluator (expectations, configuration in force).
+    #[must_use]
+    pub fn evaluator(&self) -> &Evaluator {
+        &self.evaluator
+    }
+
+    /// Where the expectations come from, if anywhere.
+    #[must_use]
+    pub fn expected(&self) -> Option<&Source> {
+        self.expected.as_ref()
+    }
+
+    fn versioned(&self, version: u64, state: NodeState) -> Versioned {
+        Versioned {
+            version,
+            state: Arc::new(state),
+            expectations: self.expectations.clone(),
+        }
+    }
+}
+
+/// Which reachability probes to run.
+#[derive(Debug, Clone, Default)]
+pub struct ProbePlan {
+    /// Targets given in the configuration.
+    pub configured: Vec<Target>,
+    /// Also probe the default gateway of each expected interface, through it.
+    pub gateways: bool,
+    /// With `gateways`, also probe each IPv4 gateway by ARP.
+    pub gateways_arp: bool,
+    /// Aggregators given by IP address (probed by TCP with `gateways`).
+    pub aggregators: Vec<SocketAddr>,
+    /// Timing and thresholds.
+    pub config: ProbeConfig,
+}
+
+impl ProbePlan {
+    /// The probe targets: configured ones, each expected default gateway via
+    /// its interface (ICMP, and ARP for IPv4), and each aggregator (TCP).
+    #[must_use]
+    pub fn targets(&self, exp: Option<&Expectations>) -> Vec<Target> {
+        let mut t = self.configured.clone();
+        if self.gateways {
+            for x in exp.map(|e| e.interfaces.as_slice()).unwrap_or_default() {
+                if let Some(Some(gw)) = x.default_route {
+                    t.push(Target::Icmp {
+                        addr: gw,
+                        device: Some(x.name.clone()),
+                    });
+                    if let (true, std::net::IpAddr::V4(addr)) = (self.gateways_arp, gw) {
+                        t.push(Target::Arp {
+                            addr,
+                            device: x.name.clone(),
+                        });
+                    }
+                }
+            }
+            for addr in &self.aggregators {
+                t.push(Target::Tcp {
+                    addr: *addr,
+                    device: None,
+                });
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        t.retain(|x| seen.insert(x.to_string()));
+        t
+    }
+}
+
+/// What the monitor watches.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    /// Node name.
+    pub node: String,
+    /// Policy.
+    pub policy: PolicyConfig,
+    /// Netlink watch settings.
+    pub watch: preflight_netlink::WatchConfig,
+    /// Expected state (os-net-config file), re-read when it changes.
+    pub expectations: Option<Source>,
+    /// Expected state from preflight's own configuration (`[expect]`).
+    pub configured_expectations: Option<Expectations>,
+    /// Reachability probes; `None`: none.
+    pub probes: Option<ProbePlan>,
+    /// Open vSwitch state; `None`: not read (the snapshot says `off`).
+    pub ovs: Option<watch::Receiver<OvsSource>>,
+}
+
+/// A running node pipeline: the latest state in a watch channel.
+#[derive(Debug)]
+pub struct NodeMonitor {
+    /// The latest node state; `changed()` resolves on every change.
+    pub states: watch::Receiver<Versioned>,
+    /// Netlink watch counters.
+    pub stats: Arc<preflight_netlink::WatchStats>,
+    task: tokio::task::JoinHandle<Result<(), AgentError>>,
+}
+
+/// How often the expected-state file is checked for changes.
+const FILE_CHECK: Duration = Duration::from_secs(10);
+
+impl NodeMonitor {
+    /// Starts the watch, takes and evaluates the first snapshot (published
+    /// as version 1), then follows every change in a task of its own.
+    ///
+    /// # Errors
+    /// When the netlink watch cannot start.
+    pub async fn start(cfg: MonitorConfig) -> Result<Self, AgentError> {
+        let w = preflight_netlink::watch(cfg.watch.clone()).await?;
+        let mut pipeline = Pipeline::new(
+            cfg.node.clone(),
+            cfg.policy.clone(),
+            cfg.configured_expectations.clone(),
+            cfg.expectations.clone(),
+        );
+        let mut sources = Sources {
+            netlink: w.snapshots,
+            ovs: cfg.ovs,
+            probes: None,
+            snap: Snapshot::default(),
+        };
+        sources.take();
+        pipeline.refresh_expectations(&sources.snap);
+        let mut probe_task = None;
+        if let Some(plan) = &cfg.probes {
+            let targets = plan.targets(pipeline.evaluator().expectations());
+            if !targets.is_empty() {
+                tracing::info!(targets = ?targets.iter().map(ToString::to_string).collect::<Vec<_>>(), "reachability probes");
+                let (rx, task) = preflight_probe::spawn(targets, plan.config.clone());
+                sources.probes = Some(rx);
+                probe_task = Some(task);
+            }
+        }
+        let first = pipeline.state(&sources.snap);
+        let (tx, states) = watch::channel(pipeline.versioned(1, first));
+        let watch_task = w.task;
+        let task = tokio::spawn(async move {
+            let r = follow(pipeline, sources, tx, watch_task).await;
+            if let Some(p) = probe_task {
+                p.abort();
+            }
+            r
+        });
+        Ok(Self {
+            states,
+            stats: w.stats,
+            task,
+        })
+    }
+
+    /// Waits until the monitor stops: the netlink watch failed (an error)
+    /// or every receiver of its states was dropped (`Ok`).
+    ///
+    /// # Errors
+    /// Why the watch stopped.
+    pub async fn finished(&mut self) -> Result<(), AgentError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(AgentError::Task(e.to_string())),
+        }
+    }
+}
+
+impl Drop for NodeMonitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The inputs of the pipeline, and the snapshot assembled from them.
+struct Sources {
+    netlink: watch::Receiver<Arc<Snapshot>>,
+    ovs: Option<watch::Receiver<OvsSource>>,
+    probes: Option<watch::Receiver<Vec<preflight_model::ProbeStatus>>>,
+    snap: Snapshot,
+}
+
+impl Sources {
+    /// Rebuilds the snapshot from the latest netlink and OVSDB states.
+    fn take(&mut self) {
+        self.snap = (**self.netlink.borrow_and_update()).clone();
+        self.snap.ovs = self
+            .ovs
+            .as_mut()
+            .map_or(OvsSource::Off, |o| o.borrow_and_update().clone());
+    }
+}
+
+async fn follow(
+    mut pipeline: Pipeline,
+    mut src: Sources,
+    tx: watch::Sender<Versioned>,
+    mut watch_task: tokio::task::JoinHandle<Result<(), preflight_netlink::NetlinkError>>,
+) -> Result<(), AgentError> {
+    let mut file_check = tokio::time::interval(FILE_CHECK);
+    file_check.tick().await;
+    loop {
+        let tick = pipeline.evaluator().tick_interval();
+        let needs_tick = pipeline.evaluator().needs_tick();
+        let has_file = pipeline.expected().is_some();
+        tokio::select! {
+            r = src.netlink.changed() => {
+                if r.is_err() {
+                    return match (&mut watch_task).await {
+                        Ok(Err(e)) => Err(AgentError::Netlink(e)),
+                        Ok(Ok(())) => Ok(()),
+                        Err(e) => Err(AgentError::Task(e.to_string())),
+                    };
+                }
+                src.take();
+            }
+            r = async { src.ovs.as_mut().expect("guarded").changed().await }, if src.ovs.is_some() => {
+                if r.is_err() {
+                    // The OVSDB task is gone: say so rather than keep old state.
+                    src.ovs = None;
+                    src.take();
+                    src.snap.ovs = OvsSource::Unreadable {
+                        path: String::new(),
+                        reason: "the OVSDB reader stopped".into(),
+                    };
+                } else {
+                    src.take();
+                }
+            }
+            r = async { src.probes.as_mut().expect("guarded").changed().await }, if src.probes.is_some() => {
+                match r {
+                    Ok(()) => {
+                        let statuses = src.probes.as_mut().expect("guarded").borrow_and_update().clone();
+                        pipeline.evaluator.set_probes(statuses);
+                    }
+                    Err(_) => src.probes = None,
+                }
+            }
+            _ = file_check.tick(), if has_file => {
+                pipeline.refresh_expectations(&src.snap);
+            }
+            () = tokio::time::sleep(tick), if needs_tick => {}
+            () = tx.closed() => return Ok(()),
+        }
+        let state = pipeline.state(&src.snap);
+        let expectations = pipeline.expectations.clone();
+        tx.send_if_modified(|cur| {
+            let same_exp = match (&cur.expectations, &expectations) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if *cur.state == state && same_exp {
+                return false;
+            }
+            cur.version += 1;
+            cur.state = Arc::new(state);
+            cur.expectations = expectations;
+            true
+        });
+    }
+}
