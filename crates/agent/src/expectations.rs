@@ -29,7 +29,7 @@ pub struct Source {
     pub path: PathBuf,
     /// Optional mapping file (`interface_mapping:`).
     pub mapping: Option<PathBuf>,
-    stamp: Option<(SystemTime, SystemTime)>,
+    stamp: Option<(SystemTime, SystemTime, String)>,
 }
 
 fn mtime(p: &Path) -> SystemTime {
@@ -66,22 +66,33 @@ impl Source {
             Some(m) => Some(expect::parse_document(&m.display().to_string(), &read(m)?)?),
             None => None,
         };
-        let nics = expect::nic_mapping(snap, mapping.as_ref());
         let doc = expect::parse_document(&file, &read(&self.path)?)?;
-        expect::from_os_net_config(&file, &doc, &nics)
+        // Checked against the NICs the configuration was built on, never
+        // against the numbering os-net-config would compute now (that one
+        // shifts when a NIC loses its link: NIC_RENUMBERED).
+        let nics = expect::in_force_mapping(snap, &doc, mapping.as_ref());
+        let mut e = expect::from_os_net_config(&file, &doc, &nics)?;
+        e.nics.pinned = mapping.as_ref().is_some_and(|m| {
+            m.get("interface_mapping")
+                .is_some_and(serde_json::Value::is_object)
+        });
+        Ok(e)
     }
 
     /// Loads the files if they changed since the last call and updates the
     /// evaluator: new expectations on success; on failure the old ones stay
     /// and EXPECTATIONS_INVALID is raised. Returns whether anything changed.
     pub fn refresh(&mut self, snap: &Snapshot, ev: &mut Evaluator) -> bool {
+        // A NIC that appears or goes (not one that loses its link) changes
+        // the mapping in force: reload then too.
         let stamp = (
             mtime(&self.path),
             self.mapping
                 .as_deref()
                 .map_or(SystemTime::UNIX_EPOCH, mtime),
+            expect::ordered_nics(snap, false).join(","),
         );
-        if self.stamp == Some(stamp) {
+        if self.stamp.as_ref() == Some(&stamp) {
             return false;
         }
         self.stamp = Some(stamp);

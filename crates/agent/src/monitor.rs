@@ -78,6 +78,9 @@ impl Pipeline {
         let mut state = NodeState::new(self.node.clone(), snap, findings);
         state.expected_from = self.expected.as_ref().map(|s| s.path.display().to_string());
         state.probes = self.evaluator.probes().to_vec();
+        if let Some(e) = self.evaluator.expectations() {
+            state.nic_mapping = preflight_policy::expect::nic_table(snap, e);
+        }
         state
     }
 

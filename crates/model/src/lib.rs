@@ -643,6 +643,22 @@ pub struct NodeState {
     /// The expected-state file the findings were checked against, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_from: Option<String>,
+    /// os-net-config's `nicN` names: the NIC each is on now and the one
+    /// os-net-config's next run would put it on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nic_mapping: BTreeMap<String, NicMapping>,
+}
+
+/// Where one os-net-config `nicN` name points.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicMapping {
+    /// The NIC the running configuration was built on.
+    pub in_force: Option<String>,
+    /// The NIC os-net-config would map it to if it ran now.
+    pub next_run: Option<String>,
+    /// Why they differ (`eth1 has no carrier`); `None` when they agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl NodeState {
@@ -659,6 +675,7 @@ impl NodeState {
             routes: snapshot.routes.clone(),
             probes: Vec::new(),
             expected_from: None,
+            nic_mapping: BTreeMap::new(),
         }
     }
 }

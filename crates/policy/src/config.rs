@@ -477,6 +477,7 @@ impl RawExpect {
             source: source.to_owned(),
             interfaces: out,
             unsupported: Vec::new(),
+            nics: crate::expect::NicPlan::default(),
         }))
     }
 }

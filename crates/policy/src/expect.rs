@@ -13,10 +13,10 @@ use preflight_model::{BondMode, Snapshot};
 
 use crate::{raw, Code, Raw};
 
-mod nics;
+pub(crate) mod nics;
 mod osnc;
 
-pub use nics::nic_mapping;
+pub use nics::{in_force_mapping, nic_mapping, ordered_nics};
 pub use osnc::{from_os_net_config, parse_document};
 
 /// Kinds of entries preflight checks.
@@ -106,6 +106,22 @@ pub struct Expectations {
     pub interfaces: Vec<Expected>,
     /// Entries not modelled, as `type name` (reported, not checked).
     pub unsupported: Vec<String>,
+    /// How the file's `nicN` names resolve.
+    #[serde(default)]
+    pub nics: NicPlan,
+}
+
+/// The `nicN` names of an os-net-config file and the NICs they are on.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct NicPlan {
+    /// Pinned by a mapping file: os-net-config will not renumber them.
+    pub pinned: bool,
+    /// The mapping in force (`nic2` → `eth1`).
+    pub in_force: std::collections::BTreeMap<String, String>,
+    /// NICs bound to DPDK: gone from the kernel, but os-net-config still
+    /// numbers them (from its DPDK mapping file) whatever their link.
+    #[serde(default)]
+    pub dpdk: Vec<String>,
 }
 
 /// A file that cannot be read as expectations.
@@ -175,6 +191,7 @@ pub fn from_snapshot(snap: &Snapshot, source: &str) -> Expectations {
         source: source.to_owned(),
         interfaces,
         unsupported: Vec::new(),
+        nics: NicPlan::default(),
     }
 }
 
@@ -183,6 +200,19 @@ pub fn from_snapshot(snap: &Snapshot, source: &str) -> Expectations {
 pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
     let mut out = Vec::new();
     let src = &exp.source;
+    for (nic, m) in nic_table(snap, exp) {
+        if let Some(reason) = m.reason {
+            out.push(raw(
+                Code::NicRenumbered,
+                &nic,
+                format!(
+                    "{nic} is {} now, but os-net-config's next run would map it to {} because {reason}: the update would build the network of {src} on the wrong NICs (and may fall back to DHCP). Restore the link, or pin the nicN names by MAC in /etc/os-net-config/mapping.yaml before the update",
+                    m.in_force.as_deref().unwrap_or("unmapped"),
+                    m.next_run.as_deref().unwrap_or("no NIC at all"),
+                ),
+            ));
+        }
+    }
     for u in &exp.unsupported {
         out.push(raw(
             Code::ExpectationUnchecked,
@@ -440,6 +470,58 @@ fn ovs_entry_rules(
             ));
         }
     }
+}
+
+/// Each `nicN` of the expectations: the NIC it is on now and the one
+/// os-net-config would map it to now, with the reason when they differ.
+#[must_use]
+pub fn nic_table(
+    snap: &Snapshot,
+    exp: &Expectations,
+) -> std::collections::BTreeMap<String, preflight_model::NicMapping> {
+    let next = if exp.nics.pinned {
+        exp.nics.in_force.clone()
+    } else {
+        let mut up = ordered_nics(snap, true);
+        up.extend(exp.nics.dpdk.iter().map(String::as_str));
+        nics::numbered(&nics::in_order(up))
+    };
+    let mut all = ordered_nics(snap, false);
+    all.extend(exp.nics.dpdk.iter().map(String::as_str));
+    let all = nics::in_order(all);
+    exp.nics
+        .in_force
+        .iter()
+        .map(|(nic, now)| {
+            let next_run = next.get(nic).cloned();
+            let reason = (next_run.as_deref() != Some(now.as_str())).then(|| {
+                // NICs at or before this one in os-net-config's order that it
+                // would skip now: each shifts every later nicN by one.
+                let upto = all
+                    .iter()
+                    .position(|n| n == now)
+                    .map_or(all.len(), |p| p + 1);
+                let why: Vec<String> = all[..upto]
+                    .iter()
+                    .filter_map(|n| nics::why_not_counted(snap, n))
+                    .collect();
+                if why.is_empty() {
+                    "the NICs that are up differ from those the configuration was built on"
+                        .to_owned()
+                } else {
+                    why.join(", ")
+                }
+            });
+            (
+                nic.clone(),
+                preflight_model::NicMapping {
+                    in_force: Some(now.clone()),
+                    next_run,
+                    reason,
+                },
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

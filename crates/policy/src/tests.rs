@@ -484,7 +484,9 @@ fn every_code_has_a_rule_test_and_a_meaning() {
     let src = concat!(
         include_str!("tests.rs"),
         include_str!("expect/tests.rs"),
-        include_str!("ovs/tests.rs")
+        include_str!("ovs/tests.rs"),
+        include_str!("expect/tests/nics.rs"),
+        include_str!("expect/tests/ovs_and_team.rs")
     );
     for c in codes::ALL {
         assert!(

@@ -78,7 +78,9 @@ fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     Some((ip.trim().parse().ok()?, len.trim().parse().ok()?))
 }
 
-/// Reads expectations from an os-net-config document.
+/// Reads expectations from an os-net-config document, with its `nicN`
+/// names resolved by `nics` (the mapping in force, see
+/// [`super::in_force_mapping`]).
 ///
 /// # Errors
 /// A document without `network_config` as a list, or a bad value in an
@@ -103,8 +105,18 @@ pub fn from_os_net_config(
         })?
         .as_array()
         .ok_or_else(|| err("network_config".into(), "must be a list of entries"))?;
+    let used = super::nics::nic_names(doc);
     let mut out = Expectations {
         source: file.to_owned(),
+        nics: super::NicPlan {
+            pinned: false,
+            in_force: nics
+                .iter()
+                .filter(|(k, _)| used.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            dpdk: Vec::new(),
+        },
         ..Expectations::default()
     };
     for (i, e) in list.iter().enumerate() {
@@ -115,6 +127,12 @@ pub fn from_os_net_config(
         };
         walk(e, &at, nics, &mut out, file)?;
     }
+    out.nics.dpdk = out
+        .interfaces
+        .iter()
+        .filter(|x| x.kind == Kind::DpdkNic)
+        .map(|x| x.name.clone())
+        .collect();
     Ok(out)
 }
 

@@ -304,4 +304,5 @@ fn dhcp_fallback_is_unexpected_dhcp_and_missing_address_and_route() {
     );
 }
 
+mod nics;
 mod ovs_and_team;

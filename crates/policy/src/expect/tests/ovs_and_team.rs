@@ -180,6 +180,11 @@ fn dpdk_bond_members_are_checked_in_ovsdb_not_the_kernel() {
     let mut s = Snapshot::default();
     s.interfaces
         .insert(2, kernel(2, "br-link", Some("tun"), true));
+    // nic1: a kernel NIC; nic2 and nic3 are bound to DPDK (not in the
+    // kernel) and still numbered by os-net-config: no renumbering.
+    let mut eth0 = kernel(3, "eth0", None, true);
+    eth0.mac = Some("52:54:00:00:00:01".into());
+    s.interfaces.insert(3, eth0);
     s.ovs = ovs(
         "br-link",
         "dpdkbond0",
