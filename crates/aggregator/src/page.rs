@@ -35,7 +35,7 @@ pub async fn page() -> Response {
 pub async fn page_data(State(s): State<AppState>) -> Json<serde_json::Value> {
     let now = Instant::now();
     let wall = SystemTime::now();
-    let mut f = s
+    let f = s
         .fleet
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
