@@ -1,14 +1,18 @@
 //! The fleet service: stores agents' reports, answers the go/no-go gate for a
 //! scope of nodes, keeps waivers and an audit log, serves the on-call page.
 //!
-//! [`fleet`] holds the gate logic (pure); [`store`] is the SQLite file;
-//! [`api`] is the axum router.
+//! Layers, each using only those below it: [`api`] (axum router, one module
+//! per resource, and the on-call page) → [`state`] (what handlers share) →
+//! [`service`] (store first, then fleet, rollback; the blocking calls) →
+//! [`fleet`] (gate logic, pure) and [`store`] (the SQLite file). [`server`]
+//! wires them into a running process.
 
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod fleet;
 pub mod metrics;
-pub mod page;
 pub mod server;
+pub mod service;
+pub mod state;
 pub mod store;

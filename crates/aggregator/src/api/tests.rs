@@ -12,9 +12,10 @@ use preflight_model::{Finding, NodeState, Severity, Snapshot};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::api::{router, AppState, Tokens};
+use crate::api::router;
 use crate::fleet::FleetConfig;
 use crate::server::{build_state, AggregatorConfig};
+use crate::state::{AppState, Tokens};
 
 struct T {
     state: AppState,
@@ -577,4 +578,55 @@ async fn every_metric_is_documented_and_emitted() {
         .collect();
     emitted.sort();
     assert_eq!(emitted, documented_metrics("Aggregator"));
+}
+
+/// Asking the gate about any number of selectors registers none of them:
+/// the tracked scopes stay the whole fleet plus the configured one.
+#[tokio::test]
+async fn gate_questions_do_not_change_the_fleet() {
+    let t = app("gate-read", false);
+    call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("c1", 1, vec![])),
+    )
+    .await;
+    let tracked = t.state.service.read(crate::fleet::Fleet::tracked_scopes);
+    assert_eq!(tracked, 2, "the whole fleet and role=compute");
+    for i in 0..300 {
+        let (s, v) = call(&t, "GET", &format!("/v1/gate?scope=rack=r{i}"), None, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_error(&v, "unknown_scope");
+        let (s, _) = call(&t, "GET", "/v1/gate?scope=role=compute,kind=x", None, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
+    let (s, v) = call(&t, "GET", "/v1/gate?scope=role=compute", None, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        t.state.service.read(crate::fleet::Fleet::tracked_scopes),
+        tracked
+    );
+}
+
+/// A token of the right length but wrong content, a prefix of the right
+/// token, and the right token with extra bytes are all refused.
+#[tokio::test]
+async fn near_miss_tokens_are_refused() {
+    let t = app("tokens", false);
+    for tok in ["rtoq", "rto", "rtokk", "Rtok", ""] {
+        let (s, v) = call(
+            &t,
+            "POST",
+            "/v1/reports",
+            Some(tok),
+            Some(report("c1", 1, vec![])),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "token `{tok}`");
+        assert_error(&v, "unauthorized");
+    }
+    let (_, v) = call(&t, "GET", "/v1/nodes", None, None).await;
+    assert_eq!(v, json!([]));
 }

@@ -259,7 +259,7 @@ fn unknown_and_bad_scopes_are_errors_not_go() {
         Err(FleetError::BadScope { .. })
     ));
     // An empty fleet is never go.
-    let mut empty = Fleet::new(cfg(), W);
+    let empty = Fleet::new(cfg(), W);
     let a = empty.gate(&sel(""), t0, W).expect("ok");
     assert_eq!(a.verdict, Verdict::NoGo);
     assert_eq!(a.blockers[0].code, "INVENTORY_EMPTY");
@@ -501,6 +501,9 @@ fn gate_never_says_go_while_a_blocker_exists() {
             max_waiver: Duration::from_secs(3600),
         };
         let mut f = Fleet::new(c.clone(), W);
+        // One role scope with kept counts, the other answered from the label
+        // index: both are checked against the reference below.
+        f.track_scope(&sel("role=control"));
         // Reference model.
         struct Ref {
             role: &'static str,
@@ -720,4 +723,88 @@ fn deadlines_stay_bounded_by_the_node_count() {
     let a = f.gate(&sel("role=compute"), later, W).expect("ok");
     assert_eq!(a.verdict, Verdict::NoGo, "{a:?}");
     assert!(a.blockers.iter().all(|b| b.code == "NODE_STALE"), "{a:?}");
+}
+
+/// A gate question is a read: asking about any number of selectors leaves
+/// the tracked scopes as configured, and an untracked selector gets the same
+/// answer as the same selector tracked.
+#[test]
+fn gate_reads_leave_the_fleet_unchanged() {
+    let t0 = Instant::now();
+    let c = FleetConfig {
+        settle: Duration::ZERO,
+        ..cfg()
+    };
+    let mut tracked = Fleet::new(c.clone(), W);
+    let mut untracked = Fleet::new(c, W);
+    tracked.track_scope(&sel("role=compute,rack=r1"));
+    for f in [&mut tracked, &mut untracked] {
+        for (i, rack) in ["r1", "r1", "r2"].into_iter().enumerate() {
+            let node = format!("c{i}");
+            let mut r = full(&node, "compute", 1, vec![]);
+            if let ReportBody::Full { labels, .. } = &mut r.body {
+                labels.insert("rack".into(), rack.into());
+            }
+            if i == 1 {
+                r = match r.body {
+                    ReportBody::Full { labels, .. } => Report {
+                        body: ReportBody::Full {
+                            labels,
+                            state: Box::new(NodeState::new(
+                                node.clone(),
+                                &Snapshot::default(),
+                                vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0")],
+                            )),
+                        },
+                        ..r
+                    },
+                    ReportBody::Heartbeat { .. } => unreachable!("built as full"),
+                };
+            }
+            f.apply_report(&r, t0, W).expect("ok");
+        }
+    }
+    let before = format!("{untracked:?}");
+    for i in 0..300 {
+        let _ = untracked.gate(&sel(&format!("rack=x{i}")), t0, W);
+        let _ = untracked.gate(&sel("rack=r1"), t0, W);
+    }
+    assert_eq!(
+        untracked.tracked_scopes(),
+        1,
+        "only the whole fleet is tracked"
+    );
+    assert_eq!(
+        format!("{untracked:?}"),
+        before,
+        "a gate read changed the fleet"
+    );
+    let s = sel("role=compute,rack=r1");
+    let a = tracked.gate(&s, t0, W).expect("tracked");
+    let b = untracked.gate(&s, t0, W).expect("untracked");
+    assert_eq!(a, b);
+    assert_eq!(a.ready, ["c0"]);
+    assert_eq!(a.blocked, ["c1"]);
+    assert!(matches!(
+        untracked.gate(&sel("role=compute,rack=r9"), t0, W),
+        Err(FleetError::UnknownScope(_))
+    ));
+    // Relabeling moves a node in the label index too.
+    untracked
+        .upsert_node(
+            "c2",
+            labels("compute")
+                .into_iter()
+                .chain([("rack".into(), "r1".into())])
+                .collect(),
+            t0,
+            W,
+        )
+        .expect("relabel");
+    let b = untracked.gate(&s, t0, W).expect("untracked");
+    assert_eq!(b.ready, ["c0", "c2"]);
+    assert!(matches!(
+        untracked.gate(&sel("rack=r2"), t0, W),
+        Err(FleetError::UnknownScope(_))
+    ));
 }

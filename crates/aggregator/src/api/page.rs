@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::time::Instant;
 
-use crate::api::AppState;
 use crate::fleet::Selector;
+use crate::state::AppState;
 
 const PAGE: &str = include_str!("page.html");
 
@@ -35,23 +35,18 @@ pub async fn page() -> Response {
 pub async fn page_data(State(s): State<AppState>) -> Json<serde_json::Value> {
     let now = Instant::now();
     let wall = SystemTime::now();
-    let mut f = s
-        .fleet
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let all = f.gate(&Selector::default(), now, wall);
-    let mut scopes = Vec::new();
-    for sel in s.scopes.iter() {
-        if let Ok(a) = f.gate(sel, now, wall) {
-            scopes.push(serde_json::json!({
-                "scope": a.scope, "verdict": a.verdict, "nodes": a.nodes, "blocked": a.blocked.len()
-            }));
+    let (all, scopes, counts, nodes, waivers) = s.service.read(|f| {
+        let all = f.gate(&Selector::default(), now, wall);
+        let mut scopes = Vec::new();
+        for sel in s.scopes.iter() {
+            if let Ok(a) = f.gate(sel, now, wall) {
+                scopes.push(serde_json::json!({
+                    "scope": a.scope, "verdict": a.verdict, "nodes": a.nodes, "blocked": a.blocked.len()
+                }));
+            }
         }
-    }
-    let counts = f.counts_by_status();
-    let nodes = f.summaries(now);
-    let waivers = f.waivers();
-    drop(f);
+        (all, scopes, f.counts_by_status(), f.summaries(now), f.waivers())
+    });
     let (verdict, blockers, waived) = match all {
         Ok(a) => (a.verdict, a.blockers, a.waived),
         Err(_) => (preflight_model::Verdict::NoGo, Vec::new(), Vec::new()),

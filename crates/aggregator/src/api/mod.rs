@@ -1,0 +1,216 @@
+//! The HTTP API (axum). [`router`] builds the whole app from an [`AppState`];
+//! tests drive it with `oneshot`, `main` binds and serves it. Handlers parse
+//! and authorize, then call the [`Service`](crate::service::Service), which
+//! owns every change; one submodule per resource.
+//!
+//! Errors are one [`ApiError`] type rendered as `{"error": code, "message"}`.
+//! Every rejected request changes nothing.
+
+mod gate;
+mod nodes;
+mod ops;
+pub mod page;
+mod reports;
+mod waivers;
+
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use preflight_model::report::MAX_REPORT_BYTES;
+use subtle::ConstantTimeEq;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::fleet::FleetError;
+use crate::service::ServiceError;
+pub use crate::state::{AppState, Tokens};
+
+/// Longest a request may take. Every handler is a lock and at most one
+/// SQLite call; one that hangs (a stuck disk) is answered 503 with an empty
+/// body, which clients treat as "no answer": the gate client fails closed and
+/// tries the next aggregator, agents retry.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<FleetError> for ApiError {
+    fn from(e: FleetError) -> Self {
+        let (status, code) = match &e {
+            FleetError::BadScope { .. } => (StatusCode::BAD_REQUEST, "bad_scope"),
+            FleetError::UnknownScope(_) => (StatusCode::BAD_REQUEST, "unknown_scope"),
+            FleetError::UnknownNode(_) => (StatusCode::FORBIDDEN, "unknown_node"),
+            FleetError::BadNodeName(_) => (StatusCode::BAD_REQUEST, "bad_node_name"),
+            FleetError::BadLabel(_) => (StatusCode::BAD_REQUEST, "bad_label"),
+            FleetError::StaleSequence { .. } => (StatusCode::CONFLICT, "stale_sequence"),
+            FleetError::BadReport(_) => (StatusCode::BAD_REQUEST, "bad_report"),
+            FleetError::BadWaiver(_) => (StatusCode::BAD_REQUEST, "bad_waiver"),
+            FleetError::NoSuchWaiver(_) | FleetError::NoSuchNode(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Fleet(e) => e.into(),
+            // Counted and logged by the service.
+            ServiceError::Store(e) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_error",
+                format!("cannot write the store: {e}"),
+            ),
+        }
+    }
+}
+
+fn json_rejection(r: &JsonRejection) -> ApiError {
+    let status = r.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "too_large"
+    } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        "unsupported_media_type"
+    } else {
+        "bad_request"
+    };
+    // A body that is JSON but not the expected shape (axum says 422) is as
+    // malformed as one that is not JSON: 400, like every other bad input.
+    let status = if status.is_client_error() && status != StatusCode::UNPROCESSABLE_ENTITY {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    ApiError::new(status, code, r.body_text())
+}
+
+fn query_rejection(r: &QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+}
+
+fn authorize(headers: &HeaderMap, expected: Option<&String>) -> Result<(), ApiError> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant time in the token's content, so that response times do not
+    // reveal how many leading bytes were right (the length is not secret).
+    let ok = got.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        ))
+    }
+}
+
+/// Records `node` on the request's span (the trace layer declares it).
+fn span_node(node: &str) {
+    tracing::Span::current().record("node", node);
+}
+
+/// The request's span: method, route, and the fields handlers and the
+/// response fill in (`node`, `scope`, `status`).
+fn request_span<B>(req: &Request<B>) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path(), MatchedPath::as_str);
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route,
+        node = tracing::field::Empty,
+        scope = tracing::field::Empty,
+        status = tracing::field::Empty,
+    )
+}
+
+/// The whole app.
+pub fn router(state: AppState) -> Router {
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(request_span)
+        .on_response(|resp: &Response, latency: Duration, span: &tracing::Span| {
+            span.record("status", resp.status().as_u16());
+            tracing::debug!(latency_us = latency.as_micros(), "response");
+        })
+        // A no-go gate answer is a 503 and store errors are logged where they
+        // happen: the layer's default "failure" log would be noise.
+        .on_failure(());
+    Router::new()
+        .route("/v1/reports", post(reports::post_report))
+        .route("/v1/gate", get(gate::gate))
+        .route("/v1/nodes", get(nodes::nodes))
+        .route(
+            "/v1/nodes/{node}",
+            get(nodes::node)
+                .put(nodes::put_node)
+                .delete(nodes::delete_node),
+        )
+        .route(
+            "/v1/waivers",
+            get(waivers::waivers).post(waivers::post_waiver),
+        )
+        .route("/v1/waivers/{id}", delete(waivers::delete_waiver))
+        .route("/v1/audit", get(ops::audit))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/", get(page::page))
+        .route("/v1/page", get(page::page_data))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see docs/api.md",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_REPORT_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(trace)
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;

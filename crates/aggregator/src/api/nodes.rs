@@ -1,0 +1,69 @@
+//! `/v1/nodes`: the inventory with each node's status, one node with its
+//! last state, and adding, relabeling or removing a node (admin token).
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use preflight_model::report::NodeSummary;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::{authorize, json_rejection, span_node, ApiError};
+use crate::state::AppState;
+
+pub(super) async fn nodes(State(s): State<AppState>) -> Json<Vec<NodeSummary>> {
+    Json(s.service.read(|f| f.summaries(Instant::now())))
+}
+
+pub(super) async fn node(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    span_node(&name);
+    let (summary, state) = s
+        .service
+        .read(|f| (f.summary(&name, Instant::now()), f.state(&name)));
+    let summary = summary.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no node `{name}` in the inventory"),
+        )
+    })?;
+    Ok(Json(serde_json::json!({ "node": summary, "state": state.as_deref() })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NodeBody {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+pub(super) async fn put_node(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<NodeBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    span_node(&name);
+    authorize(&headers, s.tokens.admin.as_ref())?;
+    let Json(body) = body.map_err(|r| json_rejection(&r))?;
+    s.service.put_node(&name, body.labels).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn delete_node(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    span_node(&name);
+    authorize(&headers, s.tokens.admin.as_ref())?;
+    s.service.delete_node(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,103 @@
+//! `/v1/waivers`: active waivers; creating and ending one (admin token).
+
+use std::time::{Duration, SystemTime};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use preflight_model::report::Waiver;
+use serde::Deserialize;
+
+use super::{authorize, json_rejection, span_node, ApiError};
+use crate::state::AppState;
+
+pub(super) async fn waivers(State(s): State<AppState>) -> Json<Vec<Waiver>> {
+    Json(s.service.read(crate::fleet::Fleet::waivers))
+}
+
+/// Body of `POST /v1/waivers`: `expires_at` (RFC 3339) or `duration`
+/// (`2h`) is required.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WaiverBody {
+    node: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    subject: Option<String>,
+    reason: String,
+    author: String,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    duration: Option<String>,
+}
+
+pub(super) async fn post_waiver(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<WaiverBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Waiver>), ApiError> {
+    authorize(&headers, s.tokens.admin.as_ref())?;
+    let Json(b) = body.map_err(|r| json_rejection(&r))?;
+    span_node(&b.node);
+    let wall = SystemTime::now();
+    let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_waiver", m);
+    let expires_at = match (&b.expires_at, &b.duration) {
+        (Some(_), Some(_)) => return Err(bad("give either expires_at or duration, not both")),
+        (None, None) => {
+            return Err(bad(
+                "an expiry is required: expires_at (RFC 3339) or duration (e.g. \"2h\")",
+            ))
+        }
+        (Some(t), None) => {
+            humantime::parse_rfc3339_weak(t).map_err(|e| bad(&format!("expires_at `{t}`: {e}")))?
+        }
+        (None, Some(d)) => {
+            let d: Duration =
+                humantime::parse_duration(d).map_err(|e| bad(&format!("duration `{d}`: {e}")))?;
+            wall.checked_add(d)
+                .ok_or_else(|| bad("duration too large"))?
+        }
+    };
+    let w = Waiver {
+        id: 0,
+        node: b.node,
+        code: b.code.filter(|c| !c.is_empty()),
+        subject: b.subject.filter(|c| !c.is_empty()),
+        reason: b.reason,
+        author: b.author,
+        created_at: wall,
+        expires_at,
+    };
+    let w = s.service.add_waiver(w).await?;
+    Ok((StatusCode::CREATED, Json(w)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ByQuery {
+    #[serde(default)]
+    by: Option<String>,
+}
+
+pub(super) async fn delete_waiver(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ByQuery>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&headers, s.tokens.admin.as_ref())?;
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("waiver id `{id}` is not a number"),
+        )
+    })?;
+    let actor =
+        q.by.filter(|b| !b.is_empty() && b.len() <= 200)
+            .unwrap_or_else(|| "api".into());
+    s.service.remove_waiver(id, actor).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

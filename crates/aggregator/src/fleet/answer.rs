@@ -1,0 +1,193 @@
+//! Building answers from the fleet's state: the gate's verdict with its
+//! blockers worst first, and a node's summary. Everything here reads: no
+//! answer changes the fleet.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use preflight_model::report::{
+    Blocker, GateAnswer, NodeSummary, WaivedFinding, Waiver, NODE_SETTLING, NODE_SILENT, NODE_STALE,
+};
+use preflight_model::{Severity, Verdict};
+use tokio::time::Instant;
+
+use super::{Fleet, FleetError, Node, Selector, Status};
+
+impl Fleet {
+    fn blockers_of(&self, name: &str, n: &Node, now: Instant) -> Vec<Blocker> {
+        let node_blocker = |code: &str, message: String, since: Option<SystemTime>| Blocker {
+            node: name.to_owned(),
+            code: code.to_owned(),
+            severity: Severity::Critical,
+            subject: name.to_owned(),
+            message,
+            since,
+        };
+        match n.status {
+            Status::Go => Vec::new(),
+            Status::Silent => vec![node_blocker(
+                NODE_SILENT,
+                match n.last_report_wall {
+                    Some(t) => format!(
+                        "{name} has not reported since the aggregator started (last report before that: {}); check that preflight-agent runs on {name} and can reach the aggregator",
+                        preflight_model::time::format(t)
+                    ),
+                    None => format!("{name} has never reported; check that preflight-agent runs on {name} and can reach the aggregator"),
+                },
+                Some(self.started_wall),
+            )],
+            Status::Stale => vec![node_blocker(
+                NODE_STALE,
+                format!(
+                    "{name} stopped reporting {} ago (TTL {}); the node or its agent may be down or unreachable",
+                    humantime::format_duration(Duration::from_secs(
+                        n.last_seen.map_or(0, |s| now.saturating_duration_since(s).as_secs())
+                    )),
+                    humantime::format_duration(self.cfg.ttl)
+                ),
+                n.last_report_wall,
+            )],
+            Status::Settling => vec![node_blocker(
+                NODE_SETTLING,
+                format!(
+                    "{name}'s findings changed {}s ago; waiting for {} without change",
+                    now.saturating_duration_since(n.stable_since).as_secs(),
+                    humantime::format_duration(self.cfg.settle)
+                ),
+                Some(n.stable_since_wall),
+            )],
+            Status::Blocked => self
+                .unwaived_criticals(name, n)
+                .map(|f| Blocker {
+                    node: name.to_owned(),
+                    code: f.code.clone(),
+                    severity: f.severity,
+                    subject: f.subject.clone(),
+                    message: f.message.clone(),
+                    since: Some(f.since),
+                })
+                .collect(),
+        }
+    }
+
+    /// The gate's answer for a selector. A read: asking about a scope never
+    /// registers it (see `scope_members`).
+    ///
+    /// # Errors
+    /// `UnknownScope` when no node matches a non-empty selector.
+    pub fn gate(
+        &self,
+        sel: &Selector,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<GateAnswer, FleetError> {
+        let (members, not_go) = self.scope_members(sel);
+        if members.is_empty() && !sel.0.is_empty() {
+            return Err(FleetError::UnknownScope(sel.text()));
+        }
+        let mut blockers = Vec::new();
+        for name in &not_go {
+            let n = &self.nodes[name];
+            blockers.extend(self.blockers_of(name, n, now));
+        }
+        if members.is_empty() {
+            blockers.push(Blocker {
+                node: String::new(),
+                code: "INVENTORY_EMPTY".into(),
+                severity: Severity::Critical,
+                subject: String::new(),
+                message: "the inventory has no nodes: nothing to vouch for".into(),
+                since: None,
+            });
+        }
+        sort_blockers(&mut blockers);
+        let blocked_set: BTreeSet<&String> = not_go.iter().collect();
+        let ready: Vec<String> = members
+            .iter()
+            .filter(|m| !blocked_set.contains(m))
+            .cloned()
+            .collect();
+        let member_set: BTreeSet<&String> = members.iter().collect();
+        let waived: Vec<Waiver> = self
+            .waivers
+            .values()
+            .filter(|w| member_set.contains(&w.node))
+            .filter(|w| {
+                let n = &self.nodes[&w.node];
+                let silent_or_stale = match n.status {
+                    Status::Go => n
+                        .last_seen
+                        .is_none_or(|s| now.saturating_duration_since(s) >= self.cfg.ttl),
+                    _ => false,
+                };
+                (silent_or_stale
+                    && w.code
+                        .as_deref()
+                        .is_some_and(|c| c == NODE_SILENT || c == NODE_STALE))
+                    || n.findings().iter().any(|f| {
+                        f.severity == Severity::Critical && w.covers(&w.node, &f.code, &f.subject)
+                    })
+            })
+            .cloned()
+            .collect();
+        let verdict = if blockers.is_empty() && !members.is_empty() {
+            Verdict::Go
+        } else {
+            Verdict::NoGo
+        };
+        Ok(GateAnswer {
+            verdict,
+            scope: sel.text(),
+            nodes: members.len(),
+            blockers,
+            ready,
+            blocked: not_go,
+            waived,
+            generated_at: wall,
+        })
+    }
+
+    /// One node as the API shows it.
+    #[must_use]
+    pub fn summary(&self, name: &str, now: Instant) -> Option<NodeSummary> {
+        let n = self.nodes.get(name)?;
+        Some(NodeSummary {
+            node: name.to_owned(),
+            labels: n.labels.clone(),
+            status: n.status.as_str().to_owned(),
+            blockers: self.blockers_of(name, n, now),
+            findings: n
+                .findings()
+                .iter()
+                .map(|f| WaivedFinding {
+                    finding: f.clone(),
+                    waived_by: self.waiver_for(name, &f.code, &f.subject).map(|w| w.id),
+                })
+                .collect(),
+            last_report: n.last_report_wall,
+        })
+    }
+
+    /// Every node, by name.
+    #[must_use]
+    pub fn summaries(&self, now: Instant) -> Vec<NodeSummary> {
+        let mut names: Vec<&String> = self.nodes.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|n| self.summary(n, now))
+            .collect()
+    }
+}
+
+/// Worst first: critical, then node-level (silent, stale) before findings,
+/// then by node, code, subject.
+pub fn sort_blockers(b: &mut [Blocker]) {
+    b.sort_by(|x, y| {
+        y.severity
+            .cmp(&x.severity)
+            .then_with(|| x.node.cmp(&y.node))
+            .then_with(|| x.code.cmp(&y.code))
+            .then_with(|| x.subject.cmp(&y.subject))
+    });
+}

@@ -1,0 +1,133 @@
+//! A node's status and the deadlines that change it. A status is computed
+//! only when something about its node changes (a report, a waiver, or a
+//! deadline: TTL, settle end, waiver expiry); the deadlines wait in one
+//! min-heap that the sweeper drains with `tick`. Each node has at most one
+//! pending TTL and one pending settle entry, so the heap is bounded by the
+//! node count plus the waivers.
+
+use std::cmp::Reverse;
+
+use preflight_model::report::{Waiver, NODE_SILENT, NODE_STALE};
+use tokio::time::Instant;
+
+use super::{Fleet, Node, Status};
+
+/// What a deadline in the heap is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Due {
+    Node(String),
+    WaiverExpiry(i64),
+}
+
+impl Fleet {
+    pub(super) fn compute_status(&self, name: &str, n: &Node, now: Instant) -> Status {
+        let Some(seen) = n.last_seen else {
+            return Status::Silent;
+        };
+        if now.saturating_duration_since(seen) >= self.cfg.ttl {
+            return if self.waiver_for(name, NODE_STALE, name).is_some() {
+                Status::Go
+            } else {
+                Status::Stale
+            };
+        }
+        if self.unwaived_criticals(name, n).next().is_some() {
+            return Status::Blocked;
+        }
+        if now.saturating_duration_since(n.stable_since) < self.cfg.settle {
+            return Status::Settling;
+        }
+        Status::Go
+    }
+
+    pub(super) fn reevaluate(&mut self, name: &str, now: Instant) {
+        let Some(n) = self.nodes.get(name) else {
+            return;
+        };
+        let mut status = self.compute_status(name, n, now);
+        if status == Status::Silent && self.waiver_for(name, NODE_SILENT, name).is_some() {
+            status = Status::Go;
+        }
+        let was_go = n.status == Status::Go;
+        let is_go = status == Status::Go;
+        let labels = n.labels.clone();
+        // Only future deadlines: a past one would be popped and re-pushed
+        // forever (e.g. a stale node made go by a NODE_STALE waiver). And
+        // only when none is pending at or before it: the pending one fires
+        // first and re-arms with the latest `last_seen`.
+        let ttl_at = n
+            .last_seen
+            .map(|seen| seen + self.cfg.ttl)
+            .filter(|at| *at > now && n.ttl_due.is_none_or(|d| d > *at));
+        let settle_end = n.stable_since + self.cfg.settle;
+        let settle_at = (status == Status::Settling
+            && settle_end > now
+            && n.settle_due.is_none_or(|d| d > settle_end))
+        .then_some(settle_end);
+        for at in [ttl_at, settle_at].into_iter().flatten() {
+            self.deadlines
+                .push(Reverse((at, Due::Node(name.to_owned()))));
+        }
+        let n = self.nodes.get_mut(name).expect("present");
+        n.status = status;
+        n.ttl_due = ttl_at.or(n.ttl_due);
+        n.settle_due = settle_at.or(n.settle_due);
+        if was_go != is_go {
+            for (sel, c) in &mut self.scopes {
+                if sel.matches(&labels) {
+                    if is_go {
+                        c.not_go.remove(name);
+                    } else {
+                        c.not_go.insert(name.to_owned());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Processes every deadline that has passed: TTLs, settle ends, waiver
+    /// expiries. Returns the waivers that expired (for the audit log).
+    pub fn tick(&mut self, now: Instant) -> Vec<Waiver> {
+        let mut expired = Vec::new();
+        while let Some(Reverse((at, _))) = self.deadlines.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, due))) = self.deadlines.pop() else {
+                break;
+            };
+            match due {
+                Due::Node(name) => {
+                    if let Some(n) = self.nodes.get_mut(&name) {
+                        if n.ttl_due.is_some_and(|d| d <= now) {
+                            n.ttl_due = None;
+                        }
+                        if n.settle_due.is_some_and(|d| d <= now) {
+                            n.settle_due = None;
+                        }
+                    }
+                    self.reevaluate(&name, now);
+                }
+                Due::WaiverExpiry(id) => {
+                    if let Some(w) = self.remove_waiver_inner(id, now) {
+                        expired.push(w);
+                    }
+                }
+            }
+        }
+        expired
+    }
+
+    /// Deadlines waiting in the sweeper's heap (at most two per node plus one
+    /// per waiver).
+    #[must_use]
+    pub fn pending_deadlines(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    /// When the next deadline is due, for the sweeper's sleep.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+}

@@ -1,0 +1,446 @@
+//! The fleet's state in memory and the gate's logic. Pure: no I/O, time is
+//! passed in (monotonic `Instant` for TTL and settle, wall clock for people).
+//!
+//! Each node has a cached status (go, blocked, settling, stale, silent). It is
+//! recomputed only when something about that node changes: a report, a
+//! waiver, or a deadline (TTL, settle end, waiver expiry) popped from a heap.
+//! Every status change updates the counts of the scopes the node belongs to,
+//! so a gate answer reads counts and the blocked set, never the whole fleet.
+//!
+//! Submodules: `selector` (which nodes a question is about, and the scope
+//! indexes), `deadlines` (status and the heap that changes it), `waivers`,
+//! `answer` (gate answers and node summaries, read-only).
+
+mod answer;
+mod deadlines;
+mod selector;
+mod waivers;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use preflight_model::report::{Report, ReportBody, Waiver};
+use preflight_model::{Finding, NodeState};
+use tokio::time::Instant;
+
+pub use answer::sort_blockers;
+use deadlines::Due;
+use selector::ScopeCounts;
+pub use selector::{check_labels, check_node_name, Selector};
+
+/// Gate settings.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// A node whose last report is older than this is stale.
+    pub ttl: Duration,
+    /// A node whose findings changed more recently than this is not yet go.
+    pub settle: Duration,
+    /// Reject reports from nodes not in the inventory.
+    pub closed_inventory: bool,
+    /// Longest waiver allowed.
+    pub max_waiver: Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            settle: Duration::from_secs(30),
+            closed_inventory: false,
+            max_waiver: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// A node's gate status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Fresh, stable, no unwaived critical finding.
+    Go,
+    /// Unwaived critical finding.
+    Blocked,
+    /// Findings changed within the settle time.
+    Settling,
+    /// Last report older than the TTL.
+    Stale,
+    /// No report since the aggregator started.
+    Silent,
+}
+
+impl Status {
+    /// Lower-case name for APIs and metrics.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Go => "go",
+            Self::Blocked => "no-go",
+            Self::Settling => "settling",
+            Self::Stale => "stale",
+            Self::Silent => "silent",
+        }
+    }
+}
+
+/// Why a request about the fleet was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetError {
+    /// The selector text is malformed.
+    #[error("bad scope `{scope}`: {reason}")]
+    BadScope {
+        /// As given.
+        scope: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No node in the inventory matches the selector.
+    #[error("unknown scope `{0}`: no node in the inventory has these labels")]
+    UnknownScope(String),
+    /// The inventory is closed and does not list this node.
+    #[error("node `{0}` is not in the inventory")]
+    UnknownNode(String),
+    /// Node name not acceptable.
+    #[error("invalid node name `{0}`: use 1-253 characters of A-Z a-z 0-9 . _ -")]
+    BadNodeName(String),
+    /// Labels not acceptable.
+    #[error("invalid label `{0}`: keys and values are 1-63 characters of A-Z a-z 0-9 . _ - /")]
+    BadLabel(String),
+    /// A report older than one already received from the same agent.
+    #[error(
+        "stale sequence number {got} for node `{node}` (boot {boot_id}); last accepted is {last}"
+    )]
+    StaleSequence {
+        /// Node.
+        node: String,
+        /// Boot id.
+        boot_id: String,
+        /// Received.
+        got: u64,
+        /// Last accepted.
+        last: u64,
+    },
+    /// The report is inconsistent (its state names another node).
+    #[error("report is inconsistent: {0}")]
+    BadReport(String),
+    /// Waiver rejected.
+    #[error("invalid waiver: {0}")]
+    BadWaiver(String),
+    /// No such waiver.
+    #[error("no active waiver with id {0}")]
+    NoSuchWaiver(i64),
+    /// No such node.
+    #[error("no node `{0}`")]
+    NoSuchNode(String),
+}
+
+#[derive(Debug)]
+struct Node {
+    labels: BTreeMap<String, String>,
+    boot_id: Option<String>,
+    seq: u64,
+    state_seq: u64,
+    last_seen: Option<Instant>,
+    last_report_wall: Option<SystemTime>,
+    state: Option<Arc<NodeState>>,
+    finding_keys: BTreeSet<(String, String)>,
+    stable_since: Instant,
+    stable_since_wall: SystemTime,
+    status: Status,
+    /// The TTL and settle deadlines this node has in the heap, so that a
+    /// report does not push another: one pending entry each, re-armed when
+    /// it fires (the heap stays bounded by the node count).
+    ttl_due: Option<Instant>,
+    settle_due: Option<Instant>,
+}
+
+impl Node {
+    fn new(labels: BTreeMap<String, String>, now: Instant, wall: SystemTime) -> Self {
+        Self {
+            labels,
+            boot_id: None,
+            seq: 0,
+            state_seq: 0,
+            last_seen: None,
+            last_report_wall: None,
+            state: None,
+            finding_keys: BTreeSet::new(),
+            stable_since: now,
+            stable_since_wall: wall,
+            status: Status::Silent,
+            ttl_due: None,
+            settle_due: None,
+        }
+    }
+
+    fn findings(&self) -> &[Finding] {
+        self.state.as_ref().map_or(&[], |s| s.findings.as_slice())
+    }
+}
+
+/// What happened to a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// Stored; `full` tells whether it carried state (to persist).
+    Accepted {
+        /// A full report (persist it).
+        full: bool,
+        /// The node was not known before (open inventory): persist it.
+        new_node: bool,
+    },
+    /// A heartbeat about a state the aggregator does not have.
+    NeedFull,
+}
+
+/// The fleet.
+#[derive(Debug)]
+pub struct Fleet {
+    cfg: FleetConfig,
+    nodes: HashMap<String, Node>,
+    waivers: BTreeMap<i64, Waiver>,
+    waivers_by_node: HashMap<String, BTreeSet<i64>>,
+    /// Kept counts of the whole fleet and the configured scopes.
+    scopes: HashMap<Selector, ScopeCounts>,
+    /// Every `(key, value)` label to the nodes that carry it, for selectors
+    /// that are not tracked (bounded by the nodes' labels, not by queries).
+    by_label: HashMap<(String, String), BTreeSet<String>>,
+    deadlines: BinaryHeap<Reverse<(Instant, Due)>>,
+    started_wall: SystemTime,
+}
+
+impl Fleet {
+    /// An empty fleet.
+    #[must_use]
+    pub fn new(cfg: FleetConfig, wall: SystemTime) -> Self {
+        let mut scopes = HashMap::new();
+        scopes.insert(Selector::default(), ScopeCounts::default());
+        Self {
+            cfg,
+            nodes: HashMap::new(),
+            waivers: BTreeMap::new(),
+            waivers_by_node: HashMap::new(),
+            scopes,
+            by_label: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            started_wall: wall,
+        }
+    }
+
+    /// Settings.
+    #[must_use]
+    pub fn config(&self) -> &FleetConfig {
+        &self.cfg
+    }
+
+    /// Number of nodes in the inventory.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the inventory is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Node counts by status (for metrics): go, no-go, settling, stale, silent.
+    #[must_use]
+    pub fn counts_by_status(&self) -> BTreeMap<&'static str, usize> {
+        let mut m: BTreeMap<&'static str, usize> = ["go", "no-go", "settling", "stale", "silent"]
+            .into_iter()
+            .map(|s| (s, 0))
+            .collect();
+        for n in self.nodes.values() {
+            *m.entry(n.status.as_str()).or_default() += 1;
+        }
+        m
+    }
+
+    /// Adds or relabels a node in the inventory (it stays silent until it
+    /// reports).
+    ///
+    /// # Errors
+    /// Bad name or labels.
+    pub fn upsert_node(
+        &mut self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(), FleetError> {
+        check_node_name(name)?;
+        check_labels(&labels)?;
+        if let Some(n) = self.nodes.get(name) {
+            if n.labels == labels {
+                return Ok(());
+            }
+            self.detach(name);
+            self.nodes.get_mut(name).expect("checked above").labels = labels;
+        } else {
+            self.nodes
+                .insert(name.to_owned(), Node::new(labels, now, wall));
+        }
+        self.attach(name);
+        self.reevaluate(name, now);
+        Ok(())
+    }
+
+    /// Removes a node from the inventory.
+    ///
+    /// # Errors
+    /// When there is no such node.
+    pub fn remove_node(&mut self, name: &str) -> Result<(), FleetError> {
+        if !self.nodes.contains_key(name) {
+            return Err(FleetError::NoSuchNode(name.to_owned()));
+        }
+        self.detach(name);
+        self.nodes.remove(name);
+        Ok(())
+    }
+
+    /// Applies an agent's report.
+    ///
+    /// # Errors
+    /// Unknown node (closed inventory), bad name or labels, stale sequence,
+    /// inconsistent report. Nothing changes on error.
+    pub fn apply_report(
+        &mut self,
+        r: &Report,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<ReportOutcome, FleetError> {
+        check_node_name(&r.node)?;
+        if r.boot_id.is_empty() || r.boot_id.len() > 64 {
+            return Err(FleetError::BadReport(
+                "boot_id must be 1-64 characters".into(),
+            ));
+        }
+        let known = self.nodes.get(&r.node);
+        if known.is_none() && self.cfg.closed_inventory {
+            return Err(FleetError::UnknownNode(r.node.clone()));
+        }
+        if let Some(n) = known {
+            if n.boot_id.as_deref() == Some(r.boot_id.as_str()) && r.seq <= n.seq {
+                return Err(FleetError::StaleSequence {
+                    node: r.node.clone(),
+                    boot_id: r.boot_id.clone(),
+                    got: r.seq,
+                    last: n.seq,
+                });
+            }
+        }
+        match &r.body {
+            ReportBody::Heartbeat { state_seq } => {
+                let Some(n) = self.nodes.get_mut(&r.node) else {
+                    return Ok(ReportOutcome::NeedFull);
+                };
+                if n.boot_id.as_deref() != Some(r.boot_id.as_str())
+                    || n.state_seq != *state_seq
+                    || n.state.is_none()
+                {
+                    return Ok(ReportOutcome::NeedFull);
+                }
+                n.seq = r.seq;
+                n.last_seen = Some(now);
+                n.last_report_wall = Some(wall);
+                self.reevaluate(&r.node, now);
+                Ok(ReportOutcome::Accepted {
+                    full: false,
+                    new_node: false,
+                })
+            }
+            ReportBody::Full { labels, state } => {
+                if state.node != r.node {
+                    return Err(FleetError::BadReport(format!(
+                        "state is about node `{}` but the report is from `{}`",
+                        state.node, r.node
+                    )));
+                }
+                if state.findings.len() > 10_000 {
+                    return Err(FleetError::BadReport("more than 10000 findings".into()));
+                }
+                check_labels(labels)?;
+                let new_node = known.is_none();
+                if new_node {
+                    self.nodes
+                        .insert(r.node.clone(), Node::new(labels.clone(), now, wall));
+                    self.attach(&r.node);
+                } else if !self.cfg.closed_inventory && self.nodes[&r.node].labels != *labels {
+                    // Open inventory: the agent's labels are authoritative.
+                    self.detach(&r.node);
+                    self.nodes.get_mut(&r.node).expect("known").labels = labels.clone();
+                    self.attach(&r.node);
+                }
+                let n = self.nodes.get_mut(&r.node).expect("inserted above");
+                let keys: BTreeSet<(String, String)> = state
+                    .findings
+                    .iter()
+                    .map(|f| (f.code.clone(), f.subject.clone()))
+                    .collect();
+                if keys != n.finding_keys || n.last_seen.is_none() {
+                    n.finding_keys = keys;
+                    n.stable_since = now;
+                    n.stable_since_wall = wall;
+                }
+                n.boot_id = Some(r.boot_id.clone());
+                n.seq = r.seq;
+                n.state_seq = r.seq;
+                n.last_seen = Some(now);
+                n.last_report_wall = Some(wall);
+                n.state = Some(Arc::new((**state).clone()));
+                self.reevaluate(&r.node, now);
+                Ok(ReportOutcome::Accepted {
+                    full: true,
+                    new_node,
+                })
+            }
+        }
+    }
+
+    /// Restores a node's last persisted report after a restart, without
+    /// making it fresh: the node stays silent until it reports again.
+    pub fn restore_report(
+        &mut self,
+        node: &str,
+        boot_id: String,
+        seq: u64,
+        state: NodeState,
+        wall: SystemTime,
+    ) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.finding_keys = state
+                .findings
+                .iter()
+                .map(|f| (f.code.clone(), f.subject.clone()))
+                .collect();
+            n.boot_id = Some(boot_id);
+            n.seq = seq;
+            n.state_seq = seq;
+            n.last_report_wall = Some(wall);
+            n.state = Some(Arc::new(state));
+        }
+    }
+
+    /// A node's last reported state.
+    #[must_use]
+    pub fn state(&self, name: &str) -> Option<Arc<NodeState>> {
+        self.nodes.get(name)?.state.clone()
+    }
+
+    /// Calls `f` with every node's name and status.
+    pub fn for_each_status(&self, mut f: impl FnMut(&str, Status)) {
+        for (name, n) in &self.nodes {
+            f(name, n.status);
+        }
+    }
+
+    /// A node's status.
+    #[must_use]
+    pub fn status(&self, name: &str) -> Option<Status> {
+        self.nodes.get(name).map(|n| n.status)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! Which nodes a question is about: the `key=value` label selector, the
+//! name and label checks every entry point shares, and the two indexes that
+//! answer "who is in this scope" without scanning the fleet — the counts of
+//! tracked scopes (kept up to date on every status change) and an inverted
+//! label index for every other selector.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use preflight_model::Verdict;
+
+use super::{Fleet, FleetError, Status};
+
+/// A label selector: `role=compute,rack=r1` (all must match); empty = all.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Selector(pub(super) Vec<(String, String)>);
+
+pub(super) fn valid_token(s: &str, max: usize, extra: &[char]) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || extra.contains(&c)
+        })
+}
+
+/// Checks a node name.
+///
+/// # Errors
+/// When it is empty, too long, or has other characters than `A-Za-z0-9._-`.
+pub fn check_node_name(name: &str) -> Result<(), FleetError> {
+    if valid_token(name, 253, &[]) {
+        Ok(())
+    } else {
+        Err(FleetError::BadNodeName(name.chars().take(80).collect()))
+    }
+}
+
+/// Checks labels.
+///
+/// # Errors
+/// The first bad key or value.
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), FleetError> {
+    if labels.len() > 32 {
+        return Err(FleetError::BadLabel(format!(
+            "{} labels (at most 32)",
+            labels.len()
+        )));
+    }
+    for (k, v) in labels {
+        if !valid_token(k, 63, &['/']) || !valid_token(v, 63, &['/']) {
+            return Err(FleetError::BadLabel(
+                format!("{k}={v}").chars().take(140).collect(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Selector {
+    /// Parses `k=v,k2=v2`; the empty string selects every node.
+    ///
+    /// # Errors
+    /// When a term is not `key=value` with valid characters.
+    pub fn parse(s: &str) -> Result<Self, FleetError> {
+        let bad = |reason: &str| FleetError::BadScope {
+            scope: s.chars().take(200).collect(),
+            reason: reason.into(),
+        };
+        if s.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let mut terms = Vec::new();
+        for term in s.split(',') {
+            let (k, v) = term
+                .split_once('=')
+                .ok_or_else(|| bad("expected key=value[,key=value]"))?;
+            let (k, v) = (k.trim(), v.trim());
+            if !valid_token(k, 63, &['/']) || !valid_token(v, 63, &['/']) {
+                return Err(bad(
+                    "keys and values are 1-63 characters of A-Z a-z 0-9 . _ - /",
+                ));
+            }
+            terms.push((k.to_owned(), v.to_owned()));
+        }
+        terms.sort();
+        terms.dedup();
+        Ok(Self(terms))
+    }
+
+    /// Whether `labels` satisfy every term.
+    #[must_use]
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    /// Canonical text.
+    #[must_use]
+    pub fn text(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Members of a tracked scope and those of them that are not go, kept
+/// incrementally.
+#[derive(Debug, Default)]
+pub(super) struct ScopeCounts {
+    pub(super) members: BTreeSet<String>,
+    pub(super) not_go: BTreeSet<String>,
+}
+
+impl Fleet {
+    /// Enters a node (already in `nodes`) into the label index and the
+    /// tracked scopes it matches.
+    pub(super) fn attach(&mut self, name: &str) {
+        let n = &self.nodes[name];
+        let go = n.status == Status::Go;
+        for (sel, c) in &mut self.scopes {
+            if sel.matches(&n.labels) {
+                c.members.insert(name.to_owned());
+                if !go {
+                    c.not_go.insert(name.to_owned());
+                }
+            }
+        }
+        for label in &n.labels {
+            self.by_label
+                .entry((label.0.clone(), label.1.clone()))
+                .or_default()
+                .insert(name.to_owned());
+        }
+    }
+
+    /// Takes a node (still in `nodes`) out of the label index and every
+    /// tracked scope.
+    pub(super) fn detach(&mut self, name: &str) {
+        for c in self.scopes.values_mut() {
+            c.members.remove(name);
+            c.not_go.remove(name);
+        }
+        let Some(n) = self.nodes.get(name) else {
+            return;
+        };
+        for (k, v) in &n.labels {
+            let key = (k.clone(), v.clone());
+            if let Some(set) = self.by_label.get_mut(&key) {
+                set.remove(name);
+                // An empty entry would keep a label nobody has any more.
+                if set.is_empty() {
+                    self.by_label.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Registers a selector so that its counts are kept (configured scopes:
+    /// their verdict is a metric, read on every scrape). Only configuration
+    /// calls this; a gate question never registers anything.
+    pub fn track_scope(&mut self, sel: &Selector) {
+        if self.scopes.contains_key(sel) {
+            return;
+        }
+        let mut c = ScopeCounts::default();
+        for (name, n) in &self.nodes {
+            if sel.matches(&n.labels) {
+                c.members.insert(name.clone());
+                if n.status != Status::Go {
+                    c.not_go.insert(name.clone());
+                }
+            }
+        }
+        self.scopes.insert(sel.clone(), c);
+    }
+
+    /// How many selectors have kept counts: the whole fleet plus the
+    /// configured scopes. Gate reads do not change it.
+    #[must_use]
+    pub fn tracked_scopes(&self) -> usize {
+        self.scopes.len()
+    }
+
+    /// Verdict of a tracked scope without building the full answer (metrics).
+    #[must_use]
+    pub fn scope_verdict(&self, sel: &Selector) -> Option<Verdict> {
+        let c = self.scopes.get(sel)?;
+        Some(if c.members.is_empty() || !c.not_go.is_empty() {
+            Verdict::NoGo
+        } else {
+            Verdict::Go
+        })
+    }
+
+    /// A scope's members and those of them that are not go, both sorted by
+    /// name. A tracked scope reads its kept counts. Any other selector is
+    /// answered from the label index without registering it: it walks the
+    /// smallest posting list among its terms and checks the other terms on
+    /// each node, so a rack-sized scope costs its own size, not the fleet's.
+    /// (Tracking every selector a client sends would make a read change
+    /// state, and the first few hundred selectors anyone asked about would
+    /// stay tracked, and cost work on every status change, for good.)
+    pub(super) fn scope_members(&self, sel: &Selector) -> (Vec<String>, Vec<String>) {
+        if let Some(c) = self.scopes.get(sel) {
+            return (
+                c.members.iter().cloned().collect(),
+                c.not_go.iter().cloned().collect(),
+            );
+        }
+        let mut smallest: Option<&BTreeSet<String>> = None;
+        for term in &sel.0 {
+            let Some(set) = self.by_label.get(term) else {
+                // No node has this label: nobody matches.
+                return (Vec::new(), Vec::new());
+            };
+            if smallest.is_none_or(|s| set.len() < s.len()) {
+                smallest = Some(set);
+            }
+        }
+        let members: Vec<String> = match smallest {
+            Some(set) => set
+                .iter()
+                .filter(|name| sel.matches(&self.nodes[*name].labels))
+                .cloned()
+                .collect(),
+            // Only the empty selector has no terms, and it is always tracked;
+            // a scan is still the right answer should that ever change.
+            None => {
+                let mut all: Vec<String> = self.nodes.keys().cloned().collect();
+                all.sort();
+                all
+            }
+        };
+        let not_go = members
+            .iter()
+            .filter(|name| self.nodes[*name].status != Status::Go)
+            .cloned()
+            .collect();
+        (members, not_go)
+    }
+}

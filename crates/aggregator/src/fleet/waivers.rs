@@ -1,0 +1,129 @@
+//! Waivers: their checks, the per-node index that finds the waiver covering
+//! a finding, and adding and removing them (each re-evaluates its node).
+//! Expiry is a deadline like any other (see `deadlines`).
+
+use std::cmp::Reverse;
+use std::time::{Duration, SystemTime};
+
+use preflight_model::report::Waiver;
+use preflight_model::{Finding, Severity};
+use tokio::time::Instant;
+
+use super::selector::valid_token;
+use super::{Due, Fleet, FleetError, Node};
+
+impl Fleet {
+    pub(super) fn unwaived_criticals<'a>(
+        &'a self,
+        name: &'a str,
+        n: &'a Node,
+    ) -> impl Iterator<Item = &'a Finding> + 'a {
+        n.findings().iter().filter(move |f| {
+            f.severity == Severity::Critical && self.waiver_for(name, &f.code, &f.subject).is_none()
+        })
+    }
+
+    pub(super) fn waiver_for(&self, node: &str, code: &str, subject: &str) -> Option<&Waiver> {
+        self.waivers_by_node
+            .get(node)?
+            .iter()
+            .filter_map(|id| self.waivers.get(id))
+            .find(|w| w.covers(node, code, subject))
+    }
+
+    /// Checks a waiver request; returns the expiry as both clocks.
+    ///
+    /// # Errors
+    /// Unknown node, empty reason or author, expiry in the past or beyond the cap.
+    pub fn check_waiver(&self, w: &Waiver, wall: SystemTime) -> Result<Duration, FleetError> {
+        if !self.nodes.contains_key(&w.node) {
+            return Err(FleetError::BadWaiver(format!(
+                "node `{}` is not in the inventory",
+                w.node
+            )));
+        }
+        if w.reason.trim().is_empty() || w.reason.len() > 1000 {
+            return Err(FleetError::BadWaiver(
+                "reason is required (1-1000 characters)".into(),
+            ));
+        }
+        if w.author.trim().is_empty() || w.author.len() > 200 {
+            return Err(FleetError::BadWaiver(
+                "author is required (1-200 characters)".into(),
+            ));
+        }
+        if let Some(c) = &w.code {
+            if !valid_token(c, 64, &[]) {
+                return Err(FleetError::BadWaiver(
+                    "code must be a finding code such as BOND_PORT_DOWN".into(),
+                ));
+            }
+        }
+        if let Some(s) = &w.subject {
+            if s.is_empty() || s.len() > 200 {
+                return Err(FleetError::BadWaiver(
+                    "subject must be 1-200 characters".into(),
+                ));
+            }
+        }
+        let left = w
+            .expires_at
+            .duration_since(wall)
+            .map_err(|_| FleetError::BadWaiver("expires_at is in the past".into()))?;
+        if left > self.cfg.max_waiver {
+            return Err(FleetError::BadWaiver(format!(
+                "expiry is {} away; waivers last at most {}",
+                humantime::format_duration(Duration::from_secs(left.as_secs())),
+                humantime::format_duration(self.cfg.max_waiver)
+            )));
+        }
+        Ok(left)
+    }
+
+    /// Adds a (validated, persisted) waiver that expires `left` from `now`.
+    pub fn add_waiver(&mut self, w: Waiver, left: Duration, now: Instant) {
+        let id = w.id;
+        let node = w.node.clone();
+        self.waivers_by_node
+            .entry(node.clone())
+            .or_default()
+            .insert(id);
+        self.waivers.insert(id, w);
+        self.deadlines
+            .push(Reverse((now + left, Due::WaiverExpiry(id))));
+        self.reevaluate(&node, now);
+    }
+
+    /// Removes a waiver.
+    ///
+    /// # Errors
+    /// When there is no active waiver with that id.
+    pub fn remove_waiver(&mut self, id: i64, now: Instant) -> Result<Waiver, FleetError> {
+        self.remove_waiver_inner(id, now)
+            .ok_or(FleetError::NoSuchWaiver(id))
+    }
+
+    pub(super) fn remove_waiver_inner(&mut self, id: i64, now: Instant) -> Option<Waiver> {
+        let w = self.waivers.remove(&id)?;
+        if let Some(set) = self.waivers_by_node.get_mut(&w.node) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.waivers_by_node.remove(&w.node);
+            }
+        }
+        self.reevaluate(&w.node, now);
+        Some(w)
+    }
+
+    /// Active waivers, by id.
+    #[must_use]
+    pub fn waivers(&self) -> Vec<Waiver> {
+        self.waivers.values().cloned().collect()
+    }
+
+    /// Active waiver by id.
+    #[must_use]
+    pub fn waiver(&self, id: i64) -> Option<&Waiver> {
+        self.waivers.get(&id)
+    }
+}

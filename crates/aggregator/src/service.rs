@@ -1,0 +1,301 @@
+//! The one place that changes the fleet and the store together. Every change
+//! is written to the store first and applied to the in-memory fleet only once
+//! the store has it, and a change the fleet accepted ahead of its store write
+//! (a new node from its first report) is rolled back when the write fails: a
+//! restart never resurrects or loses what an answer already said. The store
+//! is blocking SQLite, so every call into it runs on `spawn_blocking`.
+//!
+//! Handlers hold a [`Service`] and never sequence store, fleet and rollback
+//! themselves; reads of the fleet go through [`Service::read`].
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use preflight_model::report::{Report, ReportBody, Waiver};
+use tokio::time::Instant;
+
+use crate::fleet::{check_labels, check_node_name, Fleet, FleetError, ReportOutcome};
+use crate::metrics::Metrics;
+use crate::store::{AuditEntry, PendingReport, Store, StoreError};
+
+/// Why a change or a store read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The fleet refused it (nothing was written).
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    /// The store could not be read or written (the fleet is unchanged).
+    #[error("{0}")]
+    Store(String),
+}
+
+/// The fleet in memory, the SQLite store behind it, and the channel to the
+/// report writer. Cheap to clone (shared handles).
+#[derive(Clone)]
+pub struct Service {
+    fleet: Arc<Mutex<Fleet>>,
+    store: Arc<Mutex<Store>>,
+    reports_tx: Sender<PendingReport>,
+    metrics: Metrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock poisons it; the data is still the last
+    // consistent state we wrote, so keep serving.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Service {
+    /// Opens the store and rebuilds the in-memory fleet from it: the
+    /// configured inventory (written to the store), the stored inventory,
+    /// waivers as they were, last reports for display, but every node silent
+    /// until it reports again (fail-closed after a restart). `scopes` get
+    /// kept counts. Returns the receiver for [`Service::spawn_report_writer`].
+    ///
+    /// # Errors
+    /// Store errors, invalid inventory.
+    pub fn restore(
+        mut store: Store,
+        mut fleet: Fleet,
+        inventory: &[(String, BTreeMap<String, String>)],
+        scopes: &[crate::fleet::Selector],
+        metrics: Metrics,
+    ) -> Result<(Self, Receiver<PendingReport>), RestoreError> {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        for (name, labels) in inventory {
+            fleet.upsert_node(name, labels.clone(), now, wall)?;
+            store.upsert_node(name, labels, "config", wall)?;
+        }
+        for (name, labels) in store.nodes()? {
+            if !inventory.iter().any(|(n, _)| *n == name) {
+                fleet.upsert_node(&name, labels, now, wall)?;
+            }
+        }
+        for r in store.reports()? {
+            fleet.restore_report(&r.node, r.boot_id, r.seq, r.state, r.received_at);
+        }
+        for w in store.active_waivers(wall)? {
+            if fleet.status(&w.node).is_some() {
+                let left = w.expires_at.duration_since(wall).unwrap_or_default();
+                fleet.add_waiver(w, left, now);
+            }
+        }
+        for s in scopes {
+            fleet.track_scope(s);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let service = Self {
+            fleet: Arc::new(Mutex::new(fleet)),
+            store: Arc::new(Mutex::new(store)),
+            reports_tx: tx,
+            metrics,
+        };
+        Ok((service, rx))
+    }
+
+    /// Runs `f` on the fleet under its lock: reads only.
+    pub fn read<R>(&self, f: impl FnOnce(&Fleet) -> R) -> R {
+        f(&lock(&self.fleet))
+    }
+
+    /// Runs a store call on the blocking pool; a failure is counted, logged
+    /// and returned as [`ServiceError::Store`].
+    async fn store<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, ServiceError> {
+        let store = self.store.clone();
+        let done = tokio::task::spawn_blocking(move || f(&mut lock(&store))).await;
+        let e = match done {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.metrics.store_errors.inc();
+        tracing::error!(error = %e, "store error");
+        Err(ServiceError::Store(e))
+    }
+
+    /// Applies an agent's report. A node new to an open inventory is
+    /// persisted before the answer, or taken out again when that fails: the
+    /// inventory must survive a restart, or a node that never reports again
+    /// would silently drop out of the gate. The state itself goes to the
+    /// report writer (batched; the next report replaces a lost one).
+    ///
+    /// # Errors
+    /// The fleet's refusal (nothing changed), or the store's failure to
+    /// persist a new node (the node is removed again).
+    pub async fn report(&self, report: &Report) -> Result<ReportOutcome, ServiceError> {
+        let wall = SystemTime::now();
+        let outcome = lock(&self.fleet).apply_report(report, Instant::now(), wall)?;
+        let (ReportOutcome::Accepted { new_node, .. }, ReportBody::Full { labels, state }) =
+            (&outcome, &report.body)
+        else {
+            return Ok(outcome);
+        };
+        if *new_node {
+            let (node, labels) = (report.node.clone(), labels.clone());
+            let saved = self
+                .store(move |s| s.upsert_node(&node, &labels, "agent", wall))
+                .await;
+            if let Err(e) = saved {
+                let _ = lock(&self.fleet).remove_node(&report.node);
+                return Err(e);
+            }
+        }
+        let state_json = serde_json::to_string(state).expect("state serializes");
+        let _ = self.reports_tx.send(PendingReport {
+            node: report.node.clone(),
+            boot_id: report.boot_id.clone(),
+            seq: report.seq,
+            received_at: wall,
+            state_json,
+        });
+        Ok(outcome)
+    }
+
+    /// Adds or relabels a node (store, then fleet).
+    ///
+    /// # Errors
+    /// Bad name or labels (nothing written), store failure.
+    pub async fn put_node(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(), ServiceError> {
+        check_node_name(name)?;
+        check_labels(&labels)?;
+        let wall = SystemTime::now();
+        let (n, l) = (name.to_owned(), labels.clone());
+        self.store(move |s| s.upsert_node(&n, &l, "api", wall))
+            .await?;
+        lock(&self.fleet).upsert_node(name, labels, Instant::now(), wall)?;
+        Ok(())
+    }
+
+    /// Removes a node (store, then fleet).
+    ///
+    /// # Errors
+    /// No such node, store failure.
+    pub async fn delete_node(&self, name: &str) -> Result<(), ServiceError> {
+        if lock(&self.fleet).status(name).is_none() {
+            return Err(FleetError::NoSuchNode(name.to_owned()).into());
+        }
+        let n = name.to_owned();
+        self.store(move |s| s.remove_node(&n, "api", SystemTime::now()))
+            .await?;
+        lock(&self.fleet).remove_node(name)?;
+        Ok(())
+    }
+
+    /// Checks a waiver, stores it (which assigns its id), then activates it.
+    ///
+    /// # Errors
+    /// Invalid waiver (nothing written), store failure.
+    pub async fn add_waiver(&self, w: Waiver) -> Result<Waiver, ServiceError> {
+        // The clock the handler derived the expiry from, so that a duration
+        // of exactly the cap is accepted.
+        lock(&self.fleet).check_waiver(&w, w.created_at)?;
+        let w = self.store(move |s| s.insert_waiver(w)).await?;
+        let left = w
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        lock(&self.fleet).add_waiver(w.clone(), left, Instant::now());
+        Ok(w)
+    }
+
+    /// Ends an active waiver on behalf of `actor` (store, then fleet).
+    ///
+    /// # Errors
+    /// No such waiver, store failure.
+    pub async fn remove_waiver(&self, id: i64, actor: String) -> Result<(), ServiceError> {
+        let w = lock(&self.fleet)
+            .waiver(id)
+            .cloned()
+            .ok_or(FleetError::NoSuchWaiver(id))?;
+        self.store(move |s| s.end_waiver(&w, &actor, "waiver.remove", SystemTime::now()))
+            .await?;
+        lock(&self.fleet).remove_waiver(id, Instant::now())?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit entries.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, ServiceError> {
+        self.store(move |s| s.audit(limit)).await
+    }
+
+    /// Whether the store answers (readiness).
+    ///
+    /// # Errors
+    /// Store failure.
+    pub async fn check_store(&self) -> Result<(), ServiceError> {
+        self.store(|s| s.audit(1).map(|_| ())).await
+    }
+
+    /// Writes reports in batches (latest per node wins) until the channel
+    /// closes, i.e. until every clone of this service is dropped.
+    pub fn spawn_report_writer(&self, rx: Receiver<PendingReport>) -> std::thread::JoinHandle<()> {
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        std::thread::Builder::new()
+            .name("report-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch: BTreeMap<String, PendingReport> = BTreeMap::new();
+                    batch.insert(first.node.clone(), first);
+                    while let Ok(more) = rx.try_recv() {
+                        batch.insert(more.node.clone(), more);
+                        if batch.len() >= 2000 {
+                            break;
+                        }
+                    }
+                    let batch: Vec<PendingReport> = batch.into_values().collect();
+                    if let Err(e) = lock(&store).save_reports(&batch) {
+                        metrics.store_errors.inc();
+                        tracing::error!(error = %e, reports = batch.len(), "cannot persist reports (they are replaced by the next ones)");
+                    }
+                }
+            })
+            .expect("spawn report writer thread")
+    }
+
+    /// Processes TTL, settle and waiver deadlines as they come due, forever;
+    /// expired waivers are recorded in the store and the audit log.
+    pub async fn sweep(self) {
+        loop {
+            let next = lock(&self.fleet).next_deadline();
+            let max = Instant::now() + Duration::from_secs(1);
+            tokio::time::sleep_until(next.map_or(max, |n| n.min(max))).await;
+            let expired = lock(&self.fleet).tick(Instant::now());
+            for w in expired {
+                let id = w.id;
+                let recorded = self
+                    .store(move |s| {
+                        s.end_waiver(&w, "aggregator", "waiver.expire", SystemTime::now())
+                    })
+                    .await;
+                if recorded.is_err() {
+                    tracing::error!(waiver = id, "cannot record waiver expiry");
+                }
+            }
+        }
+    }
+}
+
+/// Why the fleet could not be rebuilt from the store and the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Store problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The configured or stored inventory is invalid.
+    #[error("inventory: {0}")]
+    Inventory(#[from] FleetError),
+}
