@@ -168,6 +168,17 @@ impl Ovs {
         Self::stop("ovsdb-server", &self.dir.join("ovsdb.pid"), "KILL");
     }
 
+    /// SIGSTOPs (`true`) or SIGCONTs ovsdb-server: a hung server whose
+    /// socket stays open.
+    pub fn pause_db(&self, paused: bool) {
+        let pid = std::fs::read_to_string(self.dir.join("ovsdb.pid")).expect("ovsdb.pid");
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        run(
+            "kill ovsdb-server",
+            Command::new("kill").args([signal, pid.trim()]),
+        );
+    }
+
     fn stop(what: &str, pidfile: &Path, signal: &str) {
         let Ok(pid) = std::fs::read_to_string(pidfile) else {
             return;
@@ -272,6 +283,9 @@ impl Ovs {
 
 impl Drop for Ovs {
     fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("ovsdb.pid")) {
+            let _ = Command::new("kill").args(["-CONT", pid.trim()]).output();
+        }
         Self::stop("ovs-vswitchd", &self.dir.join("vswitchd.pid"), "TERM");
         Self::stop("ovsdb-server", &self.dir.join("ovsdb.pid"), "TERM");
         // The userspace datapath's tun devices outlive ovs-vswitchd.

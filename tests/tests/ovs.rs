@@ -301,6 +301,30 @@ async fn ovsdb_server_killed_is_unreadable_then_recovers() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_ovsdb_server_is_unreadable_then_recovers() {
+    let ovs = Ovs::start();
+    ab_bond(&ovs);
+    let mut rx = watch(SocketPaths::explicit(ovs.socket()));
+    wait_for(&mut rx, Duration::from_secs(10), "healthy bond1", |s| {
+        healthy_ab(s, "bond1")
+    })
+    .await;
+    let t0 = Instant::now();
+    ovs.pause_db(true);
+    // The watch echoes after 5 s of silence and gives up 5 s later.
+    let s = wait_for(&mut rx, Duration::from_secs(15), "Unreadable", |s| {
+        matches!(s, OvsSource::Unreadable { .. })
+    })
+    .await;
+    println!("ovsdb-server stopped -> {s:?} after {:?}", t0.elapsed());
+    ovs.pause_db(false);
+    wait_for(&mut rx, Duration::from_secs(10), "Ok after SIGCONT", |s| {
+        healthy_ab(s, "bond1")
+    })
+    .await;
+}
+
 /// Records the sessions replayed by `crates/ovsdb/tests/replay.rs`. Always
 /// runs the scenarios and checks the recording replays to what the watch
 /// saw; writes the fixture files only with `PREFLIGHT_CAPTURE_OVSDB=1`.

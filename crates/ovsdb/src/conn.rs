@@ -166,7 +166,7 @@ pub fn watch(paths: SocketPaths) -> watch::Receiver<OvsSource> {
     rx
 }
 
-/// [`watch`], and also every message received, raw, in order: what the
+/// [`watch()`], and also every message received, raw, in order: what the
 /// fixture capture records.
 #[must_use]
 pub fn watch_recording(

@@ -1,5 +1,5 @@
-//! The monitored tables, keyed by row uuid, and the [`OvsSource`] built from
-//! them.
+//! The monitored tables, keyed by row uuid, and the bridges of an
+//! [`OvsSource`](preflight_model::OvsSource) built from them.
 //!
 //! Rows are kept as the server sent them (the `new` object of a row update)
 //! and decoded only when the bridges are built, column by column: a column
