@@ -1,11 +1,13 @@
 //! Test harness shared by preflight's integration tests: network namespaces
-//! (veth, bridge) for real netlink on this host, and a qemu VM with a real
-//! Debian kernel for bonding, which this host's kernel lacks.
+//! (veth, bridge) for real netlink on this host, a real Open vSwitch in a
+//! temp dir, and a qemu VM with a real Debian kernel for bonding, which this
+//! host's kernel lacks.
 //!
 //! Nothing here skips: a test that cannot get root, a namespace or a VM
 //! panics with the reason, so CI goes red instead of silently green.
 
 pub mod netns;
+pub mod ovs;
 pub mod vm;
 
 use std::path::PathBuf;

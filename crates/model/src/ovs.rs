@@ -84,6 +84,11 @@ pub struct OvsBridge {
     pub datapath_type: String,
     /// The bridge's ports, by name.
     pub ports: Vec<OvsPort>,
+    /// Columns of this row that could not be read, or ports it references
+    /// that the database did not send; non-empty means the bridge may be
+    /// missing ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parse_errors: Vec<String>,
 }
 
 /// An OVSDB `Port` row: a bond when it has two or more interfaces.
