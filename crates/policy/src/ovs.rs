@@ -65,6 +65,17 @@ pub fn rules(
             &format!("the kernel has Open vSwitch device {}", i.name),
         ));
     }
+    for b in snap.ovs.bridges().iter().filter(|b| !b.parse_errors.is_empty()) {
+        out.push(raw(
+            Code::StateUnreadable,
+            &b.name,
+            format!(
+                "OVS bridge {}: OVSDB's rows could not be fully read ({}); a bond on it may be missing from preflight's view",
+                b.name,
+                b.parse_errors.join("; ")
+            ),
+        ));
+    }
     for (bridge, port) in snap.ovs.bonds() {
         bond_rules(bridge, port, config, out);
         for m in &port.interfaces {

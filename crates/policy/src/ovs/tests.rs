@@ -41,6 +41,7 @@ fn snap(port: OvsPort) -> Snapshot {
                 name: "br-ex".into(),
                 datapath_type: "netdev".into(),
                 ports: vec![port],
+                ..OvsBridge::default()
             }],
         },
         ..Snapshot::default()
@@ -176,6 +177,15 @@ fn a_row_that_could_not_be_read_is_state_unreadable() {
     let mut p = healthy();
     p.interfaces[0].parse_errors = vec!["link_state: expected a string".into()];
     assert_eq!(codes(&snap(p)), [pair("STATE_UNREADABLE", "bond1")]);
+}
+
+#[test]
+fn a_bridge_whose_ports_could_not_be_read_is_state_unreadable() {
+    let mut s = snap(healthy());
+    if let OvsSource::Ok { bridges, .. } = &mut s.ovs {
+        bridges[0].parse_errors = vec!["ports: no Port row 5f2e...".into()];
+    }
+    assert_eq!(codes(&s), [pair("STATE_UNREADABLE", "br-ex")]);
 }
 
 #[test]

@@ -51,6 +51,7 @@ fn ovs(bridge: &str, bond: &str, members: Vec<OvsInterface>) -> OvsSource {
                 interfaces: members,
                 ..OvsPort::default()
             }],
+            ..OvsBridge::default()
         }],
     }
 }
