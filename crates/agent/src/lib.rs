@@ -65,8 +65,8 @@ pub struct AgentConfig {
     pub probe_gateways_arp: bool,
     /// Probe timing and thresholds.
     pub probe: preflight_probe::ProbeConfig,
-    /// Open vSwitch state from OVSDB; `None`: not read.
-    pub ovs: Option<watch::Receiver<preflight_model::OvsSource>>,
+    /// Where OVSDB is (`agent.ovsdb`); `None`: not read (`off`).
+    pub ovsdb: Option<preflight_ovsdb::SocketPaths>,
 }
 
 impl AgentConfig {
@@ -152,7 +152,7 @@ pub async fn run(
         expectations: cfg.expectations.clone(),
         configured_expectations: cfg.configured_expectations.clone(),
         probes: Some(cfg.probe_plan()),
-        ovs: cfg.ovs.clone(),
+        ovsdb: cfg.ovsdb.clone(),
     })
     .await?;
     let metrics = AgentMetrics::new();

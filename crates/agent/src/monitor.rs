@@ -169,9 +169,13 @@ pub struct MonitorConfig {
     pub configured_expectations: Option<Expectations>,
     /// Reachability probes; `None`: none.
     pub probes: Option<ProbePlan>,
-    /// Open vSwitch state; `None`: not read (the snapshot says `off`).
-    pub ovs: Option<watch::Receiver<OvsSource>>,
+    /// Where OVSDB is; `None`: not read (the snapshot says `off`).
+    pub ovsdb: Option<preflight_ovsdb::SocketPaths>,
 }
+
+/// How long the first state waits for OVSDB's first answer, so that a
+/// healthy OVS node does not start with OVS_STATE_UNREADABLE.
+const OVSDB_FIRST_WAIT: Duration = Duration::from_secs(2);
 
 /// A running node pipeline: the latest state in a watch channel.
 #[derive(Debug)]
@@ -200,9 +204,14 @@ impl NodeMonitor {
             cfg.configured_expectations.clone(),
             cfg.expectations.clone(),
         );
+        let mut ovs = cfg.ovsdb.map(preflight_ovsdb::watch);
+        if let Some(rx) = ovs.as_mut() {
+            // The watch starts Unreadable ("not read yet"); give it a moment.
+            let _ = tokio::time::timeout(OVSDB_FIRST_WAIT, rx.changed()).await;
+        }
         let mut sources = Sources {
             netlink: w.snapshots,
-            ovs: cfg.ovs,
+            ovs,
             probes: None,
             snap: Snapshot::default(),
         };

@@ -341,7 +341,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, BadConfig> {
         probe_gateways: a.probe_gateways.unwrap_or(true),
         probe_gateways_arp: a.probe_gateways_arp.unwrap_or(true),
         configured_expectations: configured,
-        ovs: None,
+        ovsdb: Some(preflight_ovsdb::SocketPaths::default()),
         probe: preflight_probe::ProbeConfig {
             interval: cx.duration(
                 "agent.probe_interval",

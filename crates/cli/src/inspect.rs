@@ -42,6 +42,11 @@ pub struct Args {
     /// names; without it nicN follow os-net-config's ordering rule.
     #[arg(long, value_name = "FILE", requires = "os_net_config")]
     nic_mapping: Option<PathBuf>,
+    /// OVSDB socket of Open vSwitch (OVS bonds: `ovs_bond` in an
+    /// `ovs_bridge`), or `off` to not read it. Default: agent.ovsdb, else
+    /// /run/openvswitch/db.sock, then /var/run/openvswitch/db.sock.
+    #[arg(long, value_name = "PATH|off")]
+    ovsdb: Option<String>,
 }
 
 fn exit_for(v: Verdict) -> u8 {
@@ -64,6 +69,11 @@ pub async fn run(args: Args) -> u8 {
         Some(p) => Some(Source::new(p.clone(), args.nic_mapping.clone())),
         None => cfg.agent.expectations,
     };
+    let ovsdb = match args.ovsdb.as_deref() {
+        Some("off") => None,
+        Some(p) => Some(preflight_ovsdb::SocketPaths::explicit(p)),
+        None => cfg.agent.ovsdb,
+    };
     if args.watch {
         let monitor = NodeMonitor::start(MonitorConfig {
             node: node.clone(),
@@ -75,7 +85,7 @@ pub async fn run(args: Args) -> u8 {
             expectations: expected,
             configured_expectations: cfg.agent.configured_expectations,
             probes: None,
-            ovs: None,
+            ovsdb,
         })
         .await;
         return match monitor {
@@ -93,7 +103,12 @@ pub async fn run(args: Args) -> u8 {
         expected,
     );
     let snap = match preflight_netlink::dump().await {
-        Ok(s) => s,
+        Ok(mut s) => {
+            if let Some(paths) = &ovsdb {
+                s.ovs = preflight_ovsdb::read_once(paths).await;
+            }
+            s
+        }
         Err(e) => {
             eprintln!("preflight: cannot read this node's network state: {e}");
             eprintln!("preflight: could not decide; treat as no-go");

@@ -65,7 +65,12 @@ pub fn rules(
             &format!("the kernel has Open vSwitch device {}", i.name),
         ));
     }
-    for b in snap.ovs.bridges().iter().filter(|b| !b.parse_errors.is_empty()) {
+    for b in snap
+        .ovs
+        .bridges()
+        .iter()
+        .filter(|b| !b.parse_errors.is_empty())
+    {
         out.push(raw(
             Code::StateUnreadable,
             &b.name,
