@@ -6,8 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hyper::Method;
-use preflight_agent::Client;
+use preflight_client::HttpClient as Client;
 
 use crate::{stats, Netns};
 
@@ -127,7 +126,7 @@ impl Pair {
                 let client = Client::new(Duration::from_secs(5));
                 for u in URLS {
                     for _ in 0..100 {
-                        if matches!(client.request(Method::GET, u, None, None).await, Ok((s, _)) if s.is_success()) {
+                        if matches!(client.get(u).await, Ok((s, _)) if s.is_success()) {
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -148,7 +147,7 @@ impl Drop for Pair {
 
 async fn scrape_both(client: &Client) {
     for u in URLS {
-        let _ = client.request(Method::GET, u, None, None).await;
+        let _ = client.get(u).await;
     }
 }
 
@@ -225,7 +224,7 @@ pub fn run(preflight: &str, idle: Duration, storm: Duration, scrapes: usize) -> 
                 let mut v = Vec::with_capacity(scrapes);
                 for _ in 0..scrapes {
                     let q = Instant::now();
-                    let _ = client.request(Method::GET, u, None, None).await;
+                    let _ = client.get(u).await;
                     v.push(q.elapsed().as_secs_f64() * 1000.0);
                 }
                 render.push(stats(v));
