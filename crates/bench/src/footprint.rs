@@ -63,8 +63,8 @@ const URLS: [&str; 2] = [
 
 impl Pair {
     fn start(preflight: &str, tag: &str) -> Self {
-        let ns = Netns::bridged(tag);
-        let dir = std::env::temp_dir().join(format!("pf-{}", ns.0));
+        let ns = crate::bridged(tag);
+        let dir = std::env::temp_dir().join(format!("pf-{}", ns.name));
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(
             dir.join("agent.toml"),
@@ -73,7 +73,7 @@ impl Pair {
         .expect("cfg");
         let agent = Kill(
             Command::new("ip")
-                .args(["netns", "exec", &ns.0, preflight, "agent", "-c"])
+                .args(["netns", "exec", &ns.name, preflight, "agent", "-c"])
                 .arg(dir.join("agent.toml"))
                 .env("PREFLIGHT_LOG", "error")
                 .stdout(Stdio::null())
@@ -85,7 +85,7 @@ impl Pair {
                 .args([
                     "netns",
                     "exec",
-                    &ns.0,
+                    &ns.name,
                     "prometheus-node-exporter",
                     "--collector.disable-defaults",
                     "--collector.bonding",
@@ -115,9 +115,9 @@ impl Pair {
     where
         F: std::future::Future<Output = T>,
     {
-        let name = self.ns.0.clone();
+        let name = self.ns.name.clone();
         std::thread::spawn(move || {
-            Netns(name).enter_no_drop();
+            crate::enter(&name);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
