@@ -15,7 +15,8 @@ const ADMIN: &str = "admin-secret";
 struct Fleet {
     hub: Netns,
     nodes: Vec<Netns>,
-    dir: std::path::PathBuf,
+    /// Configs and the database; removed when the fleet is dropped.
+    dir: tempfile::TempDir,
 }
 
 impl Fleet {
@@ -24,12 +25,10 @@ impl Fleet {
         hub.ip("link add br0 type bridge");
         hub.ip("addr add 192.0.2.1/24 dev br0");
         hub.ip("link set br0 up");
-        let dir = std::env::temp_dir().join(format!(
-            "preflight-fleet-{}-{}",
-            std::process::id(),
-            hub.name
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("preflight-fleet-")
+            .tempdir()
+            .expect("temp dir");
         let mut nodes = Vec::new();
         for i in 1..=n {
             let ns = Netns::new(&format!("n{i}"));
@@ -45,7 +44,7 @@ impl Fleet {
             ns.ip("link set data0 up");
             ns.ip("link set data1 up");
             std::fs::write(
-                dir.join(format!("n{i}.toml")),
+                dir.path().join(format!("n{i}.toml")),
                 format!(
                     "[agent]\nnode = \"n{i}\"\nlabels = {{ role = \"compute\" }}\naggregators = [\"{AGG}\"]\ntoken = \"report-secret\"\nheartbeat = \"1s\"\n\
                      [policy.severity]\nLINK_NO_CARRIER = \"critical\"\n"
@@ -61,11 +60,11 @@ impl Fleet {
             ));
         }
         std::fs::write(
-            dir.join("agg.toml"),
+            dir.path().join("agg.toml"),
             format!(
                 "[aggregator]\nlisten = \"192.0.2.1:9100\"\ndatabase = \"{}\"\nreport_token = \"report-secret\"\nadmin_token = \"{ADMIN}\"\n\
                  ttl = \"3s\"\nsettle = \"2s\"\nclosed_inventory = true\nscopes = [\"role=compute\"]\n{inventory}",
-                dir.join("preflight.db").display()
+                dir.path().join("preflight.db").display()
             ),
         )
         .expect("aggregator config");
@@ -77,7 +76,7 @@ impl Fleet {
             self.hub
                 .command(preflight_bin())
                 .args(["aggregator", "--config"])
-                .arg(self.dir.join("agg.toml"))
+                .arg(self.dir.path().join("agg.toml"))
                 .env("PREFLIGHT_LOG", "warn")
                 .stdout(Stdio::null())
                 .spawn()
@@ -99,7 +98,7 @@ impl Fleet {
             self.nodes[i - 1]
                 .command(preflight_bin())
                 .args(["agent", "--config"])
-                .arg(self.dir.join(format!("n{i}.toml")))
+                .arg(self.dir.path().join(format!("n{i}.toml")))
                 .env("PREFLIGHT_LOG", "warn")
                 .stdout(Stdio::null())
                 .spawn()
@@ -149,12 +148,6 @@ impl Fleet {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -9,8 +9,8 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod expectations;
-pub mod http;
 pub mod metrics;
 pub mod monitor;
 
@@ -24,14 +24,15 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use hyper::{Method, StatusCode};
-use preflight_model::report::{Report, ReportAck, ReportBody};
+use preflight_model::report::{Report, ReportBody};
 use preflight_policy::PolicyConfig;
 use tokio::sync::watch;
 
-pub use http::{BaseUrl, Client, HttpError};
+pub use config::RawAgentSection;
 pub use metrics::AgentMetrics;
 pub use monitor::{MonitorConfig, NodeMonitor, Pipeline, ProbePlan, Versioned};
+pub use preflight_client::BaseUrl;
+use preflight_client::{AggregatorClient, ClientError};
 
 /// Validated agent settings.
 #[derive(Debug, Clone)]
@@ -165,13 +166,14 @@ pub async fn run(
         metrics.clone(),
     ));
 
-    let client = Client::new(Duration::from_secs(5));
     let boot_id = new_boot_id();
     let mut pushers = Vec::new();
     for url in &cfg.aggregators {
+        // One client per aggregator: each gets every report (no failover).
+        let client = AggregatorClient::new(vec![url.clone()], Duration::from_secs(5))
+            .with_token(cfg.token.clone());
         pushers.push(tokio::spawn(push_loop(
-            client.clone(),
-            url.clone(),
+            client,
             cfg.clone(),
             boot_id.clone(),
             rx.clone(),
@@ -235,20 +237,21 @@ async fn follow_metrics(
 const DEBOUNCE: Duration = Duration::from_millis(5);
 
 async fn push_loop(
-    client: Client,
-    url: BaseUrl,
+    client: AggregatorClient,
     cfg: AgentConfig,
     boot_id: String,
     mut rx: watch::Receiver<Versioned>,
     metrics: AgentMetrics,
 ) {
-    let target = url.join("/v1/reports");
-    let label = url.to_string();
+    let label = client
+        .servers()
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     let mut seq = 0u64;
     let mut sent_version = 0u64;
     let mut state_seq = 0u64;
     let mut backoff = Duration::from_millis(100);
-    let mut next_heartbeat = tokio::time::Instant::now();
     loop {
         let current = rx.borrow_and_update().clone();
         let full = current.version != sent_version || state_seq == 0;
@@ -267,38 +270,32 @@ async fn push_loop(
             seq,
             body,
         };
-        let bytes = serde_json::to_vec(&report).expect("report serializes");
-        let outcome = client
-            .request(Method::POST, &target, cfg.token.as_deref(), Some(bytes))
-            .await;
-        let ok = match outcome {
-            Ok((StatusCode::OK, body)) => match serde_json::from_slice::<ReportAck>(&body) {
-                Ok(ack) if ack.status == "accepted" => {
-                    if full {
-                        sent_version = current.version;
-                        state_seq = seq;
-                    }
-                    true
+        let ok = match client.post_report(&report).await.map(|a| a.value) {
+            Ok(ack) if ack.status == "accepted" => {
+                if full {
+                    sent_version = current.version;
+                    state_seq = seq;
                 }
-                Ok(ack) if ack.status == "need_full" => {
-                    state_seq = 0;
-                    true
-                }
-                other => {
-                    tracing::warn!(aggregator = %label, answer = ?other, "unexpected answer to a report");
-                    false
-                }
-            },
-            Ok((status, body)) => {
-                tracing::warn!(aggregator = %label, %status, body = %String::from_utf8_lossy(&body), "report rejected");
-                if status == StatusCode::CONFLICT {
+                true
+            }
+            Ok(ack) if ack.status == "need_full" => {
+                state_seq = 0;
+                true
+            }
+            Ok(other) => {
+                tracing::warn!(aggregator = %label, answer = ?other, "unexpected answer to a report");
+                false
+            }
+            Err(e @ ClientError::Refused { status, .. }) => {
+                tracing::warn!(aggregator = %label, error = %e, "report rejected");
+                if status == 409 {
                     // Our sequence is behind what the aggregator has seen for
                     // this boot id (it cannot be, unless a clone runs): jump.
                     seq += 1000;
                 }
                 false
             }
-            Err(e) => {
+            Err(e @ ClientError::NoAnswer(_)) => {
                 tracing::warn!(aggregator = %label, error = %e, "cannot push report; retrying");
                 false
             }
@@ -312,7 +309,7 @@ async fn push_loop(
             if state_seq == 0 {
                 continue; // need_full: send it now
             }
-            next_heartbeat = tokio::time::Instant::now() + cfg.heartbeat;
+            let next_heartbeat = tokio::time::Instant::now() + cfg.heartbeat;
             tokio::select! {
                 r = rx.changed() => {
                     if r.is_err() { return; }
@@ -324,7 +321,6 @@ async fn push_loop(
             // Back off, but a change still goes out as soon as the backoff ends.
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
-            let _ = next_heartbeat;
         }
     }
 }

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod config;
 pub mod fleet;
 pub mod metrics;
 pub mod server;

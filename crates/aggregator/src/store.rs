@@ -86,7 +86,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn secs(t: SystemTime) -> i64 {
+fn millis(t: SystemTime) -> i64 {
     i64::try_from(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -239,7 +239,7 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([secs(now)], |r| {
+            .query_map([millis(now)], |r| {
                 Ok(Waiver {
                     id: r.get(0)?,
                     node: r.get(1)?,
@@ -264,7 +264,7 @@ impl Store {
     ) -> rusqlite::Result<()> {
         tx.execute(
             "INSERT INTO audit(at, actor, action, detail) VALUES(?1, ?2, ?3, ?4)",
-            params![secs(at), actor, action, detail.to_string()],
+            params![millis(at), actor, action, detail.to_string()],
         )
         .map(|_| ())
     }
@@ -302,7 +302,7 @@ impl Store {
             tx.execute(
                 "INSERT INTO nodes(name, labels, added_at) VALUES(?1, ?2, ?3)
                  ON CONFLICT(name) DO UPDATE SET labels=excluded.labels",
-                params![name, labels_json, secs(at)],
+                params![name, labels_json, millis(at)],
             )?;
             Self::audit_tx(
                 tx,
@@ -352,8 +352,8 @@ impl Store {
                     w.subject,
                     w.reason,
                     w.author,
-                    secs(w.created_at),
-                    secs(w.expires_at)
+                    millis(w.created_at),
+                    millis(w.expires_at)
                 ],
             )?;
             w.id = tx.last_insert_rowid();
@@ -377,7 +377,7 @@ impl Store {
         self.in_tx(|tx| {
             tx.execute(
                 "UPDATE waivers SET ended_at=?1, ended_by=?2 WHERE id=?3",
-                params![secs(at), actor, w.id],
+                params![millis(at), actor, w.id],
             )?;
             Self::audit_tx(
                 tx,
@@ -405,7 +405,7 @@ impl Store {
                     r.node,
                     r.boot_id,
                     i64::try_from(r.seq).unwrap_or(i64::MAX),
-                    secs(r.received_at),
+                    millis(r.received_at),
                     r.state_json
                 ])?;
             }

@@ -6,8 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hyper::Method;
-use preflight_agent::Client;
+use preflight_client::HttpClient as Client;
 
 use crate::{stats, Netns};
 
@@ -64,8 +63,8 @@ const URLS: [&str; 2] = [
 
 impl Pair {
     fn start(preflight: &str, tag: &str) -> Self {
-        let ns = Netns::bridged(tag);
-        let dir = std::env::temp_dir().join(format!("pf-{}", ns.0));
+        let ns = crate::bridged(tag);
+        let dir = std::env::temp_dir().join(format!("pf-{}", ns.name));
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(
             dir.join("agent.toml"),
@@ -74,7 +73,7 @@ impl Pair {
         .expect("cfg");
         let agent = Kill(
             Command::new("ip")
-                .args(["netns", "exec", &ns.0, preflight, "agent", "-c"])
+                .args(["netns", "exec", &ns.name, preflight, "agent", "-c"])
                 .arg(dir.join("agent.toml"))
                 .env("PREFLIGHT_LOG", "error")
                 .stdout(Stdio::null())
@@ -86,7 +85,7 @@ impl Pair {
                 .args([
                     "netns",
                     "exec",
-                    &ns.0,
+                    &ns.name,
                     "prometheus-node-exporter",
                     "--collector.disable-defaults",
                     "--collector.bonding",
@@ -116,9 +115,9 @@ impl Pair {
     where
         F: std::future::Future<Output = T>,
     {
-        let name = self.ns.0.clone();
+        let name = self.ns.name.clone();
         std::thread::spawn(move || {
-            Netns(name).enter_no_drop();
+            crate::enter(&name);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -127,7 +126,7 @@ impl Pair {
                 let client = Client::new(Duration::from_secs(5));
                 for u in URLS {
                     for _ in 0..100 {
-                        if matches!(client.request(Method::GET, u, None, None).await, Ok((s, _)) if s.is_success()) {
+                        if matches!(client.get(u).await, Ok((s, _)) if s.is_success()) {
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -148,7 +147,7 @@ impl Drop for Pair {
 
 async fn scrape_both(client: &Client) {
     for u in URLS {
-        let _ = client.request(Method::GET, u, None, None).await;
+        let _ = client.get(u).await;
     }
 }
 
@@ -225,7 +224,7 @@ pub fn run(preflight: &str, idle: Duration, storm: Duration, scrapes: usize) -> 
                 let mut v = Vec::with_capacity(scrapes);
                 for _ in 0..scrapes {
                     let q = Instant::now();
-                    let _ = client.request(Method::GET, u, None, None).await;
+                    let _ = client.get(u).await;
                     v.push(q.elapsed().as_secs_f64() * 1000.0);
                 }
                 render.push(stats(v));

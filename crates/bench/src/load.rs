@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use hyper::Method;
-use preflight_agent::Client;
+use preflight_client::{AggregatorClient, BaseUrl, GateResult, HttpClient};
 use preflight_model::report::{Report, ReportBody};
 use preflight_model::{Finding, NodeState, Severity, Snapshot};
 
@@ -123,13 +122,13 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
         .build()
         .expect("runtime");
     let result = rt.block_on(async {
-        let client = Client::new(Duration::from_secs(10));
+        let http = HttpClient::new(Duration::from_secs(10));
+        let client = AggregatorClient::new(
+            vec![BaseUrl::parse(&base).expect("a loopback URL")],
+            Duration::from_secs(10),
+        );
         for _ in 0..100 {
-            if client
-                .request(Method::GET, &format!("{base}/healthz"), None, None)
-                .await
-                .is_ok()
-            {
+            if http.get(&format!("{base}/healthz")).await.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -143,7 +142,6 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
         let mut handles = Vec::new();
         for w in 0..workers {
             let client = client.clone();
-            let base = base.clone();
             handles.push(tokio::spawn(async move {
                 for i in (w..nodes).step_by(workers) {
                     let node = format!("n{i:06}");
@@ -160,14 +158,7 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
                             state: Box::new(state(&node, false)),
                         },
                     };
-                    let _ = client
-                        .request(
-                            Method::POST,
-                            &format!("{base}/v1/reports"),
-                            None,
-                            Some(serde_json::to_vec(&r).expect("json")),
-                        )
-                        .await;
+                    let _ = client.post_report(&r).await;
                 }
             }));
         }
@@ -184,9 +175,8 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
         let stop = Instant::now() + Duration::from_secs(seconds);
         let mut handles = Vec::new();
         for w in 0..workers {
-            let (client, base, sent, ok, full, errors) = (
+            let (client, sent, ok, full, errors) = (
                 client.clone(),
-                base.clone(),
                 sent.clone(),
                 ok.clone(),
                 full.clone(),
@@ -234,16 +224,8 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
                         body,
                     };
                     sent.fetch_add(1, Ordering::Relaxed);
-                    match client
-                        .request(
-                            Method::POST,
-                            &format!("{base}/v1/reports"),
-                            None,
-                            Some(serde_json::to_vec(&r).expect("json")),
-                        )
-                        .await
-                    {
-                        Ok((s, _)) if s.is_success() => {
+                    match client.post_report(&r).await {
+                        Ok(_) => {
                             ok.fetch_add(1, Ordering::Relaxed);
                             if is_full {
                                 full.fetch_add(1, Ordering::Relaxed);
@@ -273,16 +255,9 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
             }
             let scope = if i % 2 == 0 { "rack=r07" } else { "" };
             let q = Instant::now();
-            let r = client
-                .request(
-                    Method::GET,
-                    &format!("{base}/v1/gate?scope={}", scope.replace('=', "%3D")),
-                    None,
-                    None,
-                )
-                .await;
+            let r = client.gate(scope).await;
             let ms = q.elapsed().as_secs_f64() * 1000.0;
-            if r.is_ok() {
+            if matches!(r, GateResult::Go(_) | GateResult::NoGo(_)) {
                 if i % 2 == 0 {
                     rack.push(ms)
                 } else {

@@ -16,18 +16,6 @@
 //! `--bin` is the `preflight` binary measured (default
 //! target/release/preflight).
 
-const USAGE: &str = "usage:
-  preflight-bench all [--bin PATH] [--quick]      every bench below with its defaults, then one table
-  preflight-bench netns-latency [--toggles 200] [--reps 5]
-  preflight-bench watch-rss [--bin PATH] [--seconds 5] [--reps 5]
-  preflight-bench footprint [--bin PATH] [--reps 5] [--idle 30] [--storm 15] [--scrapes 1000]
-  preflight-bench idle-cpu [--bin PATH] [--instances 5] [--seconds 600]
-  preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5]
-  preflight-bench vm-latency [--bin PATH] [--pulls 30] [--boots 3]
-  preflight-bench vm-compare [--bin PATH] [--intervals 1,15] [--pulls 30,30] [--boots 5] [--bonds 3]
---bin is the preflight binary measured (default target/release/preflight).
-Run as root: the benches make their own namespaces and VMs.";
-
 mod footprint;
 mod load;
 mod vm_compare;
@@ -38,56 +26,30 @@ use std::time::{Duration, Instant, SystemTime};
 
 use preflight_policy::{Evaluator, PolicyConfig};
 
-pub(crate) struct Netns(pub(crate) String);
+pub(crate) use preflight_tests::netns::Netns;
 
-impl Netns {
-    pub(crate) fn new(tag: &str) -> Self {
-        let name = format!("pfbench-{tag}-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "cannot create network namespace {name}: run as root with iproute2 installed"
-        );
-        Self(name)
+/// A namespace with lo up, a bridge and 50 veth pairs fNa/fNb (fNb on the
+/// bridge): 101 links + lo, the node every footprint bench uses.
+pub(crate) fn bridged(tag: &str) -> Netns {
+    let ns = Netns::new(&format!("bench-{tag}"));
+    ns.ip("link add br0 type bridge");
+    ns.ip("link set br0 up");
+    let mut lines = Vec::new();
+    for i in 0..50 {
+        lines.push(format!("link add f{i}a type veth peer name f{i}b"));
+        lines.push(format!("link set f{i}b master br0"));
+        lines.push(format!("link set f{i}a up"));
+        lines.push(format!("link set f{i}b up"));
     }
-    /// A namespace with lo up, a bridge and 50 veth pairs fNa/fNb (fNb on
-    /// the bridge): 101 links + lo, the node every footprint bench uses.
-    pub(crate) fn bridged(tag: &str) -> Self {
-        let ns = Self::new(tag);
-        ns.ip("link add br0 type bridge");
-        ns.ip("link set br0 up");
-        ns.ip("link set lo up");
-        for i in 0..50 {
-            ns.ip(&format!("link add f{i}a type veth peer name f{i}b"));
-            ns.ip(&format!("link set f{i}b master br0"));
-            ns.ip(&format!("link set f{i}a up"));
-            ns.ip(&format!("link set f{i}b up"));
-        }
-        ns
-    }
-    pub(crate) fn ip(&self, args: &str) {
-        let ok = Command::new("ip")
-            .arg("-n")
-            .arg(&self.0)
-            .args(args.split_whitespace())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip -n {} {args} failed", self.0);
-    }
-    /// Moves the calling thread into the namespace.
-    fn enter(&self) {
-        let f = std::fs::File::open(format!("/var/run/netns/{}", self.0)).expect("netns file");
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-    }
+    ns.ip_batch(&lines);
+    ns
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// Moves the calling thread into the namespace `name` (the thread stays
+/// there; the namespace is owned and deleted by its `Netns`).
+pub(crate) fn enter(name: &str) {
+    let f = std::fs::File::open(format!("/var/run/netns/{name}")).expect("netns file");
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -117,7 +79,7 @@ pub(crate) fn stats(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
 /// process start-up is counted) to the watch emitting LINK_NO_CARRIER for its
 /// peer, and from `up` to the finding clearing.
 fn netns_latency(toggles: usize, reps: usize) {
-    let ns = Netns::new("lat");
+    let ns = Netns::new("bench-lat");
     for l in [
         "link add w0 type veth peer name w1",
         "link set w0 up",
@@ -129,9 +91,9 @@ fn netns_latency(toggles: usize, reps: usize) {
     let mut rep_p99 = Vec::new();
     let mut all = Vec::new();
     for rep in 0..reps {
-        let ns_name = ns.0.clone();
+        let ns_name = ns.name.clone();
         let samples = std::thread::spawn(move || {
-            Netns(ns_name.clone()).enter_no_drop();
+            enter(&ns_name);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -188,13 +150,6 @@ fn netns_latency(toggles: usize, reps: usize) {
     );
 }
 
-impl Netns {
-    pub(crate) fn enter_no_drop(self) {
-        self.enter();
-        std::mem::forget(self);
-    }
-}
-
 /// VmRSS of a process, KiB.
 pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -209,11 +164,13 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
 /// RSS of `preflight inspect --watch` at idle in a namespace with a bridge
 /// and 50 veth pairs.
 fn watch_rss(bin: &str, seconds: u64, reps: usize) {
-    let ns = Netns::bridged("rss");
+    let ns = bridged("rss");
     let mut v = Vec::new();
     for _ in 0..reps {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.0, bin, "inspect", "--watch", "--json"])
+            .args([
+                "netns", "exec", &ns.name, bin, "inspect", "--watch", "--json",
+            ])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("spawn preflight");
@@ -466,19 +423,17 @@ fn load_report(
 /// Every comparison in one run, then one table of preflight against what
 /// operators run today. `--quick` is the smoke pass CI runs (tiny sizes,
 /// one repetition: its figures mean nothing).
-fn all(args: &[String]) {
-    let bin = bin_arg(args);
-    let quick = args.iter().any(|a| a == "--quick");
+fn all(bin: &str, quick: bool) {
     let (reps, boots, pulls, idle_s, nodes, load_s) = if quick {
         (1, 1, 2, 2, "500", 3)
     } else {
         (5, 5, 30, 600, "10000,100000", 20)
     };
     netns_latency(if quick { 20 } else { 200 }, reps);
-    watch_rss(&bin, if quick { 1 } else { 3 }, reps);
-    let vm = vm_compare_report(&bin, &[(1, pulls), (15, pulls)], boots, 3);
+    watch_rss(bin, if quick { 1 } else { 3 }, reps);
+    let vm = vm_compare_report(bin, &[(1, pulls), (15, pulls)], boots, 3);
     let fp = footprint_report(
-        &bin,
+        bin,
         reps,
         if quick {
             (Duration::from_secs(2), Duration::from_secs(2))
@@ -487,8 +442,8 @@ fn all(args: &[String]) {
         },
         if quick { 20 } else { 1000 },
     );
-    let idle = idle_report(&bin, if quick { 2 } else { 5 }, idle_s);
-    let load = load_report(&bin, nodes, load_s, reps);
+    let idle = idle_report(bin, if quick { 2 } else { 5 }, idle_s);
+    let load = load_report(bin, nodes, load_s, reps);
     println!();
     println!("| measure (median of repetitions) | preflight | today's alternative | ratio |");
     println!("|---|---|---|---|");
@@ -516,85 +471,176 @@ fn all(args: &[String]) {
     }
 }
 
-/// `--bin PATH` (default target/release/preflight), made absolute so that it
-/// also works from inside a namespace or after a chdir.
-fn bin_arg(args: &[String]) -> String {
-    let bin = args
-        .iter()
-        .position(|a| a == "--bin")
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| "target/release/preflight".into());
-    std::fs::canonicalize(&bin).map_or(bin, |p| p.display().to_string())
+/// `--bin PATH` made absolute, so that it also works from inside a
+/// namespace or after a chdir.
+fn absolute(bin: &str) -> String {
+    std::fs::canonicalize(bin).map_or_else(|_| bin.to_owned(), |p| p.display().to_string())
 }
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// preflight benchmarks: print figures, assert nothing on time. Run as root:
+/// the benches make their own namespaces and VMs.
+#[derive(clap::Parser)]
+#[command(name = "preflight-bench")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+/// The measured binary.
+#[derive(clap::Args)]
+struct BinArg {
+    /// The preflight binary measured.
+    #[arg(long, default_value = "target/release/preflight")]
+    bin: String,
+}
+
+#[derive(clap::Subcommand)]
+enum Bench {
+    /// Every bench below with its defaults, then one table.
+    All {
+        #[command(flatten)]
+        bin: BinArg,
+        /// Tiny sizes, one repetition: the CI smoke pass (figures mean nothing).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Link toggle in a namespace -> finding, in-process watch + policy.
+    NetnsLatency {
+        #[arg(long, default_value_t = 200)]
+        toggles: usize,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
+    /// RSS of `inspect --watch` over a bridged namespace.
+    WatchRss {
+        #[command(flatten)]
+        bin: BinArg,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
+    /// Agent and aggregator against node_exporter: CPU, RSS, scrape time.
+    Footprint {
+        #[command(flatten)]
+        bin: BinArg,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Idle window, seconds.
+        #[arg(long, default_value_t = 30)]
+        idle: u64,
+        /// Link-storm window, seconds.
+        #[arg(long, default_value_t = 15)]
+        storm: u64,
+        #[arg(long, default_value_t = 1000)]
+        scrapes: usize,
+    },
+    /// Idle CPU of several agents, scraped once a second.
+    IdleCpu {
+        #[command(flatten)]
+        bin: BinArg,
+        #[arg(long, default_value_t = 5)]
+        instances: usize,
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
+    /// N simulated agents against a real aggregator process.
+    AggregatorLoad {
+        #[command(flatten)]
+        bin: BinArg,
+        /// Fleet sizes, comma-separated.
+        #[arg(long, default_value = "10000,100000")]
+        nodes: String,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
+    /// Cable pull in a VM -> no-go.
+    VmLatency {
+        #[command(flatten)]
+        bin: BinArg,
+        #[arg(long, default_value_t = 30)]
+        pulls: usize,
+        #[arg(long, default_value_t = 3)]
+        boots: usize,
+    },
+    /// Cable pull in a VM: preflight against node_exporter + Prometheus.
+    VmCompare {
+        #[command(flatten)]
+        bin: BinArg,
+        /// Prometheus scrape intervals, seconds, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,15")]
+        intervals: Vec<u64>,
+        /// Pulls per interval, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "30,30")]
+        pulls: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        boots: usize,
+        #[arg(long, default_value_t = 3)]
+        bonds: usize,
+    },
+    /// Runs inside the VM for vm-latency (not for people).
+    #[command(hide = true)]
+    GuestWatch {
+        #[arg(default_value = "bond0")]
+        bond: String,
+        #[arg(default_value = "eth1")]
+        port: String,
+    },
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    match args.get(1).map(String::as_str) {
-        Some("netns-latency") => {
-            netns_latency(arg(&args, "--toggles", 200), arg(&args, "--reps", 5))
+    // A typo is an error (exit 2, clap's usage code), never the default run.
+    let cli = <Cli as clap::Parser>::parse();
+    match cli.bench {
+        Bench::All { bin, quick } => all(&absolute(&bin.bin), quick),
+        Bench::NetnsLatency { toggles, reps } => netns_latency(toggles, reps),
+        Bench::WatchRss { bin, seconds, reps } => watch_rss(&absolute(&bin.bin), seconds, reps),
+        Bench::Footprint {
+            bin,
+            reps,
+            idle,
+            storm,
+            scrapes,
+        } => {
+            footprint_report(
+                &absolute(&bin.bin),
+                reps,
+                (Duration::from_secs(idle), Duration::from_secs(storm)),
+                scrapes,
+            );
         }
-        Some("watch-rss") => {
-            let bin = bin_arg(&args);
-            watch_rss(&bin, arg(&args, "--seconds", 5), arg(&args, "--reps", 5));
+        Bench::IdleCpu {
+            bin,
+            instances,
+            seconds,
+        } => {
+            idle_report(&absolute(&bin.bin), instances, seconds);
         }
-        Some("--help" | "-h" | "help") => println!("{USAGE}"),
-        Some("all") => all(&args),
-        Some("footprint") => {
-            let bin = bin_arg(&args);
-            let reps = arg(&args, "--reps", 5);
-            let idle = Duration::from_secs(arg(&args, "--idle", 30));
-            let storm = Duration::from_secs(arg(&args, "--storm", 15));
-            let scrapes = arg(&args, "--scrapes", 1000);
-            footprint_report(&bin, reps, (idle, storm), scrapes);
+        Bench::VmCompare {
+            bin,
+            intervals,
+            pulls,
+            boots,
+            bonds,
+        } => {
+            let plan: Vec<(u64, usize)> = intervals.into_iter().zip(pulls).collect();
+            let _ = vm_compare_report(&absolute(&bin.bin), &plan, boots, bonds);
         }
-        Some("idle-cpu") => {
-            let bin = bin_arg(&args);
-            let n = arg(&args, "--instances", 5);
-            let secs = arg(&args, "--seconds", 600);
-            idle_report(&bin, n, secs);
-        }
-        Some("vm-compare") => {
-            let bin = bin_arg(&args);
-            let intervals: String = arg(&args, "--intervals", "1,15".to_string());
-            let pulls: String = arg(&args, "--pulls", "30,30".to_string());
-            let boots = arg(&args, "--boots", 5);
-            let bonds = arg(&args, "--bonds", 3);
-            let plan: Vec<(u64, usize)> = intervals
-                .split(',')
-                .filter_map(|i| i.parse().ok())
-                .zip(pulls.split(',').filter_map(|p| p.parse().ok()))
-                .collect();
-            let _ = vm_compare_report(&bin, &plan, boots, bonds);
-        }
-        Some("guest-watch") => vm_latency::guest_watch(
-            args.get(2).map_or("bond0", String::as_str),
-            args.get(3).map_or("eth1", String::as_str),
-        ),
-        Some("vm-latency") => {
-            let bin = bin_arg(&args);
-            let pulls = arg(&args, "--pulls", 30);
-            let boots = arg(&args, "--boots", 3);
+        Bench::GuestWatch { bond, port } => vm_latency::guest_watch(&bond, &port),
+        Bench::VmLatency { bin, pulls, boots } => {
+            let bin = absolute(&bin.bin);
             let runs: Vec<_> = (0..boots).map(|_| vm_latency::run(&bin, pulls)).collect();
             vm_latency::report(&runs);
         }
-        Some("aggregator-load") => {
-            let bin = bin_arg(&args);
-            let nodes_list: String = arg(&args, "--nodes", "10000,100000".to_string());
-            let seconds = arg(&args, "--seconds", 20);
-            let reps = arg(&args, "--reps", 5);
-            let _ = load_report(&bin, &nodes_list, seconds, reps);
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(64);
+        Bench::AggregatorLoad {
+            bin,
+            nodes,
+            seconds,
+            reps,
+        } => {
+            let _ = load_report(&absolute(&bin.bin), &nodes, seconds, reps);
         }
     }
 }

@@ -17,8 +17,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hyper::Method;
-use preflight_agent::Client;
+use preflight_client::HttpClient as Client;
 use preflight_tests::vm::{Vm, VmSpec};
 
 struct Kill(Child);
@@ -71,7 +70,7 @@ fn prometheus(dir: &std::path::Path, interval: u64, target: u16) -> (Kill, u16) 
 }
 
 async fn get_json(client: &Client, url: &str) -> Option<serde_json::Value> {
-    let (_, body) = client.request(Method::GET, url, None, None).await.ok()?;
+    let (_, body) = client.get(url).await.ok()?;
     serde_json::from_slice(&body).ok()
 }
 

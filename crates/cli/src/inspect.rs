@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use preflight_agent::expectations::Source;
-use preflight_agent::{MonitorConfig, NodeMonitor, Pipeline};
+use preflight_agent::monitor::{MonitorConfig, NodeMonitor, Pipeline};
 use preflight_model::{Finding, Verdict};
 use preflight_policy::expect::Expectations;
 

@@ -3,8 +3,8 @@
 //! 0 go, 1 no-go, 2 could not decide, 64 bad usage or configuration.
 
 mod baseline;
+mod cmd;
 mod config;
-mod gate;
 mod inspect;
 mod output;
 mod probe;
@@ -66,11 +66,11 @@ Exit codes: 0 every target answered every probe, 1 a target missed one or more, 
 preflight gate --server http://agg1:9100,http://agg2:9100 --wait --timeout 15m\n\n\
 Fail-closed: an unreachable aggregator or an answer that does not parse exits 2, never 0."
     )]
-    Gate(gate::GateArgs),
+    Gate(cmd::gate::GateArgs),
     /// Fleet table: every node's gate status and first blocker.
-    Status(gate::StatusArgs),
+    Status(cmd::status::StatusArgs),
     /// Create, list or remove time-limited waivers.
-    Waive(gate::WaiveArgs),
+    Waive(cmd::waive::WaiveArgs),
     /// Per-node daemon: watch netlink, evaluate, serve /metrics, push reports.
     Agent(services::ServiceArgs),
     /// Fleet service: store reports, answer the gate, keep waivers, serve the page.
@@ -150,11 +150,11 @@ fn main() -> ExitCode {
     let code = rt.block_on(async {
         match cli.command {
             Command::Inspect(args) => inspect::run(args).await,
-            Command::Gate(args) => gate::gate(args).await,
+            Command::Gate(args) => cmd::gate::run(args).await,
             Command::Baseline(args) => baseline::run(args).await,
             Command::Probe(args) => probe::run(args).await,
-            Command::Status(args) => gate::status(args).await,
-            Command::Waive(args) => gate::waive(args).await,
+            Command::Status(args) => cmd::status::run(args).await,
+            Command::Waive(args) => cmd::waive::run(args).await,
             Command::Agent(args) => services::agent(args).await,
             Command::Aggregator(args) => services::aggregator(args).await,
             Command::Up(args) => services::up(args).await,

@@ -24,10 +24,10 @@ pub struct ProbeArgs {
     #[arg(long, short = 'c', default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
     count: u16,
     /// Time between probes of one target.
-    #[arg(long, default_value = "200ms", value_parser = crate::gate::parse_duration)]
+    #[arg(long, default_value = "200ms", value_parser = crate::cmd::parse_duration)]
     interval: Duration,
     /// A probe without answer within this is lost.
-    #[arg(long, default_value = "1s", value_parser = crate::gate::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::cmd::parse_duration)]
     timeout: Duration,
     /// Print JSON (one object per target).
     #[arg(long)]

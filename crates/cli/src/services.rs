@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use preflight_agent::BaseUrl;
+use preflight_client::BaseUrl;
 
 use crate::{config, EXIT_GO, EXIT_UNDECIDED, EXIT_USAGE};
 
@@ -44,6 +44,7 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutting down");
+    crate::sdnotify::stopping();
 }
 
 fn load(path: Option<&std::path::Path>) -> Result<config::Config, u8> {
@@ -56,7 +57,7 @@ fn load(path: Option<&std::path::Path>) -> Result<config::Config, u8> {
 /// The node name a report goes out under must be valid; the host name may
 /// not be (`(none)` in a bare VM).
 fn check_node(cfg: &config::Config) -> Result<(), u8> {
-    preflight_aggregator::fleet::check_node_name(&cfg.agent.node).map_err(|e| {
+    preflight_model::names::check_node_name(&cfg.agent.node).map_err(|e| {
         eprintln!("preflight: {e}; set `node` in the [agent] section of the configuration");
         EXIT_USAGE
     })

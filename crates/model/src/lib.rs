@@ -13,6 +13,9 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub mod api;
+pub mod config;
+pub mod names;
 pub mod ovs;
 pub mod report;
 pub mod time;

@@ -85,35 +85,11 @@ impl Default for PolicyConfig {
     }
 }
 
-/// A configuration value that is wrong, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("key `{key}`: {reason}")]
-pub struct ConfigError {
-    /// Dotted key (`policy.flapping.window`).
-    pub key: String,
-    /// Byte range of the value in the source, to turn into a line number.
-    pub span: Option<std::ops::Range<usize>>,
-    /// What was expected.
-    pub reason: String,
-}
+pub use preflight_model::config::{parse_duration, ConfigError};
 
-impl ConfigError {
-    fn at<T>(key: impl Into<String>, v: &toml::Spanned<T>, reason: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            span: Some(v.span()),
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Parses a duration such as `60s`, `5m`, `1h30m`, `250ms`.
-///
-/// # Errors
-/// A human-readable reason when the text is not a duration.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. `30s`, `5m`, `250ms`"))
+/// An error on `key` at the value `v`.
+fn at<T>(key: impl Into<String>, v: &toml::Spanned<T>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::new(key, Some(v.span()), reason)
 }
 
 impl RawPolicyConfig {
@@ -143,7 +119,7 @@ impl RawPolicyConfig {
                 "warning" => Some(Severity::Warning),
                 "off" => None,
                 other => {
-                    return Err(ConfigError::at(
+                    return Err(at(
                         key,
                         value,
                         format!(
@@ -153,7 +129,7 @@ impl RawPolicyConfig {
                 }
             };
             if code.fail_closed() && sev != Some(Severity::Critical) {
-                return Err(ConfigError::at(
+                return Err(at(
                     key,
                     value,
                     format!("{name} means preflight cannot tell; it is always critical"),
@@ -163,9 +139,9 @@ impl RawPolicyConfig {
         }
         if let Some(w) = &self.flapping.window {
             let key = format!("{prefix}.flapping.window");
-            let d = parse_duration(w.get_ref()).map_err(|r| ConfigError::at(&key, w, r))?;
+            let d = parse_duration(w.get_ref()).map_err(|r| at(&key, w, r))?;
             if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
-                return Err(ConfigError::at(key, w, "must be between 1s and 24h"));
+                return Err(at(key, w, "must be between 1s and 24h"));
             }
             cfg.flap_window = d;
         }
@@ -174,7 +150,7 @@ impl RawPolicyConfig {
                 .ok()
                 .filter(|n| (1..=100_000).contains(n))
                 .ok_or_else(|| {
-                    ConfigError::at(
+                    at(
                         format!("{prefix}.flapping.max_changes"),
                         n,
                         "must be an integer from 1 to 100000",
@@ -186,7 +162,7 @@ impl RawPolicyConfig {
                 .ok()
                 .filter(|n| (1..=64).contains(n))
                 .ok_or_else(|| {
-                    ConfigError::at(
+                    at(
                         format!("{prefix}.bond.min_ports"),
                         n,
                         "must be an integer from 1 to 64",
@@ -195,7 +171,7 @@ impl RawPolicyConfig {
         }
         for (i, p) in self.links.ignore.iter().enumerate() {
             if p.get_ref().is_empty() || p.get_ref().len() > 64 {
-                return Err(ConfigError::at(
+                return Err(at(
                     format!("{prefix}.links.ignore[{i}]"),
                     p,
                     "must be an interface name pattern of 1 to 64 characters",
@@ -390,7 +366,7 @@ impl RawExpect {
         for (i, x) in self.interface.into_iter().enumerate() {
             let key = |k: &str| format!("{prefix}.interface[{i}].{k}");
             if x.name.get_ref().is_empty() || x.name.get_ref().len() > 15 {
-                return Err(ConfigError::at(
+                return Err(at(
                     key("name"),
                     &x.name,
                     "an interface name has 1 to 15 characters",
@@ -404,7 +380,7 @@ impl RawExpect {
                 Some("ovs_bridge") => Kind::OvsBridge,
                 Some("ovs_bond") => Kind::OvsBond,
                 Some(other) => {
-                    return Err(ConfigError::at(
+                    return Err(at(
                         key("kind"),
                         x.kind.as_ref().expect("matched Some"),
                         format!("`{other}`: expected interface, linux_bond, vlan, linux_bridge, ovs_bridge or ovs_bond"),
@@ -418,7 +394,7 @@ impl RawExpect {
                     .split_once('/')
                     .and_then(|(ip, len)| Some((ip.parse().ok()?, len.parse::<u8>().ok()?)));
                 addresses.push(parsed.ok_or_else(|| {
-                    ConfigError::at(
+                    at(
                         format!("{}[{j}]", key("addresses")),
                         a,
                         format!("`{}` is not an address/prefix", a.get_ref()),
@@ -427,7 +403,7 @@ impl RawExpect {
             }
             let default_route = match &x.default_gateway {
                 Some(g) => Some(Some(g.get_ref().parse().map_err(|_| {
-                    ConfigError::at(
+                    at(
                         key("default_gateway"),
                         g,
                         format!("`{}` is not an address", g.get_ref()),
@@ -440,22 +416,20 @@ impl RawExpect {
                     u32::try_from(*m.get_ref())
                         .ok()
                         .filter(|v| (68..=65_536).contains(v))
-                        .ok_or_else(|| {
-                            ConfigError::at(key("mtu"), m, "must be an MTU from 68 to 65536")
-                        })?,
+                        .ok_or_else(|| at(key("mtu"), m, "must be an MTU from 68 to 65536"))?,
                 ),
                 None => None,
             };
             let bond_mode = match &x.bond_mode {
                 Some(m) => Some(preflight_model::BondMode::parse(m.get_ref()).ok_or_else(|| {
-                    ConfigError::at(key("bond_mode"), m, "expected balance-rr, active-backup, balance-xor, broadcast, 802.3ad, balance-tlb or balance-alb")
+                    at(key("bond_mode"), m, "expected balance-rr, active-backup, balance-xor, broadcast, 802.3ad, balance-tlb or balance-alb")
                 })?),
                 None => None,
             };
             let bond_miimon = match &x.miimon {
                 Some(m) => Some(
                     u32::try_from(*m.get_ref())
-                        .map_err(|_| ConfigError::at(key("miimon"), m, "must be 0 or more"))?,
+                        .map_err(|_| at(key("miimon"), m, "must be 0 or more"))?,
                 ),
                 None => None,
             };

@@ -1,15 +1,17 @@
-//! A minimal HTTP/1.1 JSON client for talking to aggregators (plain HTTP;
-//! put a TLS-terminating proxy in front when the network is untrusted).
+//! HTTP/1.1 transport: validated base URLs and one pooled connection client
+//! whose every request is bounded by a timeout (plain HTTP; put a
+//! TLS-terminating proxy in front when the network is untrusted).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::http::uri::{Authority, PathAndQuery};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
 use hyper_util::rt::TokioExecutor;
 
-/// What can go wrong talking to a server.
+/// What can go wrong talking to one server.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The URL is not usable.
@@ -38,9 +40,13 @@ pub enum HttpError {
     },
 }
 
-/// A base URL (`http://host:port[/prefix]`), validated.
+/// A base URL (`http://host:port[/prefix]`), parsed and checked once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseUrl(String);
+pub struct BaseUrl {
+    authority: Authority,
+    /// Path prefix without a trailing `/` (empty for the root).
+    prefix: String,
+}
 
 impl BaseUrl {
     /// Validates a base URL.
@@ -66,41 +72,64 @@ impl BaseUrl {
         if uri.query().is_some() {
             return Err(bad("a base URL has no query string"));
         }
-        Ok(Self(s.trim_end_matches('/').to_owned()))
+        let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
+        Ok(Self {
+            authority,
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+        })
     }
 
     /// Host and port when the host is an IP address (for probes).
     #[must_use]
     pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
-        let uri: Uri = self.0.parse().ok()?;
-        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        let host = self
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         Some(std::net::SocketAddr::new(
             host.parse().ok()?,
-            uri.port_u16().unwrap_or(80),
+            self.authority.port_u16().unwrap_or(80),
         ))
     }
 
-    /// `base + path` (path starts with `/`).
-    #[must_use]
-    pub fn join(&self, path: &str) -> String {
-        format!("{}{path}", self.0)
+    /// The full URI of `path_and_query` (starts with `/`) under this base.
+    ///
+    /// # Errors
+    /// When `path_and_query` has characters a URI cannot carry.
+    pub fn join(&self, path_and_query: &str) -> Result<Uri, HttpError> {
+        let pq: PathAndQuery = format!("{}{path_and_query}", self.prefix).parse().map_err(
+            |e: hyper::http::uri::InvalidUri| HttpError::BadUrl {
+                url: format!("{self}{path_and_query}"),
+                reason: e.to_string(),
+            },
+        )?;
+        Uri::builder()
+            .scheme("http")
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| HttpError::BadUrl {
+                url: format!("{self}{path_and_query}"),
+                reason: e.to_string(),
+            })
     }
 }
 
 impl std::fmt::Display for BaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        write!(f, "http://{}{}", self.authority, self.prefix)
     }
 }
 
-/// A reusable client.
+/// A reusable connection pool.
 #[derive(Clone, Debug)]
-pub struct Client {
+pub struct HttpClient {
     inner: HyperClient<HttpConnector, Full<Bytes>>,
     timeout: Duration,
 }
 
-impl Client {
+impl HttpClient {
     /// A client whose every request (connect + answer) is bounded by `timeout`.
     #[must_use]
     pub fn new(timeout: Duration) -> Self {
@@ -113,6 +142,21 @@ impl Client {
         Self { inner, timeout }
     }
 
+    /// `GET url` (an absolute `http://` URL): for endpoints outside the API
+    /// (`/metrics`, `/healthz`).
+    ///
+    /// # Errors
+    /// A URL that does not parse, transport failures and timeouts.
+    pub async fn get(&self, url: &str) -> Result<(StatusCode, Bytes), HttpError> {
+        let uri: Uri =
+            url.parse()
+                .map_err(|e: hyper::http::uri::InvalidUri| HttpError::BadUrl {
+                    url: url.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        self.request(Method::GET, uri, None, None).await
+    }
+
     /// Sends a request and returns status and body.
     ///
     /// # Errors
@@ -120,16 +164,11 @@ impl Client {
     pub async fn request(
         &self,
         method: Method,
-        url: &str,
+        uri: Uri,
         token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), HttpError> {
-        let uri: Uri =
-            url.parse()
-                .map_err(|e: hyper::http::uri::InvalidUri| HttpError::BadUrl {
-                    url: url.into(),
-                    reason: e.to_string(),
-                })?;
+        let url = uri.to_string();
         let mut req = Request::builder().method(method).uri(uri).header(
             "user-agent",
             concat!("preflight/", env!("CARGO_PKG_VERSION")),
@@ -143,7 +182,7 @@ impl Client {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| HttpError::Transport {
-                url: url.into(),
+                url: url.clone(),
                 message: e.to_string(),
             })?;
         let fut = async {
@@ -152,7 +191,7 @@ impl Client {
                 .request(req)
                 .await
                 .map_err(|e| HttpError::Transport {
-                    url: url.into(),
+                    url: url.clone(),
                     message: error_chain(&e),
                 })?;
             let status = resp.status();
@@ -161,7 +200,7 @@ impl Client {
                 .collect()
                 .await
                 .map_err(|e| HttpError::Transport {
-                    url: url.into(),
+                    url: url.clone(),
                     message: e.to_string(),
                 })?
                 .to_bytes();
@@ -170,7 +209,7 @@ impl Client {
         tokio::time::timeout(self.timeout, fut)
             .await
             .map_err(|_| HttpError::Timeout {
-                url: url.into(),
+                url: url.clone(),
                 timeout: self.timeout,
             })?
     }
@@ -193,12 +232,22 @@ mod tests {
 
     #[test]
     fn base_urls() {
+        let u = BaseUrl::parse("http://10.0.0.1:9100/").expect("ok");
         assert_eq!(
-            BaseUrl::parse("http://10.0.0.1:9100/")
-                .expect("ok")
-                .join("/v1/gate"),
-            "http://10.0.0.1:9100/v1/gate"
+            u.join("/v1/gate?scope=a%3Db").expect("joins").to_string(),
+            "http://10.0.0.1:9100/v1/gate?scope=a%3Db"
         );
+        assert_eq!(u.to_string(), "http://10.0.0.1:9100");
+        assert_eq!(
+            u.socket_addr(),
+            Some("10.0.0.1:9100".parse().expect("addr"))
+        );
+        let p = BaseUrl::parse("http://agg/pf/").expect("prefix");
+        assert_eq!(
+            p.join("/v1/nodes").expect("joins").to_string(),
+            "http://agg/pf/v1/nodes"
+        );
+        assert_eq!(p.socket_addr(), None);
         assert!(BaseUrl::parse("https://x:1")
             .expect_err("https")
             .to_string()

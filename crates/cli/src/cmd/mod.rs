@@ -1,0 +1,79 @@
+//! Commands that talk to an aggregator through [`preflight_client`]:
+//! `gate` (pipelines), `status` (fleet table) and `waive` (waivers). This
+//! module holds what they share: the server and token flags, and the map
+//! from a client error to an exit code.
+
+pub mod gate;
+pub mod status;
+pub mod waive;
+
+use std::time::Duration;
+
+use preflight_client::{AggregatorClient, BaseUrl};
+
+use crate::EXIT_USAGE;
+
+/// Duration flags (`--timeout 10m`): the one parser of config and flags.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    preflight_model::config::parse_duration(s)
+}
+
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Aggregator base URL; repeat for several (the next is asked when one does not answer).
+    #[arg(
+        long = "server",
+        short = 's',
+        value_name = "URL",
+        env = "PREFLIGHT_SERVER",
+        value_delimiter = ',',
+        required = true
+    )]
+    servers: Vec<String>,
+    /// Request timeout per server.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    request_timeout: Duration,
+}
+
+impl ServerArgs {
+    /// The client for these servers; a bad URL is a usage error (printed).
+    pub fn client(&self) -> Result<AggregatorClient, u8> {
+        let urls = self
+            .servers
+            .iter()
+            .map(|s| BaseUrl::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                eprintln!("preflight: {e}");
+                EXIT_USAGE
+            })?;
+        Ok(AggregatorClient::new(urls, self.request_timeout))
+    }
+}
+
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// Admin token of the aggregator.
+    #[arg(long, env = "PREFLIGHT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the admin token.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+}
+
+impl TokenArgs {
+    /// The token, read from its file if given so; an unreadable file is a
+    /// usage error (printed).
+    pub fn get(&self) -> Result<Option<String>, u8> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(Some(t.clone())),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map(|t| Some(t.trim().to_owned()))
+                .map_err(|e| {
+                    eprintln!("preflight: cannot read {}: {e}", f.display());
+                    EXIT_USAGE
+                }),
+            (None, None) => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! `preflight status`: every node's gate status and first blocker. Exit 0
+//! when every node is go, 1 otherwise, 2 when no aggregator answered.
+
+use std::fmt::Write as _;
+
+use super::ServerArgs;
+use crate::{emit, EXIT_GO, EXIT_NO_GO, EXIT_UNDECIDED};
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: StatusArgs) -> u8 {
+    let client = match args.server.client() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let nodes = match client.nodes().await {
+        Ok(n) => n.value,
+        Err(e) => {
+            eprintln!("preflight status: {e}");
+            return EXIT_UNDECIDED;
+        }
+    };
+    if args.json {
+        emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&nodes).expect("serializes")
+        ));
+    } else {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "{:<24} {:<9} {:<28} {:>8} {:<20} FIRST BLOCKER",
+            "NODE", "STATUS", "LABELS", "FINDINGS", "LAST REPORT"
+        );
+        for n in &nodes {
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                o,
+                "{:<24} {:<9} {:<28} {:>8} {:<20} {}",
+                n.node,
+                n.status,
+                labels.join(","),
+                n.findings.len(),
+                n.last_report
+                    .map_or_else(|| "never".into(), preflight_model::time::format),
+                n.blockers
+                    .first()
+                    .map_or_else(String::new, |b| format!("{} {}", b.code, b.subject))
+            );
+        }
+        emit(&o);
+    }
+    if nodes.iter().all(|n| n.status == "go") && !nodes.is_empty() {
+        EXIT_GO
+    } else {
+        EXIT_NO_GO
+    }
+}
