@@ -9,6 +9,7 @@
 pub mod netns;
 pub mod ovs;
 pub mod vm;
+pub mod watcher;
 
 use std::path::PathBuf;
 

@@ -1,13 +1,12 @@
 //! Real netlink in network namespaces made by the test: veth pairs and a
 //! bridge. Needs root (CI runs as root); never skips.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use preflight_tests::netns::Netns;
 use preflight_tests::preflight_bin;
+use preflight_tests::watcher::Watcher;
 use serde_json::Value;
 
 /// br0 with ports v0b, v1b; their peers v0a (192.0.2.10/24, default route)
@@ -176,83 +175,11 @@ fn inspect_exits_1_on_a_critical_finding() {
     );
 }
 
-struct Watcher {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Watcher {
-    fn start(ns: &Netns, extra: &[&str]) -> Self {
-        let mut child = ns
-            .command(preflight_bin())
-            .args(["inspect", "--watch", "--json"])
-            .args(extra)
-            .env("PREFLIGHT_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn watch");
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let err2 = err.clone();
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                err2.lock().expect("lock").push_str(&(l + "\n"));
-            }
-        });
-        Self {
-            child,
-            lines: rx,
-            stderr: err,
-        }
-    }
-
-    /// Next change line matching (change, code, subject), within `limit`
-    /// (a bound against hanging, not a latency assertion).
-    fn expect(&self, change: &str, code: &str, subject: &str, limit: Duration) -> Value {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "no `{change} {code} {subject}` within {limit:?}; stderr: {}",
-                    self.stderr.lock().expect("lock")
-                )
-            });
-            let v: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {line}"));
-            if v["change"] == change
-                && v["finding"]["code"] == code
-                && v["finding"]["subject"] == subject
-            {
-                return v;
-            }
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn watch_reports_no_carrier_when_the_peer_goes_down_and_clears_when_it_returns() {
     let ns = bridged();
     settle(&ns, "v1a", true);
-    let w = Watcher::start(&ns, &[]);
+    let w = Watcher::start(ns.command(preflight_bin()), &[]);
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..3 {
         ns.ip("link set v1b down");
@@ -272,7 +199,7 @@ fn watch_reports_no_carrier_when_the_peer_goes_down_and_clears_when_it_returns()
 fn watch_recovers_from_netlink_overrun_and_converges() {
     let ns = Netns::new("storm");
     // A tiny receive buffer guarantees ENOBUFS during the storm below.
-    let w = Watcher::start(&ns, &["--netlink-rcvbuf", "1024"]);
+    let w = Watcher::start(ns.command(preflight_bin()), &["--netlink-rcvbuf", "1024"]);
     std::thread::sleep(Duration::from_millis(500));
     let n = 150;
     let mut batch = Vec::new();
@@ -285,8 +212,7 @@ fn watch_recovers_from_netlink_overrun_and_converges() {
     let mut seen = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     while seen.len() < n && Instant::now() < deadline {
-        if let Ok(line) = w.lines.recv_timeout(Duration::from_secs(1)) {
-            let v: Value = serde_json::from_str(&line).expect("JSON line");
+        if let Some(v) = w.next_line(Duration::from_secs(1)) {
             if v["change"] == "appeared" && v["finding"]["code"] == "LINK_NO_CARRIER" {
                 seen.insert(
                     v["finding"]["subject"]
@@ -301,9 +227,9 @@ fn watch_recovers_from_netlink_overrun_and_converges() {
         seen.len(),
         n,
         "findings lost after overrun; stderr: {}",
-        w.stderr.lock().expect("lock")
+        w.stderr()
     );
-    let log = w.stderr.lock().expect("lock").clone();
+    let log = w.stderr();
     assert!(
         log.contains("ENOBUFS"),
         "the storm should have overrun the 1 KiB buffer and forced a re-read: {log}"

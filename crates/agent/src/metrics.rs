@@ -52,32 +52,32 @@ impl AgentMetrics {
             bond_info: gauge(
                 "preflight_bond_info",
                 "Bonds on this node (always 1), with their mode.",
-                &["bond", "mode"],
+                &["bond", "type", "mode"],
             ),
             bond_ports: gauge(
                 "preflight_bond_ports",
-                "Ports enslaved to the bond.",
-                &["bond"],
+                "Ports enslaved to the bond (members of an OVS bond).",
+                &["bond", "type"],
             ),
             bond_ports_up: gauge(
                 "preflight_bond_ports_up",
-                "Ports of the bond whose MII status is up.",
-                &["bond"],
+                "Ports of the bond whose MII status is up (OVS: admin and link up, no error).",
+                &["bond", "type"],
             ),
             bond_active_port: gauge(
                 "preflight_bond_active_port",
                 "1 for the bond's active port.",
-                &["bond", "port"],
+                &["bond", "type", "port"],
             ),
             port_mii_up: gauge(
                 "preflight_bond_port_mii_up",
                 "1 when the bond port's MII status is up.",
-                &["bond", "port"],
+                &["bond", "type", "port"],
             ),
             port_link_failures: gauge(
                 "preflight_bond_port_link_failures",
-                "Link failures the bonding driver counted on the port since it was enslaved.",
-                &["bond", "port"],
+                "Link failures the bonding driver counted on the port since it was enslaved (OVS: link_resets).",
+                &["bond", "type", "port"],
             ),
             port_actor: gauge(
                 "preflight_bond_port_lacp_actor_state",
@@ -219,11 +219,12 @@ impl AgentMetrics {
             v.reset();
         }
         for b in &state.bonds {
+            let kind = b.kind.as_str();
             self.bond_info
-                .with_label_values(&[b.name.as_str(), b.mode.as_str()])
+                .with_label_values(&[b.name.as_str(), kind, b.mode.as_str()])
                 .set(1);
             self.bond_ports
-                .with_label_values(&[&b.name])
+                .with_label_values(&[b.name.as_str(), kind])
                 .set(b.ports.len() as i64);
             let up = b
                 .ports
@@ -231,20 +232,21 @@ impl AgentMetrics {
                 .filter(|p| p.port.mii_status == MiiStatus::Up)
                 .count();
             self.bond_ports_up
-                .with_label_values(&[&b.name])
+                .with_label_values(&[b.name.as_str(), kind])
                 .set(up as i64);
             if let Some(a) = &b.active_port {
                 self.bond_active_port
-                    .with_label_values(&[b.name.as_str(), a.as_str()])
+                    .with_label_values(&[b.name.as_str(), kind, a.as_str()])
                     .set(1);
             }
             for p in &b.ports {
                 let l = [b.name.as_str(), p.name.as_str()];
+                let lt = [b.name.as_str(), kind, p.name.as_str()];
                 self.port_mii_up
-                    .with_label_values(&l)
+                    .with_label_values(&lt)
                     .set(i64::from(p.port.mii_status == MiiStatus::Up));
                 self.port_link_failures
-                    .with_label_values(&l)
+                    .with_label_values(&lt)
                     .set(i64::from(p.port.link_failure_count));
                 if let Some(ad) = &b.ad_info {
                     self.port_actor
@@ -410,7 +412,7 @@ mod tests {
         documented.sort_unstable();
         assert_eq!(emitted, documented);
         assert!(
-            text.contains("preflight_bond_port_mii_up{bond=\"bond0\",port=\"eth0\"} 0"),
+            text.contains("preflight_bond_port_mii_up{bond=\"bond0\",port=\"eth0\",type=\"kernel\"} 0"),
             "{text}"
         );
         assert!(text.contains("preflight_node_go 0"));
