@@ -509,3 +509,129 @@ fn seed_replay_dhcp_fallback() {
     );
     vm.shutdown();
 }
+
+/// Issue 15, the seed's root cause on a real kernel: a 4-NIC node built as its
+/// os-net-config file says (nic1 static, bond1 of nic2 + nic3, nic4 static).
+/// Pulling the cable of the NIC behind nic2 must say NIC_RENUMBERED (the next
+/// os-net-config run would shift nic2..nic4 onto other NICs) and
+/// BOND_PORT_DOWN, and must not call the NICs that are fine missing.
+#[test]
+fn nic_renumbering_after_a_cable_pull() {
+    let mut vm = Vm::boot(&VmSpec {
+        nics: 4,
+        ..VmSpec::default()
+    });
+    vm.sh(concat!(
+        "printf 'network_config:\\n",
+        "  - type: interface\\n    name: nic1\\n    addresses:\\n      - ip_netmask: 192.0.2.10/24\\n",
+        "  - type: linux_bond\\n    name: bond1\\n    bonding_options: \"mode=active-backup miimon=100\"\\n",
+        "    addresses:\\n      - ip_netmask: 198.51.100.10/24\\n",
+        "    members:\\n      - type: interface\\n        name: nic2\\n      - type: interface\\n        name: nic3\\n",
+        "  - type: interface\\n    name: nic4\\n    addresses:\\n      - ip_netmask: 203.0.113.10/24\\n' > /tmp/config.yaml"
+    ));
+    make_bond(
+        &mut vm,
+        "bond1",
+        "mode active-backup miimon 100",
+        &["eth1", "eth2"],
+    );
+    vm.sh(&format!(
+        "{IP} link set eth0 up && {IP} link set eth3 up && {IP} addr add 192.0.2.10/24 dev eth0 && {IP} addr add 198.51.100.10/24 dev bond1 && {IP} addr add 203.0.113.10/24 dev eth3"
+    ));
+    let file = "--os-net-config /tmp/config.yaml";
+    let healthy = |v: &Value, c: i32| {
+        c == 0
+            && v["nic_mapping"]["nic2"]["in_force"] == "eth1"
+            && v["nic_mapping"]
+                .as_object()
+                .is_some_and(|m| m.len() == 4 && m.values().all(|x| x["reason"].is_null()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (v, code) = loop {
+        let (v, code) = inspect(&mut vm, file);
+        if healthy(&v, code) || Instant::now() > deadline {
+            break (v, code);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        healthy(&v, code),
+        "healthy 4-NIC node is go (exit {code}): {v:#}"
+    );
+    for (nic, dev) in [
+        ("nic1", "eth0"),
+        ("nic2", "eth1"),
+        ("nic3", "eth2"),
+        ("nic4", "eth3"),
+    ] {
+        assert_eq!(v["nic_mapping"][nic]["next_run"], dev, "{v:#}");
+    }
+
+    vm.set_link(1, false); // the cable of eth1, behind nic2
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let (v, code) = inspect(&mut vm, file);
+        if code == 1 && has(&v, "NIC_RENUMBERED", "nic2") && has(&v, "BOND_PORT_DOWN", "bond1/eth1")
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no NIC_RENUMBERED after the pull: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let m = &v["nic_mapping"]["nic2"];
+    assert_eq!(
+        (m["in_force"].as_str(), m["next_run"].as_str()),
+        (Some("eth1"), Some("eth2")),
+        "{v:#}"
+    );
+    let msg = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["code"] == "NIC_RENUMBERED" && f["subject"] == "nic2")
+        .and_then(|f| f["message"].as_str())
+        .expect("message")
+        .to_owned();
+    assert!(
+        msg.contains("eth1") && msg.contains("eth2") && msg.contains("no carrier"),
+        "{msg}"
+    );
+    let crit = criticals(&v);
+    let false_missing: Vec<&String> = crit
+        .iter()
+        .filter(|c| {
+            c.starts_with("EXPECTED_")
+                || (c.starts_with("BOND_MEMBER_MISSING") && !c.ends_with("/eth1"))
+        })
+        .collect();
+    assert!(
+        false_missing.is_empty(),
+        "nothing is missing but eth1's carrier: {crit:?}"
+    );
+    // The table shows both mappings.
+    let table = vm.run(
+        "preflight inspect --node vm --os-net-config /tmp/config.yaml",
+        Duration::from_secs(60),
+    );
+    assert!(
+        table.output.contains("SHIFTED: eth1 has no carrier"),
+        "{}",
+        table.output
+    );
+
+    vm.set_link(1, true);
+    let (v, code) = wait_for(
+        &mut vm,
+        "go after the cable is back",
+        Duration::from_secs(30),
+        |v, c| c == 0 && !has(v, "BOND_PORT_DOWN", "bond1/eth1"),
+    );
+    let (v2, code2) = inspect(&mut vm, file);
+    assert_eq!(code2, 0, "go with the file again: {:?}", criticals(&v2));
+    assert!(!has(&v2, "NIC_RENUMBERED", "nic2"), "{v2:#}");
+    drop((v, code));
+    vm.shutdown();
+}

@@ -412,7 +412,9 @@ mod tests {
         documented.sort_unstable();
         assert_eq!(emitted, documented);
         assert!(
-            text.contains("preflight_bond_port_mii_up{bond=\"bond0\",port=\"eth0\",type=\"kernel\"} 0"),
+            text.contains(
+                "preflight_bond_port_mii_up{bond=\"bond0\",port=\"eth0\",type=\"kernel\"} 0"
+            ),
             "{text}"
         );
         assert!(text.contains("preflight_node_go 0"));
