@@ -16,7 +16,8 @@ fi
 # The Debian package starts a node_exporter service where systemd runs; the
 # bench starts its own inside a namespace.
 # `all --quick` runs every comparison (netns latency, watch RSS, VM cable
-# pull vs Prometheus at 1 s and 15 s, footprint, idle CPU, aggregator load)
+# pull vs Prometheus at 1 s and 15 s, footprint, idle CPU, aggregator load,
+# OVS member down on a real ovs-vswitchd)
 # at toy sizes and prints the summary table; vm-latency is issue 4's bench.
 "$bench" all --bin "$bin" --quick
 "$bench" vm-latency --bin "$bin" --pulls 2 --boots 1

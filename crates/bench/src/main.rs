@@ -11,6 +11,7 @@
 //! preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5]
 //! preflight-bench vm-latency [--bin PATH] [--pulls 30] [--boots 3]
 //! preflight-bench vm-compare [--bin PATH] [--intervals 1,15] [--pulls 30,30] [--boots 5] [--bonds 3]
+//! preflight-bench ovs-latency [--bin PATH] [--pulls 100] [--reps 5] [--idle 10]
 //! ```
 //!
 //! `--bin` is the `preflight` binary measured (default
@@ -18,6 +19,7 @@
 
 mod footprint;
 mod load;
+mod ovs;
 mod vm_compare;
 mod vm_latency;
 
@@ -444,6 +446,12 @@ fn all(bin: &str, quick: bool) {
     );
     let idle = idle_report(bin, if quick { 2 } else { 5 }, idle_s);
     let load = load_report(bin, nodes, load_s, reps);
+    ovs::report(
+        bin,
+        if quick { 4 } else { 100 },
+        reps,
+        Duration::from_secs(if quick { 2 } else { 10 }),
+    );
     println!();
     println!("| measure (median of repetitions) | preflight | today's alternative | ratio |");
     println!("|---|---|---|---|");
@@ -580,6 +588,20 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         bonds: usize,
     },
+    /// Open vSwitch member down -> finding (real OVS), and agent RSS with
+    /// the OVSDB source on vs off.
+    OvsLatency {
+        #[command(flatten)]
+        bin: BinArg,
+        #[arg(long, default_value_t = 100)]
+        pulls: usize,
+        /// Repetitions of the RSS measurement.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Seconds the agent runs before its RSS is read.
+        #[arg(long, default_value_t = 10)]
+        idle: u64,
+    },
     /// Runs inside the VM for vm-latency (not for people).
     #[command(hide = true)]
     GuestWatch {
@@ -628,6 +650,12 @@ fn main() {
             let plan: Vec<(u64, usize)> = intervals.into_iter().zip(pulls).collect();
             let _ = vm_compare_report(&absolute(&bin.bin), &plan, boots, bonds);
         }
+        Bench::OvsLatency {
+            bin,
+            pulls,
+            reps,
+            idle,
+        } => ovs::report(&absolute(&bin.bin), pulls, reps, Duration::from_secs(idle)),
         Bench::GuestWatch { bond, port } => vm_latency::guest_watch(&bond, &port),
         Bench::VmLatency { bin, pulls, boots } => {
             let bin = absolute(&bin.bin);
