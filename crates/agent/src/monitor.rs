@@ -212,6 +212,7 @@ impl NodeMonitor {
         let mut sources = Sources {
             netlink: w.snapshots,
             ovs,
+            ovs_gone: false,
             probes: None,
             snap: Snapshot::default(),
         };
@@ -267,6 +268,8 @@ impl Drop for NodeMonitor {
 struct Sources {
     netlink: watch::Receiver<Arc<Snapshot>>,
     ovs: Option<watch::Receiver<OvsSource>>,
+    /// The OVSDB reader was configured but its task ended.
+    ovs_gone: bool,
     probes: Option<watch::Receiver<Vec<preflight_model::ProbeStatus>>>,
     snap: Snapshot,
 }
@@ -275,12 +278,24 @@ impl Sources {
     /// Rebuilds the snapshot from the latest netlink and OVSDB states.
     fn take(&mut self) {
         self.snap = (**self.netlink.borrow_and_update()).clone();
-        self.snap.ovs = self
-            .ovs
-            .as_mut()
-            .map_or(OvsSource::Off, |o| o.borrow_and_update().clone());
+        self.snap.ovs = match self.ovs.as_mut() {
+            Some(o) => o.borrow_and_update().clone(),
+            None if self.ovs_gone => OvsSource::Unreadable {
+                path: String::new(),
+                reason: "the OVSDB reader stopped".into(),
+            },
+            None => OvsSource::Off,
+        };
     }
 }
+
+/// During a burst of changes (a flap storm: a hundred link messages a
+/// second), evaluate and publish at most once per this window. Every message
+/// still reaches the snapshot and every carrier transition is counted by the
+/// kernel (`carrier_changes`), so LINK_FLAPPING stays exact; the first change
+/// after a quiet period is evaluated at once, so a single cable pull keeps
+/// its latency.
+pub const COALESCE: Duration = Duration::from_millis(100);
 
 async fn follow(
     mut pipeline: Pipeline,
@@ -290,10 +305,13 @@ async fn follow(
 ) -> Result<(), AgentError> {
     let mut file_check = tokio::time::interval(FILE_CHECK);
     file_check.tick().await;
+    let mut last_eval = tokio::time::Instant::now();
+    let mut dirty = false;
     loop {
         let tick = pipeline.evaluator().tick_interval();
         let needs_tick = pipeline.evaluator().needs_tick();
         let has_file = pipeline.expected().is_some();
+        let due = last_eval + COALESCE;
         tokio::select! {
             r = src.netlink.changed() => {
                 if r.is_err() {
@@ -303,20 +321,18 @@ async fn follow(
                         Err(e) => Err(AgentError::Task(e.to_string())),
                     };
                 }
-                src.take();
+                src.netlink.borrow_and_update(); // seen; read when evaluating
+                dirty = true;
             }
             r = async { src.ovs.as_mut().expect("guarded").changed().await }, if src.ovs.is_some() => {
                 if r.is_err() {
                     // The OVSDB task is gone: say so rather than keep old state.
                     src.ovs = None;
-                    src.take();
-                    src.snap.ovs = OvsSource::Unreadable {
-                        path: String::new(),
-                        reason: "the OVSDB reader stopped".into(),
-                    };
+                    src.ovs_gone = true;
                 } else {
-                    src.take();
+                    src.ovs.as_mut().expect("guarded").borrow_and_update();
                 }
+                dirty = true;
             }
             r = async { src.probes.as_mut().expect("guarded").changed().await }, if src.probes.is_some() => {
                 match r {
@@ -326,13 +342,24 @@ async fn follow(
                     }
                     Err(_) => src.probes = None,
                 }
+                dirty = true;
             }
             _ = file_check.tick(), if has_file => {
+                src.take();
                 pipeline.refresh_expectations(&src.snap);
+                dirty = true;
             }
-            () = tokio::time::sleep(tick), if needs_tick => {}
+            () = tokio::time::sleep(tick), if needs_tick => dirty = true,
+            () = tokio::time::sleep_until(due), if dirty => {}
             () = tx.closed() => return Ok(()),
         }
+        let now = tokio::time::Instant::now();
+        if !dirty || now < last_eval + COALESCE {
+            continue; // within a burst: the sleep_until arm evaluates later
+        }
+        dirty = false;
+        last_eval = now;
+        src.take();
         let state = pipeline.state(&src.snap);
         let expectations = pipeline.expectations.clone();
         tx.send_if_modified(|cur| {

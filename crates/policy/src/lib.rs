@@ -145,14 +145,16 @@ fn bond_rules(
         .into_iter()
         .filter(|p| p.bond_port.is_some())
         .collect();
-    let up: Vec<&&Interface> = ports
-        .iter()
-        .filter(|p| {
-            p.bond_port
+    // A port that lost carrier is down for the gate at once: the carrier
+    // loss reaches netlink up to one miimon interval before the bonding
+    // driver marks the port's MII status down.
+    let port_up = |p: &Interface| {
+        p.carrier
+            && p.bond_port
                 .as_ref()
                 .is_some_and(|b| b.mii_status == MiiStatus::Up)
-        })
-        .collect();
+    };
+    let up: Vec<&&Interface> = ports.iter().filter(|p| port_up(p)).collect();
 
     if !iface.carrier
         || !matches!(iface.oper_state, OperState::Up | OperState::Unknown)
@@ -173,7 +175,7 @@ fn bond_rules(
 
     for p in &ports {
         let Some(bp) = &p.bond_port else { continue };
-        if bp.mii_status != MiiStatus::Up {
+        if !port_up(p) {
             out.push(raw(
                 Code::BondPortDown,
                 format!("{name}/{}", p.name),
@@ -272,7 +274,7 @@ fn lacp_rules(name: &str, bond: &preflight_model::Bond, ports: &[&Interface], ou
     let active_agg = bond.ad_info.as_ref().map(|ad| ad.aggregator_id);
     for p in ports {
         let Some(bp) = &p.bond_port else { continue };
-        if bp.mii_status != MiiStatus::Up {
+        if bp.mii_status != MiiStatus::Up || !p.carrier {
             continue; // BOND_PORT_DOWN already names it
         }
         let subject = format!("{name}/{}", p.name);

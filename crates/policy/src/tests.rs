@@ -538,3 +538,30 @@ fn failed_probe_is_reachability_failed() {
     );
     assert_eq!(f[0].severity, preflight_model::Severity::Critical);
 }
+
+/// The carrier loss of a bond port reaches netlink up to one miimon interval
+/// before the bonding driver's MII status: the port is down for the gate at
+/// once, and the message shows the MII state as it is.
+#[test]
+fn a_bond_port_without_carrier_is_down_before_miimon_notices() {
+    let mut s = healthy_ab();
+    let eth1 = s.interfaces.get_mut(&3).expect("eth1");
+    eth1.carrier = false; // MII still up: miimon has not run yet
+    assert_eq!(
+        codes(&s),
+        [
+            ("BOND_DEGRADED".to_owned(), "bond0".to_owned()),
+            ("BOND_PORT_DOWN".to_owned(), "bond0/eth1".to_owned())
+        ]
+    );
+    let r = rules(&s, &PolicyConfig::default(), &FlapCounts::new());
+    let msg = &r
+        .iter()
+        .find(|r| r.subject == "bond0/eth1")
+        .expect("finding")
+        .message;
+    assert!(
+        msg.contains("MII status up") && msg.contains("carrier off"),
+        "{msg}"
+    );
+}
