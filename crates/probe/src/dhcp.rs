@@ -12,7 +12,9 @@
 //! device has no IPv4 address. SO_REUSEADDR/SO_REUSEPORT let it share port 68
 //! with a DHCP client that set them too; the OFFER is broadcast (the
 //! BROADCAST flag is set), and the kernel hands a broadcast to every socket
-//! bound to the port.
+//! bound to the port. On an interface without an IPv4 address, reverse-path
+//! filtering would drop the OFFER before the UDP socket: there a packet
+//! socket (CAP_NET_RAW) receives it too.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -43,6 +45,7 @@ const OPT_END: u8 = 255;
 const DISCOVER: u8 = 1;
 const OFFER: u8 = 2;
 const BROADCAST_FLAG: u16 = 0x8000;
+const ETH_P_IP: u16 = 0x0800;
 
 /// A server's answer to the probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,28 +133,103 @@ pub fn valid_device(name: &str) -> bool {
             .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
-/// The interface's MAC address, or why the probe cannot run on it.
-fn hardware_address(device: &str) -> Result<[u8; 6], ProbeError> {
+/// What the probe needs to know of its interface.
+struct Link {
+    ifindex: i32,
+    mac: [u8; 6],
+    /// Whether it has an IPv4 address (see [`packet_receiver`]).
+    has_ipv4: bool,
+}
+
+/// The interface's index, MAC address and whether it has an IPv4 address,
+/// or why the probe cannot run on it.
+fn link(device: &str) -> Result<Link, ProbeError> {
     let all = nix::ifaddrs::getifaddrs()
         .map_err(|e| ProbeError::local(format!("cannot list interfaces: {e}")))?;
     let mut found = false;
+    let mut has_ipv4 = false;
+    let mut hw = None;
     for a in all.filter(|a| a.interface_name == device) {
         found = true;
-        if let Some(mac) = a
-            .address
-            .as_ref()
-            .and_then(|x| x.as_link_addr())
-            .and_then(nix::sys::socket::LinkAddr::addr)
-            .filter(|m| *m != [0; 6])
-        {
-            return Ok(mac);
+        let Some(addr) = a.address.as_ref() else {
+            continue;
+        };
+        has_ipv4 |= addr.as_sockaddr_in().is_some();
+        if let Some(l) = addr.as_link_addr() {
+            hw = l.addr().filter(|m| *m != [0; 6]).map(|m| (l.ifindex(), m));
         }
     }
-    Err(ProbeError::local(if found {
-        format!("{device} has no Ethernet address: DHCP needs one")
-    } else {
-        format!("no interface {device}")
-    }))
+    let (ifindex, mac) = hw.ok_or_else(|| {
+        ProbeError::local(if found {
+            format!("{device} has no Ethernet address: DHCP needs one")
+        } else {
+            format!("no interface {device}")
+        })
+    })?;
+    Ok(Link {
+        ifindex: i32::try_from(ifindex)
+            .map_err(|_| ProbeError::local(format!("{device}: ifindex out of range")))?,
+        mac,
+        has_ipv4,
+    })
+}
+
+/// Reverse-path filtering in force for `device` (the larger of `all` and
+/// the device's own setting, as the kernel takes it).
+fn rp_filter(device: &str) -> u8 {
+    ["all", device]
+        .iter()
+        .filter_map(|d| {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{d}/rp_filter")).ok()
+        })
+        .filter_map(|v| v.trim().parse::<u8>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// On an interface without an IPv4 address the kernel has no route back to
+/// the server, so with reverse-path filtering on (RHEL and systemd set it)
+/// it drops the OFFER before any UDP socket sees it: measured, a false "no
+/// offer". A packet socket (CAP_NET_RAW) sees the frame before that filter.
+/// Only used there: on an addressed, busy interface it would copy every IPv4
+/// packet for the whole wait.
+fn packet_receiver(l: &Link, device: &str) -> Result<Option<tokio::net::UdpSocket>, ProbeError> {
+    if l.has_ipv4 {
+        return Ok(None);
+    }
+    let open = || -> std::io::Result<Socket> {
+        let s = Socket::new(
+            Domain::PACKET,
+            Type::DGRAM,
+            Some(Protocol::from(i32::from(ETH_P_IP.to_be()))),
+        )?;
+        s.bind(&crate::packet::link_addr(l.ifindex, ETH_P_IP, [0; 6]))?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    };
+    match open() {
+        // Received through tokio's datagram type, as the ARP probe does.
+        Ok(s) => tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(s))
+            .map(Some)
+            .map_err(|e| ProbeError::local(e.to_string())),
+        Err(_) if rp_filter(device) == 0 => Ok(None),
+        Err(e) => Err(socket_error(
+            "has no IPv4 address and rp_filter is on, so the kernel would drop an OFFER; cannot open a packet socket to see it",
+            device,
+            &e,
+        )),
+    }
+}
+
+/// The UDP payload of IPv4 packet `p` if it is addressed to the client port.
+fn udp_to_client(p: &[u8]) -> Option<&[u8]> {
+    let ihl = usize::from(*p.first()? & 0x0f) * 4;
+    if p[0] >> 4 != 4 || ihl < 20 || *p.get(9)? != 17 {
+        return None;
+    }
+    let udp = p.get(ihl..)?;
+    (udp.get(2..4)? == CLIENT_PORT.to_be_bytes()).then_some(())?;
+    udp.get(8..)
 }
 
 /// A transaction id nobody else is likely to use.
@@ -200,7 +278,9 @@ pub async fn probe(device: &str, timeout: Duration) -> Result<Option<DhcpOffer>,
             "`{device}` is not an interface name"
         )));
     }
-    let mac = hardware_address(device)?;
+    let l = link(device)?;
+    let mac = l.mac;
+    let raw = packet_receiver(&l, device)?;
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| socket_error("cannot open a UDP socket", device, &e))?;
     sock.set_reuse_address(true)
@@ -226,13 +306,21 @@ pub async fn probe(device: &str, timeout: Duration) -> Result<Option<DhcpOffer>,
     .await
     .map_err(|e| socket_error("cannot send the DHCPDISCOVER", device, &e))?;
     let wait = async {
-        let mut buf = [0u8; 1500];
+        let mut buf = [0u8; 1600];
+        let mut frame = [0u8; 1600];
         loop {
-            let n = udp
-                .recv(&mut buf)
-                .await
-                .map_err(|e| socket_error("receive", device, &e))?;
-            if let Some((server, address)) = parse_offer(&buf[..n], xid, mac) {
+            // The OFFER through whichever socket sees it first.
+            let message = tokio::select! {
+                r = udp.recv(&mut buf) => {
+                    let n = r.map_err(|e| socket_error("receive", device, &e))?;
+                    &buf[..n]
+                }
+                r = async { raw.as_ref().expect("guarded").recv(&mut frame).await }, if raw.is_some() => {
+                    let n = r.map_err(|e| socket_error("receive", device, &e))?;
+                    udp_to_client(&frame[..n]).unwrap_or_default()
+                }
+            };
+            if let Some((server, address)) = parse_offer(message, xid, mac) {
                 return Ok(DhcpOffer {
                     server,
                     address,
@@ -353,6 +441,30 @@ mod tests {
         let mut p = offer(XID);
         p[236] = 0;
         assert_eq!(parse_offer(&p, XID, MAC), None, "plain BOOTP: no cookie");
+    }
+
+    #[test]
+    fn ipv4_udp_to_port_68_is_unwrapped() {
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&[10, 0, 0, 1, 255, 255, 255, 255]);
+        ip.extend_from_slice(&[0, 67, 0, 68, 0, 0, 0, 0]);
+        ip.extend_from_slice(b"dhcp");
+        assert_eq!(udp_to_client(&ip), Some(&b"dhcp"[..]));
+        let mut other = ip.clone();
+        other[23] = 67;
+        assert_eq!(udp_to_client(&other), None, "to the server port");
+        let mut tcp = ip.clone();
+        tcp[9] = 6;
+        assert_eq!(udp_to_client(&tcp), None, "not UDP");
+        for n in 0..28 {
+            let _ = udp_to_client(&ip[..n]);
+        }
+        assert_eq!(udp_to_client(&ip[..22]), None, "truncated");
+        assert_eq!(
+            udp_to_client(&[0x4f; 30]),
+            None,
+            "header longer than the packet"
+        );
     }
 
     #[test]
