@@ -15,6 +15,7 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v strip >/dev/null || need+=(binutils)
 command -v ovsdb-server >/dev/null || need+=(openvswitch-switch)
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -53,6 +53,12 @@ pub const DEFAULT_PROBE_RECOVER_AFTER: u32 = 2;
 pub const MAX_PROBE_COUNT: u32 = 100;
 /// Probe results kept per target (for the loss figure).
 pub const PROBE_WINDOW: usize = 30;
+/// Default time between DHCP probes (`agent.dhcp_probe_interval`).
+pub const DEFAULT_DHCP_PROBE_INTERVAL: Duration = Duration::from_secs(600);
+/// Shortest: a DISCOVER is cheap, but not free for the DHCP server.
+pub const MIN_DHCP_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest DHCP probe interval.
+pub const MAX_DHCP_PROBE_INTERVAL: Duration = Duration::from_secs(86_400);
 
 /// `[agent]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +85,8 @@ pub struct RawAgentSection {
     probe_fail_after: Option<Spanned<i64>>,
     probe_recover_after: Option<Spanned<i64>>,
     ovsdb: Option<Spanned<String>>,
+    dhcp_probe: Option<bool>,
+    dhcp_probe_interval: Option<Spanned<String>>,
 }
 
 /// Where the expected state comes from, before the file system is asked.
@@ -120,6 +128,8 @@ pub struct AgentSection {
     /// OVSDB socket (`agent.ovsdb`): the default paths, one path, or `None`
     /// for `off`.
     pub ovsdb: Option<preflight_ovsdb::SocketPaths>,
+    /// DHCP probe interval (`agent.dhcp_probe = true`); `None`: off.
+    pub dhcp_probe: Option<Duration>,
 }
 
 fn at<T>(key: impl Into<String>, v: &Spanned<T>, reason: impl Into<String>) -> ConfigError {
@@ -235,8 +245,26 @@ impl RawAgentSection {
                 ))
             }
         };
+        let dhcp_probe = match (self.dhcp_probe, &self.dhcp_probe_interval) {
+            (Some(true), i) => Some(duration(
+                key("dhcp_probe_interval"),
+                i.as_ref(),
+                DEFAULT_DHCP_PROBE_INTERVAL,
+                MIN_DHCP_PROBE_INTERVAL,
+                MAX_DHCP_PROBE_INTERVAL,
+            )?),
+            (_, Some(i)) => {
+                return Err(at(
+                    key("dhcp_probe_interval"),
+                    i,
+                    format!("needs {prefix}.dhcp_probe = true"),
+                ))
+            }
+            (_, None) => None,
+        };
         Ok(AgentSection {
             ovsdb,
+            dhcp_probe,
             node: self.node.map(Spanned::into_inner),
             labels: self.labels,
             aggregators,
@@ -346,6 +374,7 @@ impl AgentSection {
             probe_gateways_arp: self.probe_gateways_arp,
             probe: self.probe,
             ovsdb: self.ovsdb,
+            dhcp_probe: self.dhcp_probe,
         })
     }
 }
@@ -379,6 +408,30 @@ mod tests {
         assert_eq!(e.key, "agent.node");
         let e = section("probes = [\"ftp:1.2.3.4\"]").expect_err("bad probe");
         assert_eq!(e.key, "agent.probes[0]");
+    }
+
+    #[test]
+    fn dhcp_probe_is_off_by_default_and_not_too_often() {
+        assert_eq!(section("").expect("default").dhcp_probe, None);
+        assert_eq!(section("dhcp_probe = false").expect("off").dhcp_probe, None);
+        assert_eq!(
+            section("dhcp_probe = true").expect("on").dhcp_probe,
+            Some(DEFAULT_DHCP_PROBE_INTERVAL)
+        );
+        assert_eq!(
+            section("dhcp_probe = true\ndhcp_probe_interval = \"2m\"")
+                .expect("2m")
+                .dhcp_probe,
+            Some(Duration::from_secs(120))
+        );
+        let e = section("dhcp_probe = true\ndhcp_probe_interval = \"10s\"").expect_err("too often");
+        assert_eq!(
+            (e.key.as_str(), e.reason.as_str()),
+            ("agent.dhcp_probe_interval", "must be between 1m and 1day")
+        );
+        let e = section("dhcp_probe_interval = \"5m\"").expect_err("alone");
+        assert_eq!(e.reason, "needs agent.dhcp_probe = true");
+        assert!(toml::from_str::<RawAgentSection>("dhcp_probe = \"yes\"").is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod dhcp;
 pub mod expectations;
 pub mod metrics;
 pub mod monitor;
@@ -68,6 +69,8 @@ pub struct AgentConfig {
     pub probe: preflight_probe::ProbeConfig,
     /// Where OVSDB is (`agent.ovsdb`); `None`: not read (`off`).
     pub ovsdb: Option<preflight_ovsdb::SocketPaths>,
+    /// DHCP probe interval (`agent.dhcp_probe`); `None`: off.
+    pub dhcp_probe: Option<Duration>,
 }
 
 impl AgentConfig {
@@ -154,6 +157,7 @@ pub async fn run(
         configured_expectations: cfg.configured_expectations.clone(),
         probes: Some(cfg.probe_plan()),
         ovsdb: cfg.ovsdb.clone(),
+        dhcp_probe: cfg.dhcp_probe,
     })
     .await?;
     let metrics = AgentMetrics::new();

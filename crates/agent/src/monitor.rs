@@ -36,6 +36,7 @@ pub struct Pipeline {
     evaluator: Evaluator,
     expected: Option<Source>,
     expectations: Option<Arc<Expectations>>,
+    dhcp_probes: Vec<preflight_model::DhcpProbeResult>,
 }
 
 impl Pipeline {
@@ -54,6 +55,7 @@ impl Pipeline {
             evaluator,
             expected,
             expectations: None,
+            dhcp_probes: Vec::new(),
         }
     }
 
@@ -81,7 +83,13 @@ impl Pipeline {
         if let Some(e) = self.evaluator.expectations() {
             state.nic_mapping = preflight_policy::expect::nic_table(snap, e);
         }
+        state.dhcp_probes.clone_from(&self.dhcp_probes);
         state
+    }
+
+    /// The latest DHCP probe results, reported with every state from now on.
+    pub fn set_dhcp_probes(&mut self, results: Vec<preflight_model::DhcpProbeResult>) {
+        self.dhcp_probes = results;
     }
 
     /// The evaluator (expectations, configuration in force).
@@ -171,6 +179,8 @@ pub struct MonitorConfig {
     pub probes: Option<ProbePlan>,
     /// Where OVSDB is; `None`: not read (the snapshot says `off`).
     pub ovsdb: Option<preflight_ovsdb::SocketPaths>,
+    /// DHCP probe interval (`agent.dhcp_probe`); `None`: off.
+    pub dhcp_probe: Option<Duration>,
 }
 
 /// How long the first state waits for OVSDB's first answer, so that a
@@ -214,6 +224,7 @@ impl NodeMonitor {
             ovs,
             ovs_gone: false,
             probes: None,
+            dhcp: None,
             snap: Snapshot::default(),
         };
         sources.take();
@@ -228,12 +239,22 @@ impl NodeMonitor {
                 probe_task = Some(task);
             }
         }
+        let mut dhcp_task = None;
+        if let Some(every) = cfg.dhcp_probe {
+            let (tx, rx) = watch::channel(crate::dhcp::static_interfaces(
+                pipeline.evaluator().expectations(),
+            ));
+            let (results, task) =
+                crate::dhcp::spawn(every, preflight_probe::dhcp::DEFAULT_TIMEOUT, rx);
+            sources.dhcp = Some((tx, results));
+            dhcp_task = Some(task);
+        }
         let first = pipeline.state(&sources.snap);
         let (tx, states) = watch::channel(pipeline.versioned(1, first));
         let watch_task = w.task;
         let task = tokio::spawn(async move {
             let r = follow(pipeline, sources, tx, watch_task).await;
-            if let Some(p) = probe_task {
+            for p in [probe_task, dhcp_task].into_iter().flatten() {
                 p.abort();
             }
             r
@@ -271,8 +292,15 @@ struct Sources {
     /// The OVSDB reader was configured but its task ended.
     ovs_gone: bool,
     probes: Option<watch::Receiver<Vec<preflight_model::ProbeStatus>>>,
+    /// The interfaces to DHCP-probe (sent) and the results (received).
+    dhcp: Option<DhcpChannels>,
     snap: Snapshot,
 }
+
+type DhcpChannels = (
+    watch::Sender<Vec<String>>,
+    watch::Receiver<Vec<preflight_model::DhcpProbeResult>>,
+);
 
 impl Sources {
     /// Rebuilds the snapshot from the latest netlink and OVSDB states.
@@ -347,6 +375,26 @@ async fn follow(
             _ = file_check.tick(), if has_file => {
                 src.take();
                 pipeline.refresh_expectations(&src.snap);
+                dirty = true;
+                if let Some((tx, _)) = &src.dhcp {
+                    let now = crate::dhcp::static_interfaces(pipeline.evaluator().expectations());
+                    tx.send_if_modified(|cur| {
+                        if *cur == now {
+                            return false;
+                        }
+                        *cur = now;
+                        true
+                    });
+                }
+            }
+            r = async { src.dhcp.as_mut().expect("guarded").1.changed().await }, if src.dhcp.is_some() => {
+                match r {
+                    Ok(()) => {
+                        let results = src.dhcp.as_mut().expect("guarded").1.borrow_and_update().clone();
+                        pipeline.set_dhcp_probes(results);
+                    }
+                    Err(_) => src.dhcp = None,
+                }
                 dirty = true;
             }
             () = tokio::time::sleep(tick), if needs_tick => dirty = true,

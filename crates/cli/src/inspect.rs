@@ -47,6 +47,13 @@ pub struct Args {
     /// /run/openvswitch/db.sock, then /var/run/openvswitch/db.sock.
     #[arg(long, value_name = "PATH|off")]
     ovsdb: Option<String>,
+    /// Also send one DHCPDISCOVER out of each interface the expected state
+    /// addresses statically (none if it uses DHCP anywhere) and show whether
+    /// a DHCP server offers: os-net-config's fallback to DHCP would need one.
+    /// Never takes a lease. With --watch, repeated every
+    /// agent.dhcp_probe_interval (default 10m).
+    #[arg(long)]
+    dhcp_probe: bool,
 }
 
 fn exit_for(v: Verdict) -> u8 {
@@ -86,6 +93,11 @@ pub async fn run(args: Args) -> u8 {
             configured_expectations: cfg.agent.configured_expectations,
             probes: None,
             ovsdb,
+            dhcp_probe: args.dhcp_probe.then(|| {
+                cfg.agent
+                    .dhcp_probe
+                    .unwrap_or(preflight_agent::config::DEFAULT_DHCP_PROBE_INTERVAL)
+            }),
         })
         .await;
         return match monitor {
@@ -119,6 +131,15 @@ pub async fn run(args: Args) -> u8 {
     let note = pipeline
         .expected()
         .map(|src| expectation_note(&src.path, pipeline.evaluator().expectations()));
+    if args.dhcp_probe {
+        let mut results = Vec::new();
+        for i in preflight_agent::dhcp::static_interfaces(pipeline.evaluator().expectations()) {
+            results.push(
+                preflight_probe::dhcp::check(&i, preflight_probe::dhcp::DEFAULT_TIMEOUT).await,
+            );
+        }
+        pipeline.set_dhcp_probes(results);
+    }
     let state = pipeline.state(&snap);
     if args.json {
         match serde_json::to_string_pretty(&state) {
@@ -129,9 +150,25 @@ pub async fn run(args: Args) -> u8 {
             }
         }
     } else {
-        crate::emit(&output::table(&state, note.as_deref()));
+        let mut out = output::table(&state, note.as_deref());
+        out.push_str(&dhcp_section(&state, args.dhcp_probe));
+        crate::emit(&out);
     }
     exit_for(state.verdict)
+}
+
+/// The DHCP probe results under the table (`--dhcp-probe`).
+fn dhcp_section(state: &preflight_model::NodeState, asked: bool) -> String {
+    let mut out = String::new();
+    if !state.dhcp_probes.is_empty() {
+        out.push_str("\nDHCP PROBE (would a fallback to DHCP find a server?)\n");
+        for d in &state.dhcp_probes {
+            out.push_str(&format!("  {}\n", crate::probe::dhcp_line(d)));
+        }
+    } else if asked {
+        out.push_str("\nDHCP PROBE: nothing probed (no expected state, or it uses DHCP itself: use_dhcp: true)\n");
+    }
+    out
 }
 
 fn line(sign: char, f: &Finding, json: bool, node: &str) -> String {

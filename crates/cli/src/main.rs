@@ -52,12 +52,14 @@ The JSON form is documented in docs/inspect.md."
     Inspect(inspect::Args),
     /// Save this node's state before an update; compare after it (every difference is a finding).
     Baseline(baseline::BaselineArgs),
-    /// Probe targets through an interface now (ICMP, TCP, ARP), as the agent does.
+    /// Probe targets through an interface now (ICMP, TCP, ARP), as the agent does; dhcp@IFACE: does a DHCP server answer?
     #[command(
         after_help = "Examples:\n  preflight probe arp:10.0.0.1@bond0 icmp:10.0.0.1@bond0\n  \
-preflight probe tcp:10.0.0.5:9100 --count 10 --json\n\n\
+preflight probe tcp:10.0.0.5:9100 --count 10 --json\n  \
+preflight probe dhcp@eth1          one DHCPDISCOVER, never a REQUEST: does any server offer?\n\n\
 Exit codes: 0 every target answered every probe, 1 a target missed one or more, \
-2 a probe could not be sent (e.g. ARP without CAP_NET_RAW), 64 bad usage."
+2 a probe could not be sent (e.g. ARP without CAP_NET_RAW), 64 bad usage. \
+A dhcp target: 0 a server offered, 1 none did within --timeout (default 5s)."
     )]
     Probe(probe::ProbeArgs),
     /// For pipelines: is the scope go? Exit 0 go, 1 no-go (blockers printed), 2 could not decide.

@@ -2,10 +2,14 @@
 //! hand or by a pipeline: "does this node reach its gateway through bond0,
 //! right now?" Exit 0 when every target answered, 1 when one did not, 2 when
 //! a probe could not even be sent (no permission, no socket), 64 bad usage.
+//! `dhcp@IFACE` asks instead whether any DHCP server offers an address on
+//! an interface (one DHCPDISCOVER, never a REQUEST): exit 0 an offer came,
+//! 1 none came.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use preflight_model::DhcpProbeResult;
 use preflight_probe::{probe_once, ProbeError, Target};
 
 use crate::{emit, EXIT_GO, EXIT_NO_GO, EXIT_UNDECIDED};
@@ -17,35 +21,55 @@ pub struct ProbeArgs {
         required = true,
         value_name = "TARGET",
         value_parser = parse_target,
-        help = "What to probe: icmp:ADDRESS[@DEVICE], tcp:ADDRESS:PORT[@DEVICE] or arp:IPV4@DEVICE"
+        help = "What to probe: icmp:ADDRESS[@DEVICE], tcp:ADDRESS:PORT[@DEVICE], arp:IPV4@DEVICE or dhcp@DEVICE"
     )]
-    targets: Vec<Target>,
-    /// Probes per target; a target counts as reachable when every one is answered.
+    targets: Vec<CliTarget>,
+    /// Probes per target; a target counts as reachable when every one is
+    /// answered. A dhcp target always sends exactly one DHCPDISCOVER.
     #[arg(long, short = 'c', default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
     count: u16,
     /// Time between probes of one target.
     #[arg(long, default_value = "200ms", value_parser = crate::cmd::parse_duration)]
     interval: Duration,
-    /// A probe without answer within this is lost.
-    #[arg(long, default_value = "1s", value_parser = crate::cmd::parse_duration)]
-    timeout: Duration,
+    /// A probe without answer within this is lost [default: 1s; 5s for dhcp].
+    #[arg(long, value_parser = crate::cmd::parse_duration)]
+    timeout: Option<Duration>,
     /// Print JSON (one object per target).
     #[arg(long)]
     json: bool,
 }
 
-fn parse_target(s: &str) -> Result<Target, String> {
-    s.parse::<Target>().map_err(|e| e.to_string())
+/// A target of this command: a reachability probe, or a DHCP probe.
+#[derive(Debug, Clone)]
+enum CliTarget {
+    Reach(Target),
+    Dhcp(String),
 }
 
-/// One target's results.
-struct Outcome {
+fn parse_target(s: &str) -> Result<CliTarget, String> {
+    if let Some(dev) = s.strip_prefix("dhcp") {
+        return match dev.strip_prefix('@') {
+            Some(d) if preflight_probe::dhcp::valid_device(d) => {
+                Ok(CliTarget::Dhcp(d.to_owned()))
+            }
+            _ => Err(format!(
+                "probe target `{s}`: expected dhcp@DEVICE (an interface name: 1 to 15 characters, no `/`, `:` or white space)"
+            )),
+        };
+    }
+    s.parse::<Target>()
+        .map(CliTarget::Reach)
+        .map_err(|e| e.to_string())
+}
+
+/// One reachability target's results.
+struct Reach {
     target: Target,
     rtts: Vec<Duration>,
     errors: Vec<ProbeError>,
 }
 
-impl Outcome {
+impl Reach {
     fn reachable(&self) -> bool {
         self.errors.is_empty()
     }
@@ -62,9 +86,108 @@ impl Outcome {
     }
 }
 
-async fn run_target(target: Target, args: (u16, Duration, Duration)) -> Outcome {
+/// One target's results.
+enum Outcome {
+    Reach(Reach),
+    Dhcp(DhcpProbeResult),
+}
+
+impl Outcome {
+    /// Sent, and not (fully) answered.
+    fn failed(&self) -> bool {
+        match self {
+            Self::Reach(r) => !r.reachable() && !r.undecided(),
+            Self::Dhcp(d) => !d.offered && d.error.is_none(),
+        }
+    }
+    /// Could not be sent: this node cannot tell.
+    fn undecided(&self) -> bool {
+        match self {
+            Self::Reach(r) => r.undecided(),
+            Self::Dhcp(d) => d.error.is_some(),
+        }
+    }
+
+    fn json(&self, count: u16) -> serde_json::Value {
+        match self {
+            Self::Reach(o) => serde_json::json!({
+                "target": o.target.to_string(),
+                "reachable": o.reachable(),
+                "sent": count,
+                "answered": o.rtts.len(),
+                "rtt_ms": o.mean_ms(),
+                "last_error": o.errors.last().map(ToString::to_string),
+                "could_not_send": o.undecided(),
+            }),
+            Self::Dhcp(d) => {
+                let mut v = serde_json::json!({
+                    "target": format!("dhcp via {}", d.interface),
+                    "could_not_send": d.error.is_some(),
+                });
+                if let (Some(m), Ok(serde_json::Value::Object(r))) =
+                    (v.as_object_mut(), serde_json::to_value(d))
+                {
+                    m.extend(r);
+                }
+                v
+            }
+        }
+    }
+
+    fn line(&self, count: u16, out: &mut String) {
+        match self {
+            Self::Reach(o) => {
+                let state = if o.reachable() {
+                    "ok"
+                } else if o.undecided() {
+                    "CANNOT PROBE"
+                } else {
+                    "FAILED"
+                };
+                let _ = write!(
+                    out,
+                    "{}: {state}, {}/{count} answered",
+                    o.target,
+                    o.rtts.len(),
+                );
+                if let Some(ms) = o.mean_ms() {
+                    let _ = write!(out, ", rtt {ms:.2} ms");
+                }
+                if let Some(e) = o.errors.last() {
+                    let _ = write!(out, " ({e})");
+                }
+            }
+            Self::Dhcp(d) => out.push_str(&dhcp_line(d)),
+        }
+        out.push('\n');
+    }
+}
+
+/// One DHCP probe result for people (also used by `preflight inspect`).
+pub fn dhcp_line(d: &DhcpProbeResult) -> String {
+    let mut out = format!("dhcp via {}: ", d.interface);
+    if let Some(e) = &d.error {
+        let _ = write!(out, "CANNOT PROBE ({e})");
+    } else if d.offered {
+        let _ = write!(
+            out,
+            "offer of {} from {}",
+            d.address.map_or("-".into(), |a| a.to_string()),
+            d.server
+                .map_or("a server without id".into(), |a| a.to_string())
+        );
+        if let Some(ms) = d.rtt_ms {
+            let _ = write!(out, ", rtt {ms:.2} ms");
+        }
+    } else {
+        out.push_str("NO OFFER: no DHCP server answered");
+    }
+    out
+}
+
+async fn run_target(target: Target, args: (u16, Duration, Duration)) -> Reach {
     let (count, interval, timeout) = args;
-    let mut o = Outcome {
+    let mut o = Reach {
         target,
         rtts: Vec::new(),
         errors: Vec::new(),
@@ -82,10 +205,24 @@ async fn run_target(target: Target, args: (u16, Duration, Duration)) -> Outcome 
 }
 
 pub async fn run(args: ProbeArgs) -> u8 {
-    let settings = (args.count, args.interval, args.timeout);
     let mut set = tokio::task::JoinSet::new();
     for (i, t) in args.targets.into_iter().enumerate() {
-        set.spawn(async move { (i, run_target(t, settings).await) });
+        let (count, interval) = (args.count, args.interval);
+        set.spawn(async move {
+            let o = match t {
+                CliTarget::Reach(t) => {
+                    let timeout = args.timeout.unwrap_or(Duration::from_secs(1));
+                    Outcome::Reach(run_target(t, (count, interval, timeout)).await)
+                }
+                CliTarget::Dhcp(dev) => {
+                    let timeout = args
+                        .timeout
+                        .unwrap_or(preflight_probe::dhcp::DEFAULT_TIMEOUT);
+                    Outcome::Dhcp(preflight_probe::dhcp::check(&dev, timeout).await)
+                }
+            };
+            (i, o)
+        });
     }
     let mut outcomes = Vec::new();
     while let Some(r) = set.join_next().await {
@@ -100,53 +237,44 @@ pub async fn run(args: ProbeArgs) -> u8 {
     outcomes.sort_by_key(|(i, _)| *i);
     let outcomes: Vec<Outcome> = outcomes.into_iter().map(|(_, o)| o).collect();
     if args.json {
-        let v: Vec<serde_json::Value> = outcomes
-            .iter()
-            .map(|o| {
-                serde_json::json!({
-                    "target": o.target.to_string(),
-                    "reachable": o.reachable(),
-                    "sent": args.count,
-                    "answered": o.rtts.len(),
-                    "rtt_ms": o.mean_ms(),
-                    "last_error": o.errors.last().map(ToString::to_string),
-                    "could_not_send": o.undecided(),
-                })
-            })
-            .collect();
+        let v: Vec<serde_json::Value> = outcomes.iter().map(|o| o.json(args.count)).collect();
         emit(&(serde_json::to_string_pretty(&v).expect("JSON") + "\n"));
     } else {
         let mut out = String::new();
         for o in &outcomes {
-            let state = if o.reachable() {
-                "ok"
-            } else if o.undecided() {
-                "CANNOT PROBE"
-            } else {
-                "FAILED"
-            };
-            let _ = write!(
-                out,
-                "{}: {state}, {}/{} answered",
-                o.target,
-                o.rtts.len(),
-                args.count
-            );
-            if let Some(ms) = o.mean_ms() {
-                let _ = write!(out, ", rtt {ms:.2} ms");
-            }
-            if let Some(e) = o.errors.last() {
-                let _ = write!(out, " ({e})");
-            }
-            out.push('\n');
+            o.line(args.count, &mut out);
         }
         emit(&out);
     }
-    if outcomes.iter().any(|o| !o.reachable() && !o.undecided()) {
+    if outcomes.iter().any(Outcome::failed) {
         EXIT_NO_GO
     } else if outcomes.iter().any(Outcome::undecided) {
         EXIT_UNDECIDED
     } else {
         EXIT_GO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dhcp_targets_parse_and_bad_ones_say_why() {
+        assert!(matches!(parse_target("dhcp@eth1"), Ok(CliTarget::Dhcp(d)) if d == "eth1"));
+        for bad in [
+            "dhcp",
+            "dhcp@",
+            "dhcp:eth1",
+            "dhcp@a/b",
+            "dhcp@0123456789abcdef",
+        ] {
+            let e = parse_target(bad).expect_err(bad);
+            assert!(e.contains("dhcp@DEVICE"), "{bad}: {e}");
+        }
+        assert!(matches!(
+            parse_target("arp:10.0.0.1@eth0"),
+            Ok(CliTarget::Reach(_))
+        ));
     }
 }

@@ -15,11 +15,13 @@ use serde::{Deserialize, Serialize};
 
 pub mod api;
 pub mod config;
+pub mod dhcp;
 pub mod names;
 pub mod ovs;
 pub mod report;
 pub mod time;
 
+pub use dhcp::DhcpProbeResult;
 pub use ovs::{OvsBridge, OvsInterface, OvsPort, OvsSource};
 
 /// Everything preflight knows about one node's network at one moment.
@@ -650,6 +652,10 @@ pub struct NodeState {
     /// os-net-config's next run would put it on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nic_mapping: BTreeMap<String, NicMapping>,
+    /// DHCP probes of the statically configured interfaces (`agent.dhcp_probe`):
+    /// would a fallback to DHCP find a server?
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dhcp_probes: Vec<DhcpProbeResult>,
 }
 
 /// Where one os-net-config `nicN` name points.
@@ -679,6 +685,7 @@ impl NodeState {
             probes: Vec::new(),
             expected_from: None,
             nic_mapping: BTreeMap::new(),
+            dhcp_probes: Vec::new(),
         }
     }
 }

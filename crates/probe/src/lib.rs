@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod arp;
+pub mod dhcp;
 mod packet;
 
 use std::collections::VecDeque;
