@@ -96,7 +96,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    let (state, rx) = build_state(&cfg)?;
+    // Opening the store blocks (and PostgreSQL's client runs its own
+    // runtime, which cannot start inside this one).
+    let built = cfg.clone();
+    let (state, rx) = tokio::task::spawn_blocking(move || build_state(&built))
+        .await
+        .expect("building the state does not panic")?;
     let writer = state.service.spawn_report_writer(rx);
     if let Some(pg) = state.service.shared_store() {
         // Detached: it only reads and applies, and ends with the process.

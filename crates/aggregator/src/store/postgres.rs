@@ -86,6 +86,20 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // The synchronous client closes through its own runtime, which must
+        // not run inside the service's: close it on a thread of its own.
+        if let Some(c) = self.client.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("pg-close".into())
+                    .spawn(move || drop(c));
+            }
+        }
+    }
+}
+
 impl PgStore {
     /// Connects and applies missing migrations.
     ///
