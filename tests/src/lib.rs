@@ -8,6 +8,7 @@
 
 pub mod netns;
 pub mod ovs;
+pub mod pg;
 pub mod vm;
 pub mod watcher;
 

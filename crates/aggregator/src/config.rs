@@ -16,6 +16,7 @@ use toml::Spanned;
 
 use crate::api::Tokens;
 use crate::fleet::{FleetConfig, Selector};
+use crate::store::{is_postgres_url, Database, PgSettings};
 
 /// Default address of the aggregator.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9100";
@@ -43,7 +44,8 @@ pub const MAX_MAX_WAIVER: Duration = Duration::from_secs(90 * 86_400);
 #[serde(deny_unknown_fields)]
 pub struct RawAggregatorSection {
     listen: Option<Spanned<String>>,
-    database: Option<String>,
+    database: Option<Spanned<String>>,
+    database_password_file: Option<Spanned<String>>,
     ttl: Option<Spanned<String>>,
     settle: Option<Spanned<String>>,
     max_waiver: Option<Spanned<String>>,
@@ -74,8 +76,8 @@ struct RawNode {
 pub struct AggregatorSection {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// SQLite file.
-    pub database: PathBuf,
+    /// The store: a SQLite file, or a `postgres://` URL.
+    pub database: Database,
     /// Gate settings.
     pub fleet: FleetConfig,
     /// Report token (agents).
@@ -203,9 +205,26 @@ impl RawAggregatorSection {
             }
             inventory.push((n.name.into_inner(), n.labels));
         }
+        let database = match (&self.database, &self.database_password_file) {
+            (Some(d), pw) if is_postgres_url(d.get_ref()) => Database::Postgres(
+                PgSettings::parse(d.get_ref(), pw.as_ref().map(|p| PathBuf::from(p.get_ref())))
+                    .map_err(|r| at(key("database"), d, r))?,
+            ),
+            (_, Some(pw)) => {
+                return Err(at(
+                    key("database_password_file"),
+                    pw,
+                    "only for a postgres:// database",
+                ))
+            }
+            (d, None) => Database::Sqlite(PathBuf::from(
+                d.as_ref()
+                    .map_or(DEFAULT_DATABASE, |d| d.get_ref().as_str()),
+            )),
+        };
         Ok(AggregatorSection {
             listen,
-            database: PathBuf::from(self.database.as_deref().unwrap_or(DEFAULT_DATABASE)),
+            database,
             fleet,
             report_token,
             admin_token,
@@ -258,6 +277,22 @@ mod tests {
         assert_eq!(e.key, "aggregator.node[1].name");
         let e = section("report_token = \"r\"\nreport_token_file = \"/f\"").expect_err("both");
         assert_eq!(e.key, "aggregator.report_token");
+    }
+
+    #[test]
+    fn database_is_a_file_or_postgres() {
+        assert_eq!(
+            section("").expect("default").database,
+            Database::Sqlite(DEFAULT_DATABASE.into())
+        );
+        let s = section("database = \"postgres://agg@db:5432/preflight?sslmode=disable\"\ndatabase_password_file = \"/run/pw\"").expect("pg");
+        assert!(matches!(s.database, Database::Postgres(_)));
+        let e =
+            section("database = \"postgres://agg@db/preflight?sslmode=require\"").expect_err("tls");
+        assert_eq!(e.key, "aggregator.database");
+        assert!(e.reason.contains("no TLS client"), "{}", e.reason);
+        let e = section("database_password_file = \"/run/pw\"").expect_err("sqlite");
+        assert_eq!(e.key, "aggregator.database_password_file");
     }
 
     #[test]

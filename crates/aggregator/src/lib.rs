@@ -4,8 +4,9 @@
 //! Layers, each using only those below it: [`api`] (axum router, one module
 //! per resource, and the on-call page) → [`state`] (what handlers share) →
 //! [`service`] (store first, then fleet, rollback; the blocking calls) →
-//! [`fleet`] (gate logic, pure) and [`store`] (the SQLite file). [`server`]
-//! wires them into a running process.
+//! [`fleet`] (gate logic, pure) and [`store`] (a SQLite file, or PostgreSQL
+//! shared by several replicas, which [`replicas`] follows). [`server`] wires
+//! them into a running process.
 
 #![warn(missing_docs)]
 
@@ -13,6 +14,7 @@ pub mod api;
 pub mod config;
 pub mod fleet;
 pub mod metrics;
+pub mod replicas;
 pub mod server;
 pub mod service;
 pub mod state;

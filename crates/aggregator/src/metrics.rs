@@ -25,6 +25,8 @@ pub struct Metrics {
     pub waivers_active: IntGauge,
     /// Store errors.
     pub store_errors: IntCounter,
+    /// 1 when the last call to the store succeeded, 0 when it failed.
+    pub store_up: IntGauge,
 }
 
 /// Reasons a report can be rejected (the complete label set).
@@ -101,6 +103,12 @@ impl Metrics {
             "Failed writes or reads of the store.",
         )
         .expect("valid metric");
+        let store_up = IntGauge::new(
+            "preflight_aggregator_store_up",
+            "1 when the last call to the store (SQLite file or PostgreSQL) succeeded, 0 when it failed: waivers and inventory cannot be changed then; the gate answers from memory.",
+        )
+        .expect("valid metric");
+        store_up.set(1);
         for c in [
             Box::new(nodes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(node_blocked.clone()),
@@ -110,6 +118,7 @@ impl Metrics {
             Box::new(reports_rejected.clone()),
             Box::new(waivers_active.clone()),
             Box::new(store_errors.clone()),
+            Box::new(store_up.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -132,6 +141,7 @@ impl Metrics {
             reports_rejected,
             waivers_active,
             store_errors,
+            store_up,
         }
     }
 

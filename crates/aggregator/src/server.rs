@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -12,15 +11,15 @@ use crate::fleet::{Fleet, FleetConfig, Selector};
 use crate::metrics::Metrics;
 use crate::service::{RestoreError, Service};
 use crate::state::{AppState, Tokens};
-use crate::store::{PendingReport, Store, StoreError};
+use crate::store::{Database, PendingReport, Store, StoreError};
 
 /// Validated aggregator settings.
 #[derive(Debug, Clone)]
 pub struct AggregatorConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// SQLite file.
-    pub database: PathBuf,
+    /// The store: a SQLite file or a PostgreSQL database.
+    pub database: Database,
     /// Gate settings.
     pub fleet: FleetConfig,
     /// Bearer tokens.
@@ -29,6 +28,15 @@ pub struct AggregatorConfig {
     pub scopes: Vec<Selector>,
     /// Nodes expected from the configuration (added to the stored inventory).
     pub inventory: Vec<(String, BTreeMap<String, String>)>,
+}
+
+impl ServeError {
+    /// Whether the operator must fix something before starting again (a
+    /// database with a newer schema): the command exits 64 then.
+    #[must_use]
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_config())
+    }
 }
 
 /// Why the service could not run.
@@ -88,8 +96,17 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    let (state, rx) = build_state(&cfg)?;
+    // Opening the store blocks (and PostgreSQL's client runs its own
+    // runtime, which cannot start inside this one).
+    let built = cfg.clone();
+    let (state, rx) = tokio::task::spawn_blocking(move || build_state(&built))
+        .await
+        .expect("building the state does not panic")?;
     let writer = state.service.spawn_report_writer(rx);
+    if let Some(pg) = state.service.shared_store() {
+        // Detached: it only reads and applies, and ends with the process.
+        drop(crate::replicas::spawn_follower(state.service.clone(), pg));
+    }
     let sweeper = tokio::spawn(state.service.clone().sweep());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -101,7 +118,7 @@ pub async fn run(
         addr: cfg.listen,
         source,
     })?;
-    tracing::info!(%addr, database = %cfg.database.display(), "aggregator listening");
+    tracing::info!(%addr, database = %cfg.database, "aggregator listening");
     on_ready(addr);
     let app = router(state);
     let served = axum::serve(listener, app)

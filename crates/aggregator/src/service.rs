@@ -3,7 +3,10 @@
 //! the store has it, and a change the fleet accepted ahead of its store write
 //! (a new node from its first report) is rolled back when the write fails: a
 //! restart never resurrects or loses what an answer already said. The store
-//! is blocking SQLite, so every call into it runs on `spawn_blocking`.
+//! is blocking (SQLite, or PostgreSQL through its synchronous client), so
+//! every call into it runs on `spawn_blocking`. With a store shared by
+//! several replicas, changes made through the others are followed by
+//! [`crate::replicas`], which calls [`Service::reload`].
 //!
 //! Handlers hold a [`Service`] and never sequence store, fleet and rollback
 //! themselves; reads of the fleet go through [`Service::read`].
@@ -31,7 +34,7 @@ pub enum ServiceError {
     Store(String),
 }
 
-/// The fleet in memory, the SQLite store behind it, and the channel to the
+/// The fleet in memory, the store behind it, and the channel to the
 /// report writer. Cheap to clone (shared handles).
 #[derive(Clone)]
 pub struct Service {
@@ -110,10 +113,14 @@ impl Service {
         let store = self.store.clone();
         let done = tokio::task::spawn_blocking(move || f(&mut lock(&store))).await;
         let e = match done {
-            Ok(Ok(r)) => return Ok(r),
+            Ok(Ok(r)) => {
+                self.metrics.store_up.set(1);
+                return Ok(r);
+            }
             Ok(Err(e)) => e.to_string(),
             Err(e) => e.to_string(),
         };
+        self.metrics.store_up.set(0);
         self.metrics.store_errors.inc();
         tracing::error!(error = %e, "store error");
         Err(ServiceError::Store(e))
@@ -217,10 +224,18 @@ impl Service {
             .waiver(id)
             .cloned()
             .ok_or(FleetError::NoSuchWaiver(id))?;
-        self.store(move |s| s.end_waiver(&w, &actor, "waiver.remove", SystemTime::now()))
+        let ended = self
+            .store(move |s| s.end_waiver(&w, &actor, "waiver.remove", SystemTime::now()))
             .await?;
-        lock(&self.fleet).remove_waiver(id, Instant::now())?;
-        Ok(())
+        // The store decides: another replica may have ended it first (then
+        // this is a 404 like any unknown id), or a reload may already have
+        // taken it out of this fleet (then this removal still happened).
+        let _ = lock(&self.fleet).remove_waiver(id, Instant::now());
+        if ended {
+            Ok(())
+        } else {
+            Err(FleetError::NoSuchWaiver(id).into())
+        }
     }
 
     /// The newest `limit` audit entries.
@@ -236,7 +251,7 @@ impl Service {
     /// # Errors
     /// Store failure.
     pub async fn check_store(&self) -> Result<(), ServiceError> {
-        self.store(|s| s.audit(1).map(|_| ())).await
+        self.store(Store::ping).await
     }
 
     /// Writes reports in batches (latest per node wins) until the channel
@@ -258,12 +273,76 @@ impl Service {
                     }
                     let batch: Vec<PendingReport> = batch.into_values().collect();
                     if let Err(e) = lock(&store).save_reports(&batch) {
+                        metrics.store_up.set(0);
                         metrics.store_errors.inc();
                         tracing::error!(error = %e, reports = batch.len(), "cannot persist reports (they are replaced by the next ones)");
                     }
                 }
             })
             .expect("spawn report writer thread")
+    }
+
+    /// Where the store is shared with other replicas: its settings (for
+    /// [`crate::replicas::spawn_follower`]).
+    #[must_use]
+    pub fn shared_store(&self) -> Option<crate::store::PgSettings> {
+        lock(&self.store).shared().cloned()
+    }
+
+    /// Brings the fleet's inventory and waivers in line with the store, for
+    /// changes made through another replica: nodes added or relabeled,
+    /// nodes removed (only those the last reload saw in the store, so a node
+    /// whose first report is being written right now is not taken out),
+    /// waivers added and ended. Reports are untouched: each replica has its
+    /// own from the agents. `known` is the stored inventory of the last
+    /// reload, updated here.
+    ///
+    /// # Errors
+    /// Store failure (the fleet is unchanged).
+    pub fn reload(
+        &self,
+        known: &mut std::collections::HashSet<String>,
+    ) -> Result<ReloadCounts, crate::store::StoreError> {
+        let wall = SystemTime::now();
+        let (nodes, waivers) = {
+            let mut s = lock(&self.store);
+            let r = s.nodes().and_then(|n| Ok((n, s.active_waivers(wall)?)));
+            self.metrics.store_up.set(i64::from(r.is_ok()));
+            r?
+        };
+        let now = Instant::now();
+        let mut counts = ReloadCounts::default();
+        let mut fleet = lock(&self.fleet);
+        let stored: std::collections::HashSet<String> =
+            nodes.iter().map(|(n, _)| n.clone()).collect();
+        for (name, labels) in nodes {
+            let before = fleet.summary(&name, now).map(|s| s.labels);
+            if before.as_ref() != Some(&labels)
+                && fleet.upsert_node(&name, labels, now, wall).is_ok()
+            {
+                counts.nodes += 1;
+            }
+        }
+        for gone in known.difference(&stored) {
+            if fleet.remove_node(gone).is_ok() {
+                counts.nodes += 1;
+            }
+        }
+        *known = stored;
+        let active: std::collections::HashSet<i64> = waivers.iter().map(|w| w.id).collect();
+        for w in fleet.waivers() {
+            if !active.contains(&w.id) && fleet.remove_waiver(w.id, now).is_ok() {
+                counts.waivers += 1;
+            }
+        }
+        for w in waivers {
+            if fleet.waiver(w.id).is_none() && fleet.status(&w.node).is_some() {
+                let left = w.expires_at.duration_since(wall).unwrap_or_default();
+                fleet.add_waiver(w, left, now);
+                counts.waivers += 1;
+            }
+        }
+        Ok(counts)
     }
 
     /// Processes TTL, settle and waiver deadlines as they come due, forever;
@@ -287,6 +366,15 @@ impl Service {
             }
         }
     }
+}
+
+/// What a [`Service::reload`] changed in the fleet.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadCounts {
+    /// Nodes added, relabeled or removed.
+    pub nodes: usize,
+    /// Waivers added or ended.
+    pub waivers: usize,
 }
 
 /// Why the fleet could not be rebuilt from the store and the configuration.

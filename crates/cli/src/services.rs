@@ -103,7 +103,13 @@ pub async fn aggregator(args: ServiceArgs) -> u8 {
         Ok(()) => EXIT_GO,
         Err(e) => {
             eprintln!("preflight aggregator: {e}");
-            EXIT_UNDECIDED
+            // A database from a newer preflight is a configuration problem:
+            // restarting will not help, so say so with the usage code.
+            if e.is_config() {
+                EXIT_USAGE
+            } else {
+                EXIT_UNDECIDED
+            }
         }
     }
 }
@@ -121,7 +127,7 @@ pub async fn up(args: UpArgs) -> u8 {
         return EXIT_USAGE;
     }
     cfg.aggregator.listen = args.listen;
-    cfg.aggregator.database = args.database.clone();
+    cfg.aggregator.database = preflight_aggregator::store::Database::Sqlite(args.database.clone());
     cfg.aggregator.tokens = preflight_aggregator::api::Tokens::default();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

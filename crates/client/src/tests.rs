@@ -23,7 +23,7 @@ fn url(addr: SocketAddr) -> BaseUrl {
 async fn aggregator(dir: &tempfile::TempDir) -> SocketAddr {
     let cfg = AggregatorConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
-        database: dir.path().join("preflight.db"),
+        database: preflight_aggregator::store::Database::Sqlite(dir.path().join("preflight.db")),
         fleet: preflight_aggregator::fleet::FleetConfig::default(),
         tokens: preflight_aggregator::api::Tokens::default(),
         scopes: Vec::new(),

@@ -33,7 +33,7 @@ impl Drop for T {
 fn cfg(db: &std::path::Path, closed: bool) -> AggregatorConfig {
     AggregatorConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
-        database: db.to_owned(),
+        database: crate::store::Database::Sqlite(db.to_owned()),
         fleet: FleetConfig {
             ttl: Duration::from_secs(30),
             settle: Duration::ZERO,

@@ -1,100 +1,35 @@
-//! The SQLite file (WAL): inventory, last report per node, waivers and the
-//! audit log. Waivers and audit entries are written synchronously, in one
-//! transaction each, before the API answers; reports are cheap to lose and
-//! are written in batches by a background thread.
+//! The SQLite backend: one file in WAL mode, for a single aggregator (the
+//! default, and what `preflight up` uses). Its schema version lives in the
+//! `meta` table, as it always has.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use preflight_model::report::Waiver;
-use preflight_model::NodeState;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 
-/// Everything that can go wrong with the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// SQLite failed.
-    #[error("store {path}: {source}")]
-    Sqlite {
-        /// Database file.
-        path: String,
-        /// SQLite's error.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// The file was written by a newer preflight.
-    #[error("store {path}: schema version {found} is newer than this preflight understands ({supported})")]
-    Schema {
-        /// Database file.
-        path: String,
-        /// Found.
-        found: i64,
-        /// Supported.
-        supported: i64,
-    },
-}
+use super::{
+    millis, parse_labels, parse_report, time, AuditEntry, Labels, PendingReport, StoreError,
+    StoredReport,
+};
 
 const SCHEMA_VERSION: i64 = 1;
 
-/// A node's labels.
-pub type Labels = BTreeMap<String, String>;
-
-/// A persisted report, as loaded at start-up.
-#[derive(Debug)]
-pub struct StoredReport {
-    /// Node.
-    pub node: String,
-    /// Agent boot id.
-    pub boot_id: String,
-    /// Sequence number.
-    pub seq: u64,
-    /// When it was received.
-    pub received_at: SystemTime,
-    /// The state.
-    pub state: NodeState,
-}
-
-/// One audit entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// Id (increasing).
-    pub id: i64,
-    /// When.
-    #[serde(with = "preflight_model::time::rfc3339")]
-    pub at: SystemTime,
-    /// Who (`author` of a waiver, `aggregator` for expiries).
-    pub actor: String,
-    /// What (`waiver.create`, `waiver.remove`, `waiver.expire`, `node.add`, `node.remove`).
-    pub action: String,
-    /// Details (JSON).
-    pub detail: serde_json::Value,
-}
-
-/// The store.
-pub struct Store {
+/// The SQLite store.
+pub struct SqliteStore {
     conn: Connection,
     path: String,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("SqliteStore")
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
 }
 
-fn millis(t: SystemTime) -> i64 {
-    i64::try_from(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(i64::MAX)
-}
-
-fn time(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     ///
     /// # Errors
@@ -175,13 +110,8 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (name, labels) = row.map_err(|e| self.err(e))?;
-            // A row we cannot read is logged and skipped rather than
-            // blocking start-up; the node reappears when it reports.
-            match serde_json::from_str(&labels) {
-                Ok(l) => out.push((name, l)),
-                Err(e) => {
-                    tracing::warn!(node = %name, error = %e, "unreadable labels in store; skipped")
-                }
+            if let Some(l) = parse_labels(&name, &labels) {
+                out.push((name, l));
             }
         }
         Ok(out)
@@ -210,18 +140,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (node, boot_id, seq, at, state) = row.map_err(|e| self.err(e))?;
-            match serde_json::from_str(&state) {
-                Ok(state) => out.push(StoredReport {
-                    node,
-                    boot_id,
-                    seq: u64::try_from(seq).unwrap_or(0),
-                    received_at: time(at),
-                    state,
-                }),
-                Err(e) => {
-                    tracing::warn!(node = %node, error = %e, "unreadable report in store; skipped")
-                }
-            }
+            out.extend(parse_report(node, boot_id, seq, at, &state));
         }
         Ok(out)
     }
@@ -373,19 +292,23 @@ impl Store {
         actor: &str,
         action: &str,
         at: SystemTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.in_tx(|tx| {
-            tx.execute(
-                "UPDATE waivers SET ended_at=?1, ended_by=?2 WHERE id=?3",
+            let ended = tx.execute(
+                "UPDATE waivers SET ended_at=?1, ended_by=?2 WHERE id=?3 AND ended_at IS NULL",
                 params![millis(at), actor, w.id],
             )?;
+            if ended == 0 {
+                return Ok(false);
+            }
             Self::audit_tx(
                 tx,
                 at,
                 actor,
                 action,
                 &serde_json::to_value(w).expect("waiver serializes"),
-            )
+            )?;
+            Ok(true)
         })
     }
 
@@ -413,6 +336,16 @@ impl Store {
         })
     }
 
+    /// A round trip to the file.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(|e| self.err(e))
+    }
+
     /// The newest `limit` audit entries, newest first.
     ///
     /// # Errors
@@ -438,88 +371,35 @@ impl Store {
     }
 }
 
-/// A report waiting to be written.
-#[derive(Debug, Clone)]
-pub struct PendingReport {
-    /// Node.
-    pub node: String,
-    /// Boot id.
-    pub boot_id: String,
-    /// Sequence number.
-    pub seq: u64,
-    /// When received.
-    pub received_at: SystemTime,
-    /// `NodeState` as JSON.
-    pub state_json: String,
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::{suite, Database, Store};
 
-    fn tmp(name: &str) -> std::path::PathBuf {
-        let p =
-            std::env::temp_dir().join(format!("preflight-store-{}-{name}.db", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        p
+    fn fresh() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::Sqlite(dir.path().join("store.db"));
+        (dir, db)
     }
 
     #[test]
-    fn waivers_and_audit_survive_reopen() {
-        let p = tmp("reopen");
-        let now = SystemTime::now();
-        {
-            let mut s = Store::open(&p).expect("open");
-            s.upsert_node(
-                "c1",
-                &BTreeMap::from([("role".into(), "compute".into())]),
-                "test",
-                now,
-            )
-            .expect("node");
-            let w = s
-                .insert_waiver(Waiver {
-                    id: 0,
-                    node: "c1".into(),
-                    code: Some("BOND_PORT_DOWN".into()),
-                    subject: None,
-                    reason: "NIC on order".into(),
-                    author: "ana".into(),
-                    created_at: now,
-                    expires_at: now + Duration::from_secs(3600),
-                })
-                .expect("waiver");
-            assert!(w.id > 0);
-        }
-        let s = Store::open(&p).expect("reopen");
-        let ws = s.active_waivers(now).expect("waivers");
-        assert_eq!(ws.len(), 1);
-        assert_eq!(ws[0].reason, "NIC on order");
-        assert!(
-            s.active_waivers(now + Duration::from_secs(3601))
-                .expect("ok")
-                .is_empty(),
-            "expired ones are not active"
-        );
-        let audit = s.audit(10).expect("audit");
-        assert_eq!(
-            audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
-            ["waiver.create", "node.upsert"]
-        );
-        assert_eq!(s.nodes().expect("nodes")[0].0, "c1");
-        let _ = std::fs::remove_file(&p);
+    fn store_suite() {
+        let (_dir, db) = fresh();
+        suite::run_all(&db);
     }
 
     #[test]
     fn newer_schema_is_refused() {
-        let p = tmp("schema");
+        let (_dir, db) = fresh();
+        let Database::Sqlite(p) = &db else {
+            unreachable!()
+        };
         {
-            let c = Connection::open(&p).expect("open");
+            let c = rusqlite::Connection::open(p).expect("open");
             c.execute_batch("CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL); INSERT INTO meta VALUES('schema_version', 99);")
                 .expect("seed");
         }
-        let e = Store::open(&p).expect_err("newer schema");
+        let e = Store::open(&db).expect_err("newer schema");
+        assert!(e.is_config(), "{e}");
         assert!(e.to_string().contains("schema version 99"), "{e}");
-        let _ = std::fs::remove_file(&p);
     }
 }

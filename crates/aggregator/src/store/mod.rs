@@ -1,0 +1,315 @@
+//! The durable store behind the fleet: inventory, last report per node,
+//! waivers and the audit log. Two backends with one interface: an embedded
+//! SQLite file (the default, one aggregator) and PostgreSQL (several
+//! aggregator replicas sharing one database). Waivers, inventory and audit
+//! entries are written synchronously, one transaction each, before the API
+//! answers; reports are cheap to lose and are written in batches. Both
+//! backends version their schema and refuse a database written by a newer
+//! preflight. Calls are blocking: the service runs them on the blocking pool.
+
+mod pgconf;
+mod postgres;
+mod sqlite;
+#[doc(hidden)]
+pub mod suite;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use preflight_model::report::Waiver;
+use preflight_model::NodeState;
+use serde::{Deserialize, Serialize};
+
+pub use self::pgconf::{is_postgres_url, PgSettings, PG_CHANNEL};
+pub use self::postgres::{PgListener, PgStore};
+pub use self::sqlite::SqliteStore;
+
+/// Where the store lives: `aggregator.database`, a SQLite file or a
+/// `postgres://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database shared by the replicas.
+    Postgres(PgSettings),
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "{}", p.display()),
+            Self::Postgres(s) => write!(f, "{}", s.display),
+        }
+    }
+}
+
+/// Everything that can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        /// Database file.
+        path: String,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// PostgreSQL failed or could not be reached.
+    #[error("database {db}: {message}")]
+    Postgres {
+        /// The database, without its password.
+        db: String,
+        /// What went wrong (the driver's error with its cause).
+        message: String,
+    },
+    /// The database was written by a newer preflight.
+    #[error("store {path}: schema version {found} is newer than this preflight understands ({supported}); run the newer preflight or restore a backup")]
+    Schema {
+        /// Database file or URL.
+        path: String,
+        /// Found.
+        found: i64,
+        /// Supported.
+        supported: i64,
+    },
+}
+
+impl StoreError {
+    /// Whether this error is the operator's to fix before starting again
+    /// (a newer schema), rather than a passing failure.
+    #[must_use]
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Schema { .. })
+    }
+}
+
+/// A node's labels.
+pub type Labels = BTreeMap<String, String>;
+
+/// A persisted report, as loaded at start-up.
+#[derive(Debug)]
+pub struct StoredReport {
+    /// Node.
+    pub node: String,
+    /// Agent boot id.
+    pub boot_id: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// When it was received.
+    pub received_at: SystemTime,
+    /// The state.
+    pub state: NodeState,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Id (increasing).
+    pub id: i64,
+    /// When.
+    #[serde(with = "preflight_model::time::rfc3339")]
+    pub at: SystemTime,
+    /// Who (`author` of a waiver, `aggregator` for expiries).
+    pub actor: String,
+    /// What (`waiver.create`, `waiver.remove`, `waiver.expire`, `node.add`, `node.remove`).
+    pub action: String,
+    /// Details (JSON).
+    pub detail: serde_json::Value,
+}
+
+/// A report waiting to be written.
+#[derive(Debug, Clone)]
+pub struct PendingReport {
+    /// Node.
+    pub node: String,
+    /// Boot id.
+    pub boot_id: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// When received.
+    pub received_at: SystemTime,
+    /// `NodeState` as JSON.
+    pub state_json: String,
+}
+
+pub(crate) fn millis(t: SystemTime) -> i64 {
+    i64::try_from(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// Parses stored labels; a row we cannot read is logged and skipped rather
+/// than blocking start-up (the node reappears when it reports).
+pub(crate) fn parse_labels(name: &str, labels: &str) -> Option<Labels> {
+    serde_json::from_str(labels)
+        .map_err(
+            |e| tracing::warn!(node = %name, error = %e, "unreadable labels in store; skipped"),
+        )
+        .ok()
+}
+
+/// Parses a stored report; unreadable ones are logged and skipped.
+pub(crate) fn parse_report(
+    node: String,
+    boot_id: String,
+    seq: i64,
+    at: i64,
+    state: &str,
+) -> Option<StoredReport> {
+    match serde_json::from_str(state) {
+        Ok(state) => Some(StoredReport {
+            node,
+            boot_id,
+            seq: u64::try_from(seq).unwrap_or(0),
+            received_at: time(at),
+            state,
+        }),
+        Err(e) => {
+            tracing::warn!(node = %node, error = %e, "unreadable report in store; skipped");
+            None
+        }
+    }
+}
+
+/// The store: one of the two backends, same calls.
+#[derive(Debug)]
+pub enum Store {
+    /// Embedded SQLite file.
+    Sqlite(SqliteStore),
+    /// Shared PostgreSQL database.
+    Postgres(Box<PgStore>),
+}
+
+macro_rules! both {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating or migrating if needed) the store.
+    ///
+    /// # Errors
+    /// Unreachable or unreadable database, or a newer schema.
+    pub fn open(db: &Database) -> Result<Self, StoreError> {
+        Ok(match db {
+            Database::Sqlite(p) => Self::Sqlite(SqliteStore::open(p)?),
+            Database::Postgres(s) => Self::Postgres(Box::new(PgStore::open(s)?)),
+        })
+    }
+
+    /// Whether the store is shared with other replicas (then changes made
+    /// elsewhere must be followed).
+    #[must_use]
+    pub fn shared(&self) -> Option<&PgSettings> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(p) => Some(p.settings()),
+        }
+    }
+
+    /// The inventory.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn nodes(&mut self) -> Result<Vec<(String, Labels)>, StoreError> {
+        both!(self, s => s.nodes())
+    }
+
+    /// Last persisted report of every node.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn reports(&mut self) -> Result<Vec<StoredReport>, StoreError> {
+        both!(self, s => s.reports())
+    }
+
+    /// Waivers that have not ended and not expired at `now`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn active_waivers(&mut self, now: SystemTime) -> Result<Vec<Waiver>, StoreError> {
+        both!(self, s => s.active_waivers(now))
+    }
+
+    /// Adds or relabels a node, with an audit entry.
+    ///
+    /// # Errors
+    /// Database errors; nothing is written then.
+    pub fn upsert_node(
+        &mut self,
+        name: &str,
+        labels: &Labels,
+        actor: &str,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.upsert_node(name, labels, actor, at))
+    }
+
+    /// Removes a node and its report, with an audit entry.
+    ///
+    /// # Errors
+    /// Database errors; nothing is written then.
+    pub fn remove_node(
+        &mut self,
+        name: &str,
+        actor: &str,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.remove_node(name, actor, at))
+    }
+
+    /// Stores a new waiver (its `id` is ignored) and returns it with its id.
+    ///
+    /// # Errors
+    /// Database errors; nothing is written then.
+    pub fn insert_waiver(&mut self, w: Waiver) -> Result<Waiver, StoreError> {
+        both!(self, s => s.insert_waiver(w))
+    }
+
+    /// Ends a waiver (removed by someone, or expired), with an audit entry.
+    /// Returns `false`, writing nothing, when it had already ended (another
+    /// replica removed or expired it first): each end is audited once.
+    ///
+    /// # Errors
+    /// Database errors; nothing is written then.
+    pub fn end_waiver(
+        &mut self,
+        w: &Waiver,
+        actor: &str,
+        action: &str,
+        at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        both!(self, s => s.end_waiver(w, actor, action, at))
+    }
+
+    /// Writes a batch of reports (latest per node) in one transaction.
+    ///
+    /// # Errors
+    /// Database errors; nothing is written then.
+    pub fn save_reports(&mut self, batch: &[PendingReport]) -> Result<(), StoreError> {
+        both!(self, s => s.save_reports(batch))
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn audit(&mut self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        both!(self, s => s.audit(limit))
+    }
+
+    /// A round trip to the database (readiness).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn ping(&mut self) -> Result<(), StoreError> {
+        both!(self, s => s.ping())
+    }
+}

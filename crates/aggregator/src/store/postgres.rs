@@ -1,0 +1,439 @@
+//! The PostgreSQL backend, shared by several aggregator replicas. One
+//! connection per replica, reopened on the next call after it broke (so a
+//! database that comes back is used again without a restart). Every change
+//! to inventory or waivers sends a `NOTIFY` in its own transaction, which
+//! PostgreSQL delivers on commit to every replica's [`PgListener`].
+//!
+//! Migrations are numbered; the applied number is in `schema_version`, and
+//! replicas starting together take an advisory lock so only one migrates.
+
+use std::time::{Duration, SystemTime};
+
+use fallible_iterator::FallibleIterator;
+use postgres::{Client, NoTls, Transaction};
+use preflight_model::report::Waiver;
+
+use super::pgconf::{PgSettings, PG_CHANNEL};
+use super::{
+    millis, parse_labels, parse_report, time, AuditEntry, Labels, PendingReport, StoreError,
+    StoredReport,
+};
+
+/// Migration `i` takes the schema from version `i` to `i + 1`. Never edit
+/// one that has shipped: add the next (and keep each readable by the
+/// previous release, so replicas can be upgraded one at a time).
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE nodes(
+        name TEXT PRIMARY KEY, labels TEXT NOT NULL, added_at BIGINT NOT NULL);
+    CREATE TABLE reports(
+        node TEXT PRIMARY KEY, boot_id TEXT NOT NULL, seq BIGINT NOT NULL,
+        received_at BIGINT NOT NULL, state TEXT NOT NULL);
+    CREATE TABLE waivers(
+        id BIGSERIAL PRIMARY KEY, node TEXT NOT NULL, code TEXT, subject TEXT,
+        reason TEXT NOT NULL, author TEXT NOT NULL, created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL, ended_at BIGINT, ended_by TEXT);
+    CREATE INDEX waivers_active ON waivers(expires_at) WHERE ended_at IS NULL;
+    CREATE TABLE audit(
+        id BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL,
+        action TEXT NOT NULL, detail TEXT NOT NULL);
+"];
+
+/// Key of the advisory lock held while migrating (any constant unique to preflight).
+const MIGRATION_LOCK: i64 = 0x7072_6566_6c69_6768;
+
+/// The schema version this preflight writes.
+#[must_use]
+pub fn schema_version() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
+
+/// The error with its causes: the driver's top-level message alone is often
+/// just "error connecting to server".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let c_text = c.to_string();
+        if !s.contains(&c_text) {
+            s.push_str(": ");
+            s.push_str(&c_text);
+        }
+        src = c.source();
+    }
+    s
+}
+
+fn connect(settings: &PgSettings) -> Result<Client, StoreError> {
+    let err = |message| StoreError::Postgres {
+        db: settings.display.clone(),
+        message,
+    };
+    let cfg = settings.config().map_err(err)?;
+    cfg.connect(NoTls).map_err(|e| err(chain(&e)))
+}
+
+/// The PostgreSQL store of one replica.
+pub struct PgStore {
+    settings: PgSettings,
+    client: Option<Client>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("db", &self.settings.display)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // The synchronous client closes through its own runtime, which must
+        // not run inside the service's: close it on a thread of its own.
+        if let Some(c) = self.client.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("pg-close".into())
+                    .spawn(move || drop(c));
+            }
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects and applies missing migrations.
+    ///
+    /// # Errors
+    /// Unreachable database, or a schema newer than this preflight.
+    pub fn open(settings: &PgSettings) -> Result<Self, StoreError> {
+        let mut s = Self {
+            settings: settings.clone(),
+            client: Some(connect(settings)?),
+        };
+        let found = s.run(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version(version BIGINT NOT NULL)")?;
+            let found: Option<i64> = tx
+                .query_one("SELECT max(version) FROM schema_version", &[])?
+                .get(0);
+            let found = found.unwrap_or(0);
+            if found > schema_version() {
+                return Ok(found);
+            }
+            for m in MIGRATIONS
+                .iter()
+                .skip(usize::try_from(found).unwrap_or(usize::MAX))
+            {
+                tx.batch_execute(m)?;
+            }
+            if found < schema_version() {
+                tx.execute("DELETE FROM schema_version", &[])?;
+                tx.execute(
+                    "INSERT INTO schema_version(version) VALUES($1)",
+                    &[&schema_version()],
+                )?;
+                tracing::info!(db = %settings.display, from = found, to = schema_version(), "database schema migrated");
+            }
+            tx.commit()?;
+            Ok(found)
+        })?;
+        if found > schema_version() {
+            return Err(StoreError::Schema {
+                path: settings.display.clone(),
+                found,
+                supported: schema_version(),
+            });
+        }
+        Ok(s)
+    }
+
+    /// Where it connects.
+    #[must_use]
+    pub fn settings(&self) -> &PgSettings {
+        &self.settings
+    }
+
+    /// Runs `f` on the connection, connecting first if there is none; a
+    /// connection that broke is dropped so that the next call reconnects.
+    fn run<T>(
+        &mut self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+        }
+        let client = match &mut self.client {
+            Some(c) => c,
+            None => self.client.insert(connect(&self.settings)?),
+        };
+        f(client).map_err(|e| {
+            if e.as_db_error().is_none() {
+                self.client = None;
+            }
+            StoreError::Postgres {
+                db: self.settings.display.clone(),
+                message: chain(&e),
+            }
+        })
+    }
+
+    /// Runs `f` in one transaction that also announces `what` to every
+    /// replica (delivered only if it commits).
+    fn change<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        self.run(|c| {
+            let mut tx = c.transaction()?;
+            let v = f(&mut tx)?;
+            tx.execute("SELECT pg_notify($1, $2)", &[&PG_CHANNEL, &what])?;
+            tx.commit()?;
+            Ok(v)
+        })
+    }
+
+    fn audit_tx(
+        tx: &mut Transaction<'_>,
+        at: SystemTime,
+        actor: &str,
+        action: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), postgres::Error> {
+        tx.execute(
+            "INSERT INTO audit(at, actor, action, detail) VALUES($1, $2, $3, $4)",
+            &[&millis(at), &actor, &action, &detail.to_string()],
+        )
+        .map(|_| ())
+    }
+
+    pub(super) fn nodes(&mut self) -> Result<Vec<(String, Labels)>, StoreError> {
+        let rows = self.run(|c| c.query("SELECT name, labels FROM nodes ORDER BY name", &[]))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let name: String = r.get(0);
+                parse_labels(&name, r.get(1)).map(|l| (name, l))
+            })
+            .collect())
+    }
+
+    pub(super) fn reports(&mut self) -> Result<Vec<StoredReport>, StoreError> {
+        let rows = self.run(|c| {
+            c.query(
+                "SELECT node, boot_id, seq, received_at, state FROM reports",
+                &[],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| parse_report(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect())
+    }
+
+    pub(super) fn active_waivers(&mut self, now: SystemTime) -> Result<Vec<Waiver>, StoreError> {
+        let rows = self.run(|c| {
+            c.query(
+                "SELECT id, node, code, subject, reason, author, created_at, expires_at FROM waivers
+                 WHERE ended_at IS NULL AND expires_at > $1 ORDER BY id",
+                &[&millis(now)],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| Waiver {
+                id: r.get(0),
+                node: r.get(1),
+                code: r.get(2),
+                subject: r.get(3),
+                reason: r.get(4),
+                author: r.get(5),
+                created_at: time(r.get(6)),
+                expires_at: time(r.get(7)),
+            })
+            .collect())
+    }
+
+    pub(super) fn upsert_node(
+        &mut self,
+        name: &str,
+        labels: &Labels,
+        actor: &str,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let labels_json = serde_json::to_string(labels).expect("string map serializes");
+        self.change("nodes", |tx| {
+            tx.execute(
+                "INSERT INTO nodes(name, labels, added_at) VALUES($1, $2, $3)
+                 ON CONFLICT(name) DO UPDATE SET labels=excluded.labels",
+                &[&name, &labels_json, &millis(at)],
+            )?;
+            let detail = serde_json::json!({ "node": name, "labels": labels });
+            Self::audit_tx(tx, at, actor, "node.upsert", &detail)
+        })
+    }
+
+    pub(super) fn remove_node(
+        &mut self,
+        name: &str,
+        actor: &str,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.change("nodes", |tx| {
+            tx.execute("DELETE FROM nodes WHERE name=$1", &[&name])?;
+            tx.execute("DELETE FROM reports WHERE node=$1", &[&name])?;
+            let detail = serde_json::json!({ "node": name });
+            Self::audit_tx(tx, at, actor, "node.remove", &detail)
+        })
+    }
+
+    pub(super) fn insert_waiver(&mut self, mut w: Waiver) -> Result<Waiver, StoreError> {
+        self.change("waivers", |tx| {
+            let row = tx.query_one(
+                "INSERT INTO waivers(node, code, subject, reason, author, created_at, expires_at)
+                 VALUES($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[
+                    &w.node,
+                    &w.code,
+                    &w.subject,
+                    &w.reason,
+                    &w.author,
+                    &millis(w.created_at),
+                    &millis(w.expires_at),
+                ],
+            )?;
+            w.id = row.get(0);
+            let detail = serde_json::to_value(&w).expect("waiver serializes");
+            Self::audit_tx(tx, w.created_at, &w.author, "waiver.create", &detail)?;
+            Ok(w)
+        })
+    }
+
+    pub(super) fn end_waiver(
+        &mut self,
+        w: &Waiver,
+        actor: &str,
+        action: &str,
+        at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        self.change("waivers", |tx| {
+            let ended = tx.execute(
+                "UPDATE waivers SET ended_at=$1, ended_by=$2 WHERE id=$3 AND ended_at IS NULL",
+                &[&millis(at), &actor, &w.id],
+            )?;
+            if ended == 0 {
+                return Ok(false);
+            }
+            let detail = serde_json::to_value(w).expect("waiver serializes");
+            Self::audit_tx(tx, at, actor, action, &detail)?;
+            Ok(true)
+        })
+    }
+
+    pub(super) fn save_reports(&mut self, batch: &[PendingReport]) -> Result<(), StoreError> {
+        // One statement for the whole batch: a round trip per report would
+        // make the writer fall behind at fleet sizes SQLite handles.
+        let nodes: Vec<&str> = batch.iter().map(|r| r.node.as_str()).collect();
+        let boots: Vec<&str> = batch.iter().map(|r| r.boot_id.as_str()).collect();
+        let seqs: Vec<i64> = batch
+            .iter()
+            .map(|r| i64::try_from(r.seq).unwrap_or(i64::MAX))
+            .collect();
+        let ats: Vec<i64> = batch.iter().map(|r| millis(r.received_at)).collect();
+        let states: Vec<&str> = batch.iter().map(|r| r.state_json.as_str()).collect();
+        self.run(|c| {
+            c.execute(
+                "INSERT INTO reports(node, boot_id, seq, received_at, state)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
+                 ON CONFLICT(node) DO UPDATE SET boot_id=excluded.boot_id, seq=excluded.seq,
+                 received_at=excluded.received_at, state=excluded.state",
+                &[&nodes, &boots, &seqs, &ats, &states],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub(super) fn audit(&mut self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = self.run(|c| {
+            c.query(
+                "SELECT id, at, actor, action, detail FROM audit ORDER BY id DESC LIMIT $1",
+                &[&i64::from(limit)],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: r.get(0),
+                at: time(r.get(1)),
+                actor: r.get(2),
+                action: r.get(3),
+                detail: serde_json::from_str(r.get(4)).unwrap_or(serde_json::Value::Null),
+            })
+            .collect())
+    }
+
+    pub(super) fn ping(&mut self) -> Result<(), StoreError> {
+        self.run(|c| c.simple_query("SELECT 1").map(|_| ()))
+    }
+}
+
+/// A replica's own connection that `LISTEN`s for changes made by any
+/// replica (its own included).
+pub struct PgListener {
+    client: Client,
+    display: String,
+}
+
+impl PgListener {
+    /// Connects and starts listening.
+    ///
+    /// # Errors
+    /// Unreachable database.
+    pub fn connect(settings: &PgSettings) -> Result<Self, StoreError> {
+        let mut client = connect(settings)?;
+        client
+            .batch_execute(&format!("LISTEN {PG_CHANNEL}"))
+            .map_err(|e| StoreError::Postgres {
+                db: settings.display.clone(),
+                message: chain(&e),
+            })?;
+        Ok(Self {
+            client,
+            display: settings.display.clone(),
+        })
+    }
+
+    /// Waits up to `timeout` for announcements and returns their payloads
+    /// (every one that is pending; empty after a quiet `timeout`).
+    ///
+    /// # Errors
+    /// The connection broke: connect again, and reload everything, since
+    /// announcements made meanwhile are lost.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Vec<String>, StoreError> {
+        let display = self.display.clone();
+        let broken = |message: String| StoreError::Postgres {
+            db: display.clone(),
+            message,
+        };
+        let mut out = Vec::new();
+        {
+            let mut n = self.client.notifications();
+            if let Some(m) = n
+                .timeout_iter(timeout)
+                .next()
+                .map_err(|e| broken(chain(&e)))?
+            {
+                out.push(m.payload().to_owned());
+            }
+            let mut pending = n.iter();
+            while let Some(m) = pending.next().map_err(|e| broken(chain(&e)))? {
+                out.push(m.payload().to_owned());
+            }
+        }
+        if self.client.is_closed() {
+            return Err(broken("connection closed".into()));
+        }
+        Ok(out)
+    }
+}

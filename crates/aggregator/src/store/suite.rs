@@ -1,0 +1,152 @@
+//! The store's test suite, one set of checks that every backend must pass:
+//! the SQLite unit tests and the PostgreSQL integration tests (tests/, with
+//! a real server) both call [`run_all`] on an empty database. It lives in
+//! the library, hidden, so that both can reach it; it panics on failure.
+
+#![allow(clippy::missing_panics_doc, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use preflight_model::report::Waiver;
+
+use super::{Database, PendingReport, Store};
+
+fn waiver(node: &str, now: SystemTime) -> Waiver {
+    Waiver {
+        id: 0,
+        node: node.into(),
+        code: Some("BOND_PORT_DOWN".into()),
+        subject: None,
+        reason: "NIC on order".into(),
+        author: "ana".into(),
+        created_at: now,
+        expires_at: now + Duration::from_secs(3600),
+    }
+}
+
+fn state_json(node: &str) -> String {
+    serde_json::json!({
+        "node": node, "verdict": "go", "findings": [], "interfaces": [],
+        "bonds": [], "addresses": [], "routes": []
+    })
+    .to_string()
+}
+
+/// Runs every check, in order, on `db`, which must be empty.
+pub fn run_all(db: &Database) {
+    waivers_and_audit_survive_reopen(db);
+    waiver_ends_once(db);
+    nodes_and_reports(db);
+    reopen_keeps_schema(db);
+}
+
+fn actions(s: &mut Store, n: u32) -> Vec<String> {
+    s.audit(n)
+        .expect("audit")
+        .into_iter()
+        .map(|a| a.action)
+        .collect()
+}
+
+/// Inventory, waivers and the audit log are durable across a reopen;
+/// expired waivers are not active.
+pub fn waivers_and_audit_survive_reopen(db: &Database) {
+    let now = SystemTime::now();
+    {
+        let mut s = Store::open(db).expect("open");
+        let labels = BTreeMap::from([("role".into(), "compute".into())]);
+        s.upsert_node("c1", &labels, "test", now).expect("node");
+        let w = s.insert_waiver(waiver("c1", now)).expect("waiver");
+        assert!(w.id > 0, "an id is assigned");
+    }
+    let mut s = Store::open(db).expect("reopen");
+    let ws = s.active_waivers(now).expect("waivers");
+    assert_eq!(ws.len(), 1);
+    assert_eq!(ws[0].reason, "NIC on order");
+    assert_eq!(ws[0].code.as_deref(), Some("BOND_PORT_DOWN"));
+    assert_eq!(
+        crate::store::millis(ws[0].expires_at),
+        crate::store::millis(now + Duration::from_secs(3600)),
+        "expiry to the millisecond"
+    );
+    assert!(
+        s.active_waivers(now + Duration::from_secs(3601))
+            .expect("ok")
+            .is_empty(),
+        "expired ones are not active"
+    );
+    assert_eq!(actions(&mut s, 10), ["waiver.create", "node.upsert"]);
+    let nodes = s.nodes().expect("nodes");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].0, "c1");
+    assert_eq!(nodes[0].1["role"], "compute");
+}
+
+/// Ending a waiver twice (two replicas expiring it) writes one audit entry.
+pub fn waiver_ends_once(db: &Database) {
+    let now = SystemTime::now();
+    let mut s = Store::open(db).expect("open");
+    let w = s.insert_waiver(waiver("c1", now)).expect("waiver");
+    assert!(s.end_waiver(&w, "bob", "waiver.remove", now).expect("end"));
+    assert!(
+        !s.end_waiver(&w, "aggregator", "waiver.expire", now)
+            .expect("second end"),
+        "already ended"
+    );
+    assert_eq!(actions(&mut s, 2), ["waiver.remove", "waiver.create"]);
+    assert!(
+        s.active_waivers(now)
+            .expect("waivers")
+            .iter()
+            .all(|a| a.id != w.id),
+        "an ended waiver is not active"
+    );
+}
+
+/// Reports are saved in batches, latest wins, and go with their node.
+pub fn nodes_and_reports(db: &Database) {
+    let now = SystemTime::now();
+    let mut s = Store::open(db).expect("open");
+    s.upsert_node("c2", &BTreeMap::new(), "agent", now)
+        .expect("node");
+    let r = |seq| PendingReport {
+        node: "c2".into(),
+        boot_id: "b1".into(),
+        seq,
+        received_at: now,
+        state_json: state_json("c2"),
+    };
+    s.save_reports(&[r(1)]).expect("save");
+    s.save_reports(&[r(7)]).expect("save again");
+    let reports = s.reports().expect("reports");
+    let c2: Vec<_> = reports.iter().filter(|r| r.node == "c2").collect();
+    assert_eq!(c2.len(), 1);
+    assert_eq!((c2[0].seq, c2[0].boot_id.as_str()), (7, "b1"));
+    s.upsert_node(
+        "c2",
+        &BTreeMap::from([("rack".into(), "r1".into())]),
+        "api",
+        now,
+    )
+    .expect("relabel");
+    let nodes = s.nodes().expect("nodes");
+    let c2 = nodes.iter().find(|(n, _)| n == "c2").expect("c2 kept");
+    assert_eq!(c2.1["rack"], "r1");
+    s.remove_node("c2", "api", now).expect("remove");
+    assert!(s.nodes().expect("nodes").iter().all(|(n, _)| n != "c2"));
+    assert!(s.reports().expect("reports").iter().all(|r| r.node != "c2"));
+    assert_eq!(actions(&mut s, 1), ["node.remove"]);
+    s.ping().expect("ping");
+}
+
+/// Opening again applies no migration twice and keeps the data.
+pub fn reopen_keeps_schema(db: &Database) {
+    let before = Store::open(db)
+        .expect("open")
+        .audit(1000)
+        .expect("audit")
+        .len();
+    let mut s = Store::open(db).expect("open again");
+    assert_eq!(s.audit(1000).expect("audit").len(), before);
+}

@@ -1,0 +1,172 @@
+//! A throwaway PostgreSQL cluster: Debian's `postgresql` package (installed
+//! here if missing), `initdb` and `pg_ctl` run as the unprivileged
+//! `postgres` user in a temp dir, listening on a free loopback port; stopped
+//! and removed on drop. Nothing here skips: no root, no package, no server
+//! means a panic with the reason.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running cluster.
+pub struct Pg {
+    dir: PathBuf,
+    bin: PathBuf,
+    /// Loopback port it listens on.
+    pub port: u16,
+}
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The newest installed `/usr/lib/postgresql/N/bin`, installing the package first if there is none.
+fn bin_dir() -> PathBuf {
+    let find = || {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .collect();
+        dirs.sort();
+        dirs.pop()
+    };
+    if let Some(b) = find() {
+        return b;
+    }
+    run(
+        Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "postgresql"]),
+        "apt-get install postgresql (needs root)",
+    );
+    find().expect("postgresql installed but no /usr/lib/postgresql/*/bin/initdb")
+}
+
+fn as_postgres(cmd: &str) -> Command {
+    let mut c = Command::new("su");
+    c.args(["postgres", "-s", "/bin/sh", "-c", cmd]);
+    c
+}
+
+impl Pg {
+    /// initdb, start, and create database `preflight`.
+    #[must_use]
+    pub fn start() -> Self {
+        let bin = bin_dir();
+        let dir = std::env::temp_dir().join(format!(
+            "preflight-pg-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(dir.join("data")).expect("pg temp dir");
+        run(
+            Command::new("chown").args(["-R", "postgres"]).arg(&dir),
+            "chown the cluster dir to postgres",
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let pg = Self { dir, bin, port };
+        run(
+            &mut as_postgres(&format!(
+                "{} -D {} -A trust -U postgres >/dev/null",
+                pg.bin.join("initdb").display(),
+                pg.data().display()
+            )),
+            "initdb",
+        );
+        pg.pg_ctl_start();
+        pg.psql("postgres", "CREATE DATABASE preflight");
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The database URL of `preflight` (no TLS: loopback).
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/preflight?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Starts the server (again).
+    pub fn pg_ctl_start(&self) {
+        run(
+            &mut as_postgres(&format!(
+                "{} -D {} -o '-p {} -k {} -c listen_addresses=127.0.0.1' -l {}/log -w start >/dev/null",
+                self.bin.join("pg_ctl").display(),
+                self.data().display(),
+                self.port,
+                self.data().display(),
+                self.dir.display()
+            )),
+            "pg_ctl start",
+        );
+    }
+
+    /// Stops the server (fast: connections are closed).
+    pub fn pg_ctl_stop(&self) {
+        run(
+            &mut as_postgres(&format!(
+                "{} -D {} -m fast -w stop >/dev/null",
+                self.bin.join("pg_ctl").display(),
+                self.data().display()
+            )),
+            "pg_ctl stop",
+        );
+    }
+
+    /// Runs SQL in database `db`; returns psql's unaligned output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        run(
+            Command::new(self.bin.join("psql"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-At",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                ])
+                .args(["-p", &self.port.to_string(), "-d", db, "-c", sql]),
+            &format!("psql {sql}"),
+        )
+    }
+
+    /// The server log, for failure messages.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(Path::new(&self.dir).join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = as_postgres(&format!(
+            "{} -D {} -m immediate stop",
+            self.bin.join("pg_ctl").display(),
+            self.data().display()
+        ))
+        .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,355 @@
+//! Aggregator replicas on a real PostgreSQL (a throwaway cluster from
+//! `preflight_tests::pg`): the store suite on PostgreSQL, two `preflight
+//! aggregator` processes sharing one database with reports posted to both,
+//! a replica killed and restarted, the database stopped and started, and a
+//! database from a newer preflight refused.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use preflight_aggregator::store::{suite, Database, PgSettings, Store};
+use preflight_tests::pg::Pg;
+use preflight_tests::{preflight_bin, Proc};
+use serde_json::{json, Value};
+
+fn db(pg: &Pg) -> Database {
+    Database::Postgres(PgSettings::parse(&pg.url(), None).expect("url"))
+}
+
+#[test]
+fn store_suite_on_postgres() {
+    let pg = Pg::start();
+    suite::run_all(&db(&pg));
+    let v = pg.psql("preflight", "SELECT version FROM schema_version");
+    assert_eq!(v.trim(), "1");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+struct Replica {
+    proc: Option<Proc>,
+    cfg: std::path::PathBuf,
+    url: String,
+}
+
+impl Replica {
+    fn new(dir: &std::path::Path, name: &str, pg: &Pg) -> Self {
+        let port = free_port();
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\nauth = \"none\"\nsettle = \"0s\"\nttl = \"60s\"\n",
+                pg.url()
+            ),
+        )
+        .expect("config");
+        let mut r = Self {
+            proc: None,
+            cfg,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        r.start();
+        r
+    }
+
+    fn start(&mut self) {
+        let p = Command::new(preflight_bin())
+            .args(["aggregator", "--config"])
+            .arg(&self.cfg)
+            .env("PREFLIGHT_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn aggregator");
+        self.proc = Some(Proc(p));
+        let t = Instant::now();
+        while curl("GET", &format!("{}/healthz", self.url), None).0 != 200 {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "{} did not start",
+                self.url
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        let mut p = self.proc.take().expect("running");
+        let pid = p.0.id().to_string();
+        let st = Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+        let _ = p.0.wait();
+    }
+}
+
+/// (HTTP status, body as JSON or Null); status 0 when nothing answered.
+fn curl(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut c = Command::new("curl");
+    c.args([
+        "-s",
+        "-m",
+        "5",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        url,
+    ]);
+    if let Some(b) = body {
+        c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
+    }
+    let out = c.output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+fn report(node: &str, seq: u64, down: bool) -> Value {
+    let mut state = serde_json::to_value(preflight_model::NodeState::new(
+        node.into(),
+        &preflight_model::Snapshot::default(),
+        vec![],
+    ))
+    .expect("state");
+    if down {
+        state["verdict"] = json!("no-go");
+        state["findings"] = json!([{"code": "BOND_PORT_DOWN", "severity": "critical",
+            "subject": "bond0/eth1", "message": "bond0 port eth1 is down",
+            "since": "2025-01-01T00:00:00Z"}]);
+    }
+    json!({"node": node, "boot_id": "b1", "seq": seq, "kind": "full",
+        "labels": {"role": "compute"}, "state": state})
+}
+
+fn post_report(r: &Replica, v: &Value) {
+    let (code, body) = curl("POST", &format!("{}/v1/reports", r.url), Some(v));
+    assert_eq!(code, 200, "{body}");
+}
+
+/// `preflight gate --server …` with every given server: (exit code, JSON answer, stderr).
+fn gate(servers: &[&str]) -> (i32, Value, String) {
+    let mut c = Command::new(preflight_bin());
+    c.args(["gate", "--json"]).env("PREFLIGHT_LOG", "error");
+    for s in servers {
+        c.args(["--server", s]);
+    }
+    let out = c.output().expect("gate");
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls until `server`'s gate exits with `code`; returns how long it took.
+fn until_gate(server: &str, code: i32, limit: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        if gate(&[server]).0 == code {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < limit,
+            "{server}: gate not {code} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn actions(r: &Replica) -> Vec<String> {
+    let (code, v) = curl("GET", &format!("{}/v1/audit?limit=1000", r.url), None);
+    assert_eq!(code, 200, "{v}");
+    v.as_array()
+        .expect("list")
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+#[allow(clippy::too_many_lines)]
+fn two_replicas_share_waivers_and_survive_losses() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = Replica::new(dir.path(), "a", &pg);
+    let b = Replica::new(dir.path(), "b", &pg);
+    // Agents push every report to every replica.
+    let mut seq = 1;
+    for r in [&a, &b] {
+        post_report(r, &report("c1", seq, true));
+        post_report(r, &report("c2", seq, false));
+    }
+    seq += 1;
+    for r in [&a, &b] {
+        until_gate(&r.url, 1, Duration::from_secs(5));
+    }
+
+    // A waiver made on A changes B's answer within 1 s.
+    let (code, w) = curl(
+        "POST",
+        &format!("{}/v1/waivers", a.url),
+        Some(
+            &json!({"node": "c1", "code": "BOND_PORT_DOWN", "reason": "NIC on order",
+                     "author": "ana", "duration": "1h"}),
+        ),
+    );
+    assert_eq!(code, 201, "{w}");
+    let took = until_gate(&b.url, 0, Duration::from_secs(1));
+    eprintln!("waiver A -> B in {took:?}");
+    assert_eq!(gate(&[&a.url]).0, 0);
+
+    // Removed on B: A's answer returns to no-go within 1 s.
+    let id = w["id"].as_i64().expect("id");
+    let (code, v) = curl("DELETE", &format!("{}/v1/waivers/{id}?by=bob", b.url), None);
+    assert_eq!(code, 204, "{v}");
+    until_gate(&a.url, 1, Duration::from_secs(1));
+    // Removing it again, on either, is a 404: it ended once.
+    let (code, _) = curl("DELETE", &format!("{}/v1/waivers/{id}", a.url), None);
+    assert_eq!(code, 404);
+    for r in [&a, &b] {
+        let acts = actions(r);
+        assert_eq!(
+            acts.iter()
+                .filter(|x| x.starts_with("waiver."))
+                .collect::<Vec<_>>(),
+            ["waiver.remove", "waiver.create"],
+            "{}: {acts:?}",
+            r.url
+        );
+    }
+
+    // A new waiver so that the fleet is go, then replica A dies.
+    let (code, w) = curl(
+        "POST",
+        &format!("{}/v1/waivers", a.url),
+        Some(&json!({"node": "c1", "reason": "maintenance", "author": "ana", "duration": "1h"})),
+    );
+    assert_eq!(code, 201, "{w}");
+    until_gate(&b.url, 0, Duration::from_secs(1));
+    let (_, before, _) = gate(&[&b.url]);
+    a.kill9();
+    let (code, after, stderr) = gate(&[&a.url, &b.url]);
+    assert_eq!(code, 0, "answered by B: {after} {stderr}");
+    assert_eq!(after["verdict"], before["verdict"]);
+    assert!(
+        stderr.contains(&b.url),
+        "says which server answered: {stderr}"
+    );
+
+    // A restarted: no-go (silent nodes) until they report, then agrees with B.
+    a.start();
+    let (code, v, _) = gate(&[&a.url]);
+    assert_eq!(code, 1, "silent after restart: {v}");
+    post_report(&a, &report("c1", seq, true));
+    assert_eq!(gate(&[&a.url]).0, 1, "c2 has not reported yet");
+    post_report(&a, &report("c2", seq, false));
+    seq += 1;
+    until_gate(&a.url, 0, Duration::from_secs(2));
+
+    // PostgreSQL stops: the gate answers from memory, writes are 503 naming
+    // the database, readiness says no.
+    pg.pg_ctl_stop();
+    for r in [&a, &b] {
+        assert_eq!(gate(&[&r.url]).0, 0, "{} answers from memory", r.url);
+        post_report(r, &report("c2", seq, false));
+        let (code, v) = curl(
+            "POST",
+            &format!("{}/v1/waivers", r.url),
+            Some(&json!({"node": "c2", "reason": "x", "author": "ana", "duration": "1h"})),
+        );
+        assert_eq!(code, 503, "{v}");
+        let msg = v["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(&format!("127.0.0.1:{}/preflight", pg.port)),
+            "{msg}"
+        );
+        let (code, _) = curl("DELETE", &format!("{}/v1/waivers/{}", r.url, w["id"]), None);
+        assert_eq!(code, 503);
+        let (code, v) = curl("GET", &format!("{}/readyz", r.url), None);
+        assert_eq!(code, 503, "{v}");
+        let (_, m) = curl("GET", &format!("{}/metrics", r.url), None);
+        let _ = m; // text, not JSON: checked below
+    }
+    let metrics = Command::new("curl")
+        .args(["-s", &format!("{}/metrics", b.url)])
+        .output()
+        .expect("curl");
+    assert!(String::from_utf8_lossy(&metrics.stdout).contains("preflight_aggregator_store_up 0"));
+    seq += 1;
+
+    // Back: nothing half-written (one active waiver, no audit entry for the
+    // refused writes), and writes work again on both.
+    pg.pg_ctl_start();
+    let active = pg.psql(
+        "preflight",
+        "SELECT count(*) FROM waivers WHERE ended_at IS NULL",
+    );
+    assert_eq!(active.trim(), "1");
+    let audit_waivers = pg.psql(
+        "preflight",
+        "SELECT count(*) FROM audit WHERE action LIKE 'waiver.%'",
+    );
+    assert_eq!(audit_waivers.trim(), "3");
+    for r in [&a, &b] {
+        let t = Instant::now();
+        while curl("GET", &format!("{}/readyz", r.url), None).0 != 200 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{} not ready again",
+                r.url
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let (code, v) = curl(
+        "DELETE",
+        &format!("{}/v1/waivers/{}?by=bob", b.url, w["id"]),
+        None,
+    );
+    assert_eq!(code, 204, "{v}");
+    post_report(&a, &report("c1", seq, true));
+    post_report(&b, &report("c1", seq, true));
+    until_gate(&a.url, 1, Duration::from_secs(2));
+    until_gate(&b.url, 1, Duration::from_secs(2));
+}
+
+#[test]
+fn newer_schema_refuses_to_start() {
+    let pg = Pg::start();
+    drop(Store::open(&db(&pg)).expect("migrate"));
+    pg.psql("preflight", "UPDATE schema_version SET version = 99");
+    let e = Store::open(&db(&pg)).expect_err("newer");
+    assert!(e.is_config(), "{e}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[aggregator]\nlisten = \"127.0.0.1:{}\"\ndatabase = \"{}\"\nauth = \"none\"\n",
+            free_port(),
+            pg.url()
+        ),
+    )
+    .expect("config");
+    let out = Command::new(preflight_bin())
+        .args(["aggregator", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("schema version 99"), "{stderr}");
+}
