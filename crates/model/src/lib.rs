@@ -14,12 +14,14 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 pub mod api;
+pub mod code;
 pub mod config;
 pub mod names;
 pub mod ovs;
 pub mod report;
 pub mod time;
 
+pub use code::Code;
 pub use ovs::{OvsBridge, OvsInterface, OvsPort, OvsSource};
 
 /// Everything preflight knows about one node's network at one moment.
@@ -405,8 +407,9 @@ impl Severity {
 /// One problem found on a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
-    /// Stable machine-readable code (`BOND_PORT_DOWN`); never changes meaning.
-    pub code: String,
+    /// Stable machine-readable code (`BOND_PORT_DOWN` on the wire); never
+    /// changes meaning.
+    pub code: Code,
     /// Critical findings block, warnings do not.
     pub severity: Severity,
     /// What is affected: `bond0`, `bond0/eth1`, `eth2`.
@@ -421,8 +424,8 @@ pub struct Finding {
 impl Finding {
     /// Key that identifies "the same finding" across evaluations.
     #[must_use]
-    pub fn key(&self) -> (&str, &str) {
-        (&self.code, &self.subject)
+    pub fn key(&self) -> (Code, &str) {
+        (self.code, &self.subject)
     }
 }
 
@@ -689,7 +692,7 @@ mod tests {
 
     fn finding(code: &str, severity: Severity, subject: &str) -> Finding {
         Finding {
-            code: code.into(),
+            code: Code::parse(code).expect("a known code"),
             severity,
             subject: subject.into(),
             message: String::new(),

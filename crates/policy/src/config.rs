@@ -102,18 +102,20 @@ impl RawPolicyConfig {
         let mut cfg = PolicyConfig::default();
         for (name, value) in &self.severity {
             let key = format!("{prefix}.severity.{name}");
-            let code = Code::parse(name).ok_or_else(|| ConfigError {
-                key: key.clone(),
-                span: Some(value.span()),
-                reason: format!(
-                    "unknown finding code; expected one of {}",
-                    codes::ALL
-                        .iter()
-                        .map(|c| c.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            })?;
+            let code = Code::parse(name)
+                .filter(|c| c.is_finding())
+                .ok_or_else(|| ConfigError {
+                    key: key.clone(),
+                    span: Some(value.span()),
+                    reason: format!(
+                        "unknown finding code; expected one of {}",
+                        codes::ALL
+                            .iter()
+                            .map(|c| c.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?;
             let sev = match value.get_ref().as_str() {
                 "critical" => Some(Severity::Critical),
                 "warning" => Some(Severity::Warning),
