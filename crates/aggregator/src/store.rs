@@ -457,16 +457,16 @@ pub struct PendingReport {
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> std::path::PathBuf {
-        let p =
-            std::env::temp_dir().join(format!("preflight-store-{}-{name}.db", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        p
+    /// A fresh database path in a temp dir that lives as long as the guard.
+    fn tmp(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join(format!("{name}.db"));
+        (dir, p)
     }
 
     #[test]
     fn waivers_and_audit_survive_reopen() {
-        let p = tmp("reopen");
+        let (_dir, p) = tmp("reopen");
         let now = SystemTime::now();
         {
             let mut s = Store::open(&p).expect("open");
@@ -507,12 +507,11 @@ mod tests {
             ["waiver.create", "node.upsert"]
         );
         assert_eq!(s.nodes().expect("nodes")[0].0, "c1");
-        let _ = std::fs::remove_file(&p);
     }
 
     #[test]
     fn newer_schema_is_refused() {
-        let p = tmp("schema");
+        let (_dir, p) = tmp("schema");
         {
             let c = Connection::open(&p).expect("open");
             c.execute_batch("CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL); INSERT INTO meta VALUES('schema_version', 99);")
@@ -520,6 +519,5 @@ mod tests {
         }
         let e = Store::open(&p).expect_err("newer schema");
         assert!(e.to_string().contains("schema version 99"), "{e}");
-        let _ = std::fs::remove_file(&p);
     }
 }

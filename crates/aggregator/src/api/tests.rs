@@ -19,15 +19,8 @@ use crate::state::{AppState, Tokens};
 
 struct T {
     state: AppState,
-    db: std::path::PathBuf,
-}
-
-impl Drop for T {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
-        }
-    }
+    /// Holds the SQLite file (and its -wal, -shm) until the test ends.
+    _dir: tempfile::TempDir,
 }
 
 fn cfg(db: &std::path::Path, closed: bool) -> AggregatorConfig {
@@ -57,12 +50,12 @@ fn cfg(db: &std::path::Path, closed: bool) -> AggregatorConfig {
 }
 
 fn app(name: &str, closed: bool) -> T {
-    let db = std::env::temp_dir().join(format!("preflight-api-{}-{name}.db", std::process::id()));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    let (state, _rx) = build_state(&cfg(&db, closed)).expect("state");
-    T { state, db }
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("preflight-api-{name}-"))
+        .tempdir()
+        .expect("temp dir");
+    let (state, _rx) = build_state(&cfg(&dir.path().join("preflight.db"), closed)).expect("state");
+    T { state, _dir: dir }
 }
 
 async fn call(
