@@ -46,9 +46,19 @@ pub enum ReportBody {
 /// Aggregator's answer to a report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportAck {
-    /// `accepted`, or `need_full` when a heartbeat refers to a state the
-    /// aggregator does not have (after its restart): send a full report.
-    pub status: String,
+    /// `accepted` or `need_full`.
+    pub status: AckStatus,
+}
+
+/// What the aggregator did with a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    /// Applied.
+    Accepted,
+    /// A heartbeat that refers to a state the aggregator does not have
+    /// (after its restart): send a full report.
+    NeedFull,
 }
 
 /// Why a node blocks the gate (a finding, or the node's silence).

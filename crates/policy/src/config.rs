@@ -263,6 +263,12 @@ mod tests {
                 "unknown finding code",
             ),
             (
+                // A node-level code is the aggregator's, not configurable.
+                "[severity]\nNODE_STALE = \"warning\"\n",
+                "policy.severity.NODE_STALE",
+                "unknown finding code",
+            ),
+            (
                 "[severity]\nBOND_DOWN = \"fatal\"\n",
                 "policy.severity.BOND_DOWN",
                 "not a severity",
