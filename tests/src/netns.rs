@@ -54,14 +54,14 @@ impl Netns {
 
     /// Runs several `ip` commands in one process (`ip -batch`).
     pub fn ip_batch(&self, lines: &[String]) {
-        let path = std::env::temp_dir().join(format!("{}.batch", self.name));
-        std::fs::write(&path, lines.join("\n") + "\n").expect("write batch file");
+        let mut file = tempfile::NamedTempFile::new().expect("create batch file");
+        std::io::Write::write_all(&mut file, (lines.join("\n") + "\n").as_bytes())
+            .expect("write batch file");
         let out = Command::new("ip")
             .args(["-n", &self.name, "-batch"])
-            .arg(&path)
+            .arg(file.path())
             .output()
             .expect("ip runs");
-        let _ = std::fs::remove_file(&path);
         check("ip -batch", &out);
     }
 

@@ -33,7 +33,8 @@ pub struct Vm {
     child: Child,
     stdin: ChildStdin,
     console: Arc<(Mutex<Console>, Condvar)>,
-    dir: PathBuf,
+    /// Initramfs, monitor socket; removed on drop, after qemu is gone.
+    dir: tempfile::TempDir,
     next_id: u32,
     /// Host port forwarded to the guest, if requested.
     pub host_port: Option<u16>,
@@ -129,15 +130,12 @@ impl Vm {
             .expect("kernel.ready")
             .trim()
             .to_owned();
-        let dir = std::env::temp_dir().join(format!(
-            "preflight-vm-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
+        let tmp = tempfile::Builder::new()
+            .prefix("preflight-vm-")
+            .tempdir()
+            .expect("vm dir");
+        let dir = tmp.path();
         let root = dir.join("root");
-        std::fs::create_dir_all(&dir).expect("vm dir");
         run_ok(
             Command::new("cp")
                 .arg("-a")
@@ -262,7 +260,7 @@ impl Vm {
             child,
             stdin,
             console,
-            dir,
+            dir: tmp,
             next_id: 0,
             host_port,
             host_port_9100,
@@ -390,7 +388,7 @@ impl Vm {
 
     /// Sends a command to the qemu monitor (`set_link nic1 off`).
     pub fn monitor(&self, cmd: &str) {
-        let path = self.dir.join("mon.sock");
+        let path = self.dir.path().join("mon.sock");
         let mut s = UnixStream::connect(&path)
             .unwrap_or_else(|e| panic!("qemu monitor {}: {e}", path.display()));
         s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -445,7 +443,6 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -93,3 +93,35 @@ fn the_cli_does_not_use_the_agent_for_http() {
     }
     assert!(checked > 5, "read only {checked} files");
 }
+
+/// The table "Who may import whom" of docs/design.md: the preflight crates
+/// each crate may depend on (normal dependencies).
+#[test]
+fn crates_use_only_the_layers_below_them() {
+    let lower = ["model", "netlink", "ovsdb", "policy", "probe", "client"];
+    let allowed = |krate: &str| -> Vec<&str> {
+        match krate {
+            "model" => vec![],
+            "netlink" | "ovsdb" | "policy" | "probe" | "client" | "aggregator" => vec!["model"],
+            "agent" => lower.to_vec(),
+            "cli" => [&lower[..], &["agent", "aggregator"]].concat(),
+            "bench" => vec!["model", "netlink", "policy", "client", "tests"],
+            other => panic!("{other}: not in docs/design.md's table; add it there and here"),
+        }
+    };
+    for (krate, m) in manifests() {
+        if krate == "tests" {
+            continue;
+        }
+        for (dep, _) in deps(&m) {
+            let Some(dep) = dep.strip_prefix("preflight-") else {
+                continue;
+            };
+            assert!(
+                allowed(&krate).contains(&dep),
+                "{krate} depends on preflight-{dep}; docs/design.md allows {:?}",
+                allowed(&krate)
+            );
+        }
+    }
+}

@@ -150,7 +150,8 @@ fn inspect_reports_carrier_oper_state_and_addresses_exactly() {
 #[test]
 fn inspect_exits_1_on_a_critical_finding() {
     let ns = bridged();
-    let cfg = std::env::temp_dir().join(format!("{}.toml", ns.name));
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cfg = tmp.path().join("preflight.toml");
     std::fs::write(&cfg, "[policy.severity]\nLINK_NO_CARRIER = \"critical\"\n")
         .expect("write config");
     ns.ip("link set v1b down");
@@ -161,7 +162,6 @@ fn inspect_exits_1_on_a_critical_finding() {
         .arg(&cfg)
         .output()
         .expect("runs");
-    let _ = std::fs::remove_file(&cfg);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -242,7 +242,8 @@ fn watch_recovers_from_netlink_overrun_and_converges() {
 fn expected_state_catches_dhcp_fallback_and_lost_route() {
     let ns = bridged();
     settle(&ns, "v1a", true);
-    let cfg = std::env::temp_dir().join(format!("{}-osnet.yaml", ns.name));
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cfg = tmp.path().join("osnet.yaml");
     std::fs::write(
         &cfg,
         "network_config:\n  - type: interface\n    name: v0a\n    use_dhcp: false\n    mtu: 1500\n    addresses:\n      - ip_netmask: 192.0.2.10/24\n    routes:\n      - default: true\n        next_hop: 192.0.2.1\n",
@@ -302,14 +303,14 @@ fn expected_state_catches_dhcp_fallback_and_lost_route() {
         codes.contains(&"EXPECTATIONS_INVALID expectations".to_string()),
         "{codes:?}"
     );
-    let _ = std::fs::remove_file(&cfg);
 }
 
 #[test]
 fn baseline_before_and_after_reports_every_difference() {
     let ns = bridged();
     settle(&ns, "v1a", true);
-    let file = std::env::temp_dir().join(format!("{}-baseline.json", ns.name));
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let file = tmp.path().join("baseline.json");
     let out = ns
         .command(preflight_bin())
         .args(["baseline", "save", "--out"])
@@ -350,7 +351,6 @@ fn baseline_before_and_after_reports_every_difference() {
         codes.contains(&"EXPECTED_INTERFACE_MISSING v1a".to_string()),
         "{codes:?}"
     );
-    let _ = std::fs::remove_file(&file);
 }
 
 /// Reachability: the agent probes the configured default gateway through its
@@ -369,8 +369,8 @@ fn agent_probe_reports_reachability_failed_and_recovery() {
     gw.ip("addr add 192.0.2.1/24 dev gp0");
     gw.ip("link set gp0 up");
     node.ip("route add default via 192.0.2.1");
-    let dir = std::env::temp_dir().join(format!("{}-probe", node.name));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
     std::fs::write(
         dir.join("osnet.yaml"),
         "network_config:\n  - type: interface\n    name: up0\n    addresses:\n      - ip_netmask: 192.0.2.10/24\n    routes:\n      - default: true\n        next_hop: 192.0.2.1\n",
@@ -517,14 +517,14 @@ fn agent_probe_reports_reachability_failed_and_recovery() {
         !failed(v, ICMP) && !failed(v, ARP) && v["verdict"] == "go"
     });
     assert!(answered(&v, ICMP) && answered(&v, ARP), "{v:#}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// preflight's own `[expect]` section, without any os-net-config file.
 #[test]
 fn configured_expectations_in_toml() {
     let ns = bridged();
-    let cfg = std::env::temp_dir().join(format!("{}-expect.toml", ns.name));
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cfg = tmp.path().join("expect.toml");
     std::fs::write(&cfg, "[[expect.interface]]\nname = \"v0a\"\naddresses = [\"192.0.2.10/24\"]\ndefault_gateway = \"192.0.2.1\"\n").expect("write");
     let run = |ns: &Netns| {
         let out = ns
@@ -553,5 +553,4 @@ fn configured_expectations_in_toml() {
             && codes.contains(&"DEFAULT_ROUTE_MISSING".to_string()),
         "{codes:?}"
     );
-    let _ = std::fs::remove_file(&cfg);
 }

@@ -25,7 +25,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use preflight_model::report::{Report, ReportBody};
+use preflight_model::report::{AckStatus, Report, ReportAck, ReportBody};
 use preflight_policy::PolicyConfig;
 use tokio::sync::watch;
 
@@ -275,20 +275,20 @@ async fn push_loop(
             body,
         };
         let ok = match client.post_report(&report).await.map(|a| a.value) {
-            Ok(ack) if ack.status == "accepted" => {
+            Ok(ReportAck {
+                status: AckStatus::Accepted,
+            }) => {
                 if full {
                     sent_version = current.version;
                     state_seq = seq;
                 }
                 true
             }
-            Ok(ack) if ack.status == "need_full" => {
+            Ok(ReportAck {
+                status: AckStatus::NeedFull,
+            }) => {
                 state_seq = 0;
                 true
-            }
-            Ok(other) => {
-                tracing::warn!(aggregator = %label, answer = ?other, "unexpected answer to a report");
-                false
             }
             Err(e @ ClientError::Refused { status, .. }) => {
                 tracing::warn!(aggregator = %label, error = %e, "report rejected");

@@ -373,7 +373,7 @@ mod tests {
             },
         );
         let finding = preflight_model::Finding {
-            code: "BOND_PORT_DOWN".into(),
+            code: preflight_model::Code::BondPortDown,
             severity: preflight_model::Severity::Critical,
             subject: "bond0/eth0".into(),
             message: "m".into(),

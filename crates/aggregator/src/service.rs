@@ -16,10 +16,11 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use preflight_model::names::{check_labels, check_node_name};
 use preflight_model::report::{Report, ReportBody, Waiver};
 use tokio::time::Instant;
 
-use crate::fleet::{check_labels, check_node_name, Fleet, FleetError, ReportOutcome};
+use crate::fleet::{Fleet, FleetError, ReportOutcome};
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, PendingReport, Store, StoreError};
 
@@ -173,8 +174,8 @@ impl Service {
         name: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<(), ServiceError> {
-        check_node_name(name)?;
-        check_labels(&labels)?;
+        check_node_name(name).map_err(FleetError::from)?;
+        check_labels(&labels).map_err(FleetError::from)?;
         let wall = SystemTime::now();
         let (n, l) = (name.to_owned(), labels.clone());
         self.store(move |s| s.upsert_node(&n, &l, "api", wall))

@@ -40,7 +40,7 @@ fn state(node: &str, broken: bool) -> NodeState {
     }
     let findings = if broken {
         vec![Finding {
-            code: "BOND_PORT_DOWN".into(),
+            code: preflight_model::Code::BondPortDown,
             severity: Severity::Critical,
             subject: "bond0/eno2".into(),
             message: "bond0 port eno2 is down (MII status down, 1 link failures)".into(),

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use preflight_agent::expectations::Source;
 use preflight_agent::monitor::{MonitorConfig, NodeMonitor, Pipeline};
-use preflight_model::{Finding, Verdict};
+use preflight_model::{Code, Finding, Verdict};
 use preflight_policy::expect::Expectations;
 
 use crate::{config, output, EXIT_GO, EXIT_NO_GO, EXIT_UNDECIDED, EXIT_USAGE};
@@ -225,7 +225,7 @@ fn expectation_note(path: &std::path::Path, exp: Option<&Expectations>) -> Strin
 }
 
 async fn watch(args: &Args, node: &str, mut monitor: NodeMonitor) -> u8 {
-    let mut shown: BTreeMap<(String, String), Finding> = BTreeMap::new();
+    let mut shown: BTreeMap<(Code, String), Finding> = BTreeMap::new();
     let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {
         Ok(s) => s,
@@ -262,11 +262,11 @@ async fn watch(args: &Args, node: &str, mut monitor: NodeMonitor) -> u8 {
             exp_seen.clone_from(&current.expectations);
         }
         let verdict = current.state.verdict;
-        let now: BTreeMap<(String, String), Finding> = current
+        let now: BTreeMap<(Code, String), Finding> = current
             .state
             .findings
             .iter()
-            .map(|f| ((f.code.clone(), f.subject.clone()), f.clone()))
+            .map(|f| ((f.code, f.subject.clone()), f.clone()))
             .collect();
         for (k, f) in &now {
             if shown.get(k).is_none_or(|old| old.severity != f.severity) {

@@ -2,6 +2,8 @@
 //! reports or answers (those are in [`crate::report`]): typed once here so
 //! that the server and every client agree on them without hand-built JSON.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Body of `POST /v1/waivers`: exactly one of `expires_at` (RFC 3339) and
@@ -27,6 +29,15 @@ pub struct WaiverRequest {
     /// Length (`2h`, `3d`); the aggregator caps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
+}
+
+/// Body of `PUT /v1/nodes/{node}`: the node's labels (none when absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRequest {
+    /// Labels (`role = compute`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The body of every error answer: a stable code and a message for people.

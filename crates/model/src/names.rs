@@ -1,6 +1,7 @@
 //! Node names and labels: what the agent may send and the aggregator
 //! accepts. One rule, checked by the agent's configuration before a report
-//! goes out and by the aggregator on every report.
+//! goes out, by the aggregator's configuration, and by the aggregator on
+//! every report, inventory change and selector.
 
 use std::collections::BTreeMap;
 
@@ -57,6 +58,13 @@ pub fn check_node_name(name: &str) -> Result<(), NameError> {
     }
 }
 
+/// Whether `s` may be a label key or value (also each side of a selector's
+/// `key=value` term).
+#[must_use]
+pub fn is_label_part(s: &str) -> bool {
+    valid_token(s, MAX_LABEL, &['/'])
+}
+
 /// Checks labels.
 ///
 /// # Errors
@@ -69,7 +77,7 @@ pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), NameError> 
         )));
     }
     for (k, v) in labels {
-        if !valid_token(k, MAX_LABEL, &['/']) || !valid_token(v, MAX_LABEL, &['/']) {
+        if !is_label_part(k) || !is_label_part(v) {
             return Err(NameError::BadLabel(
                 format!("{k}={v}").chars().take(140).collect(),
             ));

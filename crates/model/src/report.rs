@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Finding, NodeState, Verdict};
+use crate::{Code, Finding, NodeState, Verdict};
 
 /// Largest accepted report body, in bytes.
 pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
@@ -46,9 +46,19 @@ pub enum ReportBody {
 /// Aggregator's answer to a report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportAck {
-    /// `accepted`, or `need_full` when a heartbeat refers to a state the
-    /// aggregator does not have (after its restart): send a full report.
-    pub status: String,
+    /// `accepted` or `need_full`.
+    pub status: AckStatus,
+}
+
+/// What the aggregator did with a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    /// Applied.
+    Accepted,
+    /// A heartbeat that refers to a state the aggregator does not have
+    /// (after its restart): send a full report.
+    NeedFull,
 }
 
 /// Why a node blocks the gate (a finding, or the node's silence).
@@ -56,8 +66,9 @@ pub struct ReportAck {
 pub struct Blocker {
     /// Node name.
     pub node: String,
-    /// Finding code, or NODE_SILENT / NODE_STALE / NODE_SETTLING.
-    pub code: String,
+    /// Finding code, or a node-level code (NODE_SILENT, NODE_STALE,
+    /// NODE_SETTLING, INVENTORY_EMPTY).
+    pub code: Code,
     /// Severity (`critical` for everything that blocks).
     pub severity: crate::Severity,
     /// `bond0/eth1`, or the node name for node-level blockers.
@@ -80,8 +91,11 @@ pub struct Waiver {
     pub id: i64,
     /// Node the waiver applies to.
     pub node: String,
-    /// Finding code it waives; `None`: every reported finding of the node
-    /// (but never NODE_SILENT / NODE_STALE, which must be named).
+    /// Code it waives (a [`Code`]'s stable string, checked when the waiver
+    /// is created); `None`: every reported finding of the node (but never
+    /// NODE_SILENT / NODE_STALE, which must be named). Kept as the string
+    /// the store holds, so that a waiver of a code a later version drops
+    /// still loads.
     pub code: Option<String>,
     /// Subject it waives (`bond0/eth1`); `None`: any subject.
     pub subject: Option<String>,
@@ -100,26 +114,18 @@ pub struct Waiver {
 impl Waiver {
     /// Whether this waiver covers a finding `code` on `subject` of `node`.
     #[must_use]
-    pub fn covers(&self, node: &str, code: &str, subject: &str) -> bool {
+    pub fn covers(&self, node: &str, code: Code, subject: &str) -> bool {
         if self.node != node {
             return false;
         }
         match &self.code {
-            Some(c) if c != code => return false,
-            None if code == NODE_SILENT || code == NODE_STALE => return false,
+            Some(c) if c != code.as_str() => return false,
+            None if code.waived_only_by_name() => return false,
             _ => {}
         }
         self.subject.as_deref().is_none_or(|s| s == subject)
     }
 }
-
-/// Blocker code: a node in the inventory that has not reported since the
-/// aggregator started.
-pub const NODE_SILENT: &str = "NODE_SILENT";
-/// Blocker code: a node whose last report is older than its TTL.
-pub const NODE_STALE: &str = "NODE_STALE";
-/// Blocker code: a node whose findings changed within the settle time.
-pub const NODE_SETTLING: &str = "NODE_SETTLING";
 
 /// The gate's answer for a scope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,4 +180,83 @@ pub struct WaivedFinding {
     /// Id of the waiver covering it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waived_by: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Severity;
+
+    /// The JSON of a finding and a blocker is the same as when their codes
+    /// were plain strings: agents and aggregators of either kind interoperate.
+    #[test]
+    fn finding_and_blocker_json_is_unchanged() {
+        let since = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let f = Finding {
+            code: Code::BondPortDown,
+            severity: Severity::Critical,
+            subject: "bond0/eth1".into(),
+            message: "eth1 is down".into(),
+            since,
+        };
+        let text = r#"{"code":"BOND_PORT_DOWN","severity":"critical","subject":"bond0/eth1","message":"eth1 is down","since":"2023-11-14T22:13:20Z"}"#;
+        assert_eq!(serde_json::to_string(&f).expect("serializes"), text);
+        assert_eq!(serde_json::from_str::<Finding>(text).expect("parses"), f);
+
+        let b = Blocker {
+            node: "compute-0".into(),
+            code: Code::NodeSilent,
+            severity: Severity::Critical,
+            subject: "compute-0".into(),
+            message: "compute-0 has never reported".into(),
+            since: Some(since),
+        };
+        let text = r#"{"node":"compute-0","code":"NODE_SILENT","severity":"critical","subject":"compute-0","message":"compute-0 has never reported","since":"2023-11-14T22:13:20Z"}"#;
+        assert_eq!(serde_json::to_string(&b).expect("serializes"), text);
+        assert_eq!(serde_json::from_str::<Blocker>(text).expect("parses"), b);
+
+        let empty = Blocker {
+            node: String::new(),
+            code: Code::InventoryEmpty,
+            subject: String::new(),
+            message: "m".into(),
+            since: None,
+            ..b
+        };
+        assert_eq!(
+            serde_json::to_string(&empty).expect("serializes"),
+            r#"{"node":"","code":"INVENTORY_EMPTY","severity":"critical","subject":"","message":"m"}"#
+        );
+    }
+
+    #[test]
+    fn an_unknown_code_in_a_finding_is_an_error_naming_it() {
+        let text = r#"{"code":"BOND_ON_FIRE","severity":"critical","subject":"bond0","message":"","since":"2023-11-14T22:13:20Z"}"#;
+        let e = serde_json::from_str::<Finding>(text).expect_err("unknown code");
+        assert!(e.to_string().contains("`BOND_ON_FIRE`"), "{e}");
+    }
+
+    #[test]
+    fn a_waiver_without_a_code_never_covers_silence_or_staleness() {
+        let w = Waiver {
+            id: 1,
+            node: "n1".into(),
+            code: None,
+            subject: None,
+            reason: "r".into(),
+            author: "a".into(),
+            created_at: SystemTime::UNIX_EPOCH,
+            expires_at: SystemTime::UNIX_EPOCH,
+        };
+        assert!(w.covers("n1", Code::BondPortDown, "bond0/eth1"));
+        assert!(!w.covers("n1", Code::NodeSilent, "n1"));
+        assert!(!w.covers("n1", Code::NodeStale, "n1"));
+        assert!(!w.covers("n2", Code::BondPortDown, "bond0/eth1"));
+        let named = Waiver {
+            code: Some("NODE_STALE".into()),
+            ..w
+        };
+        assert!(named.covers("n1", Code::NodeStale, "n1"));
+        assert!(!named.covers("n1", Code::BondPortDown, "bond0"));
+    }
 }

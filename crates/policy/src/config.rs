@@ -102,18 +102,20 @@ impl RawPolicyConfig {
         let mut cfg = PolicyConfig::default();
         for (name, value) in &self.severity {
             let key = format!("{prefix}.severity.{name}");
-            let code = Code::parse(name).ok_or_else(|| ConfigError {
-                key: key.clone(),
-                span: Some(value.span()),
-                reason: format!(
-                    "unknown finding code; expected one of {}",
-                    codes::ALL
-                        .iter()
-                        .map(|c| c.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            })?;
+            let code = Code::parse(name)
+                .filter(|c| c.is_finding())
+                .ok_or_else(|| ConfigError {
+                    key: key.clone(),
+                    span: Some(value.span()),
+                    reason: format!(
+                        "unknown finding code; expected one of {}",
+                        codes::ALL
+                            .iter()
+                            .map(|c| c.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?;
             let sev = match value.get_ref().as_str() {
                 "critical" => Some(Severity::Critical),
                 "warning" => Some(Severity::Warning),
@@ -258,6 +260,12 @@ mod tests {
             (
                 "[severity]\nBOND_PORT_DOWNN = \"warning\"\n",
                 "policy.severity.BOND_PORT_DOWNN",
+                "unknown finding code",
+            ),
+            (
+                // A node-level code is the aggregator's, not configurable.
+                "[severity]\nNODE_STALE = \"warning\"\n",
+                "policy.severity.NODE_STALE",
                 "unknown finding code",
             ),
             (

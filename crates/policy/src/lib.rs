@@ -428,7 +428,7 @@ impl Evaluator {
             let since = self.first_seen.get(&key).copied().unwrap_or(wall);
             seen.insert(key, since);
             findings.push(Finding {
-                code: r.code.as_str().to_owned(),
+                code: r.code,
                 severity,
                 subject: r.subject,
                 message: r.message,

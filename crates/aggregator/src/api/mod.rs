@@ -21,6 +21,7 @@ use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use preflight_model::api::ApiErrorBody;
 use preflight_model::report::MAX_REPORT_BYTES;
 use subtle::ConstantTimeEq;
 use tower_http::timeout::TimeoutLayer;
@@ -58,7 +59,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(serde_json::json!({ "error": self.code, "message": self.message })),
+            Json(ApiErrorBody {
+                error: self.code.to_owned(),
+                message: self.message,
+            }),
         )
             .into_response()
     }

@@ -1,15 +1,13 @@
 //! `/v1/nodes`: the inventory with each node's status, one node with its
 //! last state, and adding, relabeling or removing a node (admin token).
 
-use std::collections::BTreeMap;
-
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use preflight_model::api::{NodeDetail, NodeRequest};
 use preflight_model::report::NodeSummary;
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{authorize, json_rejection, span_node, ApiError};
@@ -34,21 +32,18 @@ pub(super) async fn node(
             format!("no node `{name}` in the inventory"),
         )
     })?;
-    Ok(Json(serde_json::json!({ "node": summary, "state": state.as_deref() })).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NodeBody {
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
+    Ok(Json(NodeDetail {
+        node: summary,
+        state: state.map(|s| (*s).clone()),
+    })
+    .into_response())
 }
 
 pub(super) async fn put_node(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Json<NodeBody>, JsonRejection>,
+    body: Result<Json<NodeRequest>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     span_node(&name);
     authorize(&headers, s.tokens.admin.as_ref())?;

@@ -4,7 +4,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use preflight_model::report::{Report, ReportAck};
+use preflight_model::report::{AckStatus, Report, ReportAck};
 
 use super::{authorize, json_rejection, span_node, ApiError};
 use crate::fleet::{FleetError, ReportOutcome};
@@ -47,7 +47,7 @@ pub(super) async fn post_report(
     })?;
     match outcome {
         ReportOutcome::NeedFull => Ok(Json(ReportAck {
-            status: "need_full".into(),
+            status: AckStatus::NeedFull,
         })),
         ReportOutcome::Accepted { full, .. } => {
             s.metrics
@@ -55,7 +55,7 @@ pub(super) async fn post_report(
                 .with_label_values(&[if full { "full" } else { "heartbeat" }])
                 .inc();
             Ok(Json(ReportAck {
-                status: "accepted".into(),
+                status: AckStatus::Accepted,
             }))
         }
     }

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use preflight_model::report::{Report, ReportBody};
-use preflight_model::{Finding, NodeState, Severity, Snapshot};
+use preflight_model::{Code, Finding, NodeState, Severity, Snapshot};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -19,15 +19,8 @@ use crate::state::{AppState, Tokens};
 
 struct T {
     state: AppState,
-    db: std::path::PathBuf,
-}
-
-impl Drop for T {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
-        }
-    }
+    /// Holds the SQLite file (and its -wal, -shm) until the test ends.
+    _dir: tempfile::TempDir,
 }
 
 fn cfg(db: &std::path::Path, closed: bool) -> AggregatorConfig {
@@ -57,12 +50,12 @@ fn cfg(db: &std::path::Path, closed: bool) -> AggregatorConfig {
 }
 
 fn app(name: &str, closed: bool) -> T {
-    let db = std::env::temp_dir().join(format!("preflight-api-{}-{name}.db", std::process::id()));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    let (state, _rx) = build_state(&cfg(&db, closed)).expect("state");
-    T { state, db }
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("preflight-api-{name}-"))
+        .tempdir()
+        .expect("temp dir");
+    let (state, _rx) = build_state(&cfg(&dir.path().join("preflight.db"), closed)).expect("state");
+    T { state, _dir: dir }
 }
 
 async fn call(
@@ -113,7 +106,7 @@ fn report(node: &str, seq: u64, findings: Vec<Finding>) -> Value {
 
 fn port_down() -> Finding {
     Finding {
-        code: "BOND_PORT_DOWN".into(),
+        code: Code::BondPortDown,
         severity: Severity::Critical,
         subject: "bond0/eth1".into(),
         message: "bond0 port eth1 is down".into(),
@@ -235,6 +228,19 @@ async fn report_errors_store_nothing() {
     let (s, v) = call(&t, "POST", "/v1/reports", Some("rtok"), Some(mismatch)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, "bad_report");
+    // A code this aggregator does not know (a newer agent): refused, named.
+    let mut unknown_code = report("c1", 1, vec![port_down()]);
+    unknown_code["state"]["findings"][0]["code"] = json!("BOND_ON_FIRE");
+    let (s, v) = call(&t, "POST", "/v1/reports", Some("rtok"), Some(unknown_code)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_error(&v, "bad_request");
+    assert!(
+        v["message"]
+            .as_str()
+            .expect("msg")
+            .contains("`BOND_ON_FIRE`"),
+        "{v}"
+    );
     // Too large.
     let big = json!({ "node": "c1", "boot_id": "b1", "seq": 1, "kind": "heartbeat", "state_seq": 1, "pad": "x".repeat(2 * 1024 * 1024) });
     let (s, v) = call(&t, "POST", "/v1/reports", Some("rtok"), Some(big)).await;
@@ -354,6 +360,18 @@ async fn waivers_lifecycle_and_errors() {
     let (s, v) = call(&t, "POST", "/v1/waivers", Some("atok"), Some(too_long)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, "bad_waiver");
+    let mut unknown_code = body.clone();
+    unknown_code["code"] = json!("BOND_PORT_DOWM");
+    let (s, v) = call(&t, "POST", "/v1/waivers", Some("atok"), Some(unknown_code)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "bad_waiver");
+    assert!(
+        v["message"]
+            .as_str()
+            .expect("msg")
+            .contains("`BOND_PORT_DOWM`"),
+        "{v}"
+    );
     let mut unknown_field = body.clone();
     unknown_field["expires"] = json!("tomorrow");
     let (s, _) = call(&t, "POST", "/v1/waivers", Some("atok"), Some(unknown_field)).await;
@@ -537,6 +555,21 @@ async fn openapi_document_matches_the_router() {
     ];
     served.sort_unstable();
     assert_eq!(documented, served, "router and docs/openapi.json disagree");
+    let listed: Vec<&str> = doc["components"]["schemas"]["Code"]["enum"]
+        .as_array()
+        .expect("Code enum")
+        .iter()
+        .map(|c| c.as_str().expect("string"))
+        .collect();
+    let known: Vec<&str> = preflight_model::code::FINDING_CODES
+        .iter()
+        .chain(preflight_model::code::NODE_CODES)
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(
+        listed, known,
+        "docs/openapi.json's Code enum and the codes disagree"
+    );
 }
 
 fn documented_metrics(section: &str) -> Vec<String> {

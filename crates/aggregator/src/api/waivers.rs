@@ -6,6 +6,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use preflight_model::api::WaiverRequest;
 use preflight_model::report::Waiver;
 use serde::Deserialize;
 
@@ -16,28 +17,10 @@ pub(super) async fn waivers(State(s): State<AppState>) -> Json<Vec<Waiver>> {
     Json(s.service.read(crate::fleet::Fleet::waivers))
 }
 
-/// Body of `POST /v1/waivers`: `expires_at` (RFC 3339) or `duration`
-/// (`2h`) is required.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct WaiverBody {
-    node: String,
-    #[serde(default)]
-    code: Option<String>,
-    #[serde(default)]
-    subject: Option<String>,
-    reason: String,
-    author: String,
-    #[serde(default)]
-    expires_at: Option<String>,
-    #[serde(default)]
-    duration: Option<String>,
-}
-
 pub(super) async fn post_waiver(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<WaiverBody>, JsonRejection>,
+    body: Result<Json<WaiverRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Waiver>), ApiError> {
     authorize(&headers, s.tokens.admin.as_ref())?;
     let Json(b) = body.map_err(|r| json_rejection(&r))?;

@@ -5,19 +5,17 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use preflight_model::report::{
-    Blocker, GateAnswer, NodeSummary, WaivedFinding, Waiver, NODE_SETTLING, NODE_SILENT, NODE_STALE,
-};
-use preflight_model::{Severity, Verdict};
+use preflight_model::report::{Blocker, GateAnswer, NodeSummary, WaivedFinding, Waiver};
+use preflight_model::{Code, Severity, Verdict};
 use tokio::time::Instant;
 
 use super::{Fleet, FleetError, Node, Selector, Status};
 
 impl Fleet {
     fn blockers_of(&self, name: &str, n: &Node, now: Instant) -> Vec<Blocker> {
-        let node_blocker = |code: &str, message: String, since: Option<SystemTime>| Blocker {
+        let node_blocker = |code: Code, message: String, since: Option<SystemTime>| Blocker {
             node: name.to_owned(),
-            code: code.to_owned(),
+            code,
             severity: Severity::Critical,
             subject: name.to_owned(),
             message,
@@ -26,7 +24,7 @@ impl Fleet {
         match n.status {
             Status::Go => Vec::new(),
             Status::Silent => vec![node_blocker(
-                NODE_SILENT,
+                Code::NodeSilent,
                 match n.last_report_wall {
                     Some(t) => format!(
                         "{name} has not reported since the aggregator started (last report before that: {}); check that preflight-agent runs on {name} and can reach the aggregator",
@@ -37,7 +35,7 @@ impl Fleet {
                 Some(self.started_wall),
             )],
             Status::Stale => vec![node_blocker(
-                NODE_STALE,
+                Code::NodeStale,
                 format!(
                     "{name} stopped reporting {} ago (TTL {}); the node or its agent may be down or unreachable",
                     humantime::format_duration(Duration::from_secs(
@@ -48,7 +46,7 @@ impl Fleet {
                 n.last_report_wall,
             )],
             Status::Settling => vec![node_blocker(
-                NODE_SETTLING,
+                Code::NodeSettling,
                 format!(
                     "{name}'s findings changed {}s ago; waiting for {} without change",
                     now.saturating_duration_since(n.stable_since).as_secs(),
@@ -60,7 +58,7 @@ impl Fleet {
                 .unwaived_criticals(name, n)
                 .map(|f| Blocker {
                     node: name.to_owned(),
-                    code: f.code.clone(),
+                    code: f.code,
                     severity: f.severity,
                     subject: f.subject.clone(),
                     message: f.message.clone(),
@@ -93,10 +91,10 @@ impl Fleet {
         if members.is_empty() {
             blockers.push(Blocker {
                 node: String::new(),
-                code: "INVENTORY_EMPTY".into(),
+                code: Code::InventoryEmpty,
                 severity: Severity::Critical,
                 subject: String::new(),
-                message: "the inventory has no nodes: nothing to vouch for".into(),
+                message: Code::InventoryEmpty.meaning().into(),
                 since: None,
             });
         }
@@ -123,9 +121,10 @@ impl Fleet {
                 (silent_or_stale
                     && w.code
                         .as_deref()
-                        .is_some_and(|c| c == NODE_SILENT || c == NODE_STALE))
+                        .and_then(Code::parse)
+                        .is_some_and(Code::waived_only_by_name))
                     || n.findings().iter().any(|f| {
-                        f.severity == Severity::Critical && w.covers(&w.node, &f.code, &f.subject)
+                        f.severity == Severity::Critical && w.covers(&w.node, f.code, &f.subject)
                     })
             })
             .cloned()
@@ -161,7 +160,7 @@ impl Fleet {
                 .iter()
                 .map(|f| WaivedFinding {
                     finding: f.clone(),
-                    waived_by: self.waiver_for(name, &f.code, &f.subject).map(|w| w.id),
+                    waived_by: self.waiver_for(name, f.code, &f.subject).map(|w| w.id),
                 })
                 .collect(),
             last_report: n.last_report_wall,

@@ -7,7 +7,8 @@
 
 use std::cmp::Reverse;
 
-use preflight_model::report::{Waiver, NODE_SILENT, NODE_STALE};
+use preflight_model::report::Waiver;
+use preflight_model::Code;
 use tokio::time::Instant;
 
 use super::{Fleet, Node, Status};
@@ -25,7 +26,7 @@ impl Fleet {
             return Status::Silent;
         };
         if now.saturating_duration_since(seen) >= self.cfg.ttl {
-            return if self.waiver_for(name, NODE_STALE, name).is_some() {
+            return if self.waiver_for(name, Code::NodeStale, name).is_some() {
                 Status::Go
             } else {
                 Status::Stale
@@ -45,7 +46,7 @@ impl Fleet {
             return;
         };
         let mut status = self.compute_status(name, n, now);
-        if status == Status::Silent && self.waiver_for(name, NODE_SILENT, name).is_some() {
+        if status == Status::Silent && self.waiver_for(name, Code::NodeSilent, name).is_some() {
             status = Status::Go;
         }
         let was_go = n.status == Status::Go;

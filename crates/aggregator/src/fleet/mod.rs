@@ -21,14 +21,15 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use preflight_model::names::{check_labels, check_node_name, NameError};
 use preflight_model::report::{Report, ReportBody, Waiver};
-use preflight_model::{Finding, NodeState};
+use preflight_model::{Code, Finding, NodeState};
 use tokio::time::Instant;
 
 pub use answer::sort_blockers;
 use deadlines::Due;
 use selector::ScopeCounts;
-pub use selector::{check_labels, check_node_name, Selector};
+pub use selector::Selector;
 
 /// Gate settings.
 #[derive(Debug, Clone)]
@@ -134,6 +135,15 @@ pub enum FleetError {
     NoSuchNode(String),
 }
 
+impl From<NameError> for FleetError {
+    fn from(e: NameError) -> Self {
+        match e {
+            NameError::BadNodeName(n) => Self::BadNodeName(n),
+            NameError::BadLabel(l) => Self::BadLabel(l),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Node {
     labels: BTreeMap<String, String>,
@@ -143,7 +153,7 @@ struct Node {
     last_seen: Option<Instant>,
     last_report_wall: Option<SystemTime>,
     state: Option<Arc<NodeState>>,
-    finding_keys: BTreeSet<(String, String)>,
+    finding_keys: BTreeSet<(Code, String)>,
     stable_since: Instant,
     stable_since_wall: SystemTime,
     status: Status,
@@ -373,10 +383,10 @@ impl Fleet {
                     self.attach(&r.node);
                 }
                 let n = self.nodes.get_mut(&r.node).expect("inserted above");
-                let keys: BTreeSet<(String, String)> = state
+                let keys: BTreeSet<(Code, String)> = state
                     .findings
                     .iter()
-                    .map(|f| (f.code.clone(), f.subject.clone()))
+                    .map(|f| (f.code, f.subject.clone()))
                     .collect();
                 if keys != n.finding_keys || n.last_seen.is_none() {
                     n.finding_keys = keys;
@@ -412,7 +422,7 @@ impl Fleet {
             n.finding_keys = state
                 .findings
                 .iter()
-                .map(|f| (f.code.clone(), f.subject.clone()))
+                .map(|f| (f.code, f.subject.clone()))
                 .collect();
             n.boot_id = Some(boot_id);
             n.seq = seq;

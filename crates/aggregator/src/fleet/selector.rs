@@ -1,11 +1,12 @@
-//! Which nodes a question is about: the `key=value` label selector, the
-//! name and label checks every entry point shares, and the two indexes that
-//! answer "who is in this scope" without scanning the fleet — the counts of
-//! tracked scopes (kept up to date on every status change) and an inverted
-//! label index for every other selector.
+//! Which nodes a question is about: the `key=value` label selector (its
+//! terms follow the label rules of `preflight_model::names`), and the two
+//! indexes that answer "who is in this scope" without scanning the fleet —
+//! the counts of tracked scopes (kept up to date on every status change) and
+//! an inverted label index for every other selector.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use preflight_model::names::is_label_part;
 use preflight_model::Verdict;
 
 use super::{Fleet, FleetError, Status};
@@ -13,47 +14,6 @@ use super::{Fleet, FleetError, Status};
 /// A label selector: `role=compute,rack=r1` (all must match); empty = all.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Selector(pub(super) Vec<(String, String)>);
-
-pub(super) fn valid_token(s: &str, max: usize, extra: &[char]) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || extra.contains(&c)
-        })
-}
-
-/// Checks a node name.
-///
-/// # Errors
-/// When it is empty, too long, or has other characters than `A-Za-z0-9._-`.
-pub fn check_node_name(name: &str) -> Result<(), FleetError> {
-    if valid_token(name, 253, &[]) {
-        Ok(())
-    } else {
-        Err(FleetError::BadNodeName(name.chars().take(80).collect()))
-    }
-}
-
-/// Checks labels.
-///
-/// # Errors
-/// The first bad key or value.
-pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), FleetError> {
-    if labels.len() > 32 {
-        return Err(FleetError::BadLabel(format!(
-            "{} labels (at most 32)",
-            labels.len()
-        )));
-    }
-    for (k, v) in labels {
-        if !valid_token(k, 63, &['/']) || !valid_token(v, 63, &['/']) {
-            return Err(FleetError::BadLabel(
-                format!("{k}={v}").chars().take(140).collect(),
-            ));
-        }
-    }
-    Ok(())
-}
 
 impl Selector {
     /// Parses `k=v,k2=v2`; the empty string selects every node.
@@ -74,7 +34,7 @@ impl Selector {
                 .split_once('=')
                 .ok_or_else(|| bad("expected key=value[,key=value]"))?;
             let (k, v) = (k.trim(), v.trim());
-            if !valid_token(k, 63, &['/']) || !valid_token(v, 63, &['/']) {
+            if !is_label_part(k) || !is_label_part(v) {
                 return Err(bad(
                     "keys and values are 1-63 characters of A-Z a-z 0-9 . _ - /",
                 ));

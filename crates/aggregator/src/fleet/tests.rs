@@ -15,7 +15,7 @@ fn labels(role: &str) -> BTreeMap<String, String> {
 
 fn finding(code: &str, sev: Severity, subject: &str) -> Finding {
     Finding {
-        code: code.into(),
+        code: code.parse().expect("a known code"),
         severity: sev,
         subject: subject.into(),
         message: format!("{code} on {subject}"),
@@ -534,7 +534,7 @@ fn gate_never_says_go_while_a_blocker_exists() {
                         .expect("accepted");
                     let keys = |v: &Vec<Finding>| {
                         v.iter()
-                            .map(|f| (f.code.clone(), f.subject.clone()))
+                            .map(|f| (f.code, f.subject.clone()))
                             .collect::<BTreeSet<_>>()
                     };
                     let changed = match reference.get(n) {
@@ -628,7 +628,7 @@ fn gate_never_says_go_while_a_blocker_exists() {
                         fd.severity == Severity::Critical
                             && !waivers
                                 .iter()
-                                .any(|(w, exp)| *exp > now && w.covers(name, &fd.code, &fd.subject))
+                                .any(|(w, exp)| *exp > now && w.covers(name, fd.code, &fd.subject))
                     });
                     must_block |= stale || unwaived;
                     all_settled &= now.saturating_duration_since(r.changed) >= c.settle;

@@ -6,10 +6,9 @@ use std::cmp::Reverse;
 use std::time::{Duration, SystemTime};
 
 use preflight_model::report::Waiver;
-use preflight_model::{Finding, Severity};
+use preflight_model::{Code, Finding, Severity};
 use tokio::time::Instant;
 
-use super::selector::valid_token;
 use super::{Due, Fleet, FleetError, Node};
 
 impl Fleet {
@@ -19,11 +18,11 @@ impl Fleet {
         n: &'a Node,
     ) -> impl Iterator<Item = &'a Finding> + 'a {
         n.findings().iter().filter(move |f| {
-            f.severity == Severity::Critical && self.waiver_for(name, &f.code, &f.subject).is_none()
+            f.severity == Severity::Critical && self.waiver_for(name, f.code, &f.subject).is_none()
         })
     }
 
-    pub(super) fn waiver_for(&self, node: &str, code: &str, subject: &str) -> Option<&Waiver> {
+    pub(super) fn waiver_for(&self, node: &str, code: Code, subject: &str) -> Option<&Waiver> {
         self.waivers_by_node
             .get(node)?
             .iter()
@@ -34,7 +33,8 @@ impl Fleet {
     /// Checks a waiver request; returns the expiry as both clocks.
     ///
     /// # Errors
-    /// Unknown node, empty reason or author, expiry in the past or beyond the cap.
+    /// Unknown node or code, empty reason or author, expiry in the past or
+    /// beyond the cap.
     pub fn check_waiver(&self, w: &Waiver, wall: SystemTime) -> Result<Duration, FleetError> {
         if !self.nodes.contains_key(&w.node) {
             return Err(FleetError::BadWaiver(format!(
@@ -53,10 +53,13 @@ impl Fleet {
             ));
         }
         if let Some(c) = &w.code {
-            if !valid_token(c, 64, &[]) {
-                return Err(FleetError::BadWaiver(
-                    "code must be a finding code such as BOND_PORT_DOWN".into(),
-                ));
+            // Checked here, where waivers are created, not where they are
+            // read: a waiver of a code a later version drops still loads.
+            if Code::parse(c).is_none() {
+                return Err(FleetError::BadWaiver(format!(
+                    "unknown code `{}`: give a finding code such as BOND_PORT_DOWN, or NODE_SILENT / NODE_STALE (see docs/api.md)",
+                    c.chars().take(80).collect::<String>()
+                )));
             }
         }
         if let Some(s) = &w.subject {

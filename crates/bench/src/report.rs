@@ -1,0 +1,299 @@
+//! The repeated runs behind each comparison and `all`'s table: each
+//! `*_report` runs one bench `reps` times (or `boots` VM boots), prints every
+//! repetition and returns the medians that the table puts beside today's
+//! alternative (node_exporter, Prometheus).
+
+use std::time::Duration;
+
+use crate::{footprint, load, netns_latency, stats, vm_compare, watch_rss};
+
+/// Agent vs node_exporter footprint, `reps` repetitions; returns the
+/// median rows (label, preflight, node_exporter).
+pub(crate) fn footprint_report(
+    bin: &str,
+    reps: usize,
+    (idle, storm): (Duration, Duration),
+    scrapes: usize,
+) -> Vec<(&'static str, f64, f64)> {
+    let mut rows = Vec::new();
+    for rep in 0..reps {
+        let f = footprint::run(bin, idle, storm, scrapes);
+        println!(
+                    "  rep {}: RSS {:.2} / {:.2} MiB | CPU idle {:.2}% / {:.2}% | CPU storm ({:.0} changes/s) {:.2}% / {:.2}% | render p50 {:.3} / {:.3} ms p99 {:.3} / {:.3} ms   (preflight / node_exporter)",
+                    rep + 1, f.rss.0, f.rss.1, f.cpu_idle_pct.0, f.cpu_idle_pct.1, f.storm_changes_per_s, f.cpu_storm_pct.0, f.cpu_storm_pct.1,
+                    f.render_p50_ms.0, f.render_p50_ms.1, f.render_p99_ms.0, f.render_p99_ms.1
+                );
+        rows.push(f);
+    }
+    let med = |f: &dyn Fn(&footprint::Footprint) -> f64| {
+        let (m, _, lo, hi) = stats(rows.iter().map(f).collect());
+        (m, lo, hi)
+    };
+    println!("agent vs node_exporter (bonding, netclass, netdev), 101 links, {reps} reps: median (min..max)");
+    let mut out = Vec::new();
+    for (label, a, b) in [
+        ("RSS MiB", med(&|f| f.rss.0), med(&|f| f.rss.1)),
+        (
+            "CPU % idle, scraped 1/s",
+            med(&|f| f.cpu_idle_pct.0),
+            med(&|f| f.cpu_idle_pct.1),
+        ),
+        (
+            "CPU % storm, scraped 1/s",
+            med(&|f| f.cpu_storm_pct.0),
+            med(&|f| f.cpu_storm_pct.1),
+        ),
+        (
+            "/metrics p50 ms",
+            med(&|f| f.render_p50_ms.0),
+            med(&|f| f.render_p50_ms.1),
+        ),
+        (
+            "/metrics p99 ms",
+            med(&|f| f.render_p99_ms.0),
+            med(&|f| f.render_p99_ms.1),
+        ),
+    ] {
+        println!(
+                    "  {label:<26} preflight {:.3} ({:.3}..{:.3})  node_exporter {:.3} ({:.3}..{:.3})  ratio {:.1}x",
+                    a.0, a.1, a.2, b.0, b.1, b.2, b.0 / a.0
+                );
+        out.push((label, a.0, b.0));
+    }
+    out
+}
+
+/// Idle CPU of `n` pairs over one window; returns the medians
+/// (preflight %, node_exporter %).
+pub(crate) fn idle_report(bin: &str, n: usize, secs: u64) -> (f64, f64) {
+    let rows = footprint::idle_cpu(bin, n, Duration::from_secs(secs));
+    for (i, (a, b)) in rows.iter().enumerate() {
+        println!(
+            "  instance {}: CPU {a:.3}% / {b:.3}%   (preflight / node_exporter)",
+            i + 1
+        );
+    }
+    let (a, _, alo, ahi) = stats(rows.iter().map(|r| r.0).collect());
+    let (b, _, blo, bhi) = stats(rows.iter().map(|r| r.1).collect());
+    println!("idle CPU over {secs} s, scraped 1/s, {n} agent + node_exporter pairs side by side (own namespace, 101 links each): median (min..max)");
+    println!(
+                "  preflight {a:.3}% ({alo:.3}..{ahi:.3})  node_exporter {b:.3}% ({blo:.3}..{bhi:.3})  ratio {:.0}x",
+                b / a
+            );
+    (a, b)
+}
+
+/// Cable pull -> no-go, preflight vs Prometheus: `boots` repetitions (one VM
+/// boot each); per boot and interval the median and p99 over its pulls, then
+/// the median of those over the boots with their spread, and the pooled
+/// figures over every pull.
+/// Returns per interval (seconds, preflight median, preflight p99, Prometheus
+/// median, Prometheus p99), each the median over boots, ms.
+pub(crate) fn vm_compare_report(
+    bin: &str,
+    plan: &[(u64, usize)],
+    boots: usize,
+    bonds: usize,
+) -> Vec<(u64, f64, f64, f64, f64)> {
+    let mut per_boot: Vec<Vec<vm_compare::Series>> = Vec::new();
+    for boot in 0..boots {
+        let r = vm_compare::run(bin, plan, bonds);
+        for (interval, pre, pro) in &r {
+            let (a50, a99, _, _) = stats(pre.clone());
+            let (b50, b99, _, _) = stats(pro.clone());
+            println!(
+                "  boot {} interval {interval:>2} s, {} pulls: preflight median {a50:.0} ms p99 {a99:.0} | prometheus median {b50:.0} ms p99 {b99:.0}",
+                boot + 1,
+                pre.len()
+            );
+        }
+        per_boot.push(r);
+    }
+    println!("cable pull -> no-go: preflight gate vs Prometheus alert on node_exporter (bonding), {boots} boots, {bonds} bonds pulled concurrently:");
+    let mut out = Vec::new();
+    for (k, &(interval, _)) in plan.iter().enumerate() {
+        let over = |f: &dyn Fn(&vm_compare::Series) -> f64| {
+            let (m, _, lo, hi) = stats(per_boot.iter().map(|b| f(&b[k])).collect());
+            format!("{m:.0} ({lo:.0}..{hi:.0})")
+        };
+        let med = |f: &dyn Fn(&vm_compare::Series) -> f64| {
+            stats(per_boot.iter().map(|b| f(&b[k])).collect()).0
+        };
+        out.push((
+            interval,
+            med(&|r| stats(r.1.clone()).0),
+            med(&|r| stats(r.1.clone()).1),
+            med(&|r| stats(r.2.clone()).0),
+            med(&|r| stats(r.2.clone()).1),
+        ));
+        let pooled = |pick: &dyn Fn(&vm_compare::Series) -> &Vec<f64>| {
+            stats(per_boot.iter().flat_map(|b| pick(&b[k]).clone()).collect())
+        };
+        let (pa50, pa99, _, _) = pooled(&|r| &r.1);
+        let (pb50, pb99, _, _) = pooled(&|r| &r.2);
+        let n: usize = per_boot.iter().map(|b| b[k].1.len()).sum();
+        println!("  Prometheus scrape+eval {interval:>2} s ({n} pulls):");
+        println!(
+            "    preflight  median {} ms  p99 {} ms   (median over boots (min..max))",
+            over(&|r| stats(r.1.clone()).0),
+            over(&|r| stats(r.1.clone()).1)
+        );
+        println!(
+            "    prometheus median {} ms  p99 {} ms",
+            over(&|r| stats(r.2.clone()).0),
+            over(&|r| stats(r.2.clone()).1)
+        );
+        println!(
+            "    pooled: preflight {pa50:.0} / {pa99:.0} ms, prometheus {pb50:.0} / {pb99:.0} ms (median / p99); ratio of medians {:.0}x, of p99s {:.0}x",
+            pb50 / pa50,
+            pb99 / pa99
+        );
+    }
+    out
+}
+
+/// Aggregator under load for each fleet size in `nodes_list`; returns per
+/// size (nodes, accepted reports/s, gate rack p99 ms, RSS MiB), medians.
+pub(crate) fn load_report(
+    bin: &str,
+    nodes_list: &str,
+    seconds: u64,
+    reps: usize,
+) -> Vec<(usize, f64, f64, f64)> {
+    let mut out = Vec::new();
+    for nodes in nodes_list
+        .split(',')
+        .filter_map(|n| n.parse::<usize>().ok())
+    {
+        let mut rows = Vec::new();
+        for rep in 0..reps {
+            let r = load::run(bin, nodes, seconds, 64);
+            println!(
+                "  {nodes} nodes rep {}: offered {:.0}/s accepted {:.0}/s (full {:.0}/s) errors {} | gate rack p50 {:.2} ms p99 {:.2} ms | gate all p50 {:.2} ms p99 {:.2} ms | RSS {:.1} MiB | db {:.1} MiB",
+                rep + 1, r.offered_per_s, r.accepted_per_s, r.full_per_s, r.errors, r.gate_rack_p50_ms, r.gate_rack_p99_ms,
+                r.gate_all_p50_ms, r.gate_all_p99_ms, r.rss_mib, r.db_bytes as f64 / 1_048_576.0
+            );
+            if r.rss_samples.len() > 2 {
+                let line: Vec<String> = r
+                    .rss_samples
+                    .iter()
+                    .step_by((r.rss_samples.len() / 10).max(1))
+                    .map(|(t, kib)| format!("{t:.0}s {:.0}", *kib as f64 / 1024.0))
+                    .collect();
+                println!(
+                    "    aggregator RSS MiB over the window: {}",
+                    line.join(", ")
+                );
+            }
+            rows.push(r);
+        }
+        let med = |f: &dyn Fn(&load::LoadResult) -> f64| {
+            let mut v: Vec<f64> = rows.iter().map(f).collect();
+            let (m, _, lo, hi) = stats(std::mem::take(&mut v));
+            format!("{m:.2} ({lo:.2}..{hi:.2})")
+        };
+        println!(
+            "aggregator, {nodes} simulated nodes, {reps} reps of {seconds} s (median (min..max)):"
+        );
+        println!(
+            "  accepted reports/s   {}  of {:.0} offered",
+            med(&|r| r.accepted_per_s),
+            rows[0].offered_per_s
+        );
+        println!(
+            "  gate p50 / p99, rack scope (1%)   {} / {} ms",
+            med(&|r| r.gate_rack_p50_ms),
+            med(&|r| r.gate_rack_p99_ms)
+        );
+        println!(
+            "  gate p50 / p99, whole fleet       {} / {} ms",
+            med(&|r| r.gate_all_p50_ms),
+            med(&|r| r.gate_all_p99_ms)
+        );
+        println!("  aggregator RSS MiB   {}", med(&|r| r.rss_mib));
+        let m = |f: &dyn Fn(&load::LoadResult) -> f64| stats(rows.iter().map(f).collect()).0;
+        out.push((
+            nodes,
+            m(&|r| r.accepted_per_s),
+            m(&|r| r.gate_rack_p99_ms),
+            m(&|r| r.rss_mib),
+        ));
+        #[allow(clippy::cast_precision_loss)]
+        let db = med(&|r| r.db_bytes as f64 / 1_048_576.0);
+        println!("  SQLite file MiB      {db}");
+        let growth: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| load::growth_per_day(&r.db_samples))
+            .collect();
+        if growth.is_empty() {
+            println!("  SQLite growth        not measured (window under 20 s)");
+        } else {
+            let n = growth.len();
+            let (m, _, lo, hi) = stats(growth);
+            println!(
+                "  SQLite growth        {:.1} MiB/day ({:.1}..{:.1}), second half of the window extrapolated, {n} reps",
+                m / 1_048_576.0,
+                lo / 1_048_576.0,
+                hi / 1_048_576.0
+            );
+        }
+    }
+    out
+}
+
+/// Every comparison in one run, then one table of preflight against what
+/// operators run today. `--quick` is the smoke pass CI runs (tiny sizes,
+/// one repetition: its figures mean nothing).
+pub(crate) fn all(bin: &str, quick: bool) {
+    let (reps, boots, pulls, idle_s, nodes, load_s) = if quick {
+        (1, 1, 2, 2, "500", 3)
+    } else {
+        (5, 5, 30, 600, "10000,100000", 20)
+    };
+    netns_latency(if quick { 20 } else { 200 }, reps);
+    watch_rss(bin, if quick { 1 } else { 3 }, reps);
+    let vm = vm_compare_report(bin, &[(1, pulls), (15, pulls)], boots, 3);
+    let fp = footprint_report(
+        bin,
+        reps,
+        if quick {
+            (Duration::from_secs(2), Duration::from_secs(2))
+        } else {
+            (Duration::from_secs(30), Duration::from_secs(15))
+        },
+        if quick { 20 } else { 1000 },
+    );
+    let idle = idle_report(bin, if quick { 2 } else { 5 }, idle_s);
+    let load = load_report(bin, nodes, load_s, reps);
+    crate::ovs::report(
+        bin,
+        if quick { 4 } else { 100 },
+        reps,
+        Duration::from_secs(if quick { 2 } else { 10 }),
+    );
+    println!();
+    println!("| measure (median of repetitions) | preflight | today's alternative | ratio |");
+    println!("|---|---|---|---|");
+    for (interval, a50, a99, b50, b99) in vm {
+        println!(
+            "| cable pull -> no-go, median / p99 (Prometheus {interval} s) | {a50:.0} / {a99:.0} ms | {b50:.0} / {b99:.0} ms (node_exporter + Prometheus) | {:.0}x / {:.0}x |",
+            b50 / a50,
+            b99 / a99
+        );
+    }
+    for (label, a, b) in fp {
+        println!(
+            "| {label} | {a:.3} | {b:.3} (node_exporter) | {:.1}x |",
+            b / a
+        );
+    }
+    println!(
+        "| CPU % idle over {idle_s} s, scraped 1/s | {:.3} | {:.3} (node_exporter) | {:.0}x |",
+        idle.0,
+        idle.1,
+        idle.1 / idle.0
+    );
+    for (n, accepted, p99, rss) in load {
+        println!("| aggregator, {n} nodes: reports/s, gate rack p99, RSS | {accepted:.0}/s, {p99:.2} ms, {rss:.0} MiB | - | - |");
+    }
+}
