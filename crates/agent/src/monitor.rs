@@ -323,7 +323,7 @@ impl Sources {
 /// kernel (`carrier_changes`), so LINK_FLAPPING stays exact; the first change
 /// after a quiet period is evaluated at once, so a single cable pull keeps
 /// its latency.
-pub const COALESCE: Duration = Duration::from_millis(100);
+pub const COALESCE: Duration = Duration::from_millis(50);
 
 async fn follow(
     mut pipeline: Pipeline,

@@ -82,7 +82,7 @@ pub fn rules(
         ));
     }
     for (bridge, port) in snap.ovs.bonds() {
-        bond_rules(bridge, port, config, out);
+        bond_rules(snap, bridge, port, config, out);
         for m in &port.interfaces {
             let subject = format!("{}/{}", port.name, m.name);
             if let Some(&n) = flapping.get(&subject) {
@@ -103,7 +103,25 @@ pub fn rules(
     }
 }
 
-fn bond_rules(bridge: &OvsBridge, port: &OvsPort, config: &PolicyConfig, out: &mut Vec<Raw>) {
+/// Why a member is down: OVSDB's view, or -- before ovs-vswitchd has
+/// noticed -- the kernel's: a member that is a kernel netdev without carrier
+/// is down at once (the carrier loss reaches netlink before OVSDB's update).
+fn member_down(snap: &Snapshot, m: &OvsInterface) -> Option<String> {
+    m.down_reason().or_else(|| {
+        let kernel = matches!(m.iface_type.as_str(), "" | "system");
+        snap.by_name(&m.name)
+            .filter(|i| kernel && !i.carrier)
+            .map(|_| "no carrier in the kernel; OVS has not noticed yet".to_owned())
+    })
+}
+
+fn bond_rules(
+    snap: &Snapshot,
+    bridge: &OvsBridge,
+    port: &OvsPort,
+    config: &PolicyConfig,
+    out: &mut Vec<Raw>,
+) {
     let name = &port.name;
     let members = &port.interfaces;
     let mut errors: Vec<String> = port.parse_errors.clone();
@@ -121,7 +139,10 @@ fn bond_rules(bridge: &OvsBridge, port: &OvsPort, config: &PolicyConfig, out: &m
             ),
         ));
     }
-    let up: Vec<&OvsInterface> = members.iter().filter(|m| m.is_up()).collect();
+    let up: Vec<&OvsInterface> = members
+        .iter()
+        .filter(|m| member_down(snap, m).is_none())
+        .collect();
     let show = format!("`ovs-appctl bond/show {name}`");
     if up.is_empty() {
         out.push(raw(
@@ -135,7 +156,9 @@ fn bond_rules(bridge: &OvsBridge, port: &OvsPort, config: &PolicyConfig, out: &m
         ));
     }
     for m in members {
-        let Some(why) = m.down_reason() else { continue };
+        let Some(why) = member_down(snap, m) else {
+            continue;
+        };
         let dpdk = if m.iface_type == "dpdk" {
             " (DPDK port: check `ovs-vsctl list Interface` and the NIC's driver binding)"
         } else {
@@ -156,7 +179,7 @@ fn bond_rules(bridge: &OvsBridge, port: &OvsPort, config: &PolicyConfig, out: &m
     if up.len() < members.len() || members.len() < min {
         let down: Vec<&str> = members
             .iter()
-            .filter(|m| !m.is_up())
+            .filter(|m| member_down(snap, m).is_some())
             .map(|m| m.name.as_str())
             .collect();
         let detail = if members.len() < min {

@@ -294,3 +294,30 @@ fn link_resets_within_the_window_are_link_flapping() {
     let later = t0 + PolicyConfig::default().flap_window + Duration::from_secs(10);
     assert!(ev.evaluate(&with_resets(1 + max), later, w).is_empty());
 }
+
+#[test]
+fn a_kernel_member_without_carrier_is_down_before_ovsdb_says_so() {
+    let mut s = snap(healthy());
+    let mut eth2 = kernel_nic(3, "eth2", None, false);
+    eth2.admin_up = true;
+    s.interfaces.insert(3, eth2);
+    s.interfaces.insert(2, kernel_nic(2, "eth1", None, true));
+    let c = codes(&s);
+    assert_eq!(
+        c,
+        [
+            pair("BOND_DEGRADED", "bond1"),
+            pair("BOND_PORT_DOWN", "bond1/eth2")
+        ]
+    );
+    let r = rules(&s, &PolicyConfig::default(), &FlapCounts::new());
+    assert!(r
+        .iter()
+        .any(|r| r.message.contains("OVS has not noticed yet")));
+    // A DPDK member is not a kernel netdev: a same-named kernel link is not it.
+    let mut p = healthy();
+    p.interfaces[1].iface_type = "dpdk".into();
+    let mut s = snap(p);
+    s.interfaces.insert(3, kernel_nic(3, "eth2", None, false));
+    assert!(codes(&s).is_empty());
+}
