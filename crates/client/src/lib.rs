@@ -14,7 +14,8 @@ pub mod http;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use hyper::{Method, StatusCode};
+pub use hyper::Method;
+use hyper::StatusCode;
 use preflight_model::api::{ApiErrorBody, NodeDetail, WaiverRequest};
 use preflight_model::report::{GateAnswer, NodeSummary, Report, ReportAck, Waiver};
 use preflight_model::Verdict;
