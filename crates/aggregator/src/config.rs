@@ -282,7 +282,7 @@ impl RawAggregatorSection {
                     || self.node_tokens_file.is_some()
                     || mtls
                     || identities.iter().any(|(_, i)| i.roles.agent);
-                if !(operator && agent) && !loopback {
+                if !(loopback || operator && agent) {
                     return Err(auth_err(format!("listening on {listen} needs credentials for agents (node_tokens_file, tls.client_ca, or report_token with fleet_report_token) and for operators (admin_token or an identity with the operator role); set auth = \"none\" only on a loopback address")));
                 }
             }
