@@ -1,7 +1,7 @@
 //! The `[aggregator]` section of preflight's configuration file: the raw
 //! serde form (unknown keys are errors, values keep their spans for line
 //! numbers), validated into an [`AggregatorSection`] without touching the
-//! file system; [`AggregatorSection::resolve_tokens`] is the step that reads
+//! file system; [`AggregatorSection::resolve_auth`] is the step that reads
 //! token files. The binary turns the section into the service's
 //! [`crate::server::AggregatorConfig`].
 

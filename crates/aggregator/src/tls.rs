@@ -190,7 +190,7 @@ fn peer_cert(conn: &rustls::ServerConnection) -> Option<PeerCert> {
 }
 
 /// Serves `app` over TLS on `listener` until `shutdown` resolves, then lets
-/// open requests finish (at most [`DRAIN`]).
+/// open requests finish (at most 10 s).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
