@@ -62,7 +62,7 @@ impl Fleet {
         std::fs::write(
             dir.path().join("agg.toml"),
             format!(
-                "[aggregator]\nlisten = \"192.0.2.1:9100\"\ndatabase = \"{}\"\nreport_token = \"report-secret\"\nadmin_token = \"{ADMIN}\"\n\
+                "[aggregator]\nlisten = \"192.0.2.1:9100\"\ninsecure_plaintext = true\nfleet_report_token = true\nreads = \"open\"\ndatabase = \"{}\"\nreport_token = \"report-secret\"\nadmin_token = \"{ADMIN}\"\n\
                  ttl = \"3s\"\nsettle = \"2s\"\nclosed_inventory = true\nscopes = [\"role=compute\"]\n{inventory}",
                 dir.path().join("preflight.db").display()
             ),

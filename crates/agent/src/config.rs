@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use preflight_client::BaseUrl;
+use preflight_client::{BaseUrl, TlsOptions};
 use preflight_model::config::{parse_duration_in, ConfigError, Secret};
 use preflight_policy::expect::Expectations;
 use preflight_policy::PolicyConfig;
@@ -87,6 +87,16 @@ pub struct RawAgentSection {
     ovsdb: Option<Spanned<String>>,
     dhcp_probe: Option<bool>,
     dhcp_probe_interval: Option<Spanned<String>>,
+    tls: Option<RawClientTls>,
+}
+
+/// `[agent.tls]`: how aggregators are verified and what the agent presents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientTls {
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 /// Where the expected state comes from, before the file system is asked.
@@ -130,6 +140,8 @@ pub struct AgentSection {
     pub ovsdb: Option<preflight_ovsdb::SocketPaths>,
     /// DHCP probe interval (`agent.dhcp_probe = true`); `None`: off.
     pub dhcp_probe: Option<Duration>,
+    /// `[agent.tls]`.
+    pub tls: TlsOptions,
 }
 
 fn at<T>(key: impl Into<String>, v: &Spanned<T>, reason: impl Into<String>) -> ConfigError {
@@ -262,7 +274,28 @@ impl RawAgentSection {
             }
             (_, None) => None,
         };
+        let tls = self.tls.unwrap_or_default();
+        if tls.cert.is_some() != tls.key.is_some() {
+            return Err(ConfigError::new(
+                key("tls"),
+                None,
+                "a client certificate needs both cert and key",
+            ));
+        }
+        let tls = TlsOptions {
+            ca: tls.ca.map(PathBuf::from),
+            cert: tls.cert.map(PathBuf::from),
+            key: tls.key.map(PathBuf::from),
+        };
+        if tls != TlsOptions::default() && !aggregators.iter().all(BaseUrl::is_tls) {
+            return Err(ConfigError::new(
+                key("tls"),
+                None,
+                "set, but an aggregator URL is http://: use https:// for every aggregator",
+            ));
+        }
         Ok(AgentSection {
+            tls,
             ovsdb,
             dhcp_probe,
             node: self.node.map(Spanned::into_inner),
@@ -347,6 +380,13 @@ impl AgentSection {
             .token
             .map(|t| t.resolve(&format!("{prefix}.token")))
             .transpose()?;
+        if self.aggregators.iter().any(BaseUrl::is_tls) {
+            // Read the files now: a bad one is a configuration error (exit
+            // 64), not a push failure found later.
+            self.tls
+                .client_config()
+                .map_err(|e| ConfigError::new(format!("{prefix}.tls"), None, e.to_string()))?;
+        }
         let node = self.node.unwrap_or_else(|| {
             std::env::var("PREFLIGHT_NODE")
                 .ok()
@@ -375,6 +415,7 @@ impl AgentSection {
             probe: self.probe,
             ovsdb: self.ovsdb,
             dhcp_probe: self.dhcp_probe,
+            tls: self.tls,
         })
     }
 }

@@ -71,6 +71,8 @@ pub struct AgentConfig {
     pub ovsdb: Option<preflight_ovsdb::SocketPaths>,
     /// DHCP probe interval (`agent.dhcp_probe`); `None`: off.
     pub dhcp_probe: Option<Duration>,
+    /// How `https://` aggregators are verified, and the client certificate.
+    pub tls: preflight_client::TlsOptions,
 }
 
 impl AgentConfig {
@@ -111,6 +113,9 @@ pub enum AgentError {
     /// A task of the pipeline panicked or was cancelled.
     #[error("agent task failed: {0}")]
     Task(String),
+    /// The TLS files cannot be used.
+    #[error("{0}")]
+    Tls(#[from] preflight_client::HttpError),
     /// The local listener failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -175,6 +180,7 @@ pub async fn run(
     for url in &cfg.aggregators {
         // One client per aggregator: each gets every report (no failover).
         let client = AggregatorClient::new(vec![url.clone()], Duration::from_secs(5))
+            .with_tls(&cfg.tls)?
             .with_token(cfg.token.clone());
         pushers.push(tokio::spawn(push_loop(
             client,

@@ -1,7 +1,7 @@
 //! The `[aggregator]` section of preflight's configuration file: the raw
 //! serde form (unknown keys are errors, values keep their spans for line
 //! numbers), validated into an [`AggregatorSection`] without touching the
-//! file system; [`AggregatorSection::resolve_tokens`] is the step that reads
+//! file system; [`AggregatorSection::resolve_auth`] is the step that reads
 //! token files. The binary turns the section into the service's
 //! [`crate::server::AggregatorConfig`].
 
@@ -14,9 +14,10 @@ use preflight_model::config::{parse_duration_in, ConfigError, Secret};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::api::Tokens;
+use crate::auth::{parse_digest, parse_node_tokens, Auth, Identity, Nodes, Reads, Roles};
 use crate::fleet::{FleetConfig, Selector};
 use crate::store::{is_postgres_url, Database, PgSettings};
+use crate::tls::TlsSettings;
 
 /// Default address of the aggregator.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9100";
@@ -56,6 +57,15 @@ pub struct RawAggregatorSection {
     admin_token: Option<String>,
     admin_token_file: Option<Spanned<String>>,
     auth: Option<Spanned<String>>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    insecure_plaintext: bool,
+    #[serde(default)]
+    fleet_report_token: bool,
+    node_tokens_file: Option<Spanned<String>>,
+    reads: Option<Spanned<String>>,
+    #[serde(default)]
+    identity: Vec<RawIdentity>,
     #[serde(default)]
     scopes: Vec<Spanned<String>>,
     #[serde(default)]
@@ -69,6 +79,27 @@ struct RawNode {
     name: Spanned<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+}
+
+/// `[aggregator.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Spanned<String>,
+    key: Spanned<String>,
+    client_ca: Option<Spanned<String>>,
+}
+
+/// `[[aggregator.identity]]`: a token digest or a certificate name, and
+/// what it may do.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    name: Spanned<String>,
+    cert_san: Option<String>,
+    token_sha256: Option<String>,
+    roles: Vec<String>,
+    node: Option<String>,
 }
 
 /// `[aggregator]` validated: every value well-formed, nothing read from disk.
@@ -88,6 +119,23 @@ pub struct AggregatorSection {
     pub scopes: Vec<Selector>,
     /// Nodes expected.
     pub inventory: Vec<(String, BTreeMap<String, String>)>,
+    /// HTTPS files.
+    pub tls: Option<TlsSettings>,
+    /// `node sha256` lines, read when resolving.
+    pub node_tokens_file: Option<PathBuf>,
+    /// Who may read without a credential.
+    pub reads: Reads,
+    /// `[[aggregator.identity]]`, validated: digest or SAN, and identity.
+    pub identities: Vec<(IdentityKey, Identity)>,
+}
+
+/// How a configured identity is recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityKey {
+    /// The SHA-256 of its bearer token.
+    Token([u8; 32]),
+    /// A DNS name in its client certificate.
+    CertSan(String),
 }
 
 fn at<T>(key: impl Into<String>, v: &Spanned<T>, reason: impl Into<String>) -> ConfigError {
@@ -149,10 +197,93 @@ impl RawAggregatorSection {
         let auth_err = |reason: String| {
             ConfigError::new(key("auth"), self.auth.as_ref().map(Spanned::span), reason)
         };
+        let loopback = listen.ip().is_loopback();
+        let tls = self.tls.as_ref().map(|t| TlsSettings {
+            cert: PathBuf::from(t.cert.get_ref()),
+            key: PathBuf::from(t.key.get_ref()),
+            client_ca: t.client_ca.as_ref().map(|c| PathBuf::from(c.get_ref())),
+        });
+        if tls.is_none() && !loopback && !self.insecure_plaintext {
+            return Err(ConfigError::new(key("tls"), self.listen.as_ref().map(Spanned::span), format!("listening on {listen} without TLS would send tokens in clear: set [{prefix}.tls] cert and key, or insecure_plaintext = true on a trusted network")));
+        }
+        if report_token.is_some() && !loopback && !self.fleet_report_token {
+            return Err(ConfigError::new(key("report_token"), None, format!("one report token for the whole fleet lets any node report for any other: use node tokens ({prefix}.node_tokens_file) or client certificates ({prefix}.tls.client_ca), or set fleet_report_token = true on a trusted network")));
+        }
+        if self.fleet_report_token && report_token.is_none() {
+            return Err(ConfigError::new(
+                key("fleet_report_token"),
+                None,
+                "needs report_token (or report_token_file)",
+            ));
+        }
+        let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        let mut identities = Vec::new();
+        for (i, id) in self.identity.iter().enumerate() {
+            let k = key(&format!("identity[{i}]"));
+            let err = |r: String| at(k.clone(), &id.name, r);
+            let roles = Roles::parse(&id.roles).map_err(&err)?;
+            if roles == Roles::default() {
+                return Err(err(
+                    "roles is empty: give one or more of \"agent\", \"reader\", \"operator\""
+                        .into(),
+                ));
+            }
+            if let Some(n) = &id.node {
+                preflight_model::names::check_node_name(n).map_err(|e| err(e.to_string()))?;
+            }
+            let (ik, nodes) = match (&id.cert_san, &id.token_sha256) {
+                (Some(san), None) => {
+                    if !mtls {
+                        return Err(err(format!("cert_san needs {prefix}.tls.client_ca")));
+                    }
+                    let mut nodes = vec![san.to_ascii_lowercase()];
+                    nodes.extend(id.node.clone());
+                    (IdentityKey::CertSan(san.clone()), nodes)
+                }
+                (None, Some(h)) => {
+                    if roles.agent && id.node.is_none() {
+                        return Err(err("a token with the agent role needs node = \"NAME\" (the node it reports for)".into()));
+                    }
+                    (
+                        IdentityKey::Token(parse_digest(h).map_err(&err)?),
+                        id.node.clone().into_iter().collect(),
+                    )
+                }
+                _ => return Err(err("give exactly one of cert_san or token_sha256".into())),
+            };
+            identities.push((
+                ik,
+                Identity {
+                    name: id.name.get_ref().clone(),
+                    roles,
+                    nodes: Nodes::Only(nodes),
+                },
+            ));
+        }
+        let reads = match self.reads.as_ref().map(|r| (r, r.get_ref().as_str())) {
+            None if loopback => Reads::Open,
+            None => Reads::Authenticated,
+            Some((_, "open")) => Reads::Open,
+            Some((_, "authenticated")) => Reads::Authenticated,
+            Some((_, "reader")) => Reads::Reader,
+            Some((r, other)) => {
+                return Err(at(
+                    key("reads"),
+                    r,
+                    format!("`{other}`: expected \"open\", \"authenticated\" or \"reader\""),
+                ))
+            }
+        };
         match self.auth.as_ref().map_or("token", |a| a.get_ref().as_str()) {
             "token" => {
-                if (report_token.is_none() || admin_token.is_none()) && !listen.ip().is_loopback() {
-                    return Err(auth_err(format!("listening on {listen} needs report_token and admin_token (or their _file forms); set auth = \"none\" only on a loopback address")));
+                let operator =
+                    admin_token.is_some() || identities.iter().any(|(_, i)| i.roles.operator);
+                let agent = report_token.is_some()
+                    || self.node_tokens_file.is_some()
+                    || mtls
+                    || identities.iter().any(|(_, i)| i.roles.agent);
+                if !(loopback || operator && agent) {
+                    return Err(auth_err(format!("listening on {listen} needs credentials for agents (node_tokens_file, tls.client_ca, or report_token with fleet_report_token) and for operators (admin_token or an identity with the operator role); set auth = \"none\" only on a loopback address")));
                 }
             }
             "none" => {
@@ -230,23 +361,59 @@ impl RawAggregatorSection {
             admin_token,
             scopes,
             inventory,
+            tls,
+            node_tokens_file: self.node_tokens_file.map(|f| PathBuf::from(f.into_inner())),
+            reads,
+            identities,
         })
     }
 }
 
 impl AggregatorSection {
-    /// The resolve step: reads token files. `prefix` as in validation.
+    /// The resolve step: reads token files and the node tokens file and
+    /// builds the credentials. `prefix` as in validation.
     ///
     /// # Errors
-    /// A token file that cannot be read or is empty.
-    pub fn resolve_tokens(&self, prefix: &str) -> Result<Tokens, ConfigError> {
+    /// A file that cannot be read, is empty or has a bad line; the same
+    /// token given to two identities.
+    pub fn resolve_auth(&self, prefix: &str) -> Result<Auth, ConfigError> {
         let read = |s: Option<&Secret>, k: &str| {
             s.map(|s| s.resolve(&format!("{prefix}.{k}"))).transpose()
         };
-        Ok(Tokens {
-            report: read(self.report_token.as_ref(), "report_token")?,
-            admin: read(self.admin_token.as_ref(), "admin_token")?,
-        })
+        let dup = |k: &str| {
+            let k = format!("{prefix}.{k}");
+            move |r: String| ConfigError::new(k, None, r)
+        };
+        let mut auth = Auth::new(self.reads);
+        auth.set_mtls(self.tls.as_ref().is_some_and(|t| t.client_ca.is_some()));
+        if let Some(t) = read(self.report_token.as_ref(), "report_token")? {
+            auth.add_fleet_report_token(&t)
+                .map_err(dup("report_token"))?;
+        }
+        if let Some(t) = read(self.admin_token.as_ref(), "admin_token")? {
+            auth.add_admin_token(&t).map_err(dup("admin_token"))?;
+        }
+        if let Some(f) = &self.node_tokens_file {
+            let k = format!("{prefix}.node_tokens_file");
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                ConfigError::new(&k, None, format!("cannot read {}: {e}", f.display()))
+            })?;
+            let lines = parse_node_tokens(&text)
+                .map_err(|r| ConfigError::new(&k, None, format!("{}: {r}", f.display())))?;
+            for (node, d) in lines {
+                auth.add_node_token(&node, d)
+                    .map_err(dup("node_tokens_file"))?;
+            }
+        }
+        for (i, (k, id)) in self.identities.iter().enumerate() {
+            match k {
+                IdentityKey::Token(d) => auth
+                    .add_token(*d, id.clone())
+                    .map_err(dup(&format!("identity[{i}]")))?,
+                IdentityKey::CertSan(san) => auth.add_cert(san, id.clone()),
+            }
+        }
+        Ok(auth)
     }
 }
 
@@ -300,18 +467,64 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("admin");
         std::fs::write(&f, "  a \n").expect("write");
+        let nodes = dir.path().join("nodes");
+        std::fs::write(
+            &nodes,
+            format!(
+                "n1 {}\n",
+                crate::auth::hex(&crate::auth::token_digest("t1"))
+            ),
+        )
+        .expect("write");
         let s = section(&format!(
-            "listen = \"0.0.0.0:9100\"\nreport_token = \"r\"\nadmin_token_file = {:?}",
+            "listen = \"0.0.0.0:9100\"\ninsecure_plaintext = true\nnode_tokens_file = {:?}\nadmin_token_file = {:?}",
+            nodes.display().to_string(),
             f.display().to_string()
         ))
         .expect("valid");
-        let t = s.resolve_tokens("aggregator").expect("resolves");
-        assert_eq!(
-            (t.report.as_deref(), t.admin.as_deref()),
-            (Some("r"), Some("a"))
-        );
+        assert_eq!(s.reads, Reads::Authenticated, "not loopback");
+        s.resolve_auth("aggregator").expect("resolves");
         std::fs::write(&f, "\n").expect("write");
-        let e = s.resolve_tokens("aggregator").expect_err("empty file");
+        let e = s.resolve_auth("aggregator").expect_err("empty file");
         assert_eq!(e.key, "aggregator.admin_token");
+        std::fs::write(&f, "t1").expect("write");
+        let e = s.resolve_auth("aggregator").expect_err("same token twice");
+        assert!(e.reason.contains("distinct"), "{}", e.reason);
+        std::fs::write(&nodes, "n1 zz\n").expect("write");
+        let e = s.resolve_auth("aggregator").expect_err("bad line");
+        assert_eq!(e.key, "aggregator.node_tokens_file");
+    }
+
+    #[test]
+    fn tls_and_credentials_off_loopback() {
+        let e =
+            section("listen = \"0.0.0.0:9100\"\nadmin_token = \"a\"\nnode_tokens_file = \"/n\"")
+                .expect_err("plaintext");
+        assert_eq!(e.key, "aggregator.tls");
+        let tls =
+            "listen = \"0.0.0.0:9100\"\n[tls]\ncert = \"/c\"\nkey = \"/k\"\nclient_ca = \"/ca\"\n";
+        let e = section(&format!("report_token = \"r\"\nadmin_token = \"a\"\n{tls}"))
+            .expect_err("fleet token without opt-in");
+        assert_eq!(e.key, "aggregator.report_token");
+        section(&format!(
+            "report_token = \"r\"\nfleet_report_token = true\nadmin_token = \"a\"\n{tls}"
+        ))
+        .expect("opted in");
+        let e = section(tls).expect_err("no operator credential");
+        assert_eq!(e.key, "aggregator.auth");
+        let s = section(&format!(
+            "{tls}[[identity]]\nname = \"ci\"\ntoken_sha256 = \"{}\"\nroles = [\"operator\"]\n\n[[identity]]\nname = \"mon\"\ncert_san = \"mon.example.com\"\nroles = [\"reader\"]\n",
+            "ab".repeat(32)
+        ))
+        .expect("identities with mTLS");
+        assert_eq!(s.identities.len(), 2);
+        let e = section("[[identity]]\nname = \"x\"\ntoken_sha256 = \"00\"\nroles = [\"agent\"]\n")
+            .expect_err("agent token without node");
+        assert_eq!(e.key, "aggregator.identity[0]");
+        let e = section("[[identity]]\nname = \"x\"\ncert_san = \"a\"\nroles = [\"reader\"]\n")
+            .expect_err("cert_san without client_ca");
+        assert!(e.reason.contains("client_ca"), "{}", e.reason);
+        let e = section("reads = \"all\"").expect_err("bad reads");
+        assert_eq!(e.key, "aggregator.reads");
     }
 }

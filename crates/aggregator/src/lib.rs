@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod fleet;
 pub mod metrics;
@@ -19,3 +20,4 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod tls;

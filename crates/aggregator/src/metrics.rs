@@ -27,6 +27,8 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// 1 when the last call to the store succeeded, 0 when it failed.
     pub store_up: IntGauge,
+    /// Reloads of the TLS certificate files, by result.
+    pub tls_reloads: IntCounterVec,
 }
 
 /// Reasons a report can be rejected (the complete label set).
@@ -34,6 +36,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "bad_request",
     "too_large",
     "unauthorized",
+    "forbidden",
     "unknown_node",
     "stale_sequence",
     "store_error",
@@ -109,6 +112,17 @@ impl Metrics {
         )
         .expect("valid metric");
         store_up.set(1);
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                "preflight_aggregator_tls_reloads_total",
+                "Reloads of the TLS certificate, key or client CA after a file changed, by result; on error the previous certificate stays in use.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for r in ["ok", "error"] {
+            tls_reloads.with_label_values(&[r]);
+        }
         for c in [
             Box::new(nodes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(node_blocked.clone()),
@@ -119,6 +133,7 @@ impl Metrics {
             Box::new(waivers_active.clone()),
             Box::new(store_errors.clone()),
             Box::new(store_up.clone()),
+            Box::new(tls_reloads.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -142,6 +157,7 @@ impl Metrics {
             waivers_active,
             store_errors,
             store_up,
+            tls_reloads,
         }
     }
 

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::api::router;
+use crate::auth::Auth;
 use crate::fleet::{Fleet, FleetConfig, Selector};
 use crate::metrics::Metrics;
 use crate::service::{RestoreError, Service};
-use crate::state::{AppState, Tokens};
+use crate::state::AppState;
 use crate::store::{Database, PendingReport, Store, StoreError};
+use crate::tls::{ServerTls, TlsSettings};
 
 /// Validated aggregator settings.
 #[derive(Debug, Clone)]
@@ -22,8 +24,10 @@ pub struct AggregatorConfig {
     pub database: Database,
     /// Gate settings.
     pub fleet: FleetConfig,
-    /// Bearer tokens.
-    pub tokens: Tokens,
+    /// Credentials and roles.
+    pub auth: Auth,
+    /// HTTPS; `None`: plain HTTP (loopback, or `insecure_plaintext`).
+    pub tls: Option<TlsSettings>,
     /// Scopes whose verdict is exported as a metric and shown on the page.
     pub scopes: Vec<Selector>,
     /// Nodes expected from the configuration (added to the stored inventory).
@@ -35,7 +39,7 @@ impl ServeError {
     /// database with a newer schema): the command exits 64 then.
     #[must_use]
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Store(e) if e.is_config())
+        matches!(self, Self::Tls(_)) || matches!(self, Self::Store(e) if e.is_config())
     }
 }
 
@@ -48,6 +52,9 @@ pub enum ServeError {
     /// The configured inventory is invalid.
     #[error("inventory: {0}")]
     Inventory(#[from] crate::fleet::FleetError),
+    /// The TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Cannot bind or serve.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -79,7 +86,7 @@ pub fn build_state(
         )?;
     let state = AppState {
         service,
-        tokens: Arc::new(cfg.tokens.clone()),
+        auth: Arc::new(cfg.auth.clone()),
         metrics,
         scopes: Arc::new(cfg.scopes.clone()),
     };
@@ -102,6 +109,11 @@ pub async fn run(
     let (state, rx) = tokio::task::spawn_blocking(move || build_state(&built))
         .await
         .expect("building the state does not panic")?;
+    let tls = cfg
+        .tls
+        .clone()
+        .map(|t| ServerTls::load(t, state.metrics.clone()).map(Arc::new))
+        .transpose()?;
     let writer = state.service.spawn_report_writer(rx);
     if let Some(pg) = state.service.shared_store() {
         // Detached: it only reads and applies, and ends with the process.
@@ -118,12 +130,20 @@ pub async fn run(
         addr: cfg.listen,
         source,
     })?;
-    tracing::info!(%addr, database = %cfg.database, "aggregator listening");
+    tracing::info!(%addr, database = %cfg.database, tls = tls.is_some(), "aggregator listening");
     on_ready(addr);
     let app = router(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = match tls {
+        Some(tls) => {
+            crate::tls::serve(listener, app, tls, shutdown).await;
+            Ok(())
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     sweeper.abort();
     drop(writer); // the writer ends when the last sender (in the router state) is dropped
     served.map_err(|source| ServeError::Listen { addr, source })

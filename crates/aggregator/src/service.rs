@@ -247,6 +247,17 @@ impl Service {
         self.store(move |s| s.audit(limit)).await
     }
 
+    /// Records a refused credential in the audit log (`actor` used it for
+    /// `node`). A store failure is logged: the refusal stands either way.
+    pub async fn audit_refusal(&self, actor: &str, action: &'static str, node: &str) {
+        tracing::warn!(actor, node, action, "credential refused for this node");
+        let detail = serde_json::json!({ "node": node, "credential": actor });
+        let actor = actor.to_owned();
+        let _ = self
+            .store(move |s| s.append_audit(SystemTime::now(), &actor, action, &detail))
+            .await;
+    }
+
     /// Whether the store answers (readiness).
     ///
     /// # Errors

@@ -106,12 +106,13 @@ fn compose(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let agent = raw.agent.validate("agent")?;
     let aggregator = raw.aggregator.validate("aggregator")?;
     let agent = agent.resolve("agent", policy.clone(), configured)?;
-    let tokens = aggregator.resolve_tokens("aggregator")?;
+    let auth = aggregator.resolve_auth("aggregator")?;
     let aggregator = AggregatorConfig {
         listen: aggregator.listen,
         database: aggregator.database,
         fleet: aggregator.fleet,
-        tokens,
+        auth,
+        tls: aggregator.tls,
         scopes: aggregator.scopes,
         inventory: aggregator.inventory,
     };
@@ -147,19 +148,25 @@ mod tests {
             (e.key.as_deref(), e.line),
             (Some("agent.heartbeat"), Some(2))
         );
-        let e = parse(p, "[agent]\naggregators = [\"https://x:1\"]\n").expect_err("https");
+        let e = parse(p, "[agent]\naggregators = [\"ftp://x:1\"]\n").expect_err("ftp");
         assert_eq!(e.key.as_deref(), Some("agent.aggregators[0]"));
-        let e = parse(p, "[aggregator]\nlisten = \"0.0.0.0:9100\"\n")
-            .expect_err("no tokens off loopback");
+        let e =
+            parse(p, "[aggregator]\nlisten = \"0.0.0.0:9100\"\n").expect_err("no TLS off loopback");
+        assert_eq!(e.key.as_deref(), Some("aggregator.tls"));
+        let e = parse(
+            p,
+            "[aggregator]\nlisten = \"0.0.0.0:9100\"\ninsecure_plaintext = true\n",
+        )
+        .expect_err("no tokens off loopback");
         assert_eq!(e.key.as_deref(), Some("aggregator.auth"));
         let e = parse(
             p,
-            "[aggregator]\nlisten = \"0.0.0.0:9100\"\nauth = \"none\"\n",
+            "[aggregator]\nlisten = \"0.0.0.0:9100\"\ninsecure_plaintext = true\nauth = \"none\"\n",
         )
         .expect_err("none off loopback");
         assert_eq!(
             (e.key.as_deref(), e.line),
-            (Some("aggregator.auth"), Some(3))
+            (Some("aggregator.auth"), Some(4))
         );
         let e = parse(p, "[aggregator]\nscopes = [\"role\"]\n").expect_err("bad scope");
         assert_eq!(e.key.as_deref(), Some("aggregator.scopes[0]"));
@@ -194,7 +201,7 @@ mod tests {
         let c = parse(
             Path::new("x.toml"),
             "[agent]\nnode = \"compute-0\"\nlabels = { role = \"compute\" }\naggregators = [\"http://10.0.0.5:9100\"]\ntoken = \"t\"\nheartbeat = \"5s\"\n\
-             [aggregator]\nlisten = \"0.0.0.0:9100\"\nreport_token = \"r\"\nadmin_token = \"a\"\nsettle = \"0s\"\nclosed_inventory = true\nscopes = [\"role=compute\"]\n\
+             [aggregator]\nlisten = \"0.0.0.0:9100\"\ninsecure_plaintext = true\nfleet_report_token = true\nreport_token = \"r\"\nadmin_token = \"a\"\nsettle = \"0s\"\nclosed_inventory = true\nscopes = [\"role=compute\"]\n\
              [[aggregator.node]]\nname = \"compute-0\"\nlabels = { role = \"compute\" }\n",
         )
         .expect("valid");
@@ -202,7 +209,7 @@ mod tests {
         assert_eq!(c.agent.aggregators.len(), 1);
         assert!(c.aggregator.fleet.closed_inventory);
         assert_eq!(c.aggregator.inventory.len(), 1);
-        assert_eq!(c.aggregator.tokens.admin.as_deref(), Some("a"));
+        assert!(c.aggregator.tls.is_none());
         let c = parse(
             Path::new("x.toml"),
             "[[expect.interface]]\nname = \"bond0\"\nkind = \"linux_bond\"\naddresses = [\"192.0.2.10/24\"]\ndefault_gateway = \"192.0.2.1\"\nmembers = [\"eth0\", \"eth1\"]\nbond_mode = \"active-backup\"\nmiimon = 100\nmtu = 9000\n",

@@ -100,6 +100,13 @@ enum DebugCommand {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Mint a random report token for NODE: prints the token (for the
+    /// node's `agent.token_file`) on stdout and the line to add to the
+    /// aggregator's `node_tokens_file` on stderr.
+    NodeToken {
+        /// The node name, as the agent reports it.
+        node: String,
+    },
     /// Decode a capture file and print the snapshot as JSON.
     Decode {
         /// A file written by `preflight debug capture`.
@@ -184,6 +191,19 @@ fn main() -> ExitCode {
                 }
             }
             Command::Debug(DebugCommand::Decode { file }) => debug_decode(&file),
+            Command::Debug(DebugCommand::NodeToken { node }) => {
+                match preflight_aggregator::auth::mint_node_token(&node) {
+                    Ok((token, line)) => {
+                        emit(&format!("{token}\n"));
+                        eprintln!("add to the aggregator's node_tokens_file:\n{line}");
+                        EXIT_GO
+                    }
+                    Err(e) => {
+                        eprintln!("preflight: {e}");
+                        EXIT_USAGE
+                    }
+                }
+            }
         }
     });
     ExitCode::from(code)

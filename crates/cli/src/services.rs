@@ -128,7 +128,8 @@ pub async fn up(args: UpArgs) -> u8 {
     }
     cfg.aggregator.listen = args.listen;
     cfg.aggregator.database = preflight_aggregator::store::Database::Sqlite(args.database.clone());
-    cfg.aggregator.tokens = preflight_aggregator::api::Tokens::default();
+    cfg.aggregator.auth = preflight_aggregator::auth::Auth::default();
+    cfg.aggregator.tls = None;
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_agg = stop_rx.clone();

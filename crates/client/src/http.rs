@@ -1,15 +1,24 @@
-//! HTTP/1.1 transport: validated base URLs and one pooled connection client
-//! whose every request is bounded by a timeout (plain HTTP; put a
-//! TLS-terminating proxy in front when the network is untrusted).
+//! HTTP/1.1 transport: validated base URLs (`http://` or `https://`) and
+//! one pooled connection client whose every request is bounded by a
+//! timeout. HTTPS is rustls with the ring provider: the server is verified
+//! against a given CA file, or the system's trust store (read by
+//! rustls-native-certs: it honours the CAs an operator installed, e.g. a
+//! FreeIPA CA, and adds no compiled-in bundle to the binary, unlike
+//! webpki-roots), and a client certificate can be presented (mutual TLS).
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::http::uri::{Authority, PathAndQuery};
 use hyper::{Method, Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// What can go wrong talking to one server.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +39,9 @@ pub enum HttpError {
         /// What happened.
         message: String,
     },
+    /// The TLS files cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// No answer in time.
     #[error("{url}: no answer within {timeout:?}")]
     Timeout {
@@ -40,9 +52,10 @@ pub enum HttpError {
     },
 }
 
-/// A base URL (`http://host:port[/prefix]`), parsed and checked once.
+/// A base URL (`http[s]://host:port[/prefix]`), parsed and checked once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
+    tls: bool,
     authority: Authority,
     /// Path prefix without a trailing `/` (empty for the root).
     prefix: String,
@@ -52,20 +65,20 @@ impl BaseUrl {
     /// Validates a base URL.
     ///
     /// # Errors
-    /// When it is not `http://host[:port][/path]`.
+    /// When it is not `http[s]://host[:port][/path]` (the scheme in any case).
     pub fn parse(s: &str) -> Result<Self, HttpError> {
         let bad = |reason: &str| HttpError::BadUrl {
             url: s.to_owned(),
             reason: reason.to_owned(),
         };
-        let uri: Uri = s
+        let (tls, rest) = match s.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+            _ => return Err(bad("expected http://host:port or https://host:port")),
+        };
+        let uri: Uri = format!("{}://{rest}", if tls { "https" } else { "http" })
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(bad("https is not supported by the built-in client; terminate TLS in a local proxy or use http on a trusted network")),
-            _ => return Err(bad("expected http://host:port")),
-        }
         if uri.host().is_none_or(str::is_empty) {
             return Err(bad("no host"));
         }
@@ -74,6 +87,7 @@ impl BaseUrl {
         }
         let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
         Ok(Self {
+            tls,
             authority,
             prefix: uri.path().trim_end_matches('/').to_owned(),
         })
@@ -89,7 +103,9 @@ impl BaseUrl {
             .trim_end_matches(']');
         Some(std::net::SocketAddr::new(
             host.parse().ok()?,
-            self.authority.port_u16().unwrap_or(80),
+            self.authority
+                .port_u16()
+                .unwrap_or(if self.tls { 443 } else { 80 }),
         ))
     }
 
@@ -105,7 +121,7 @@ impl BaseUrl {
             },
         )?;
         Uri::builder()
-            .scheme("http")
+            .scheme(self.scheme())
             .authority(self.authority.clone())
             .path_and_query(pq)
             .build()
@@ -116,29 +132,161 @@ impl BaseUrl {
     }
 }
 
+impl BaseUrl {
+    /// Whether this is an `https://` URL.
+    #[must_use]
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
 impl std::fmt::Display for BaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.prefix)
+        write!(f, "{}://{}{}", self.scheme(), self.authority, self.prefix)
+    }
+}
+
+/// How to verify servers and what to present to them (`--ca`, `--cert`,
+/// `--key`; `[agent.tls]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM CA certificates to verify servers against; `None`: the system's.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain (with `key`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+}
+
+fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, HttpError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| HttpError::Tls(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(HttpError::Tls(format!(
+            "{}: no PEM certificate in it",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+impl TlsOptions {
+    /// The rustls configuration: reads the files now.
+    ///
+    /// # Errors
+    /// A file that cannot be read or parsed, a certificate without its key,
+    /// no usable system CA when none is given.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, HttpError> {
+        let tls = |e: String| HttpError::Tls(e);
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca {
+            Some(ca) => {
+                for c in read_certs(ca)? {
+                    roots
+                        .add(c)
+                        .map_err(|e| tls(format!("{}: {e}", ca.display())))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                let (added, _) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    return Err(tls(
+                        "no CA certificate in the system trust store; give one (--ca, tls.ca)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(e.to_string()))?
+        .with_root_certificates(roots);
+        let cfg = match (&self.cert, &self.key) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key)) => {
+                let chain = read_certs(cert)?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| tls(format!("{}: {e}", key.display())))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| tls(format!("{}: {e}", cert.display())))?
+            }
+            _ => return Err(tls("a client certificate needs both cert and key".into())),
+        };
+        // ALPN (http/1.1) is set by the connector (enable_http1).
+        Ok(cfg)
     }
 }
 
 /// A reusable connection pool.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    inner: HyperClient<HttpConnector, Full<Bytes>>,
+    inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
 impl HttpClient {
-    /// A client whose every request (connect + answer) is bounded by `timeout`.
+    /// A client whose every request (connect + answer) is bounded by
+    /// `timeout`; `https://` is verified against the system's CAs.
     #[must_use]
     pub fn new(timeout: Duration) -> Self {
+        Self::build(timeout, None)
+    }
+
+    /// A client with these TLS options.
+    ///
+    /// # Errors
+    /// The TLS files cannot be used.
+    pub fn with_tls(timeout: Duration, tls: &TlsOptions) -> Result<Self, HttpError> {
+        Ok(Self::build(timeout, Some(tls.client_config()?)))
+    }
+
+    /// The per-request timeout.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn build(timeout: Duration, tls: Option<rustls::ClientConfig>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        // Without options, the system's CAs; a host without any can still
+        // use http:// servers.
+        let tls = tls.or_else(|| TlsOptions::default().client_config().ok());
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let https = match tls {
+            Some(cfg) => builder.with_tls_config(cfg),
+            // No CA at all: every https:// connection fails verification.
+            None => builder.with_tls_config(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            ),
+        }
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
         let inner = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+            .build(https);
         Self { inner, timeout }
     }
 
@@ -248,10 +396,13 @@ mod tests {
             "http://agg/pf/v1/nodes"
         );
         assert_eq!(p.socket_addr(), None);
-        assert!(BaseUrl::parse("https://x:1")
-            .expect_err("https")
-            .to_string()
-            .contains("https is not supported"));
+        let h = BaseUrl::parse("HTTPS://agg.example.com/").expect("https, any case");
+        assert!(h.is_tls());
+        assert_eq!(
+            h.join("/v1/gate").expect("joins").to_string(),
+            "https://agg.example.com/v1/gate"
+        );
+        assert!(BaseUrl::parse("ftp://x:1").is_err());
         assert!(BaseUrl::parse("x:1").is_err());
         assert!(BaseUrl::parse("http://x:1/?a=b").is_err());
     }

@@ -14,13 +14,14 @@ pub mod http;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use hyper::{Method, StatusCode};
+pub use hyper::Method;
+use hyper::StatusCode;
 use preflight_model::api::{ApiErrorBody, NodeDetail, WaiverRequest};
 use preflight_model::report::{GateAnswer, NodeSummary, Report, ReportAck, Waiver};
 use preflight_model::Verdict;
 use serde::de::DeserializeOwned;
 
-pub use http::{BaseUrl, HttpClient, HttpError};
+pub use http::{BaseUrl, HttpClient, HttpError, TlsOptions};
 
 /// An answer and the server that gave it.
 #[derive(Debug, Clone)]
@@ -105,6 +106,15 @@ impl AggregatorClient {
             servers,
             token: None,
         }
+    }
+
+    /// Verifies servers and presents a client certificate as `tls` says.
+    ///
+    /// # Errors
+    /// The TLS files cannot be used.
+    pub fn with_tls(mut self, tls: &TlsOptions) -> Result<Self, HttpError> {
+        self.http = HttpClient::with_tls(self.http.timeout(), tls)?;
+        Ok(self)
     }
 
     /// Sends `token` as a bearer token with every request.

@@ -25,7 +25,8 @@ async fn aggregator(dir: &tempfile::TempDir) -> SocketAddr {
         listen: "127.0.0.1:0".parse().expect("addr"),
         database: preflight_aggregator::store::Database::Sqlite(dir.path().join("preflight.db")),
         fleet: preflight_aggregator::fleet::FleetConfig::default(),
-        tokens: preflight_aggregator::api::Tokens::default(),
+        auth: preflight_aggregator::auth::Auth::default(),
+        tls: None,
         scopes: Vec::new(),
         inventory: vec![(
             "n1".into(),

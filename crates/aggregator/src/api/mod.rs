@@ -17,19 +17,18 @@ use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath};
-use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use preflight_model::api::ApiErrorBody;
 use preflight_model::report::MAX_REPORT_BYTES;
-use subtle::ConstantTimeEq;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::fleet::FleetError;
 use crate::service::ServiceError;
-pub use crate::state::{AppState, Tokens};
+pub use crate::state::AppState;
 
 /// Longest a request may take. Every handler is a lock and at most one
 /// SQLite call; one that hangs (a stuck disk) is answered 503 with an empty
@@ -46,12 +45,18 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
             message: message.into(),
         }
+    }
+
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 }
 
@@ -124,28 +129,6 @@ fn query_rejection(r: &QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
 }
 
-fn authorize(headers: &HeaderMap, expected: Option<&String>) -> Result<(), ApiError> {
-    let Some(expected) = expected else {
-        return Ok(());
-    };
-    let got = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // Constant time in the token's content, so that response times do not
-    // reveal how many leading bytes were right (the length is not secret).
-    let ok = got.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token",
-        ))
-    }
-}
-
 /// Records `node` on the request's span (the trace layer declares it).
 fn span_node(node: &str) {
     tracing::Span::current().record("node", node);
@@ -207,6 +190,11 @@ pub fn router(state: AppState) -> Router {
                 "no such endpoint; see docs/api.md",
             )
         })
+        // Only matched routes: an unknown path is a 404 for everyone.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_role,
+        ))
         .layer(DefaultBodyLimit::max(MAX_REPORT_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

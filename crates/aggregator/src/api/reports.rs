@@ -1,19 +1,20 @@
 //! `POST /v1/reports`: agents' reports, with a rejection counter by reason.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
 use axum::Json;
 use preflight_model::report::{AckStatus, Report, ReportAck};
 
-use super::{authorize, json_rejection, span_node, ApiError};
+use super::{json_rejection, span_node, ApiError};
+use crate::auth::Caller;
 use crate::fleet::{FleetError, ReportOutcome};
 use crate::service::ServiceError;
 use crate::state::AppState;
 
 pub(super) async fn post_report(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<Report>, JsonRejection>,
 ) -> Result<Json<ReportAck>, ApiError> {
     let reject = |reason: &str| {
@@ -22,10 +23,6 @@ pub(super) async fn post_report(
             .with_label_values(&[reason])
             .inc();
     };
-    if let Err(e) = authorize(&headers, s.tokens.report.as_ref()) {
-        reject("unauthorized");
-        return Err(e);
-    }
     let Json(report) = body.map_err(|r| {
         let e = json_rejection(&r);
         reject(if e.status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -36,6 +33,22 @@ pub(super) async fn post_report(
         e
     })?;
     span_node(&report.node);
+    if !caller.may_report_for(&report.node) {
+        // A credential used for another node: a stolen or misused key.
+        reject("forbidden");
+        s.service
+            .audit_refusal(caller.name(), "report.forbidden", &report.node)
+            .await;
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "`{}` may not report for node `{}`",
+                caller.name(),
+                report.node
+            ),
+        ));
+    }
     let outcome = s.service.report(&report).await.map_err(|e| {
         reject(match &e {
             ServiceError::Fleet(FleetError::UnknownNode(_)) => "unknown_node",

@@ -13,9 +13,10 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use crate::api::router;
+use crate::auth::{token_digest, Auth, Identity, Nodes, Reads, Roles};
 use crate::fleet::FleetConfig;
 use crate::server::{build_state, AggregatorConfig};
-use crate::state::{AppState, Tokens};
+use crate::state::AppState;
 
 struct T {
     state: AppState,
@@ -33,10 +34,24 @@ fn cfg(db: &std::path::Path, closed: bool) -> AggregatorConfig {
             closed_inventory: closed,
             max_waiver: Duration::from_secs(86_400),
         },
-        tokens: Tokens {
-            report: Some("rtok".into()),
-            admin: Some("atok".into()),
+        auth: {
+            let mut a = Auth::new(Reads::Open);
+            a.add_fleet_report_token("rtok").expect("distinct");
+            a.add_admin_token("atok").expect("distinct");
+            a.add_node_token("c1", token_digest("c1tok"))
+                .expect("distinct");
+            a.add_token(
+                token_digest("rdtok"),
+                Identity {
+                    name: "dashboard".into(),
+                    roles: Roles::parse(&["reader".into()]).expect("role"),
+                    nodes: Nodes::Only(vec![]),
+                },
+            )
+            .expect("distinct");
+            a
         },
+        tls: None,
         scopes: vec![crate::fleet::Selector::parse("role=compute").expect("scope")],
         inventory: if closed {
             vec![(
@@ -345,7 +360,7 @@ async fn waivers_lifecycle_and_errors() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_error(&v, "unauthorized");
     let (s, _) = call(&t, "POST", "/v1/waivers", Some("rtok"), Some(body.clone())).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "the report token cannot waive");
+    assert_eq!(s, StatusCode::FORBIDDEN, "the report token cannot waive");
     let mut no_expiry = body.clone();
     no_expiry.as_object_mut().expect("obj").remove("duration");
     let (s, v) = call(&t, "POST", "/v1/waivers", Some("atok"), Some(no_expiry)).await;
@@ -662,4 +677,74 @@ async fn near_miss_tokens_are_refused() {
     }
     let (_, v) = call(&t, "GET", "/v1/nodes", None, None).await;
     assert_eq!(v, json!([]));
+}
+
+/// A node token reports for its own node only; using it for another is a
+/// 403 that changes nothing and leaves an audit entry naming both. A reader
+/// reads but cannot waive or change the inventory.
+#[tokio::test]
+async fn node_tokens_and_roles() {
+    let t = app("roles", false);
+    let (s, _) = call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("c1tok"),
+        Some(report("c1", 1, vec![])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("c1tok"),
+        Some(report("c2", 1, vec![])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_error(&v, "forbidden");
+    let (_, nodes) = call(&t, "GET", "/v1/nodes", Some("rdtok"), None).await;
+    assert_eq!(
+        nodes.as_array().map(Vec::len),
+        Some(1),
+        "c2 not added: {nodes}"
+    );
+    let (s, audit) = call(&t, "GET", "/v1/audit", Some("c1tok"), None).await;
+    assert_eq!(s, StatusCode::OK, "a node's credential may read");
+    let e = &audit[0];
+    assert_eq!(
+        (
+            e["action"].as_str(),
+            e["actor"].as_str(),
+            e["detail"]["node"].as_str()
+        ),
+        (Some("report.forbidden"), Some("node-token:c1"), Some("c2")),
+        "{audit}"
+    );
+    let body = json!({ "node": "c1", "reason": "r", "author": "a", "duration": "1h" });
+    let (s, v) = call(&t, "POST", "/v1/waivers", Some("rdtok"), Some(body.clone())).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, _) = call(&t, "POST", "/v1/waivers", Some("c1tok"), Some(body)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = call(
+        &t,
+        "PUT",
+        "/v1/nodes/x",
+        Some("rdtok"),
+        Some(json!({"labels": {}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rdtok"),
+        Some(report("c1", 2, vec![])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a reader cannot report");
+    let (s, _) = call(&t, "GET", "/healthz", Some("wrong"), None).await;
+    assert_eq!(s, StatusCode::OK, "probes need no credential");
 }

@@ -305,6 +305,21 @@ impl Store {
         both!(self, s => s.audit(limit))
     }
 
+    /// Appends one audit entry that goes with no other change (a refused
+    /// credential).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn append_audit(
+        &mut self,
+        at: SystemTime,
+        actor: &str,
+        action: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.append_audit(at, actor, action, detail))
+    }
+
     /// A round trip to the database (readiness).
     ///
     /// # Errors

@@ -354,6 +354,16 @@ impl PgStore {
         })
     }
 
+    pub(super) fn append_audit(
+        &mut self,
+        at: SystemTime,
+        actor: &str,
+        action: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.change("audit", |tx| Self::audit_tx(tx, at, actor, action, detail))
+    }
+
     pub(super) fn audit(&mut self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = self.run(|c| {
             c.query(

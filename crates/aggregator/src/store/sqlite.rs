@@ -188,6 +188,17 @@ impl SqliteStore {
         .map(|_| ())
     }
 
+    /// Appends one audit entry on its own.
+    pub(super) fn append_audit(
+        &mut self,
+        at: SystemTime,
+        actor: &str,
+        action: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.in_tx(|tx| Self::audit_tx(tx, at, actor, action, detail))
+    }
+
     /// Runs `f` in one transaction: all of it is written, or nothing.
     fn in_tx<T>(
         &mut self,

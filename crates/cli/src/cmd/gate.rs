@@ -9,13 +9,15 @@ use preflight_client::{Answered, GateResult};
 use preflight_model::report::GateAnswer;
 use preflight_model::Verdict;
 
-use super::{parse_duration, ServerArgs};
+use super::{parse_duration, ServerArgs, TokenArgs};
 use crate::{emit, EXIT_GO, EXIT_NO_GO, EXIT_UNDECIDED, EXIT_USAGE};
 
 #[derive(clap::Args)]
 pub struct GateArgs {
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Label selector: `role=compute` or `role=compute,rack=r1`; all nodes when omitted.
     #[arg(long, default_value = "")]
     scope: String,
@@ -88,9 +90,9 @@ fn note_failover(a: &Answered<GateAnswer>) {
 }
 
 pub async fn run(args: GateArgs) -> u8 {
-    let client = match args.server.client() {
-        Ok(c) => c,
-        Err(code) => return code,
+    let client = match (args.server.client(), args.token.get()) {
+        (Ok(c), Ok(t)) => c.with_token(t),
+        (Err(code), _) | (_, Err(code)) => return code,
     };
     let deadline = Instant::now() + args.timeout;
     let mut last_shown = String::new();

@@ -9,7 +9,9 @@ pub mod waive;
 
 use std::time::Duration;
 
-use preflight_client::{AggregatorClient, BaseUrl};
+use std::path::PathBuf;
+
+use preflight_client::{AggregatorClient, BaseUrl, TlsOptions};
 
 use crate::EXIT_USAGE;
 
@@ -33,6 +35,15 @@ pub struct ServerArgs {
     /// Request timeout per server.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     request_timeout: Duration,
+    /// CA certificates (PEM) to verify https:// servers against; default: the system's.
+    #[arg(long, value_name = "FILE", env = "PREFLIGHT_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present (mutual TLS); needs --key.
+    #[arg(long, value_name = "FILE", env = "PREFLIGHT_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", env = "PREFLIGHT_KEY", requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -47,16 +58,29 @@ impl ServerArgs {
                 eprintln!("preflight: {e}");
                 EXIT_USAGE
             })?;
-        Ok(AggregatorClient::new(urls, self.request_timeout))
+        let tls = TlsOptions {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        };
+        let client = AggregatorClient::new(urls, self.request_timeout);
+        if tls == TlsOptions::default() && !client.servers().iter().any(BaseUrl::is_tls) {
+            return Ok(client);
+        }
+        client.with_tls(&tls).map_err(|e| {
+            eprintln!("preflight: {e}");
+            EXIT_USAGE
+        })
     }
 }
 
 #[derive(clap::Args)]
 pub struct TokenArgs {
-    /// Admin token of the aggregator.
+    /// Bearer token for the aggregator (operator for waivers; any identity
+    /// for reads where the aggregator requires a credential to read).
     #[arg(long, env = "PREFLIGHT_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// File holding the admin token.
+    /// File holding the token.
     #[arg(long, conflicts_with = "token")]
     token_file: Option<std::path::PathBuf>,
 }

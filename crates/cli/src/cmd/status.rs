@@ -3,22 +3,24 @@
 
 use std::fmt::Write as _;
 
-use super::ServerArgs;
+use super::{ServerArgs, TokenArgs};
 use crate::{emit, EXIT_GO, EXIT_NO_GO, EXIT_UNDECIDED};
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(args: StatusArgs) -> u8 {
-    let client = match args.server.client() {
-        Ok(c) => c,
-        Err(code) => return code,
+    let client = match (args.server.client(), args.token.get()) {
+        (Ok(c), Ok(t)) => c.with_token(t),
+        (Err(code), _) | (_, Err(code)) => return code,
     };
     let nodes = match client.nodes().await {
         Ok(n) => n.value,
