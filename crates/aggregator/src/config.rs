@@ -34,6 +34,9 @@ pub const DEFAULT_SETTLE: Duration = Duration::from_secs(30);
 pub const MAX_SETTLE: Duration = Duration::from_secs(3600);
 /// Default longest waiver.
 pub const DEFAULT_MAX_WAIVER: Duration = Duration::from_secs(7 * 86_400);
+/// Default shortest waiver: a waiver shorter than a minute is a typo
+/// (`0s`), not an exception an operator means to grant.
+pub const DEFAULT_MIN_WAIVER: Duration = Duration::from_secs(60);
 /// Smallest cap on waivers.
 pub const MIN_MAX_WAIVER: Duration = Duration::from_secs(60);
 /// Largest cap on waivers.
@@ -49,6 +52,7 @@ pub struct RawAggregatorSection {
     ttl: Option<Spanned<String>>,
     settle: Option<Spanned<String>>,
     max_waiver: Option<Spanned<String>>,
+    min_waiver: Option<Spanned<String>>,
     #[serde(default)]
     closed_inventory: bool,
     report_token: Option<String>,
@@ -185,6 +189,13 @@ impl RawAggregatorSection {
                 MIN_MAX_WAIVER,
                 MAX_MAX_WAIVER,
             )?,
+            min_waiver: duration(
+                key("min_waiver"),
+                self.min_waiver.as_ref(),
+                DEFAULT_MIN_WAIVER,
+                Duration::from_secs(1),
+                MIN_MAX_WAIVER,
+            )?,
         };
         let scopes = self
             .scopes
@@ -243,10 +254,20 @@ impl AggregatorSection {
         let read = |s: Option<&Secret>, k: &str| {
             s.map(|s| s.resolve(&format!("{prefix}.{k}"))).transpose()
         };
-        Ok(Tokens {
+        let tokens = Tokens {
             report: read(self.report_token.as_ref(), "report_token")?,
             admin: read(self.admin_token.as_ref(), "admin_token")?,
-        })
+        };
+        if tokens.report.is_some() && tokens.report == tokens.admin {
+            // Every agent holds the report token: if it also opened waivers
+            // and the inventory, one node could waive the whole fleet.
+            return Err(ConfigError::new(
+                format!("{prefix}.admin_token"),
+                None,
+                "must differ from report_token: every agent holds the report token",
+            ));
+        }
+        Ok(tokens)
     }
 }
 

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod fleet;
 pub mod metrics;

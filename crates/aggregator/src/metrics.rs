@@ -27,6 +27,9 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// 1 when the last call to the store succeeded, 0 when it failed.
     pub store_up: IntGauge,
+    /// Waiver ends (removals, expiries) in force in memory that the store
+    /// has not recorded yet.
+    pub waiver_ends_unrecorded: IntGauge,
 }
 
 /// Reasons a report can be rejected (the complete label set).
@@ -36,6 +39,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "unauthorized",
     "unknown_node",
     "stale_sequence",
+    "sequence_jump",
     "store_error",
 ];
 
@@ -109,6 +113,11 @@ impl Metrics {
         )
         .expect("valid metric");
         store_up.set(1);
+        let waiver_ends_unrecorded = IntGauge::new(
+            "preflight_aggregator_waiver_ends_unrecorded",
+            "Waivers removed or expired in memory (no longer in force) whose end the store has not recorded yet; retried every second. Until it is 0, a restart would bring them back.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(nodes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(node_blocked.clone()),
@@ -119,6 +128,7 @@ impl Metrics {
             Box::new(waivers_active.clone()),
             Box::new(store_errors.clone()),
             Box::new(store_up.clone()),
+            Box::new(waiver_ends_unrecorded.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -142,6 +152,7 @@ impl Metrics {
             waivers_active,
             store_errors,
             store_up,
+            waiver_ends_unrecorded,
         }
     }
 

@@ -77,6 +77,8 @@ impl From<FleetError> for ApiError {
             FleetError::BadNodeName(_) => (StatusCode::BAD_REQUEST, "bad_node_name"),
             FleetError::BadLabel(_) => (StatusCode::BAD_REQUEST, "bad_label"),
             FleetError::StaleSequence { .. } => (StatusCode::CONFLICT, "stale_sequence"),
+            FleetError::SequenceJump { .. } => (StatusCode::CONFLICT, "sequence_jump"),
+            FleetError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             FleetError::BadReport(_) => (StatusCode::BAD_REQUEST, "bad_report"),
             FleetError::BadWaiver(_) => (StatusCode::BAD_REQUEST, "bad_waiver"),
             FleetError::NoSuchWaiver(_) | FleetError::NoSuchNode(_) => {
@@ -97,6 +99,9 @@ impl From<ServiceError> for ApiError {
                 "store_error",
                 format!("cannot write the store: {e}"),
             ),
+            ServiceError::Unrecorded(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_error", m)
+            }
         }
     }
 }
@@ -124,6 +129,15 @@ fn query_rejection(r: &QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
 }
 
+/// The credentials of an `Authorization: Bearer ...` value; the scheme is
+/// case-insensitive (RFC 9110, section 11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
+}
+
 fn authorize(headers: &HeaderMap, expected: Option<&String>) -> Result<(), ApiError> {
     let Some(expected) = expected else {
         return Ok(());
@@ -131,7 +145,7 @@ fn authorize(headers: &HeaderMap, expected: Option<&String>) -> Result<(), ApiEr
     let got = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer);
     // Constant time in the token's content, so that response times do not
     // reveal how many leading bytes were right (the length is not secret).
     let ok = got.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())));
