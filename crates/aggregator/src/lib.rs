@@ -13,6 +13,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod fleet;
 pub mod metrics;
 pub mod replicas;

@@ -121,9 +121,13 @@ pub async fn run(
     tracing::info!(%addr, database = %cfg.database, "aggregator listening");
     on_ready(addr);
     let app = router(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = crate::conn::serve(
+        listener,
+        app,
+        crate::conn::ConnLimits::for_this_process(),
+        shutdown,
+    )
+    .await;
     sweeper.abort();
     drop(writer); // the writer ends when the last sender (in the router state) is dropped
     served.map_err(|source| ServeError::Listen { addr, source })
