@@ -400,6 +400,7 @@ mod tests {
         m.update(&state);
         m.update_watch(&WatchStats::default());
         m.pushes.with_label_values(&["http://a:1", "ok"]).inc();
+        m.reachable.with_label_values(&["http://a:1"]).set(1);
         let text = m.render();
         let mut emitted: Vec<&str> = text
             .lines()
