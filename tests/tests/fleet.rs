@@ -63,7 +63,7 @@ impl Fleet {
             dir.path().join("agg.toml"),
             format!(
                 "[aggregator]\nlisten = \"192.0.2.1:9100\"\ninsecure_plaintext = true\nfleet_report_token = true\nreads = \"open\"\ndatabase = \"{}\"\nreport_token = \"report-secret\"\nadmin_token = \"{ADMIN}\"\n\
-                 ttl = \"3s\"\nsettle = \"2s\"\nclosed_inventory = true\nscopes = [\"role=compute\"]\n{inventory}",
+                 ttl = \"3s\"\nsettle = \"2s\"\nmin_waiver = \"1s\"\nclosed_inventory = true\nscopes = [\"role=compute\"]\n{inventory}",
                 dir.path().join("preflight.db").display()
             ),
         )

@@ -246,10 +246,21 @@ async fn follow_metrics(
 /// losing a port changes several links) becomes one report.
 const DEBOUNCE: Duration = Duration::from_millis(5);
 
+/// `d` stretched by a random 0-50 %, so that agents that lost the same
+/// aggregator do not all come back in the same millisecond.
+fn jittered(d: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let salt = nanos ^ std::process::id().wrapping_mul(0x9E37_79B9);
+    d + d.mul_f64(f64::from(salt % 1000) / 2000.0)
+}
+
 async fn push_loop(
     client: AggregatorClient,
     cfg: AgentConfig,
-    boot_id: String,
+    mut boot_id: String,
     mut rx: watch::Receiver<Versioned>,
     metrics: AgentMetrics,
 ) {
@@ -299,9 +310,14 @@ async fn push_loop(
             Err(e @ ClientError::Refused { status, .. }) => {
                 tracing::warn!(aggregator = %label, error = %e, "report rejected");
                 if status == 409 {
-                    // Our sequence is behind what the aggregator has seen for
-                    // this boot id (it cannot be, unless a clone runs): jump.
-                    seq += 1000;
+                    // The aggregator holds a later sequence for this boot id
+                    // than ours (a clone, or someone who sent one with our
+                    // boot id). Start a new boot id, which resets the
+                    // sequence: a jump by any amount could be outrun, and
+                    // the aggregator refuses jumps far ahead.
+                    boot_id = new_boot_id();
+                    seq = 0;
+                    state_seq = 0;
                 }
                 false
             }
@@ -314,6 +330,10 @@ async fn push_loop(
             .pushes
             .with_label_values(&[label.as_str(), if ok { "ok" } else { "error" }])
             .inc();
+        metrics
+            .reachable
+            .with_label_values(&[label.as_str()])
+            .set(i64::from(ok));
         if ok {
             backoff = Duration::from_millis(100);
             if state_seq == 0 {
@@ -329,7 +349,7 @@ async fn push_loop(
             }
         } else {
             // Back off, but a change still goes out as soon as the backoff ends.
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(jittered(backoff)).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }

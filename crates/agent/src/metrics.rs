@@ -34,6 +34,8 @@ pub struct AgentMetrics {
     netlink_messages: IntCounter,
     /// Report pushes by aggregator and result.
     pub pushes: IntCounterVec,
+    /// Per aggregator: 1 when the last push was accepted.
+    pub reachable: IntGaugeVec,
 }
 
 fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -166,6 +168,11 @@ impl AgentMetrics {
                 &["aggregator", "result"],
             )
             .expect("valid metric"),
+            reachable: gauge(
+                "preflight_aggregator_reachable",
+                "1 when the last report pushed to this aggregator was answered (accepted or need_full), 0 when it was refused or not answered.",
+                &["aggregator"],
+            ),
         };
         for c in [
             Box::new(m.bond_info.clone()) as Box<dyn prometheus::core::Collector>,
@@ -189,6 +196,7 @@ impl AgentMetrics {
             Box::new(m.parse_errors.clone()),
             Box::new(m.netlink_messages.clone()),
             Box::new(m.pushes.clone()),
+            Box::new(m.reachable.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }
@@ -392,6 +400,7 @@ mod tests {
         m.update(&state);
         m.update_watch(&WatchStats::default());
         m.pushes.with_label_values(&["http://a:1", "ok"]).inc();
+        m.reachable.with_label_values(&["http://a:1"]).set(1);
         let text = m.render();
         let mut emitted: Vec<&str> = text
             .lines()

@@ -35,6 +35,9 @@ pub const DEFAULT_SETTLE: Duration = Duration::from_secs(30);
 pub const MAX_SETTLE: Duration = Duration::from_secs(3600);
 /// Default longest waiver.
 pub const DEFAULT_MAX_WAIVER: Duration = Duration::from_secs(7 * 86_400);
+/// Default shortest waiver: a waiver shorter than a minute is a typo
+/// (`0s`), not an exception an operator means to grant.
+pub const DEFAULT_MIN_WAIVER: Duration = Duration::from_secs(60);
 /// Smallest cap on waivers.
 pub const MIN_MAX_WAIVER: Duration = Duration::from_secs(60);
 /// Largest cap on waivers.
@@ -50,6 +53,7 @@ pub struct RawAggregatorSection {
     ttl: Option<Spanned<String>>,
     settle: Option<Spanned<String>>,
     max_waiver: Option<Spanned<String>>,
+    min_waiver: Option<Spanned<String>>,
     #[serde(default)]
     closed_inventory: bool,
     report_token: Option<String>,
@@ -315,6 +319,13 @@ impl RawAggregatorSection {
                 DEFAULT_MAX_WAIVER,
                 MIN_MAX_WAIVER,
                 MAX_MAX_WAIVER,
+            )?,
+            min_waiver: duration(
+                key("min_waiver"),
+                self.min_waiver.as_ref(),
+                DEFAULT_MIN_WAIVER,
+                Duration::from_secs(1),
+                MIN_MAX_WAIVER,
             )?,
         };
         let scopes = self

@@ -12,7 +12,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod fleet;
 pub mod metrics;
 pub mod replicas;

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub store_up: IntGauge,
     /// Reloads of the TLS certificate files, by result.
     pub tls_reloads: IntCounterVec,
+    /// Waiver ends (removals, expiries) in force in memory that the store
+    /// has not recorded yet.
+    pub waiver_ends_unrecorded: IntGauge,
 }
 
 /// Reasons a report can be rejected (the complete label set).
@@ -39,6 +42,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "forbidden",
     "unknown_node",
     "stale_sequence",
+    "sequence_jump",
     "store_error",
 ];
 
@@ -123,6 +127,11 @@ impl Metrics {
         for r in ["ok", "error"] {
             tls_reloads.with_label_values(&[r]);
         }
+        let waiver_ends_unrecorded = IntGauge::new(
+            "preflight_aggregator_waiver_ends_unrecorded",
+            "Waivers removed or expired in memory (no longer in force) whose end the store has not recorded yet; retried every second. Until it is 0, a restart would bring them back.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(nodes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(node_blocked.clone()),
@@ -134,6 +143,7 @@ impl Metrics {
             Box::new(store_errors.clone()),
             Box::new(store_up.clone()),
             Box::new(tls_reloads.clone()),
+            Box::new(waiver_ends_unrecorded.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -158,6 +168,7 @@ impl Metrics {
             store_errors,
             store_up,
             tls_reloads,
+            waiver_ends_unrecorded,
         }
     }
 

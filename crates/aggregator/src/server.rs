@@ -135,13 +135,24 @@ pub async fn run(
     let app = router(state);
     let served = match tls {
         Some(tls) => {
-            crate::tls::serve(listener, app, tls, shutdown).await;
+            crate::tls::serve(
+                listener,
+                app,
+                tls,
+                crate::conn::ConnLimits::for_this_process(),
+                shutdown,
+            )
+            .await;
             Ok(())
         }
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            crate::conn::serve(
+                listener,
+                app,
+                crate::conn::ConnLimits::for_this_process(),
+                shutdown,
+            )
+            .await
         }
     };
     sweeper.abort();

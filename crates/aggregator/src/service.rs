@@ -33,6 +33,19 @@ pub enum ServiceError {
     /// The store could not be read or written (the fleet is unchanged).
     #[error("{0}")]
     Store(String),
+    /// The change is in force in memory, but the store could not record it
+    /// yet (it is retried; until then a restart would undo it).
+    #[error("{0}")]
+    Unrecorded(String),
+}
+
+/// A waiver's end that is in force in memory and waits for the store.
+#[derive(Debug, Clone)]
+struct PendingEnd {
+    waiver: Waiver,
+    actor: String,
+    action: &'static str,
+    at: SystemTime,
 }
 
 /// The fleet in memory, the store behind it, and the channel to the
@@ -43,6 +56,8 @@ pub struct Service {
     store: Arc<Mutex<Store>>,
     reports_tx: Sender<PendingReport>,
     metrics: Metrics,
+    /// Waiver ends the store refused: retried by [`Service::sweep`].
+    pending_ends: Arc<Mutex<Vec<PendingEnd>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,8 +69,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Service {
     /// Opens the store and rebuilds the in-memory fleet from it: the
     /// configured inventory (written to the store), the stored inventory,
-    /// waivers as they were, last reports for display, but every node silent
-    /// until it reports again (fail-closed after a restart). `scopes` get
+    /// waivers with the time they have left (see
+    /// [`crate::clock::waiver_left`]: a wall clock that is behind never
+    /// revives one; those that fell due while the aggregator was down are
+    /// ended and audited now), last reports for display, but every node
+    /// silent until it reports again (fail-closed after a restart). `scopes` get
     /// kept counts. Returns the receiver for [`Service::spawn_report_writer`].
     ///
     /// # Errors
@@ -68,7 +86,7 @@ impl Service {
         metrics: Metrics,
     ) -> Result<(Self, Receiver<PendingReport>), RestoreError> {
         let now = Instant::now();
-        let wall = SystemTime::now();
+        let wall = crate::clock::wall();
         for (name, labels) in inventory {
             fleet.upsert_node(name, labels.clone(), now, wall)?;
             store.upsert_node(name, labels, "config", wall)?;
@@ -78,12 +96,27 @@ impl Service {
                 fleet.upsert_node(&name, labels, now, wall)?;
             }
         }
+        for name in store.agent_nodes()? {
+            if !inventory.iter().any(|(n, _)| *n == name) {
+                fleet.mark_agent_labelled(&name);
+            }
+        }
         for r in store.reports()? {
             fleet.restore_report(&r.node, r.boot_id, r.seq, r.state, r.received_at);
         }
-        for w in store.active_waivers(wall)? {
-            if fleet.status(&w.node).is_some() {
-                let left = w.expires_at.duration_since(wall).unwrap_or_default();
+        let boot = crate::clock::BootAnchor::now();
+        for (w, anchor) in store.open_waivers()? {
+            let left = crate::clock::waiver_left(
+                w.created_at,
+                w.expires_at,
+                anchor.as_ref(),
+                boot.as_ref(),
+                wall,
+            );
+            if left.is_zero() {
+                tracing::info!(waiver = w.id, node = %w.node, "waiver fell due while the aggregator was down");
+                store.end_waiver(&w, "aggregator", "waiver.expire", wall)?;
+            } else if fleet.status(&w.node).is_some() {
                 fleet.add_waiver(w, left, now);
             }
         }
@@ -96,6 +129,7 @@ impl Service {
             store: Arc::new(Mutex::new(store)),
             reports_tx: tx,
             metrics,
+            pending_ends: Arc::default(),
         };
         Ok((service, rx))
     }
@@ -137,13 +171,31 @@ impl Service {
     /// The fleet's refusal (nothing changed), or the store's failure to
     /// persist a new node (the node is removed again).
     pub async fn report(&self, report: &Report) -> Result<ReportOutcome, ServiceError> {
-        let wall = SystemTime::now();
+        let wall = crate::clock::wall();
         let outcome = lock(&self.fleet).apply_report(report, Instant::now(), wall)?;
-        let (ReportOutcome::Accepted { new_node, .. }, ReportBody::Full { labels, state }) =
-            (&outcome, &report.body)
+        let (
+            ReportOutcome::Accepted {
+                new_node,
+                relabeled,
+                ..
+            },
+            ReportBody::Full { labels, state },
+        ) = (&outcome, &report.body)
         else {
             return Ok(outcome);
         };
+        if let Some(old) = relabeled {
+            // An agent-labelled node moved to other scopes: persisted and
+            // audited (actor `agent`), or undone.
+            let (node, labels) = (report.node.clone(), labels.clone());
+            let saved = self
+                .store(move |s| s.upsert_node(&node, &labels, "agent", wall))
+                .await;
+            if let Err(e) = saved {
+                lock(&self.fleet).undo_relabel(&report.node, old.clone(), Instant::now());
+                return Err(e);
+            }
+        }
         if *new_node {
             let (node, labels) = (report.node.clone(), labels.clone());
             let saved = self
@@ -176,7 +228,7 @@ impl Service {
     ) -> Result<(), ServiceError> {
         check_node_name(name).map_err(FleetError::from)?;
         check_labels(&labels).map_err(FleetError::from)?;
-        let wall = SystemTime::now();
+        let wall = crate::clock::wall();
         let (n, l) = (name.to_owned(), labels.clone());
         self.store(move |s| s.upsert_node(&n, &l, "api", wall))
             .await?;
@@ -193,7 +245,7 @@ impl Service {
             return Err(FleetError::NoSuchNode(name.to_owned()).into());
         }
         let n = name.to_owned();
-        self.store(move |s| s.remove_node(&n, "api", SystemTime::now()))
+        self.store(move |s| s.remove_node(&n, "api", crate::clock::wall()))
             .await?;
         lock(&self.fleet).remove_node(name)?;
         Ok(())
@@ -207,36 +259,85 @@ impl Service {
         // The clock the handler derived the expiry from, so that a duration
         // of exactly the cap is accepted.
         lock(&self.fleet).check_waiver(&w, w.created_at)?;
+        let asked = Instant::now();
         let w = self.store(move |s| s.insert_waiver(w)).await?;
+        // Its length as granted, counted on the monotonic clock from the
+        // request: a wall-clock step does not stretch it.
         let left = w
             .expires_at
-            .duration_since(SystemTime::now())
+            .duration_since(w.created_at)
             .unwrap_or_default();
-        lock(&self.fleet).add_waiver(w.clone(), left, Instant::now());
+        lock(&self.fleet).add_waiver(w.clone(), left, asked);
         Ok(w)
     }
 
-    /// Ends an active waiver on behalf of `actor` (store, then fleet).
+    /// Ends an active waiver on behalf of `actor`: out of the fleet at once
+    /// (fail towards no-go: an operator can always revoke), then recorded in
+    /// the store. When the store refuses, the end stays in force, is retried
+    /// by [`Service::sweep`], and is reported as
+    /// [`ServiceError::Unrecorded`].
     ///
     /// # Errors
-    /// No such waiver, store failure.
+    /// No such waiver; the store could not record the end (yet).
     pub async fn remove_waiver(&self, id: i64, actor: String) -> Result<(), ServiceError> {
         let w = lock(&self.fleet)
-            .waiver(id)
-            .cloned()
-            .ok_or(FleetError::NoSuchWaiver(id))?;
-        let ended = self
-            .store(move |s| s.end_waiver(&w, &actor, "waiver.remove", SystemTime::now()))
-            .await?;
-        // The store decides: another replica may have ended it first (then
-        // this is a 404 like any unknown id), or a reload may already have
-        // taken it out of this fleet (then this removal still happened).
-        let _ = lock(&self.fleet).remove_waiver(id, Instant::now());
-        if ended {
-            Ok(())
-        } else {
-            Err(FleetError::NoSuchWaiver(id).into())
+            .remove_waiver(id, Instant::now())
+            .map_err(ServiceError::from)?;
+        let end = PendingEnd {
+            waiver: w,
+            actor,
+            action: "waiver.remove",
+            at: crate::clock::wall(),
+        };
+        let e = end.clone();
+        match self
+            .store(move |s| s.end_waiver(&e.waiver, &e.actor, e.action, e.at))
+            .await
+        {
+            Ok(true) => Ok(()),
+            // Another replica ended it first: a 404 like any unknown id.
+            Ok(false) => Err(FleetError::NoSuchWaiver(id).into()),
+            Err(e) => {
+                self.defer_end(end);
+                Err(ServiceError::Unrecorded(format!(
+                    "waiver {id} is removed and no longer applies, but the store could not record it ({e}); retried every second, and until then a restart of this aggregator would bring it back"
+                )))
+            }
         }
+    }
+
+    fn defer_end(&self, end: PendingEnd) {
+        let mut p = lock(&self.pending_ends);
+        p.push(end);
+        self.metrics
+            .waiver_ends_unrecorded
+            .set(i64::try_from(p.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Retries recording the waiver ends the store refused, oldest first;
+    /// stops at the first failure.
+    async fn record_pending_ends(&self) {
+        loop {
+            let Some(end) = lock(&self.pending_ends).first().cloned() else {
+                return;
+            };
+            let e = end.clone();
+            let done = self
+                .store(move |s| s.end_waiver(&e.waiver, &e.actor, e.action, e.at))
+                .await;
+            if done.is_err() {
+                return;
+            }
+            let mut p = lock(&self.pending_ends);
+            p.retain(|x| x.waiver.id != end.waiver.id);
+            self.metrics
+                .waiver_ends_unrecorded
+                .set(i64::try_from(p.len()).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn end_pending(&self, id: i64) -> bool {
+        lock(&self.pending_ends).iter().any(|e| e.waiver.id == id)
     }
 
     /// The newest `limit` audit entries.
@@ -258,12 +359,20 @@ impl Service {
             .await;
     }
 
-    /// Whether the store answers (readiness).
+    /// Whether the store takes writes and has recorded every waiver end
+    /// (readiness).
     ///
     /// # Errors
-    /// Store failure.
+    /// Store failure, or waiver ends still unrecorded.
     pub async fn check_store(&self) -> Result<(), ServiceError> {
-        self.store(Store::ping).await
+        self.store(Store::ping).await?;
+        let pending = lock(&self.pending_ends).len();
+        if pending > 0 {
+            return Err(ServiceError::Store(format!(
+                "{pending} waiver end(s) not yet recorded in the store"
+            )));
+        }
+        Ok(())
     }
 
     /// Writes reports in batches (latest per node wins) until the channel
@@ -315,7 +424,7 @@ impl Service {
         &self,
         known: &mut std::collections::HashSet<String>,
     ) -> Result<ReloadCounts, crate::store::StoreError> {
-        let wall = SystemTime::now();
+        let wall = crate::clock::wall();
         let (nodes, waivers) = {
             let mut s = lock(&self.store);
             let r = s.nodes().and_then(|n| Ok((n, s.active_waivers(wall)?)));
@@ -348,7 +457,10 @@ impl Service {
             }
         }
         for w in waivers {
-            if fleet.waiver(w.id).is_none() && fleet.status(&w.node).is_some() {
+            if fleet.waiver(w.id).is_none()
+                && fleet.status(&w.node).is_some()
+                && !self.end_pending(w.id)
+            {
                 let left = w.expires_at.duration_since(wall).unwrap_or_default();
                 fleet.add_waiver(w, left, now);
                 counts.waivers += 1;
@@ -365,15 +477,24 @@ impl Service {
             let max = Instant::now() + Duration::from_secs(1);
             tokio::time::sleep_until(next.map_or(max, |n| n.min(max))).await;
             let expired = lock(&self.fleet).tick(Instant::now());
+            self.record_pending_ends().await;
             for w in expired {
-                let id = w.id;
+                let end = PendingEnd {
+                    waiver: w,
+                    actor: "aggregator".into(),
+                    action: "waiver.expire",
+                    at: crate::clock::wall(),
+                };
+                let e = end.clone();
                 let recorded = self
-                    .store(move |s| {
-                        s.end_waiver(&w, "aggregator", "waiver.expire", SystemTime::now())
-                    })
+                    .store(move |s| s.end_waiver(&e.waiver, &e.actor, e.action, e.at))
                     .await;
                 if recorded.is_err() {
-                    tracing::error!(waiver = id, "cannot record waiver expiry");
+                    tracing::error!(
+                        waiver = end.waiver.id,
+                        "cannot record waiver expiry; retried"
+                    );
+                    self.defer_end(end);
                 }
             }
         }

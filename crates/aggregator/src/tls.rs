@@ -195,11 +195,19 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Arc<ServerTls>,
+    limits: crate::conn::ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // The same connection cap as plain HTTP: past it, new connections wait
+    // in the kernel's backlog instead of exhausting file descriptors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let (tcp, remote) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -215,7 +223,9 @@ pub async fn serve(
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let app = app.clone();
         let watcher = graceful.watcher();
+        let header_read_timeout = limits.header_read_timeout.min(HEADER_READ_TIMEOUT);
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = tcp.set_nodelay(true);
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -237,7 +247,7 @@ pub async fn serve(
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");

@@ -10,8 +10,11 @@ use crate::{Code, Finding, NodeState, Verdict};
 /// Largest accepted report body, in bytes.
 pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
 
-/// One push from an agent.
+/// One push from an agent. Read through [`RawReport`], which refuses
+/// unknown fields: `flatten` (kept for writing, so the wire format is
+/// unchanged) would otherwise let any field through.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawReport")]
 pub struct Report {
     /// Node name (`compute-0`).
     pub node: String,
@@ -41,6 +44,64 @@ pub enum ReportBody {
         /// Sequence number of the last full report the state is unchanged from.
         state_seq: u64,
     },
+}
+
+/// A report as written on the wire, every field at the top level; unknown
+/// fields are refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    node: String,
+    boot_id: String,
+    seq: u64,
+    kind: ReportKind,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    state: Option<Box<NodeState>>,
+    #[serde(default)]
+    state_seq: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ReportKind {
+    Full,
+    Heartbeat,
+}
+
+impl TryFrom<RawReport> for Report {
+    type Error = String;
+
+    fn try_from(r: RawReport) -> Result<Self, String> {
+        let body = match r.kind {
+            ReportKind::Full => {
+                if r.state_seq.is_some() {
+                    return Err("unknown field `state_seq` in a full report".into());
+                }
+                ReportBody::Full {
+                    labels: r.labels.unwrap_or_default(),
+                    state: r.state.ok_or("missing field `state`")?,
+                }
+            }
+            ReportKind::Heartbeat => {
+                if r.labels.is_some() || r.state.is_some() {
+                    return Err(
+                        "a heartbeat carries only `state_seq`, not `labels` or `state`".into(),
+                    );
+                }
+                ReportBody::Heartbeat {
+                    state_seq: r.state_seq.ok_or("missing field `state_seq`")?,
+                }
+            }
+        };
+        Ok(Self {
+            node: r.node,
+            boot_id: r.boot_id,
+            seq: r.seq,
+            body,
+        })
+    }
 }
 
 /// Aggregator's answer to a report.
@@ -186,6 +247,27 @@ pub struct WaivedFinding {
 mod tests {
     use super::*;
     use crate::Severity;
+
+    #[test]
+    fn report_json_is_unchanged_and_unknown_fields_are_refused() {
+        let hb = r#"{"node":"c1","boot_id":"b","seq":2,"kind":"heartbeat","state_seq":1}"#;
+        let r: Report = serde_json::from_str(hb).expect("heartbeat");
+        assert_eq!(serde_json::to_string(&r).expect("ser"), hb);
+        let e = serde_json::from_str::<Report>(
+            r#"{"node":"c1","boot_id":"b","seq":2,"kind":"heartbeat","state_seq":1,"admin":true}"#,
+        )
+        .expect_err("unknown field");
+        assert!(e.to_string().contains("unknown field `admin`"), "{e}");
+        let e = serde_json::from_str::<Report>(
+            r#"{"node":"c1","boot_id":"b","seq":2,"kind":"heartbeat","state_seq":1,"labels":{}}"#,
+        )
+        .expect_err("labels on a heartbeat");
+        assert!(e.to_string().contains("heartbeat"), "{e}");
+        let e =
+            serde_json::from_str::<Report>(r#"{"node":"c1","boot_id":"b","seq":2,"kind":"full"}"#)
+                .expect_err("no state");
+        assert!(e.to_string().contains("state"), "{e}");
+    }
 
     /// The JSON of a finding and a blocker is the same as when their codes
     /// were plain strings: agents and aggregators of either kind interoperate.

@@ -82,6 +82,8 @@ impl From<FleetError> for ApiError {
             FleetError::BadNodeName(_) => (StatusCode::BAD_REQUEST, "bad_node_name"),
             FleetError::BadLabel(_) => (StatusCode::BAD_REQUEST, "bad_label"),
             FleetError::StaleSequence { .. } => (StatusCode::CONFLICT, "stale_sequence"),
+            FleetError::SequenceJump { .. } => (StatusCode::CONFLICT, "sequence_jump"),
+            FleetError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             FleetError::BadReport(_) => (StatusCode::BAD_REQUEST, "bad_report"),
             FleetError::BadWaiver(_) => (StatusCode::BAD_REQUEST, "bad_waiver"),
             FleetError::NoSuchWaiver(_) | FleetError::NoSuchNode(_) => {
@@ -102,6 +104,9 @@ impl From<ServiceError> for ApiError {
                 "store_error",
                 format!("cannot write the store: {e}"),
             ),
+            ServiceError::Unrecorded(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_error", m)
+            }
         }
     }
 }

@@ -53,8 +53,10 @@ pub(super) async fn post_report(
         reject(match &e {
             ServiceError::Fleet(FleetError::UnknownNode(_)) => "unknown_node",
             ServiceError::Fleet(FleetError::StaleSequence { .. }) => "stale_sequence",
+            ServiceError::Fleet(FleetError::SequenceJump { .. }) => "sequence_jump",
+            ServiceError::Fleet(FleetError::TooLarge(_)) => "too_large",
             ServiceError::Fleet(_) => "bad_request",
-            ServiceError::Store(_) => "store_error",
+            ServiceError::Store(_) | ServiceError::Unrecorded(_) => "store_error",
         });
         ApiError::from(e)
     })?;

@@ -33,6 +33,7 @@ fn cfg(db: &std::path::Path, closed: bool) -> AggregatorConfig {
             settle: Duration::ZERO,
             closed_inventory: closed,
             max_waiver: Duration::from_secs(86_400),
+            min_waiver: Duration::from_secs(60),
         },
         auth: {
             let mut a = Auth::new(Reads::Open);

@@ -1,6 +1,6 @@
 //! `/v1/waivers`: active waivers; creating and ending one (admin token).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -23,7 +23,7 @@ pub(super) async fn post_waiver(
 ) -> Result<(StatusCode, Json<Waiver>), ApiError> {
     let Json(b) = body.map_err(|r| json_rejection(&r))?;
     span_node(&b.node);
-    let wall = SystemTime::now();
+    let wall = crate::clock::wall();
     let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_waiver", m);
     let expires_at = match (&b.expires_at, &b.duration) {
         (Some(_), Some(_)) => return Err(bad("give either expires_at or duration, not both")),

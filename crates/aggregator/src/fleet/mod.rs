@@ -31,6 +31,49 @@ use deadlines::Due;
 use selector::ScopeCounts;
 pub use selector::Selector;
 
+/// How far a report's `seq` may run ahead of the last accepted one of the
+/// same boot id. An agent sends a few reports a second at most, so this is
+/// days of reports; a bigger jump is a forgery or a bug, and adopting it
+/// would lock the real agent out.
+pub const MAX_SEQ_JUMP: u64 = 1_000_000;
+
+/// Most interfaces, findings, bonds, addresses or routes one report's state
+/// may list: a node has far fewer, and the cap bounds the memory one node
+/// can take whatever the byte size of its reports.
+pub const MAX_STATE_ITEMS: usize = 4096;
+
+/// What the settle timer compares: a change of code, subject, severity or
+/// message of any finding restarts it.
+type FindingKey = (Code, String, preflight_model::Severity, String);
+
+fn finding_keys(state: &NodeState) -> BTreeSet<FindingKey> {
+    state
+        .findings
+        .iter()
+        .map(|f| (f.code, f.subject.clone(), f.severity, f.message.clone()))
+        .collect()
+}
+
+/// Refuses a state with more items than any node has ([`MAX_STATE_ITEMS`]).
+fn check_state_size(state: &NodeState) -> Result<(), FleetError> {
+    let lists = [
+        ("interfaces", state.interfaces.len()),
+        ("findings", state.findings.len()),
+        ("bonds", state.bonds.len()),
+        ("addresses", state.addresses.len()),
+        ("routes", state.routes.len()),
+        ("probes", state.probes.len()),
+    ];
+    for (what, n) in lists {
+        if n > MAX_STATE_ITEMS {
+            return Err(FleetError::TooLarge(format!(
+                "the state lists {n} {what}; at most {MAX_STATE_ITEMS} per node are accepted"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Gate settings.
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
@@ -42,6 +85,8 @@ pub struct FleetConfig {
     pub closed_inventory: bool,
     /// Longest waiver allowed.
     pub max_waiver: Duration,
+    /// Shortest waiver allowed.
+    pub min_waiver: Duration,
 }
 
 impl Default for FleetConfig {
@@ -51,6 +96,7 @@ impl Default for FleetConfig {
             settle: Duration::from_secs(30),
             closed_inventory: false,
             max_waiver: Duration::from_secs(7 * 86_400),
+            min_waiver: Duration::from_secs(60),
         }
     }
 }
@@ -124,6 +170,25 @@ pub enum FleetError {
     /// The report is inconsistent (its state names another node).
     #[error("report is inconsistent: {0}")]
     BadReport(String),
+    /// A sequence number far beyond the last accepted one of the same boot
+    /// id: refused rather than adopted, or a forger could push the node's
+    /// sequence out of the real agent's reach.
+    #[error(
+        "sequence number {got} for node `{node}` (boot {boot_id}) jumps more than {MAX_SEQ_JUMP} beyond the last accepted {last}; an agent that restarts picks a new boot id"
+    )]
+    SequenceJump {
+        /// Node.
+        node: String,
+        /// Boot id.
+        boot_id: String,
+        /// Received.
+        got: u64,
+        /// Last accepted.
+        last: u64,
+    },
+    /// The report's state is larger than one node can be.
+    #[error("report too large: {0}")]
+    TooLarge(String),
     /// Waiver rejected.
     #[error("invalid waiver: {0}")]
     BadWaiver(String),
@@ -147,13 +212,16 @@ impl From<NameError> for FleetError {
 #[derive(Debug)]
 struct Node {
     labels: BTreeMap<String, String>,
+    /// Listed by the configuration or the API: its labels are the
+    /// inventory's, and an agent's report never changes them.
+    inventoried: bool,
     boot_id: Option<String>,
     seq: u64,
     state_seq: u64,
     last_seen: Option<Instant>,
     last_report_wall: Option<SystemTime>,
     state: Option<Arc<NodeState>>,
-    finding_keys: BTreeSet<(Code, String)>,
+    finding_keys: BTreeSet<FindingKey>,
     stable_since: Instant,
     stable_since_wall: SystemTime,
     status: Status,
@@ -168,6 +236,7 @@ impl Node {
     fn new(labels: BTreeMap<String, String>, now: Instant, wall: SystemTime) -> Self {
         Self {
             labels,
+            inventoried: true,
             boot_id: None,
             seq: 0,
             state_seq: 0,
@@ -197,6 +266,9 @@ pub enum ReportOutcome {
         full: bool,
         /// The node was not known before (open inventory): persist it.
         new_node: bool,
+        /// An agent-labelled node's labels changed: their previous value
+        /// (persist and audit the change, or put these back).
+        relabeled: Option<BTreeMap<String, String>>,
     },
     /// A heartbeat about a state the aggregator does not have.
     NeedFull,
@@ -281,7 +353,8 @@ impl Fleet {
     ) -> Result<(), FleetError> {
         check_node_name(name)?;
         check_labels(&labels)?;
-        if let Some(n) = self.nodes.get(name) {
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.inventoried = true;
             if n.labels == labels {
                 return Ok(());
             }
@@ -331,13 +404,23 @@ impl Fleet {
             return Err(FleetError::UnknownNode(r.node.clone()));
         }
         if let Some(n) = known {
-            if n.boot_id.as_deref() == Some(r.boot_id.as_str()) && r.seq <= n.seq {
-                return Err(FleetError::StaleSequence {
-                    node: r.node.clone(),
-                    boot_id: r.boot_id.clone(),
-                    got: r.seq,
-                    last: n.seq,
-                });
+            if n.boot_id.as_deref() == Some(r.boot_id.as_str()) {
+                if r.seq <= n.seq {
+                    return Err(FleetError::StaleSequence {
+                        node: r.node.clone(),
+                        boot_id: r.boot_id.clone(),
+                        got: r.seq,
+                        last: n.seq,
+                    });
+                }
+                if r.seq - n.seq > MAX_SEQ_JUMP {
+                    return Err(FleetError::SequenceJump {
+                        node: r.node.clone(),
+                        boot_id: r.boot_id.clone(),
+                        got: r.seq,
+                        last: n.seq,
+                    });
+                }
             }
         }
         match &r.body {
@@ -358,6 +441,7 @@ impl Fleet {
                 Ok(ReportOutcome::Accepted {
                     full: false,
                     new_node: false,
+                    relabeled: None,
                 })
             }
             ReportBody::Full { labels, state } => {
@@ -367,27 +451,25 @@ impl Fleet {
                         state.node, r.node
                     )));
                 }
-                if state.findings.len() > 10_000 {
-                    return Err(FleetError::BadReport("more than 10000 findings".into()));
-                }
+                check_state_size(state)?;
                 check_labels(labels)?;
                 let new_node = known.is_none();
+                let mut relabeled = None;
                 if new_node {
-                    self.nodes
-                        .insert(r.node.clone(), Node::new(labels.clone(), now, wall));
+                    let mut n = Node::new(labels.clone(), now, wall);
+                    n.inventoried = false;
+                    self.nodes.insert(r.node.clone(), n);
                     self.attach(&r.node);
-                } else if !self.cfg.closed_inventory && self.nodes[&r.node].labels != *labels {
-                    // Open inventory: the agent's labels are authoritative.
-                    self.detach(&r.node);
-                    self.nodes.get_mut(&r.node).expect("known").labels = labels.clone();
-                    self.attach(&r.node);
+                } else if !self.nodes[&r.node].inventoried && self.nodes[&r.node].labels != *labels
+                {
+                    // Only a node the inventory does not list takes its
+                    // labels from its agent (the service audits the change);
+                    // an inventoried node's scope is the operator's, or one
+                    // report could move a node out of the scope being gated.
+                    relabeled = Some(self.relabel(&r.node, labels.clone()));
                 }
                 let n = self.nodes.get_mut(&r.node).expect("inserted above");
-                let keys: BTreeSet<(Code, String)> = state
-                    .findings
-                    .iter()
-                    .map(|f| (f.code, f.subject.clone()))
-                    .collect();
+                let keys = finding_keys(state);
                 if keys != n.finding_keys || n.last_seen.is_none() {
                     n.finding_keys = keys;
                     n.stable_since = now;
@@ -403,8 +485,38 @@ impl Fleet {
                 Ok(ReportOutcome::Accepted {
                     full: true,
                     new_node,
+                    relabeled,
                 })
             }
+        }
+    }
+
+    /// Moves a node to other labels; returns the labels it had.
+    fn relabel(
+        &mut self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        self.detach(name);
+        let old = std::mem::replace(&mut self.nodes.get_mut(name).expect("known").labels, labels);
+        self.attach(name);
+        old
+    }
+
+    /// Puts back the labels an agent's report changed, when that change
+    /// could not be persisted and audited.
+    pub fn undo_relabel(&mut self, name: &str, labels: BTreeMap<String, String>, now: Instant) {
+        if self.nodes.get(name).is_some_and(|n| !n.inventoried) {
+            self.relabel(name, labels);
+            self.reevaluate(name, now);
+        }
+    }
+
+    /// Marks a node of the stored inventory as first added by its agent (not
+    /// listed by the configuration or the API): its agent keeps its labels.
+    pub fn mark_agent_labelled(&mut self, name: &str) {
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.inventoried = false;
         }
     }
 
@@ -419,11 +531,7 @@ impl Fleet {
         wall: SystemTime,
     ) {
         if let Some(n) = self.nodes.get_mut(node) {
-            n.finding_keys = state
-                .findings
-                .iter()
-                .map(|f| (f.code, f.subject.clone()))
-                .collect();
+            n.finding_keys = finding_keys(&state);
             n.boot_id = Some(boot_id);
             n.seq = seq;
             n.state_seq = seq;

@@ -50,6 +50,7 @@ fn cfg() -> FleetConfig {
         settle: Duration::from_secs(10),
         closed_inventory: false,
         max_waiver: Duration::from_secs(86_400),
+        min_waiver: Duration::from_secs(60),
     }
 }
 
@@ -499,6 +500,7 @@ fn gate_never_says_go_while_a_blocker_exists() {
             settle: Duration::from_secs(5),
             closed_inventory: false,
             max_waiver: Duration::from_secs(3600),
+            min_waiver: Duration::from_secs(1),
         };
         let mut f = Fleet::new(c.clone(), W);
         // One role scope with kept counts, the other answered from the label
@@ -807,4 +809,122 @@ fn gate_reads_leave_the_fleet_unchanged() {
         untracked.gate(&sel("rack=r2"), t0, W),
         Err(FleetError::UnknownScope(_))
     ));
+}
+
+/// Issue 16, 1(a): an inventoried node's labels are the inventory's; a
+/// report with other labels does not move it out of its scope.
+#[test]
+fn a_report_cannot_move_an_inventoried_node_out_of_its_scope() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(cfg(), W);
+    f.upsert_node("b2", labels("batch"), t0, W).expect("node");
+    let bad = vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")];
+    f.apply_report(&full("b2", "batch", 1, bad.clone()), t0, W)
+        .expect("ok");
+    let out = f
+        .apply_report(&full("b2", "other", 2, bad), t0, W)
+        .expect("accepted, labels ignored");
+    assert!(matches!(
+        out,
+        ReportOutcome::Accepted {
+            relabeled: None,
+            ..
+        }
+    ));
+    let a = f
+        .gate(&sel("role=batch"), t0, W)
+        .expect("scope still known");
+    assert_eq!(a.verdict, Verdict::NoGo);
+    assert_eq!(a.blocked, ["b2"]);
+    // A node its agent added keeps taking its labels from its agent.
+    f.apply_report(&full("c9", "compute", 1, vec![]), t0, W)
+        .expect("ok");
+    let out = f
+        .apply_report(&full("c9", "batch", 2, vec![]), t0, W)
+        .expect("ok");
+    assert!(matches!(
+        out,
+        ReportOutcome::Accepted {
+            relabeled: Some(_),
+            ..
+        }
+    ));
+    assert!(f
+        .gate(&sel("role=batch"), t0, W)
+        .expect("ok")
+        .blocked
+        .contains(&"c9".to_string()));
+}
+
+/// Issue 16, 1(b): a severity (or message) change restarts the settle time.
+#[test]
+fn a_severity_flip_restarts_the_settle_time() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(cfg(), W);
+    let sev = |s| vec![finding("BOND_PORT_DOWN", s, "bond0/eth1")];
+    f.apply_report(&full("c1", "compute", 1, sev(Severity::Critical)), t0, W)
+        .expect("ok");
+    let mut t = t0;
+    for seq in 2..100 {
+        t += Duration::from_millis(500);
+        let s = if seq % 2 == 0 {
+            Severity::Warning
+        } else {
+            Severity::Critical
+        };
+        f.apply_report(&full("c1", "compute", seq, sev(s)), t, W)
+            .expect("ok");
+        f.tick(t);
+        let a = f.gate(&sel("role=compute"), t, W).expect("ok");
+        assert_eq!(a.verdict, Verdict::NoGo, "seq {seq}: {a:?}");
+    }
+    let mut msg = sev(Severity::Warning);
+    f.apply_report(&full("c1", "compute", 100, msg.clone()), t, W)
+        .expect("ok");
+    let t = t + Duration::from_secs(11);
+    msg[0].message = "another message".into();
+    f.apply_report(&full("c1", "compute", 101, msg), t, W)
+        .expect("ok");
+    f.tick(t);
+    assert_eq!(
+        f.status("c1"),
+        Some(Status::Settling),
+        "a new message settles again"
+    );
+}
+
+/// Issue 16, 1(c): a sequence far ahead is refused, not adopted; a new
+/// boot id resets the sequence.
+#[test]
+fn a_far_sequence_is_refused_and_a_new_boot_resets() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(cfg(), W);
+    f.apply_report(&full("c1", "compute", 5, vec![]), t0, W)
+        .expect("ok");
+    let e = f
+        .apply_report(&full("c1", "compute", 1 << 63, vec![]), t0, W)
+        .expect_err("jump");
+    assert!(matches!(e, FleetError::SequenceJump { last: 5, .. }), "{e}");
+    f.apply_report(&full("c1", "compute", 6, vec![]), t0, W)
+        .expect("the real agent goes on");
+    f.apply_report(&full("c1", "compute", 6 + MAX_SEQ_JUMP, vec![]), t0, W)
+        .expect("a jump of exactly the limit is allowed");
+    let mut other = full("c1", "compute", 1, vec![]);
+    other.boot_id = "boot-2".into();
+    f.apply_report(&other, t0, W).expect("new boot id resets");
+}
+
+#[test]
+fn a_state_with_too_many_interfaces_is_too_large() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(cfg(), W);
+    let mut r = full("c1", "compute", 1, vec![]);
+    if let ReportBody::Full { state, .. } = &mut r.body {
+        let one = preflight_model::Interface::default();
+        state.interfaces = vec![one; MAX_STATE_ITEMS + 1];
+    }
+    let e = f.apply_report(&r, t0, W).expect_err("too many");
+    assert!(matches!(e, FleetError::TooLarge(_)), "{e}");
+    assert!(e.to_string().contains("4097 interfaces"), "{e}");
+    assert_eq!(f.status("c1"), None, "nothing stored");
 }

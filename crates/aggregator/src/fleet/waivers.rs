@@ -73,6 +73,13 @@ impl Fleet {
             .expires_at
             .duration_since(wall)
             .map_err(|_| FleetError::BadWaiver("expires_at is in the past".into()))?;
+        if left < self.cfg.min_waiver {
+            return Err(FleetError::BadWaiver(format!(
+                "expiry is {} away; waivers last at least {}",
+                humantime::format_duration(Duration::from_secs(left.as_secs())),
+                humantime::format_duration(self.cfg.min_waiver)
+            )));
+        }
         if left > self.cfg.max_waiver {
             return Err(FleetError::BadWaiver(format!(
                 "expiry is {} away; waivers last at most {}",

@@ -2,8 +2,8 @@
 //! waivers and the audit log. Two backends with one interface: an embedded
 //! SQLite file (the default, one aggregator) and PostgreSQL (several
 //! aggregator replicas sharing one database). Waivers, inventory and audit
-//! entries are written synchronously, one transaction each, before the API
-//! answers; reports are cheap to lose and are written in batches. Both
+//! entries are written synchronously, one transaction each, synced to disk
+//! before the API answers; reports are cheap to lose and are written in batches. Both
 //! backends version their schema and refuse a database written by a newer
 //! preflight. Calls are blocking: the service runs them on the blocking pool.
 
@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use preflight_model::report::Waiver;
 use preflight_model::NodeState;
 use serde::{Deserialize, Serialize};
+
+use crate::clock::BootAnchor;
 
 pub use self::pgconf::{is_postgres_url, PgSettings, PG_CHANNEL};
 pub use self::postgres::{PgListener, PgStore};
@@ -62,6 +64,15 @@ pub enum StoreError {
         db: String,
         /// What went wrong (the driver's error with its cause).
         message: String,
+    },
+    /// The store's file system refuses writes (full, read-only).
+    #[error("store {path}: cannot write: {source}")]
+    Unwritable {
+        /// The file that could not be written.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
     },
     /// The database was written by a newer preflight.
     #[error("store {path}: schema version {found} is newer than this preflight understands ({supported}); run the newer preflight or restore a backup")]
@@ -139,6 +150,17 @@ pub(crate) fn millis(t: SystemTime) -> i64 {
 
 pub(crate) fn time(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// What a node's `origin` column holds for a change by `actor`: `agent` for
+/// a node its agent added (its agent keeps its labels), `inventory` for one
+/// the configuration or the API lists.
+pub(crate) fn origin(actor: &str) -> &'static str {
+    if actor == "agent" {
+        "agent"
+    } else {
+        "inventory"
+    }
 }
 
 /// Parses stored labels; a row we cannot read is logged and skipped rather
@@ -220,6 +242,24 @@ impl Store {
     /// Database errors.
     pub fn nodes(&mut self) -> Result<Vec<(String, Labels)>, StoreError> {
         both!(self, s => s.nodes())
+    }
+
+    /// Nodes of the inventory that their agent added (open inventory),
+    /// rather than the configuration or the API.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn agent_nodes(&mut self) -> Result<Vec<String>, StoreError> {
+        both!(self, s => s.agent_nodes())
+    }
+
+    /// Every waiver that has not ended, expired or not, with the boot clock
+    /// it was granted at (see [`crate::clock::waiver_left`]).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn open_waivers(&mut self) -> Result<Vec<(Waiver, Option<BootAnchor>)>, StoreError> {
+        both!(self, s => s.open_waivers())
     }
 
     /// Last persisted report of every node.
@@ -320,7 +360,8 @@ impl Store {
         both!(self, s => s.append_audit(at, actor, action, detail))
     }
 
-    /// A round trip to the database (readiness).
+    /// A write to the database, synced (readiness: a store that cannot be
+    /// written cannot record a waiver's end).
     ///
     /// # Errors
     /// Database errors.

@@ -18,11 +18,13 @@ use super::{
     millis, parse_labels, parse_report, time, AuditEntry, Labels, PendingReport, StoreError,
     StoredReport,
 };
+use crate::clock::BootAnchor;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Never edit
 /// one that has shipped: add the next (and keep each readable by the
 /// previous release, so replicas can be upgraded one at a time).
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE nodes(
         name TEXT PRIMARY KEY, labels TEXT NOT NULL, added_at BIGINT NOT NULL);
     CREATE TABLE reports(
@@ -36,7 +38,12 @@ const MIGRATIONS: &[&str] = &["
     CREATE TABLE audit(
         id BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL,
         action TEXT NOT NULL, detail TEXT NOT NULL);
-"];
+",
+    "
+    ALTER TABLE nodes ADD COLUMN origin TEXT NOT NULL DEFAULT 'inventory';
+    ALTER TABLE waivers ADD COLUMN boot_id TEXT, ADD COLUMN boot_ms BIGINT;
+",
+];
 
 /// Key of the advisory lock held while migrating (any constant unique to preflight).
 const MIGRATION_LOCK: i64 = 0x7072_6566_6c69_6768;
@@ -187,6 +194,9 @@ impl PgStore {
     ) -> Result<T, StoreError> {
         self.run(|c| {
             let mut tx = c.transaction()?;
+            // Inventory and waivers are acknowledged only once on disk,
+            // whatever the server's default.
+            tx.batch_execute("SET LOCAL synchronous_commit TO on")?;
             let v = f(&mut tx)?;
             tx.execute("SELECT pg_notify($1, $2)", &[&PG_CHANNEL, &what])?;
             tx.commit()?;
@@ -215,6 +225,43 @@ impl PgStore {
             .filter_map(|r| {
                 let name: String = r.get(0);
                 parse_labels(&name, r.get(1)).map(|l| (name, l))
+            })
+            .collect())
+    }
+
+    pub(super) fn agent_nodes(&mut self) -> Result<Vec<String>, StoreError> {
+        let rows = self.run(|c| c.query("SELECT name FROM nodes WHERE origin='agent'", &[]))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(super) fn open_waivers(&mut self) -> Result<Vec<(Waiver, Option<BootAnchor>)>, StoreError> {
+        let rows = self.run(|c| {
+            c.query(
+                "SELECT id, node, code, subject, reason, author, created_at, expires_at, boot_id, boot_ms
+                 FROM waivers WHERE ended_at IS NULL ORDER BY id",
+                &[],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let anchor = match (r.get::<_, Option<String>>(8), r.get::<_, Option<i64>>(9)) {
+                    (Some(boot_id), Some(boot_ms)) => Some(BootAnchor { boot_id, boot_ms }),
+                    _ => None,
+                };
+                (
+                    Waiver {
+                        id: r.get(0),
+                        node: r.get(1),
+                        code: r.get(2),
+                        subject: r.get(3),
+                        reason: r.get(4),
+                        author: r.get(5),
+                        created_at: time(r.get(6)),
+                        expires_at: time(r.get(7)),
+                    },
+                    anchor,
+                )
             })
             .collect())
     }
@@ -263,11 +310,12 @@ impl PgStore {
         at: SystemTime,
     ) -> Result<(), StoreError> {
         let labels_json = serde_json::to_string(labels).expect("string map serializes");
+        let origin = super::origin(actor);
         self.change("nodes", |tx| {
             tx.execute(
-                "INSERT INTO nodes(name, labels, added_at) VALUES($1, $2, $3)
-                 ON CONFLICT(name) DO UPDATE SET labels=excluded.labels",
-                &[&name, &labels_json, &millis(at)],
+                "INSERT INTO nodes(name, labels, added_at, origin) VALUES($1, $2, $3, $4)
+                 ON CONFLICT(name) DO UPDATE SET labels=excluded.labels, origin=excluded.origin",
+                &[&name, &labels_json, &millis(at), &origin],
             )?;
             let detail = serde_json::json!({ "node": name, "labels": labels });
             Self::audit_tx(tx, at, actor, "node.upsert", &detail)
@@ -289,10 +337,11 @@ impl PgStore {
     }
 
     pub(super) fn insert_waiver(&mut self, mut w: Waiver) -> Result<Waiver, StoreError> {
+        let anchor = BootAnchor::now();
         self.change("waivers", |tx| {
             let row = tx.query_one(
-                "INSERT INTO waivers(node, code, subject, reason, author, created_at, expires_at)
-                 VALUES($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                "INSERT INTO waivers(node, code, subject, reason, author, created_at, expires_at, boot_id, boot_ms)
+                 VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                 &[
                     &w.node,
                     &w.code,
@@ -301,6 +350,8 @@ impl PgStore {
                     &w.author,
                     &millis(w.created_at),
                     &millis(w.expires_at),
+                    &anchor.as_ref().map(|a| a.boot_id.clone()),
+                    &anchor.as_ref().map(|a| a.boot_ms),
                 ],
             )?;
             w.id = row.get(0);
@@ -384,7 +435,12 @@ impl PgStore {
     }
 
     pub(super) fn ping(&mut self) -> Result<(), StoreError> {
-        self.run(|c| c.simple_query("SELECT 1").map(|_| ()))
+        // A transaction that gets an id writes its commit to the WAL.
+        self.run(|c| {
+            let mut tx = c.transaction()?;
+            tx.batch_execute("SET LOCAL synchronous_commit TO on; SELECT txid_current()")?;
+            tx.commit()
+        })
     }
 }
 

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 use preflight_model::report::Waiver;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::clock::BootAnchor;
+
 use super::{
     millis, parse_labels, parse_report, time, AuditEntry, Labels, PendingReport, StoreError,
     StoredReport,
@@ -60,6 +62,26 @@ impl SqliteStore {
                  action TEXT NOT NULL, detail TEXT NOT NULL);",
         )
         .map_err(err)?;
+        // Columns added since schema 1; optional, so that an older
+        // preflight can still read and write this file.
+        for (table, column, decl) in [
+            ("nodes", "origin", "TEXT NOT NULL DEFAULT 'inventory'"),
+            ("waivers", "boot_id", "TEXT"),
+            ("waivers", "boot_ms", "INTEGER"),
+        ] {
+            let has: bool = conn
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name=?1"),
+                    [column],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(err)?
+                > 0;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
+                    .map_err(err)?;
+            }
+        }
         let found: Option<i64> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key='schema_version'",
@@ -115,6 +137,58 @@ impl SqliteStore {
             }
         }
         Ok(out)
+    }
+
+    /// Nodes of the inventory that their agent added (open inventory).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn agent_nodes(&self) -> Result<Vec<String>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name FROM nodes WHERE origin='agent'")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Every waiver that has not ended, expired or not, with the boot clock
+    /// it was granted at (for restoring waivers after a restart).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn open_waivers(&self) -> Result<Vec<(Waiver, Option<BootAnchor>)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, node, code, subject, reason, author, created_at, expires_at, boot_id, boot_ms
+                 FROM waivers WHERE ended_at IS NULL ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                let anchor = match (r.get::<_, Option<String>>(8)?, r.get::<_, Option<i64>>(9)?) {
+                    (Some(boot_id), Some(boot_ms)) => Some(BootAnchor { boot_id, boot_ms }),
+                    _ => None,
+                };
+                Ok((
+                    Waiver {
+                        id: r.get(0)?,
+                        node: r.get(1)?,
+                        code: r.get(2)?,
+                        subject: r.get(3)?,
+                        reason: r.get(4)?,
+                        author: r.get(5)?,
+                        created_at: time(r.get(6)?),
+                        expires_at: time(r.get(7)?),
+                    },
+                    anchor,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     /// Last persisted report of every node.
@@ -199,6 +273,26 @@ impl SqliteStore {
         self.in_tx(|tx| Self::audit_tx(tx, at, actor, action, detail))
     }
 
+    /// Like [`Self::in_tx`], but synced to disk before it returns
+    /// (`synchronous=FULL`): waivers, inventory and their audit entries must
+    /// survive a power loss once acknowledged; reports need not.
+    fn in_durable_tx<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.conn
+            .execute_batch("PRAGMA synchronous=FULL")
+            .map_err(|e| self.err(e))?;
+        let r = self.in_tx(f);
+        let back = self
+            .conn
+            .execute_batch("PRAGMA synchronous=NORMAL")
+            .map_err(|e| self.err(e));
+        let v = r?;
+        back?;
+        Ok(v)
+    }
+
     /// Runs `f` in one transaction: all of it is written, or nothing.
     fn in_tx<T>(
         &mut self,
@@ -228,11 +322,12 @@ impl SqliteStore {
         at: SystemTime,
     ) -> Result<(), StoreError> {
         let labels_json = serde_json::to_string(labels).expect("string map serializes");
-        self.in_tx(|tx| {
+        let origin = super::origin(actor);
+        self.in_durable_tx(|tx| {
             tx.execute(
-                "INSERT INTO nodes(name, labels, added_at) VALUES(?1, ?2, ?3)
-                 ON CONFLICT(name) DO UPDATE SET labels=excluded.labels",
-                params![name, labels_json, millis(at)],
+                "INSERT INTO nodes(name, labels, added_at, origin) VALUES(?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET labels=excluded.labels, origin=excluded.origin",
+                params![name, labels_json, millis(at), origin],
             )?;
             Self::audit_tx(
                 tx,
@@ -254,7 +349,7 @@ impl SqliteStore {
         actor: &str,
         at: SystemTime,
     ) -> Result<(), StoreError> {
-        self.in_tx(|tx| {
+        self.in_durable_tx(|tx| {
             tx.execute("DELETE FROM nodes WHERE name=?1", [name])?;
             tx.execute("DELETE FROM reports WHERE node=?1", [name])?;
             Self::audit_tx(
@@ -272,10 +367,11 @@ impl SqliteStore {
     /// # Errors
     /// SQLite errors; nothing is written then.
     pub fn insert_waiver(&mut self, mut w: Waiver) -> Result<Waiver, StoreError> {
-        self.in_tx(|tx| {
+        let anchor = BootAnchor::now();
+        self.in_durable_tx(|tx| {
             tx.execute(
-                "INSERT INTO waivers(node, code, subject, reason, author, created_at, expires_at)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO waivers(node, code, subject, reason, author, created_at, expires_at, boot_id, boot_ms)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     w.node,
                     w.code,
@@ -283,7 +379,9 @@ impl SqliteStore {
                     w.reason,
                     w.author,
                     millis(w.created_at),
-                    millis(w.expires_at)
+                    millis(w.expires_at),
+                    anchor.as_ref().map(|a| a.boot_id.as_str()),
+                    anchor.as_ref().map(|a| a.boot_ms)
                 ],
             )?;
             w.id = tx.last_insert_rowid();
@@ -304,7 +402,7 @@ impl SqliteStore {
         action: &str,
         at: SystemTime,
     ) -> Result<bool, StoreError> {
-        self.in_tx(|tx| {
+        self.in_durable_tx(|tx| {
             let ended = tx.execute(
                 "UPDATE waivers SET ended_at=?1, ended_by=?2 WHERE id=?3 AND ended_at IS NULL",
                 params![millis(at), actor, w.id],
@@ -347,14 +445,34 @@ impl SqliteStore {
         })
     }
 
-    /// A round trip to the file.
+    /// Whether the store can take a write: a synced write to the database,
+    /// and a page-sized file written and synced beside it. SQLite reuses
+    /// the space of its WAL, so a small write to the database alone can
+    /// succeed on a full disk that refuses the next waiver.
     ///
     /// # Errors
-    /// SQLite errors.
-    pub fn ping(&self) -> Result<(), StoreError> {
-        self.conn
-            .query_row("SELECT 1", [], |_| Ok(()))
-            .map_err(|e| self.err(e))
+    /// SQLite or file-system errors.
+    pub fn ping(&mut self) -> Result<(), StoreError> {
+        self.in_durable_tx(|tx| {
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES('ready_probe', 0)
+                 ON CONFLICT(key) DO UPDATE SET value=value+1",
+                [],
+            )
+            .map(|_| ())
+        })?;
+        let probe = format!("{}-ready", self.path);
+        let written = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&probe)?;
+            f.write_all(&[0u8; 8192])?;
+            f.sync_all()
+        })();
+        let _ = std::fs::remove_file(&probe);
+        written.map_err(|e| StoreError::Unwritable {
+            path: probe,
+            source: e,
+        })
     }
 
     /// The newest `limit` audit entries, newest first.

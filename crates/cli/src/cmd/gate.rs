@@ -2,6 +2,7 @@
 //! 2 could not decide, 64 a question the aggregator refuses. Fail-closed:
 //! anything that is not a well-formed go is not go.
 
+use crate::output::escape as esc;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,7 @@ fn human(a: &GateAnswer) -> String {
     let scope = if a.scope.is_empty() {
         "all nodes".to_string()
     } else {
-        a.scope.clone()
+        esc(&a.scope)
     };
     let _ = writeln!(
         o,
@@ -54,7 +55,10 @@ fn human(a: &GateAnswer) -> String {
         let _ = writeln!(
             o,
             "  {:<14} {:<22} {:<18} {}",
-            b.node, b.code, b.subject, b.message
+            esc(&b.node),
+            b.code,
+            esc(&b.subject),
+            esc(&b.message)
         );
     }
     for w in &a.waived {
@@ -62,16 +66,16 @@ fn human(a: &GateAnswer) -> String {
             o,
             "  waived #{} on {} ({} {}) by {} until {}: {}",
             w.id,
-            w.node,
-            w.code.as_deref().unwrap_or("any code"),
-            w.subject.as_deref().unwrap_or("any subject"),
-            w.author,
+            esc(&w.node),
+            esc(w.code.as_deref().unwrap_or("any code")),
+            esc(w.subject.as_deref().unwrap_or("any subject")),
+            esc(&w.author),
             preflight_model::time::format(w.expires_at),
-            w.reason
+            esc(&w.reason)
         );
     }
     if !a.ready.is_empty() && a.verdict == Verdict::NoGo {
-        let _ = writeln!(o, "ready: {}", a.ready.join(","));
+        let _ = writeln!(o, "ready: {}", esc(&a.ready.join(",")));
     }
     o
 }
@@ -84,7 +88,7 @@ fn note_failover(a: &Answered<GateAnswer>) {
             "preflight gate: answered by {} ({} did not answer: {})",
             a.server,
             a.skipped.len(),
-            a.skipped.join("; ")
+            esc(&a.skipped.join("; "))
         );
     }
 }
@@ -101,11 +105,14 @@ pub async fn run(args: GateArgs) -> u8 {
             GateResult::Go(a) => (EXIT_GO, Some(a)),
             GateResult::NoGo(a) => (EXIT_NO_GO, Some(a)),
             GateResult::Refused(e) => {
-                eprintln!("preflight gate: {e}");
+                eprintln!("preflight gate: {}", esc(&e.to_string()));
                 return EXIT_USAGE;
             }
             GateResult::Undecided(e) => {
-                eprintln!("preflight gate: could not decide (treat as no-go): {e}");
+                eprintln!(
+                    "preflight gate: could not decide (treat as no-go): {}",
+                    esc(&e.to_string())
+                );
                 (EXIT_UNDECIDED, None)
             }
         };
@@ -137,7 +144,7 @@ pub async fn run(args: GateArgs) -> u8 {
             let summary: Vec<String> = a
                 .blockers
                 .iter()
-                .map(|b| format!("{} {} {}", b.node, b.code, b.subject))
+                .map(|b| format!("{} {} {}", esc(&b.node), b.code, esc(&b.subject)))
                 .collect();
             let summary = summary.join("; ");
             if summary != last_shown {

@@ -1,6 +1,7 @@
 //! `preflight status`: every node's gate status and first blocker. Exit 0
 //! when every node is go, 1 otherwise, 2 when no aggregator answered.
 
+use crate::output::escape as esc;
 use std::fmt::Write as _;
 
 use super::{ServerArgs, TokenArgs};
@@ -25,7 +26,7 @@ pub async fn run(args: StatusArgs) -> u8 {
     let nodes = match client.nodes().await {
         Ok(n) => n.value,
         Err(e) => {
-            eprintln!("preflight status: {e}");
+            eprintln!("preflight status: {}", esc(&e.to_string()));
             return EXIT_UNDECIDED;
         }
     };
@@ -42,19 +43,25 @@ pub async fn run(args: StatusArgs) -> u8 {
             "NODE", "STATUS", "LABELS", "FINDINGS", "LAST REPORT"
         );
         for n in &nodes {
-            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let labels: Vec<String> = n
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{}={}", esc(k), esc(v)))
+                .collect();
             let _ = writeln!(
                 o,
                 "{:<24} {:<9} {:<28} {:>8} {:<20} {}",
-                n.node,
-                n.status,
+                esc(&n.node),
+                esc(&n.status),
                 labels.join(","),
                 n.findings.len(),
                 n.last_report
                     .map_or_else(|| "never".into(), preflight_model::time::format),
-                n.blockers
-                    .first()
-                    .map_or_else(String::new, |b| format!("{} {}", b.code, b.subject))
+                n.blockers.first().map_or_else(String::new, |b| format!(
+                    "{} {}",
+                    b.code,
+                    esc(&b.subject)
+                ))
             );
         }
         emit(&o);

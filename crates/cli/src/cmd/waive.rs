@@ -1,6 +1,7 @@
 //! `preflight waive add|list|remove`: time-limited waivers. A request the
 //! aggregator refuses (4xx) exits 64; no answer exits 2.
 
+use crate::output::escape as esc;
 use std::fmt::Write as _;
 
 use preflight_client::ClientError;
@@ -68,7 +69,7 @@ enum WaiveAction {
 /// Exit code for a waiver request that did not succeed: the aggregator
 /// refusing it (4xx) is a usage error, no answer is undecided.
 fn failed(e: &ClientError) -> u8 {
-    eprintln!("preflight waive: {e}");
+    eprintln!("preflight waive: {}", esc(&e.to_string()));
     match e {
         ClientError::Refused { .. } => EXIT_USAGE,
         ClientError::NoAnswer(_) => EXIT_UNDECIDED,
@@ -109,7 +110,7 @@ pub async fn run(args: WaiveArgs) -> u8 {
                     emit(&format!(
                         "waiver #{} on {} until {}\n",
                         w.id,
-                        w.node,
+                        esc(&w.node),
                         preflight_model::time::format(w.expires_at)
                     ));
                     EXIT_GO
@@ -124,7 +125,7 @@ pub async fn run(args: WaiveArgs) -> u8 {
             let ws = match client.waivers().await {
                 Ok(ws) => ws.value,
                 Err(e) => {
-                    eprintln!("preflight waive: {e}");
+                    eprintln!("preflight waive: {}", esc(&e.to_string()));
                     return EXIT_UNDECIDED;
                 }
             };
@@ -140,12 +141,12 @@ pub async fn run(args: WaiveArgs) -> u8 {
                         o,
                         "#{:<5} {:<20} {:<22} {:<16} until {}  by {}: {}",
                         w.id,
-                        w.node,
-                        w.code.as_deref().unwrap_or("(any code)"),
-                        w.subject.as_deref().unwrap_or("(any)"),
+                        esc(&w.node),
+                        esc(w.code.as_deref().unwrap_or("(any code)")),
+                        esc(w.subject.as_deref().unwrap_or("(any)")),
                         preflight_model::time::format(w.expires_at),
-                        w.author,
-                        w.reason
+                        esc(&w.author),
+                        esc(&w.reason)
                     );
                 }
                 if ws.is_empty() {
