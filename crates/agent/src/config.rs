@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use preflight_client::{BaseUrl, TlsOptions};
-use preflight_model::config::{parse_duration_in, ConfigError, Secret};
+use preflight_model::config::{at, duration_at, ConfigError, Secret};
 use preflight_policy::expect::Expectations;
 use preflight_policy::PolicyConfig;
 use serde::Deserialize;
@@ -144,22 +144,6 @@ pub struct AgentSection {
     pub tls: TlsOptions,
 }
 
-fn at<T>(key: impl Into<String>, v: &Spanned<T>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::new(key, Some(v.span()), reason)
-}
-
-fn duration(
-    key: String,
-    v: Option<&Spanned<String>>,
-    default: Duration,
-    min: Duration,
-    max: Duration,
-) -> Result<Duration, ConfigError> {
-    v.map_or(Ok(default), |v| {
-        parse_duration_in(v.get_ref(), min, max).map_err(|r| at(key, v, r))
-    })
-}
-
 fn count(key: String, v: Option<&Spanned<i64>>, default: u32) -> Result<u32, ConfigError> {
     let Some(v) = v else { return Ok(default) };
     u32::try_from(*v.get_ref())
@@ -258,7 +242,7 @@ impl RawAgentSection {
             }
         };
         let dhcp_probe = match (self.dhcp_probe, &self.dhcp_probe_interval) {
-            (Some(true), i) => Some(duration(
+            (Some(true), i) => Some(duration_at(
                 key("dhcp_probe_interval"),
                 i.as_ref(),
                 DEFAULT_DHCP_PROBE_INTERVAL,
@@ -302,7 +286,7 @@ impl RawAgentSection {
             labels: self.labels,
             aggregators,
             token,
-            heartbeat: duration(
+            heartbeat: duration_at(
                 key("heartbeat"),
                 self.heartbeat.as_ref(),
                 DEFAULT_HEARTBEAT,
@@ -310,7 +294,7 @@ impl RawAgentSection {
                 MAX_HEARTBEAT,
             )?,
             listen,
-            resync: duration(
+            resync: duration_at(
                 key("resync"),
                 self.resync.as_ref(),
                 DEFAULT_RESYNC,
@@ -322,14 +306,14 @@ impl RawAgentSection {
             probe_gateways: self.probe_gateways.unwrap_or(true),
             probe_gateways_arp: self.probe_gateways_arp.unwrap_or(true),
             probe: preflight_probe::ProbeConfig {
-                interval: duration(
+                interval: duration_at(
                     key("probe_interval"),
                     self.probe_interval.as_ref(),
                     DEFAULT_PROBE_INTERVAL,
                     MIN_PROBE_INTERVAL,
                     MAX_PROBE_INTERVAL,
                 )?,
-                timeout: duration(
+                timeout: duration_at(
                     key("probe_timeout"),
                     self.probe_timeout.as_ref(),
                     DEFAULT_PROBE_TIMEOUT,

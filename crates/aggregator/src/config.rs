@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use preflight_model::config::{parse_duration_in, ConfigError, Secret};
+use preflight_model::config::{at, duration_at, ConfigError, Secret};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -140,22 +140,6 @@ pub enum IdentityKey {
     Token([u8; 32]),
     /// A DNS name in its client certificate.
     CertSan(String),
-}
-
-fn at<T>(key: impl Into<String>, v: &Spanned<T>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::new(key, Some(v.span()), reason)
-}
-
-fn duration(
-    key: String,
-    v: Option<&Spanned<String>>,
-    default: Duration,
-    min: Duration,
-    max: Duration,
-) -> Result<Duration, ConfigError> {
-    v.map_or(Ok(default), |v| {
-        parse_duration_in(v.get_ref(), min, max).map_err(|r| at(key, v, r))
-    })
 }
 
 fn secret(
@@ -304,8 +288,8 @@ impl RawAggregatorSection {
             }
         }
         let fleet = FleetConfig {
-            ttl: duration(key("ttl"), self.ttl.as_ref(), DEFAULT_TTL, MIN_TTL, MAX_TTL)?,
-            settle: duration(
+            ttl: duration_at(key("ttl"), self.ttl.as_ref(), DEFAULT_TTL, MIN_TTL, MAX_TTL)?,
+            settle: duration_at(
                 key("settle"),
                 self.settle.as_ref(),
                 DEFAULT_SETTLE,
@@ -313,14 +297,14 @@ impl RawAggregatorSection {
                 MAX_SETTLE,
             )?,
             closed_inventory: self.closed_inventory,
-            max_waiver: duration(
+            max_waiver: duration_at(
                 key("max_waiver"),
                 self.max_waiver.as_ref(),
                 DEFAULT_MAX_WAIVER,
                 MIN_MAX_WAIVER,
                 MAX_MAX_WAIVER,
             )?,
-            min_waiver: duration(
+            min_waiver: duration_at(
                 key("min_waiver"),
                 self.min_waiver.as_ref(),
                 DEFAULT_MIN_WAIVER,

@@ -22,6 +22,30 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// A value read from the file with its byte span (`toml::Spanned`).
+pub use serde_spanned::Spanned;
+
+/// An error on `key` at the value `v`.
+pub fn at<T>(key: impl Into<String>, v: &Spanned<T>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::new(key, Some(v.span()), reason)
+}
+
+/// A duration value between `min` and `max`, `default` when absent.
+///
+/// # Errors
+/// Not a duration, or out of range, naming `key` and the value's span.
+pub fn duration_at(
+    key: String,
+    v: Option<&Spanned<String>>,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    v.map_or(Ok(default), |v| {
+        parse_duration_in(v.get_ref(), min, max).map_err(|r| at(key, v, r))
+    })
+}
+
 impl ConfigError {
     /// An error on `key`, at `span`.
     pub fn new(

@@ -85,12 +85,7 @@ impl Default for PolicyConfig {
     }
 }
 
-pub use preflight_model::config::{parse_duration, ConfigError};
-
-/// An error on `key` at the value `v`.
-fn at<T>(key: impl Into<String>, v: &toml::Spanned<T>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::new(key, Some(v.span()), reason)
-}
+pub use preflight_model::config::{at, duration_at, parse_duration, ConfigError};
 
 impl RawPolicyConfig {
     /// Validates into a [`PolicyConfig`]; `prefix` is the table's dotted path
