@@ -314,7 +314,13 @@ impl AggregatorClient {
     ) -> Result<(StatusCode, bytes::Bytes), String> {
         let uri = server.join(path).map_err(|e| e.to_string())?;
         self.http
-            .request(method, uri, self.token.as_deref(), body)
+            .request_as(
+                method,
+                uri,
+                server.host_header(),
+                self.token.as_deref(),
+                body,
+            )
             .await
             .map_err(|e| e.to_string())
     }
