@@ -259,6 +259,15 @@ fn two_replicas_share_waivers_and_survive_losses() {
     seq += 1;
     until_gate(&a.url, 0, Duration::from_secs(2));
 
+    // A short waiver that will expire while PostgreSQL is down.
+    let (code, short) = curl(
+        "POST",
+        &format!("{}/v1/waivers", b.url),
+        Some(&json!({"node": "c2", "reason": "brief", "author": "ana", "duration": "2s"})),
+    );
+    assert_eq!(code, 201, "{short}");
+    let short_expires = Instant::now() + Duration::from_secs(2);
+
     // PostgreSQL stops: the gate answers from memory, writes are 503 naming
     // the database, readiness says no.
     pg.pg_ctl_stop();
@@ -290,9 +299,39 @@ fn two_replicas_share_waivers_and_survive_losses() {
     assert!(String::from_utf8_lossy(&metrics.stdout).contains("preflight_aggregator_store_up 0"));
     seq += 1;
 
-    // Back: nothing half-written (one active waiver, no audit entry for the
-    // refused writes), and writes work again on both.
+    // The short waiver expires during the outage (both replicas see it end).
+    std::thread::sleep(
+        short_expires.saturating_duration_since(Instant::now()) + Duration::from_millis(1500),
+    );
+    for r in [&a, &b] {
+        let (_, ws) = curl("GET", &format!("{}/v1/waivers", r.url), None);
+        assert!(
+            ws.as_array()
+                .is_some_and(|l| l.iter().all(|x| x["id"] != short["id"])),
+            "{}: expired in memory: {ws}",
+            r.url
+        );
+    }
+
+    // Back: nothing half-written (no audit entry for the refused writes),
+    // the expiry missed during the outage recorded once (both replicas owed
+    // it), and writes work again on both.
     pg.pg_ctl_start();
+    let expiries = format!(
+        "SELECT count(*) FROM audit WHERE action = 'waiver.expire' AND (detail::json->>'id')::bigint = {}",
+        short["id"]
+    );
+    let t = Instant::now();
+    while pg.psql("preflight", &expiries).trim() != "1" {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the missed expiry was not recorded"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Both replicas have retried by now (every 5 s); still one entry.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(pg.psql("preflight", &expiries).trim(), "1", "recorded once");
     let active = pg.psql(
         "preflight",
         "SELECT count(*) FROM waivers WHERE ended_at IS NULL",
@@ -302,7 +341,11 @@ fn two_replicas_share_waivers_and_survive_losses() {
         "preflight",
         "SELECT count(*) FROM audit WHERE action LIKE 'waiver.%'",
     );
-    assert_eq!(audit_waivers.trim(), "3");
+    assert_eq!(
+        audit_waivers.trim(),
+        "5",
+        "3 before, the short one's create and expire"
+    );
     for r in [&a, &b] {
         let t = Instant::now();
         while curl("GET", &format!("{}/readyz", r.url), None).0 != 200 {

@@ -182,10 +182,7 @@ mod tests {
 
     /// Starts `fan_out` with pushers that only record themselves; returns
     /// the running set, the notifies handed out, and the task.
-    fn start(
-        url: &str,
-        fake: &Arc<Fake>,
-    ) -> (Running, Notifies, JoinHandle<()>) {
+    fn start(url: &str, fake: &Arc<Fake>) -> (Running, Notifies, JoinHandle<()>) {
         let running: Running = Arc::default();
         let notifies: Notifies = Arc::default();
         let (r, n) = (Arc::clone(&running), Arc::clone(&notifies));

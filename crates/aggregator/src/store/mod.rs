@@ -289,6 +289,18 @@ impl Store {
         both!(self, s => s.end_waiver(w, actor, action, at))
     }
 
+    /// Ends every waiver whose expiry is at or before `now` and that is not
+    /// ended yet, each with one `waiver.expire` audit entry dated at its
+    /// expiry; returns how many. This is the catch-up for expiries the
+    /// sweeper could not record (the database was down, or no replica was
+    /// running): waivers end once, also when replicas race.
+    ///
+    /// # Errors
+    /// Database errors; nothing is written then.
+    pub fn expire_due(&mut self, now: SystemTime) -> Result<usize, StoreError> {
+        both!(self, s => s.expire_due(now))
+    }
+
     /// Writes a batch of reports (latest per node) in one transaction.
     ///
     /// # Errors

@@ -331,6 +331,38 @@ impl PgStore {
         })
     }
 
+    pub(super) fn expire_due(&mut self, now: SystemTime) -> Result<usize, StoreError> {
+        self.change("waivers", |tx| {
+            // FOR UPDATE: a replica catching up at the same moment waits for
+            // this transaction, then finds these rows ended (each expiry is
+            // audited once across replicas).
+            let rows = tx.query(
+                "SELECT id, node, code, subject, reason, author, created_at, expires_at FROM waivers
+                 WHERE ended_at IS NULL AND expires_at <= $1 ORDER BY id FOR UPDATE",
+                &[&millis(now)],
+            )?;
+            for r in &rows {
+                let w = Waiver {
+                    id: r.get(0),
+                    node: r.get(1),
+                    code: r.get(2),
+                    subject: r.get(3),
+                    reason: r.get(4),
+                    author: r.get(5),
+                    created_at: time(r.get(6)),
+                    expires_at: time(r.get(7)),
+                };
+                tx.execute(
+                    "UPDATE waivers SET ended_at=expires_at, ended_by='aggregator' WHERE id=$1",
+                    &[&w.id],
+                )?;
+                let detail = serde_json::to_value(&w).expect("waiver serializes");
+                Self::audit_tx(tx, w.expires_at, "aggregator", "waiver.expire", &detail)?;
+            }
+            Ok(rows.len())
+        })
+    }
+
     pub(super) fn save_reports(&mut self, batch: &[PendingReport]) -> Result<(), StoreError> {
         // One statement for the whole batch: a round trip per report would
         // make the writer fall behind at fleet sizes SQLite handles.
