@@ -8,6 +8,7 @@
 //! preflight. Calls are blocking: the service runs them on the blocking pool.
 
 mod pgconf;
+pub mod pgtls;
 mod postgres;
 mod sqlite;
 #[doc(hidden)]

@@ -14,6 +14,7 @@ use postgres::{Client, NoTls, Transaction};
 use preflight_model::report::Waiver;
 
 use super::pgconf::{PgSettings, PG_CHANNEL};
+use super::pgtls::{client_config, SslMode};
 use super::{
     millis, parse_labels, parse_report, time, AuditEntry, Labels, PendingReport, StoreError,
     StoredReport,
@@ -69,7 +70,14 @@ fn connect(settings: &PgSettings) -> Result<Client, StoreError> {
         message,
     };
     let cfg = settings.config().map_err(err)?;
-    cfg.connect(NoTls).map_err(|e| err(chain(&e)))
+    match settings.sslmode {
+        SslMode::Disable => cfg.connect(NoTls),
+        mode => {
+            let tls = client_config(mode, settings.ca_file.as_ref()).map_err(err)?;
+            cfg.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+        }
+    }
+    .map_err(|e| err(chain(&e)))
 }
 
 /// The PostgreSQL store of one replica.
