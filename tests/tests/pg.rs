@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use preflight_aggregator::store::{suite, Database, PgSettings, Store};
+use preflight_aggregator::store::{suite, Database, PgListener, PgSettings, Store};
 use preflight_tests::pg::Pg;
 use preflight_tests::{preflight_bin, Proc};
 use serde_json::{json, Value};
@@ -457,4 +457,31 @@ fn tls_follows_sslmode() {
     // verify-full without a CA file checks against the system roots, which
     // do not hold the test's CA.
     open(url("tls", "localhost", "verify-full"), None).expect_err("system roots");
+}
+
+/// A replica's listener skips the announcements of its own changes (its
+/// fleet has them already) and hears every other replica's.
+#[test]
+fn own_announcements_are_skipped() {
+    let pg = Pg::start();
+    let mine = PgSettings::parse(&pg.url(), None).expect("url");
+    let other = PgSettings::parse(&pg.url(), None).expect("url");
+    let mut store = Store::open(&Database::Postgres(mine.clone())).expect("open");
+    let mut own = PgListener::connect(&mine).expect("listen");
+    let mut others = PgListener::connect(&other).expect("listen");
+    store
+        .upsert_node(
+            "c1",
+            &std::collections::BTreeMap::new(),
+            "test",
+            std::time::SystemTime::now(),
+        )
+        .expect("write");
+    let heard = others.wait(Duration::from_secs(5)).expect("wait");
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(heard[0].starts_with("nodes "), "{heard:?}");
+    assert!(own
+        .wait(Duration::from_millis(500))
+        .expect("wait")
+        .is_empty());
 }

@@ -29,6 +29,9 @@ pub struct PgSettings {
     pub sslmode: SslMode,
     /// The CA to check the server's certificate against; `None`: system roots.
     pub ca_file: Option<PathBuf>,
+    /// This replica's mark on its announcements (unique per parse, across
+    /// hosts), so that its listener skips the changes it made itself.
+    pub(crate) origin: String,
     /// The database as shown in logs and errors: no password.
     pub display: String,
 }
@@ -99,6 +102,7 @@ impl PgSettings {
             password_file,
             sslmode,
             ca_file: None,
+            origin: new_origin(),
             display,
         })
     }
@@ -151,6 +155,23 @@ impl PgSettings {
         }
         Ok(cfg)
     }
+}
+
+/// A mark unique to this replica: the kernel's random UUID (pid and clock
+/// when it cannot be read), plus a counter for several stores in one process.
+fn new_origin() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid").map_or_else(
+        |_| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            format!("{}-{}", std::process::id(), t.as_nanos())
+        },
+        |s| s.trim().to_owned(),
+    );
+    format!("{id}.{n}")
 }
 
 /// Splits a `.pgpass` line into its fields (`:` separates, `\` escapes).

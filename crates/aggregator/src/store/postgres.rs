@@ -193,10 +193,14 @@ impl PgStore {
         what: &str,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
+        // The payload names the replica, whose own listener skips it: its
+        // fleet already has the change, and a full reload per own write
+        // (every new node) would stall it under load.
+        let payload = format!("{what} {}", self.settings.origin);
         self.run(|c| {
             let mut tx = c.transaction()?;
             let v = f(&mut tx)?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&PG_CHANNEL, &what])?;
+            tx.execute("SELECT pg_notify($1, $2)", &[&PG_CHANNEL, &payload])?;
             tx.commit()?;
             Ok(v)
         })
@@ -423,6 +427,8 @@ impl PgStore {
 pub struct PgListener {
     client: Client,
     display: String,
+    /// The payload suffix of this replica's own announcements.
+    own: String,
 }
 
 impl PgListener {
@@ -441,11 +447,13 @@ impl PgListener {
         Ok(Self {
             client,
             display: settings.display.clone(),
+            own: format!(" {}", settings.origin),
         })
     }
 
     /// Waits up to `timeout` for announcements and returns their payloads
-    /// (every one that is pending; empty after a quiet `timeout`).
+    /// (every one that is pending; empty after a quiet `timeout`), except
+    /// those of this replica's own changes.
     ///
     /// # Errors
     /// The connection broke: connect again, and reload everything, since
@@ -471,6 +479,7 @@ impl PgListener {
                 out.push(m.payload().to_owned());
             }
         }
+        out.retain(|p| !p.ends_with(&self.own));
         if self.client.is_closed() {
             return Err(broken("connection closed".into()));
         }
