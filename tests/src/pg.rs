@@ -152,11 +152,117 @@ impl Pg {
         )
     }
 
+    /// Turns TLS on (a reload, no restart) with a server certificate for
+    /// `san` (e.g. `DNS:localhost`) signed by a new CA; returns the CA's
+    /// PEM file. Another call to [`make_ca`] gives a CA that did not sign it.
+    pub fn enable_tls(&self, san: &str) -> PathBuf {
+        let ca = make_ca(&self.dir, "ca");
+        let (key, csr, crt) = (
+            self.data().join("server.key"),
+            self.dir.join("server.csr"),
+            self.data().join("server.crt"),
+        );
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key.display().to_string(),
+            "-out",
+            &csr.display().to_string(),
+            "-subj",
+            "/CN=preflight-test-db",
+        ]);
+        let ext = self.dir.join("server.ext");
+        std::fs::write(
+            &ext,
+            format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"),
+        )
+        .expect("write extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr.display().to_string(),
+            "-CA",
+            &ca.display().to_string(),
+            "-CAkey",
+            &self.dir.join("ca.key").display().to_string(),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &crt.display().to_string(),
+            "-extfile",
+            &ext.display().to_string(),
+        ]);
+        run(
+            Command::new("chown").args(["postgres"]).arg(&key).arg(&crt),
+            "chown the server key",
+        );
+        run(
+            Command::new("chmod").arg("600").arg(&key),
+            "chmod the server key",
+        );
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        // The reload is asynchronous: wait until the server says so.
+        for _ in 0..100 {
+            if self.psql("postgres", "SHOW ssl").trim() == "on" {
+                return ca;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("ssl did not turn on:\n{}", self.log());
+    }
+
     /// The server log, for failure messages.
     #[must_use]
     pub fn log(&self) -> String {
         std::fs::read_to_string(Path::new(&self.dir).join("log")).unwrap_or_default()
     }
+}
+
+fn openssl(args: &[&str]) {
+    run(
+        Command::new("openssl").args(args),
+        &format!("openssl {}", args.join(" ")),
+    );
+}
+
+/// A new self-signed CA in `dir` (`NAME.key`, `NAME.pem`); returns the PEM.
+#[must_use]
+pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    let (key, pem) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pem")),
+    );
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key.display().to_string(),
+        "-out",
+        &pem.display().to_string(),
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=preflight test {name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    pem
 }
 
 impl Drop for Pg {

@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use preflight_aggregator::store::{suite, Database, PgSettings, Store};
+use preflight_aggregator::store::{suite, Database, PgListener, PgSettings, Store};
 use preflight_tests::pg::Pg;
 use preflight_tests::{preflight_bin, Proc};
 use serde_json::{json, Value};
@@ -44,7 +44,7 @@ impl Replica {
         std::fs::write(
             &cfg,
             format!(
-                "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\nauth = \"none\"\nsettle = \"0s\"\nttl = \"60s\"\n",
+                "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\nauth = \"none\"\nsettle = \"0s\"\nmin_waiver = \"1s\"\nttl = \"60s\"\n",
                 pg.url()
             ),
         )
@@ -259,6 +259,15 @@ fn two_replicas_share_waivers_and_survive_losses() {
     seq += 1;
     until_gate(&a.url, 0, Duration::from_secs(2));
 
+    // A short waiver that will expire while PostgreSQL is down.
+    let (code, short) = curl(
+        "POST",
+        &format!("{}/v1/waivers", b.url),
+        Some(&json!({"node": "c2", "reason": "brief", "author": "ana", "duration": "2s"})),
+    );
+    assert_eq!(code, 201, "{short}");
+    let short_expires = Instant::now() + Duration::from_secs(2);
+
     // PostgreSQL stops: the gate answers from memory, writes are 503 naming
     // the database, readiness says no.
     pg.pg_ctl_stop();
@@ -290,12 +299,42 @@ fn two_replicas_share_waivers_and_survive_losses() {
     assert!(String::from_utf8_lossy(&metrics.stdout).contains("preflight_aggregator_store_up 0"));
     seq += 1;
 
-    // Back: the removal asked for during the outage took effect at once in
-    // memory (fail towards no-go; issue 16) and is recorded once the
-    // database returns -- exactly once though both replicas retried it; the
-    // refused creations left nothing behind; writes work again on both.
+    // The short waiver expires during the outage (both replicas see it end).
+    std::thread::sleep(
+        short_expires.saturating_duration_since(Instant::now()) + Duration::from_millis(1500),
+    );
+    for r in [&a, &b] {
+        let (_, ws) = curl("GET", &format!("{}/v1/waivers", r.url), None);
+        assert!(
+            ws.as_array()
+                .is_some_and(|l| l.iter().all(|x| x["id"] != short["id"])),
+            "{}: expired in memory: {ws}",
+            r.url
+        );
+    }
+
+    // Back: nothing half-written (no audit entry for the refused writes),
+    // the expiry missed during the outage recorded once (both replicas owed
+    // it), and writes work again on both.
     pg.pg_ctl_start();
+    let expiries = format!(
+        "SELECT count(*) FROM audit WHERE action = 'waiver.expire' AND (detail::json->>'id')::bigint = {}",
+        short["id"]
+    );
     let t = Instant::now();
+    while pg.psql("preflight", &expiries).trim() != "1" {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the missed expiry was not recorded"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Both replicas have retried by now (every 5 s); still one entry.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(pg.psql("preflight", &expiries).trim(), "1", "recorded once");
+    // The removal asked for during the outage took effect at once in
+    // memory (fail towards no-go) and is recorded now, once.
+    let t2 = Instant::now();
     loop {
         let active = pg.psql(
             "preflight",
@@ -305,7 +344,7 @@ fn two_replicas_share_waivers_and_survive_losses() {
             break;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(10),
+            t2.elapsed() < Duration::from_secs(10),
             "the removal made during the outage was never recorded ({} active)",
             active.trim()
         );
@@ -317,8 +356,8 @@ fn two_replicas_share_waivers_and_survive_losses() {
     );
     assert_eq!(
         audit_waivers.trim(),
-        "4",
-        "create, remove, create, remove: no duplicate, nothing for the refused creations"
+        "6",
+        "3 before, the short one's create and expire, the removal made during the outage: each once"
     );
     for r in [&a, &b] {
         let t = Instant::now();
@@ -377,4 +416,93 @@ fn newer_schema_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("schema version 99"), "{stderr}");
+}
+
+/// TLS to PostgreSQL follows libpq's sslmode: the store suite runs over
+/// `verify-full` against a server certificate from a CA the test made;
+/// a wrong CA, or a name the certificate does not carry, is refused.
+#[test]
+fn tls_follows_sslmode() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = |db: &str, host: &str, mode: &str| {
+        format!("postgres://postgres@{host}:{}/{db}?sslmode={mode}", pg.port)
+    };
+    let settings = |url: String, ca: Option<&std::path::Path>| {
+        PgSettings::parse(&url, None)
+            .expect("url")
+            .with_ca_file(ca.map(std::path::Path::to_path_buf))
+            .expect("ca")
+    };
+    let open = |url: String, ca: Option<&std::path::Path>| {
+        Store::open(&Database::Postgres(settings(url, ca))).map(drop)
+    };
+
+    // A server without TLS: require is refused, prefer connects in clear.
+    let e = open(url("preflight", "127.0.0.1", "require"), None).expect_err("no TLS");
+    assert!(e.to_string().contains("TLS"), "{e}");
+    open(url("preflight", "127.0.0.1", "prefer"), None).expect("prefer without TLS");
+
+    let ca = pg.enable_tls("DNS:localhost");
+    let wrong = preflight_tests::pg::make_ca(dir.path(), "wrong");
+    pg.psql("postgres", "CREATE DATABASE tls");
+
+    // The whole store suite over verify-full with the right CA.
+    let full = Database::Postgres(settings(url("tls", "localhost", "verify-full"), Some(&ca)));
+    suite::run_all(&full);
+    let mut store = Store::open(&full).expect("verify-full");
+    store.ping().expect("ping");
+    let encrypted = pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+         WHERE application_name = 'preflight-aggregator' AND ssl",
+    );
+    assert_eq!(encrypted.trim(), "1", "the store's connection is TLS");
+    drop(store);
+
+    // A CA that did not sign the server's certificate.
+    let e = open(url("tls", "localhost", "verify-full"), Some(&wrong)).expect_err("wrong CA");
+    assert!(e.to_string().contains("certificate"), "{e}");
+    eprintln!("wrong CA: {e}");
+    // The certificate names localhost, not 127.0.0.1: verify-full refuses,
+    // verify-ca (chain only) accepts, still not with the wrong CA.
+    let e = open(url("tls", "127.0.0.1", "verify-full"), Some(&ca)).expect_err("name");
+    assert!(e.to_string().contains("certificate"), "{e}");
+    eprintln!("wrong name: {e}");
+    open(url("tls", "127.0.0.1", "verify-ca"), Some(&ca)).expect("verify-ca");
+    open(url("tls", "127.0.0.1", "verify-ca"), Some(&wrong)).expect_err("verify-ca, wrong CA");
+    // require: encrypted, certificate unchecked unless a CA is given.
+    open(url("tls", "127.0.0.1", "require"), None).expect("require");
+    open(url("tls", "127.0.0.1", "require"), Some(&wrong))
+        .expect_err("require with a CA checks it");
+    // verify-full without a CA file checks against the system roots, which
+    // do not hold the test's CA.
+    open(url("tls", "localhost", "verify-full"), None).expect_err("system roots");
+}
+
+/// A replica's listener skips the announcements of its own changes (its
+/// fleet has them already) and hears every other replica's.
+#[test]
+fn own_announcements_are_skipped() {
+    let pg = Pg::start();
+    let mine = PgSettings::parse(&pg.url(), None).expect("url");
+    let other = PgSettings::parse(&pg.url(), None).expect("url");
+    let mut store = Store::open(&Database::Postgres(mine.clone())).expect("open");
+    let mut own = PgListener::connect(&mine).expect("listen");
+    let mut others = PgListener::connect(&other).expect("listen");
+    store
+        .upsert_node(
+            "c1",
+            &std::collections::BTreeMap::new(),
+            "test",
+            std::time::SystemTime::now(),
+        )
+        .expect("write");
+    let heard = others.wait(Duration::from_secs(5)).expect("wait");
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(heard[0].starts_with("nodes "), "{heard:?}");
+    assert!(own
+        .wait(Duration::from_millis(500))
+        .expect("wait")
+        .is_empty());
 }

@@ -5,13 +5,15 @@
 //!
 //! Each aggregator has its own pusher task reading the latest state from a
 //! watch channel, so a slow or dead aggregator delays only its own reports
-//! and never the netlink watch.
+//! and never the netlink watch. An aggregator given by name gets one pusher
+//! per address the name resolves to (`fanout`): every replica behind it.
 
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod dhcp;
 pub mod expectations;
+pub mod fanout;
 pub mod metrics;
 pub mod monitor;
 
@@ -27,7 +29,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use preflight_model::report::{AckStatus, Report, ReportAck, ReportBody};
 use preflight_policy::PolicyConfig;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 pub use config::RawAgentSection;
 pub use metrics::AgentMetrics;
@@ -177,17 +179,31 @@ pub async fn run(
 
     let boot_id = new_boot_id();
     let mut pushers = Vec::new();
+    let resolver: Arc<dyn fanout::Resolver> = Arc::new(fanout::SystemResolver);
+    // TLS files are read once, here: a bad one stops the agent at start.
+    let template = AggregatorClient::new(Vec::new(), Duration::from_secs(5))
+        .with_tls(&cfg.tls)?
+        .with_token(cfg.token.clone());
     for url in &cfg.aggregators {
-        // One client per aggregator: each gets every report (no failover).
-        let client = AggregatorClient::new(vec![url.clone()], Duration::from_secs(5))
-            .with_tls(&cfg.tls)?
-            .with_token(cfg.token.clone());
-        pushers.push(tokio::spawn(push_loop(
-            client,
-            cfg.clone(),
-            boot_id.clone(),
-            rx.clone(),
-            metrics.clone(),
+        // One client per aggregator address: each gets every report (no failover).
+        let (cfg, boot_id, rx, metrics) =
+            (cfg.clone(), boot_id.clone(), rx.clone(), metrics.clone());
+        let template = template.clone();
+        let start = move |url: BaseUrl, unreachable: Arc<Notify>| {
+            let client = template.for_servers(vec![url]);
+            tokio::spawn(push_loop(
+                client,
+                cfg.clone(),
+                boot_id.clone(),
+                rx.clone(),
+                metrics.clone(),
+                unreachable,
+            ))
+        };
+        pushers.push(tokio::spawn(fanout::fan_out(
+            url.clone(),
+            Arc::clone(&resolver),
+            start,
         )));
     }
 
@@ -263,6 +279,7 @@ async fn push_loop(
     mut boot_id: String,
     mut rx: watch::Receiver<Versioned>,
     metrics: AgentMetrics,
+    unreachable: Arc<Notify>,
 ) {
     let label = client
         .servers()
@@ -323,6 +340,8 @@ async fn push_loop(
             }
             Err(e @ ClientError::NoAnswer(_)) => {
                 tracing::warn!(aggregator = %label, error = %e, "cannot push report; retrying");
+                // The replica may be gone: check the name again.
+                unreachable.notify_one();
                 false
             }
         };

@@ -50,6 +50,7 @@ pub struct RawAggregatorSection {
     listen: Option<Spanned<String>>,
     database: Option<Spanned<String>>,
     database_password_file: Option<Spanned<String>>,
+    database_ca_file: Option<Spanned<String>>,
     ttl: Option<Spanned<String>>,
     settle: Option<Spanned<String>>,
     max_waiver: Option<Spanned<String>>,
@@ -332,10 +333,25 @@ impl RawAggregatorSection {
             inventory.push((n.name.into_inner(), n.labels));
         }
         let database = match (&self.database, &self.database_password_file) {
-            (Some(d), pw) if is_postgres_url(d.get_ref()) => Database::Postgres(
-                PgSettings::parse(d.get_ref(), pw.as_ref().map(|p| PathBuf::from(p.get_ref())))
-                    .map_err(|r| at(key("database"), d, r))?,
-            ),
+            (Some(d), pw) if is_postgres_url(d.get_ref()) => {
+                let pg =
+                    PgSettings::parse(d.get_ref(), pw.as_ref().map(|p| PathBuf::from(p.get_ref())))
+                        .map_err(|r| at(key("database"), d, r))?;
+                Database::Postgres(match &self.database_ca_file {
+                    Some(ca) => pg
+                        .with_ca_file(Some(PathBuf::from(ca.get_ref())))
+                        .map_err(|r| at(key("database_ca_file"), ca, r))?,
+                    None => pg,
+                })
+            }
+            (_, _) if self.database_ca_file.is_some() => {
+                let ca = self.database_ca_file.as_ref().expect("checked");
+                return Err(at(
+                    key("database_ca_file"),
+                    ca,
+                    "only for a postgres:// database",
+                ));
+            }
             (_, Some(pw)) => {
                 return Err(at(
                     key("database_password_file"),
@@ -449,10 +465,23 @@ mod tests {
         );
         let s = section("database = \"postgres://agg@db:5432/preflight?sslmode=disable\"\ndatabase_password_file = \"/run/pw\"").expect("pg");
         assert!(matches!(s.database, Database::Postgres(_)));
+        let s = section("database = \"postgres://agg@db/preflight?sslmode=verify-full\"\ndatabase_ca_file = \"/etc/pg-ca.pem\"").expect("tls");
+        match s.database {
+            Database::Postgres(pg) => {
+                assert_eq!(pg.ca_file, Some(PathBuf::from("/etc/pg-ca.pem")));
+            }
+            Database::Sqlite(_) => panic!("postgres expected"),
+        }
         let e =
-            section("database = \"postgres://agg@db/preflight?sslmode=require\"").expect_err("tls");
+            section("database = \"postgres://agg@db/preflight?sslmode=allow\"").expect_err("allow");
         assert_eq!(e.key, "aggregator.database");
-        assert!(e.reason.contains("no TLS client"), "{}", e.reason);
+        let e = section(
+            "database = \"postgres://agg@db/p?sslmode=disable\"\ndatabase_ca_file = \"/ca\"",
+        )
+        .expect_err("CA without TLS");
+        assert_eq!(e.key, "aggregator.database_ca_file");
+        let e = section("database_ca_file = \"/ca\"").expect_err("sqlite");
+        assert_eq!(e.key, "aggregator.database_ca_file");
         let e = section("database_password_file = \"/run/pw\"").expect_err("sqlite");
         assert_eq!(e.key, "aggregator.database_password_file");
     }

@@ -60,6 +60,9 @@ pub struct Service {
     pending_ends: Arc<Mutex<Vec<PendingEnd>>>,
 }
 
+/// How often owed waiver expiries are retried while the store is down.
+pub const EXPIRY_RETRY: Duration = Duration::from_secs(5);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock poisons it; the data is still the last
     // consistent state we wrote, so keep serving.
@@ -470,8 +473,15 @@ impl Service {
     }
 
     /// Processes TTL, settle and waiver deadlines as they come due, forever;
-    /// expired waivers are recorded in the store and the audit log.
+    /// expired waivers are recorded in the store and the audit log. An
+    /// expiry the store cannot take (database down) still ends the waiver
+    /// in memory at once, and is owed: the store's catch-up
+    /// ([`Store::expire_due`]) is tried every [`EXPIRY_RETRY`] until it
+    /// succeeds. It also runs once at start, for waivers that expired while
+    /// no replica was running.
     pub async fn sweep(self) {
+        let mut owed = true;
+        let mut last_try: Option<Instant> = None;
         loop {
             let next = lock(&self.fleet).next_deadline();
             let max = Instant::now() + Duration::from_secs(1);
@@ -495,6 +505,22 @@ impl Service {
                         "cannot record waiver expiry; retried"
                     );
                     self.defer_end(end);
+                    owed = true;
+                }
+            }
+            if owed && last_try.is_none_or(|t| t.elapsed() >= EXPIRY_RETRY) {
+                last_try = Some(Instant::now());
+                match self.store(|s| s.expire_due(crate::clock::wall())).await {
+                    Ok(n) => {
+                        owed = false;
+                        if n > 0 {
+                            tracing::info!(
+                                waivers = n,
+                                "recorded waiver expiries missed while the store was unavailable"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "waiver expiries still owed"),
                 }
             }
         }

@@ -1,6 +1,8 @@
 //! Aggregator load: N simulated agents against a real `preflight aggregator`
 //! process on loopback. Each node heartbeats every 10 s and 1% of nodes per
-//! second send a changed full report; a prober asks the gate meanwhile.
+//! second send a changed full report; a prober asks the gate meanwhile. The
+//! store is a fresh SQLite file, or a fresh database on a PostgreSQL
+//! cluster (`Store::Postgres`), per run.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -91,11 +93,39 @@ fn db_size(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
+/// The aggregator's store for one run.
+pub enum Store<'a> {
+    /// A SQLite file in the run's temp dir.
+    Sqlite,
+    /// A new database (named by the string) on this cluster.
+    Postgres(&'a preflight_tests::pg::Pg, String),
+}
+
+impl Store<'_> {
+    /// The short name printed with the figures.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres(..) => "PostgreSQL",
+        }
+    }
+}
+
 #[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
-pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult {
+pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize, store: &Store) -> LoadResult {
     let dir = std::env::temp_dir().join(format!("preflight-load-{}-{nodes}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
+    let database = match store {
+        Store::Sqlite => dir.join("load.db").display().to_string(),
+        Store::Postgres(pg, db) => {
+            pg.psql("postgres", &format!("CREATE DATABASE {db}"));
+            format!(
+                "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+                pg.port
+            )
+        }
+    };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -103,8 +133,7 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
     std::fs::write(
         dir.join("agg.toml"),
         format!(
-            "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\nsettle = \"0s\"\nttl = \"30s\"\nauth = \"none\"\n",
-            dir.join("load.db").display()
+            "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\nsettle = \"0s\"\nttl = \"30s\"\nauth = \"none\"\n",
         ),
     )
     .expect("config");
@@ -280,7 +309,14 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize) -> LoadResult 
             gate_all_p50_ms: pctl(&mut all.clone(), 50.0),
             gate_all_p99_ms: pctl(&mut all, 99.0),
             rss_mib: rss_kib(child.id()) as f64 / 1024.0,
-            db_bytes: db_size(&dir),
+            db_bytes: match store {
+                Store::Sqlite => db_size(&dir),
+                Store::Postgres(pg, db) => pg
+                    .psql("postgres", &format!("SELECT pg_database_size('{db}')"))
+                    .trim()
+                    .parse()
+                    .unwrap_or(0),
+            },
             full_per_s: full.load(Ordering::Relaxed) as f64 / elapsed,
             db_samples,
             rss_samples,

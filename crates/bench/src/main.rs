@@ -8,7 +8,8 @@
 //! preflight-bench watch-rss [--bin PATH] [--seconds 5] [--reps 5]
 //! preflight-bench footprint [--bin PATH] [--reps 5] [--idle 30] [--storm 15] [--scrapes 1000]
 //! preflight-bench idle-cpu [--bin PATH] [--instances 5] [--seconds 600]
-//! preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5]
+//! preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5] [--database sqlite,postgres]
+//! preflight-bench pg-propagation [--bin PATH] [--waivers 100]
 //! preflight-bench vm-latency [--bin PATH] [--pulls 30] [--boots 3]
 //! preflight-bench vm-compare [--bin PATH] [--intervals 1,15] [--pulls 30,30] [--boots 5] [--bonds 3]
 //! preflight-bench ovs-latency [--bin PATH] [--pulls 100] [--reps 5] [--idle 10]
@@ -20,6 +21,7 @@
 mod footprint;
 mod load;
 mod ovs;
+mod propagation;
 mod report;
 mod vm_compare;
 mod vm_latency;
@@ -273,6 +275,18 @@ enum Bench {
         seconds: u64,
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// Stores, comma-separated: `sqlite`, `postgres` (a throwaway
+        /// cluster, a new database per run); repetitions are interleaved.
+        #[arg(long, default_value = "sqlite")]
+        database: String,
+    },
+    /// Waiver created / removed on replica A -> replica B's gate changes
+    /// (two replicas on a throwaway PostgreSQL).
+    PgPropagation {
+        #[command(flatten)]
+        bin: BinArg,
+        #[arg(long, default_value_t = 100)]
+        waivers: usize,
     },
     /// Cable pull in a VM -> no-go.
     VmLatency {
@@ -377,8 +391,12 @@ fn main() {
             nodes,
             seconds,
             reps,
+            database,
         } => {
-            let _ = report::load_report(&absolute(&bin.bin), &nodes, seconds, reps);
+            let _ = report::load_report(&absolute(&bin.bin), &nodes, seconds, reps, &database);
+        }
+        Bench::PgPropagation { bin, waivers } => {
+            propagation::report(&absolute(&bin.bin), waivers);
         }
     }
 }

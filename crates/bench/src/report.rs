@@ -152,93 +152,136 @@ pub(crate) fn vm_compare_report(
     out
 }
 
-/// Aggregator under load for each fleet size in `nodes_list`; returns per
-/// size (nodes, accepted reports/s, gate rack p99 ms, RSS MiB), medians.
+/// Aggregator under load for each fleet size in `nodes_list` and each store
+/// in `databases` (`sqlite`, `postgres`: repetitions interleaved, so both
+/// see the same machine); returns per size (nodes, accepted reports/s, gate
+/// rack p99 ms, RSS MiB), medians, of the first store listed.
 pub(crate) fn load_report(
     bin: &str,
     nodes_list: &str,
     seconds: u64,
     reps: usize,
+    databases: &str,
 ) -> Vec<(usize, f64, f64, f64)> {
+    let wanted: Vec<&str> = databases.split(',').map(str::trim).collect();
+    for d in &wanted {
+        assert!(
+            matches!(*d, "sqlite" | "postgres"),
+            "--database: `{d}` is neither sqlite nor postgres"
+        );
+    }
+    // One throwaway cluster for the whole report, a new database per run.
+    let pg = wanted
+        .contains(&"postgres")
+        .then(preflight_tests::pg::Pg::start);
+    let mut run_no = 0usize;
     let mut out = Vec::new();
     for nodes in nodes_list
         .split(',')
         .filter_map(|n| n.parse::<usize>().ok())
     {
-        let mut rows = Vec::new();
+        let mut rows: Vec<Vec<load::LoadResult>> = wanted.iter().map(|_| Vec::new()).collect();
         for rep in 0..reps {
-            let r = load::run(bin, nodes, seconds, 64);
-            println!(
-                "  {nodes} nodes rep {}: offered {:.0}/s accepted {:.0}/s (full {:.0}/s) errors {} | gate rack p50 {:.2} ms p99 {:.2} ms | gate all p50 {:.2} ms p99 {:.2} ms | RSS {:.1} MiB | db {:.1} MiB",
-                rep + 1, r.offered_per_s, r.accepted_per_s, r.full_per_s, r.errors, r.gate_rack_p50_ms, r.gate_rack_p99_ms,
-                r.gate_all_p50_ms, r.gate_all_p99_ms, r.rss_mib, r.db_bytes as f64 / 1_048_576.0
-            );
-            if r.rss_samples.len() > 2 {
-                let line: Vec<String> = r
-                    .rss_samples
-                    .iter()
-                    .step_by((r.rss_samples.len() / 10).max(1))
-                    .map(|(t, kib)| format!("{t:.0}s {:.0}", *kib as f64 / 1024.0))
-                    .collect();
+            for (k, d) in wanted.iter().enumerate() {
+                run_no += 1;
+                let store = match (*d, &pg) {
+                    ("postgres", Some(pg)) => load::Store::Postgres(pg, format!("load{run_no}")),
+                    _ => load::Store::Sqlite,
+                };
+                let r = load::run(bin, nodes, seconds, 64, &store);
                 println!(
-                    "    aggregator RSS MiB over the window: {}",
-                    line.join(", ")
+                    "  {} {nodes} nodes rep {}: offered {:.0}/s accepted {:.0}/s (full {:.0}/s) errors {} | gate rack p50 {:.2} ms p99 {:.2} ms | gate all p50 {:.2} ms p99 {:.2} ms | RSS {:.1} MiB | db {:.1} MiB",
+                    store.name(), rep + 1, r.offered_per_s, r.accepted_per_s, r.full_per_s, r.errors, r.gate_rack_p50_ms, r.gate_rack_p99_ms,
+                    r.gate_all_p50_ms, r.gate_all_p99_ms, r.rss_mib, r.db_bytes as f64 / 1_048_576.0
                 );
+                if r.rss_samples.len() > 2 {
+                    let line: Vec<String> = r
+                        .rss_samples
+                        .iter()
+                        .step_by((r.rss_samples.len() / 10).max(1))
+                        .map(|(t, kib)| format!("{t:.0}s {:.0}", *kib as f64 / 1024.0))
+                        .collect();
+                    println!(
+                        "    aggregator RSS MiB over the window: {}",
+                        line.join(", ")
+                    );
+                }
+                rows[k].push(r);
             }
-            rows.push(r);
         }
-        let med = |f: &dyn Fn(&load::LoadResult) -> f64| {
-            let mut v: Vec<f64> = rows.iter().map(f).collect();
-            let (m, _, lo, hi) = stats(std::mem::take(&mut v));
-            format!("{m:.2} ({lo:.2}..{hi:.2})")
-        };
-        println!(
-            "aggregator, {nodes} simulated nodes, {reps} reps of {seconds} s (median (min..max)):"
-        );
-        println!(
-            "  accepted reports/s   {}  of {:.0} offered",
-            med(&|r| r.accepted_per_s),
-            rows[0].offered_per_s
-        );
-        println!(
-            "  gate p50 / p99, rack scope (1%)   {} / {} ms",
-            med(&|r| r.gate_rack_p50_ms),
-            med(&|r| r.gate_rack_p99_ms)
-        );
-        println!(
-            "  gate p50 / p99, whole fleet       {} / {} ms",
-            med(&|r| r.gate_all_p50_ms),
-            med(&|r| r.gate_all_p99_ms)
-        );
-        println!("  aggregator RSS MiB   {}", med(&|r| r.rss_mib));
-        let m = |f: &dyn Fn(&load::LoadResult) -> f64| stats(rows.iter().map(f).collect()).0;
-        out.push((
-            nodes,
-            m(&|r| r.accepted_per_s),
-            m(&|r| r.gate_rack_p99_ms),
-            m(&|r| r.rss_mib),
-        ));
-        #[allow(clippy::cast_precision_loss)]
-        let db = med(&|r| r.db_bytes as f64 / 1_048_576.0);
-        println!("  SQLite file MiB      {db}");
-        let growth: Vec<f64> = rows
-            .iter()
-            .filter_map(|r| load::growth_per_day(&r.db_samples))
-            .collect();
-        if growth.is_empty() {
-            println!("  SQLite growth        not measured (window under 20 s)");
-        } else {
-            let n = growth.len();
-            let (m, _, lo, hi) = stats(growth);
-            println!(
-                "  SQLite growth        {:.1} MiB/day ({:.1}..{:.1}), second half of the window extrapolated, {n} reps",
-                m / 1_048_576.0,
-                lo / 1_048_576.0,
-                hi / 1_048_576.0
-            );
+        for (k, d) in wanted.iter().enumerate() {
+            let rows = &rows[k];
+            let name = if *d == "postgres" {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            };
+            summary(nodes, name, rows, seconds);
+            if k == 0 {
+                let m =
+                    |f: &dyn Fn(&load::LoadResult) -> f64| stats(rows.iter().map(f).collect()).0;
+                out.push((
+                    nodes,
+                    m(&|r| r.accepted_per_s),
+                    m(&|r| r.gate_rack_p99_ms),
+                    m(&|r| r.rss_mib),
+                ));
+            }
         }
     }
     out
+}
+
+/// Medians (min..max) of one fleet size on one store.
+fn summary(nodes: usize, store: &str, rows: &[load::LoadResult], seconds: u64) {
+    let reps = rows.len();
+    let med = |f: &dyn Fn(&load::LoadResult) -> f64| {
+        let (m, _, lo, hi) = stats(rows.iter().map(f).collect());
+        format!("{m:.2} ({lo:.2}..{hi:.2})")
+    };
+    println!(
+        "aggregator on {store}, {nodes} simulated nodes, {reps} reps of {seconds} s (median (min..max)):"
+    );
+    println!(
+        "  accepted reports/s   {}  of {:.0} offered",
+        med(&|r| r.accepted_per_s),
+        rows[0].offered_per_s
+    );
+    println!("  report errors        {}", med(&|r| r.errors as f64));
+    println!(
+        "  gate p50 / p99, rack scope (1%)   {} / {} ms",
+        med(&|r| r.gate_rack_p50_ms),
+        med(&|r| r.gate_rack_p99_ms)
+    );
+    println!(
+        "  gate p50 / p99, whole fleet       {} / {} ms",
+        med(&|r| r.gate_all_p50_ms),
+        med(&|r| r.gate_all_p99_ms)
+    );
+    println!("  aggregator RSS MiB   {}", med(&|r| r.rss_mib));
+    #[allow(clippy::cast_precision_loss)]
+    let db = med(&|r| r.db_bytes as f64 / 1_048_576.0);
+    if store != "SQLite" {
+        println!("  database MiB         {db} (pg_database_size)");
+        return;
+    }
+    println!("  SQLite file MiB      {db}");
+    let growth: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| load::growth_per_day(&r.db_samples))
+        .collect();
+    if growth.is_empty() {
+        println!("  SQLite growth        not measured (window under 20 s)");
+    } else {
+        let n = growth.len();
+        let (m, _, lo, hi) = stats(growth);
+        println!(
+            "  SQLite growth        {:.1} MiB/day ({:.1}..{:.1}), second half of the window extrapolated, {n} reps",
+            m / 1_048_576.0,
+            lo / 1_048_576.0,
+            hi / 1_048_576.0
+        );
+    }
 }
 
 /// Every comparison in one run, then one table of preflight against what
@@ -264,7 +307,7 @@ pub(crate) fn all(bin: &str, quick: bool) {
         if quick { 20 } else { 1000 },
     );
     let idle = idle_report(bin, if quick { 2 } else { 5 }, idle_s);
-    let load = load_report(bin, nodes, load_s, reps);
+    let load = load_report(bin, nodes, load_s, reps, "sqlite");
     crate::ovs::report(
         bin,
         if quick { 4 } else { 100 },

@@ -53,12 +53,21 @@ pub enum HttpError {
 }
 
 /// A base URL (`http[s]://host:port[/prefix]`), parsed and checked once.
+///
+/// The server's *name* (the configured host: the `Host` header, and the
+/// name a certificate must carry) and the *address* connected to are kept
+/// apart: a URL as configured lets the connector resolve its host, while
+/// [`BaseUrl::at`] pins one address behind that name, so that several
+/// replicas behind one DNS name (a Kubernetes headless Service) are each
+/// reached on their own while each still sees the name it was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
     tls: bool,
     authority: Authority,
     /// Path prefix without a trailing `/` (empty for the root).
     prefix: String,
+    /// The address to connect to, when pinned; `None`: resolve the host.
+    address: Option<std::net::SocketAddr>,
 }
 
 impl BaseUrl {
@@ -90,26 +99,74 @@ impl BaseUrl {
             tls,
             authority,
             prefix: uri.path().trim_end_matches('/').to_owned(),
+            address: None,
         })
+    }
+
+    /// The host as configured, without brackets for IPv6: what the `Host`
+    /// header and a TLS server name are made of, also when pinned.
+    #[must_use]
+    pub fn host(&self) -> &str {
+        self.authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+    }
+
+    /// The port (80, or 443 for https, when the URL has none).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.tls { 443 } else { 80 })
+    }
+
+    /// Whether the host is a name (to resolve) rather than an IP address.
+    #[must_use]
+    pub fn is_name(&self) -> bool {
+        self.host().parse::<std::net::IpAddr>().is_err()
+    }
+
+    /// The same server reached at `address` instead of by resolving its
+    /// name: requests connect there but keep the configured name as `Host`.
+    /// An `https://` URL is not pinned (returned as is): its certificate is
+    /// checked against the name the URI carries, which must stay the name.
+    #[must_use]
+    pub fn at(&self, address: std::net::SocketAddr) -> Self {
+        if self.tls {
+            return self.clone();
+        }
+        Self {
+            address: Some(address),
+            ..self.clone()
+        }
+    }
+
+    /// The pinned address, if any (see [`BaseUrl::at`]).
+    #[must_use]
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.address
+    }
+
+    /// The `Host` header a request must carry when pinned (the URI then
+    /// names the address); `None` when the URI already names the host.
+    #[must_use]
+    pub fn host_header(&self) -> Option<&str> {
+        self.address.map(|_| self.authority.as_str())
     }
 
     /// Host and port when the host is an IP address (for probes).
     #[must_use]
     pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
-        let host = self
-            .authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
         Some(std::net::SocketAddr::new(
-            host.parse().ok()?,
-            self.authority
-                .port_u16()
-                .unwrap_or(if self.tls { 443 } else { 80 }),
+            self.host().parse().ok()?,
+            self.port(),
         ))
     }
 
-    /// The full URI of `path_and_query` (starts with `/`) under this base.
+    /// The full URI of `path_and_query` (starts with `/`) under this base;
+    /// when pinned, its authority is the address (send
+    /// [`BaseUrl::host_header`] with it).
     ///
     /// # Errors
     /// When `path_and_query` has characters a URI cannot carry.
@@ -120,9 +177,16 @@ impl BaseUrl {
                 reason: e.to_string(),
             },
         )?;
+        let authority = match self.address {
+            Some(a) => a
+                .to_string()
+                .parse::<Authority>()
+                .expect("a socket address is a valid authority"),
+            None => self.authority.clone(),
+        };
         Uri::builder()
             .scheme(self.scheme())
-            .authority(self.authority.clone())
+            .authority(authority)
             .path_and_query(pq)
             .build()
             .map_err(|e| HttpError::BadUrl {
@@ -150,7 +214,11 @@ impl BaseUrl {
 
 impl std::fmt::Display for BaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}{}", self.scheme(), self.authority, self.prefix)
+        write!(f, "{}://{}{}", self.scheme(), self.authority, self.prefix)?;
+        match self.address {
+            Some(a) => write!(f, " via {a}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -316,11 +384,32 @@ impl HttpClient {
         token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), HttpError> {
+        self.request_as(method, uri, None, token, body).await
+    }
+
+    /// [`HttpClient::request`] with an explicit `Host` header: the URI
+    /// names the address connected to, `host` the server asked for (a
+    /// pinned [`BaseUrl`]).
+    ///
+    /// # Errors
+    /// Transport failures and timeouts; any HTTP status is a success here.
+    pub async fn request_as(
+        &self,
+        method: Method,
+        uri: Uri,
+        host: Option<&str>,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), HttpError> {
         let url = uri.to_string();
         let mut req = Request::builder().method(method).uri(uri).header(
             "user-agent",
             concat!("preflight/", env!("CARGO_PKG_VERSION")),
         );
+        if let Some(h) = host {
+            // hyper adds a Host header from the URI only when none is set.
+            req = req.header(hyper::header::HOST, h);
+        }
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -404,6 +493,22 @@ mod tests {
         );
         assert!(BaseUrl::parse("ftp://x:1").is_err());
         assert!(BaseUrl::parse("x:1").is_err());
+        // Pinned: the URI names the address, the Host header the name.
+        let named = BaseUrl::parse("http://replicas.example:9100/pf").expect("name");
+        assert!(named.is_name() && !u.is_name());
+        assert_eq!((named.host(), named.port()), ("replicas.example", 9100));
+        let pinned = named.at("[::1]:9100".parse().expect("addr"));
+        assert_eq!(
+            pinned.join("/v1/reports").expect("joins").to_string(),
+            "http://[::1]:9100/pf/v1/reports"
+        );
+        assert_eq!(pinned.host_header(), Some("replicas.example:9100"));
+        assert_eq!(named.host_header(), None);
+        assert_eq!(pinned.host(), "replicas.example");
+        assert_eq!(
+            pinned.to_string(),
+            "http://replicas.example:9100/pf via [::1]:9100"
+        );
         assert!(BaseUrl::parse("http://x:1/?a=b").is_err());
     }
 }

@@ -124,6 +124,15 @@ impl AggregatorClient {
         self
     }
 
+    /// The same client (TLS, token, pool) for other servers.
+    #[must_use]
+    pub fn for_servers(&self, servers: Vec<BaseUrl>) -> Self {
+        Self {
+            servers,
+            ..self.clone()
+        }
+    }
+
     /// The servers, in the order they are tried.
     #[must_use]
     pub fn servers(&self) -> &[BaseUrl] {
@@ -324,7 +333,13 @@ impl AggregatorClient {
     ) -> Result<(StatusCode, bytes::Bytes), String> {
         let uri = server.join(path).map_err(|e| e.to_string())?;
         self.http
-            .request(method, uri, self.token.as_deref(), body)
+            .request_as(
+                method,
+                uri,
+                server.host_header(),
+                self.token.as_deref(),
+                body,
+            )
             .await
             .map_err(|e| e.to_string())
     }

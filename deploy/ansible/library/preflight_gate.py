@@ -20,9 +20,16 @@ description:
     play can continue with the ready ones (C(--limit)) instead of hanging on
     a degraded node.
   - Fail-closed: an unreachable aggregator or an unreadable answer is never go.
+  - Fails over like C(preflight gate --server A --server B): a server that does
+    not answer (connection refused, timeout, 5xx, an unreadable or
+    inconsistent answer) is skipped for the next one; a 4xx stops the walk
+    (every replica would say the same). The result says which server
+    answered (RV(server)) and why the ones before it were skipped.
 options:
   servers:
-    description: Aggregator base URLs, tried in order.
+    description:
+      - Aggregator base URLs (the replicas), tried in order. An entry may be a
+        comma-separated list, as with the CLI.
     type: list
     elements: str
     required: true
@@ -57,7 +64,7 @@ author:
 EXAMPLES = r"""
 - name: Stop before the update unless every compute node is go
   preflight_gate:
-    servers: ["http://preflight.example.net:9100"]
+    servers: ["http://agg1.example.net:9100", "http://agg2.example.net:9100"]
     scope: role=compute
     wait: true
     timeout: 900
@@ -95,6 +102,17 @@ waived:
   type: list
   elements: dict
   returned: always
+server:
+  description: The aggregator that gave the answer (empty when none did).
+  type: str
+  returned: always
+unanswered:
+  description:
+    - Aggregators tried before it (or all of them, when none answered), each
+      with why. (Not C(skipped): Ansible reads that key as "task skipped".)
+  type: list
+  elements: str
+  returned: always
 """
 
 import json
@@ -106,8 +124,15 @@ from ansible.module_utils.urls import open_url
 from ansible.module_utils.six.moves.urllib.error import HTTPError
 
 
+def split_servers(servers):
+    """Entries as given, comma lists expanded, blanks dropped."""
+    return [s.strip() for entry in servers for s in entry.split(",") if s.strip()]
+
+
 def ask(servers, scope, request_timeout):
-    """Returns (answer, error). answer is the parsed body or None."""
+    """Returns (answer, server, errors, refusal): the parsed body and the
+    server that gave it, or None; the servers skipped, each with why; and a
+    4xx refusal message, which stops the walk."""
     errors = []
     for server in servers:
         url = "%s/v1/gate?scope=%s" % (server.rstrip("/"), quote(scope, safe=""))
@@ -129,15 +154,15 @@ def ask(servers, scope, request_timeout):
             if (answer.get("verdict") == "go") != (status == 200):
                 errors.append("%s: HTTP %d disagrees with verdict %r" % (server, status, answer.get("verdict")))
                 continue
-            return answer, None
+            return answer, server, errors, None
         if 400 <= status < 500:
             try:
                 message = json.loads(body).get("message", "")
             except ValueError:
                 message = body
-            return None, "refused: %s: HTTP %d: %s" % (server, status, message)
+            return None, "", errors, "%s: HTTP %d: %s" % (server, status, message)
         errors.append("%s: HTTP %d" % (server, status))
-    return None, "; ".join(errors)
+    return None, "", errors, None
 
 
 def main():
@@ -154,22 +179,27 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    servers = split_servers(p["servers"])
+    if not servers:
+        module.fail_json(msg="preflight gate: servers is empty", verdict="undecided", ready=[], blocked=[], blockers=[], waived=[], server="", unanswered=[])
     deadline = time.time() + p["timeout"]
     while True:
-        answer, error = ask(p["servers"], p["scope"], p["request_timeout"])
-        if error and error.startswith("refused"):
-            module.fail_json(msg="preflight gate: %s" % error, verdict="undecided", ready=[], blocked=[], blockers=[], waived=[])
+        answer, server, skipped, refusal = ask(servers, p["scope"], p["request_timeout"])
+        if refusal:
+            module.fail_json(msg="preflight gate: refused: %s" % refusal, verdict="undecided", ready=[], blocked=[], blockers=[], waived=[], server="", unanswered=skipped)
         go = answer is not None and answer.get("verdict") == "go"
         if go or not p["wait"] or time.time() + p["interval"] > deadline:
             break
         time.sleep(p["interval"])
     if answer is None:
         module.fail_json(
-            msg="preflight gate: could not decide (treat as no-go): %s" % error,
-            verdict="undecided", ready=[], blocked=[], blockers=[], waived=[],
+            msg="preflight gate: could not decide (treat as no-go), no aggregator answered: %s" % "; ".join(skipped),
+            verdict="undecided", ready=[], blocked=[], blockers=[], waived=[], server="", unanswered=skipped,
         )
     result = dict(
         changed=False,
+        server=server,
+        unanswered=skipped,
         verdict=answer["verdict"],
         ready=answer.get("ready", []),
         blocked=answer.get("blocked", []),
@@ -178,7 +208,7 @@ def main():
     )
     if not go and p["fail_on_no_go"]:
         lines = ["%s %s %s: %s" % (b.get("node"), b.get("code"), b.get("subject"), b.get("message")) for b in result["blockers"]]
-        module.fail_json(msg="preflight gate: no-go for scope %r: %s" % (p["scope"], "; ".join(lines)), **result)
+        module.fail_json(msg="preflight gate: no-go for scope %r (answered by %s): %s" % (p["scope"], server, "; ".join(lines)), **result)
     module.exit_json(**result)
 
 

@@ -8,6 +8,7 @@
 //! preflight. Calls are blocking: the service runs them on the blocking pool.
 
 mod pgconf;
+pub mod pgtls;
 mod postgres;
 mod sqlite;
 #[doc(hidden)]
@@ -327,6 +328,18 @@ impl Store {
         at: SystemTime,
     ) -> Result<bool, StoreError> {
         both!(self, s => s.end_waiver(w, actor, action, at))
+    }
+
+    /// Ends every waiver whose expiry is at or before `now` and that is not
+    /// ended yet, each with one `waiver.expire` audit entry dated at its
+    /// expiry; returns how many. This is the catch-up for expiries the
+    /// sweeper could not record (the database was down, or no replica was
+    /// running): waivers end once, also when replicas race.
+    ///
+    /// # Errors
+    /// Database errors; nothing is written then.
+    pub fn expire_due(&mut self, now: SystemTime) -> Result<usize, StoreError> {
+        both!(self, s => s.expire_due(now))
     }
 
     /// Writes a batch of reports (latest per node) in one transaction.

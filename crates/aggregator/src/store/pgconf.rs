@@ -3,13 +3,14 @@
 //! the URL, `aggregator.database_password_file`, or a `PGPASSFILE` entry) so
 //! that a rotated password file is picked up on the next reconnect.
 //!
-//! This build has no TLS client for PostgreSQL. `sslmode=disable` and
-//! `prefer` (libpq's default) connect in clear; `require`, `verify-ca` and
-//! `verify-full` are refused at start rather than silently downgraded.
+//! `sslmode` is libpq's (see [`super::pgtls`]); the CA for `verify-ca` and
+//! `verify-full` is `aggregator.database_ca_file`, else the system's roots.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+
+use super::pgtls::SslMode;
 
 /// The channel every change to inventory or waivers is announced on.
 pub const PG_CHANNEL: &str = "preflight_changes";
@@ -21,8 +22,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A validated `postgres://` database.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PgSettings {
+    /// The URL without its `sslmode` (the driver knows no `verify-*`).
     url: String,
     password_file: Option<PathBuf>,
+    /// `sslmode` (libpq's default, `prefer`, when absent).
+    pub sslmode: SslMode,
+    /// The CA to check the server's certificate against; `None`: system roots.
+    pub ca_file: Option<PathBuf>,
+    /// This replica's mark on its announcements (unique per parse, across
+    /// hosts), so that its listener skips the changes it made itself.
+    pub(crate) origin: String,
     /// The database as shown in logs and errors: no password.
     pub display: String,
 }
@@ -32,6 +41,8 @@ impl std::fmt::Debug for PgSettings {
         f.debug_struct("PgSettings")
             .field("db", &self.display)
             .field("password_file", &self.password_file)
+            .field("sslmode", &self.sslmode)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -46,17 +57,23 @@ impl PgSettings {
     /// Checks a `postgres://` URL; `password_file` is read at connect time.
     ///
     /// # Errors
-    /// A URL the driver cannot parse, or an sslmode that needs TLS.
+    /// A URL the driver cannot parse, or an unknown (or `allow`) sslmode.
     pub fn parse(url: &str, password_file: Option<PathBuf>) -> Result<Self, String> {
-        let query = url.split_once('?').map_or("", |(_, q)| q);
-        for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
-            if k == "sslmode" && !matches!(v, "disable" | "prefer") {
-                return Err(format!(
-                    "sslmode={v}: this preflight has no TLS client for PostgreSQL and will not downgrade; use sslmode=disable on a loopback or private network (or a local TLS proxy such as stunnel or pgbouncer)"
-                ));
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut sslmode = SslMode::Prefer;
+        let mut rest = Vec::new();
+        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+            match kv.split_once('=') {
+                Some(("sslmode", v)) => sslmode = SslMode::parse(v)?,
+                _ => rest.push(kv),
             }
         }
-        let cfg = postgres::Config::from_str(url).map_err(|e| {
+        let url = if rest.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let cfg = postgres::Config::from_str(&url).map_err(|e| {
             format!("not a PostgreSQL URL ({e}); e.g. postgres://preflight@db:5432/preflight")
         })?;
         if cfg.get_user().is_none() {
@@ -81,10 +98,27 @@ impl PgSettings {
             cfg.get_dbname().unwrap_or_default()
         );
         Ok(Self {
-            url: url.to_owned(),
+            url,
             password_file,
+            sslmode,
+            ca_file: None,
+            origin: new_origin(),
             display,
         })
+    }
+
+    /// Sets `aggregator.database_ca_file` (read at every connect).
+    ///
+    /// # Errors
+    /// A CA file with an `sslmode` that checks no certificate.
+    pub fn with_ca_file(mut self, ca_file: Option<PathBuf>) -> Result<Self, String> {
+        if ca_file.is_some() && matches!(self.sslmode, SslMode::Disable | SslMode::Prefer) {
+            return Err(
+                "a CA file is used only with sslmode=require, verify-ca or verify-full".into(),
+            );
+        }
+        self.ca_file = ca_file;
+        Ok(self)
     }
 
     /// The driver's configuration with the password resolved.
@@ -93,6 +127,7 @@ impl PgSettings {
     /// An unreadable or empty password file.
     pub fn config(&self) -> Result<postgres::Config, String> {
         let mut cfg = postgres::Config::from_str(&self.url).map_err(|e| e.to_string())?;
+        cfg.ssl_mode(self.sslmode.driver());
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -120,6 +155,23 @@ impl PgSettings {
         }
         Ok(cfg)
     }
+}
+
+/// A mark unique to this replica: the kernel's random UUID (pid and clock
+/// when it cannot be read), plus a counter for several stores in one process.
+fn new_origin() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid").map_or_else(
+        |_| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            format!("{}-{}", std::process::id(), t.as_nanos())
+        },
+        |s| s.trim().to_owned(),
+    );
+    format!("{id}.{n}")
 }
 
 /// Splits a `.pgpass` line into its fields (`:` separates, `\` escapes).
@@ -178,11 +230,41 @@ mod tests {
         .expect("valid");
         assert_eq!(s.display, "postgres://agg@db:5433/preflight");
         assert!(!format!("{s:?}").contains("secret"));
-        for mode in ["require", "verify-ca", "verify-full"] {
-            let e = PgSettings::parse(&format!("postgres://agg@db/preflight?sslmode={mode}"), None)
-                .expect_err(mode);
-            assert!(e.contains("no TLS client"), "{e}");
+        assert_eq!(s.sslmode, SslMode::Disable);
+        for (q, mode) in [
+            ("", SslMode::Prefer),
+            ("?sslmode=prefer", SslMode::Prefer),
+            ("?sslmode=require", SslMode::Require),
+            ("?application_name=x&sslmode=verify-ca", SslMode::VerifyCa),
+            (
+                "?sslmode=verify-full&connect_timeout=2",
+                SslMode::VerifyFull,
+            ),
+        ] {
+            let s = PgSettings::parse(&format!("postgres://agg@db/preflight{q}"), None).expect(q);
+            assert_eq!(s.sslmode, mode, "{q}");
+            let cfg = s.config().expect("driver config");
+            assert_eq!(
+                cfg.get_ssl_mode(),
+                mode.driver(),
+                "{q}: the driver sees TLS as required, preferred or off"
+            );
         }
+        let e = PgSettings::parse("postgres://agg@db/preflight?sslmode=allow", None)
+            .expect_err("allow");
+        assert!(e.contains("allow"), "{e}");
+        let ca = Some(PathBuf::from("/etc/ca.pem"));
+        assert!(
+            PgSettings::parse("postgres://agg@db/p?sslmode=verify-full", None)
+                .expect("ok")
+                .with_ca_file(ca.clone())
+                .is_ok()
+        );
+        let e = PgSettings::parse("postgres://agg@db/p?sslmode=disable", None)
+            .expect("ok")
+            .with_ca_file(ca)
+            .expect_err("CA without TLS checks");
+        assert!(e.contains("only with sslmode"), "{e}");
         assert!(
             PgSettings::parse("postgres://db/preflight", None).is_err(),
             "no user"

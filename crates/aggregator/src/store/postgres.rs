@@ -14,6 +14,7 @@ use postgres::{Client, NoTls, Transaction};
 use preflight_model::report::Waiver;
 
 use super::pgconf::{PgSettings, PG_CHANNEL};
+use super::pgtls::{client_config, SslMode};
 use super::{
     millis, parse_labels, parse_report, time, AuditEntry, Labels, PendingReport, StoreError,
     StoredReport,
@@ -76,7 +77,14 @@ fn connect(settings: &PgSettings) -> Result<Client, StoreError> {
         message,
     };
     let cfg = settings.config().map_err(err)?;
-    cfg.connect(NoTls).map_err(|e| err(chain(&e)))
+    match settings.sslmode {
+        SslMode::Disable => cfg.connect(NoTls),
+        mode => {
+            let tls = client_config(mode, settings.ca_file.as_ref()).map_err(err)?;
+            cfg.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+        }
+    }
+    .map_err(|e| err(chain(&e)))
 }
 
 /// The PostgreSQL store of one replica.
@@ -192,13 +200,17 @@ impl PgStore {
         what: &str,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
+        // The payload names the replica, whose own listener skips it: its
+        // fleet already has the change, and a full reload per own write
+        // (every new node) would stall it under load.
+        let payload = format!("{what} {}", self.settings.origin);
         self.run(|c| {
             let mut tx = c.transaction()?;
             // Inventory and waivers are acknowledged only once on disk,
             // whatever the server's default.
             tx.batch_execute("SET LOCAL synchronous_commit TO on")?;
             let v = f(&mut tx)?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&PG_CHANNEL, &what])?;
+            tx.execute("SELECT pg_notify($1, $2)", &[&PG_CHANNEL, &payload])?;
             tx.commit()?;
             Ok(v)
         })
@@ -382,6 +394,38 @@ impl PgStore {
         })
     }
 
+    pub(super) fn expire_due(&mut self, now: SystemTime) -> Result<usize, StoreError> {
+        self.change("waivers", |tx| {
+            // FOR UPDATE: a replica catching up at the same moment waits for
+            // this transaction, then finds these rows ended (each expiry is
+            // audited once across replicas).
+            let rows = tx.query(
+                "SELECT id, node, code, subject, reason, author, created_at, expires_at FROM waivers
+                 WHERE ended_at IS NULL AND expires_at <= $1 ORDER BY id FOR UPDATE",
+                &[&millis(now)],
+            )?;
+            for r in &rows {
+                let w = Waiver {
+                    id: r.get(0),
+                    node: r.get(1),
+                    code: r.get(2),
+                    subject: r.get(3),
+                    reason: r.get(4),
+                    author: r.get(5),
+                    created_at: time(r.get(6)),
+                    expires_at: time(r.get(7)),
+                };
+                tx.execute(
+                    "UPDATE waivers SET ended_at=expires_at, ended_by='aggregator' WHERE id=$1",
+                    &[&w.id],
+                )?;
+                let detail = serde_json::to_value(&w).expect("waiver serializes");
+                Self::audit_tx(tx, w.expires_at, "aggregator", "waiver.expire", &detail)?;
+            }
+            Ok(rows.len())
+        })
+    }
+
     pub(super) fn save_reports(&mut self, batch: &[PendingReport]) -> Result<(), StoreError> {
         // One statement for the whole batch: a round trip per report would
         // make the writer fall behind at fleet sizes SQLite handles.
@@ -449,6 +493,8 @@ impl PgStore {
 pub struct PgListener {
     client: Client,
     display: String,
+    /// The payload suffix of this replica's own announcements.
+    own: String,
 }
 
 impl PgListener {
@@ -467,11 +513,13 @@ impl PgListener {
         Ok(Self {
             client,
             display: settings.display.clone(),
+            own: format!(" {}", settings.origin),
         })
     }
 
     /// Waits up to `timeout` for announcements and returns their payloads
-    /// (every one that is pending; empty after a quiet `timeout`).
+    /// (every one that is pending; empty after a quiet `timeout`), except
+    /// those of this replica's own changes.
     ///
     /// # Errors
     /// The connection broke: connect again, and reload everything, since
@@ -497,6 +545,7 @@ impl PgListener {
                 out.push(m.payload().to_owned());
             }
         }
+        out.retain(|p| !p.ends_with(&self.own));
         if self.client.is_closed() {
             return Err(broken("connection closed".into()));
         }

@@ -421,6 +421,44 @@ impl SqliteStore {
         })
     }
 
+    /// Ends every waiver past its expiry that is not ended yet, each with
+    /// its `waiver.expire` audit entry dated at its expiry; returns how many.
+    ///
+    /// # Errors
+    /// SQLite errors; nothing is written then.
+    pub fn expire_due(&mut self, now: SystemTime) -> Result<usize, StoreError> {
+        self.in_tx(|tx| {
+            let due = {
+                let mut st = tx.prepare(
+                    "SELECT id, node, code, subject, reason, author, created_at, expires_at FROM waivers
+                     WHERE ended_at IS NULL AND expires_at <= ?1 ORDER BY id",
+                )?;
+                let rows = st.query_map([millis(now)], |r| {
+                    Ok(Waiver {
+                        id: r.get(0)?,
+                        node: r.get(1)?,
+                        code: r.get(2)?,
+                        subject: r.get(3)?,
+                        reason: r.get(4)?,
+                        author: r.get(5)?,
+                        created_at: time(r.get(6)?),
+                        expires_at: time(r.get(7)?),
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            for w in &due {
+                tx.execute(
+                    "UPDATE waivers SET ended_at=expires_at, ended_by='aggregator' WHERE id=?1",
+                    [w.id],
+                )?;
+                let detail = serde_json::to_value(w).expect("waiver serializes");
+                Self::audit_tx(tx, w.expires_at, "aggregator", "waiver.expire", &detail)?;
+            }
+            Ok(due.len())
+        })
+    }
+
     /// Writes a batch of reports (latest per node) in one transaction.
     ///
     /// # Errors

@@ -37,6 +37,7 @@ fn state_json(node: &str) -> String {
 pub fn run_all(db: &Database) {
     waivers_and_audit_survive_reopen(db);
     waiver_ends_once(db);
+    missed_expiries_are_recorded_once(db);
     nodes_and_reports(db);
     reopen_keeps_schema(db);
 }
@@ -102,6 +103,43 @@ pub fn waiver_ends_once(db: &Database) {
             .all(|a| a.id != w.id),
         "an ended waiver is not active"
     );
+}
+
+/// Expiries the sweeper could not record are caught up once, dated at the
+/// expiry; a waiver still in force or already ended is left alone.
+pub fn missed_expiries_are_recorded_once(db: &Database) {
+    let now = SystemTime::now();
+    let mut s = Store::open(db).expect("open");
+    let mut past = waiver("c1", now - Duration::from_secs(7200));
+    past.reason = "expired during an outage".into();
+    let past = s.insert_waiver(past).expect("waiver");
+    let live = s.insert_waiver(waiver("c1", now)).expect("waiver");
+    assert_eq!(s.expire_due(now).expect("catch up"), 1);
+    assert_eq!(s.expire_due(now).expect("again"), 0, "once only");
+    let audit = s.audit(3).expect("audit");
+    assert_eq!(audit[0].action, "waiver.expire");
+    assert_eq!(audit[0].actor, "aggregator");
+    assert_eq!(audit[0].detail["id"], past.id);
+    assert_eq!(
+        crate::store::millis(audit[0].at),
+        crate::store::millis(past.expires_at),
+        "dated when it expired"
+    );
+    let active: Vec<i64> = s
+        .active_waivers(now - Duration::from_secs(7200))
+        .expect("waivers")
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    assert!(!active.contains(&past.id) && active.contains(&live.id));
+    assert!(
+        !s.end_waiver(&past, "aggregator", "waiver.expire", now)
+            .expect("end"),
+        "the sweeper of another replica finds it ended"
+    );
+    assert!(s
+        .end_waiver(&live, "bob", "waiver.remove", now)
+        .expect("end"));
 }
 
 /// Reports are saved in batches, latest wins, and go with their node.
