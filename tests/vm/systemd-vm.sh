@@ -3,6 +3,7 @@
 # source this file, then
 #   vm_boot            boot (qemu TCG, 3 virtio NICs, user networking with
 #                      restrict=on, hostfwd of sshd/9100/9101 on the first)
+#                      and wait for SSH; or vm_start, other work, vm_wait
 #   vm_ssh CMD...      run a command as root over SSH (stdin passed through)
 #   vm_scp SRC... DST  copy files into the VM (DST in the VM)
 #   vm_link N on|off   plug or pull NIC N's cable (qemu monitor set_link)
@@ -18,7 +19,9 @@ vm_free_port() {
 VM_SSH_OPTS=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
   -o ConnectTimeout=5 -o BatchMode=yes -o ServerAliveInterval=5)
 
-vm_boot() {
+vm_boot() { vm_start && vm_wait; }
+
+vm_start() {
   local here
   here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
   VM_IMAGE_DIR=$(bash "$here/systemd-image.sh" | tail -n1)
@@ -30,7 +33,7 @@ vm_boot() {
   # KVM hung at boot on this kind of machine (docs: /work/shared/vm-harness.md);
   # PREFLIGHT_VM_ACCEL=kvm opts in where it works.
   local accel=${PREFLIGHT_VM_ACCEL:-tcg}
-  local t0=$SECONDS
+  VM_T0=$SECONDS
   # snapshot=on: the cached image is never written; the VM's writes go to a
   # temporary overlay that is gone with qemu.
   qemu-system-x86_64 -accel "$accel" -m 1024 -smp 2 -display none -no-reboot \
@@ -43,16 +46,19 @@ vm_boot() {
     -netdev user,id=n2,restrict=on -device virtio-net-pci,netdev=n2,id=nic2,romfile=,speed=10000,duplex=full \
     -serial "file:$VM_DIR/console.log" -monitor "unix:$VM_DIR/mon.sock,server,nowait" \
     -pidfile "$VM_DIR/qemu.pid" -daemonize
+}
+
+vm_wait() {
   local deadline=$((SECONDS + ${PREFLIGHT_VM_BOOT_TIMEOUT:-240}))
   until vm_ssh true 2>/dev/null; do
     if [ $SECONDS -ge $deadline ] || ! kill -0 "$(cat "$VM_DIR/qemu.pid")" 2>/dev/null; then
-      echo "vm: no SSH after $((SECONDS - t0)) s; console:" >&2
+      echo "vm: no SSH after $((SECONDS - VM_T0)) s; console:" >&2
       tail -n 60 "$VM_DIR/console.log" >&2
       return 1
     fi
     sleep 2
   done
-  echo "vm: booted to SSH in $((SECONDS - t0)) s ($accel)" >&2
+  echo "vm: booted to SSH in $((SECONDS - VM_T0)) s" >&2
 }
 
 vm_ssh() {
