@@ -1,29 +1,33 @@
 #!/usr/bin/env bash
 # The operator path on a real Debian 12 host booted by systemd (a qemu VM,
-# tests/vm/systemd-image.sh), reached over SSH. One boot serves every stage:
+# tests/vm/systemd-image.sh), reached over SSH. One boot serves every stage,
+# in this order:
 #   package   the .deb (deploy/debian/build.sh) installed with `apt install`,
 #             both units enabled and started; is-active, READY (Type=notify),
 #             netlink, ARP + ICMP probes under the hardening, no warnings in
 #             the journal, `systemd-analyze security` inside the VM
 #   watchdog  agent stopped with SIGSTOP -> restarted by systemd (WatchdogSec)
+#   seed      playbooks/tripleo-update.yml against the VM as compute node
+#             (services as the package installed them): go -> update ran;
+#             bond cable pulled (qemu monitor) -> stops at the gate naming
+#             node, bond and port, no update; cable back while waiting ->
+#             continues and completes
+#   kolla     playbooks/kolla-upgrade.yml: the same refusal and completion
 #   upgrade   a newer build installed over it keeps waivers and audit, the
 #             services run the new binary, the agent reports again; purge
 #             removes what the package owns and nothing else
 #   ansible   deploy/ansible roles over SSH with a real inventory: agent with
 #             bond0 described by an os-net-config file the role installs,
-#             aggregator, second run changed=0
-#   seed      playbooks/tripleo-update.yml against the VM as compute node:
-#             go -> update ran; bond cable pulled (qemu monitor) -> stops at
-#             the gate naming node, bond and port, no update; cable back while
-#             waiting -> continues and completes
-#   kolla     playbooks/kolla-upgrade.yml: the same refusal and completion
-#   bash tests/vm_systemd.sh [BINARY]          (default target/debug/preflight; all stages)
-#   PREFLIGHT_VM_STAGES="package watchdog" bash tests/vm_systemd.sh
+#             aggregator; second run changed=0
+# CI (tests/run.sh) runs `package watchdog seed kolla` (about 10 minutes under
+# TCG); the rest runs with every stage (the default, about 25 minutes):
+#   bash tests/vm_systemd.sh [BINARY]          (default target/debug/preflight)
+#   PREFLIGHT_VM_STAGES="package watchdog seed kolla" bash tests/vm_systemd.sh
 # Needs root (image build). The image is cached (~/.cache/preflight/sysvm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-target/debug/preflight}")
-stages=" ${PREFLIGHT_VM_STAGES:-package watchdog upgrade ansible seed kolla} "
+stages=" ${PREFLIGHT_VM_STAGES:-package watchdog seed kolla upgrade ansible} "
 has() { [[ "$stages" == *" $1 "* ]]; }
 # shellcheck source=tests/vm/systemd-vm.sh
 source tests/vm/systemd-vm.sh
@@ -68,18 +72,24 @@ vm_ssh 'cat /proc/net/bonding/bond0' | grep -q 'Bonding Mode: fault-tolerance (a
 # The agent's test configuration: the packaged file plus an aggregator and
 # probes of qemu's user-net gateway (10.0.2.2 answers ARP and ICMP itself;
 # nothing leaves the VM's user network).
+# The aggregator listens on every address (with tokens) so the playbooks on
+# this host reach it through the hostfwd of port 9100.
 agent_conf='[agent]
 listen = "127.0.0.1:9101"
 aggregators = ["http://127.0.0.1:9100"]
+token_file = "/etc/preflight/report.token"
 labels = { role = "compute" }
 heartbeat = "2s"
 probes = ["arp:10.0.2.2@eth0", "icmp:10.0.2.2@eth0"]
 probe_interval = "1s"
 
 [aggregator]
-listen = "127.0.0.1:9100"
+listen = "0.0.0.0:9100"
 database = "/var/lib/preflight/preflight.db"
-settle = "0s"'
+report_token_file = "/etc/preflight/report.token"
+admin_token_file = "/etc/preflight/admin.token"
+settle = "2s"
+scopes = ["role=compute"]'
 
 if has package; then
   step "package: apt install ./$(basename "$deb1")"
@@ -90,6 +100,7 @@ if has package; then
   vm_ssh 'test -x /usr/bin/preflight && getent passwd preflight && stat -c "%U:%G %a" /etc/preflight/preflight.toml' | tail -n1 | grep -qx 'root:preflight 640' \
     || fail "package files or the preflight user missing"
   vm_ssh 'cat > /etc/preflight/preflight.toml' <<<"$agent_conf"
+  vm_ssh 'cd /etc/preflight && echo vm-report-token > report.token && echo vm-admin-token > admin.token && chgrp preflight report.token admin.token && chmod 0640 report.token admin.token'
   step "package: enable --now both units"
   vm_ssh 'systemctl enable --now preflight-aggregator preflight-agent' 2>/dev/null
   for u in preflight-agent preflight-aggregator; do
@@ -135,26 +146,30 @@ if has watchdog; then
   echo "  WatchdogUSec=$wd; restarted after $((SECONDS - t0)) s (NRestarts $n0 -> $n1, MainPID $pid -> $(vm_ssh 'systemctl show -p MainPID --value preflight-agent'))"
 fi
 
+# shellcheck source=tests/vm_ansible.sh
+source tests/vm_ansible.sh
+if has seed; then vm_seed; fi
+if has kolla; then vm_kolla; fi
 if has upgrade; then
   step "upgrade: a waiver before, install $(basename "$deb2") over it"
-  vm_ssh 'preflight waive add --server http://127.0.0.1:9100 --node compute-0 --code BOND_PORT_DOWN --subject bond0/eth1 --reason "CHG-1 vm test" --for 2h --author vmtest' >/dev/null \
+  vm_ssh 'preflight waive add --server http://127.0.0.1:9100 --token-file /etc/preflight/admin.token --node compute-0 --code BOND_PORT_DOWN --subject bond0/eth1 --reason "CHG-1 vm test" --for 2h --author vmtest' >/dev/null \
     || fail "waive add"
-  before_audit=$(vm_ssh 'curl -sf http://127.0.0.1:9100/v1/audit')
+  before_audit=$(vm_ssh 'curl -sf -H "authorization: Bearer vm-admin-token" http://127.0.0.1:9100/v1/audit')
   seq_before=$(vm_ssh 'systemctl show -p MainPID --value preflight-agent')
   vm_ssh "apt-get install -y -q /root/$(basename "$deb2")" >"$work/apt2.log" 2>&1 || { cat "$work/apt2.log" >&2; fail "upgrade"; }
   vm_ssh "dpkg-query -W -f '\${Version}' preflight" | grep -qx "$version+vmtest1" || fail "not upgraded"
-  vm_ssh 'grep -q "probes = " /etc/preflight/preflight.toml' || fail "the upgrade replaced the edited configuration"
+  vm_ssh 'grep -q "probes = " /etc/preflight/preflight.toml && test -f /etc/preflight/admin.token' || fail "the upgrade replaced the edited configuration"
   for u in preflight-agent preflight-aggregator; do
     guest_wait 30 "systemctl is-active -q $u" || fail "$u not active after the upgrade"
     # The running binary is the new one (not the deleted old inode).
     vm_ssh "ls -l /proc/\$(systemctl show -p MainPID --value $u)/exe" | grep -q '(deleted)' && fail "$u still runs the old binary after the upgrade"
   done
   [ "$(vm_ssh 'systemctl show -p MainPID --value preflight-agent')" != "$seq_before" ] || fail "the agent was not restarted by the upgrade"
-  guest_wait 20 'curl -sf http://127.0.0.1:9100/v1/waivers | grep -q "CHG-1 vm test"' || fail "the waiver was lost in the upgrade"
-  after_audit=$(vm_ssh 'curl -sf http://127.0.0.1:9100/v1/audit')
+  guest_wait 20 'curl -sf -H "authorization: Bearer vm-admin-token" http://127.0.0.1:9100/v1/waivers | grep -q "CHG-1 vm test"' || fail "the waiver was lost in the upgrade"
+  after_audit=$(vm_ssh 'curl -sf -H "authorization: Bearer vm-admin-token" http://127.0.0.1:9100/v1/audit')
   python3 -c 'import json,sys; b=json.loads(sys.argv[1]); a=json.loads(sys.argv[2]); n=lambda d: len(d if isinstance(d, list) else next(v for v in d.values() if isinstance(v, list))); sys.exit(0 if n(a) >= n(b) >= 1 else 1)' "$before_audit" "$after_audit" \
     || fail "the audit log lost entries in the upgrade: $before_audit -> $after_audit"
-  vm_ssh 'curl -sf http://127.0.0.1:9100/v1/audit' | grep -q 'CHG-1 vm test' || fail "the audit log lost the waiver entry"
+  vm_ssh 'curl -sf -H "authorization: Bearer vm-admin-token" http://127.0.0.1:9100/v1/audit' | grep -q 'CHG-1 vm test' || fail "the audit log lost the waiver entry"
   t_up=$(date -u +%s)
   guest_wait 30 "curl -sf http://127.0.0.1:9100/v1/nodes/compute-0 | python3 -c 'import json,sys,datetime; d=json.load(sys.stdin); s=json.dumps(d); sys.exit(0 if \"compute-0\" in s else 1)'" \
     || fail "the agent did not report again after the upgrade"
@@ -170,8 +185,5 @@ if has upgrade; then
   echo "  purge left no owned file, no state, no enablement link; others untouched"
 fi
 
-if has ansible || has seed || has kolla; then
-  # shellcheck source=tests/vm_ansible.sh
-  source tests/vm_ansible.sh
-fi
+if has ansible; then vm_ansible_roles; fi
 step "done"
