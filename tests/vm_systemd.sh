@@ -179,7 +179,10 @@ if has upgrade; then
   vm_ssh 'dpkg-query -L preflight' | grep -v '^/\.$' | sort >"$work/owned"
   vm_ssh 'apt-get purge -y -q preflight' >"$work/purge.log" 2>&1 || { cat "$work/purge.log" >&2; fail "purge"; }
   left=$(vm_ssh "for f in $(grep -vE '^/(usr|lib|etc|usr/share|usr/share/[^/]+|usr/share/[^/]+/[^/]+|lib/systemd|lib/systemd/system|usr/bin|usr/share/man/man1)$' "$work/owned" | tr '\n' ' ') /var/lib/preflight /etc/systemd/system/multi-user.target.wants/preflight-agent.service /etc/systemd/system/multi-user.target.wants/preflight-aggregator.service; do [ -e \$f ] || [ -L \$f ] && echo \$f; done; true")
+  # /etc/preflight stays only for the tokens this test wrote there (not the package's).
+  left=$(grep -vx /etc/preflight <<<"$left" || true)
   [ -z "$left" ] || fail "left behind by purge: $left"
+  [ "$(vm_ssh 'ls /etc/preflight | tr "\n" " "')" = "admin.token report.token " ] || fail "purge touched files it does not own in /etc/preflight"
   vm_ssh 'pgrep -x preflight' && fail "a preflight process survived the purge"
   vm_ssh 'test "$(cat /etc/preflight-sentinel)" = keep && test -f /etc/systemd/network/20-bond0.netdev && test -x /usr/bin/curl' || fail "purge removed something it does not own"
   echo "  purge left no owned file, no state, no enablement link; others untouched"
