@@ -64,7 +64,7 @@ bash tests/package.sh target/debug/preflight
 
 step "a real Debian host with systemd (VM): the .deb, watchdog, TripleO and kolla playbooks stopped by a pulled bond cable"
 # Upgrade/purge and the Ansible roles' idempotence run with every stage:
-# bash tests/vm_systemd.sh target/debug/preflight (about 25 minutes under TCG).
+# bash tests/vm_systemd.sh target/debug/preflight (about 17 minutes under TCG).
 PREFLIGHT_VM_STAGES="package watchdog seed kolla" bash tests/vm_systemd.sh target/debug/preflight
 
 step "benchmarks, short smoke pass (figures printed, nothing asserted on time)"

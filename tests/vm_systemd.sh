@@ -19,8 +19,9 @@
 #   ansible   deploy/ansible roles over SSH with a real inventory: agent with
 #             bond0 described by an os-net-config file the role installs,
 #             aggregator; second run changed=0
-# CI (tests/run.sh) runs `package watchdog seed kolla` (about 10 minutes under
-# TCG); the rest runs with every stage (the default, about 25 minutes):
+# CI (tests/run.sh) runs `package watchdog seed kolla` (measured 5.7 min with
+# the boot, under TCG); every stage (the default) took about 17 min, the
+# Ansible roles' two runs alone 7.5 min:
 #   bash tests/vm_systemd.sh [BINARY]          (default target/debug/preflight)
 #   PREFLIGHT_VM_STAGES="package watchdog seed kolla" bash tests/vm_systemd.sh
 # Needs root (image build). The image is cached (~/.cache/preflight/sysvm).
