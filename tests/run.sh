@@ -22,6 +22,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 bash tests/vm/prepare.sh >/dev/null   # qemu, busybox, kernel image (cached)
+bash tests/vm/systemd-image.sh >/dev/null   # Debian 12 systemd VM image (cached; ~4 min when its recipe changes)
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
 step "cargo fmt --check"
@@ -60,6 +61,11 @@ bash tests/ansible.sh target/debug/preflight
 
 step "Debian package (build, install, units load, remove)"
 bash tests/package.sh target/debug/preflight
+
+step "a real Debian host with systemd (VM): the .deb, watchdog, TripleO and kolla playbooks stopped by a pulled bond cable"
+# Upgrade/purge and the Ansible roles' idempotence run with every stage:
+# bash tests/vm_systemd.sh target/debug/preflight (about 17 minutes under TCG).
+PREFLIGHT_VM_STAGES="package watchdog seed kolla" bash tests/vm_systemd.sh target/debug/preflight
 
 step "benchmarks, short smoke pass (figures printed, nothing asserted on time)"
 bash tests/bench-smoke.sh target/debug/preflight-bench target/debug/preflight

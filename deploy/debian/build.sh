@@ -2,11 +2,12 @@
 # Builds the Debian package: binary, systemd units, default configuration,
 # man page, shell completions, docs.
 #   bash deploy/debian/build.sh [BINARY] [OUTDIR]   (default target/release/preflight, target/debian)
+# PREFLIGHT_DEB_VERSION overrides the package version (default: Cargo.toml's).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${1:-target/release/preflight}
 out=${2:-target/debian}
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+version=${PREFLIGHT_DEB_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)}
 arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -55,17 +56,39 @@ if [ "$1" = configure ]; then
   getent passwd preflight >/dev/null || adduser --system --ingroup preflight --no-create-home --home /nonexistent --shell /usr/sbin/nologin preflight
   install -d -o root -g preflight -m 0750 /etc/preflight
   chgrp preflight /etc/preflight/preflight.toml && chmod 0640 /etc/preflight/preflight.toml
-  if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+  if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload || true
+    # An upgrade restarts the services that run, so they run the new binary
+    # (not the deleted old one); a first install starts nothing: the
+    # configuration needs the aggregator URL or tokens first.
+    if [ -n "$2" ]; then systemctl try-restart preflight-agent.service preflight-aggregator.service || true; fi
+  fi
+fi
+exit 0
+TXT
+cat > "$stage/DEBIAN/prerm" <<'TXT'
+#!/bin/sh
+set -e
+# Removal stops the services (an upgrade restarts them in postinst instead).
+if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
+  systemctl stop preflight-agent.service preflight-aggregator.service || true
 fi
 exit 0
 TXT
 cat > "$stage/DEBIAN/postrm" <<'TXT'
 #!/bin/sh
 set -e
+if [ "$1" = purge ]; then
+  # What the package made besides its files: the units' enablement links and
+  # the aggregator's state (SQLite: waivers, audit). The preflight user stays
+  # (Debian policy: system users are not removed).
+  rm -f /etc/systemd/system/*.wants/preflight-agent.service /etc/systemd/system/*.wants/preflight-aggregator.service
+  rm -rf /var/lib/preflight
+fi
 if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 exit 0
 TXT
-chmod 0755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/postrm"
+chmod 0755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm" "$stage/DEBIAN/postrm"
 mkdir -p "$out"
 deb="$out/preflight_${version}_${arch}.deb"
 dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
