@@ -86,6 +86,10 @@ probe_interval = "1s"
 
 [aggregator]
 listen = "0.0.0.0:9100"
+# Plain HTTP and one fleet report token off loopback are explicit opt-ins;
+# here the only way in is qemu'"'"'s hostfwd from the host'"'"'s loopback.
+insecure_plaintext = true
+fleet_report_token = true
 database = "/var/lib/preflight/preflight.db"
 report_token_file = "/etc/preflight/report.token"
 admin_token_file = "/etc/preflight/admin.token"
@@ -103,7 +107,8 @@ if has package; then
   vm_ssh 'cat > /etc/preflight/preflight.toml' <<<"$agent_conf"
   vm_ssh 'cd /etc/preflight && echo vm-report-token > report.token && echo vm-admin-token > admin.token && chgrp preflight report.token admin.token && chmod 0640 report.token admin.token'
   step "package: enable --now both units"
-  vm_ssh 'systemctl enable --now preflight-aggregator preflight-agent' 2>/dev/null
+  vm_ssh 'systemctl enable --now preflight-aggregator preflight-agent' >/dev/null 2>&1 \
+    || fail "enable --now failed: $(vm_ssh 'systemctl status --no-pager preflight-aggregator preflight-agent; journalctl -b --no-pager -u preflight-aggregator -u preflight-agent | tail -n 30' 2>&1)"
   for u in preflight-agent preflight-aggregator; do
     guest_wait 30 "systemctl is-active -q $u" || fail "$u is not active"
     # Type=notify: active/running only after READY=1 (activating before).
