@@ -90,6 +90,7 @@ listen = "0.0.0.0:9100"
 # here the only way in is qemu'"'"'s hostfwd from the host'"'"'s loopback.
 insecure_plaintext = true
 fleet_report_token = true
+reads = "open"
 database = "/var/lib/preflight/preflight.db"
 report_token_file = "/etc/preflight/report.token"
 admin_token_file = "/etc/preflight/admin.token"

@@ -181,9 +181,15 @@ pub async fn run(
     let mut pushers = Vec::new();
     let resolver: Arc<dyn fanout::Resolver> = Arc::new(fanout::SystemResolver);
     // TLS files are read once, here: a bad one stops the agent at start.
-    let template = AggregatorClient::new(Vec::new(), Duration::from_secs(5))
-        .with_tls(&cfg.tls)?
-        .with_token(cfg.token.clone());
+    // Without https aggregators or [agent.tls] nothing is read (a host
+    // without a CA bundle must still push over plain http).
+    let mut template =
+        AggregatorClient::new(Vec::new(), Duration::from_secs(5)).with_token(cfg.token.clone());
+    if cfg.tls != preflight_client::TlsOptions::default()
+        || cfg.aggregators.iter().any(BaseUrl::is_tls)
+    {
+        template = template.with_tls(&cfg.tls)?;
+    }
     for url in &cfg.aggregators {
         // One client per aggregator address: each gets every report (no failover).
         let (cfg, boot_id, rx, metrics) =
