@@ -10,7 +10,7 @@ use crate::{Code, Finding, NodeState, Verdict};
 /// Largest accepted report body, in bytes.
 pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
 
-/// One push from an agent. Read through [`RawReport`], which refuses
+/// One push from an agent. Read through `RawReport`, which refuses
 /// unknown fields: `flatten` (kept for writing, so the wire format is
 /// unchanged) would otherwise let any field through.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
