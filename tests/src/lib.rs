@@ -64,3 +64,40 @@ pub fn require_root(what: &str) {
         "{what} needs root (network namespaces / qemu); CI runs as root. This test does not skip."
     );
 }
+
+/// `curl` (loopback or a test namespace only): (HTTP status, body as JSON or
+/// Null); status 0 when nothing answered. `token` is sent as a bearer token.
+#[must_use]
+pub fn curl(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut c = std::process::Command::new("curl");
+    c.args([
+        "-s",
+        "-m",
+        "5",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        url,
+    ]);
+    if let Some(t) = token {
+        c.args(["-H", &format!("authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
+    }
+    let out = c.output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}

@@ -90,31 +90,9 @@ impl Replica {
     }
 }
 
-/// (HTTP status, body as JSON or Null); status 0 when nothing answered.
+/// [`preflight_tests::curl`] without a credential (`auth = "none"`).
 fn curl(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut c = Command::new("curl");
-    c.args([
-        "-s",
-        "-m",
-        "5",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        method,
-        url,
-    ]);
-    if let Some(b) = body {
-        c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
-    }
-    let out = c.output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    preflight_tests::curl(method, url, None, body)
 }
 
 fn report(node: &str, seq: u64, down: bool) -> Value {

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use preflight_tests::curl;
 use preflight_tests::{preflight_bin, require_root, workspace, Proc};
 use serde_json::{json, Value};
 
@@ -133,36 +134,6 @@ impl Agg {
             Some(v),
         )
     }
-}
-
-/// (HTTP status, body as JSON or Null); status 0 when nothing answered.
-fn curl(method: &str, url: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
-    let mut c = Command::new("curl");
-    c.args([
-        "-s",
-        "-m",
-        "5",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        method,
-        url,
-    ]);
-    if let Some(t) = token {
-        c.args(["-H", &format!("authorization: Bearer {t}")]);
-    }
-    if let Some(b) = body {
-        c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
-    }
-    let out = c.output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
 }
 
 fn report(node: &str, boot: &str, seq: u64, role: &str, severity: Option<&str>) -> Value {
