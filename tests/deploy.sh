@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Deployment files: Kubernetes manifests against the Kubernetes API schemas
 # (kubernetes-validate, strict), yamllint on every YAML file we ship.
-# The Prometheus Operator CRs (deploy/kubernetes/monitoring) have no bundled
-# schema; they are linted only.
+# The Prometheus Operator CRs (deploy/kubernetes/monitoring) and the
+# cert-manager ones (deploy/kubernetes/tls) have no bundled schema; they are
+# linted only. tests/tests/shipped_configs.rs runs the ConfigMap's files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${PREFLIGHT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/preflight}"

@@ -6,6 +6,7 @@
 //! Nothing here skips: a test that cannot get root, a namespace or a VM
 //! panics with the reason, so CI goes red instead of silently green.
 
+pub mod certs;
 pub mod netns;
 pub mod ovs;
 pub mod pg;

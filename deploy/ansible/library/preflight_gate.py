@@ -57,6 +57,26 @@ options:
     description: Seconds for one HTTP request.
     type: int
     default: 5
+  ca:
+    description:
+      - PEM file of the CA that signed the aggregators' certificates (for
+        C(https://) servers); without it, the system trust store.
+        Verification is never turned off.
+    type: path
+  cert:
+    description:
+      - PEM client certificate to present (mutual TLS), for example this
+        host's FreeIPA/certmonger certificate. Needs O(key).
+    type: path
+  key:
+    description: PEM private key of O(cert).
+    type: path
+  token_file:
+    description:
+      - File holding a bearer token (a reader identity or the admin token),
+        instead of or besides a client certificate. Sent only to C(https://)
+        servers and to loopback addresses.
+    type: path
 author:
   - preflight contributors
 """
@@ -71,10 +91,18 @@ EXAMPLES = r"""
 
 - name: Learn which nodes are ready, without failing
   preflight_gate:
-    servers: ["http://preflight.example.net:9100"]
+    servers: ["https://preflight.example.net:9100"]
     scope: role=compute
     fail_on_no_go: false
   register: gate
+
+- name: Over TLS, as this host (its FreeIPA certificate)
+  preflight_gate:
+    servers: ["https://undercloud.ctlplane.example.net:9100"]
+    scope: role=compute
+    ca: /etc/ipa/ca.crt
+    cert: /etc/pki/tls/certs/preflight.crt
+    key: /etc/pki/tls/private/preflight.key
 """
 
 RETURN = r"""
@@ -116,10 +144,11 @@ unanswered:
 """
 
 import json
+import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.six.moves.urllib.parse import quote
+from ansible.module_utils.six.moves.urllib.parse import quote, urlsplit
 from ansible.module_utils.urls import open_url
 from ansible.module_utils.six.moves.urllib.error import HTTPError
 
@@ -129,15 +158,29 @@ def split_servers(servers):
     return [s.strip() for entry in servers for s in entry.split(",") if s.strip()]
 
 
-def ask(servers, scope, request_timeout):
+def in_clear(server):
+    """A server a token would reach unencrypted over the network: plain
+    HTTP to anything but a loopback address."""
+    u = urlsplit(server)
+    host = (u.hostname or "").lower()
+    loopback = host == "localhost" or host == "::1" or host.startswith("127.")
+    return u.scheme != "https" and not loopback
+
+
+def ask(servers, scope, request_timeout, tls):
     """Returns (answer, server, errors, refusal): the parsed body and the
     server that gave it, or None; the servers skipped, each with why; and a
-    4xx refusal message, which stops the walk."""
+    4xx refusal message, which stops the walk. `tls` holds ca, cert, key
+    and the bearer token (or None)."""
     errors = []
     for server in servers:
         url = "%s/v1/gate?scope=%s" % (server.rstrip("/"), quote(scope, safe=""))
+        headers = {"Authorization": "Bearer %s" % tls["token"]} if tls["token"] else None
         try:
-            resp = open_url(url, method="GET", timeout=request_timeout)
+            resp = open_url(
+                url, method="GET", timeout=request_timeout, headers=headers,
+                validate_certs=True, ca_path=tls["ca"], client_cert=tls["cert"], client_key=tls["key"],
+            )
             status, body = resp.getcode(), resp.read()
         except HTTPError as e:
             status, body = e.code, e.read()
@@ -175,16 +218,35 @@ def main():
             interval=dict(type="int", default=5),
             fail_on_no_go=dict(type="bool", default=True),
             request_timeout=dict(type="int", default=5),
+            ca=dict(type="path"),
+            cert=dict(type="path"),
+            key=dict(type="path", no_log=False),
+            token_file=dict(type="path"),
         ),
+        required_together=[("cert", "key")],
         supports_check_mode=True,
     )
     p = module.params
+    undecided = dict(verdict="undecided", ready=[], blocked=[], blockers=[], waived=[], server="", unanswered=[])
     servers = split_servers(p["servers"])
     if not servers:
-        module.fail_json(msg="preflight gate: servers is empty", verdict="undecided", ready=[], blocked=[], blockers=[], waived=[], server="", unanswered=[])
+        module.fail_json(msg="preflight gate: servers is empty", **undecided)
+    for f in ("ca", "cert", "key", "token_file"):
+        if p[f] is not None and not os.access(p[f], os.R_OK):
+            module.fail_json(msg="preflight gate: %s %s cannot be read" % (f, p[f]), **undecided)
+    token = None
+    if p["token_file"]:
+        with open(p["token_file"]) as f:
+            token = f.read().strip()
+        if not token:
+            module.fail_json(msg="preflight gate: token_file %s is empty" % p["token_file"], **undecided)
+        clear = [s for s in servers if in_clear(s)]
+        if clear:
+            module.fail_json(msg="preflight gate: would send the token in clear to %s; use https://" % ", ".join(clear), **undecided)
+    tls = dict(ca=p["ca"], cert=p["cert"], key=p["key"], token=token)
     deadline = time.time() + p["timeout"]
     while True:
-        answer, server, skipped, refusal = ask(servers, p["scope"], p["request_timeout"])
+        answer, server, skipped, refusal = ask(servers, p["scope"], p["request_timeout"], tls)
         if refusal:
             module.fail_json(msg="preflight gate: refused: %s" % refusal, verdict="undecided", ready=[], blocked=[], blockers=[], waived=[], server="", unanswered=skipped)
         go = answer is not None and answer.get("verdict") == "go"
