@@ -36,6 +36,13 @@ preflight_agent_heartbeat: 2s
 preflight_agent_report_token: vm-report-token
 preflight_aggregator_report_token: vm-report-token
 preflight_aggregator_admin_token: vm-admin-token
+# This test's own network: the aggregator is reached only through qemu's
+# hostfwd from this host's loopback, so it opts into plain HTTP, the fleet
+# report token and open reads (the roles' defaults are TLS, node identity
+# and authenticated reads; tests/ansible.sh runs those).
+preflight_aggregator_insecure_plaintext: true
+preflight_aggregator_fleet_report_token: true
+preflight_aggregator_reads: open
 preflight_aggregator_settle: 2s
 preflight_aggregator_scopes: [role=compute]
 preflight_aggregator_nodes: [{name: compute-0, labels: {role: compute}}]
