@@ -393,3 +393,142 @@ fn slow_connections_do_not_stop_the_gate() {
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     drop(held);
 }
+
+/// `curl` with the Authorization header exactly as given.
+fn curl_auth(method: &str, url: &str, auth: &str, body: Option<&Value>) -> u16 {
+    let mut c = Command::new("curl");
+    c.args([
+        "-s",
+        "-m",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        method,
+    ])
+    .args(["-H", &format!("authorization: {auth}")]);
+    if let Some(b) = body {
+        c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
+    }
+    let out = c.arg(url).output().expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let (_dir, a) = setup("");
+    let reports = format!("{}/v1/reports", a.url);
+    for (i, scheme) in ["bearer", "BEARER", "bEaReR"].iter().enumerate() {
+        let r = report("b1", "real-b1", i as u64 + 1, "batch", None);
+        assert_eq!(
+            curl_auth("POST", &reports, &format!("{scheme} {RTOK}"), Some(&r)),
+            200,
+            "{scheme}"
+        );
+    }
+    let waivers = format!("{}/v1/waivers", a.url);
+    assert_eq!(
+        curl_auth("GET", &waivers, &format!("BEARER {ATOK}"), None),
+        200
+    );
+    // Another scheme, or the right scheme with a wrong token, is not a credential.
+    let r = report("b1", "real-b1", 9, "batch", None);
+    assert_eq!(
+        curl_auth("POST", &reports, &format!("Basic {RTOK}"), Some(&r)),
+        401
+    );
+    assert_eq!(curl_auth("POST", &reports, "bearer wrong", Some(&r)), 401);
+}
+
+#[test]
+fn equal_report_and_admin_tokens_refuse_to_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[aggregator]\nlisten = \"127.0.0.1:{}\"\ndatabase = \"{}\"\nreport_token = \"same-secret\"\nadmin_token = \"same-secret\"\n",
+            free_port(),
+            dir.path().join("p.db").display()
+        ),
+    )
+    .expect("config");
+    let out = Command::new(preflight_bin())
+        .args(["aggregator", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("admin_token") && err.contains("distinct"),
+        "{err}"
+    );
+}
+
+#[test]
+fn waivers_shorter_than_min_waiver_are_400() {
+    let (_dir, a) = setup("");
+    assert_eq!(a.post(&report("b1", "real-b1", 1, "batch", None)).0, 200);
+    let url = format!("{}/v1/waivers", a.url);
+    for d in ["0s", "1s", "59s"] {
+        let w = json!({"node": "b1", "reason": "CHG-1", "author": "ana", "duration": d});
+        let (s, body) = curl("POST", &url, Some(ATOK), Some(&w));
+        assert_eq!(s, 400, "{d}: {body}");
+        assert_eq!(body["error"], "bad_waiver", "{d}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("at least")),
+            "{body}"
+        );
+    }
+    let (s, waivers) = curl("GET", &url, Some(ATOK), None);
+    assert_eq!(s, 200);
+    assert!(waivers.to_string().find("CHG-1").is_none(), "{waivers}");
+    let w = json!({"node": "b1", "reason": "CHG-1", "author": "ana", "duration": "1m"});
+    assert_eq!(curl("POST", &url, Some(ATOK), Some(&w)).0, 201);
+}
+
+#[test]
+fn gate_and_status_escape_control_characters_from_the_aggregator() {
+    let (_dir, a) = setup("");
+    assert_eq!(a.post(&report("b1", "real-b1", 1, "batch", None)).0, 200);
+    // A critical finding whose text would clear the screen and paint "GO"
+    // (`gate` prints the message, `status` the subject).
+    let paint = "\u{1b}[2J\u{1b}[H\u{1b}[32mGO: every node is ready\u{7}\r";
+    let mut r = report("b2", "real-b2", 1, "batch", Some("critical"));
+    r["state"]["findings"][0]["message"] = json!(format!("eth1 down{paint}"));
+    r["state"]["findings"][0]["subject"] = json!("bond0/eth1\u{1b}[1A");
+    assert_eq!(a.post(&r).0, 200);
+    for (args, want_exit) in [
+        (vec!["gate", "--scope", "role=batch"], 1),
+        (vec!["status"], 1),
+    ] {
+        let out = Command::new(preflight_bin())
+            .args(&args)
+            .args(["--server", &a.url])
+            .output()
+            .expect("run");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(want_exit), "{args:?}: {text}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{args:?} printed a control character: {text:?}"
+        );
+        assert!(text.contains("b2"), "{args:?} does not name b2: {text}");
+        assert!(
+            text.contains("\\u{1b}["),
+            "{args:?} does not show the escaped text: {text}"
+        );
+    }
+}
