@@ -8,7 +8,7 @@ deb=$(bash deploy/debian/build.sh "$bin" target/debian)
 echo "--- $deb"
 dpkg-deb --info "$deb" | sed -n '/Package:/,/Description:/p'
 contents=$(dpkg-deb --contents "$deb")
-for f in ./usr/bin/preflight ./lib/systemd/system/preflight-agent.service ./lib/systemd/system/preflight-aggregator.service \
+for f in ./usr/bin/preflight ./usr/bin/preflight-agent ./lib/systemd/system/preflight-agent.service ./lib/systemd/system/preflight-aggregator.service \
          ./etc/preflight/preflight.toml ./usr/share/man/man1/preflight.1.gz ./usr/share/bash-completion/completions/preflight \
          ./usr/share/zsh/vendor-completions/_preflight ./usr/share/doc/preflight/operations.md; do
   grep -q " $f\$" <<<"$contents" || { echo "missing from the package: $f" >&2; exit 1; }
@@ -17,6 +17,7 @@ if dpkg -s preflight >/dev/null 2>&1; then dpkg -r preflight >/dev/null; fi
 dpkg -i "$deb" >/dev/null
 trap 'dpkg -r preflight >/dev/null 2>&1 || true' EXIT
 /usr/bin/preflight --version
+/usr/bin/preflight-agent --version
 getent passwd preflight >/dev/null
 zcat /usr/share/man/man1/preflight.1.gz | grep -q '^\.TH preflight 1'
 grep -q 'complete' /usr/share/bash-completion/completions/preflight
@@ -24,5 +25,5 @@ grep -q 'complete' /usr/share/bash-completion/completions/preflight
 /usr/bin/preflight inspect --config /etc/preflight/preflight.toml --json >/dev/null || [ $? -eq 1 ]
 systemd-analyze verify /lib/systemd/system/preflight-agent.service /lib/systemd/system/preflight-aggregator.service
 dpkg -r preflight >/dev/null
-[ ! -e /usr/bin/preflight ] || { echo "not removed" >&2; exit 1; }
+[ ! -e /usr/bin/preflight ] && [ ! -e /usr/bin/preflight-agent ] || { echo "not removed" >&2; exit 1; }
 echo "package: ok"

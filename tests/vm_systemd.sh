@@ -58,6 +58,7 @@ json_check() { python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 i
 step "start the VM; meanwhile build the packages (version as built, and a newer one for the upgrade)"
 vm_start
 strip -o "$work/preflight" "$bin"
+strip -o "$work/preflight-agent" "$(dirname "$bin")/preflight-agent"
 deb1=$(bash deploy/debian/build.sh "$work/preflight" "$work/deb1" | tail -n1)
 version=$(dpkg-deb -f "$deb1" Version)
 deb2=$(PREFLIGHT_DEB_VERSION="$version+vmtest1" bash deploy/debian/build.sh "$work/preflight" "$work/deb2" | tail -n1)

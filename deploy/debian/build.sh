@@ -2,6 +2,7 @@
 # Builds the Debian package: binary, systemd units, default configuration,
 # man page, shell completions, docs.
 #   bash deploy/debian/build.sh [BINARY] [OUTDIR]   (default target/release/preflight, target/debian)
+# The agent's own binary, preflight-agent, is taken from beside BINARY.
 # PREFLIGHT_DEB_VERSION overrides the package version (default: Cargo.toml's).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,6 +14,10 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 install -D -m 0755 "$bin" "$stage/usr/bin/preflight"
 strip "$stage/usr/bin/preflight"
+agent_bin="$(dirname "$bin")/preflight-agent"
+[ -f "$agent_bin" ] || { echo "build.sh: $agent_bin missing (cargo build --release -p preflight-agentd)" >&2; exit 1; }
+install -D -m 0755 "$agent_bin" "$stage/usr/bin/preflight-agent"
+strip "$stage/usr/bin/preflight-agent"
 install -D -m 0644 systemd/preflight-agent.service "$stage/lib/systemd/system/preflight-agent.service"
 install -D -m 0644 systemd/preflight-aggregator.service "$stage/lib/systemd/system/preflight-aggregator.service"
 install -D -m 0644 deploy/debian/preflight.toml "$stage/etc/preflight/preflight.toml"

@@ -71,9 +71,19 @@ impl Pair {
             "[agent]\nnode = \"bench\"\nlisten = \"127.0.0.1:19101\"\nprobe_gateways = false\n",
         )
         .expect("cfg");
+        // The agent's own binary beside `preflight` when it was built (what
+        // the packages run), else `preflight agent`.
+        let small = std::path::Path::new(preflight).with_file_name("preflight-agent");
+        let agent_cmd: Vec<&str> = match small.to_str() {
+            Some(s) if small.is_file() => vec![s],
+            _ => vec![preflight, "agent"],
+        };
+        eprintln!("footprint: agent is `{}`", agent_cmd.join(" "));
         let agent = Kill(
             Command::new("ip")
-                .args(["netns", "exec", &ns.name, preflight, "agent", "-c"])
+                .args(["netns", "exec", &ns.name])
+                .args(&agent_cmd)
+                .arg("-c")
                 .arg(dir.join("agent.toml"))
                 .env("PREFLIGHT_LOG", "error")
                 .stdout(Stdio::null())

@@ -5,13 +5,13 @@
 //! files, default paths) and composes the result. Errors carry file, line,
 //! key and reason, and the binary exits 64 on them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use preflight_agent::config::RawAgentSection;
 use preflight_agent::AgentConfig;
 use preflight_aggregator::config::RawAggregatorSection;
 use preflight_aggregator::server::AggregatorConfig;
-use preflight_model::config::{line_of, ConfigError};
+use preflight_model::config::ConfigError;
 use preflight_policy::{PolicyConfig, RawPolicyConfig};
 use serde::Deserialize;
 
@@ -43,53 +43,18 @@ pub struct Config {
     pub aggregator: AggregatorConfig,
 }
 
-/// A configuration file that cannot be used: exit 64.
-#[derive(Debug)]
-pub struct BadConfig {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub key: Option<String>,
-    pub reason: String,
-}
-
-impl std::fmt::Display for BadConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(l) = self.line {
-            write!(f, ":{l}")?;
-        }
-        if let Some(k) = &self.key {
-            write!(f, ": key `{k}`")?;
-        }
-        write!(f, ": {}", self.reason)
-    }
-}
-
-impl std::error::Error for BadConfig {}
+pub use preflight_agentd::BadConfig;
 
 /// Reads and validates a configuration file; `None` gives the defaults.
 pub fn load(path: Option<&Path>) -> Result<Config, BadConfig> {
-    let Some(path) = path else {
-        return parse(Path::new("(defaults)"), "");
-    };
-    let src = std::fs::read_to_string(path).map_err(|e| BadConfig {
-        file: path.to_owned(),
-        line: None,
-        key: None,
-        reason: format!("cannot read: {e}"),
-    })?;
-    parse(path, &src)
+    let (path, src) = preflight_agentd::config::read(path)?;
+    parse(&path, &src)
 }
 
 /// Validates configuration text (`path` is only used in messages), then
 /// resolves it (token files, default paths).
 pub fn parse(path: &Path, src: &str) -> Result<Config, BadConfig> {
-    let raw: RawConfig = toml::from_str(src).map_err(|e| BadConfig {
-        file: path.to_owned(),
-        line: e.span().map(|s| line_of(src, s.start)),
-        key: None,
-        reason: e.message().trim().to_owned(),
-    })?;
+    let raw: RawConfig = preflight_agentd::config::toml_from_str(path, src)?;
     compose(path, raw).map_err(|e| BadConfig {
         file: path.to_owned(),
         line: e.line(src),

@@ -8,7 +8,6 @@ mod config;
 mod inspect;
 mod output;
 mod probe;
-mod sdnotify;
 mod services;
 
 use std::path::PathBuf;
@@ -73,7 +72,7 @@ Fail-closed: an unreachable aggregator or an answer that does not parse exits 2,
     Status(cmd::status::StatusArgs),
     /// Create, list or remove time-limited waivers.
     Waive(cmd::waive::WaiveArgs),
-    /// Per-node daemon: watch netlink, evaluate, serve /metrics, push reports.
+    /// Per-node daemon: watch netlink, evaluate, serve /metrics, push reports (also the smaller `preflight-agent` binary).
     Agent(services::ServiceArgs),
     /// Fleet service: store reports, answer the gate, keep waivers, serve the page.
     Aggregator(services::ServiceArgs),
@@ -124,16 +123,7 @@ pub fn emit(text: &str) {
 
 /// Tells systemd the service is ready (and starts watchdog pings).
 pub fn sd_notify_ready() {
-    sdnotify::ready();
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    preflight_agentd::sdnotify::ready();
 }
 
 fn main() -> ExitCode {
@@ -145,7 +135,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_tracing();
+    preflight_agentd::init_tracing();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

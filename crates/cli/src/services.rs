@@ -29,23 +29,7 @@ pub struct UpArgs {
     config: Option<PathBuf>,
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down");
-    crate::sdnotify::stopping();
-}
+pub use preflight_agentd::shutdown_signal;
 
 fn load(path: Option<&std::path::Path>) -> Result<config::Config, u8> {
     config::load(path).map_err(|e| {
@@ -63,30 +47,12 @@ fn check_node(cfg: &config::Config) -> Result<(), u8> {
     })
 }
 
+/// `preflight agent`: the whole file is validated (it may serve the
+/// aggregator too), then the same daemon as `preflight-agent` runs.
 pub async fn agent(args: ServiceArgs) -> u8 {
-    let cfg = match load(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    if let Err(code) = check_node(&cfg) {
-        return code;
-    }
-    if cfg.agent.aggregators.is_empty() {
-        tracing::warn!("no [agent] aggregators configured: serving /metrics and /v1/report only");
-    }
-    match preflight_agent::run(cfg.agent, shutdown_signal(), |addr| {
-        if let Some(a) = addr {
-            tracing::info!(%a, "agent listening");
-        }
-        crate::sd_notify_ready();
-    })
-    .await
-    {
-        Ok(()) => EXIT_GO,
-        Err(e) => {
-            eprintln!("preflight agent: {e}");
-            EXIT_UNDECIDED
-        }
+    match load(args.config.as_deref()) {
+        Ok(cfg) => preflight_agentd::serve(cfg.agent).await,
+        Err(code) => code,
     }
 }
 

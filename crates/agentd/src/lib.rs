@@ -1,0 +1,74 @@
+//! The agent daemon's process glue, shared by the small `preflight-agent`
+//! binary and `preflight agent`: reading the agent's part of the
+//! configuration file, logging, systemd notification, the shutdown signal
+//! and running `preflight_agent::run` with the exit codes of the CLI. It
+//! depends on nothing the aggregator or the operator commands need, so the
+//! binary built from it holds only the agent's code.
+
+pub mod config;
+pub mod sdnotify;
+
+pub use config::BadConfig;
+
+/// Exit code: the daemon stopped cleanly.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the daemon could not run (fail-closed).
+pub const EXIT_UNDECIDED: u8 = 2;
+/// Exit code: bad command line or configuration (EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Logs to stderr, filtered by `PREFLIGHT_LOG` (tracing's env-filter
+/// syntax, default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+    sdnotify::stopping();
+}
+
+/// Runs the agent daemon until SIGTERM or Ctrl-C; returns the exit code.
+pub async fn serve(agent: preflight_agent::AgentConfig) -> u8 {
+    // The node name a report goes out under must be valid; the host name
+    // may not be (`(none)` in a bare VM).
+    if let Err(e) = preflight_model::names::check_node_name(&agent.node) {
+        eprintln!("preflight agent: {e}; set `node` in the [agent] section of the configuration");
+        return EXIT_USAGE;
+    }
+    if agent.aggregators.is_empty() {
+        tracing::warn!("no [agent] aggregators configured: serving /metrics and /v1/report only");
+    }
+    match preflight_agent::run(agent, shutdown_signal(), |addr| {
+        if let Some(a) = addr {
+            tracing::info!(%a, "agent listening");
+        }
+        sdnotify::ready();
+    })
+    .await
+    {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("preflight agent: {e}");
+            EXIT_UNDECIDED
+        }
+    }
+}
