@@ -139,17 +139,29 @@ async fn pull_series(
         tokio::time::sleep(phase).await;
         let t0 = Instant::now();
         vm.set_link(nic, false);
-        let (mut a, mut b) = (None, None);
+        // Two independent pollers, so that a slow Prometheus query never
+        // delays noticing the gate's answer (and the other way round).
         let limit = Instant::now() + Duration::from_secs(30 + 4 * interval);
-        while (a.is_none() || b.is_none()) && Instant::now() < limit {
-            if a.is_none() && gate_blocked(client, agg, &subject).await == Some(true) {
-                a = Some(t0.elapsed().as_secs_f64() * 1000.0);
+        let (a, b) = tokio::join!(
+            async {
+                while Instant::now() < limit {
+                    if gate_blocked(client, agg, &subject).await == Some(true) {
+                        return Some(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                None
+            },
+            async {
+                while Instant::now() < limit {
+                    if alert_firing(client, prom, &master).await == Some(true) {
+                        return Some(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                None
             }
-            if b.is_none() && alert_firing(client, prom, &master).await == Some(true) {
-                b = Some(t0.elapsed().as_secs_f64() * 1000.0);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        );
         let (a, b) = (
             a.unwrap_or_else(|| panic!("preflight never said no-go for {subject}")),
             b.unwrap_or_else(|| panic!("prometheus never fired for {master}")),
@@ -211,14 +223,10 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
     vm.sh("PREFLIGHT_LOG=error preflight agent -c /tmp/agent.toml > /dev/null 2>&1 &");
     vm.sh("prometheus-node-exporter --collector.disable-defaults --collector.bonding --web.listen-address=0.0.0.0:9100 > /dev/null 2>&1 &");
     let ne_port = vm.host_port_9100.expect("hostfwd to 9100");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
     let mut results = Vec::new();
     for &(interval, pulls) in plan {
         let (prom, prom_port) = prometheus(&dir, interval, ne_port);
-        let samples = rt.block_on(async {
+        block_on(async {
             let client = Client::new(Duration::from_secs(2));
             let deadline = Instant::now() + Duration::from_secs(60 + 3 * interval);
             while !(node_up(&client, prom_port, bonds).await
@@ -232,19 +240,42 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
                 );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let per_bond = pulls.div_ceil(bonds);
-            let series =
-                futures::future::join_all((0..bonds).map(|b| {
-                    pull_series(&vm, &client, (agg_port, prom_port), b, interval, per_bond)
-                }))
-                .await;
-            let (mut pre, mut pro) = (Vec::new(), Vec::new());
-            for (a, b) in series {
-                pre.extend(a);
-                pro.extend(b);
-            }
-            (pre, pro)
         });
+        // One thread (and runtime) per bond: pulling a cable is a blocking
+        // exchange with the qemu monitor, which must not stall the pollers
+        // of the other bonds.
+        let per_bond = pulls.div_ceil(bonds);
+        let vm_ref = &vm;
+        let series: Vec<(Vec<f64>, Vec<f64>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..bonds)
+                .map(|b| {
+                    s.spawn(move || {
+                        block_on(async {
+                            let client = Client::new(Duration::from_secs(2));
+                            pull_series(
+                                vm_ref,
+                                &client,
+                                (agg_port, prom_port),
+                                b,
+                                interval,
+                                per_bond,
+                            )
+                            .await
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("bond thread"))
+                .collect()
+        });
+        let (mut pre, mut pro) = (Vec::new(), Vec::new());
+        for (a, b) in series {
+            pre.extend(a);
+            pro.extend(b);
+        }
+        let samples = (pre, pro);
         drop(prom);
         results.push((interval, samples.0, samples.1));
     }
@@ -253,7 +284,7 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
     results
 }
 
-fn which(name: &str) -> std::path::PathBuf {
+pub(crate) fn which(name: &str) -> std::path::PathBuf {
     std::env::var_os("PATH")
         .and_then(|p| {
             std::env::split_paths(&p)
@@ -261,6 +292,14 @@ fn which(name: &str) -> std::path::PathBuf {
                 .find(|p| p.exists())
         })
         .unwrap_or_else(|| panic!("{name} not found: apt-get install prometheus-node-exporter"))
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt")
+        .block_on(f)
 }
 
 /// xorshift64: a uniformly distributed phase in [0, n) milliseconds.
