@@ -351,9 +351,12 @@ enum Bench {
         seconds: u64,
         #[arg(long, default_value_t = 100)]
         rate: u32,
-        /// Agent and node_exporter process ids.
-        #[arg(long, value_delimiter = ',', num_args = 2)]
-        pids: Vec<u32>,
+        /// The agent's process id.
+        #[arg(long)]
+        agent_pid: u32,
+        /// node_exporter's process id.
+        #[arg(long)]
+        ne_pid: u32,
     },
     /// Runs inside the VM for vm-latency (not for people).
     #[command(hide = true)]
@@ -401,12 +404,13 @@ fn main() {
             links,
             seconds,
             rate,
-            pids,
+            agent_pid,
+            ne_pid,
         } => footprint::guest_flap(
             &links,
             Duration::from_secs(seconds),
             rate,
-            (pids[0], pids[1]),
+            (agent_pid, ne_pid),
         ),
         Bench::IdleCpu {
             bin,

@@ -206,6 +206,23 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
             .spawn()
             .expect("spawn aggregator"),
     );
+    // qemu connects the guestfwd to the aggregator once, when it starts:
+    // on a loaded machine the aggregator may not be listening yet.
+    let up = block_on(async {
+        let client = Client::new(Duration::from_secs(2));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if get_json(&client, &format!("http://127.0.0.1:{agg_port}/healthz"))
+                .await
+                .is_some()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    });
+    assert!(up, "the aggregator on port {agg_port} never answered");
     let mut vm = Vm::boot(&VmSpec {
         nics: 2 * bonds,
         guestfwd_port: Some(agg_port),
@@ -220,27 +237,37 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
     vm.sh(&format!(
         "printf '[agent]\\nnode = \"vm\"\\naggregators = [\"http://10.0.2.100:{agg_port}\"]\\nheartbeat = \"2s\"\\nlisten = \"0.0.0.0:9101\"\\nprobe_gateways = false\\n' > /tmp/agent.toml"
     ));
-    vm.sh("PREFLIGHT_LOG=error preflight agent -c /tmp/agent.toml > /dev/null 2>&1 &");
+    vm.sh("PREFLIGHT_LOG=warn preflight agent -c /tmp/agent.toml > /tmp/agent.log 2>&1 &");
     vm.sh("prometheus-node-exporter --collector.disable-defaults --collector.bonding --web.listen-address=0.0.0.0:9100 > /dev/null 2>&1 &");
     let ne_port = vm.host_port_9100.expect("hostfwd to 9100");
     let mut results = Vec::new();
     for &(interval, pulls) in plan {
         let (prom, prom_port) = prometheus(&dir, interval, ne_port);
-        block_on(async {
+        let clean = block_on(async {
             let client = Client::new(Duration::from_secs(2));
             let deadline = Instant::now() + Duration::from_secs(60 + 3 * interval);
-            while !(node_up(&client, prom_port, bonds).await
-                && get_json(&client, &format!("http://127.0.0.1:{agg_port}/v1/gate"))
-                    .await
-                    .is_some_and(|v| v["blockers"].as_array().is_some_and(Vec::is_empty)))
-            {
-                assert!(
-                    Instant::now() < deadline,
-                    "prometheus never scraped node_exporter or the gate never became clean"
-                );
+            loop {
+                let up = node_up(&client, prom_port, bonds).await;
+                let gate = get_json(&client, &format!("http://127.0.0.1:{agg_port}/v1/gate")).await;
+                if up
+                    && gate
+                        .as_ref()
+                        .is_some_and(|v| v["blockers"].as_array().is_some_and(Vec::is_empty))
+                {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "prometheus scraped node_exporter: {up}; gate: {gate:?}"
+                    ));
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
+        if let Err(e) = clean {
+            let log = vm.sh("cat /tmp/agent.log; ps");
+            panic!("not ready to pull: {e}\nagent log:\n{log}");
+        }
         // One thread (and runtime) per bond: pulling a cable is a blocking
         // exchange with the qemu monitor, which must not stall the pollers
         // of the other bonds.
