@@ -223,9 +223,10 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
         false
     });
     assert!(up, "the aggregator on port {agg_port} never answered");
+    let relay_port = relay(agg_port);
     let mut vm = Vm::boot(&VmSpec {
         nics: 2 * bonds,
-        guestfwd_port: Some(agg_port),
+        guestfwd_port: Some(relay_port),
         extra_bins: vec![ne],
         ..VmSpec::default()
     });
@@ -235,7 +236,7 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
     }
     vm.sh("/sbin/ip addr add 10.0.2.15/24 dev bond0 && sleep 1");
     vm.sh(&format!(
-        "printf '[agent]\\nnode = \"vm\"\\naggregators = [\"http://10.0.2.100:{agg_port}\"]\\nheartbeat = \"2s\"\\nlisten = \"0.0.0.0:9101\"\\nprobe_gateways = false\\n' > /tmp/agent.toml"
+        "printf '[agent]\\nnode = \"vm\"\\naggregators = [\"http://10.0.2.100:{relay_port}\"]\\nheartbeat = \"2s\"\\nlisten = \"0.0.0.0:9101\"\\nprobe_gateways = false\\n' > /tmp/agent.toml"
     ));
     vm.sh("PREFLIGHT_LOG=warn preflight agent -c /tmp/agent.toml > /tmp/agent.log 2>&1 &");
     vm.sh("prometheus-node-exporter --collector.disable-defaults --collector.bonding --web.listen-address=0.0.0.0:9100 > /dev/null 2>&1 &");
@@ -319,6 +320,64 @@ pub(crate) fn which(name: &str) -> std::path::PathBuf {
                 .find(|p| p.exists())
         })
         .unwrap_or_else(|| panic!("{name} not found: apt-get install prometheus-node-exporter"))
+}
+
+/// qemu connects a guestfwd to its host port once, when it starts, and
+/// never again: when the aggregator closed that connection (an idle one,
+/// on a loaded machine where the guest took long to boot) the guest could
+/// no longer reach it. This relay holds qemu's connection for the whole
+/// run and opens a connection to the aggregator whenever bytes arrive and
+/// none is open. Returns the port qemu should use.
+fn relay(upstream: u16) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    let l = TcpListener::bind("127.0.0.1:0").expect("relay port");
+    let port = l.local_addr().expect("relay addr").port();
+    std::thread::spawn(move || {
+        for down in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let up: Arc<Mutex<Option<TcpStream>>> = Arc::new(Mutex::new(None));
+                let mut down_r = down.try_clone().expect("clone");
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match down_r.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let mut g = up.lock().expect("relay lock");
+                    if g.is_none() {
+                        let Ok(u) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                            continue;
+                        };
+                        let (mut ur, mut dw) = (
+                            u.try_clone().expect("clone"),
+                            down.try_clone().expect("clone"),
+                        );
+                        let slot = Arc::clone(&up);
+                        std::thread::spawn(move || {
+                            let mut b = vec![0u8; 64 * 1024];
+                            while let Ok(n) = ur.read(&mut b) {
+                                if n == 0 || dw.write_all(&b[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                            // Upstream closed: the next bytes open a new one.
+                            let _ = ur.shutdown(Shutdown::Both);
+                            *slot.lock().expect("relay lock") = None;
+                        });
+                        *g = Some(u);
+                    }
+                    if let Some(u) = g.as_mut() {
+                        if u.write_all(&buf[..n]).is_err() {
+                            *g = None;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
