@@ -225,7 +225,7 @@ impl NodeMonitor {
             ovs_gone: false,
             probes: None,
             dhcp: None,
-            snap: Snapshot::default(),
+            snap: Arc::default(),
         };
         sources.take();
         pipeline.refresh_expectations(&sources.snap);
@@ -294,7 +294,9 @@ struct Sources {
     probes: Option<watch::Receiver<Vec<preflight_model::ProbeStatus>>>,
     /// The interfaces to DHCP-probe (sent) and the results (received).
     dhcp: Option<DhcpChannels>,
-    snap: Snapshot,
+    /// Shared with the netlink watch while OVSDB adds nothing to it: a
+    /// clone per evaluation was measurable in a flap storm.
+    snap: Arc<Snapshot>,
 }
 
 type DhcpChannels = (
@@ -305,8 +307,8 @@ type DhcpChannels = (
 impl Sources {
     /// Rebuilds the snapshot from the latest netlink and OVSDB states.
     fn take(&mut self) {
-        self.snap = (**self.netlink.borrow_and_update()).clone();
-        self.snap.ovs = match self.ovs.as_mut() {
+        let mut snap = Arc::clone(&self.netlink.borrow_and_update());
+        let ovs = match self.ovs.as_mut() {
             Some(o) => o.borrow_and_update().clone(),
             None if self.ovs_gone => OvsSource::Unreadable {
                 path: String::new(),
@@ -314,6 +316,10 @@ impl Sources {
             },
             None => OvsSource::Off,
         };
+        if snap.ovs != ovs {
+            Arc::make_mut(&mut snap).ovs = ovs;
+        }
+        self.snap = snap;
     }
 }
 

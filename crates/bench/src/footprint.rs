@@ -253,3 +253,154 @@ pub fn run(preflight: &str, idle: Duration, storm: Duration, scrapes: usize) -> 
     drop(pair);
     out
 }
+
+/// The bond flap storm (issue 19): one VM boot (the host kernel has no
+/// bonding), `bonds` active-backup bonds with miimon 100 ms, each over two
+/// veth ports `pNa`/`qNa`; the storm sets the peers `qNb` down and up round
+/// robin, `rate` changes a second, so each port loses carrier for
+/// `bonds / rate` seconds (250 ms with 25 bonds: longer than miimon, so the
+/// bonding driver marks the port MII down and up again every time: ports
+/// flap, bonds degrade and recover). `preflight agent` and node_exporter
+/// (bonding, netclass, netdev) run in the guest, scraped once a second
+/// from inside it; CPU is read from the guest's /proc. One storm window per
+/// repetition, all in the same boot; returns per repetition (preflight %,
+/// node_exporter %, changes per second).
+pub fn bond_storm(
+    preflight: &str,
+    bonds: usize,
+    storm: Duration,
+    reps: usize,
+) -> Vec<(f64, f64, f64)> {
+    use preflight_tests::vm::{Vm, VmSpec};
+    std::env::set_var("PREFLIGHT_BIN", preflight);
+    let me = std::env::current_exe().expect("bench path");
+    let ne = crate::vm_compare::which("prometheus-node-exporter");
+    let mut vm = Vm::boot(&VmSpec {
+        nics: 1,
+        extra_bins: vec![me, ne],
+        ..VmSpec::default()
+    });
+    // One `ip -batch` (a process start costs much under TCG).
+    let o = vm.run(
+        &format!(
+            "for b in $(seq 0 {}); do echo \"link add bond$b type bond mode active-backup miimon 100\"; for p in p q; do echo \"link add $p${{b}}a type veth peer name $p${{b}}b\"; echo \"link set $p${{b}}a master bond$b\"; echo \"link set $p${{b}}b up\"; done; echo \"link set bond$b up\"; done > /tmp/bonds && /sbin/ip -batch /tmp/bonds && sleep 2",
+            bonds - 1
+        ),
+        Duration::from_secs(300),
+    );
+    assert_eq!(o.status, 0, "bonds: {}", o.output);
+    vm.sh("printf '[agent]\\nnode = \"vm\"\\nlisten = \"127.0.0.1:9101\"\\nprobe_gateways = false\\n' > /tmp/agent.toml");
+    vm.sh("PREFLIGHT_LOG=error preflight agent -c /tmp/agent.toml > /dev/null 2>&1 &");
+    vm.sh("prometheus-node-exporter --collector.disable-defaults --collector.bonding --collector.netclass --collector.netdev --web.listen-address=127.0.0.1:9100 > /dev/null 2>&1 &");
+    vm.sh("sleep 3");
+    let pids = vm.sh("pidof preflight; pidof prometheus-node-exporter");
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert_eq!(pids.len(), 2, "agent and node_exporter running: {pids:?}");
+    let links: Vec<String> = (0..bonds).map(|b| format!("q{b}b")).collect();
+    let mut out = Vec::new();
+    for rep in 0..reps {
+        let o = vm.run(
+            &format!(
+                "preflight-bench guest-flap --links {} --seconds {} --agent-pid {} --ne-pid {}",
+                links.join(","),
+                storm.as_secs(),
+                pids[0],
+                pids[1]
+            ),
+            storm + Duration::from_secs(120),
+        );
+        let line = o
+            .output
+            .lines()
+            .find(|l| l.starts_with("PFSTORM"))
+            .unwrap_or_else(|| panic!("guest-flap printed no result:\n{}", o.output));
+        let field = |k: &str| -> f64 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{k} missing in `{line}`"))
+        };
+        let r = (field("agent="), field("ne="), field("rate="));
+        eprintln!(
+            "  bond storm rep {}: {:.0} changes/s, CPU {:.2}% / {:.2}% (preflight / node_exporter)",
+            rep + 1,
+            r.2,
+            r.0,
+            r.1
+        );
+        out.push(r);
+        vm.sh("sleep 3");
+    }
+    vm.shutdown();
+    out
+}
+
+/// Inside the VM: the storm of [`bond_storm`]. Toggles `links` round robin
+/// at `rate` changes a second over rtnetlink for `window`, while a task
+/// scrapes both exporters once a second (concurrently, so that a slow
+/// scrape under TCG does not pause the storm), then brings every link up
+/// and prints `PFSTORM agent=% ne=% rate=changes/s`.
+#[allow(clippy::cast_precision_loss)]
+pub fn guest_flap(links: &[String], window: Duration, rate: u32, pids: (u32, u32)) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let scraper = tokio::spawn(async {
+            let client = Client::new(Duration::from_secs(5));
+            loop {
+                let next = Instant::now() + Duration::from_secs(1);
+                for u in [
+                    "http://127.0.0.1:9101/metrics",
+                    "http://127.0.0.1:9100/metrics",
+                ] {
+                    let _ = client.get(u).await;
+                }
+                tokio::time::sleep_until(next.into()).await;
+            }
+        });
+        let t = (ticks(pids.0), ticks(pids.1));
+        let start = Instant::now();
+        let step = Duration::from_secs(1) / rate.max(1);
+        let mut n = 0u32;
+        let count = u32::try_from(links.len()).expect("links");
+        while start.elapsed() < window {
+            tokio::time::sleep_until((start + step * n).into()).await;
+            let link = &links[(n % count) as usize];
+            let up = (n / count) % 2 == 1;
+            preflight_netlink::control::set_link(link, up)
+                .await
+                .unwrap_or_else(|e| panic!("set {link}: {e}"));
+            n += 1;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = |a: u64, b: u64| (b - a) as f64 / 100.0 / secs * 100.0;
+        let (a, b) = (cpu(t.0, ticks(pids.0)), cpu(t.1, ticks(pids.1)));
+        scraper.abort();
+        for l in links {
+            let _ = preflight_netlink::control::set_link(l, true).await;
+        }
+        println!(
+            "PFSTORM agent={a:.3} ne={b:.3} rate={:.1}",
+            f64::from(n) / secs
+        );
+    });
+}
+
+/// Runs [`bond_storm`] and prints each repetition and the medians.
+pub fn bond_storm_report(preflight: &str, bonds: usize, storm: Duration, reps: usize) {
+    let rows = bond_storm(preflight, bonds, storm, reps);
+    let med = |f: &dyn Fn(&(f64, f64, f64)) -> f64| {
+        let (m, _, lo, hi) = stats(rows.iter().map(f).collect());
+        format!("{m:.2} ({lo:.2}..{hi:.2})")
+    };
+    println!(
+        "bond flap storm (VM, {bonds} active-backup bonds over veth, miimon 100 ms), {reps} windows of {} s: median (min..max)",
+        storm.as_secs()
+    );
+    println!("  changes/s                 {}", med(&|r| r.2));
+    println!("  CPU % preflight agent     {}", med(&|r| r.0));
+    println!("  CPU % node_exporter       {}", med(&|r| r.1));
+    println!("  ratio node_exporter / agent {}", med(&|r| r.1 / r.0));
+}

@@ -7,6 +7,7 @@
 //! preflight-bench netns-latency [--toggles 200] [--reps 5]
 //! preflight-bench watch-rss [--bin PATH] [--seconds 5] [--reps 5]
 //! preflight-bench footprint [--bin PATH] [--reps 5] [--idle 30] [--storm 15] [--scrapes 1000]
+//! preflight-bench bond-storm [--bin PATH] [--reps 5] [--storm 15] [--bonds 25]
 //! preflight-bench idle-cpu [--bin PATH] [--instances 5] [--seconds 600]
 //! preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5] [--database sqlite,postgres]
 //! preflight-bench pg-propagation [--bin PATH] [--waivers 100]
@@ -255,6 +256,21 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         scrapes: usize,
     },
+    /// Flap storm with bonds (VM): ports losing carrier and MII, agent
+    /// against node_exporter CPU.
+    BondStorm {
+        #[command(flatten)]
+        bin: BinArg,
+        /// Storm windows, all in one boot.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Storm window, seconds.
+        #[arg(long, default_value_t = 15)]
+        storm: u64,
+        /// Bonds (two veth ports each; one port per bond flaps).
+        #[arg(long, default_value_t = 25)]
+        bonds: usize,
+    },
     /// Idle CPU of several agents, scraped once a second.
     IdleCpu {
         #[command(flatten)]
@@ -326,6 +342,22 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         idle: u64,
     },
+    /// Runs inside the VM for bond-storm (not for people).
+    #[command(hide = true)]
+    GuestFlap {
+        #[arg(long, value_delimiter = ',')]
+        links: Vec<String>,
+        #[arg(long)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// The agent's process id.
+        #[arg(long)]
+        agent_pid: u32,
+        /// node_exporter's process id.
+        #[arg(long)]
+        ne_pid: u32,
+    },
     /// Runs inside the VM for vm-latency (not for people).
     #[command(hide = true)]
     GuestWatch {
@@ -357,6 +389,29 @@ fn main() {
                 scrapes,
             );
         }
+        Bench::BondStorm {
+            bin,
+            reps,
+            storm,
+            bonds,
+        } => footprint::bond_storm_report(
+            &absolute(&bin.bin),
+            bonds,
+            Duration::from_secs(storm),
+            reps,
+        ),
+        Bench::GuestFlap {
+            links,
+            seconds,
+            rate,
+            agent_pid,
+            ne_pid,
+        } => footprint::guest_flap(
+            &links,
+            Duration::from_secs(seconds),
+            rate,
+            (agent_pid, ne_pid),
+        ),
         Bench::IdleCpu {
             bin,
             instances,

@@ -139,17 +139,29 @@ async fn pull_series(
         tokio::time::sleep(phase).await;
         let t0 = Instant::now();
         vm.set_link(nic, false);
-        let (mut a, mut b) = (None, None);
+        // Two independent pollers, so that a slow Prometheus query never
+        // delays noticing the gate's answer (and the other way round).
         let limit = Instant::now() + Duration::from_secs(30 + 4 * interval);
-        while (a.is_none() || b.is_none()) && Instant::now() < limit {
-            if a.is_none() && gate_blocked(client, agg, &subject).await == Some(true) {
-                a = Some(t0.elapsed().as_secs_f64() * 1000.0);
+        let (a, b) = tokio::join!(
+            async {
+                while Instant::now() < limit {
+                    if gate_blocked(client, agg, &subject).await == Some(true) {
+                        return Some(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                None
+            },
+            async {
+                while Instant::now() < limit {
+                    if alert_firing(client, prom, &master).await == Some(true) {
+                        return Some(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                None
             }
-            if b.is_none() && alert_firing(client, prom, &master).await == Some(true) {
-                b = Some(t0.elapsed().as_secs_f64() * 1000.0);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        );
         let (a, b) = (
             a.unwrap_or_else(|| panic!("preflight never said no-go for {subject}")),
             b.unwrap_or_else(|| panic!("prometheus never fired for {master}")),
@@ -194,9 +206,27 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
             .spawn()
             .expect("spawn aggregator"),
     );
+    // qemu connects the guestfwd to the aggregator once, when it starts:
+    // on a loaded machine the aggregator may not be listening yet.
+    let up = block_on(async {
+        let client = Client::new(Duration::from_secs(2));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if get_json(&client, &format!("http://127.0.0.1:{agg_port}/healthz"))
+                .await
+                .is_some()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    });
+    assert!(up, "the aggregator on port {agg_port} never answered");
+    let relay_port = relay(agg_port);
     let mut vm = Vm::boot(&VmSpec {
         nics: 2 * bonds,
-        guestfwd_port: Some(agg_port),
+        guestfwd_port: Some(relay_port),
         extra_bins: vec![ne],
         ..VmSpec::default()
     });
@@ -206,45 +236,74 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
     }
     vm.sh("/sbin/ip addr add 10.0.2.15/24 dev bond0 && sleep 1");
     vm.sh(&format!(
-        "printf '[agent]\\nnode = \"vm\"\\naggregators = [\"http://10.0.2.100:{agg_port}\"]\\nheartbeat = \"2s\"\\nlisten = \"0.0.0.0:9101\"\\nprobe_gateways = false\\n' > /tmp/agent.toml"
+        "printf '[agent]\\nnode = \"vm\"\\naggregators = [\"http://10.0.2.100:{relay_port}\"]\\nheartbeat = \"2s\"\\nlisten = \"0.0.0.0:9101\"\\nprobe_gateways = false\\n' > /tmp/agent.toml"
     ));
-    vm.sh("PREFLIGHT_LOG=error preflight agent -c /tmp/agent.toml > /dev/null 2>&1 &");
+    vm.sh("PREFLIGHT_LOG=warn preflight agent -c /tmp/agent.toml > /tmp/agent.log 2>&1 &");
     vm.sh("prometheus-node-exporter --collector.disable-defaults --collector.bonding --web.listen-address=0.0.0.0:9100 > /dev/null 2>&1 &");
     let ne_port = vm.host_port_9100.expect("hostfwd to 9100");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
     let mut results = Vec::new();
     for &(interval, pulls) in plan {
         let (prom, prom_port) = prometheus(&dir, interval, ne_port);
-        let samples = rt.block_on(async {
+        let clean = block_on(async {
             let client = Client::new(Duration::from_secs(2));
             let deadline = Instant::now() + Duration::from_secs(60 + 3 * interval);
-            while !(node_up(&client, prom_port, bonds).await
-                && get_json(&client, &format!("http://127.0.0.1:{agg_port}/v1/gate"))
-                    .await
-                    .is_some_and(|v| v["blockers"].as_array().is_some_and(Vec::is_empty)))
-            {
-                assert!(
-                    Instant::now() < deadline,
-                    "prometheus never scraped node_exporter or the gate never became clean"
-                );
+            loop {
+                let up = node_up(&client, prom_port, bonds).await;
+                let gate = get_json(&client, &format!("http://127.0.0.1:{agg_port}/v1/gate")).await;
+                if up
+                    && gate
+                        .as_ref()
+                        .is_some_and(|v| v["blockers"].as_array().is_some_and(Vec::is_empty))
+                {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "prometheus scraped node_exporter: {up}; gate: {gate:?}"
+                    ));
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let per_bond = pulls.div_ceil(bonds);
-            let series =
-                futures::future::join_all((0..bonds).map(|b| {
-                    pull_series(&vm, &client, (agg_port, prom_port), b, interval, per_bond)
-                }))
-                .await;
-            let (mut pre, mut pro) = (Vec::new(), Vec::new());
-            for (a, b) in series {
-                pre.extend(a);
-                pro.extend(b);
-            }
-            (pre, pro)
         });
+        if let Err(e) = clean {
+            let log = vm.sh("cat /tmp/agent.log; ps");
+            panic!("not ready to pull: {e}\nagent log:\n{log}");
+        }
+        // One thread (and runtime) per bond: pulling a cable is a blocking
+        // exchange with the qemu monitor, which must not stall the pollers
+        // of the other bonds.
+        let per_bond = pulls.div_ceil(bonds);
+        let vm_ref = &vm;
+        let series: Vec<(Vec<f64>, Vec<f64>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..bonds)
+                .map(|b| {
+                    s.spawn(move || {
+                        block_on(async {
+                            let client = Client::new(Duration::from_secs(2));
+                            pull_series(
+                                vm_ref,
+                                &client,
+                                (agg_port, prom_port),
+                                b,
+                                interval,
+                                per_bond,
+                            )
+                            .await
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("bond thread"))
+                .collect()
+        });
+        let (mut pre, mut pro) = (Vec::new(), Vec::new());
+        for (a, b) in series {
+            pre.extend(a);
+            pro.extend(b);
+        }
+        let samples = (pre, pro);
         drop(prom);
         results.push((interval, samples.0, samples.1));
     }
@@ -253,7 +312,7 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
     results
 }
 
-fn which(name: &str) -> std::path::PathBuf {
+pub(crate) fn which(name: &str) -> std::path::PathBuf {
     std::env::var_os("PATH")
         .and_then(|p| {
             std::env::split_paths(&p)
@@ -261,6 +320,72 @@ fn which(name: &str) -> std::path::PathBuf {
                 .find(|p| p.exists())
         })
         .unwrap_or_else(|| panic!("{name} not found: apt-get install prometheus-node-exporter"))
+}
+
+/// qemu connects a guestfwd to its host port once, when it starts, and
+/// never again: when the aggregator closed that connection (an idle one,
+/// on a loaded machine where the guest took long to boot) the guest could
+/// no longer reach it. This relay holds qemu's connection for the whole
+/// run and opens a connection to the aggregator whenever bytes arrive and
+/// none is open. Returns the port qemu should use.
+fn relay(upstream: u16) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    let l = TcpListener::bind("127.0.0.1:0").expect("relay port");
+    let port = l.local_addr().expect("relay addr").port();
+    std::thread::spawn(move || {
+        for down in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let up: Arc<Mutex<Option<TcpStream>>> = Arc::new(Mutex::new(None));
+                let mut down_r = down.try_clone().expect("clone");
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match down_r.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let mut g = up.lock().expect("relay lock");
+                    if g.is_none() {
+                        let Ok(u) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                            continue;
+                        };
+                        let (mut ur, mut dw) = (
+                            u.try_clone().expect("clone"),
+                            down.try_clone().expect("clone"),
+                        );
+                        let slot = Arc::clone(&up);
+                        std::thread::spawn(move || {
+                            let mut b = vec![0u8; 64 * 1024];
+                            while let Ok(n) = ur.read(&mut b) {
+                                if n == 0 || dw.write_all(&b[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                            // Upstream closed: the next bytes open a new one.
+                            let _ = ur.shutdown(Shutdown::Both);
+                            *slot.lock().expect("relay lock") = None;
+                        });
+                        *g = Some(u);
+                    }
+                    if let Some(u) = g.as_mut() {
+                        if u.write_all(&buf[..n]).is_err() {
+                            *g = None;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt")
+        .block_on(f)
 }
 
 /// xorshift64: a uniformly distributed phase in [0, n) milliseconds.
