@@ -928,3 +928,162 @@ fn a_state_with_too_many_interfaces_is_too_large() {
     assert!(e.to_string().contains("4097 interfaces"), "{e}");
     assert_eq!(f.status("c1"), None, "nothing stored");
 }
+
+fn rack_full(node: &str, role: &str, rack: &str, seq: u64, findings: Vec<Finding>) -> Report {
+    let mut r = full(node, role, seq, findings);
+    if let ReportBody::Full { labels, .. } = &mut r.body {
+        labels.insert("rack".into(), rack.into());
+    }
+    r
+}
+
+#[test]
+fn a_cached_answer_changes_with_a_report_in_its_scope_only() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
+    f.track_scope(&sel("role=compute"));
+    for (n, rack) in [("c1", "r1"), ("c2", "r2")] {
+        f.apply_report(&rack_full(n, "compute", rack, 1, vec![]), t0, W)
+            .expect("ok");
+    }
+    f.apply_report(&rack_full("k1", "control", "r3", 1, vec![]), t0, W)
+        .expect("ok");
+    // A tracked scope, an untracked one, and one of two terms.
+    let scopes = [
+        sel("role=compute"),
+        sel("rack=r1"),
+        sel("role=compute,rack=r1"),
+    ];
+    let keys = |f: &Fleet| {
+        scopes
+            .iter()
+            .map(|s| f.scope_key(s).expect("known"))
+            .collect::<Vec<_>>()
+    };
+    let before = keys(&f);
+    // Outside every one of them: a full report that blocks its node.
+    let broken = vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")];
+    f.apply_report(&rack_full("k1", "control", "r3", 2, broken.clone()), t0, W)
+        .expect("ok");
+    assert_eq!(keys(&f), before, "a report outside the scopes");
+    // A heartbeat in scope that changes nothing an answer shows.
+    f.apply_report(&heartbeat("c1", 2, 1), t0 + Duration::from_secs(5), W)
+        .expect("ok");
+    assert_eq!(keys(&f), before, "a heartbeat that changes nothing");
+    // In all three: c1 breaks.
+    f.apply_report(
+        &rack_full("c1", "compute", "r1", 3, broken),
+        t0 + Duration::from_secs(6),
+        W,
+    )
+    .expect("ok");
+    let after = keys(&f);
+    for (i, s) in scopes.iter().enumerate() {
+        assert_ne!(after[i], before[i], "{}", s.text());
+    }
+    // c2 is in role=compute but not in rack=r1.
+    f.apply_report(
+        &rack_full("c2", "compute", "r2", 2, vec![]),
+        t0 + Duration::from_secs(7),
+        W,
+    )
+    .expect("ok");
+    let last = keys(&f);
+    assert_ne!(last[0], after[0], "role=compute has c2");
+    assert_eq!(last[1], after[1], "rack=r1 does not");
+    let (a, _) = f
+        .gate_until(&sel("rack=r1"), t0 + Duration::from_secs(7), W, true)
+        .expect("known");
+    assert_eq!(a.verdict, Verdict::NoGo);
+    assert_eq!(f.scope_key(&sel("rack=r9")), None, "an unknown scope");
+}
+
+#[test]
+fn a_cached_go_ends_at_the_ttl_of_a_member() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
+    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W)
+        .expect("ok");
+    let t1 = t0 + Duration::from_secs(10);
+    f.apply_report(&full("c2", "compute", 1, vec![]), t1, W)
+        .expect("ok");
+    let s = sel("role=compute");
+    let (a, until) = f.gate_until(&s, t1, W, true).expect("known");
+    assert_eq!(a.verdict, Verdict::Go);
+    let ttl_c1 = t0 + Duration::from_secs(30);
+    assert_eq!(until, ttl_c1, "valid until c1's TTL runs out, no later");
+    let key = f.scope_key(&s).expect("known");
+    // At the deadline, before the sweeper got to it: nothing touched the
+    // scope, but the answer is out of date (validity not after now).
+    let (a, until) = f.gate_until(&s, ttl_c1, W, true).expect("known");
+    assert_eq!(f.scope_key(&s), Some(key.clone()));
+    assert!(until <= ttl_c1, "out of date: {a:?}");
+    // Processing the deadline makes it no-go and moves the key.
+    f.tick(ttl_c1);
+    let (a, until) = f.gate_until(&s, ttl_c1, W, true).expect("known");
+    assert_eq!(a.verdict, Verdict::NoGo);
+    assert_eq!(a.blockers[0].code, preflight_model::Code::NodeStale);
+    assert!(until > ttl_c1, "valid again after the tick");
+    assert_ne!(f.scope_key(&s), Some(key));
+}
+
+#[test]
+fn a_cached_go_ends_when_its_waiver_expires() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ttl: Duration::from_secs(300),
+            ..cfg()
+        },
+        W,
+    );
+    f.apply_report(
+        &full(
+            "c1",
+            "compute",
+            1,
+            vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")],
+        ),
+        t0,
+        W,
+    )
+    .expect("ok");
+    let s = sel("");
+    let key = f.scope_key(&s).expect("the fleet");
+    let w = waiver(
+        1,
+        "c1",
+        Some("BOND_PORT_DOWN"),
+        None,
+        W + Duration::from_secs(60),
+    );
+    let left = f.check_waiver(&w, W).expect("valid");
+    f.add_waiver(w, left, t0);
+    assert_ne!(f.scope_key(&s), Some(key), "a waiver changes the answer");
+    let (a, until) = f.gate_until(&s, t0, W, false).expect("known");
+    assert_eq!(a.verdict, Verdict::Go);
+    assert!(a.ready.is_empty(), "ready=false leaves the list out");
+    let expiry = t0 + Duration::from_secs(60);
+    assert_eq!(until, expiry);
+    let (_, until) = f.gate_until(&s, expiry, W, false).expect("known");
+    assert!(until <= expiry, "out of date at the expiry");
+    let key = f.scope_key(&s);
+    assert_eq!(f.tick(expiry).len(), 1);
+    assert_ne!(f.scope_key(&s), key);
+    let (a, _) = f.gate_until(&s, expiry, W, true).expect("known");
+    assert_eq!(a.verdict, Verdict::NoGo);
+    assert!(a.waived.is_empty());
+}
