@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use preflight_model::report::{Report, ReportBody, Waiver};
+use preflight_model::report::{GateAnswer, Report, ReportBody, Waiver};
 use preflight_model::{Finding, NodeState, Severity, Snapshot, Verdict};
 use tokio::time::Instant;
 
@@ -1086,4 +1086,138 @@ fn a_cached_go_ends_when_its_waiver_expires() {
     let (a, _) = f.gate_until(&s, expiry, W, true).expect("known");
     assert_eq!(a.verdict, Verdict::NoGo);
     assert!(a.waived.is_empty());
+}
+
+/// The answer cache's rule, played against the truth at random: reports,
+/// heartbeats, waivers added and removed, time moving with and without the
+/// sweeper. Whatever a cache (kept by `scope_key`, served while `now` is
+/// before its validity, redone after a tick when out of date) would serve
+/// equals the answer the fleet gives once every deadline up to `now` has
+/// been processed.
+#[test]
+fn a_cached_answer_is_always_the_current_one() {
+    let nodes = ["a", "b", "c", "d"];
+    let roles = ["compute", "control"];
+    for seed in 1..=200u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut f = Fleet::new(
+            FleetConfig {
+                ttl: Duration::from_secs(30),
+                settle: Duration::from_secs(5),
+                closed_inventory: false,
+                max_waiver: Duration::from_secs(3600),
+                min_waiver: Duration::from_secs(1),
+            },
+            W,
+        );
+        f.track_scope(&sel("role=control"));
+        let mut seqs: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        let mut cache: BTreeMap<String, (ScopeKey, Instant, GateAnswer)> = BTreeMap::new();
+        let mut next_id = 1;
+        for step in 0..80 {
+            match rng.below(7) {
+                0 | 1 => {
+                    let n = nodes[rng.below(4) as usize];
+                    let role = roles[rng.below(2) as usize];
+                    let fs = match rng.below(3) {
+                        0 => vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")],
+                        1 => vec![finding("LINK_FLAPPING", Severity::Warning, "eth2")],
+                        _ => vec![],
+                    };
+                    let e = seqs.entry(n).or_insert((0, 0));
+                    e.0 += 1;
+                    e.1 = e.0;
+                    f.apply_report(&full(n, role, e.0, fs), now, W)
+                        .expect("accepted");
+                }
+                2 => {
+                    let n = nodes[rng.below(4) as usize];
+                    if let Some(e) = seqs.get_mut(n) {
+                        e.0 += 1;
+                        f.apply_report(&heartbeat(n, e.0, e.1), now, W)
+                            .expect("accepted");
+                    }
+                }
+                3 => {
+                    let n = nodes[rng.below(4) as usize];
+                    if seqs.contains_key(n) {
+                        let code = ["BOND_PORT_DOWN", "NODE_STALE"][rng.below(2) as usize];
+                        let wall_now = W + now.duration_since(t0);
+                        let life = Duration::from_secs(1 + rng.below(40));
+                        let w = waiver(next_id, n, Some(code), None, wall_now + life);
+                        next_id += 1;
+                        let left = f.check_waiver(&w, wall_now).expect("valid waiver");
+                        f.add_waiver(w, left, now);
+                    }
+                }
+                4 => {
+                    if let Some(w) = f.waivers().first() {
+                        f.remove_waiver(w.id, now).expect("active");
+                    }
+                }
+                // Time passes; the sweeper may or may not have run yet.
+                5 => now += Duration::from_secs(rng.below(25)),
+                _ => {
+                    now += Duration::from_millis(rng.below(3000));
+                    f.tick(now);
+                }
+            }
+            for scope in ["", "role=compute", "role=control"] {
+                let s = sel(scope);
+                let Some(key) = f.scope_key(&s) else {
+                    continue;
+                };
+                if f.gate(&s, now, W).is_err() {
+                    // A tracked scope nobody is in (yet): an error, not cached.
+                    continue;
+                }
+                let served = match cache.get(scope) {
+                    Some((k, until, a)) if *k == key && now < *until => a.clone(),
+                    _ => {
+                        let (mut a, mut until) = f.gate_until(&s, now, W, true).expect("known");
+                        let mut key = key;
+                        if until <= now {
+                            f.tick(now);
+                            key = f.scope_key(&s).expect("known");
+                            (a, until) = f.gate_until(&s, now, W, true).expect("known");
+                            assert!(until > now, "seed {seed}: valid once ticked");
+                        }
+                        cache.insert(scope.to_owned(), (key, until, a.clone()));
+                        a
+                    }
+                };
+                f.tick(now);
+                let truth = f.gate(&s, now, W).expect("known");
+                assert_eq!(
+                    (
+                        &served.verdict,
+                        &served.blocked,
+                        &served.ready,
+                        &served.waived
+                    ),
+                    (&truth.verdict, &truth.blocked, &truth.ready, &truth.waived),
+                    "seed {seed} step {step} scope `{scope}`"
+                );
+                // Messages that count seconds may be up to TEXT_REFRESH old.
+                let fixed = |b: &[preflight_model::report::Blocker]| {
+                    b.iter()
+                        .map(|b| {
+                            let mut b = b.clone();
+                            if matches!(b.code, Code::NodeStale | Code::NodeSettling) {
+                                b.message.clear();
+                            }
+                            b
+                        })
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    fixed(&served.blockers),
+                    fixed(&truth.blockers),
+                    "seed {seed} step {step}"
+                );
+            }
+        }
+    }
 }
