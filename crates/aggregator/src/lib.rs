@@ -3,6 +3,7 @@
 //!
 //! Layers, each using only those below it: [`api`] (axum router, one module
 //! per resource, and the on-call page) → [`state`] (what handlers share) →
+//! [`answers`] (gate answers rendered once per change of their scope) →
 //! [`service`] (store first, then fleet, rollback; the blocking calls) →
 //! [`fleet`] (gate logic, pure) and [`store`] (a SQLite file, or PostgreSQL
 //! shared by several replicas, which [`replicas`] follows). [`server`] wires
@@ -10,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod answers;
 pub mod api;
 pub mod auth;
 pub mod clock;

@@ -89,6 +89,7 @@ pub fn build_state(
         auth: Arc::new(cfg.auth.clone()),
         metrics,
         scopes: Arc::new(cfg.scopes.clone()),
+        answers: Arc::default(),
     };
     Ok((state, rx))
 }

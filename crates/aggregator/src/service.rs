@@ -9,18 +9,21 @@
 //! [`crate::replicas`], which calls [`Service::reload`].
 //!
 //! Handlers hold a [`Service`] and never sequence store, fleet and rollback
-//! themselves; reads of the fleet go through [`Service::read`].
+//! themselves; reads of the fleet go through [`Service::read`]. The fleet
+//! sits behind a read-write lock: gate answers read it side by side, and a
+//! report copies its state before it takes the write lock, so ingestion
+//! holds that lock only for the bookkeeping.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
 use preflight_model::names::{check_labels, check_node_name};
 use preflight_model::report::{Report, ReportBody, Waiver};
 use tokio::time::Instant;
 
-use crate::fleet::{Fleet, FleetError, ReportOutcome};
+use crate::fleet::{Fleet, FleetError, Prepared, ReportOutcome};
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, PendingReport, Store, StoreError};
 
@@ -52,12 +55,17 @@ struct PendingEnd {
 /// report writer. Cheap to clone (shared handles).
 #[derive(Clone)]
 pub struct Service {
-    fleet: Arc<Mutex<Fleet>>,
+    fleet: Arc<RwLock<Fleet>>,
     store: Arc<Mutex<Store>>,
     reports_tx: Sender<PendingReport>,
     metrics: Metrics,
     /// Waiver ends the store refused: retried by [`Service::sweep`].
     pending_ends: Arc<Mutex<Vec<PendingEnd>>>,
+    /// Waivers that expired in a tick a reader ran ([`Service::caught_up`]):
+    /// the sweeper records them.
+    expired: Arc<Mutex<Vec<Waiver>>>,
+    /// Wakes the sweeper when `expired` has some.
+    wake_sweeper: Arc<tokio::sync::Notify>,
 }
 
 /// How often owed waiver expiries are retried while the store is down.
@@ -67,6 +75,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock poisons it; the data is still the last
     // consistent state we wrote, so keep serving.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Service {
@@ -128,18 +144,36 @@ impl Service {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let service = Self {
-            fleet: Arc::new(Mutex::new(fleet)),
+            fleet: Arc::new(RwLock::new(fleet)),
             store: Arc::new(Mutex::new(store)),
             reports_tx: tx,
             metrics,
             pending_ends: Arc::default(),
+            expired: Arc::default(),
+            wake_sweeper: Arc::default(),
         };
         Ok((service, rx))
     }
 
-    /// Runs `f` on the fleet under its lock: reads only.
+    /// Runs `f` on the fleet under its read lock (other reads run side by
+    /// side; changes wait).
     pub fn read<R>(&self, f: impl FnOnce(&Fleet) -> R) -> R {
-        f(&lock(&self.fleet))
+        f(&read(&self.fleet))
+    }
+
+    /// Runs `f` on the fleet once every deadline that has passed is
+    /// processed (as the sweeper would a moment later), under the write
+    /// lock: for a reader that found the fleet behind the clock. Waivers
+    /// that expire here are handed to the sweeper to record.
+    pub fn caught_up<R>(&self, f: impl FnOnce(&Fleet, Instant) -> R) -> R {
+        let mut fleet = write(&self.fleet);
+        let now = Instant::now();
+        let expired = fleet.tick(now);
+        if !expired.is_empty() {
+            lock(&self.expired).extend(expired);
+            self.wake_sweeper.notify_one();
+        }
+        f(&fleet, now)
     }
 
     /// Runs a store call on the blocking pool; a failure is counted, logged
@@ -175,7 +209,8 @@ impl Service {
     /// persist a new node (the node is removed again).
     pub async fn report(&self, report: &Report) -> Result<ReportOutcome, ServiceError> {
         let wall = crate::clock::wall();
-        let outcome = lock(&self.fleet).apply_report(report, Instant::now(), wall)?;
+        let prepared = Prepared::new(report);
+        let outcome = write(&self.fleet).apply_prepared(report, prepared, Instant::now(), wall)?;
         let (
             ReportOutcome::Accepted {
                 new_node,
@@ -195,7 +230,7 @@ impl Service {
                 .store(move |s| s.upsert_node(&node, &labels, "agent", wall))
                 .await;
             if let Err(e) = saved {
-                lock(&self.fleet).undo_relabel(&report.node, old.clone(), Instant::now());
+                write(&self.fleet).undo_relabel(&report.node, old.clone(), Instant::now());
                 return Err(e);
             }
         }
@@ -205,7 +240,7 @@ impl Service {
                 .store(move |s| s.upsert_node(&node, &labels, "agent", wall))
                 .await;
             if let Err(e) = saved {
-                let _ = lock(&self.fleet).remove_node(&report.node);
+                let _ = write(&self.fleet).remove_node(&report.node);
                 return Err(e);
             }
         }
@@ -235,7 +270,7 @@ impl Service {
         let (n, l) = (name.to_owned(), labels.clone());
         self.store(move |s| s.upsert_node(&n, &l, "api", wall))
             .await?;
-        lock(&self.fleet).upsert_node(name, labels, Instant::now(), wall)?;
+        write(&self.fleet).upsert_node(name, labels, Instant::now(), wall)?;
         Ok(())
     }
 
@@ -244,13 +279,13 @@ impl Service {
     /// # Errors
     /// No such node, store failure.
     pub async fn delete_node(&self, name: &str) -> Result<(), ServiceError> {
-        if lock(&self.fleet).status(name).is_none() {
+        if read(&self.fleet).status(name).is_none() {
             return Err(FleetError::NoSuchNode(name.to_owned()).into());
         }
         let n = name.to_owned();
         self.store(move |s| s.remove_node(&n, "api", crate::clock::wall()))
             .await?;
-        lock(&self.fleet).remove_node(name)?;
+        write(&self.fleet).remove_node(name)?;
         Ok(())
     }
 
@@ -261,7 +296,7 @@ impl Service {
     pub async fn add_waiver(&self, w: Waiver) -> Result<Waiver, ServiceError> {
         // The clock the handler derived the expiry from, so that a duration
         // of exactly the cap is accepted.
-        lock(&self.fleet).check_waiver(&w, w.created_at)?;
+        read(&self.fleet).check_waiver(&w, w.created_at)?;
         let asked = Instant::now();
         let w = self.store(move |s| s.insert_waiver(w)).await?;
         // Its length as granted, counted on the monotonic clock from the
@@ -270,7 +305,7 @@ impl Service {
             .expires_at
             .duration_since(w.created_at)
             .unwrap_or_default();
-        lock(&self.fleet).add_waiver(w.clone(), left, asked);
+        write(&self.fleet).add_waiver(w.clone(), left, asked);
         Ok(w)
     }
 
@@ -283,7 +318,7 @@ impl Service {
     /// # Errors
     /// No such waiver; the store could not record the end (yet).
     pub async fn remove_waiver(&self, id: i64, actor: String) -> Result<(), ServiceError> {
-        let w = lock(&self.fleet)
+        let w = write(&self.fleet)
             .remove_waiver(id, Instant::now())
             .map_err(ServiceError::from)?;
         let end = PendingEnd {
@@ -436,7 +471,7 @@ impl Service {
         };
         let now = Instant::now();
         let mut counts = ReloadCounts::default();
-        let mut fleet = lock(&self.fleet);
+        let mut fleet = write(&self.fleet);
         let stored: std::collections::HashSet<String> =
             nodes.iter().map(|(n, _)| n.clone()).collect();
         for (name, labels) in nodes {
@@ -483,10 +518,14 @@ impl Service {
         let mut owed = true;
         let mut last_try: Option<Instant> = None;
         loop {
-            let next = lock(&self.fleet).next_deadline();
+            let next = read(&self.fleet).next_deadline();
             let max = Instant::now() + Duration::from_secs(1);
-            tokio::time::sleep_until(next.map_or(max, |n| n.min(max))).await;
-            let expired = lock(&self.fleet).tick(Instant::now());
+            tokio::select! {
+                () = tokio::time::sleep_until(next.map_or(max, |n| n.min(max))) => {}
+                () = self.wake_sweeper.notified() => {}
+            }
+            let mut expired = write(&self.fleet).tick(Instant::now());
+            expired.append(&mut lock(&self.expired));
             self.record_pending_ends().await;
             for w in expired {
                 let end = PendingEnd {

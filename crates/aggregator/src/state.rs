@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::answers::GateCache;
 use crate::auth::Auth;
 use crate::fleet::Selector;
 use crate::metrics::Metrics;
@@ -20,4 +21,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Scopes whose verdict is exported as a metric and shown on the page.
     pub scopes: Arc<Vec<Selector>>,
+    /// Gate answers rendered once per change of their scope.
+    pub answers: Arc<GateCache>,
 }

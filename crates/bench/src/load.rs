@@ -3,15 +3,25 @@
 //! second send a changed full report; a prober asks the gate meanwhile. The
 //! store is a fresh SQLite file, or a fresh database on a PostgreSQL
 //! cluster (`Store::Postgres`), per run.
+//!
+//! [`LoadOptions`]: the reports are sent by 64 workers over shared
+//! keep-alive connections, or by one task per simulated agent over a
+//! connection of its own (`agent_connections`, as real agents do); plain
+//! HTTP or HTTPS (`tls`: a throwaway CA and server certificate made with the
+//! `openssl` CLI, verified by every client); and optionally the aggregator
+//! pinned to CPU 1 (`taskset -c 1`) and the load generator to CPU 0
+//! (`sched_setaffinity`), so that they do not take each other's core.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
+
+use crate::load_env::{cpu_ticks, make_certs, pin_to, raise_nofile, sockets};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use preflight_client::{AggregatorClient, BaseUrl, GateResult, HttpClient};
-use preflight_model::report::{Report, ReportBody};
+use preflight_client::{AggregatorClient, BaseUrl, HttpClient, TlsOptions};
+use preflight_model::report::{GateAnswer, Report, ReportBody};
 use preflight_model::{Finding, NodeState, Severity, Snapshot};
 
 fn rss_kib(pid: u32) -> u64 {
@@ -67,13 +77,36 @@ pub struct LoadResult {
     pub gate_rack_p99_ms: f64,
     pub gate_all_p50_ms: f64,
     pub gate_all_p99_ms: f64,
+    /// The whole fleet with `ready=false`.
+    pub gate_all_short_p50_ms: f64,
+    pub gate_all_short_p99_ms: f64,
+    /// As the `preflight gate` client sees it: answer received and parsed.
+    pub gate_rack_parsed_p99_ms: f64,
+    pub gate_all_parsed_p99_ms: f64,
     pub rss_mib: f64,
+    /// The aggregator's CPU over the steady window, % of one core.
+    pub cpu_pct: f64,
+    /// Client connections the aggregator held (sockets it had open),
+    /// sampled every 5 s in the steady window: median and minimum.
+    pub conns_median: f64,
+    pub conns_min: f64,
     pub db_bytes: u64,
     pub full_per_s: f64,
     /// (seconds into the steady window, SQLite file + WAL bytes), every 10 s.
     pub db_samples: Vec<(f64, u64)>,
     /// (seconds into the steady window, aggregator RSS KiB), every 10 s.
     pub rss_samples: Vec<(f64, u64)>,
+}
+
+/// How the load is generated and served (see the module comment).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// One connection per simulated agent instead of 64 shared workers.
+    pub agent_connections: bool,
+    /// HTTPS with a throwaway CA.
+    pub tls: bool,
+    /// Aggregator on CPU 1, load generator on CPU 0.
+    pub pin: bool,
 }
 
 /// SQLite growth extrapolated to a day from the second half of the steady
@@ -111,11 +144,181 @@ impl Store<'_> {
     }
 }
 
+fn labels_of(i: usize) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("role".into(), "compute".into()),
+        ("rack".into(), format!("r{:02}", i % 100)),
+    ])
+}
+
+/// Counters the senders share.
+#[derive(Default)]
+struct Counts {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    full: AtomicU64,
+    errors: AtomicU64,
+    registered: AtomicU64,
+}
+
+/// One simulated agent's next report: a full one (half of them with a
+/// critical finding) one time in 11, a heartbeat otherwise.
+fn next_report(i: usize, seq: &mut u64, state_seq: &mut u64, rng: &mut u64) -> (Report, bool) {
+    *seq += 1;
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let is_full = *rng % 11 == 0;
+    let node = format!("n{i:06}");
+    let body = if is_full {
+        *state_seq = *seq;
+        ReportBody::Full {
+            labels: labels_of(i),
+            state: Box::new(state(&node, *rng % 2 == 0)),
+        }
+    } else {
+        ReportBody::Heartbeat {
+            state_seq: *state_seq,
+        }
+    };
+    let r = Report {
+        node,
+        boot_id: "load".into(),
+        seq: *seq,
+        body,
+    };
+    (r, is_full)
+}
+
+async fn send(client: &AggregatorClient, r: &Report, is_full: bool, c: &Counts) {
+    c.sent.fetch_add(1, Ordering::Relaxed);
+    match client.post_report(r).await {
+        Ok(_) => {
+            c.ok.fetch_add(1, Ordering::Relaxed);
+            if is_full {
+                c.full.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(_) => {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn register_report(i: usize) -> Report {
+    let node = format!("n{i:06}");
+    Report {
+        node: node.clone(),
+        boot_id: "load".into(),
+        seq: 1,
+        body: ReportBody::Full {
+            labels: labels_of(i),
+            state: Box::new(state(&node, false)),
+        },
+    }
+}
+
+/// 64 workers share keep-alive connections; each plays every 64th node.
+fn spawn_shared(
+    client: &AggregatorClient,
+    nodes: usize,
+    workers: usize,
+    counts: &Arc<Counts>,
+    start: tokio::sync::watch::Receiver<Option<(Instant, Instant)>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let rate = nodes as f64 / 10.0 + nodes as f64 / 100.0;
+    let per_worker = rate / workers as f64;
+    (0..workers)
+        .map(|w| {
+            let (client, counts, mut start) = (client.clone(), counts.clone(), start.clone());
+            tokio::spawn(async move {
+                let mine: Vec<usize> = (w..nodes).step_by(workers).collect();
+                for i in &mine {
+                    let _ = client.post_report(&register_report(*i)).await;
+                    counts.registered.fetch_add(1, Ordering::Relaxed);
+                }
+                let Ok(t) = start.wait_for(Option::is_some).await.map(|r| *r) else {
+                    return;
+                };
+                let (begin, stop) = t.expect("some");
+                let mut seq = vec![1u64; mine.len()];
+                let mut state_seq = vec![1u64; mine.len()];
+                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (w as u64);
+                let mut n = 0u64;
+                while Instant::now() < stop {
+                    // Pace: the n-th request of this worker at n / per_worker seconds.
+                    let due = begin + Duration::from_secs_f64(n as f64 / per_worker);
+                    tokio::time::sleep_until(due.into()).await;
+                    let j = (n as usize) % mine.len();
+                    n += 1;
+                    let (r, full) = next_report(mine[j], &mut seq[j], &mut state_seq[j], &mut rng);
+                    send(&client, &r, full, &counts).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// One task and one connection per simulated agent: each reports every
+/// 10 / 1.1 s (the same offered rate as the workers), at a phase of its own.
+fn spawn_agents(
+    client: &AggregatorClient,
+    nodes: usize,
+    counts: &Arc<Counts>,
+    start: tokio::sync::watch::Receiver<Option<(Instant, Instant)>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    // Registration opens the connections, at most 64 handshakes at once.
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let period = Duration::from_secs_f64(10.0 / 1.1);
+    (0..nodes)
+        .map(|i| {
+            let (client, counts, mut start, gate) = (
+                client.separate_pool(),
+                counts.clone(),
+                start.clone(),
+                gate.clone(),
+            );
+            tokio::spawn(async move {
+                {
+                    let _slot = gate.acquire().await;
+                    let _ = client.post_report(&register_report(i)).await;
+                    counts.registered.fetch_add(1, Ordering::Relaxed);
+                }
+                let Ok(t) = start.wait_for(Option::is_some).await.map(|r| *r) else {
+                    return;
+                };
+                let (begin, stop) = t.expect("some");
+                let (mut seq, mut state_seq) = (1u64, 1u64);
+                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64).wrapping_mul(0x2545_F491);
+                let phase = period.mul_f64((i as f64 * 0.618_034).fract());
+                let mut due = begin + phase;
+                while due < stop {
+                    tokio::time::sleep_until(due.into()).await;
+                    let (r, full) = next_report(i, &mut seq, &mut state_seq, &mut rng);
+                    send(&client, &r, full, &counts).await;
+                    due += period;
+                }
+            })
+        })
+        .collect()
+}
+
 #[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
-pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize, store: &Store) -> LoadResult {
+pub fn run(
+    bin: &str,
+    nodes: usize,
+    seconds: u64,
+    workers: usize,
+    store: &Store,
+    opts: LoadOptions,
+) -> LoadResult {
     let dir = std::env::temp_dir().join(format!("preflight-load-{}-{nodes}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
+    if opts.agent_connections {
+        // Both ends of every connection, the aggregator's store and slack.
+        raise_nofile(u64::try_from(nodes).unwrap_or(u64::MAX) * 2 + 4096);
+    }
     let database = match store {
         Store::Sqlite => dir.join("load.db").display().to_string(),
         Store::Postgres(pg, db) => {
@@ -130,167 +333,133 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize, store: &Store)
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    std::fs::write(
-        dir.join("agg.toml"),
-        format!(
-            "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\nsettle = \"0s\"\nttl = \"30s\"\nauth = \"none\"\n",
-        ),
-    )
-    .expect("config");
-    let mut child = Command::new(bin)
+    let mut config = format!(
+        "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\nsettle = \"0s\"\nttl = \"30s\"\nauth = \"none\"\n",
+    );
+    let ca = opts.tls.then(|| {
+        let (ca, cert, key) = make_certs(&dir);
+        config.push_str(&format!(
+            "\n[aggregator.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
+        ca
+    });
+    std::fs::write(dir.join("agg.toml"), config).expect("config");
+    let mut cmd = if opts.pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1", bin]);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let mut child = cmd
         .args(["aggregator", "-c"])
         .arg(dir.join("agg.toml"))
         .env("PREFLIGHT_LOG", "error")
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn aggregator");
-    let base = format!("http://127.0.0.1:{port}");
+    if opts.pin {
+        // Before the runtime starts: its threads inherit the mask.
+        pin_to(&[0]);
+    }
+    let scheme = if opts.tls { "https" } else { "http" };
+    let base = format!("{scheme}://127.0.0.1:{port}");
+    let tls = TlsOptions {
+        ca: ca.clone(),
+        ..TlsOptions::default()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     let result = rt.block_on(async {
-        let http = HttpClient::new(Duration::from_secs(10));
-        let client = AggregatorClient::new(
+        let mut http = HttpClient::new(Duration::from_secs(10));
+        let mut client = AggregatorClient::new(
             vec![BaseUrl::parse(&base).expect("a loopback URL")],
             Duration::from_secs(10),
         );
+        if opts.tls {
+            http = HttpClient::with_tls(Duration::from_secs(10), &tls).expect("the bench CA");
+            client = client.with_tls(&tls).expect("the bench CA");
+        }
         for _ in 0..100 {
             if http.get(&format!("{base}/healthz")).await.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let sent = Arc::new(AtomicU64::new(0));
-        let ok = Arc::new(AtomicU64::new(0));
-        let full = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(AtomicU64::new(0));
-        // Registration: one full report per node.
+        let counts = Arc::new(Counts::default());
+        let (start_tx, start_rx) = tokio::sync::watch::channel(None);
         let reg_start = Instant::now();
-        let mut handles = Vec::new();
-        for w in 0..workers {
-            let client = client.clone();
-            handles.push(tokio::spawn(async move {
-                for i in (w..nodes).step_by(workers) {
-                    let node = format!("n{i:06}");
-                    let rack = i % 100;
-                    let r = Report {
-                        node: node.clone(),
-                        boot_id: "load".into(),
-                        seq: 1,
-                        body: ReportBody::Full {
-                            labels: BTreeMap::from([
-                                ("role".into(), "compute".into()),
-                                ("rack".into(), format!("r{rack:02}")),
-                            ]),
-                            state: Box::new(state(&node, false)),
-                        },
-                    };
-                    let _ = client.post_report(&r).await;
-                }
-            }));
-        }
-        for h in handles {
-            let _ = h.await;
+        let handles = if opts.agent_connections {
+            spawn_agents(&client, nodes, &counts, start_rx)
+        } else {
+            spawn_shared(&client, nodes, workers, &counts, start_rx)
+        };
+        while counts.registered.load(Ordering::Relaxed) < nodes as u64 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         eprintln!(
-            "  registered {nodes} nodes in {:.1} s",
-            reg_start.elapsed().as_secs_f64()
+            "  registered {nodes} nodes in {:.1} s ({} sockets open in the aggregator)",
+            reg_start.elapsed().as_secs_f64(),
+            sockets(child.id())
         );
-        // Steady state.
         let rate = nodes as f64 / 10.0 + nodes as f64 / 100.0;
-        let per_worker = rate / workers as f64;
-        let stop = Instant::now() + Duration::from_secs(seconds);
-        let mut handles = Vec::new();
-        for w in 0..workers {
-            let (client, sent, ok, full, errors) = (
-                client.clone(),
-                sent.clone(),
-                ok.clone(),
-                full.clone(),
-                errors.clone(),
-            );
-            handles.push(tokio::spawn(async move {
-                let mine: Vec<usize> = (w..nodes).step_by(workers).collect();
-                let mut seq = vec![1u64; mine.len()];
-                let mut state_seq = vec![1u64; mine.len()];
-                let mut k = 0usize;
-                let start = Instant::now();
-                let mut n = 0u64;
-                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (w as u64);
-                while Instant::now() < stop {
-                    // Pace: the n-th request of this worker at n / per_worker seconds.
-                    let due = start + Duration::from_secs_f64(n as f64 / per_worker);
-                    tokio::time::sleep_until(due.into()).await;
-                    n += 1;
-                    let j = k % mine.len();
-                    k += 1;
-                    seq[j] += 1;
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    let is_full = rng % 11 == 0;
-                    let node = format!("n{:06}", mine[j]);
-                    let body = if is_full {
-                        state_seq[j] = seq[j];
-                        ReportBody::Full {
-                            labels: BTreeMap::from([
-                                ("role".into(), "compute".into()),
-                                ("rack".into(), format!("r{:02}", mine[j] % 100)),
-                            ]),
-                            state: Box::new(state(&node, rng % 2 == 0)),
-                        }
-                    } else {
-                        ReportBody::Heartbeat {
-                            state_seq: state_seq[j],
-                        }
-                    };
-                    let r = Report {
-                        node,
-                        boot_id: "load".into(),
-                        seq: seq[j],
-                        body,
-                    };
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    match client.post_report(&r).await {
-                        Ok(_) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            if is_full {
-                                full.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        _ => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }));
-        }
-        // Gate prober: a rack scope (1% of the fleet) and the whole fleet.
-        let mut rack = Vec::new();
-        let mut all = Vec::new();
         let t0 = Instant::now();
-        let mut i = 0;
+        let stop = t0 + Duration::from_secs(seconds);
+        let _ = start_tx.send(Some((t0, stop)));
+        let cpu0 = cpu_ticks(child.id());
+        // Gate prober, in turn: a rack scope (1% of the fleet), the whole
+        // fleet, the rack again, the whole fleet with `ready=false`. Timed
+        // to the last byte of the answer, and again once parsed as
+        // `preflight gate` does.
+        let (mut rack, mut all, mut short) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rack_parsed, mut all_parsed) = (Vec::new(), Vec::new());
+        let mut i = 0usize;
         let mut db_samples = vec![(0.0, db_size(&dir))];
         let mut rss_samples = vec![(0.0, rss_kib(child.id()))];
-        let mut next_sample = t0 + Duration::from_secs(10);
+        let mut conns = Vec::new();
+        let mut next_sample = t0 + Duration::from_secs(5);
         while Instant::now() < stop {
             if Instant::now() >= next_sample {
                 let t = t0.elapsed().as_secs_f64();
-                db_samples.push((t, db_size(&dir)));
-                rss_samples.push((t, rss_kib(child.id())));
-                next_sample += Duration::from_secs(10);
+                conns.push(sockets(child.id()) as f64);
+                if conns.len() % 2 == 0 {
+                    db_samples.push((t, db_size(&dir)));
+                    rss_samples.push((t, rss_kib(child.id())));
+                }
+                next_sample += Duration::from_secs(5);
             }
-            let scope = if i % 2 == 0 { "rack=r07" } else { "" };
+            let query = match i % 4 {
+                0 | 2 => "scope=rack%3Dr07",
+                1 => "scope=",
+                _ => "scope=&ready=false",
+            };
             let q = Instant::now();
-            let r = client.gate(scope).await;
+            let r = http.get(&format!("{base}/v1/gate?{query}")).await;
             let ms = q.elapsed().as_secs_f64() * 1000.0;
-            if matches!(r, GateResult::Go(_) | GateResult::NoGo(_)) {
-                if i % 2 == 0 {
-                    rack.push(ms)
-                } else {
-                    all.push(ms)
+            if let Ok((status, body)) = r {
+                if status.as_u16() == 200 || status.as_u16() == 503 {
+                    let parsed = serde_json::from_slice::<GateAnswer>(&body).is_ok();
+                    let parsed_ms = q.elapsed().as_secs_f64() * 1000.0;
+                    match i % 4 {
+                        0 | 2 => {
+                            rack.push(ms);
+                            if parsed {
+                                rack_parsed.push(parsed_ms);
+                            }
+                        }
+                        1 => {
+                            all.push(ms);
+                            if parsed {
+                                all_parsed.push(parsed_ms);
+                            }
+                        }
+                        _ => short.push(ms),
+                    }
                 }
             }
             i += 1;
@@ -300,15 +469,24 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize, store: &Store)
             let _ = h.await;
         }
         let elapsed = t0.elapsed().as_secs_f64();
+        let cpu_pct = (cpu_ticks(child.id()) - cpu0) as f64 / elapsed;
+        let ok = counts.ok.load(Ordering::Relaxed);
         LoadResult {
             offered_per_s: rate,
-            accepted_per_s: ok.load(Ordering::Relaxed) as f64 / elapsed,
-            errors: errors.load(Ordering::Relaxed),
+            accepted_per_s: ok as f64 / elapsed,
+            errors: counts.errors.load(Ordering::Relaxed),
             gate_rack_p50_ms: pctl(&mut rack, 50.0),
             gate_rack_p99_ms: pctl(&mut rack, 99.0),
-            gate_all_p50_ms: pctl(&mut all.clone(), 50.0),
+            gate_all_p50_ms: pctl(&mut all, 50.0),
             gate_all_p99_ms: pctl(&mut all, 99.0),
+            gate_all_short_p50_ms: pctl(&mut short, 50.0),
+            gate_all_short_p99_ms: pctl(&mut short, 99.0),
+            gate_rack_parsed_p99_ms: pctl(&mut rack_parsed, 99.0),
+            gate_all_parsed_p99_ms: pctl(&mut all_parsed, 99.0),
             rss_mib: rss_kib(child.id()) as f64 / 1024.0,
+            cpu_pct,
+            conns_median: pctl(&mut conns, 50.0),
+            conns_min: conns.iter().copied().fold(f64::NAN, f64::min),
             db_bytes: match store {
                 Store::Sqlite => db_size(&dir),
                 Store::Postgres(pg, db) => pg
@@ -317,11 +495,14 @@ pub fn run(bin: &str, nodes: usize, seconds: u64, workers: usize, store: &Store)
                     .parse()
                     .unwrap_or(0),
             },
-            full_per_s: full.load(Ordering::Relaxed) as f64 / elapsed,
+            full_per_s: counts.full.load(Ordering::Relaxed) as f64 / elapsed,
             db_samples,
             rss_samples,
         }
     });
+    if opts.pin {
+        pin_to(&(0..64).collect::<Vec<_>>());
+    }
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);

@@ -9,7 +9,7 @@
 //! preflight-bench footprint [--bin PATH] [--reps 5] [--idle 30] [--storm 15] [--scrapes 1000]
 //! preflight-bench bond-storm [--bin PATH] [--reps 5] [--storm 15] [--bonds 25]
 //! preflight-bench idle-cpu [--bin PATH] [--instances 5] [--seconds 600]
-//! preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5] [--database sqlite,postgres]
+//! preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5] [--database sqlite,postgres] [--tls off|on|both] [--agent-connections] [--pin]
 //! preflight-bench pg-propagation [--bin PATH] [--waivers 100]
 //! preflight-bench vm-latency [--bin PATH] [--pulls 30] [--boots 3]
 //! preflight-bench vm-compare [--bin PATH] [--intervals 1,15] [--pulls 30,30] [--boots 5] [--bonds 3]
@@ -21,6 +21,7 @@
 
 mod footprint;
 mod load;
+mod load_env;
 mod ovs;
 mod propagation;
 mod report;
@@ -295,6 +296,19 @@ enum Bench {
         /// cluster, a new database per run); repetitions are interleaved.
         #[arg(long, default_value = "sqlite")]
         database: String,
+        /// `off`, `on` (HTTPS, a throwaway CA made with openssl, verified by
+        /// every client) or `both` (interleaved).
+        #[arg(long, default_value = "off")]
+        tls: String,
+        /// One connection per simulated agent (a task and a pool each)
+        /// instead of 64 workers over shared keep-alive connections; raises
+        /// RLIMIT_NOFILE for the bench and the aggregator it starts.
+        #[arg(long)]
+        agent_connections: bool,
+        /// Run the aggregator on CPU 1 (`taskset -c 1`) and the load
+        /// generator on CPU 0.
+        #[arg(long)]
+        pin: bool,
     },
     /// Waiver created / removed on replica A -> replica B's gate changes
     /// (two replicas on a throwaway PostgreSQL).
@@ -447,8 +461,24 @@ fn main() {
             seconds,
             reps,
             database,
+            tls,
+            agent_connections,
+            pin,
         } => {
-            let _ = report::load_report(&absolute(&bin.bin), &nodes, seconds, reps, &database);
+            let opts = load::LoadOptions {
+                agent_connections,
+                pin,
+                tls: false,
+            };
+            let _ = report::load_report(
+                &absolute(&bin.bin),
+                &nodes,
+                seconds,
+                reps,
+                &database,
+                &tls,
+                opts,
+            );
         }
         Bench::PgPropagation { bin, waivers } => {
             propagation::report(&absolute(&bin.bin), waivers);

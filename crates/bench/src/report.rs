@@ -162,6 +162,8 @@ pub(crate) fn load_report(
     seconds: u64,
     reps: usize,
     databases: &str,
+    tls: &str,
+    opts: load::LoadOptions,
 ) -> Vec<(usize, f64, f64, f64)> {
     let wanted: Vec<&str> = databases.split(',').map(str::trim).collect();
     for d in &wanted {
@@ -170,6 +172,17 @@ pub(crate) fn load_report(
             "--database: `{d}` is neither sqlite nor postgres"
         );
     }
+    let tls_modes: &[bool] = match tls {
+        "off" => &[false],
+        "on" => &[true],
+        "both" => &[false, true],
+        other => panic!("--tls: `{other}` is not off, on or both"),
+    };
+    // Every store with every TLS mode, interleaved within each repetition.
+    let variants: Vec<(&str, bool)> = wanted
+        .iter()
+        .flat_map(|d| tls_modes.iter().map(move |t| (*d, *t)))
+        .collect();
     // One throwaway cluster for the whole report, a new database per run.
     let pg = wanted
         .contains(&"postgres")
@@ -180,19 +193,22 @@ pub(crate) fn load_report(
         .split(',')
         .filter_map(|n| n.parse::<usize>().ok())
     {
-        let mut rows: Vec<Vec<load::LoadResult>> = wanted.iter().map(|_| Vec::new()).collect();
+        let mut rows: Vec<Vec<load::LoadResult>> = variants.iter().map(|_| Vec::new()).collect();
+        let mut loads: Vec<Vec<f64>> = variants.iter().map(|_| Vec::new()).collect();
         for rep in 0..reps {
-            for (k, d) in wanted.iter().enumerate() {
+            for (k, (d, tls)) in variants.iter().enumerate() {
                 run_no += 1;
                 let store = match (*d, &pg) {
                     ("postgres", Some(pg)) => load::Store::Postgres(pg, format!("load{run_no}")),
                     _ => load::Store::Sqlite,
                 };
-                let r = load::run(bin, nodes, seconds, 64, &store);
+                let opts = load::LoadOptions { tls: *tls, ..opts };
+                let r = load::run(bin, nodes, seconds, 64, &store, opts);
+                let la = load_average();
                 println!(
-                    "  {} {nodes} nodes rep {}: offered {:.0}/s accepted {:.0}/s (full {:.0}/s) errors {} | gate rack p50 {:.2} ms p99 {:.2} ms | gate all p50 {:.2} ms p99 {:.2} ms | RSS {:.1} MiB | db {:.1} MiB",
-                    store.name(), rep + 1, r.offered_per_s, r.accepted_per_s, r.full_per_s, r.errors, r.gate_rack_p50_ms, r.gate_rack_p99_ms,
-                    r.gate_all_p50_ms, r.gate_all_p99_ms, r.rss_mib, r.db_bytes as f64 / 1_048_576.0
+                    "  {}{} {nodes} nodes rep {}: offered {:.0}/s accepted {:.0}/s (full {:.0}/s) errors {} | gate rack p50 {:.2} ms p99 {:.2} ms (parsed p99 {:.2}) | gate all p50 {:.2} ms p99 {:.2} ms (parsed p99 {:.2}) | all ready=false p50 {:.2} p99 {:.2} ms | RSS {:.1} MiB | CPU {:.1}% | conns held {:.0} (min {:.0}) | db {:.1} MiB | load avg {la:.2}",
+                    store.name(), if *tls { " TLS" } else { "" }, rep + 1, r.offered_per_s, r.accepted_per_s, r.full_per_s, r.errors, r.gate_rack_p50_ms, r.gate_rack_p99_ms, r.gate_rack_parsed_p99_ms,
+                    r.gate_all_p50_ms, r.gate_all_p99_ms, r.gate_all_parsed_p99_ms, r.gate_all_short_p50_ms, r.gate_all_short_p99_ms, r.rss_mib, r.cpu_pct, r.conns_median, r.conns_min, r.db_bytes as f64 / 1_048_576.0
                 );
                 if r.rss_samples.len() > 2 {
                     let line: Vec<String> = r
@@ -207,16 +223,20 @@ pub(crate) fn load_report(
                     );
                 }
                 rows[k].push(r);
+                loads[k].push(la);
             }
         }
-        for (k, d) in wanted.iter().enumerate() {
+        for (k, (d, tls)) in variants.iter().enumerate() {
             let rows = &rows[k];
-            let name = if *d == "postgres" {
-                "PostgreSQL"
-            } else {
-                "SQLite"
+            let name = match (*d, *tls) {
+                ("postgres", false) => "PostgreSQL",
+                ("postgres", true) => "PostgreSQL, TLS",
+                (_, false) => "SQLite",
+                (_, true) => "SQLite, TLS",
             };
             summary(nodes, name, rows, seconds);
+            let (m, _, lo, hi) = stats(loads[k].clone());
+            println!("  load average (1 min) after each rep {m:.2} ({lo:.2}..{hi:.2})");
             if k == 0 {
                 let m =
                     |f: &dyn Fn(&load::LoadResult) -> f64| stats(rows.iter().map(f).collect()).0;
@@ -230,6 +250,14 @@ pub(crate) fn load_report(
         }
     }
     out
+}
+
+/// The 1-minute load average of the machine.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// Medians (min..max) of one fleet size on one store.
@@ -258,10 +286,26 @@ fn summary(nodes: usize, store: &str, rows: &[load::LoadResult], seconds: u64) {
         med(&|r| r.gate_all_p50_ms),
         med(&|r| r.gate_all_p99_ms)
     );
+    println!(
+        "  gate p50 / p99, whole fleet, ready=false   {} / {} ms",
+        med(&|r| r.gate_all_short_p50_ms),
+        med(&|r| r.gate_all_short_p99_ms)
+    );
+    println!(
+        "  gate p99 received and parsed: rack {} ms, whole fleet {} ms",
+        med(&|r| r.gate_rack_parsed_p99_ms),
+        med(&|r| r.gate_all_parsed_p99_ms)
+    );
     println!("  aggregator RSS MiB   {}", med(&|r| r.rss_mib));
+    println!("  aggregator CPU % of one core   {}", med(&|r| r.cpu_pct));
+    println!(
+        "  client connections held (sockets; median of 5 s samples / minimum)   {} / {}",
+        med(&|r| r.conns_median),
+        med(&|r| r.conns_min)
+    );
     #[allow(clippy::cast_precision_loss)]
     let db = med(&|r| r.db_bytes as f64 / 1_048_576.0);
-    if store != "SQLite" {
+    if !store.starts_with("SQLite") {
         println!("  database MiB         {db} (pg_database_size)");
         return;
     }
@@ -307,7 +351,15 @@ pub(crate) fn all(bin: &str, quick: bool) {
         if quick { 20 } else { 1000 },
     );
     let idle = idle_report(bin, if quick { 2 } else { 5 }, idle_s);
-    let load = load_report(bin, nodes, load_s, reps, "sqlite");
+    let load = load_report(
+        bin,
+        nodes,
+        load_s,
+        reps,
+        "sqlite",
+        "off",
+        load::LoadOptions::default(),
+    );
     crate::ovs::report(
         bin,
         if quick { 4 } else { 100 },

@@ -302,6 +302,8 @@ impl TlsOptions {
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Kept to open a separate pool with the same TLS settings.
+    connector: HttpsConnector<HttpConnector>,
     timeout: Duration,
 }
 
@@ -352,10 +354,26 @@ impl HttpClient {
         .https_or_http()
         .enable_http1()
         .wrap_connector(connector);
+        Self::with_connector(https, timeout)
+    }
+
+    fn with_connector(connector: HttpsConnector<HttpConnector>, timeout: Duration) -> Self {
         let inner = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build(https);
-        Self { inner, timeout }
+            .build(connector.clone());
+        Self {
+            inner,
+            connector,
+            timeout,
+        }
+    }
+
+    /// The same settings (TLS included, without reading any file again)
+    /// with a pool of its own: its connections are not shared with this
+    /// client's (a load generator gives each simulated agent one).
+    #[must_use]
+    pub fn separate_pool(&self) -> Self {
+        Self::with_connector(self.connector.clone(), self.timeout)
     }
 
     /// `GET url` (an absolute `http://` URL): for endpoints outside the API

@@ -133,6 +133,16 @@ impl AggregatorClient {
         }
     }
 
+    /// The same client (TLS, token, servers) with a connection pool of its
+    /// own (see [`HttpClient::separate_pool`]).
+    #[must_use]
+    pub fn separate_pool(&self) -> Self {
+        Self {
+            http: self.http.separate_pool(),
+            ..self.clone()
+        }
+    }
+
     /// The servers, in the order they are tried.
     #[must_use]
     pub fn servers(&self) -> &[BaseUrl] {

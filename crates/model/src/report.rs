@@ -199,7 +199,9 @@ pub struct GateAnswer {
     pub nodes: usize,
     /// Blockers, worst first.
     pub blockers: Vec<Blocker>,
-    /// Nodes that are go (update these with `--limit`).
+    /// Nodes that are go (update these with `--limit`); absent, and empty
+    /// here, when the question said `ready=false`.
+    #[serde(default)]
     pub ready: Vec<String>,
     /// Nodes that are not go.
     pub blocked: Vec<String>,

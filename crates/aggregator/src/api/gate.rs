@@ -1,25 +1,31 @@
 //! `GET /v1/gate`: the go/no-go answer for a scope; 200 for go, 503 for
-//! no-go, same body. A read: it never changes the fleet.
-
-use std::time::SystemTime;
+//! no-go, same body. A read: it never changes the fleet. The body comes
+//! from [`crate::answers`] (rendered once per change of the scope);
+//! `ready=false` leaves out the list of ready nodes, which is most of a
+//! large scope's answer.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use preflight_model::Verdict;
 use serde::Deserialize;
-use tokio::time::Instant;
 
 use super::{query_rejection, ApiError};
 use crate::fleet::Selector;
 use crate::state::AppState;
 
+const fn yes() -> bool {
+    true
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct GateQuery {
     #[serde(default)]
     scope: String,
+    /// List the ready nodes (`true`, the default) or not (`false`).
+    #[serde(default = "yes")]
+    ready: bool,
 }
 
 pub(super) async fn gate(
@@ -30,10 +36,7 @@ pub(super) async fn gate(
         let Query(q) = query.map_err(|e| query_rejection(&e))?;
         tracing::Span::current().record("scope", q.scope.as_str());
         let sel = Selector::parse(&q.scope)?;
-        let answer = s
-            .service
-            .read(|f| f.gate(&sel, Instant::now(), SystemTime::now()))?;
-        Ok::<_, ApiError>(answer)
+        Ok::<_, ApiError>(s.answers.answer(&s.service, &sel, q.ready)?)
     })();
     match result {
         Ok(a) => {
@@ -46,7 +49,7 @@ pub(super) async fn gate(
                 .gate_requests
                 .with_label_values(&[a.verdict.as_str()])
                 .inc();
-            (status, Json(a)).into_response()
+            (status, [(header::CONTENT_TYPE, "application/json")], a.body).into_response()
         }
         Err(e) => {
             s.metrics.gate_requests.with_label_values(&["error"]).inc();

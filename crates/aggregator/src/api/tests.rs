@@ -749,3 +749,116 @@ async fn node_tokens_and_roles() {
     let (s, _) = call(&t, "GET", "/healthz", Some("wrong"), None).await;
     assert_eq!(s, StatusCode::OK, "probes need no credential");
 }
+
+/// Raw body of a GET (to compare the bytes of two answers).
+async fn get_bytes(t: &T, uri: &str) -> (StatusCode, axum::body::Bytes) {
+    let req = Request::builder()
+        .uri(uri)
+        .body(Body::empty())
+        .expect("request");
+    let resp = router(t.state.clone())
+        .oneshot(req)
+        .await
+        .expect("response");
+    let status = resp.status();
+    (
+        status,
+        resp.into_body().collect().await.expect("body").to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn gate_answers_are_shared_until_their_scope_changes() {
+    let t = app("gate-cache", false);
+    for (node, seq) in [("c1", 1), ("c2", 1)] {
+        call(
+            &t,
+            "POST",
+            "/v1/reports",
+            Some("rtok"),
+            Some(report(node, seq, vec![])),
+        )
+        .await;
+    }
+    let (s1, b1) = get_bytes(&t, "/v1/gate?scope=role=compute").await;
+    let (s2, b2) = get_bytes(&t, "/v1/gate?scope=role=compute").await;
+    assert_eq!(s1, StatusCode::OK);
+    assert_eq!((s1, &b1), (s2, &b2));
+    assert_eq!(b1.as_ptr(), b2.as_ptr(), "the same rendered bytes, shared");
+    // A report outside the scope leaves it cached.
+    let mut other = report("k1", 1, vec![]);
+    other["labels"] = json!({ "role": "control" });
+    let (s, _) = call(&t, "POST", "/v1/reports", Some("rtok"), Some(other)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, b3) = get_bytes(&t, "/v1/gate?scope=role=compute").await;
+    assert_eq!(b3.as_ptr(), b1.as_ptr(), "not touched by role=control");
+    // One in scope renders it again, and it says so.
+    let broken = vec![Finding {
+        code: Code::BondPortDown,
+        severity: Severity::Critical,
+        subject: "bond0/eth1".into(),
+        message: "down".into(),
+        since: std::time::SystemTime::now(),
+    }];
+    call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("c2", 2, broken)),
+    )
+    .await;
+    let (s4, b4) = get_bytes(&t, "/v1/gate?scope=role=compute").await;
+    assert_eq!(s4, StatusCode::SERVICE_UNAVAILABLE);
+    let v: Value = serde_json::from_slice(&b4).expect("json");
+    assert_eq!(v["blocked"], json!(["c2"]));
+    assert_eq!(v["ready"], json!(["c1"]));
+}
+
+#[tokio::test]
+async fn gate_ready_false_leaves_out_the_list_and_bad_values_are_400() {
+    let t = app("gate-ready", false);
+    call(
+        &t,
+        "POST",
+        "/v1/reports",
+        Some("rtok"),
+        Some(report("c1", 1, vec![])),
+    )
+    .await;
+    let (s, full) = call(&t, "GET", "/v1/gate?scope=role=compute", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(full["ready"], json!(["c1"]));
+    let (s, short) = call(
+        &t,
+        "GET",
+        "/v1/gate?scope=role=compute&ready=false",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(short.get("ready").is_none(), "{short}");
+    let mut expected = full.clone();
+    expected.as_object_mut().expect("object").remove("ready");
+    expected["generated_at"] = short["generated_at"].clone();
+    assert_eq!(short, expected, "everything else as with the list");
+    let (_, explicit) = call(
+        &t,
+        "GET",
+        "/v1/gate?scope=role=compute&ready=true",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(explicit["ready"], json!(["c1"]));
+    for bad in ["no", "1", "", "FALSE"] {
+        let (s, v) = call(&t, "GET", &format!("/v1/gate?ready={bad}"), None, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "ready={bad}: {v}");
+        assert_error(&v, "bad_request");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains("ready")),
+            "the error names the parameter: {v}"
+        );
+    }
+}

@@ -79,6 +79,18 @@ impl Fleet {
         now: Instant,
         wall: SystemTime,
     ) -> Result<GateAnswer, FleetError> {
+        self.gate_of(sel, now, wall, true).map(|(a, _)| a)
+    }
+
+    /// [`Fleet::gate`], with the `ready` list left empty unless `ready`,
+    /// and the scope's members.
+    pub(super) fn gate_of(
+        &self,
+        sel: &Selector,
+        now: Instant,
+        wall: SystemTime,
+        ready: bool,
+    ) -> Result<(GateAnswer, Vec<String>), FleetError> {
         let (members, not_go) = self.scope_members(sel);
         if members.is_empty() && !sel.0.is_empty() {
             return Err(FleetError::UnknownScope(sel.text()));
@@ -99,17 +111,21 @@ impl Fleet {
             });
         }
         sort_blockers(&mut blockers);
-        let blocked_set: BTreeSet<&String> = not_go.iter().collect();
-        let ready: Vec<String> = members
-            .iter()
-            .filter(|m| !blocked_set.contains(m))
-            .cloned()
-            .collect();
-        let member_set: BTreeSet<&String> = members.iter().collect();
+        let ready: Vec<String> = if ready {
+            let blocked_set: BTreeSet<&String> = not_go.iter().collect();
+            members
+                .iter()
+                .filter(|m| !blocked_set.contains(m))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // Waivers are few; each is checked against the members (sorted).
         let waived: Vec<Waiver> = self
             .waivers
             .values()
-            .filter(|w| member_set.contains(&w.node))
+            .filter(|w| members.binary_search(&w.node).is_ok())
             .filter(|w| {
                 let n = &self.nodes[&w.node];
                 let silent_or_stale = match n.status {
@@ -134,7 +150,7 @@ impl Fleet {
         } else {
             Verdict::NoGo
         };
-        Ok(GateAnswer {
+        let answer = GateAnswer {
             verdict,
             scope: sel.text(),
             nodes: members.len(),
@@ -143,7 +159,8 @@ impl Fleet {
             blocked: not_go,
             waived,
             generated_at: wall,
-        })
+        };
+        Ok((answer, members))
     }
 
     /// One node as the API shows it.

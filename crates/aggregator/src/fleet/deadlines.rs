@@ -51,6 +51,10 @@ impl Fleet {
         }
         let was_go = n.status == Status::Go;
         let is_go = status == Status::Go;
+        let stale = n
+            .last_seen
+            .is_some_and(|seen| now.saturating_duration_since(seen) >= self.cfg.ttl);
+        let visible = n.status != status || n.stale != stale;
         let labels = n.labels.clone();
         // Only future deadlines: a past one would be popped and re-pushed
         // forever (e.g. a stale node made go by a NODE_STALE waiver). And
@@ -71,6 +75,7 @@ impl Fleet {
         }
         let n = self.nodes.get_mut(name).expect("present");
         n.status = status;
+        n.stale = stale;
         n.ttl_due = ttl_at.or(n.ttl_due);
         n.settle_due = settle_at.or(n.settle_due);
         if was_go != is_go {
@@ -83,6 +88,9 @@ impl Fleet {
                     }
                 }
             }
+        }
+        if visible {
+            self.touch(name);
         }
     }
 

@@ -9,11 +9,13 @@
 //!
 //! Submodules: `selector` (which nodes a question is about, and the scope
 //! indexes), `deadlines` (status and the heap that changes it), `waivers`,
-//! `answer` (gate answers and node summaries, read-only).
+//! `answer` (gate answers and node summaries, read-only), `version` (when a
+//! scope's answer changed and until when it stays true, for caching it).
 
 mod answer;
 mod deadlines;
 mod selector;
+mod version;
 mod waivers;
 
 use std::cmp::Reverse;
@@ -30,6 +32,7 @@ pub use answer::sort_blockers;
 use deadlines::Due;
 use selector::ScopeCounts;
 pub use selector::Selector;
+pub use version::{Prepared, ScopeKey};
 
 /// How far a report's `seq` may run ahead of the last accepted one of the
 /// same boot id. An agent sends a few reports a second at most, so this is
@@ -225,6 +228,10 @@ struct Node {
     stable_since: Instant,
     stable_since_wall: SystemTime,
     status: Status,
+    /// Whether its last report was older than the TTL when the status was
+    /// last computed (a stale node can be go under a NODE_STALE waiver, and
+    /// its answer still shows that waiver).
+    stale: bool,
     /// The TTL and settle deadlines this node has in the heap, so that a
     /// report does not push another: one pending entry each, re-armed when
     /// it fires (the heap stays bounded by the node count).
@@ -247,6 +254,7 @@ impl Node {
             stable_since: now,
             stable_since_wall: wall,
             status: Status::Silent,
+            stale: false,
             ttl_due: None,
             settle_due: None,
         }
@@ -287,6 +295,14 @@ pub struct Fleet {
     /// that are not tracked (bounded by the nodes' labels, not by queries).
     by_label: HashMap<(String, String), BTreeSet<String>>,
     deadlines: BinaryHeap<Reverse<(Instant, Due)>>,
+    /// When each active waiver expires (monotonic), for answer validity.
+    waiver_due: HashMap<i64, Instant>,
+    /// Version of every `(key, value)` label in `by_label`: set from
+    /// `version` whenever a node carrying it changes what an answer shows.
+    label_versions: HashMap<(String, String), u64>,
+    /// The last version handed out; only grows, so a label that disappears
+    /// and comes back never reuses a version a cached answer was made at.
+    version: u64,
     started_wall: SystemTime,
 }
 
@@ -304,6 +320,9 @@ impl Fleet {
             scopes,
             by_label: HashMap::new(),
             deadlines: BinaryHeap::new(),
+            waiver_due: HashMap::new(),
+            label_versions: HashMap::new(),
+            version: 0,
             started_wall: wall,
         }
     }
@@ -393,6 +412,22 @@ impl Fleet {
         now: Instant,
         wall: SystemTime,
     ) -> Result<ReportOutcome, FleetError> {
+        self.apply_prepared(r, Prepared::new(r), now, wall)
+    }
+
+    /// [`Fleet::apply_report`] with the report's state already copied and
+    /// its finding keys computed ([`Prepared::new`]), so that a caller can
+    /// do that work before it takes the lock the gate reads under.
+    ///
+    /// # Errors
+    /// As [`Fleet::apply_report`].
+    pub fn apply_prepared(
+        &mut self,
+        r: &Report,
+        prepared: Option<Prepared>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<ReportOutcome, FleetError> {
         check_node_name(&r.node)?;
         if r.boot_id.is_empty() || r.boot_id.len() > 64 {
             return Err(FleetError::BadReport(
@@ -469,7 +504,10 @@ impl Fleet {
                     relabeled = Some(self.relabel(&r.node, labels.clone()));
                 }
                 let n = self.nodes.get_mut(&r.node).expect("inserted above");
-                let keys = finding_keys(state);
+                let Prepared {
+                    state: new_state,
+                    keys,
+                } = prepared.unwrap_or_else(|| Prepared::of(state));
                 if keys != n.finding_keys || n.last_seen.is_none() {
                     n.finding_keys = keys;
                     n.stable_since = now;
@@ -480,8 +518,11 @@ impl Fleet {
                 n.state_seq = r.seq;
                 n.last_seen = Some(now);
                 n.last_report_wall = Some(wall);
-                n.state = Some(Arc::new((**state).clone()));
+                n.state = Some(new_state);
                 self.reevaluate(&r.node, now);
+                // Findings, messages or their times may differ even when
+                // the status does not: every answer showing it is redone.
+                self.touch(&r.node);
                 Ok(ReportOutcome::Accepted {
                     full: true,
                     new_node,
@@ -537,6 +578,7 @@ impl Fleet {
             n.state_seq = seq;
             n.last_report_wall = Some(wall);
             n.state = Some(Arc::new(state));
+            self.touch(node);
         }
     }
 

@@ -69,6 +69,8 @@ impl Selector {
 pub(super) struct ScopeCounts {
     pub(super) members: BTreeSet<String>,
     pub(super) not_go: BTreeSet<String>,
+    /// Moves whenever a member's answer changes (see `version`).
+    pub(super) version: u64,
 }
 
 impl Fleet {
@@ -86,16 +88,21 @@ impl Fleet {
             }
         }
         for label in &n.labels {
+            let key = (label.0.clone(), label.1.clone());
+            self.label_versions.entry(key.clone()).or_default();
             self.by_label
-                .entry((label.0.clone(), label.1.clone()))
+                .entry(key)
                 .or_default()
                 .insert(name.to_owned());
         }
+        self.touch(name);
     }
 
     /// Takes a node (still in `nodes`) out of the label index and every
     /// tracked scope.
     pub(super) fn detach(&mut self, name: &str) {
+        // The scopes it leaves change their answer.
+        self.touch(name);
         for c in self.scopes.values_mut() {
             c.members.remove(name);
             c.not_go.remove(name);
@@ -110,6 +117,7 @@ impl Fleet {
                 // An empty entry would keep a label nobody has any more.
                 if set.is_empty() {
                     self.by_label.remove(&key);
+                    self.label_versions.remove(&key);
                 }
             }
         }
@@ -122,7 +130,11 @@ impl Fleet {
         if self.scopes.contains_key(sel) {
             return;
         }
-        let mut c = ScopeCounts::default();
+        self.version += 1;
+        let mut c = ScopeCounts {
+            version: self.version,
+            ..ScopeCounts::default()
+        };
         for (name, n) in &self.nodes {
             if sel.matches(&n.labels) {
                 c.members.insert(name.clone());

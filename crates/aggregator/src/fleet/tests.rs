@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use preflight_model::report::{Report, ReportBody, Waiver};
+use preflight_model::report::{GateAnswer, Report, ReportBody, Waiver};
 use preflight_model::{Finding, NodeState, Severity, Snapshot, Verdict};
 use tokio::time::Instant;
 
@@ -927,4 +927,297 @@ fn a_state_with_too_many_interfaces_is_too_large() {
     assert!(matches!(e, FleetError::TooLarge(_)), "{e}");
     assert!(e.to_string().contains("4097 interfaces"), "{e}");
     assert_eq!(f.status("c1"), None, "nothing stored");
+}
+
+fn rack_full(node: &str, role: &str, rack: &str, seq: u64, findings: Vec<Finding>) -> Report {
+    let mut r = full(node, role, seq, findings);
+    if let ReportBody::Full { labels, .. } = &mut r.body {
+        labels.insert("rack".into(), rack.into());
+    }
+    r
+}
+
+#[test]
+fn a_cached_answer_changes_with_a_report_in_its_scope_only() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
+    f.track_scope(&sel("role=compute"));
+    for (n, rack) in [("c1", "r1"), ("c2", "r2")] {
+        f.apply_report(&rack_full(n, "compute", rack, 1, vec![]), t0, W)
+            .expect("ok");
+    }
+    f.apply_report(&rack_full("k1", "control", "r3", 1, vec![]), t0, W)
+        .expect("ok");
+    // A tracked scope, an untracked one, and one of two terms.
+    let scopes = [
+        sel("role=compute"),
+        sel("rack=r1"),
+        sel("role=compute,rack=r1"),
+    ];
+    let keys = |f: &Fleet| {
+        scopes
+            .iter()
+            .map(|s| f.scope_key(s).expect("known"))
+            .collect::<Vec<_>>()
+    };
+    let before = keys(&f);
+    // Outside every one of them: a full report that blocks its node.
+    let broken = vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")];
+    f.apply_report(&rack_full("k1", "control", "r3", 2, broken.clone()), t0, W)
+        .expect("ok");
+    assert_eq!(keys(&f), before, "a report outside the scopes");
+    // A heartbeat in scope that changes nothing an answer shows.
+    f.apply_report(&heartbeat("c1", 2, 1), t0 + Duration::from_secs(5), W)
+        .expect("ok");
+    assert_eq!(keys(&f), before, "a heartbeat that changes nothing");
+    // In all three: c1 breaks.
+    f.apply_report(
+        &rack_full("c1", "compute", "r1", 3, broken),
+        t0 + Duration::from_secs(6),
+        W,
+    )
+    .expect("ok");
+    let after = keys(&f);
+    for (i, s) in scopes.iter().enumerate() {
+        assert_ne!(after[i], before[i], "{}", s.text());
+    }
+    // c2 is in role=compute but not in rack=r1.
+    f.apply_report(
+        &rack_full("c2", "compute", "r2", 2, vec![]),
+        t0 + Duration::from_secs(7),
+        W,
+    )
+    .expect("ok");
+    let last = keys(&f);
+    assert_ne!(last[0], after[0], "role=compute has c2");
+    assert_eq!(last[1], after[1], "rack=r1 does not");
+    let (a, _) = f
+        .gate_until(&sel("rack=r1"), t0 + Duration::from_secs(7), W, true)
+        .expect("known");
+    assert_eq!(a.verdict, Verdict::NoGo);
+    assert_eq!(f.scope_key(&sel("rack=r9")), None, "an unknown scope");
+}
+
+#[test]
+fn a_cached_go_ends_at_the_ttl_of_a_member() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
+    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W)
+        .expect("ok");
+    let t1 = t0 + Duration::from_secs(10);
+    f.apply_report(&full("c2", "compute", 1, vec![]), t1, W)
+        .expect("ok");
+    let s = sel("role=compute");
+    let (a, until) = f.gate_until(&s, t1, W, true).expect("known");
+    assert_eq!(a.verdict, Verdict::Go);
+    let ttl_c1 = t0 + Duration::from_secs(30);
+    assert_eq!(until, ttl_c1, "valid until c1's TTL runs out, no later");
+    let key = f.scope_key(&s).expect("known");
+    // At the deadline, before the sweeper got to it: nothing touched the
+    // scope, but the answer is out of date (validity not after now).
+    let (a, until) = f.gate_until(&s, ttl_c1, W, true).expect("known");
+    assert_eq!(f.scope_key(&s), Some(key.clone()));
+    assert!(until <= ttl_c1, "out of date: {a:?}");
+    // Processing the deadline makes it no-go and moves the key.
+    f.tick(ttl_c1);
+    let (a, until) = f.gate_until(&s, ttl_c1, W, true).expect("known");
+    assert_eq!(a.verdict, Verdict::NoGo);
+    assert_eq!(a.blockers[0].code, preflight_model::Code::NodeStale);
+    assert!(until > ttl_c1, "valid again after the tick");
+    assert_ne!(f.scope_key(&s), Some(key));
+}
+
+#[test]
+fn a_cached_go_ends_when_its_waiver_expires() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ttl: Duration::from_secs(300),
+            ..cfg()
+        },
+        W,
+    );
+    f.apply_report(
+        &full(
+            "c1",
+            "compute",
+            1,
+            vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")],
+        ),
+        t0,
+        W,
+    )
+    .expect("ok");
+    let s = sel("");
+    let key = f.scope_key(&s).expect("the fleet");
+    let w = waiver(
+        1,
+        "c1",
+        Some("BOND_PORT_DOWN"),
+        None,
+        W + Duration::from_secs(60),
+    );
+    let left = f.check_waiver(&w, W).expect("valid");
+    f.add_waiver(w, left, t0);
+    assert_ne!(f.scope_key(&s), Some(key), "a waiver changes the answer");
+    let (a, until) = f.gate_until(&s, t0, W, false).expect("known");
+    assert_eq!(a.verdict, Verdict::Go);
+    assert!(a.ready.is_empty(), "ready=false leaves the list out");
+    let expiry = t0 + Duration::from_secs(60);
+    assert_eq!(until, expiry);
+    let (_, until) = f.gate_until(&s, expiry, W, false).expect("known");
+    assert!(until <= expiry, "out of date at the expiry");
+    let key = f.scope_key(&s);
+    assert_eq!(f.tick(expiry).len(), 1);
+    assert_ne!(f.scope_key(&s), key);
+    let (a, _) = f.gate_until(&s, expiry, W, true).expect("known");
+    assert_eq!(a.verdict, Verdict::NoGo);
+    assert!(a.waived.is_empty());
+}
+
+/// The answer cache's rule, played against the truth at random: reports,
+/// heartbeats, waivers added and removed, time moving with and without the
+/// sweeper. Whatever a cache (kept by `scope_key`, served while `now` is
+/// before its validity, redone after a tick when out of date) would serve
+/// equals the answer the fleet gives once every deadline up to `now` has
+/// been processed.
+#[test]
+fn a_cached_answer_is_always_the_current_one() {
+    let nodes = ["a", "b", "c", "d"];
+    let roles = ["compute", "control"];
+    for seed in 1..=200u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut f = Fleet::new(
+            FleetConfig {
+                ttl: Duration::from_secs(30),
+                settle: Duration::from_secs(5),
+                closed_inventory: false,
+                max_waiver: Duration::from_secs(3600),
+                min_waiver: Duration::from_secs(1),
+            },
+            W,
+        );
+        f.track_scope(&sel("role=control"));
+        let mut seqs: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        let mut cache: BTreeMap<String, (ScopeKey, Instant, GateAnswer)> = BTreeMap::new();
+        let mut next_id = 1;
+        for step in 0..80 {
+            match rng.below(7) {
+                0 | 1 => {
+                    let n = nodes[rng.below(4) as usize];
+                    let role = roles[rng.below(2) as usize];
+                    let fs = match rng.below(3) {
+                        0 => vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")],
+                        1 => vec![finding("LINK_FLAPPING", Severity::Warning, "eth2")],
+                        _ => vec![],
+                    };
+                    let e = seqs.entry(n).or_insert((0, 0));
+                    e.0 += 1;
+                    e.1 = e.0;
+                    f.apply_report(&full(n, role, e.0, fs), now, W)
+                        .expect("accepted");
+                }
+                2 => {
+                    let n = nodes[rng.below(4) as usize];
+                    if let Some(e) = seqs.get_mut(n) {
+                        e.0 += 1;
+                        f.apply_report(&heartbeat(n, e.0, e.1), now, W)
+                            .expect("accepted");
+                    }
+                }
+                3 => {
+                    let n = nodes[rng.below(4) as usize];
+                    if seqs.contains_key(n) {
+                        let code = ["BOND_PORT_DOWN", "NODE_STALE"][rng.below(2) as usize];
+                        let wall_now = W + now.duration_since(t0);
+                        let life = Duration::from_secs(1 + rng.below(40));
+                        let w = waiver(next_id, n, Some(code), None, wall_now + life);
+                        next_id += 1;
+                        let left = f.check_waiver(&w, wall_now).expect("valid waiver");
+                        f.add_waiver(w, left, now);
+                    }
+                }
+                4 => {
+                    if let Some(w) = f.waivers().first() {
+                        f.remove_waiver(w.id, now).expect("active");
+                    }
+                }
+                // Time passes; the sweeper may or may not have run yet.
+                5 => now += Duration::from_secs(rng.below(25)),
+                _ => {
+                    now += Duration::from_millis(rng.below(3000));
+                    f.tick(now);
+                }
+            }
+            for scope in ["", "role=compute", "role=control"] {
+                let s = sel(scope);
+                let Some(key) = f.scope_key(&s) else {
+                    continue;
+                };
+                if f.gate(&s, now, W).is_err() {
+                    // A tracked scope nobody is in (yet): an error, not cached.
+                    continue;
+                }
+                let served = match cache.get(scope) {
+                    Some((k, until, a)) if *k == key && now < *until => a.clone(),
+                    _ => {
+                        let (mut a, mut until) = f.gate_until(&s, now, W, true).expect("known");
+                        let mut key = key;
+                        if until <= now {
+                            f.tick(now);
+                            key = f.scope_key(&s).expect("known");
+                            (a, until) = f.gate_until(&s, now, W, true).expect("known");
+                            assert!(until > now, "seed {seed}: valid once ticked");
+                        }
+                        cache.insert(scope.to_owned(), (key, until, a.clone()));
+                        a
+                    }
+                };
+                f.tick(now);
+                let truth = f.gate(&s, now, W).expect("known");
+                assert_eq!(
+                    (
+                        &served.verdict,
+                        &served.blocked,
+                        &served.ready,
+                        &served.waived
+                    ),
+                    (&truth.verdict, &truth.blocked, &truth.ready, &truth.waived),
+                    "seed {seed} step {step} scope `{scope}`"
+                );
+                // Messages that count seconds may be up to TEXT_REFRESH old.
+                let fixed = |b: &[preflight_model::report::Blocker]| {
+                    b.iter()
+                        .map(|b| {
+                            let mut b = b.clone();
+                            if matches!(b.code, Code::NodeStale | Code::NodeSettling) {
+                                b.message.clear();
+                            }
+                            b
+                        })
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    fixed(&served.blockers),
+                    fixed(&truth.blockers),
+                    "seed {seed} step {step}"
+                );
+            }
+        }
+    }
 }

@@ -101,7 +101,10 @@ impl Fleet {
         self.waivers.insert(id, w);
         self.deadlines
             .push(Reverse((now + left, Due::WaiverExpiry(id))));
+        self.waiver_due.insert(id, now + left);
         self.reevaluate(&node, now);
+        // Shown on the answer even where it changes no status.
+        self.touch(&node);
     }
 
     /// Removes a waiver.
@@ -115,6 +118,7 @@ impl Fleet {
 
     pub(super) fn remove_waiver_inner(&mut self, id: i64, now: Instant) -> Option<Waiver> {
         let w = self.waivers.remove(&id)?;
+        self.waiver_due.remove(&id);
         if let Some(set) = self.waivers_by_node.get_mut(&w.node) {
             set.remove(&id);
             if set.is_empty() {
@@ -122,6 +126,7 @@ impl Fleet {
             }
         }
         self.reevaluate(&w.node, now);
+        self.touch(&w.node);
         Some(w)
     }
 

@@ -1,0 +1,153 @@
+//! What a cached gate answer needs from the fleet: a key that changes
+//! whenever something an answer for that scope shows changes, and the
+//! moment the answer stops being true without any change (a TTL running out,
+//! a settle time ending, a waiver expiring).
+//!
+//! Every change an answer can show (a full report, a status change, a node
+//! going stale or fresh, a waiver added or ended, a node entering or leaving
+//! a scope) `touch`es the node: one fleet-wide counter moves on, and its new
+//! value becomes the version of every tracked scope the node is in and of
+//! every label it carries. A tracked scope's key is its version; any other
+//! selector's key is the versions of its terms (every member carries every
+//! term, so a change of a member moves each of them). A heartbeat that
+//! changes nothing visible touches nothing, which is what keeps the answer
+//! of a large scope cached while its nodes keep reporting.
+//!
+//! Time-based changes are not touches: they happen when the sweeper's
+//! `tick` gets to them. So an answer also carries a validity, the earliest
+//! deadline of any of its members; past it the answer is not served, and a
+//! deadline that passed but was not processed yet makes the answer "out of
+//! date" at once (the caller ticks first). Fail closed: a cached go is
+//! never served after a member went stale.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use preflight_model::report::{GateAnswer, Report, ReportBody};
+use preflight_model::{Code, NodeState};
+use tokio::time::Instant;
+
+use super::{finding_keys, FindingKey, Fleet, FleetError, Node, Selector, Status};
+
+/// How long an answer that shows a time-dependent message ("stopped
+/// reporting 42s ago", "changed 3s ago") is served before it is redone: the
+/// messages count whole seconds.
+pub const TEXT_REFRESH: Duration = Duration::from_secs(1);
+
+/// The version of one scope's answer; equal keys mean an equal answer (as
+/// long as its validity has not run out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeKey(Vec<u64>);
+
+/// A full report's state copied and its finding keys computed ahead of the
+/// fleet's lock (the copy is the expensive part of applying a report).
+#[derive(Debug)]
+pub struct Prepared {
+    pub(super) state: Arc<NodeState>,
+    pub(super) keys: BTreeSet<FindingKey>,
+}
+
+impl Prepared {
+    /// For a full report; `None` for a heartbeat.
+    #[must_use]
+    pub fn new(r: &Report) -> Option<Self> {
+        match &r.body {
+            ReportBody::Full { state, .. } => Some(Self::of(state)),
+            ReportBody::Heartbeat { .. } => None,
+        }
+    }
+
+    pub(super) fn of(state: &NodeState) -> Self {
+        Self {
+            keys: finding_keys(state),
+            state: Arc::new(state.clone()),
+        }
+    }
+}
+
+impl Fleet {
+    /// Moves the version of every tracked scope and every label of `name`:
+    /// something an answer shows about this node changed.
+    pub(super) fn touch(&mut self, name: &str) {
+        self.version += 1;
+        let v = self.version;
+        let Some(n) = self.nodes.get(name) else {
+            return;
+        };
+        for (sel, c) in &mut self.scopes {
+            if sel.matches(&n.labels) {
+                c.version = v;
+            }
+        }
+        for (k, val) in &n.labels {
+            // Every label of a node in `nodes` is in the index (attach).
+            if let Some(e) = self.label_versions.get_mut(&(k.clone(), val.clone())) {
+                *e = v;
+            }
+        }
+    }
+
+    /// The current version of the answer for `sel`; `None` when no node
+    /// carries one of its labels (an unknown scope: nothing to cache).
+    #[must_use]
+    pub fn scope_key(&self, sel: &Selector) -> Option<ScopeKey> {
+        if let Some(c) = self.scopes.get(sel) {
+            return Some(ScopeKey(vec![c.version]));
+        }
+        sel.0
+            .iter()
+            .map(|t| self.label_versions.get(t).copied())
+            .collect::<Option<Vec<u64>>>()
+            .map(ScopeKey)
+    }
+
+    /// The earliest moment `n`'s answer can change without a report: its
+    /// TTL running out, its settle time ending, one of its waivers expiring.
+    fn node_changes_at(&self, name: &str, n: &Node) -> Option<Instant> {
+        let ttl = n
+            .last_seen
+            .filter(|_| !n.stale)
+            .map(|seen| seen + self.cfg.ttl);
+        let settle = (n.status == Status::Settling).then(|| n.stable_since + self.cfg.settle);
+        let waivers = self
+            .waivers_by_node
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.waiver_due.get(id).copied());
+        [ttl, settle].into_iter().flatten().chain(waivers).min()
+    }
+
+    /// The gate's answer (without the `ready` list unless `ready`) and the
+    /// moment it stops being true without a change (see the module
+    /// comment). A validity at or before `now` means a deadline passed that
+    /// `tick` has not processed: the answer is out of date, tick and ask
+    /// again.
+    ///
+    /// # Errors
+    /// As [`Fleet::gate`].
+    pub fn gate_until(
+        &self,
+        sel: &Selector,
+        now: Instant,
+        wall: SystemTime,
+        ready: bool,
+    ) -> Result<(GateAnswer, Instant), FleetError> {
+        let (answer, members) = self.gate_of(sel, now, wall, ready)?;
+        let mut until = now + self.cfg.ttl.max(TEXT_REFRESH);
+        for name in &members {
+            if let Some(at) = self.node_changes_at(name, &self.nodes[name]) {
+                until = until.min(at);
+            }
+        }
+        if answer
+            .blockers
+            .iter()
+            .any(|b| b.code == Code::NodeStale || b.code == Code::NodeSettling)
+        {
+            until = until.min(now + TEXT_REFRESH);
+        }
+        Ok((answer, until))
+    }
+}
