@@ -30,8 +30,6 @@ use crate::metrics::Metrics;
 pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
 /// Longest a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a client may take to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest open connections get to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -223,7 +221,11 @@ pub async fn serve(
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let app = app.clone();
         let watcher = graceful.watcher();
-        let header_read_timeout = limits.header_read_timeout.min(HEADER_READ_TIMEOUT);
+        // The same header-read (and so keep-alive idle) timeout as plain
+        // HTTP: it must stay above the agents' heartbeat, or a kept-alive
+        // connection is closed just as the agent sends on it (with 10 s, equal
+        // to the heartbeat, the load bench saw a reconnect storm over TLS).
+        let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             let _ = tcp.set_nodelay(true);
