@@ -152,6 +152,24 @@ impl Pg {
         )
     }
 
+    /// A `psql` session on database `db`, not started: for a test that
+    /// holds a transaction open while it does something else.
+    #[must_use]
+    pub fn psql_session(&self, db: &str) -> Command {
+        let mut c = Command::new(self.bin.join("psql"));
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .args(["-p", &self.port.to_string(), "-d", db]);
+        c
+    }
+
     /// Turns TLS on (a reload, no restart) with a server certificate for
     /// `san` (e.g. `DNS:localhost`) signed by a new CA; returns the CA's
     /// PEM file. Another call to [`make_ca`] gives a CA that did not sign it.

@@ -7,7 +7,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use preflight_aggregator::store::{suite, Database, PgListener, PgSettings, Store};
+use preflight_aggregator::store::{
+    suite, Database, NodeChange, NodeWriter, PgListener, PgSettings, Store,
+};
 use preflight_tests::pg::Pg;
 use preflight_tests::{preflight_bin, Proc};
 use serde_json::{json, Value};
@@ -265,6 +267,20 @@ fn two_replicas_share_waivers_and_survive_losses() {
         );
         let (code, _) = curl("DELETE", &format!("{}/v1/waivers/{}", r.url, w["id"]), None);
         assert_eq!(code, 503);
+        // A new node cannot be registered: refused, and not in the gate.
+        let (code, v) = curl(
+            "POST",
+            &format!("{}/v1/reports", r.url),
+            Some(&report("new1", 1, false)),
+        );
+        assert_eq!(code, 503, "{v}");
+        let msg = v["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(&format!("127.0.0.1:{}/preflight", pg.port)),
+            "{msg}"
+        );
+        let (code, _) = curl("GET", &format!("{}/v1/nodes/new1", r.url), None);
+        assert_eq!(code, 404, "a node whose registration failed is not kept");
         let (code, v) = curl("GET", &format!("{}/readyz", r.url), None);
         assert_eq!(code, 503, "{v}");
         let (_, m) = curl("GET", &format!("{}/metrics", r.url), None);
@@ -483,4 +499,179 @@ fn own_announcements_are_skipped() {
         .wait(Duration::from_millis(500))
         .expect("wait")
         .is_empty());
+}
+
+fn change(name: &str) -> NodeChange {
+    NodeChange {
+        name: name.into(),
+        labels: std::collections::BTreeMap::from([("role".into(), "compute".into())]),
+        actor: "agent".into(),
+        at: std::time::SystemTime::now(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn audited(s: &mut Store) -> usize {
+    s.audit(10_000)
+        .expect("audit")
+        .iter()
+        .filter(|a| a.action == "node.upsert")
+        .count()
+}
+
+/// 500 agents registering at once through the group commit: every caller is
+/// answered `Ok`, and each node is then in the database (read on a new
+/// connection), agent-labelled, audited once.
+#[test]
+fn concurrent_registrations_are_all_durable_and_answered() {
+    let pg = Pg::start();
+    let settings = PgSettings::parse(&pg.url(), None).expect("url");
+    let database = Database::Postgres(settings.clone());
+    drop(Store::open(&database).expect("migrate"));
+    let writer = NodeWriter::spawn(&settings);
+    let answers = runtime().block_on(async {
+        let tasks: Vec<_> = (0..500)
+            .map(|i| {
+                let w = writer.clone();
+                tokio::spawn(async move { w.upsert(change(&format!("n{i:03}"))).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task"));
+        }
+        out
+    });
+    assert_eq!(answers.len(), 500);
+    for a in &answers {
+        assert!(a.is_ok(), "{a:?}");
+    }
+    let mut s = Store::open(&database).expect("reopen");
+    let nodes = s.nodes().expect("nodes");
+    assert_eq!(nodes.len(), 500);
+    assert!(nodes.iter().all(|(_, l)| l["role"] == "compute"));
+    assert_eq!(s.agent_nodes().expect("agent nodes").len(), 500);
+    assert_eq!(audited(&mut s), 500);
+    let batches = writer.batches();
+    assert!((1..=500).contains(&batches), "{batches}");
+    eprintln!("500 registrations in {batches} transaction(s)");
+}
+
+fn wait_for(pg: &Pg, sql: &str, what: &str) {
+    let t = Instant::now();
+    while pg.psql("preflight", sql).trim() == "0" {
+        assert!(t.elapsed() < Duration::from_secs(20), "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One bad change fails its whole batch: each of its callers gets the error
+/// (the service answers 503) and none of the batch is written; the batch
+/// before it and the change after it are written. The writer is held inside
+/// a first batch by a lock on `nodes`, so the next 99 changes queue and form
+/// one batch. A database that is down fails a registration, and the writer
+/// reconnects once it is back.
+#[test]
+fn a_failed_batch_fails_every_caller_and_writes_none() {
+    use std::io::Write;
+    let pg = Pg::start();
+    let settings = PgSettings::parse(&pg.url(), None).expect("url");
+    let database = Database::Postgres(settings.clone());
+    drop(Store::open(&database).expect("migrate"));
+    let rt = runtime();
+    let writer = NodeWriter::spawn(&settings);
+
+    let mut holder = pg
+        .psql_session("preflight")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("psql");
+    let mut sql = holder.stdin.take().expect("stdin");
+    sql.write_all(b"BEGIN; LOCK TABLE nodes IN ACCESS EXCLUSIVE MODE;\n")
+        .expect("lock");
+    sql.flush().expect("flush");
+    wait_for(
+        &pg,
+        "SELECT count(*) FROM pg_locks WHERE relation = 'nodes'::regclass AND granted",
+        "the test's lock on nodes",
+    );
+    let first = writer.upsert(change("first"));
+    wait_for(
+        &pg,
+        "SELECT count(*) FROM pg_locks WHERE relation = 'nodes'::regclass AND NOT granted",
+        "the writer waiting for nodes",
+    );
+    // Queued now (before being polled), behind the held batch.
+    let rest: Vec<_> = (0..99)
+        .map(|i| {
+            // PostgreSQL refuses a NUL byte in text: this row fails its statement.
+            let name = if i == 50 {
+                "bad\0node".to_owned()
+            } else {
+                format!("m{i:02}")
+            };
+            writer.upsert(change(&name))
+        })
+        .collect();
+    sql.write_all(b"COMMIT;\n").expect("commit");
+    drop(sql);
+    assert!(holder.wait().expect("psql").success());
+
+    assert!(rt.block_on(first).is_ok(), "the held batch is written");
+    for r in rt.block_on(async {
+        let mut out = Vec::new();
+        for f in rest {
+            out.push(f.await);
+        }
+        out
+    }) {
+        let e = r.expect_err("every caller of the failed batch is refused");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("a batch of 99 inventory changes, none written"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("127.0.0.1:{}/preflight", pg.port)),
+            "{msg}"
+        );
+    }
+    assert_eq!(writer.batches(), 2);
+    let mut s = Store::open(&database).expect("reopen");
+    let names: Vec<String> = s
+        .nodes()
+        .expect("nodes")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["first"]);
+    assert_eq!(audited(&mut s), 1, "no audit entry of the failed batch");
+
+    rt.block_on(writer.upsert(change("after")))
+        .expect("the writer goes on");
+    pg.pg_ctl_stop();
+    let e = rt
+        .block_on(writer.upsert(change("down")))
+        .expect_err("database down");
+    assert!(e.to_string().contains("none written"), "{e}");
+    pg.pg_ctl_start();
+    rt.block_on(writer.upsert(change("back")))
+        .expect("reconnected");
+    let mut s = Store::open(&database).expect("reopen");
+    let names: Vec<String> = s
+        .nodes()
+        .expect("nodes")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["after", "back", "first"]);
+    assert_eq!(audited(&mut s), 3);
 }

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::fleet::{Fleet, FleetError, Prepared, ReportOutcome};
 use crate::metrics::Metrics;
-use crate::store::{AuditEntry, PendingReport, Store, StoreError};
+use crate::store::{AuditEntry, NodeChange, NodeWriter, PendingReport, Store, StoreError};
 
 /// Why a change or a store read failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,8 @@ pub struct Service {
     fleet: Arc<RwLock<Fleet>>,
     store: Arc<Mutex<Store>>,
     reports_tx: Sender<PendingReport>,
+    /// Group commit of agent-registered nodes (PostgreSQL only).
+    nodes: Option<NodeWriter>,
     metrics: Metrics,
     /// Waiver ends the store refused: retried by [`Service::sweep`].
     pending_ends: Arc<Mutex<Vec<PendingEnd>>>,
@@ -143,7 +145,9 @@ impl Service {
             fleet.track_scope(s);
         }
         let (tx, rx) = std::sync::mpsc::channel();
+        let nodes = store.shared().map(NodeWriter::spawn);
         let service = Self {
+            nodes,
             fleet: Arc::new(RwLock::new(fleet)),
             store: Arc::new(Mutex::new(store)),
             reports_tx: tx,
@@ -183,19 +187,55 @@ impl Service {
         f: impl FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, ServiceError> {
         let store = self.store.clone();
-        let done = tokio::task::spawn_blocking(move || f(&mut lock(&store))).await;
-        let e = match done {
-            Ok(Ok(r)) => {
+        match tokio::task::spawn_blocking(move || f(&mut lock(&store))).await {
+            Ok(r) => self.recorded(r),
+            Err(e) => self.recorded(Err(e.to_string())),
+        }
+    }
+
+    /// Counts and logs a store call's outcome.
+    fn recorded<R, E: ToString>(&self, r: Result<R, E>) -> Result<R, ServiceError> {
+        let e = match r {
+            Ok(r) => {
                 self.metrics.store_up.set(1);
                 return Ok(r);
             }
-            Ok(Err(e)) => e.to_string(),
             Err(e) => e.to_string(),
         };
         self.metrics.store_up.set(0);
         self.metrics.store_errors.inc();
         tracing::error!(error = %e, "store error");
         Err(ServiceError::Store(e))
+    }
+
+    /// Writes a node its agent added or relabeled: group-committed with
+    /// other registrations on PostgreSQL, one transaction on SQLite;
+    /// either way durable when this returns `Ok`.
+    async fn save_agent_node(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        at: SystemTime,
+    ) -> Result<(), ServiceError> {
+        let (name, labels) = (name.to_owned(), labels.clone());
+        match &self.nodes {
+            Some(w) => {
+                let actor = "agent".to_owned();
+                let r = w
+                    .upsert(NodeChange {
+                        name,
+                        labels,
+                        actor,
+                        at,
+                    })
+                    .await;
+                self.recorded(r)
+            }
+            None => {
+                self.store(move |s| s.upsert_node(&name, &labels, "agent", at))
+                    .await
+            }
+        }
     }
 
     /// Applies an agent's report. A node new to an open inventory is
@@ -225,21 +265,13 @@ impl Service {
         if let Some(old) = relabeled {
             // An agent-labelled node moved to other scopes: persisted and
             // audited (actor `agent`), or undone.
-            let (node, labels) = (report.node.clone(), labels.clone());
-            let saved = self
-                .store(move |s| s.upsert_node(&node, &labels, "agent", wall))
-                .await;
-            if let Err(e) = saved {
+            if let Err(e) = self.save_agent_node(&report.node, labels, wall).await {
                 write(&self.fleet).undo_relabel(&report.node, old.clone(), Instant::now());
                 return Err(e);
             }
         }
         if *new_node {
-            let (node, labels) = (report.node.clone(), labels.clone());
-            let saved = self
-                .store(move |s| s.upsert_node(&node, &labels, "agent", wall))
-                .await;
-            if let Err(e) = saved {
+            if let Err(e) = self.save_agent_node(&report.node, labels, wall).await {
                 let _ = write(&self.fleet).remove_node(&report.node);
                 return Err(e);
             }

@@ -2,11 +2,13 @@
 //! waivers and the audit log. Two backends with one interface: an embedded
 //! SQLite file (the default, one aggregator) and PostgreSQL (several
 //! aggregator replicas sharing one database). Waivers, inventory and audit
-//! entries are written synchronously, one transaction each, synced to disk
-//! before the API answers; reports are cheap to lose and are written in batches. Both
+//! entries are synced to disk before the API answers (one transaction each,
+//! except nodes that agents register on PostgreSQL: those are group-committed,
+//! see [`NodeWriter`]); reports are cheap to lose and are written in batches. Both
 //! backends version their schema and refuse a database written by a newer
 //! preflight. Calls are blocking: the service runs them on the blocking pool.
 
+mod group;
 mod pgconf;
 pub mod pgtls;
 mod postgres;
@@ -23,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::BootAnchor;
 
+pub use self::group::NodeWriter;
 pub use self::pgconf::{is_postgres_url, PgSettings, PG_CHANNEL};
 pub use self::postgres::{PgListener, PgStore};
 pub use self::sqlite::SqliteStore;
@@ -128,6 +131,20 @@ pub struct AuditEntry {
     pub action: String,
     /// Details (JSON).
     pub detail: serde_json::Value,
+}
+
+/// A node added or relabeled, waiting to be written with others
+/// ([`NodeWriter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeChange {
+    /// Node.
+    pub name: String,
+    /// Its labels from now on.
+    pub labels: Labels,
+    /// Who changed it (`agent` for a node its agent registered).
+    pub actor: String,
+    /// When.
+    pub at: SystemTime,
 }
 
 /// A report waiting to be written.

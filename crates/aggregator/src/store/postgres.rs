@@ -16,8 +16,8 @@ use preflight_model::report::Waiver;
 use super::pgconf::{PgSettings, PG_CHANNEL};
 use super::pgtls::{client_config, SslMode};
 use super::{
-    millis, parse_labels, parse_report, time, AuditEntry, Labels, PendingReport, StoreError,
-    StoredReport,
+    millis, parse_labels, parse_report, time, AuditEntry, Labels, NodeChange, PendingReport,
+    StoreError, StoredReport,
 };
 use crate::clock::BootAnchor;
 
@@ -161,6 +161,15 @@ impl PgStore {
             });
         }
         Ok(s)
+    }
+
+    /// A store that connects on its first call, without migrating: a
+    /// second connection of a replica whose store is already open.
+    pub(super) fn unopened(settings: &PgSettings) -> Self {
+        Self {
+            settings: settings.clone(),
+            client: None,
+        }
     }
 
     /// Where it connects.
@@ -321,16 +330,61 @@ impl PgStore {
         actor: &str,
         at: SystemTime,
     ) -> Result<(), StoreError> {
-        let labels_json = serde_json::to_string(labels).expect("string map serializes");
-        let origin = super::origin(actor);
+        self.upsert_nodes(&[NodeChange {
+            name: name.to_owned(),
+            labels: labels.clone(),
+            actor: actor.to_owned(),
+            at,
+        }])
+    }
+
+    /// Adds or relabels every node of `batch` in one transaction, one
+    /// audit entry each, synced before it returns: all of it is written,
+    /// or nothing. A node named twice gets its last labels. This is the
+    /// group commit of [`super::group`]: one WAL flush for a batch of new
+    /// nodes instead of one per node.
+    pub(super) fn upsert_nodes(&mut self, batch: &[NodeChange]) -> Result<(), StoreError> {
+        // ON CONFLICT cannot touch one row twice in a statement: the last
+        // change of each node wins, as it would one transaction at a time.
+        let mut last = std::collections::HashMap::new();
+        for (i, c) in batch.iter().enumerate() {
+            last.insert(c.name.as_str(), i);
+        }
+        let mut rows: Vec<usize> = last.into_values().collect();
+        rows.sort_unstable();
+        let label_json: Vec<String> = batch
+            .iter()
+            .map(|c| serde_json::to_string(&c.labels).expect("string map serializes"))
+            .collect();
+        let names: Vec<&str> = rows.iter().map(|&i| batch[i].name.as_str()).collect();
+        let labels: Vec<&str> = rows.iter().map(|&i| label_json[i].as_str()).collect();
+        let added: Vec<i64> = rows.iter().map(|&i| millis(batch[i].at)).collect();
+        let origins: Vec<&str> = rows
+            .iter()
+            .map(|&i| super::origin(&batch[i].actor))
+            .collect();
+        let ats: Vec<i64> = batch.iter().map(|c| millis(c.at)).collect();
+        let actors: Vec<&str> = batch.iter().map(|c| c.actor.as_str()).collect();
+        let details: Vec<String> = batch
+            .iter()
+            .map(|c| serde_json::json!({ "node": c.name, "labels": c.labels }).to_string())
+            .collect();
         self.change("nodes", |tx| {
             tx.execute(
-                "INSERT INTO nodes(name, labels, added_at, origin) VALUES($1, $2, $3, $4)
+                "INSERT INTO nodes(name, labels, added_at, origin)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
                  ON CONFLICT(name) DO UPDATE SET labels=excluded.labels, origin=excluded.origin",
-                &[&name, &labels_json, &millis(at), &origin],
+                &[&names, &labels, &added, &origins],
             )?;
-            let detail = serde_json::json!({ "node": name, "labels": labels });
-            Self::audit_tx(tx, at, actor, "node.upsert", &detail)
+            // WITH ORDINALITY: audit ids follow the order of the batch.
+            tx.execute(
+                "INSERT INTO audit(at, actor, action, detail)
+                 SELECT at, actor, 'node.upsert', detail
+                 FROM unnest($1::bigint[], $2::text[], $3::text[]) WITH ORDINALITY AS b(at, actor, detail, i)
+                 ORDER BY i",
+                &[&ats, &actors, &details],
+            )
+            .map(|_| ())
         })
     }
 
@@ -438,14 +492,19 @@ impl PgStore {
         let ats: Vec<i64> = batch.iter().map(|r| millis(r.received_at)).collect();
         let states: Vec<&str> = batch.iter().map(|r| r.state_json.as_str()).collect();
         self.run(|c| {
-            c.execute(
+            let mut tx = c.transaction()?;
+            // Reports are cheap to lose (the next one replaces them): the
+            // writer does not wait for the WAL flush, which would otherwise
+            // cost one disk sync per batch.
+            tx.batch_execute("SET LOCAL synchronous_commit TO off")?;
+            tx.execute(
                 "INSERT INTO reports(node, boot_id, seq, received_at, state)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
                  ON CONFLICT(node) DO UPDATE SET boot_id=excluded.boot_id, seq=excluded.seq,
                  received_at=excluded.received_at, state=excluded.state",
                 &[&nodes, &boots, &seqs, &ats, &states],
-            )
-            .map(|_| ())
+            )?;
+            tx.commit()
         })
     }
 
