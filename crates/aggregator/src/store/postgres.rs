@@ -204,7 +204,7 @@ impl PgStore {
 
     /// Runs `f` in one transaction that also announces `what` to every
     /// replica (delivered only if it commits).
-    fn change<T>(
+    pub(super) fn change<T>(
         &mut self,
         what: &str,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
@@ -336,56 +336,6 @@ impl PgStore {
             actor: actor.to_owned(),
             at,
         }])
-    }
-
-    /// Adds or relabels every node of `batch` in one transaction, one
-    /// audit entry each, synced before it returns: all of it is written,
-    /// or nothing. A node named twice gets its last labels. This is the
-    /// group commit of [`super::group`]: one WAL flush for a batch of new
-    /// nodes instead of one per node.
-    pub(super) fn upsert_nodes(&mut self, batch: &[NodeChange]) -> Result<(), StoreError> {
-        // ON CONFLICT cannot touch one row twice in a statement: the last
-        // change of each node wins, as it would one transaction at a time.
-        let mut last = std::collections::HashMap::new();
-        for (i, c) in batch.iter().enumerate() {
-            last.insert(c.name.as_str(), i);
-        }
-        let mut rows: Vec<usize> = last.into_values().collect();
-        rows.sort_unstable();
-        let label_json: Vec<String> = batch
-            .iter()
-            .map(|c| serde_json::to_string(&c.labels).expect("string map serializes"))
-            .collect();
-        let names: Vec<&str> = rows.iter().map(|&i| batch[i].name.as_str()).collect();
-        let labels: Vec<&str> = rows.iter().map(|&i| label_json[i].as_str()).collect();
-        let added: Vec<i64> = rows.iter().map(|&i| millis(batch[i].at)).collect();
-        let origins: Vec<&str> = rows
-            .iter()
-            .map(|&i| super::origin(&batch[i].actor))
-            .collect();
-        let ats: Vec<i64> = batch.iter().map(|c| millis(c.at)).collect();
-        let actors: Vec<&str> = batch.iter().map(|c| c.actor.as_str()).collect();
-        let details: Vec<String> = batch
-            .iter()
-            .map(|c| serde_json::json!({ "node": c.name, "labels": c.labels }).to_string())
-            .collect();
-        self.change("nodes", |tx| {
-            tx.execute(
-                "INSERT INTO nodes(name, labels, added_at, origin)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
-                 ON CONFLICT(name) DO UPDATE SET labels=excluded.labels, origin=excluded.origin",
-                &[&names, &labels, &added, &origins],
-            )?;
-            // WITH ORDINALITY: audit ids follow the order of the batch.
-            tx.execute(
-                "INSERT INTO audit(at, actor, action, detail)
-                 SELECT at, actor, 'node.upsert', detail
-                 FROM unnest($1::bigint[], $2::text[], $3::text[]) WITH ORDINALITY AS b(at, actor, detail, i)
-                 ORDER BY i",
-                &[&ats, &actors, &details],
-            )
-            .map(|_| ())
-        })
     }
 
     pub(super) fn remove_node(
