@@ -5,10 +5,8 @@
 //! validity runs out, whichever comes first. A miss renders under the
 //! fleet's read lock, which other readers share, and serialises after
 //! letting go of it. When a deadline has passed that the sweeper has not
-//! processed yet, the deadlines are processed (under the write lock) and
-//! the answer redone under the read lock; an answer whose validity has run
-//! out by the time it is rendered is served but not kept: a cached go is
-//! never served for a node that went stale.
+//! processed yet, the answer is redone after processing it (under the write
+//! lock): a cached go is never served for a node that went stale.
 //!
 //! The cache holds at most [`MAX_ENTRIES`] selectors; past that it starts
 //! again empty, so selectors a client makes up cannot grow it.
@@ -152,28 +150,19 @@ impl GateCache {
                 Looked::OutOfDate
             })
         })?;
-        let (key, answer, until, now) = match looked {
+        let (key, answer, until) = match looked {
             Looked::Hit(r) => return Ok(r),
-            Looked::Miss(key, answer, until) => (key, answer, until, now),
-            // Process the deadlines that passed (the write lock, briefly),
-            // then answer under the read lock like any miss. Rendering under
-            // the write lock instead stalled every report and reader behind
-            // each whole-fleet render at 100k nodes, where some member's
-            // deadline passes every millisecond. A deadline that passes
-            // during the render makes `until` not later than `now`: the
-            // answer (true as of the catch-up) is served, never kept.
-            Looked::OutOfDate => {
-                service.caught_up(|_, _| ());
-                service.read(|f| {
-                    let now = Instant::now();
-                    let key = f.scope_key(sel);
-                    f.gate_until(sel, now, SystemTime::now(), ready)
-                        .map(|(a, until)| (key, a, until, now))
-                })?
-            }
+            Looked::Miss(key, answer, until) => (key, answer, until),
+            // Process the deadlines that passed, then answer under the same
+            // lock: nothing can fall due between the two.
+            Looked::OutOfDate => service.caught_up(|f, now| {
+                let key = f.scope_key(sel);
+                f.gate_until(sel, now, SystemTime::now(), ready)
+                    .map(|(a, until)| (key, a, until))
+            })?,
         };
         let rendered = render(&answer, ready);
-        if let Some(key) = key.filter(|_| until > now) {
+        if let Some(key) = key {
             self.put(sel, ready, key, until, &rendered);
         }
         Ok(rendered)
