@@ -2,9 +2,9 @@
 //! is kept with the scope's version ([`ScopeKey`]) and its validity (the
 //! earliest deadline among the scope's members); every caller gets the same
 //! bytes (shared, not copied) until a change touches the scope or the
-//! validity runs out, whichever comes first. A miss renders under the
-//! fleet's read lock, which other readers share, and serialises after
-//! letting go of it. When a deadline has passed that the sweeper has not
+//! validity runs out, whichever comes first. A miss writes the JSON under
+//! the fleet's read lock, which other readers share ([`crate::fleet::Fleet::gate_json`]:
+//! kept per-node fragments, no per-member lookups). When a deadline has passed that the sweeper has not
 //! processed yet, the answer is redone after processing it (under the write
 //! lock): a cached go is never served for a node that went stale.
 //!
@@ -16,12 +16,10 @@ use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use axum::body::Bytes;
-use preflight_model::report::{Blocker, GateAnswer, Waiver};
 use preflight_model::Verdict;
-use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::fleet::{FleetError, ScopeKey, Selector};
+use crate::fleet::{FleetError, GateJson, ScopeKey, Selector};
 use crate::service::Service;
 
 /// Selectors (each with and without the ready list) kept at once.
@@ -48,43 +46,9 @@ pub struct GateCache {
     entries: Mutex<HashMap<(Selector, bool), Entry>>,
 }
 
-/// [`GateAnswer`] as it goes on the wire, borrowed, with `ready` left out
-/// when the caller did not ask for it (`?ready=false`). The fields and
-/// their order are those of [`GateAnswer`] (a test compares them).
-#[derive(Serialize)]
-struct Wire<'a> {
-    verdict: Verdict,
-    scope: &'a str,
-    nodes: usize,
-    blockers: &'a [Blocker],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ready: Option<&'a [String]>,
-    blocked: &'a [String],
-    waived: &'a [Waiver],
-    #[serde(with = "preflight_model::time::rfc3339")]
-    generated_at: SystemTime,
-}
-
-fn render(a: &GateAnswer, ready: bool) -> Rendered {
-    let wire = Wire {
-        verdict: a.verdict,
-        scope: &a.scope,
-        nodes: a.nodes,
-        blockers: &a.blockers,
-        ready: ready.then_some(a.ready.as_slice()),
-        blocked: &a.blocked,
-        waived: &a.waived,
-        generated_at: a.generated_at,
-    };
-    Rendered {
-        verdict: a.verdict,
-        body: Bytes::from(serde_json::to_vec(&wire).expect("an answer serializes")),
-    }
-}
-
 enum Looked {
     Hit(Rendered),
-    Miss(Option<ScopeKey>, GateAnswer, Instant),
+    Miss(Option<ScopeKey>, GateJson),
     OutOfDate,
 }
 
@@ -143,61 +107,31 @@ impl GateCache {
             if let Some(hit) = key.as_ref().and_then(|k| self.get(sel, ready, k, now)) {
                 return Ok::<_, FleetError>(Looked::Hit(hit));
             }
-            let (answer, until) = f.gate_until(sel, now, SystemTime::now(), ready)?;
-            Ok(if until > now {
-                Looked::Miss(key, answer, until)
+            let answer = f.gate_json(sel, now, SystemTime::now(), ready)?;
+            Ok(if answer.until > now {
+                Looked::Miss(key, answer)
             } else {
                 Looked::OutOfDate
             })
         })?;
-        let (key, answer, until) = match looked {
+        let (key, answer) = match looked {
             Looked::Hit(r) => return Ok(r),
-            Looked::Miss(key, answer, until) => (key, answer, until),
+            Looked::Miss(key, answer) => (key, answer),
             // Process the deadlines that passed, then answer under the same
             // lock: nothing can fall due between the two.
             Looked::OutOfDate => service.caught_up(|f, now| {
                 let key = f.scope_key(sel);
-                f.gate_until(sel, now, SystemTime::now(), ready)
-                    .map(|(a, until)| (key, a, until))
+                f.gate_json(sel, now, SystemTime::now(), ready)
+                    .map(|a| (key, a))
             })?,
         };
-        let rendered = render(&answer, ready);
+        let rendered = Rendered {
+            verdict: answer.verdict,
+            body: Bytes::from(answer.body),
+        };
         if let Some(key) = key {
-            self.put(sel, ready, key, until, &rendered);
+            self.put(sel, ready, key, answer.until, &rendered);
         }
         Ok(rendered)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::SystemTime;
-
-    use preflight_model::report::GateAnswer;
-    use preflight_model::Verdict;
-
-    #[test]
-    fn the_wire_form_is_the_answer_with_or_without_ready() {
-        let a = GateAnswer {
-            verdict: Verdict::NoGo,
-            scope: "rack=r1".into(),
-            nodes: 2,
-            blockers: vec![],
-            ready: vec!["a".into()],
-            blocked: vec!["b".into()],
-            waived: vec![],
-            generated_at: SystemTime::UNIX_EPOCH,
-        };
-        let full = super::render(&a, true);
-        assert_eq!(
-            std::str::from_utf8(&full.body).expect("utf-8"),
-            serde_json::to_string(&a).expect("serializes"),
-            "same fields, same order"
-        );
-        let short: serde_json::Value =
-            serde_json::from_slice(&super::render(&a, false).body).expect("json");
-        let mut expected = serde_json::to_value(&a).expect("serializes");
-        expected.as_object_mut().expect("object").remove("ready");
-        assert_eq!(short, expected);
     }
 }

@@ -20,6 +20,7 @@
 //! target/release/preflight).
 
 mod footprint;
+mod gate_render;
 mod load;
 mod load_env;
 mod ovs;
@@ -241,6 +242,21 @@ enum Bench {
         seconds: u64,
         #[arg(long, default_value_t = 5)]
         reps: usize,
+    },
+    /// The gate's answer at fleet scale, in process (no HTTP): built and
+    /// serialized vs written straight to JSON, on the same fleet state.
+    GateRender {
+        #[arg(long, default_value_t = 100_000)]
+        nodes: usize,
+        /// Share of the nodes blocked by a critical finding, percent.
+        #[arg(long, default_value_t = 5)]
+        blocked_pct: usize,
+        /// Reports that change a node between two questions.
+        #[arg(long, default_value_t = 25)]
+        changes: usize,
+        /// Questions per way and scope.
+        #[arg(long, default_value_t = 200)]
+        questions: usize,
     },
     /// Agent and aggregator against node_exporter: CPU, RSS, scrape time.
     Footprint {
@@ -480,6 +496,12 @@ fn main() {
                 opts,
             );
         }
+        Bench::GateRender {
+            nodes,
+            blocked_pct,
+            changes,
+            questions,
+        } => gate_render::run(nodes, blocked_pct, changes, questions),
         Bench::PgPropagation { bin, waivers } => {
             propagation::report(&absolute(&bin.bin), waivers);
         }

@@ -12,7 +12,17 @@ use tokio::time::Instant;
 use super::{Fleet, FleetError, Node, Selector, Status};
 
 impl Fleet {
-    fn blockers_of(&self, name: &str, n: &Node, now: Instant) -> Vec<Blocker> {
+    /// A node's blockers when they do not depend on the clock (blocked,
+    /// silent); `None` for the others (go has none, stale and settling
+    /// count seconds).
+    pub(super) fn fixed_blockers(&self, name: &str, n: &Node) -> Option<Vec<Blocker>> {
+        match n.status {
+            Status::Blocked | Status::Silent => Some(self.blockers_of(name, n, Instant::now())),
+            Status::Go | Status::Stale | Status::Settling => None,
+        }
+    }
+
+    pub(super) fn blockers_of(&self, name: &str, n: &Node, now: Instant) -> Vec<Blocker> {
         let node_blocker = |code: Code, message: String, since: Option<SystemTime>| Blocker {
             node: name.to_owned(),
             code,
@@ -125,27 +135,12 @@ impl Fleet {
         let waived: Vec<Waiver> = self
             .waivers
             .values()
-            .filter(|w| members.binary_search(&w.node).is_ok())
-            .filter(|w| {
-                let n = &self.nodes[&w.node];
-                let silent_or_stale = match n.status {
-                    Status::Go => n
-                        .last_seen
-                        .is_none_or(|s| now.saturating_duration_since(s) >= self.cfg.ttl),
-                    _ => false,
-                };
-                (silent_or_stale
-                    && w.code
-                        .as_deref()
-                        .and_then(Code::parse)
-                        .is_some_and(Code::waived_only_by_name))
-                    || n.findings().iter().any(|f| {
-                        f.severity == Severity::Critical && w.covers(&w.node, f.code, &f.subject)
-                    })
-            })
+            .filter(|w| members.binary_search(&w.node).is_ok() && self.waiver_shown(w, now))
             .cloned()
             .collect();
-        let verdict = if blockers.is_empty() && !members.is_empty() {
+        // Fail closed: a node that is not go makes the scope no-go even if
+        // it showed no blocker.
+        let verdict = if blockers.is_empty() && not_go.is_empty() && !members.is_empty() {
             Verdict::Go
         } else {
             Verdict::NoGo
@@ -161,6 +156,27 @@ impl Fleet {
             generated_at: wall,
         };
         Ok((answer, members))
+    }
+
+    /// Whether an answer lists waiver `w` under `waived`: it turns a
+    /// critical finding of its node into go, or the node's silence or
+    /// staleness.
+    pub(super) fn waiver_shown(&self, w: &Waiver, now: Instant) -> bool {
+        let n = &self.nodes[&w.node];
+        let silent_or_stale = match n.status {
+            Status::Go => n
+                .last_seen
+                .is_none_or(|s| now.saturating_duration_since(s) >= self.cfg.ttl),
+            _ => false,
+        };
+        (silent_or_stale
+            && w.code
+                .as_deref()
+                .and_then(Code::parse)
+                .is_some_and(Code::waived_only_by_name))
+            || n.findings()
+                .iter()
+                .any(|f| f.severity == Severity::Critical && w.covers(&w.node, f.code, &f.subject))
     }
 
     /// One node as the API shows it.

@@ -6,6 +6,7 @@
 //! node count plus the waivers.
 
 use std::cmp::Reverse;
+use std::collections::btree_map::Entry;
 
 use preflight_model::report::Waiver;
 use preflight_model::Code;
@@ -55,7 +56,6 @@ impl Fleet {
             .last_seen
             .is_some_and(|seen| now.saturating_duration_since(seen) >= self.cfg.ttl);
         let visible = n.status != status || n.stale != stale;
-        let labels = n.labels.clone();
         // Only future deadlines: a past one would be popped and re-pushed
         // forever (e.g. a stale node made go by a NODE_STALE waiver). And
         // only when none is pending at or before it: the pending one fires
@@ -73,18 +73,29 @@ impl Fleet {
             self.deadlines
                 .push(Reverse((at, Due::Node(name.to_owned()))));
         }
+        let ttl_end = n
+            .last_seen
+            .filter(|_| !stale)
+            .map(|seen| seen + self.cfg.ttl);
+        let changes_at = [ttl_end, (status == Status::Settling).then_some(settle_end)]
+            .into_iter()
+            .flatten()
+            .min();
         let n = self.nodes.get_mut(name).expect("present");
         n.status = status;
         n.stale = stale;
         n.ttl_due = ttl_at.or(n.ttl_due);
         n.settle_due = settle_at.or(n.settle_due);
+        self.set_changes_at(name, changes_at);
         if was_go != is_go {
+            let labels = &self.nodes[name].labels;
             for (sel, c) in &mut self.scopes {
-                if sel.matches(&labels) {
+                if sel.matches(labels) {
                     if is_go {
                         c.not_go.remove(name);
                     } else {
-                        c.not_go.insert(name.to_owned());
+                        // `touch`, below, renders its blockers.
+                        c.not_go.insert(name.to_owned(), None);
                     }
                 }
             }
@@ -92,6 +103,34 @@ impl Fleet {
         if visible {
             self.touch(name);
         }
+    }
+
+    /// Moves `name`'s entry in the `changes_at` counts to `at`.
+    pub(super) fn set_changes_at(&mut self, name: &str, at: Option<Instant>) {
+        let Some(n) = self.nodes.get_mut(name) else {
+            return;
+        };
+        let old = std::mem::replace(&mut n.changes_at, at);
+        if old == at {
+            return;
+        }
+        if let Some(old) = old {
+            if let Entry::Occupied(mut e) = self.changes_at.entry(old) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
+        if let Some(at) = at {
+            *self.changes_at.entry(at).or_default() += 1;
+        }
+    }
+
+    /// The earliest moment any node's status changes by itself (a TTL
+    /// running out, a settle time ending), waivers apart.
+    pub(super) fn first_change(&self) -> Option<Instant> {
+        self.changes_at.keys().next().copied()
     }
 
     /// Processes every deadline that has passed: TTLs, settle ends, waiver

@@ -14,6 +14,8 @@
 
 mod answer;
 mod deadlines;
+mod error;
+mod render;
 mod selector;
 mod version;
 mod waivers;
@@ -23,13 +25,15 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use preflight_model::names::{check_labels, check_node_name, NameError};
+use preflight_model::names::{check_labels, check_node_name};
 use preflight_model::report::{Report, ReportBody, Waiver};
 use preflight_model::{Code, Finding, NodeState};
 use tokio::time::Instant;
 
 pub use answer::sort_blockers;
 use deadlines::Due;
+pub use error::FleetError;
+pub use render::GateJson;
 use selector::ScopeCounts;
 pub use selector::Selector;
 pub use version::{Prepared, ScopeKey};
@@ -133,85 +137,6 @@ impl Status {
     }
 }
 
-/// Why a request about the fleet was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FleetError {
-    /// The selector text is malformed.
-    #[error("bad scope `{scope}`: {reason}")]
-    BadScope {
-        /// As given.
-        scope: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// No node in the inventory matches the selector.
-    #[error("unknown scope `{0}`: no node in the inventory has these labels")]
-    UnknownScope(String),
-    /// The inventory is closed and does not list this node.
-    #[error("node `{0}` is not in the inventory")]
-    UnknownNode(String),
-    /// Node name not acceptable.
-    #[error("invalid node name `{0}`: use 1-253 characters of A-Z a-z 0-9 . _ -")]
-    BadNodeName(String),
-    /// Labels not acceptable.
-    #[error("invalid label `{0}`: keys and values are 1-63 characters of A-Z a-z 0-9 . _ - /")]
-    BadLabel(String),
-    /// A report older than one already received from the same agent.
-    #[error(
-        "stale sequence number {got} for node `{node}` (boot {boot_id}); last accepted is {last}"
-    )]
-    StaleSequence {
-        /// Node.
-        node: String,
-        /// Boot id.
-        boot_id: String,
-        /// Received.
-        got: u64,
-        /// Last accepted.
-        last: u64,
-    },
-    /// The report is inconsistent (its state names another node).
-    #[error("report is inconsistent: {0}")]
-    BadReport(String),
-    /// A sequence number far beyond the last accepted one of the same boot
-    /// id: refused rather than adopted, or a forger could push the node's
-    /// sequence out of the real agent's reach.
-    #[error(
-        "sequence number {got} for node `{node}` (boot {boot_id}) jumps more than {MAX_SEQ_JUMP} beyond the last accepted {last}; an agent that restarts picks a new boot id"
-    )]
-    SequenceJump {
-        /// Node.
-        node: String,
-        /// Boot id.
-        boot_id: String,
-        /// Received.
-        got: u64,
-        /// Last accepted.
-        last: u64,
-    },
-    /// The report's state is larger than one node can be.
-    #[error("report too large: {0}")]
-    TooLarge(String),
-    /// Waiver rejected.
-    #[error("invalid waiver: {0}")]
-    BadWaiver(String),
-    /// No such waiver.
-    #[error("no active waiver with id {0}")]
-    NoSuchWaiver(i64),
-    /// No such node.
-    #[error("no node `{0}`")]
-    NoSuchNode(String),
-}
-
-impl From<NameError> for FleetError {
-    fn from(e: NameError) -> Self {
-        match e {
-            NameError::BadNodeName(n) => Self::BadNodeName(n),
-            NameError::BadLabel(l) => Self::BadLabel(l),
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Node {
     labels: BTreeMap<String, String>,
@@ -237,6 +162,15 @@ struct Node {
     /// it fires (the heap stays bounded by the node count).
     ttl_due: Option<Instant>,
     settle_due: Option<Instant>,
+    /// When its status next changes by itself (its TTL running out, its
+    /// settle time ending; waivers apart), as counted in
+    /// `Fleet::changes_at`.
+    changes_at: Option<Instant>,
+    /// Its blockers as JSON (comma-separated objects, worst first) while
+    /// its status is blocked or silent, whose blockers do not count
+    /// seconds: rendered by `touch`, once per change of the node, and
+    /// shared with the `not_go` entries of its tracked scopes (see `render`).
+    blockers: Option<Arc<[u8]>>,
 }
 
 impl Node {
@@ -257,6 +191,8 @@ impl Node {
             stale: false,
             ttl_due: None,
             settle_due: None,
+            changes_at: None,
+            blockers: None,
         }
     }
 
@@ -295,6 +231,11 @@ pub struct Fleet {
     /// that are not tracked (bounded by the nodes' labels, not by queries).
     by_label: HashMap<(String, String), BTreeSet<String>>,
     deadlines: BinaryHeap<Reverse<(Instant, Due)>>,
+    /// Every node's `changes_at`, counted by instant: the first key is the
+    /// earliest moment any node's status changes by itself, which bounds
+    /// the validity of a tracked scope's answer without walking its
+    /// members.
+    changes_at: BTreeMap<Instant, u32>,
     /// When each active waiver expires (monotonic), for answer validity.
     waiver_due: HashMap<i64, Instant>,
     /// Version of every `(key, value)` label in `by_label`: set from
@@ -320,6 +261,7 @@ impl Fleet {
             scopes,
             by_label: HashMap::new(),
             deadlines: BinaryHeap::new(),
+            changes_at: BTreeMap::new(),
             waiver_due: HashMap::new(),
             label_versions: HashMap::new(),
             version: 0,
@@ -397,6 +339,7 @@ impl Fleet {
             return Err(FleetError::NoSuchNode(name.to_owned()));
         }
         self.detach(name);
+        self.set_changes_at(name, None);
         self.nodes.remove(name);
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! an inverted label index for every other selector.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use preflight_model::names::is_label_part;
 use preflight_model::Verdict;
@@ -68,7 +69,9 @@ impl Selector {
 #[derive(Debug, Default)]
 pub(super) struct ScopeCounts {
     pub(super) members: BTreeSet<String>,
-    pub(super) not_go: BTreeSet<String>,
+    /// With each one's rendered blockers where they do not count seconds
+    /// (`Node::blockers`, kept in step by `touch`).
+    pub(super) not_go: BTreeMap<String, Option<Arc<[u8]>>>,
     /// Moves whenever a member's answer changes (see `version`).
     pub(super) version: u64,
 }
@@ -83,7 +86,7 @@ impl Fleet {
             if sel.matches(&n.labels) {
                 c.members.insert(name.to_owned());
                 if !go {
-                    c.not_go.insert(name.to_owned());
+                    c.not_go.insert(name.to_owned(), n.blockers.clone());
                 }
             }
         }
@@ -139,7 +142,7 @@ impl Fleet {
             if sel.matches(&n.labels) {
                 c.members.insert(name.clone());
                 if n.status != Status::Go {
-                    c.not_go.insert(name.clone());
+                    c.not_go.insert(name.clone(), n.blockers.clone());
                 }
             }
         }
@@ -176,7 +179,7 @@ impl Fleet {
         if let Some(c) = self.scopes.get(sel) {
             return (
                 c.members.iter().cloned().collect(),
-                c.not_go.iter().cloned().collect(),
+                c.not_go.keys().cloned().collect(),
             );
         }
         let mut smallest: Option<&BTreeSet<String>> = None;

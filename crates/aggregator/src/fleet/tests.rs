@@ -1121,9 +1121,15 @@ fn a_cached_answer_is_always_the_current_one() {
                 0 | 1 => {
                     let n = nodes[rng.below(4) as usize];
                     let role = roles[rng.below(2) as usize];
-                    let fs = match rng.below(3) {
+                    let fs = match rng.below(4) {
                         0 => vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")],
                         1 => vec![finding("LINK_FLAPPING", Severity::Warning, "eth2")],
+                        // Two blockers, reported out of order.
+                        2 => vec![
+                            finding("BOND_PORT_DOWN", Severity::Critical, "bond1/eth4"),
+                            finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth3"),
+                            finding("LINK_NO_CARRIER", Severity::Critical, "eth3"),
+                        ],
                         _ => vec![],
                     };
                     let e = seqs.entry(n).or_insert((0, 0));
@@ -1188,8 +1194,27 @@ fn a_cached_answer_is_always_the_current_one() {
                         a
                     }
                 };
+                // The API's answer is the serialized answer, byte for byte,
+                // and its validity never outlasts the member-by-member one.
+                let truth_until = f.gate_until(&s, now, W, true).expect("known").1;
+                let json = f.gate_json(&s, now, W, true).expect("known");
+                assert!(json.until <= truth_until, "seed {seed} step {step}");
                 f.tick(now);
                 let truth = f.gate(&s, now, W).expect("known");
+                let json = f.gate_json(&s, now, W, true).expect("known");
+                assert!(json.until > now, "seed {seed}: valid once ticked");
+                assert_eq!(
+                    String::from_utf8(json.body).expect("utf-8"),
+                    serde_json::to_string(&truth).expect("serializes"),
+                    "seed {seed} step {step} scope `{scope}`"
+                );
+                assert_eq!(json.verdict, truth.verdict);
+                let short: serde_json::Value =
+                    serde_json::from_slice(&f.gate_json(&s, now, W, false).expect("known").body)
+                        .expect("json");
+                let mut expected = serde_json::to_value(&truth).expect("serializes");
+                expected.as_object_mut().expect("object").remove("ready");
+                assert_eq!(short, expected, "seed {seed} step {step}: ready=false");
                 assert_eq!(
                     (
                         &served.verdict,

@@ -68,18 +68,28 @@ impl Prepared {
 
 impl Fleet {
     /// Moves the version of every tracked scope and every label of `name`:
-    /// something an answer shows about this node changed.
+    /// something an answer shows about this node changed. Its blockers are
+    /// rendered again here (see `render`).
     pub(super) fn touch(&mut self, name: &str) {
         self.version += 1;
         let v = self.version;
         let Some(n) = self.nodes.get(name) else {
             return;
         };
+        let blockers: Option<Arc<[u8]>> = self
+            .fixed_blockers(name, n)
+            .map(|b| Arc::from(super::render::blockers_bytes(b)));
         for (sel, c) in &mut self.scopes {
             if sel.matches(&n.labels) {
                 c.version = v;
+                if let Some(e) = c.not_go.get_mut(name) {
+                    e.clone_from(&blockers);
+                }
             }
         }
+        let n = self.nodes.get_mut(name).expect("read above");
+        n.blockers = blockers;
+        let n = &self.nodes[name];
         for (k, val) in &n.labels {
             // Every label of a node in `nodes` is in the index (attach).
             if let Some(e) = self.label_versions.get_mut(&(k.clone(), val.clone())) {
@@ -104,7 +114,7 @@ impl Fleet {
 
     /// The earliest moment `n`'s answer can change without a report: its
     /// TTL running out, its settle time ending, one of its waivers expiring.
-    fn node_changes_at(&self, name: &str, n: &Node) -> Option<Instant> {
+    pub(super) fn node_changes_at(&self, name: &str, n: &Node) -> Option<Instant> {
         let ttl = n
             .last_seen
             .filter(|_| !n.stale)
