@@ -91,6 +91,7 @@ impl Fleet {
             let labels = &self.nodes[name].labels;
             for (sel, c) in &mut self.scopes {
                 if sel.matches(labels) {
+                    c.ready.changed(name);
                     if is_go {
                         c.not_go.remove(name);
                     } else {

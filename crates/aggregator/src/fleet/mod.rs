@@ -15,6 +15,7 @@
 mod answer;
 mod deadlines;
 mod error;
+mod ready;
 mod render;
 mod selector;
 mod version;

@@ -29,6 +29,7 @@ use preflight_model::{Code, Severity, Verdict};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::selector::ScopeCounts;
 use super::version::TEXT_REFRESH;
 use super::{sort_blockers, Fleet, FleetError, Selector, Status};
 
@@ -64,7 +65,7 @@ fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
 /// A node name as a JSON string. Names are checked at the door (letters,
 /// digits, `.`, `_`, `-`), so they need no escaping; anything else goes
 /// through the serializer all the same.
-fn name(out: &mut Vec<u8>, n: &str) {
+pub(super) fn name(out: &mut Vec<u8>, n: &str) {
     if n.bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
@@ -128,6 +129,7 @@ impl Fleet {
             };
             return Ok(self.write_answer(
                 &scope,
+                Some(c),
                 |n| c.members.contains(n),
                 now,
                 wall,
@@ -153,6 +155,7 @@ impl Fleet {
         };
         Ok(self.write_answer(
             &scope,
+            None,
             |n| members.binary_search_by(|m| m.as_str().cmp(n)).is_ok(),
             now,
             wall,
@@ -164,6 +167,7 @@ impl Fleet {
     fn write_answer<'s, M, N>(
         &self,
         scope: &Scope<'_, M, N>,
+        tracked: Option<&ScopeCounts>,
         is_member: impl Fn(&str) -> bool,
         now: Instant,
         wall: SystemTime,
@@ -225,7 +229,11 @@ impl Fleet {
             );
         }
         out.push(b']');
-        if ready {
+        if let (true, Some(c)) = (ready, tracked) {
+            out.extend_from_slice(b",\"ready\":[");
+            c.ready.write(&mut out, &c.members, &c.not_go);
+            out.push(b']');
+        } else if ready {
             out.extend_from_slice(b",\"ready\":[");
             let mut skip = scope.not_go.clone().peekable();
             let mut first = true;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use preflight_model::names::is_label_part;
 use preflight_model::Verdict;
 
+use super::ready::ReadyChunks;
 use super::{Fleet, FleetError, Status};
 
 /// A label selector: `role=compute,rack=r1` (all must match); empty = all.
@@ -72,6 +73,8 @@ pub(super) struct ScopeCounts {
     /// With each one's rendered blockers where they do not count seconds
     /// (`Node::blockers`, kept in step by `touch`).
     pub(super) not_go: BTreeMap<String, Option<Arc<[u8]>>>,
+    /// The ready list, rendered in ranges (see `ready`).
+    pub(super) ready: ReadyChunks,
     /// Moves whenever a member's answer changes (see `version`).
     pub(super) version: u64,
 }
@@ -84,7 +87,9 @@ impl Fleet {
         let go = n.status == Status::Go;
         for (sel, c) in &mut self.scopes {
             if sel.matches(&n.labels) {
-                c.members.insert(name.to_owned());
+                if c.members.insert(name.to_owned()) {
+                    c.ready.inserted(name, &c.members);
+                }
                 if !go {
                     c.not_go.insert(name.to_owned(), n.blockers.clone());
                 }
@@ -107,7 +112,9 @@ impl Fleet {
         // The scopes it leaves change their answer.
         self.touch(name);
         for c in self.scopes.values_mut() {
-            c.members.remove(name);
+            if c.members.remove(name) {
+                c.ready.removed(name);
+            }
             c.not_go.remove(name);
         }
         let Some(n) = self.nodes.get(name) else {
@@ -146,6 +153,7 @@ impl Fleet {
                 }
             }
         }
+        c.ready = ReadyChunks::build(&c.members);
         self.scopes.insert(sel.clone(), c);
     }
 

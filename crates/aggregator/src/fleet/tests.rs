@@ -1246,3 +1246,74 @@ fn a_cached_answer_is_always_the_current_one() {
         }
     }
 }
+
+/// The ready list kept in ranges (`ready`) splits as a scope grows past
+/// `MAX_CHUNK` members per range: with 1,500 nodes joining in random
+/// order, flipping between go and not go, moving between scopes and
+/// leaving, every answer is still the serialized answer, byte for byte.
+#[test]
+fn ready_lists_kept_in_ranges_stay_exact_as_scopes_grow_and_shrink() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let t0 = Instant::now();
+    let mut f = Fleet::new(cfg(), W);
+    f.track_scope(&sel("role=control"));
+    let roles = ["compute", "control"];
+    let mut seqs: BTreeMap<String, u64> = BTreeMap::new();
+    let check = |f: &Fleet, now: Instant, step: usize| {
+        for scope in ["", "role=compute", "role=control"] {
+            let s = sel(scope);
+            let Ok(truth) = f.gate(&s, now, W) else {
+                continue;
+            };
+            let json = f.gate_json(&s, now, W, true).expect("known");
+            assert_eq!(
+                String::from_utf8(json.body).expect("utf-8"),
+                serde_json::to_string(&truth).expect("serializes"),
+                "step {step} scope `{scope}`"
+            );
+        }
+    };
+    let mut now = t0;
+    for step in 0..4000 {
+        let name = format!("n{:05}", rng.below(1500) * 7 % 1500);
+        match rng.below(10) {
+            // Reports: half of them clean, half with a critical finding.
+            0..=5 => {
+                let seq = seqs.entry(name.clone()).or_insert(0);
+                *seq += 1;
+                let fs = if rng.below(2) == 0 {
+                    vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")]
+                } else {
+                    vec![]
+                };
+                let role = roles[rng.below(2) as usize];
+                f.apply_report(&full(&name, role, *seq, fs), now, W)
+                    .expect("accepted");
+            }
+            // The inventory moves a node to the other role.
+            6 | 7 => {
+                let role = roles[rng.below(2) as usize];
+                f.upsert_node(&name, labels(role), now, W).expect("valid");
+            }
+            8 => {
+                if f.remove_node(&name).is_ok() {
+                    seqs.remove(&name);
+                }
+            }
+            _ => {
+                now += Duration::from_secs(rng.below(4));
+                f.tick(now);
+            }
+        }
+        if step % 97 == 0 {
+            f.tick(now);
+            check(&f, now, step);
+        }
+    }
+    assert!(
+        f.len() > 2 * ready::MAX_CHUNK,
+        "enough nodes to split ranges"
+    );
+    f.tick(now);
+    check(&f, now, 4000);
+}
