@@ -53,6 +53,8 @@ struct At(#[serde(with = "preflight_model::time::rfc3339")] SystemTime);
 /// with each one's kept blockers where there are (`Node::blockers`).
 struct Scope<'a, M, N> {
     sel: &'a Selector,
+    /// Its kept counts, when it is tracked.
+    tracked: Option<&'a ScopeCounts>,
     count: usize,
     members: M,
     not_go: N,
@@ -123,13 +125,13 @@ impl Fleet {
                 .unwrap_or(base);
             let scope = Scope {
                 sel,
+                tracked: Some(c),
                 count: c.members.len(),
                 members: c.members.iter(),
                 not_go: c.not_go.iter().map(|(k, v)| (k, v.as_deref())),
             };
             return Ok(self.write_answer(
                 &scope,
-                Some(c),
                 |n| c.members.contains(n),
                 now,
                 wall,
@@ -147,6 +149,7 @@ impl Fleet {
             .fold(base, Instant::min);
         let scope = Scope {
             sel,
+            tracked: None,
             count: members.len(),
             members: members.iter(),
             not_go: not_go
@@ -155,7 +158,6 @@ impl Fleet {
         };
         Ok(self.write_answer(
             &scope,
-            None,
             |n| members.binary_search_by(|m| m.as_str().cmp(n)).is_ok(),
             now,
             wall,
@@ -167,7 +169,6 @@ impl Fleet {
     fn write_answer<'s, M, N>(
         &self,
         scope: &Scope<'_, M, N>,
-        tracked: Option<&ScopeCounts>,
         is_member: impl Fn(&str) -> bool,
         now: Instant,
         wall: SystemTime,
@@ -229,7 +230,7 @@ impl Fleet {
             );
         }
         out.push(b']');
-        if let (true, Some(c)) = (ready, tracked) {
+        if let (true, Some(c)) = (ready, scope.tracked) {
             out.extend_from_slice(b",\"ready\":[");
             c.ready.write(&mut out, &c.members, &c.not_go);
             out.push(b']');
