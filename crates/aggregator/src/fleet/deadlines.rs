@@ -93,10 +93,13 @@ impl Fleet {
                 if sel.matches(labels) {
                     c.ready.changed(name);
                     if is_go {
-                        c.not_go.remove(name);
-                    } else {
+                        if c.not_go.remove(name).is_some() {
+                            c.blocked.removed(name);
+                        }
+                    } else if c.not_go.insert(name.to_owned(), None).is_none() {
                         // `touch`, below, renders its blockers.
-                        c.not_go.insert(name.to_owned(), None);
+                        c.blocked
+                            .inserted(name, |s, i| super::selector::nth_key(&c.not_go, s, i));
                     }
                 }
             }

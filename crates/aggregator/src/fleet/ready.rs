@@ -1,38 +1,52 @@
-//! A tracked scope's ready list (its go members, by name) kept rendered in
-//! chunks, so that an answer copies a few hundred pieces instead of reading
-//! every member's name: at 100,000 nodes, reading each name (a pointer to
-//! follow, a likely cache miss) cost more than the rest of the answer.
+//! Parts of a tracked scope's answer kept rendered in ranges of names, so
+//! that an answer copies a few hundred pieces instead of visiting every
+//! node: at 100,000 nodes, reading each member's name (a pointer to follow,
+//! a likely cache miss) cost more than the rest of the answer. Two lists
+//! are kept this way: the ready list (go members, over the members) and the
+//! blockers (over the not-go members).
 //!
-//! The members' names are split into ranges of at most [`MAX_CHUNK`]
-//! members each, keyed by the first name of the range. A range's rendered
-//! text (`"a","b"`, the go members in it) is made when an answer first
-//! needs it and dropped when a member of the range is added, removed or
-//! flips between go and not go; every other range is reused as it is. A
-//! range that grows past [`MAX_CHUNK`] splits in two; ranges never merge
-//! (members leave rarely, and an empty range renders as nothing).
+//! The names are split into ranges of at most [`MAX_CHUNK`] entries each,
+//! keyed by the first name of the range. A range's text is made when an
+//! answer first needs it and dropped when an entry of the range is added,
+//! removed or changed; every other range is reused as it is. A text that
+//! counts seconds (a stale or settling node's blocker) is kept for at most
+//! `TEXT_REFRESH`, as whole answers are. A range that grows past
+//! [`MAX_CHUNK`] splits in two; ranges never merge (entries leave rarely,
+//! and an empty range renders as nothing).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
-/// Most members in one range before it splits in two.
+use tokio::time::Instant;
+
+/// Most entries in one range before it splits in two.
 pub(super) const MAX_CHUNK: usize = 256;
+
+/// A range's text and until when it holds (`None`: until it changes).
+type Text = (Arc<[u8]>, Option<Instant>);
 
 #[derive(Debug, Default)]
 struct Chunk {
-    /// Members whose name falls in this range (go or not).
-    members: usize,
-    rendered: OnceLock<Box<[u8]>>,
+    /// Entries whose name falls in this range.
+    entries: usize,
+    text: Mutex<Option<Text>>,
+}
+
+impl Chunk {
+    fn drop_text(&mut self) {
+        *self.text.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 /// The ranges, by their first name; the first range starts at `""`, so
 /// every name falls in one.
 #[derive(Debug)]
-pub(super) struct ReadyChunks {
+pub(super) struct Ranges {
     chunks: BTreeMap<String, Chunk>,
 }
 
-impl Default for ReadyChunks {
+impl Default for Ranges {
     fn default() -> Self {
         Self {
             chunks: [(String::new(), Chunk::default())].into_iter().collect(),
@@ -40,112 +54,110 @@ impl Default for ReadyChunks {
     }
 }
 
-fn write_name(out: &mut Vec<u8>, n: &str) {
-    super::render::name(out, n);
-}
+/// A range of names, for `BTreeMap::range` and `BTreeSet::range`.
+pub(super) type NameRange<'a> = (Bound<&'a str>, Bound<&'a str>);
 
-impl ReadyChunks {
-    /// Ranges for a scope built at once (`Fleet::track_scope`).
-    pub(super) fn build(members: &BTreeSet<String>) -> Self {
+impl Ranges {
+    /// Ranges over names given at once, in order.
+    pub(super) fn build<'a>(names: impl Iterator<Item = &'a String>) -> Self {
         let mut me = Self::default();
         let half = MAX_CHUNK / 2;
-        for (i, m) in members.iter().enumerate() {
+        for (i, m) in names.enumerate() {
             if i % half == 0 && i > 0 {
                 me.chunks.insert(m.clone(), Chunk::default());
             }
-            me.chunk_mut(m).members += 1;
+            me.chunk_mut(m).1.entries += 1;
         }
         me
     }
 
-    fn chunk_mut(&mut self, name: &str) -> &mut Chunk {
+    fn chunk_mut(&mut self, name: &str) -> (&String, &mut Chunk) {
         self.chunks
             .range_mut::<str, _>((Bound::Unbounded, Bound::Included(name)))
             .next_back()
-            .map(|(_, c)| c)
             .expect("the first range starts at the empty name")
     }
 
-    /// `name`'s go status changed: its range is rendered again.
+    /// The entry `name` changed: its range is rendered again.
     pub(super) fn changed(&mut self, name: &str) {
-        self.chunk_mut(name).rendered.take();
+        self.chunk_mut(name).1.drop_text();
     }
 
-    /// `name` was removed from the members.
+    /// `name` left.
     pub(super) fn removed(&mut self, name: &str) {
-        let c = self.chunk_mut(name);
-        c.members = c.members.saturating_sub(1);
-        c.rendered.take();
+        let c = self.chunk_mut(name).1;
+        c.entries = c.entries.saturating_sub(1);
+        c.drop_text();
     }
 
-    /// `name` was added to `members` (which now holds it).
-    pub(super) fn inserted(&mut self, name: &str, members: &BTreeSet<String>) {
-        let c = self.chunk_mut(name);
-        c.members += 1;
-        c.rendered.take();
-        if c.members <= MAX_CHUNK {
+    /// `name` joined; `nth_from(start, n)` is the `n`th name (from 0) at or
+    /// after `start` among the entries, which now hold `name`.
+    pub(super) fn inserted(
+        &mut self,
+        name: &str,
+        nth_from: impl FnOnce(&str, usize) -> Option<String>,
+    ) {
+        let (start, c) = self.chunk_mut(name);
+        c.entries += 1;
+        c.drop_text();
+        if c.entries <= MAX_CHUNK {
             return;
         }
-        let count = c.members;
-        let start = self
-            .chunks
-            .range::<str, _>((Bound::Unbounded, Bound::Included(name)))
-            .next_back()
-            .map(|(k, _)| k.clone())
-            .expect("found above");
-        // Names are unique and the first one is the range's start, so the
-        // middle one is greater than it: a new key.
-        let middle = members
-            .range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded))
-            .nth(count / 2)
-            .expect("the range holds `count` members")
-            .clone();
-        self.chunk_mut(&start).members = count / 2;
+        let count = c.entries;
+        // Names are unique and the first one is at or after the range's
+        // start, so the middle one is after it: a new key.
+        let Some(middle) = nth_from(start, count / 2) else {
+            return;
+        };
+        c.entries = count / 2;
         self.chunks.insert(
             middle,
             Chunk {
-                members: count - count / 2,
-                rendered: OnceLock::new(),
+                entries: count - count / 2,
+                text: Mutex::new(None),
             },
         );
     }
 
-    /// Writes the go members, comma-separated, in name order.
+    /// Writes every range's text, comma-separated, in name order; a range
+    /// without a current text is rendered by `render` (its text, and until
+    /// when that holds) and kept. Returns the earliest such limit.
     pub(super) fn write(
         &self,
         out: &mut Vec<u8>,
-        members: &BTreeSet<String>,
-        not_go: &BTreeMap<String, Option<Arc<[u8]>>>,
-    ) {
+        now: Instant,
+        render: impl Fn(NameRange<'_>) -> (Vec<u8>, Option<Instant>),
+    ) -> Option<Instant> {
         let mut first = true;
+        let mut until: Option<Instant> = None;
         let mut it = self.chunks.iter().peekable();
         while let Some((start, chunk)) = it.next() {
             let end = it
                 .peek()
                 .map_or(Bound::Unbounded, |(k, _)| Bound::Excluded(k.as_str()));
-            let range = (Bound::Included(start.as_str()), end);
-            let text = chunk.rendered.get_or_init(|| {
-                let mut t = Vec::new();
-                let mut skip = not_go.range::<str, _>(range).peekable();
-                for m in members.range::<str, _>(range) {
-                    if skip.peek().is_some_and(|(n, _)| *n == m) {
-                        skip.next();
-                        continue;
+            let (text, valid) = {
+                let mut kept = chunk.text.lock().unwrap_or_else(PoisonError::into_inner);
+                match &*kept {
+                    Some((t, v)) if v.is_none_or(|v| now < v) => (t.clone(), *v),
+                    _ => {
+                        let (t, v) = render((Bound::Included(start.as_str()), end));
+                        let t: Arc<[u8]> = Arc::from(t);
+                        *kept = Some((t.clone(), v));
+                        (t, v)
                     }
-                    if !t.is_empty() {
-                        t.push(b',');
-                    }
-                    write_name(&mut t, m);
                 }
-                t.into_boxed_slice()
-            });
+            };
+            if let Some(v) = valid {
+                until = Some(until.map_or(v, |u| u.min(v)));
+            }
             if !text.is_empty() {
                 if !first {
                     out.push(b',');
                 }
                 first = false;
-                out.extend_from_slice(text);
+                out.extend_from_slice(&text);
             }
         }
+        until
     }
 }

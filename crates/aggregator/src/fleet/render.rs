@@ -10,9 +10,10 @@
 //! name, so the ready list is a merge, not a lookup per member); a node's
 //! blockers are rendered by `touch`, once per change of that node, and kept
 //! beside its name in each tracked scope's not-go map, so the blockers of a
-//! tracked scope are copied in one walk of that map without looking a node
-//! up (except those whose message counts seconds: stale, settling, which
-//! are rendered at each answer); and the answer's validity for a
+//! tracked scope are copied without looking a node up (except those whose
+//! message counts seconds: stale, settling); a tracked scope's blockers and
+//! ready list are further kept rendered in ranges of names (`ready`), so
+//! an answer copies a few hundred pieces; and the answer's validity for a
 //! tracked scope comes from the fleet's earliest self-change
 //! (`Fleet::first_change`), never from a walk of its members.
 //!
@@ -21,7 +22,6 @@
 //! code and subject: the blockers of the not-go nodes in name order, each
 //! node's sorted, are already in that order.
 
-use std::borrow::Cow;
 use std::time::SystemTime;
 
 use preflight_model::report::Blocker;
@@ -29,6 +29,7 @@ use preflight_model::{Code, Severity, Verdict};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::ready::NameRange;
 use super::selector::ScopeCounts;
 use super::version::TEXT_REFRESH;
 use super::{sort_blockers, Fleet, FleetError, Selector, Status};
@@ -48,17 +49,6 @@ pub struct GateJson {
 
 #[derive(Serialize)]
 struct At(#[serde(with = "preflight_model::time::rfc3339")] SystemTime);
-
-/// A scope's nodes, both sorted by name, `not_go` a subset of `members`
-/// with each one's kept blockers where there are (`Node::blockers`).
-struct Scope<'a, M, N> {
-    sel: &'a Selector,
-    /// Its kept counts, when it is tracked.
-    tracked: Option<&'a ScopeCounts>,
-    count: usize,
-    members: M,
-    not_go: N,
-}
 
 fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     serde_json::to_writer(out, v).expect("gate answers serialize");
@@ -94,7 +84,9 @@ pub(super) fn blockers_bytes(mut b: Vec<Blocker>) -> Box<[u8]> {
 
 impl Fleet {
     /// The gate's answer for `sel` as JSON (without the `ready` list unless
-    /// `ready`), and its validity; the same answer as [`Fleet::gate`].
+    /// `ready`), and its validity; the same answer as [`Fleet::gate`],
+    /// except that a stale or settling node's message, which counts
+    /// seconds, may be up to `TEXT_REFRESH` old (as in a cached answer).
     ///
     /// # Errors
     /// `UnknownScope` when no node matches a non-empty selector.
@@ -110,172 +102,226 @@ impl Fleet {
             if c.members.is_empty() && !sel.0.is_empty() {
                 return Err(FleetError::UnknownScope(sel.text()));
             }
-            // The fleet's earliest self-change is at or before any
-            // member's: conservative, and no walk.
-            let waivers = self
-                .waivers
-                .values()
-                .filter(|w| c.members.contains(&w.node))
-                .filter_map(|w| self.waiver_due.get(&w.id).copied());
-            let until = [Some(base), self.first_change()]
-                .into_iter()
-                .flatten()
-                .chain(waivers)
-                .min()
-                .unwrap_or(base);
-            let scope = Scope {
-                sel,
-                tracked: Some(c),
-                count: c.members.len(),
-                members: c.members.iter(),
-                not_go: c.not_go.iter().map(|(k, v)| (k, v.as_deref())),
-            };
-            return Ok(self.write_answer(
-                &scope,
-                |n| c.members.contains(n),
-                now,
-                wall,
-                ready,
-                until,
-            ));
+            return Ok(self.tracked_answer(sel, c, now, wall, ready, base));
         }
         let (members, not_go) = self.scope_members(sel);
         if members.is_empty() && !sel.0.is_empty() {
             return Err(FleetError::UnknownScope(sel.text()));
         }
-        let until = members
+        let mut until = members
             .iter()
             .filter_map(|m| self.node_changes_at(m, &self.nodes[m]))
             .fold(base, Instant::min);
-        let scope = Scope {
-            sel,
-            tracked: None,
-            count: members.len(),
-            members: members.iter(),
-            not_go: not_go
-                .iter()
-                .map(|k| (k, self.nodes[k].blockers.as_deref())),
-        };
-        Ok(self.write_answer(
-            &scope,
-            |n| members.binary_search_by(|m| m.as_str().cmp(n)).is_ok(),
-            now,
-            wall,
-            ready,
+        let mut out = head(sel, members.len(), not_go.len(), not_go.len() * 240);
+        let mut first = true;
+        for n in &not_go {
+            let node = &self.nodes[n];
+            if let Some(b) = &node.blockers {
+                push_piece(&mut out, &mut first, b);
+            } else {
+                if matches!(node.status, Status::Stale | Status::Settling) {
+                    until = until.min(now + TEXT_REFRESH);
+                }
+                push_piece(
+                    &mut out,
+                    &mut first,
+                    &blockers_bytes(self.blockers_of(n, node, now)),
+                );
+            }
+        }
+        if members.is_empty() {
+            json(&mut out, &inventory_empty());
+        }
+        out.push(b']');
+        if ready {
+            out.extend_from_slice(b",\"ready\":[");
+            out.extend_from_slice(&ready_text(members.iter(), not_go.iter().map(|n| (n, ()))));
+            out.push(b']');
+        }
+        let in_scope = |n: &str| members.binary_search_by(|m| m.as_str().cmp(n)).is_ok();
+        self.tail(&mut out, not_go.iter(), in_scope, now, wall);
+        Ok(GateJson {
+            verdict: verdict(members.len(), not_go.len()),
+            body: out,
             until,
-        ))
+        })
     }
 
-    fn write_answer<'s, M, N>(
+    /// A tracked scope's answer: its kept ranges copied, none of its nodes
+    /// looked up but those whose text counts seconds.
+    fn tracked_answer(
         &self,
-        scope: &Scope<'_, M, N>,
-        is_member: impl Fn(&str) -> bool,
+        sel: &Selector,
+        c: &ScopeCounts,
         now: Instant,
         wall: SystemTime,
         ready: bool,
-        mut until: Instant,
-    ) -> GateJson
-    where
-        M: Iterator<Item = &'s String> + Clone,
-        N: Iterator<Item = (&'s String, Option<&'s [u8]>)> + Clone,
-    {
-        let blocked = scope.not_go.clone().count();
-        // Fail closed: a scope with a node that is not go, or with no node,
-        // is no-go whatever its blockers say.
-        let verdict = if blocked == 0 && scope.count > 0 {
-            Verdict::Go
-        } else {
-            Verdict::NoGo
-        };
-        let mut out = Vec::with_capacity(256 + scope.count * 12 + blocked * 240);
-        out.extend_from_slice(b"{\"verdict\":");
-        json(&mut out, &verdict);
-        out.extend_from_slice(b",\"scope\":");
-        json(&mut out, &scope.sel.text());
-        out.extend_from_slice(b",\"nodes\":");
-        json(&mut out, &scope.count);
-        out.extend_from_slice(b",\"blockers\":[");
-        let mut first = true;
-        for (n, kept) in scope.not_go.clone() {
-            let frag = match kept {
-                Some(b) => Cow::Borrowed(b),
-                None => {
+        base: Instant,
+    ) -> GateJson {
+        // The fleet's earliest self-change is at or before any member's:
+        // conservative, and no walk.
+        let waivers = self
+            .waivers
+            .values()
+            .filter(|w| c.members.contains(&w.node))
+            .filter_map(|w| self.waiver_due.get(&w.id).copied());
+        let mut until = [Some(base), self.first_change()]
+            .into_iter()
+            .flatten()
+            .chain(waivers)
+            .min()
+            .unwrap_or(base);
+        let size = c.not_go.len() * 240 + if ready { c.members.len() * 12 } else { 0 };
+        let mut out = head(sel, c.members.len(), c.not_go.len(), size);
+        let texts_until = c.blocked.write(&mut out, now, |range: NameRange<'_>| {
+            let mut text = Vec::new();
+            let mut first = true;
+            let mut valid = None;
+            for (n, kept) in c.not_go.range::<str, _>(range) {
+                if let Some(b) = kept {
+                    push_piece(&mut text, &mut first, b);
+                } else {
                     let node = &self.nodes[n];
                     if matches!(node.status, Status::Stale | Status::Settling) {
-                        // Their messages count seconds.
-                        until = until.min(now + TEXT_REFRESH);
+                        valid = Some(now + TEXT_REFRESH);
                     }
-                    Cow::Owned(blockers_bytes(self.blockers_of(n, node, now)).into_vec())
+                    push_piece(
+                        &mut text,
+                        &mut first,
+                        &blockers_bytes(self.blockers_of(n, node, now)),
+                    );
                 }
-            };
-            if !frag.is_empty() {
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                out.extend_from_slice(&frag);
             }
+            (text, valid)
+        });
+        if let Some(t) = texts_until {
+            until = until.min(t);
         }
-        if scope.count == 0 {
-            json(
-                &mut out,
-                &Blocker {
-                    node: String::new(),
-                    code: Code::InventoryEmpty,
-                    severity: Severity::Critical,
-                    subject: String::new(),
-                    message: Code::InventoryEmpty.meaning().into(),
-                    since: None,
-                },
-            );
+        if c.members.is_empty() {
+            json(&mut out, &inventory_empty());
         }
         out.push(b']');
-        if let (true, Some(c)) = (ready, scope.tracked) {
+        if ready {
             out.extend_from_slice(b",\"ready\":[");
-            c.ready.write(&mut out, &c.members, &c.not_go);
-            out.push(b']');
-        } else if ready {
-            out.extend_from_slice(b",\"ready\":[");
-            let mut skip = scope.not_go.clone().peekable();
-            let mut first = true;
-            for m in scope.members.clone() {
-                if skip.peek().is_some_and(|(n, _)| *n == m) {
-                    skip.next();
-                    continue;
-                }
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                name(&mut out, m);
-            }
+            c.ready.write(&mut out, now, |range: NameRange<'_>| {
+                let text = ready_text(
+                    c.members.range::<str, _>(range),
+                    c.not_go.range::<str, _>(range),
+                );
+                (text, None)
+            });
             out.push(b']');
         }
+        self.tail(
+            &mut out,
+            c.not_go.keys(),
+            |n| c.members.contains(n),
+            now,
+            wall,
+        );
+        GateJson {
+            verdict: verdict(c.members.len(), c.not_go.len()),
+            body: out,
+            until,
+        }
+    }
+
+    /// The answer after its ready list: blocked, waived, generated_at.
+    fn tail<'a>(
+        &self,
+        out: &mut Vec<u8>,
+        not_go: impl Iterator<Item = &'a String>,
+        in_scope: impl Fn(&str) -> bool,
+        now: Instant,
+        wall: SystemTime,
+    ) {
         out.extend_from_slice(b",\"blocked\":[");
-        for (i, (n, _)) in scope.not_go.clone().enumerate() {
+        for (i, n) in not_go.enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            name(&mut out, n);
+            name(out, n);
         }
         out.extend_from_slice(b"],\"waived\":[");
         let waived = self
             .waivers
             .values()
-            .filter(|w| is_member(&w.node) && self.waiver_shown(w, now));
+            .filter(|w| in_scope(&w.node) && self.waiver_shown(w, now));
         for (i, w) in waived.enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            json(&mut out, w);
+            json(out, w);
         }
         out.extend_from_slice(b"],\"generated_at\":");
-        json(&mut out, &At(wall));
+        json(out, &At(wall));
         out.push(b'}');
-        GateJson {
-            verdict,
-            body: out,
-            until,
-        }
     }
+}
+
+/// Fail closed: a scope with a node that is not go, or with no node, is
+/// no-go whatever its blockers say.
+fn verdict(members: usize, not_go: usize) -> Verdict {
+    if not_go == 0 && members > 0 {
+        Verdict::Go
+    } else {
+        Verdict::NoGo
+    }
+}
+
+/// The answer up to its blockers' opening bracket.
+fn head(sel: &Selector, members: usize, not_go: usize, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + size);
+    out.extend_from_slice(b"{\"verdict\":");
+    json(&mut out, &verdict(members, not_go));
+    out.extend_from_slice(b",\"scope\":");
+    json(&mut out, &sel.text());
+    out.extend_from_slice(b",\"nodes\":");
+    json(&mut out, &members);
+    out.extend_from_slice(b",\"blockers\":[");
+    out
+}
+
+fn inventory_empty() -> Blocker {
+    Blocker {
+        node: String::new(),
+        code: Code::InventoryEmpty,
+        severity: Severity::Critical,
+        subject: String::new(),
+        message: Code::InventoryEmpty.meaning().into(),
+        since: None,
+    }
+}
+
+/// Appends a comma-separated piece (empty pieces add nothing).
+fn push_piece(out: &mut Vec<u8>, first: &mut bool, piece: &[u8]) {
+    if piece.is_empty() {
+        return;
+    }
+    if !*first {
+        out.push(b',');
+    }
+    *first = false;
+    out.extend_from_slice(piece);
+}
+
+/// The members that are not in `not_go`, as comma-separated JSON strings;
+/// both in name order, `not_go` a subset of `members`.
+fn ready_text<'a, V: 'a>(
+    members: impl Iterator<Item = &'a String>,
+    not_go: impl Iterator<Item = (&'a String, V)>,
+) -> Vec<u8> {
+    let mut text = Vec::new();
+    let mut skip = not_go.peekable();
+    for m in members {
+        if skip.peek().is_some_and(|(n, _)| *n == m) {
+            skip.next();
+            continue;
+        }
+        if !text.is_empty() {
+            text.push(b',');
+        }
+        name(&mut text, m);
+    }
+    text
 }

@@ -5,12 +5,13 @@
 //! an inverted label index for every other selector.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use preflight_model::names::is_label_part;
 use preflight_model::Verdict;
 
-use super::ready::ReadyChunks;
+use super::ready::Ranges;
 use super::{Fleet, FleetError, Status};
 
 /// A label selector: `role=compute,rack=r1` (all must match); empty = all.
@@ -73,10 +74,26 @@ pub(super) struct ScopeCounts {
     /// With each one's rendered blockers where they do not count seconds
     /// (`Node::blockers`, kept in step by `touch`).
     pub(super) not_go: BTreeMap<String, Option<Arc<[u8]>>>,
-    /// The ready list, rendered in ranges (see `ready`).
-    pub(super) ready: ReadyChunks,
+    /// The ready list and the blockers, rendered in ranges over the
+    /// members and the not-go members (see `ready`).
+    pub(super) ready: Ranges,
+    pub(super) blocked: Ranges,
     /// Moves whenever a member's answer changes (see `version`).
     pub(super) version: u64,
+}
+
+/// The `i`th key (from 0) at or after `start`, to split a range there.
+pub(super) fn nth_key<V>(map: &BTreeMap<String, V>, start: &str, i: usize) -> Option<String> {
+    map.range::<str, _>((Bound::Included(start), Bound::Unbounded))
+        .nth(i)
+        .map(|(k, _)| k.clone())
+}
+
+/// [`nth_key`] for a set.
+pub(super) fn nth_member(set: &BTreeSet<String>, start: &str, i: usize) -> Option<String> {
+    set.range::<str, _>((Bound::Included(start), Bound::Unbounded))
+        .nth(i)
+        .cloned()
 }
 
 impl Fleet {
@@ -88,10 +105,14 @@ impl Fleet {
         for (sel, c) in &mut self.scopes {
             if sel.matches(&n.labels) {
                 if c.members.insert(name.to_owned()) {
-                    c.ready.inserted(name, &c.members);
+                    c.ready.inserted(name, |s, i| nth_member(&c.members, s, i));
                 }
-                if !go {
-                    c.not_go.insert(name.to_owned(), n.blockers.clone());
+                if !go
+                    && c.not_go
+                        .insert(name.to_owned(), n.blockers.clone())
+                        .is_none()
+                {
+                    c.blocked.inserted(name, |s, i| nth_key(&c.not_go, s, i));
                 }
             }
         }
@@ -115,7 +136,9 @@ impl Fleet {
             if c.members.remove(name) {
                 c.ready.removed(name);
             }
-            c.not_go.remove(name);
+            if c.not_go.remove(name).is_some() {
+                c.blocked.removed(name);
+            }
         }
         let Some(n) = self.nodes.get(name) else {
             return;
@@ -153,7 +176,8 @@ impl Fleet {
                 }
             }
         }
-        c.ready = ReadyChunks::build(&c.members);
+        c.ready = Ranges::build(c.members.iter());
+        c.blocked = Ranges::build(c.not_go.keys());
         self.scopes.insert(sel.clone(), c);
     }
 

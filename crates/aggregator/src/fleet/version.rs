@@ -84,6 +84,7 @@ impl Fleet {
                 c.version = v;
                 if let Some(e) = c.not_go.get_mut(name) {
                     e.clone_from(&blockers);
+                    c.blocked.changed(name);
                 }
             }
         }
