@@ -119,6 +119,10 @@ async fn node_up(client: &Client, prom: u16, bonds: usize) -> bool {
     })
 }
 
+/// How often the bench asks the gate while it waits for a no-go: the
+/// figure includes up to this much polling delay.
+const GATE_POLL: Duration = Duration::from_millis(2);
+
 /// One pull: preflight ms, Prometheus ms, when the monitor command was sent.
 type Pull = (f64, f64, Instant);
 
@@ -165,7 +169,7 @@ async fn pull_series(
                     if gate_blocked(client, agg, &subject).await == Some(true) {
                         return Some(t0.elapsed().as_secs_f64() * 1000.0);
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(GATE_POLL).await;
                 }
                 None
             },
@@ -366,6 +370,11 @@ fn relay(upstream: u16, log: RelayLog) -> u16 {
     std::thread::spawn(move || {
         for down in l.incoming().map_while(Result::ok) {
             let log = log.clone();
+            // No Nagle on either leg: a report's body written while its
+            // headers are unacknowledged would wait for the peer's delayed
+            // ACK (up to 40 ms on Linux).
+            let _ = down.set_nodelay(true);
+            let _ = socket2::SockRef::from(&down).set_tcp_quickack(true);
             std::thread::spawn(move || {
                 let up: Arc<Mutex<Option<TcpStream>>> = Arc::new(Mutex::new(None));
                 let mut down_r = down.try_clone().expect("clone");
@@ -375,11 +384,17 @@ fn relay(upstream: u16, log: RelayLog) -> u16 {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
+                    // qemu's side of this connection (its guestfwd
+                    // chardev) keeps Nagle on: a report's second segment
+                    // waits for our ACK, which Linux delays up to 40 ms
+                    // unless asked for at once, after every read.
+                    let _ = socket2::SockRef::from(&down_r).set_tcp_quickack(true);
                     let mut g = up.lock().expect("relay lock");
                     if g.is_none() {
                         let Ok(u) = TcpStream::connect(("127.0.0.1", upstream)) else {
                             continue;
                         };
+                        let _ = u.set_nodelay(true);
                         let (mut ur, mut dw) = (
                             u.try_clone().expect("clone"),
                             down.try_clone().expect("clone"),
