@@ -1,7 +1,8 @@
 //! The per-node agent: runs the netlink watch and the policy continuously,
 //! keeps its metrics current, serves `/metrics`, `/v1/report` and `/healthz`,
 //! and pushes reports to every configured aggregator: a full report on every
-//! change (debounced by a few ms), a heartbeat otherwise.
+//! change (as the monitor coalesces them, not delayed here), a heartbeat
+//! otherwise.
 //!
 //! Each aggregator has its own pusher task reading the latest state from a
 //! watch channel, so a slow or dead aggregator delays only its own reports
@@ -264,10 +265,6 @@ async fn follow_metrics(
     }
 }
 
-/// Debounce after a change, so that a burst of netlink events (a bond
-/// losing a port changes several links) becomes one report.
-const DEBOUNCE: Duration = Duration::from_millis(5);
-
 /// `d` stretched by a random 0-50 %, so that agents that lost the same
 /// aggregator do not all come back in the same millisecond.
 fn jittered(d: Duration) -> Duration {
@@ -314,7 +311,19 @@ async fn push_loop(
             seq,
             body,
         };
-        let ok = match client.post_report(&report).await.map(|a| a.value) {
+        let sent = std::time::Instant::now();
+        let answer = client.post_report(&report).await.map(|a| a.value);
+        if full {
+            // The bench (vm-compare) reads these to split a cable pull's
+            // time: netlink -> evaluation -> report answered.
+            tracing::debug!(
+                version = current.version,
+                rtt_us = sent.elapsed().as_micros(),
+                ok = answer.is_ok(),
+                "full report answered"
+            );
+        }
+        let ok = match answer {
             Ok(ReportAck {
                 status: AckStatus::Accepted,
             }) => {
@@ -366,9 +375,11 @@ async fn push_loop(
             }
             let next_heartbeat = tokio::time::Instant::now() + cfg.heartbeat;
             tokio::select! {
+                // No debounce here: the watch and the monitor already turn
+                // a burst into one state per window (and a steady link
+                // losing carrier into one state at once).
                 r = rx.changed() => {
                     if r.is_err() { return; }
-                    tokio::time::sleep(DEBOUNCE).await;
                 }
                 () = tokio::time::sleep_until(next_heartbeat) => {}
             }

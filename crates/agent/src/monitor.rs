@@ -252,8 +252,9 @@ impl NodeMonitor {
         let first = pipeline.state(&sources.snap);
         let (tx, states) = watch::channel(pipeline.versioned(1, first));
         let watch_task = w.task;
+        let stats = Arc::clone(&w.stats);
         let task = tokio::spawn(async move {
-            let r = follow(pipeline, sources, tx, watch_task).await;
+            let r = follow(pipeline, sources, tx, watch_task, &stats).await;
             for p in [probe_task, dhcp_task].into_iter().flatten() {
                 p.abort();
             }
@@ -328,7 +329,9 @@ impl Sources {
 /// still reaches the snapshot and every carrier transition is counted by the
 /// kernel (`carrier_changes`), so LINK_FLAPPING stays exact; the first change
 /// after a quiet period is evaluated at once, so a single cable pull keeps
-/// its latency.
+/// its latency. A snapshot the watch marked urgent (a steady link lost
+/// carrier: [`preflight_netlink::WatchStats::urgent`]) is evaluated at once
+/// even inside the window; the watch bounds how often that happens.
 pub const COALESCE: Duration = Duration::from_millis(50);
 
 async fn follow(
@@ -336,11 +339,15 @@ async fn follow(
     mut src: Sources,
     tx: watch::Sender<Versioned>,
     mut watch_task: tokio::task::JoinHandle<Result<(), preflight_netlink::NetlinkError>>,
+    stats: &preflight_netlink::WatchStats,
 ) -> Result<(), AgentError> {
+    use std::sync::atomic::Ordering;
     let mut file_check = tokio::time::interval(FILE_CHECK);
     file_check.tick().await;
     let mut last_eval = tokio::time::Instant::now();
     let mut dirty = false;
+    let mut urgent_seen = stats.urgent.load(Ordering::Acquire);
+    let mut urgent = false;
     loop {
         let tick = pipeline.evaluator().tick_interval();
         let needs_tick = pipeline.evaluator().needs_tick();
@@ -357,6 +364,9 @@ async fn follow(
                 }
                 src.netlink.borrow_and_update(); // seen; read when evaluating
                 dirty = true;
+                let u = stats.urgent.load(Ordering::Acquire);
+                urgent |= u != urgent_seen;
+                urgent_seen = u;
             }
             r = async { src.ovs.as_mut().expect("guarded").changed().await }, if src.ovs.is_some() => {
                 if r.is_err() {
@@ -408,15 +418,17 @@ async fn follow(
             () = tx.closed() => return Ok(()),
         }
         let now = tokio::time::Instant::now();
-        if !dirty || now < last_eval + COALESCE {
+        if !dirty || (now < last_eval + COALESCE && !urgent) {
             continue; // within a burst: the sleep_until arm evaluates later
         }
         dirty = false;
+        urgent = false;
         last_eval = now;
         src.take();
         let state = pipeline.state(&src.snap);
         let expectations = pipeline.expectations.clone();
-        tx.send_if_modified(|cur| {
+        let findings = state.findings.len();
+        let sent = tx.send_if_modified(|cur| {
             let same_exp = match (&cur.expectations, &expectations) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (None, None) => true,
@@ -430,5 +442,10 @@ async fn follow(
             cur.expectations = expectations;
             true
         });
+        if sent {
+            // Read by the bench (vm-compare) with the watch's and the
+            // pusher's lines to split a cable pull's time in the guest.
+            tracing::debug!(version = tx.borrow().version, findings, "state evaluated");
+        }
     }
 }

@@ -13,12 +13,26 @@
 //! its own random phase, so that 30 pulls at a 15 s interval fit in minutes.
 //! Both clocks start when the monitor command is sent. Traffic stays on the
 //! host's loopback and inside the VM.
+//!
+//! Where preflight's time goes is printed per boot from two sources. On the
+//! host's clock, the relay that carries the agent's reports notes when a
+//! report naming the pulled port arrived and when the aggregator answered
+//! it, so a pull splits into guest + qemu network (monitor command ->
+//! report at the relay), aggregator (-> its answer) and the gate poll.
+//! On the guest's clock, the agent's debug lines (netlink watch, monitor,
+//! pusher) give carrier loss seen -> state evaluated -> report answered,
+//! which the host's load affects least.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use preflight_client::HttpClient as Client;
 use preflight_tests::vm::{Vm, VmSpec};
+
+use trace::{guest_stages, print_guest_stages, print_host_stages, RelayLog, AGENT_LOG};
+
+mod trace;
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -105,9 +119,16 @@ async fn node_up(client: &Client, prom: u16, bonds: usize) -> bool {
     })
 }
 
+/// How often the bench asks the gate while it waits for a no-go: the
+/// figure includes up to this much polling delay.
+const GATE_POLL: Duration = Duration::from_millis(2);
+
+/// One pull: preflight ms, Prometheus ms, when the monitor command was sent.
+type Pull = (f64, f64, Instant);
+
 /// One bond's series of pulls of its second port (the backup: traffic
 /// keeps flowing through the first), each at a random phase of the
-/// Prometheus cycle; returns (preflight ms, prometheus ms) per pull.
+/// Prometheus cycle; returns each [`Pull`].
 async fn pull_series(
     vm: &Vm,
     client: &Client,
@@ -115,12 +136,12 @@ async fn pull_series(
     bond: usize,
     interval: u64,
     pulls: usize,
-) -> (Vec<f64>, Vec<f64>) {
+) -> Vec<Pull> {
     let master = format!("bond{bond}");
     let nic = 2 * bond + 1;
     let subject = format!("{master}/eth{nic}");
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (interval << 8) ^ (bond as u64 + 1);
-    let (mut pre, mut pro) = (Vec::new(), Vec::new());
+    let mut out = Vec::new();
     for i in 0..pulls {
         // Clean start: both say this bond is healthy.
         let deadline = Instant::now() + Duration::from_secs(120 + 4 * interval);
@@ -148,7 +169,7 @@ async fn pull_series(
                     if gate_blocked(client, agg, &subject).await == Some(true) {
                         return Some(t0.elapsed().as_secs_f64() * 1000.0);
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(GATE_POLL).await;
                 }
                 None
             },
@@ -170,11 +191,10 @@ async fn pull_series(
             "  interval {interval}s {master} pull {}: preflight {a:.0} ms, prometheus {b:.0} ms",
             i + 1
         );
-        pre.push(a);
-        pro.push(b);
+        out.push((a, b, t0));
         vm.set_link(nic, true);
     }
-    (pre, pro)
+    out
 }
 
 /// Interval seconds, preflight ms and Prometheus ms per pull.
@@ -223,7 +243,8 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
         false
     });
     assert!(up, "the aggregator on port {agg_port} never answered");
-    let relay_port = relay(agg_port);
+    let relay_log = RelayLog::default();
+    let relay_port = relay(agg_port, relay_log.clone());
     let mut vm = Vm::boot(&VmSpec {
         nics: 2 * bonds,
         guestfwd_port: Some(relay_port),
@@ -238,7 +259,7 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
     vm.sh(&format!(
         "printf '[agent]\\nnode = \"vm\"\\naggregators = [\"http://10.0.2.100:{relay_port}\"]\\nheartbeat = \"2s\"\\nlisten = \"0.0.0.0:9101\"\\nprobe_gateways = false\\n' > /tmp/agent.toml"
     ));
-    vm.sh("PREFLIGHT_LOG=warn preflight agent -c /tmp/agent.toml > /tmp/agent.log 2>&1 &");
+    vm.sh(&format!("NO_COLOR=1 PREFLIGHT_LOG={AGENT_LOG} preflight agent -c /tmp/agent.toml > /tmp/agent.log 2>&1 &"));
     vm.sh("prometheus-node-exporter --collector.disable-defaults --collector.bonding --web.listen-address=0.0.0.0:9100 > /dev/null 2>&1 &");
     let ne_port = vm.host_port_9100.expect("hostfwd to 9100");
     let mut results = Vec::new();
@@ -274,11 +295,11 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
         // of the other bonds.
         let per_bond = pulls.div_ceil(bonds);
         let vm_ref = &vm;
-        let series: Vec<(Vec<f64>, Vec<f64>)> = std::thread::scope(|s| {
+        let series: Vec<(usize, Vec<Pull>)> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..bonds)
                 .map(|b| {
                     s.spawn(move || {
-                        block_on(async {
+                        let pulls = block_on(async {
                             let client = Client::new(Duration::from_secs(2));
                             pull_series(
                                 vm_ref,
@@ -289,7 +310,8 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
                                 per_bond,
                             )
                             .await
-                        })
+                        });
+                        (b, pulls)
                     })
                 })
                 .collect();
@@ -299,10 +321,21 @@ pub fn run(preflight: &str, plan: &[(u64, usize)], bonds: usize) -> Vec<Series> 
                 .collect()
         });
         let (mut pre, mut pro) = (Vec::new(), Vec::new());
-        for (a, b) in series {
-            pre.extend(a);
-            pro.extend(b);
+        let mut host = Vec::new();
+        for (b, pulls) in series {
+            let subject = format!("bond{b}/eth{}", 2 * b + 1);
+            for (a, p, t0) in pulls {
+                pre.push(a);
+                pro.push(p);
+                host.push(relay_log.stages(&subject, t0, a));
+            }
         }
+        print_host_stages(interval, &host);
+        let log = vm.sh(
+            "grep -E 'steady link lost carrier|state evaluated|full report answered' /tmp/agent.log || true",
+        );
+        print_guest_stages(interval, &guest_stages(&log));
+        relay_log.clear();
         let samples = (pre, pro);
         drop(prom);
         results.push((interval, samples.0, samples.1));
@@ -327,15 +360,21 @@ pub(crate) fn which(name: &str) -> std::path::PathBuf {
 /// on a loaded machine where the guest took long to boot) the guest could
 /// no longer reach it. This relay holds qemu's connection for the whole
 /// run and opens a connection to the aggregator whenever bytes arrive and
-/// none is open. Returns the port qemu should use.
-fn relay(upstream: u16) -> u16 {
+/// none is open, noting in `log` what passes. Returns the port qemu should
+/// use.
+fn relay(upstream: u16, log: RelayLog) -> u16 {
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
-    use std::sync::{Arc, Mutex};
     let l = TcpListener::bind("127.0.0.1:0").expect("relay port");
     let port = l.local_addr().expect("relay addr").port();
     std::thread::spawn(move || {
         for down in l.incoming().map_while(Result::ok) {
+            let log = log.clone();
+            // No Nagle on either leg: a report's body written while its
+            // headers are unacknowledged would wait for the peer's delayed
+            // ACK (up to 40 ms on Linux).
+            let _ = down.set_nodelay(true);
+            let _ = socket2::SockRef::from(&down).set_tcp_quickack(true);
             std::thread::spawn(move || {
                 let up: Arc<Mutex<Option<TcpStream>>> = Arc::new(Mutex::new(None));
                 let mut down_r = down.try_clone().expect("clone");
@@ -345,20 +384,31 @@ fn relay(upstream: u16) -> u16 {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
+                    // qemu's side of this connection (its guestfwd
+                    // chardev) keeps Nagle on: a report's second segment
+                    // waits for our ACK, which Linux delays up to 40 ms
+                    // unless asked for at once, after every read.
+                    let _ = socket2::SockRef::from(&down_r).set_tcp_quickack(true);
                     let mut g = up.lock().expect("relay lock");
                     if g.is_none() {
                         let Ok(u) = TcpStream::connect(("127.0.0.1", upstream)) else {
                             continue;
                         };
+                        let _ = u.set_nodelay(true);
                         let (mut ur, mut dw) = (
                             u.try_clone().expect("clone"),
                             down.try_clone().expect("clone"),
                         );
                         let slot = Arc::clone(&up);
+                        let answers = log.clone();
                         std::thread::spawn(move || {
                             let mut b = vec![0u8; 64 * 1024];
                             while let Ok(n) = ur.read(&mut b) {
-                                if n == 0 || dw.write_all(&b[..n]).is_err() {
+                                if n == 0 {
+                                    break;
+                                }
+                                answers.answer();
+                                if dw.write_all(&b[..n]).is_err() {
                                     break;
                                 }
                             }
@@ -368,6 +418,9 @@ fn relay(upstream: u16) -> u16 {
                         });
                         *g = Some(u);
                     }
+                    // Noted before forwarding: the aggregator cannot have
+                    // it earlier.
+                    log.report(&buf[..n]);
                     if let Some(u) = g.as_mut() {
                         if u.write_all(&buf[..n]).is_err() {
                             *g = None;

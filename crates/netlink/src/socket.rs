@@ -9,18 +9,24 @@
 //! published copy (a clone of the whole snapshot) is refreshed at once after
 //! a quiet period and at most once per [`WatchConfig::coalesce`] during a
 //! burst, because cloning and dropping a hundred interfaces per message was
-//! most of the agent's CPU in a flap storm.
+//! most of the agent's CPU in a flap storm. One kind of change skips that
+//! window: a link that had kept its carrier for [`STEADY`] and loses it (a
+//! cable pull, a switch port going down) is published at once, within a
+//! budget ([`URGENT_BURST`], [`URGENT_PER_SEC`]), so that a pull landing
+//! just after another change (three bonds pulled together) does not wait for
+//! the window; a flapping link is not news and waits like any other change.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::RouteNetlinkMessage;
-use preflight_model::Snapshot;
+use preflight_model::{Interface, Snapshot};
 use rtnetlink::constants::{
     RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_LINK,
 };
@@ -42,6 +48,15 @@ const DUMP_ATTEMPTS: u32 = 5;
 const RECV_BUF: usize = 64 * 1024;
 /// Default of [`WatchConfig::coalesce`]: the agent's own evaluation window.
 pub const DEFAULT_COALESCE: Duration = Duration::from_millis(50);
+
+/// A link whose carrier has not changed for this long and then loses it is
+/// published at once, inside the coalesce window.
+pub const STEADY: Duration = Duration::from_secs(1);
+/// How many such early publications may follow one another at once ...
+pub const URGENT_BURST: f64 = 4.0;
+/// ... and how many per second after that: a storm over many links then
+/// costs at most this many publications a second on top of the window's.
+pub const URGENT_PER_SEC: f64 = 4.0;
 
 /// Settings of [`watch`].
 #[derive(Debug, Clone)]
@@ -83,6 +98,75 @@ pub struct WatchStats {
     pub resyncs_timer: AtomicU64,
     /// Snapshots published.
     pub snapshots: AtomicU64,
+    /// Snapshots published ahead of the coalesce window because a steady
+    /// link lost its carrier. Incremented before that snapshot is sent, so
+    /// a receiver that sees it change knows the snapshot is urgent and can
+    /// skip its own coalescing.
+    pub urgent: AtomicU64,
+}
+
+/// Which carrier losses skip the coalesce window (see the module's
+/// paragraph): the last carrier change seen per link, and a token bucket.
+#[derive(Debug)]
+struct Urgency {
+    last_change: HashMap<u32, Instant>,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Urgency {
+    fn new(now: Instant) -> Self {
+        Self {
+            last_change: HashMap::new(),
+            tokens: URGENT_BURST,
+            refilled: now,
+        }
+    }
+
+    /// Notes a link's new state (`before`: what the snapshot held); returns
+    /// whether this change is a steady link losing carrier, within budget.
+    /// Links never seen changing count as steady since the watch started.
+    fn link(&mut self, before: Option<&Interface>, after: &Interface, now: Instant) -> bool {
+        let Some(before) = before else {
+            return false;
+        };
+        if before.carrier == after.carrier {
+            return false;
+        }
+        let steady = self
+            .last_change
+            .insert(after.index, now)
+            .is_none_or(|t| now.saturating_duration_since(t) >= STEADY);
+        if before.carrier && !after.carrier && steady {
+            return self.spend(now);
+        }
+        false
+    }
+
+    fn forget(&mut self, index: u32) {
+        self.last_change.remove(&index);
+    }
+
+    fn spend(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * URGENT_PER_SEC).min(URGENT_BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What applying one datagram did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Applied {
+    changed: bool,
+    overrun: bool,
+    /// A steady link lost carrier (and the budget allowed it): publish now.
+    urgent: bool,
 }
 
 /// A running watch: a receiver that always holds the current snapshot, the
@@ -213,35 +297,53 @@ impl Dumper {
     async fn snapshot(&mut self, stats: &WatchStats) -> Result<Snapshot, NetlinkError> {
         let mut snap = Snapshot::default();
         self.dump_all(&mut |buf| {
-            apply_datagram(&mut snap, buf, stats);
+            apply_datagram(&mut snap, buf, stats, None);
         })
         .await?;
         Ok(snap)
     }
 }
 
-/// Decodes one datagram and applies it; returns (changed, overrun).
-fn apply_datagram(snap: &mut Snapshot, buf: &[u8], stats: &WatchStats) -> (bool, bool) {
+/// Decodes one datagram and applies it. With `urgency` (the watch, not a
+/// dump), carrier losses are checked against it.
+fn apply_datagram(
+    snap: &mut Snapshot,
+    buf: &[u8],
+    stats: &WatchStats,
+    mut urgency: Option<&mut Urgency>,
+) -> Applied {
     let decoded = decode_datagram(buf);
     for p in &decoded.problems {
         stats.parse_errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(interface = %p.concerns, reason = %p.reason, "netlink message not fully parsed; kept the rest");
     }
-    let mut changed = false;
-    let mut overrun = false;
+    let mut out = Applied::default();
     for event in decoded.events {
         stats.messages.fetch_add(1, Ordering::Relaxed);
         match event {
-            Event::Overrun => overrun = true,
+            Event::Overrun => out.overrun = true,
             Event::NewLink(mut iface) => {
                 let index = iface.index;
-                sysfs::enrich(&mut iface, snap.interfaces.get(&index));
-                changed |= apply(snap, Event::NewLink(iface));
+                let before = snap.interfaces.get(&index);
+                if let Some(u) = urgency.as_deref_mut() {
+                    if u.link(before, &iface, Instant::now()) {
+                        out.urgent = true;
+                        tracing::debug!(interface = %iface.name, "steady link lost carrier: publishing at once");
+                    }
+                }
+                sysfs::enrich(&mut iface, before);
+                out.changed |= apply(snap, Event::NewLink(iface));
             }
-            other => changed |= apply(snap, other),
+            Event::DelLink(index) => {
+                if let Some(u) = urgency.as_deref_mut() {
+                    u.forget(index);
+                }
+                out.changed |= apply(snap, Event::DelLink(index));
+            }
+            other => out.changed |= apply(snap, other),
         }
     }
-    (changed, overrun)
+    out
 }
 
 /// One-shot snapshot of this network namespace.
@@ -318,6 +420,9 @@ async fn run(
     let mut published = tokio::time::Instant::now()
         .checked_sub(config.coalesce)
         .unwrap_or_else(tokio::time::Instant::now);
+    let mut urgency = Urgency::new(Instant::now());
+    // A steady link lost carrier: publish without waiting for the window.
+    let mut urgent = false;
     loop {
         let due = published + config.coalesce;
         let resync = tokio::select! {
@@ -327,11 +432,10 @@ async fn run(
             } => match r {
                 Ok(_) if buf.len() >= RECV_BUF => Some("overrun"),
                 Ok(_) => {
-                    let (changed, overrun) = apply_datagram(&mut snap, &buf, &stats);
-                    if changed {
-                        pending = true;
-                    }
-                    overrun.then_some("overrun")
+                    let a = apply_datagram(&mut snap, &buf, &stats, Some(&mut urgency));
+                    pending |= a.changed;
+                    urgent |= a.urgent && a.changed;
+                    a.overrun.then_some("overrun")
                 }
                 Err(e) if e.raw_os_error() == Some(ENOBUFS) => Some("overrun"),
                 Err(e) => return Err(NetlinkError::Recv(e)),
@@ -354,16 +458,25 @@ async fn run(
             }
             // A re-read is rare and may follow lost messages: no waiting.
             if pending {
+                if urgent {
+                    stats.urgent.fetch_add(1, Ordering::Release);
+                }
                 publish(&tx, &snap, &stats);
                 pending = false;
+                urgent = false;
                 published = tokio::time::Instant::now();
             }
             continue;
         }
         let now = tokio::time::Instant::now();
-        if pending && now >= published + config.coalesce {
+        if pending && (urgent || now >= published + config.coalesce) {
+            if urgent {
+                // Before the send: a receiver woken by it must see the mark.
+                stats.urgent.fetch_add(1, Ordering::Release);
+            }
             publish(&tx, &snap, &stats);
             pending = false;
+            urgent = false;
             published = now;
         }
     }
@@ -372,4 +485,83 @@ async fn run(
 fn publish(tx: &tokio_watch::Sender<Arc<Snapshot>>, snap: &Snapshot, stats: &WatchStats) {
     stats.snapshots.fetch_add(1, Ordering::Relaxed);
     tx.send_replace(Arc::new(snap.clone()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(index: u32, carrier: bool) -> Interface {
+        Interface {
+            index,
+            carrier,
+            ..Interface::default()
+        }
+    }
+
+    /// Feeds `carrier` of link `index` at `at` ms after `t0`; returns urgent.
+    fn feed(u: &mut Urgency, t0: Instant, at: u64, index: u32, carrier: bool) -> bool {
+        u.link(
+            Some(&link(index, !carrier)),
+            &link(index, carrier),
+            t0 + Duration::from_millis(at),
+        )
+    }
+
+    #[test]
+    fn a_steady_link_losing_carrier_is_urgent_a_flapping_one_is_not() {
+        let t0 = Instant::now();
+        let mut u = Urgency::new(t0);
+        // Never seen changing: steady since the watch started.
+        assert!(feed(&mut u, t0, 0, 7, false));
+        // Back up, and down again within STEADY: flapping, waits.
+        assert!(!feed(&mut u, t0, 300, 7, true));
+        assert!(!feed(&mut u, t0, 600, 7, false));
+        // Up, then steady for STEADY: the next loss is news again.
+        assert!(!feed(&mut u, t0, 700, 7, true));
+        assert!(feed(&mut u, t0, 1_700, 7, false));
+        // Gaining carrier is never urgent.
+        assert!(!feed(&mut u, t0, 5_000, 7, true));
+        // A link without a previous state (new) or without a carrier change.
+        assert!(!u.link(None, &link(8, false), t0));
+        assert!(!u.link(
+            Some(&link(8, false)),
+            &link(8, false),
+            t0 + Duration::from_secs(9)
+        ));
+    }
+
+    #[test]
+    fn a_deleted_link_is_forgotten() {
+        let t0 = Instant::now();
+        let mut u = Urgency::new(t0);
+        assert!(!feed(&mut u, t0, 0, 3, true));
+        u.forget(3);
+        // The index reused by a new link within STEADY: steady, urgent.
+        assert!(feed(&mut u, t0, 100, 3, false));
+        assert!(u.last_change.len() == 1);
+        u.forget(3);
+        assert!(u.last_change.is_empty());
+    }
+
+    #[test]
+    fn the_budget_bounds_urgent_publications_in_a_storm_over_many_links() {
+        let t0 = Instant::now();
+        let mut u = Urgency::new(t0);
+        // 1,000 steady links all lose carrier in the same instant: a burst.
+        let at_once = (0..1_000)
+            .filter(|&i| feed(&mut u, t0, 0, i, false))
+            .count();
+        assert_eq!(at_once as f64, URGENT_BURST);
+        // Then 100 more losses a second over fresh links for 10 s: at most
+        // URGENT_PER_SEC a second get through.
+        let later = (0..1_000u32)
+            .filter(|&i| feed(&mut u, t0, 10 + u64::from(i) * 10, 10_000 + i, false))
+            .count();
+        assert!(
+            (later as f64) <= 10.0 * URGENT_PER_SEC + 1.0,
+            "{later} urgent in 10 s"
+        );
+        assert!(later as f64 >= 10.0 * URGENT_PER_SEC - 1.0, "{later}");
+    }
 }
