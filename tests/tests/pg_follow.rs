@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use preflight_aggregator::fleet::{Fleet, FleetConfig};
 use preflight_aggregator::metrics::Metrics;
 use preflight_aggregator::service::{ReloadCounts, Service};
-use preflight_aggregator::store::{Database, NodeChange, NodeWriter, PgSettings, Store};
+use preflight_aggregator::store::{suite, Database, NodeChange, NodeWriter, PgSettings, Store};
 use preflight_model::report::Waiver;
 use preflight_tests::pg::Pg;
 
@@ -33,17 +33,7 @@ fn service(pg: &Pg, metrics: &Metrics) -> Service {
 }
 
 fn waiver(node: &str) -> Waiver {
-    let now = SystemTime::now();
-    Waiver {
-        id: 0,
-        node: node.into(),
-        code: None,
-        subject: None,
-        reason: "test".into(),
-        author: "ana".into(),
-        created_at: now,
-        expires_at: now + Duration::from_secs(3600),
-    }
+    suite::waiver(node, SystemTime::now())
 }
 
 fn lock_taken(m: &Metrics) -> u64 {

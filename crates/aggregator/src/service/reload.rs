@@ -90,7 +90,7 @@ impl Service {
             gone: known.difference(&stored).cloned().collect(),
             ..Diff::default()
         };
-        let mut counts = ReloadCounts {
+        let counts = ReloadCounts {
             stored_nodes: nodes.len(),
             stored_waivers: waivers.len(),
             ..ReloadCounts::default()
@@ -107,13 +107,7 @@ impl Service {
         *known = stored;
         let arriving: HashSet<&str> = diff.nodes.iter().map(|(n, _)| n.as_str()).collect();
         (diff.ended, diff.added) = self.diff_waivers(&before, waivers, &arriving);
-        self.apply(diff, &mut counts, wall);
-        counts.took = t0.elapsed();
-        self.metrics
-            .replica_reload
-            .with_label_values(&["all"])
-            .observe(counts.took.as_secs_f64());
-        Ok(counts)
+        Ok(self.apply(diff, counts, wall, "all", t0))
     }
 
     /// [`Service::reload`] of the waivers only, for an announcement that
@@ -130,7 +124,7 @@ impl Service {
             self.metrics.store_up.set(i64::from(r.is_ok()));
             r?
         };
-        let mut counts = ReloadCounts {
+        let counts = ReloadCounts {
             stored_waivers: waivers.len(),
             ..ReloadCounts::default()
         };
@@ -140,13 +134,7 @@ impl Service {
             added,
             ..Diff::default()
         };
-        self.apply(diff, &mut counts, wall);
-        counts.took = t0.elapsed();
-        self.metrics
-            .replica_reload
-            .with_label_values(&["waivers"])
-            .observe(counts.took.as_secs_f64());
-        Ok(counts)
+        Ok(self.apply(diff, counts, wall, "waivers", t0))
     }
 
     fn waiver_ids(&self) -> HashSet<i64> {
@@ -183,11 +171,28 @@ impl Service {
 
     /// Applies `diff` under the write lock, checking each change again
     /// (a report or a request may have changed the fleet since the
-    /// comparison); does not take the lock when `diff` is empty.
-    fn apply(&self, diff: Diff, counts: &mut ReloadCounts, wall: std::time::SystemTime) {
-        if diff.is_empty() {
-            return;
+    /// comparison); does not take the lock when `diff` is empty. Counts
+    /// what it changed and observes the reload of `scope` started at `t0`.
+    fn apply(
+        &self,
+        diff: Diff,
+        mut counts: ReloadCounts,
+        wall: std::time::SystemTime,
+        scope: &str,
+        t0: StdInstant,
+    ) -> ReloadCounts {
+        if !diff.is_empty() {
+            self.apply_locked(diff, &mut counts, wall);
         }
+        counts.took = t0.elapsed();
+        self.metrics
+            .replica_reload
+            .with_label_values(&[scope])
+            .observe(counts.took.as_secs_f64());
+        counts
+    }
+
+    fn apply_locked(&self, diff: Diff, counts: &mut ReloadCounts, wall: std::time::SystemTime) {
         let mut fleet = write(&self.fleet);
         let locked = StdInstant::now();
         let now = Instant::now();
