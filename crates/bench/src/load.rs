@@ -320,6 +320,10 @@ fn reload_line(metrics: &str) -> String {
         value("preflight_aggregator_replica_reload_lock_seconds_count"),
         value("preflight_aggregator_replica_reload_lock_seconds_sum"),
     );
+    if all_n.is_nan() {
+        return "replica reloads: not in this aggregator's metrics (a build before they were added)"
+            .into();
+    }
     format!(
         "replica reloads of everything: {all_n} (mean {:.1} ms); fleet write lock taken by a reload {lock_n} times (mean hold {:.1} ms)",
         mean_ms(all_s, all_n),
