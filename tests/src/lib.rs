@@ -75,7 +75,20 @@ pub fn curl(
     token: Option<&str>,
     body: Option<&serde_json::Value>,
 ) -> (u16, serde_json::Value) {
+    curl_with(&[], method, url, token, body)
+}
+
+/// [`curl`] with more arguments for it first (`--cacert`, `--cert`, …).
+#[must_use]
+pub fn curl_with(
+    args: &[std::ffi::OsString],
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
     let mut c = std::process::Command::new("curl");
+    c.args(args);
     c.args([
         "-s",
         "-m",

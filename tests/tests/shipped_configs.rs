@@ -75,39 +75,16 @@ fn curl(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let mut c = Command::new("curl");
-    c.args([
-        "-s",
-        "-m",
-        "5",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        method,
-    ])
-    .arg("--cacert")
-    .arg(certs.join("ca.pem"));
+    let mut args = vec!["--cacert".into(), certs.join("ca.pem").into()];
     if let Some(n) = client {
-        c.arg("--cert")
-            .arg(certs.join(format!("{n}.pem")))
-            .arg("--key")
-            .arg(certs.join(format!("{n}.key")));
+        args.extend([
+            "--cert".into(),
+            certs.join(format!("{n}.pem")).into(),
+            "--key".into(),
+            certs.join(format!("{n}.key")).into(),
+        ]);
     }
-    if let Some(t) = token {
-        c.args(["-H", &format!("authorization: Bearer {t}")]);
-    }
-    if let Some(b) = body {
-        c.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
-    }
-    let out = c.arg(url).output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    preflight_tests::curl_with(&args, method, url, token, body)
 }
 
 fn report(node: &str) -> Value {
@@ -266,32 +243,15 @@ fn kubernetes_configmap_runs_with_tls_and_node_identity() {
 
     // One node's credential cannot change another node's answer.
     let reports = format!("{base}/v1/reports");
-    let (s, body) = curl(
-        &certs,
-        "POST",
-        &reports,
-        Some("node-b"),
-        None,
-        Some(&report("node-a")),
-    );
+    // `who`'s certificate (or none) posts a report about `node`.
+    let post_report = |who: Option<&str>, node: &str| {
+        curl(&certs, "POST", &reports, who, None, Some(&report(node)))
+    };
+    let (s, body) = post_report(Some("node-b"), "node-a");
     assert_eq!(s, 403, "node-b reported for node-a: {body}");
-    let (s, _) = curl(
-        &certs,
-        "POST",
-        &reports,
-        None,
-        None,
-        Some(&report("node-a")),
-    );
+    let (s, _) = post_report(None, "node-a");
     assert_eq!(s, 401, "a report without a credential");
-    let (s, _) = curl(
-        &certs,
-        "POST",
-        &reports,
-        Some("preflight-pipeline"),
-        None,
-        Some(&report("node-a")),
-    );
+    let (s, _) = post_report(Some("preflight-pipeline"), "node-a");
     assert_eq!(s, 403, "the reader certificate reported");
     let (_, after) = curl(
         &certs,
@@ -303,14 +263,7 @@ fn kubernetes_configmap_runs_with_tls_and_node_identity() {
     );
     assert!(!after.to_string().contains("forged"), "{after}");
     // ... while node-b's certificate reports for node-b (the positive control).
-    let (s, body) = curl(
-        &certs,
-        "POST",
-        &reports,
-        Some("node-b"),
-        None,
-        Some(&report("node-b")),
-    );
+    let (s, body) = post_report(Some("node-b"), "node-b");
     assert!((200..300).contains(&s), "node-b for itself: {s} {body}");
     // Writes are the operator's: a node certificate cannot add a waiver.
     let waiver = json!({"node": "node-a", "reason": "forged", "author": "node-b", "for": "1h"});

@@ -2,7 +2,10 @@
 //! verdicts and reasons are fixed sets; scopes are the configured ones; nodes
 //! are the inventory.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// The aggregator's metrics.
 #[derive(Debug, Clone)]
@@ -32,6 +35,11 @@ pub struct Metrics {
     /// Waiver ends (removals, expiries) in force in memory that the store
     /// has not recorded yet.
     pub waiver_ends_unrecorded: IntGauge,
+    /// Reloads from a shared store, by what they read, in seconds.
+    pub replica_reload: HistogramVec,
+    /// How long a reload held the fleet's write lock (only reloads that
+    /// found something to change take it).
+    pub replica_reload_lock: Histogram,
 }
 
 /// Reasons a report can be rejected (the complete label set).
@@ -132,6 +140,28 @@ impl Metrics {
             "Waivers removed or expired in memory (no longer in force) whose end the store has not recorded yet; retried every second. Until it is 0, a restart would bring them back.",
         )
         .expect("valid metric");
+        // 1 ms .. 16 s: a reload of 100,000 nodes takes a fraction of a second.
+        let buckets = prometheus::exponential_buckets(0.001, 4.0, 8).expect("valid buckets");
+        let replica_reload = HistogramVec::new(
+            HistogramOpts::new(
+                "preflight_aggregator_replica_reload_seconds",
+                "Reloads of inventory and waivers from the shared PostgreSQL (changes made through other replicas), by scope: `all` (inventory and waivers) or `waivers`.",
+            )
+            .buckets(buckets.clone()),
+            &["scope"],
+        )
+        .expect("valid metric");
+        for s in ["all", "waivers"] {
+            replica_reload.with_label_values(&[s]);
+        }
+        let replica_reload_lock = Histogram::with_opts(
+            HistogramOpts::new(
+                "preflight_aggregator_replica_reload_lock_seconds",
+                "How long a reload from the shared store held the fleet's write lock (reports and gate answers wait meanwhile); a reload that found nothing to change does not take it.",
+            )
+            .buckets(buckets),
+        )
+        .expect("valid metric");
         for c in [
             Box::new(nodes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(node_blocked.clone()),
@@ -144,6 +174,8 @@ impl Metrics {
             Box::new(store_up.clone()),
             Box::new(tls_reloads.clone()),
             Box::new(waiver_ends_unrecorded.clone()),
+            Box::new(replica_reload.clone()),
+            Box::new(replica_reload_lock.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -169,6 +201,8 @@ impl Metrics {
             store_up,
             tls_reloads,
             waiver_ends_unrecorded,
+            replica_reload,
+            replica_reload_lock,
         }
     }
 

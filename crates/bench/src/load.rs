@@ -303,6 +303,34 @@ fn spawn_agents(
         .collect()
 }
 
+/// The aggregator's replica reload histograms, summed up in one line.
+fn reload_line(metrics: &str) -> String {
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let mean_ms = |sum: f64, n: f64| if n > 0.0 { sum / n * 1000.0 } else { 0.0 };
+    let (all_n, all_s) = (
+        value("preflight_aggregator_replica_reload_seconds_count{scope=\"all\"}"),
+        value("preflight_aggregator_replica_reload_seconds_sum{scope=\"all\"}"),
+    );
+    let (lock_n, lock_s) = (
+        value("preflight_aggregator_replica_reload_lock_seconds_count"),
+        value("preflight_aggregator_replica_reload_lock_seconds_sum"),
+    );
+    if all_n.is_nan() {
+        return "replica reloads: not in this aggregator's metrics (a build before they were added)"
+            .into();
+    }
+    format!(
+        "replica reloads of everything: {all_n} (mean {:.1} ms); fleet write lock taken by a reload {lock_n} times (mean hold {:.1} ms)",
+        mean_ms(all_s, all_n),
+        mean_ms(lock_s, lock_n)
+    )
+}
+
 #[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
 pub fn run(
     bin: &str,
@@ -469,6 +497,14 @@ pub fn run(
             let _ = h.await;
         }
         let elapsed = t0.elapsed().as_secs_f64();
+        if matches!(store, Store::Postgres(..)) {
+            // Reloads from the shared store since the aggregator started
+            // (registration included): the full one every 30 s reads every
+            // node row.
+            if let Ok((_, body)) = http.get(&format!("{base}/metrics")).await {
+                eprintln!("  {}", reload_line(&String::from_utf8_lossy(&body)));
+            }
+        }
         let cpu_pct = (cpu_ticks(child.id()) - cpu0) as f64 / elapsed;
         let ok = counts.ok.load(Ordering::Relaxed);
         LoadResult {

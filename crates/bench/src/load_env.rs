@@ -3,8 +3,6 @@
 //! limit, CPU pinning, and a throwaway CA with a server certificate (made
 //! with the `openssl` CLI, so no certificate crate is linked for it).
 
-use std::process::Command;
-
 /// Open sockets of a process (its client connections plus a few).
 pub fn sockets(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| {
@@ -63,79 +61,13 @@ pub fn pin_to(cpus: &[usize]) {
 }
 
 /// A throwaway CA and a server certificate for 127.0.0.1 signed by it
-/// (openssl CLI); returns (CA, certificate, key) paths.
+/// (openssl CLI, as the tests make theirs); returns (CA, certificate, key)
+/// paths.
 pub fn make_certs(
     dir: &std::path::Path,
 ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=preflight bench CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext file");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
+    preflight_tests::certs::ca(dir, "ca");
+    preflight_tests::certs::leaf(dir, "ca", "server", "IP:127.0.0.1,DNS:localhost", None);
     (
         dir.join("ca.pem"),
         dir.join("server.pem"),

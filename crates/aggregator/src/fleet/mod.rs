@@ -544,6 +544,12 @@ impl Fleet {
     pub fn status(&self, name: &str) -> Option<Status> {
         self.nodes.get(name).map(|n| n.status)
     }
+
+    /// A node's labels (cheap: no summary is built).
+    #[must_use]
+    pub fn labels(&self, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.nodes.get(name).map(|n| &n.labels)
+    }
 }
 
 #[cfg(test)]

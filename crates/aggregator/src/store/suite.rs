@@ -12,7 +12,9 @@ use preflight_model::report::Waiver;
 
 use super::{Database, PendingReport, Store};
 
-fn waiver(node: &str, now: SystemTime) -> Waiver {
+/// A one-hour waiver of `BOND_PORT_DOWN` on `node` from `now`, id not yet
+/// assigned.
+pub fn waiver(node: &str, now: SystemTime) -> Waiver {
     Waiver {
         id: 0,
         node: node.into(),

@@ -6,7 +6,8 @@
 //! is blocking (SQLite, or PostgreSQL through its synchronous client), so
 //! every call into it runs on `spawn_blocking`. With a store shared by
 //! several replicas, changes made through the others are followed by
-//! [`crate::replicas`], which calls [`Service::reload`].
+//! [`crate::replicas`], which calls [`Service::reload`] (in `reload`; the
+//! report path is in `report`).
 //!
 //! Handlers hold a [`Service`] and never sequence store, fleet and rollback
 //! themselves; reads of the fleet go through [`Service::read`]. The fleet
@@ -20,12 +21,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use std::time::{Duration, SystemTime};
 
 use preflight_model::names::{check_labels, check_node_name};
-use preflight_model::report::{Report, ReportBody, Waiver};
+use preflight_model::report::Waiver;
 use tokio::time::Instant;
 
-use crate::fleet::{Fleet, FleetError, Prepared, ReportOutcome};
+use crate::fleet::{Fleet, FleetError};
 use crate::metrics::Metrics;
-use crate::store::{AuditEntry, NodeChange, NodeWriter, PendingReport, Store, StoreError};
+use crate::store::{AuditEntry, NodeWriter, PendingReport, Store, StoreError};
+
+mod reload;
+mod report;
+
+pub use self::reload::ReloadCounts;
 
 /// Why a change or a store read failed.
 #[derive(Debug, thiserror::Error)]
@@ -208,85 +214,6 @@ impl Service {
         Err(ServiceError::Store(e))
     }
 
-    /// Writes a node its agent added or relabeled: group-committed with
-    /// other registrations on PostgreSQL, one transaction on SQLite;
-    /// either way durable when this returns `Ok`.
-    async fn save_agent_node(
-        &self,
-        name: &str,
-        labels: &BTreeMap<String, String>,
-        at: SystemTime,
-    ) -> Result<(), ServiceError> {
-        let (name, labels) = (name.to_owned(), labels.clone());
-        match &self.nodes {
-            Some(w) => {
-                let actor = "agent".to_owned();
-                let r = w
-                    .upsert(NodeChange {
-                        name,
-                        labels,
-                        actor,
-                        at,
-                    })
-                    .await;
-                self.recorded(r)
-            }
-            None => {
-                self.store(move |s| s.upsert_node(&name, &labels, "agent", at))
-                    .await
-            }
-        }
-    }
-
-    /// Applies an agent's report. A node new to an open inventory is
-    /// persisted before the answer, or taken out again when that fails: the
-    /// inventory must survive a restart, or a node that never reports again
-    /// would silently drop out of the gate. The state itself goes to the
-    /// report writer (batched; the next report replaces a lost one).
-    ///
-    /// # Errors
-    /// The fleet's refusal (nothing changed), or the store's failure to
-    /// persist a new node (the node is removed again).
-    pub async fn report(&self, report: &Report) -> Result<ReportOutcome, ServiceError> {
-        let wall = crate::clock::wall();
-        let prepared = Prepared::new(report);
-        let outcome = write(&self.fleet).apply_prepared(report, prepared, Instant::now(), wall)?;
-        let (
-            ReportOutcome::Accepted {
-                new_node,
-                relabeled,
-                ..
-            },
-            ReportBody::Full { labels, state },
-        ) = (&outcome, &report.body)
-        else {
-            return Ok(outcome);
-        };
-        if let Some(old) = relabeled {
-            // An agent-labelled node moved to other scopes: persisted and
-            // audited (actor `agent`), or undone.
-            if let Err(e) = self.save_agent_node(&report.node, labels, wall).await {
-                write(&self.fleet).undo_relabel(&report.node, old.clone(), Instant::now());
-                return Err(e);
-            }
-        }
-        if *new_node {
-            if let Err(e) = self.save_agent_node(&report.node, labels, wall).await {
-                let _ = write(&self.fleet).remove_node(&report.node);
-                return Err(e);
-            }
-        }
-        let state_json = serde_json::to_string(state).expect("state serializes");
-        let _ = self.reports_tx.send(PendingReport {
-            node: report.node.clone(),
-            boot_id: report.boot_id.clone(),
-            seq: report.seq,
-            received_at: wall,
-            state_json,
-        });
-        Ok(outcome)
-    }
-
     /// Adds or relabels a node (store, then fleet).
     ///
     /// # Errors
@@ -445,98 +372,11 @@ impl Service {
         Ok(())
     }
 
-    /// Writes reports in batches (latest per node wins) until the channel
-    /// closes, i.e. until every clone of this service is dropped.
-    pub fn spawn_report_writer(&self, rx: Receiver<PendingReport>) -> std::thread::JoinHandle<()> {
-        let store = self.store.clone();
-        let metrics = self.metrics.clone();
-        std::thread::Builder::new()
-            .name("report-writer".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch: BTreeMap<String, PendingReport> = BTreeMap::new();
-                    batch.insert(first.node.clone(), first);
-                    while let Ok(more) = rx.try_recv() {
-                        batch.insert(more.node.clone(), more);
-                        if batch.len() >= 2000 {
-                            break;
-                        }
-                    }
-                    let batch: Vec<PendingReport> = batch.into_values().collect();
-                    if let Err(e) = lock(&store).save_reports(&batch) {
-                        metrics.store_up.set(0);
-                        metrics.store_errors.inc();
-                        tracing::error!(error = %e, reports = batch.len(), "cannot persist reports (they are replaced by the next ones)");
-                    }
-                }
-            })
-            .expect("spawn report writer thread")
-    }
-
     /// Where the store is shared with other replicas: its settings (for
     /// [`crate::replicas::spawn_follower`]).
     #[must_use]
     pub fn shared_store(&self) -> Option<crate::store::PgSettings> {
         lock(&self.store).shared().cloned()
-    }
-
-    /// Brings the fleet's inventory and waivers in line with the store, for
-    /// changes made through another replica: nodes added or relabeled,
-    /// nodes removed (only those the last reload saw in the store, so a node
-    /// whose first report is being written right now is not taken out),
-    /// waivers added and ended. Reports are untouched: each replica has its
-    /// own from the agents. `known` is the stored inventory of the last
-    /// reload, updated here.
-    ///
-    /// # Errors
-    /// Store failure (the fleet is unchanged).
-    pub fn reload(
-        &self,
-        known: &mut std::collections::HashSet<String>,
-    ) -> Result<ReloadCounts, crate::store::StoreError> {
-        let wall = crate::clock::wall();
-        let (nodes, waivers) = {
-            let mut s = lock(&self.store);
-            let r = s.nodes().and_then(|n| Ok((n, s.active_waivers(wall)?)));
-            self.metrics.store_up.set(i64::from(r.is_ok()));
-            r?
-        };
-        let now = Instant::now();
-        let mut counts = ReloadCounts::default();
-        let mut fleet = write(&self.fleet);
-        let stored: std::collections::HashSet<String> =
-            nodes.iter().map(|(n, _)| n.clone()).collect();
-        for (name, labels) in nodes {
-            let before = fleet.summary(&name, now).map(|s| s.labels);
-            if before.as_ref() != Some(&labels)
-                && fleet.upsert_node(&name, labels, now, wall).is_ok()
-            {
-                counts.nodes += 1;
-            }
-        }
-        for gone in known.difference(&stored) {
-            if fleet.remove_node(gone).is_ok() {
-                counts.nodes += 1;
-            }
-        }
-        *known = stored;
-        let active: std::collections::HashSet<i64> = waivers.iter().map(|w| w.id).collect();
-        for w in fleet.waivers() {
-            if !active.contains(&w.id) && fleet.remove_waiver(w.id, now).is_ok() {
-                counts.waivers += 1;
-            }
-        }
-        for w in waivers {
-            if fleet.waiver(w.id).is_none()
-                && fleet.status(&w.node).is_some()
-                && !self.end_pending(w.id)
-            {
-                let left = w.expires_at.duration_since(wall).unwrap_or_default();
-                fleet.add_waiver(w, left, now);
-                counts.waivers += 1;
-            }
-        }
-        Ok(counts)
     }
 
     /// Processes TTL, settle and waiver deadlines as they come due, forever;
@@ -596,15 +436,6 @@ impl Service {
             }
         }
     }
-}
-
-/// What a [`Service::reload`] changed in the fleet.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ReloadCounts {
-    /// Nodes added, relabeled or removed.
-    pub nodes: usize,
-    /// Waivers added or ended.
-    pub waivers: usize,
 }
 
 /// Why the fleet could not be rebuilt from the store and the configuration.

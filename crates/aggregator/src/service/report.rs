@@ -1,0 +1,125 @@
+//! The report path: an agent's report applied to the fleet, a node it
+//! added or relabeled persisted before the answer (or taken out again), and
+//! the report itself handed to the writer thread, which stores the latest
+//! per node in batches (reports are soft state: the next one replaces a
+//! lost one).
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::Receiver;
+use std::time::SystemTime;
+
+use preflight_model::report::{Report, ReportBody};
+use tokio::time::Instant;
+
+use super::{lock, write, Service, ServiceError};
+use crate::fleet::{Prepared, ReportOutcome};
+use crate::store::{NodeChange, PendingReport};
+
+impl Service {
+    /// Writes a node its agent added or relabeled: group-committed with
+    /// other registrations on PostgreSQL, one transaction on SQLite;
+    /// either way durable when this returns `Ok`.
+    async fn save_agent_node(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        at: SystemTime,
+    ) -> Result<(), ServiceError> {
+        let (name, labels) = (name.to_owned(), labels.clone());
+        match &self.nodes {
+            Some(w) => {
+                let actor = "agent".to_owned();
+                let r = w
+                    .upsert(NodeChange {
+                        name,
+                        labels,
+                        actor,
+                        at,
+                    })
+                    .await;
+                self.recorded(r)
+            }
+            None => {
+                self.store(move |s| s.upsert_node(&name, &labels, "agent", at))
+                    .await
+            }
+        }
+    }
+
+    /// Applies an agent's report. A node new to an open inventory is
+    /// persisted before the answer, or taken out again when that fails: the
+    /// inventory must survive a restart, or a node that never reports again
+    /// would silently drop out of the gate. The state itself goes to the
+    /// report writer (batched; the next report replaces a lost one).
+    ///
+    /// # Errors
+    /// The fleet's refusal (nothing changed), or the store's failure to
+    /// persist a new node (the node is removed again).
+    pub async fn report(&self, report: &Report) -> Result<ReportOutcome, ServiceError> {
+        let wall = crate::clock::wall();
+        let prepared = Prepared::new(report);
+        let outcome = write(&self.fleet).apply_prepared(report, prepared, Instant::now(), wall)?;
+        let (
+            ReportOutcome::Accepted {
+                new_node,
+                relabeled,
+                ..
+            },
+            ReportBody::Full { labels, state },
+        ) = (&outcome, &report.body)
+        else {
+            return Ok(outcome);
+        };
+        if let Some(old) = relabeled {
+            // An agent-labelled node moved to other scopes: persisted and
+            // audited (actor `agent`), or undone.
+            if let Err(e) = self.save_agent_node(&report.node, labels, wall).await {
+                write(&self.fleet).undo_relabel(&report.node, old.clone(), Instant::now());
+                return Err(e);
+            }
+        }
+        if *new_node {
+            if let Err(e) = self.save_agent_node(&report.node, labels, wall).await {
+                let _ = write(&self.fleet).remove_node(&report.node);
+                return Err(e);
+            }
+        }
+        let state_json = serde_json::to_string(state).expect("state serializes");
+        let _ = self.reports_tx.send(PendingReport {
+            node: report.node.clone(),
+            boot_id: report.boot_id.clone(),
+            seq: report.seq,
+            received_at: wall,
+            state_json,
+        });
+        Ok(outcome)
+    }
+
+    /// Writes reports in batches (latest per node wins) until the channel
+    /// closes, i.e. until every clone of this service is dropped.
+    pub fn spawn_report_writer(&self, rx: Receiver<PendingReport>) -> std::thread::JoinHandle<()> {
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        std::thread::Builder::new()
+            .name("report-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch: BTreeMap<String, PendingReport> = BTreeMap::new();
+                    batch.insert(first.node.clone(), first);
+                    while let Ok(more) = rx.try_recv() {
+                        batch.insert(more.node.clone(), more);
+                        if batch.len() >= 2000 {
+                            break;
+                        }
+                    }
+                    let batch: Vec<PendingReport> = batch.into_values().collect();
+                    if let Err(e) = lock(&store).save_reports(&batch) {
+                        metrics.store_up.set(0);
+                        metrics.store_errors.inc();
+                        tracing::error!(error = %e, reports = batch.len(), "cannot persist reports (they are replaced by the next ones)");
+                    }
+                }
+            })
+            .expect("spawn report writer thread")
+    }
+}
