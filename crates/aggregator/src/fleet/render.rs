@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use super::ready::NameRange;
 use super::selector::ScopeCounts;
 use super::version::TEXT_REFRESH;
-use super::{sort_blockers, Fleet, FleetError, Selector, Status};
+use super::{sort_blockers, Fleet, FleetError, Node, Selector, Status};
 
 /// A gate answer as the API sends it, and until when it stays true without
 /// a change of its scope (see `version`).
@@ -104,18 +104,25 @@ impl Fleet {
             }
             return Ok(self.tracked_answer(sel, c, now, wall, ready, base));
         }
-        let (members, not_go) = self.scope_members(sel);
+        // One look at each member: its name, status, kept blockers and
+        // next self-change.
+        let (mut members, mut not_go): (Vec<&String>, Vec<(&String, &Node)>) = (vec![], vec![]);
+        let mut until = base;
+        self.for_each_member(sel, |name, n| {
+            members.push(name);
+            if n.status != Status::Go {
+                not_go.push((name, n));
+            }
+            if let Some(at) = self.node_changes_at(name, n) {
+                until = until.min(at);
+            }
+        });
         if members.is_empty() && !sel.0.is_empty() {
             return Err(FleetError::UnknownScope(sel.text()));
         }
-        let mut until = members
-            .iter()
-            .filter_map(|m| self.node_changes_at(m, &self.nodes[m]))
-            .fold(base, Instant::min);
         let mut out = head(sel, members.len(), not_go.len(), not_go.len() * 240);
         let mut first = true;
-        for n in &not_go {
-            let node = &self.nodes[n];
+        for &(n, node) in &not_go {
             if let Some(b) = &node.blockers {
                 push_piece(&mut out, &mut first, b);
             } else {
@@ -135,11 +142,17 @@ impl Fleet {
         out.push(b']');
         if ready {
             out.extend_from_slice(b",\"ready\":[");
-            out.extend_from_slice(&ready_text(members.iter(), not_go.iter().map(|n| (n, ()))));
+            out.extend_from_slice(&ready_text(members.iter().copied(), not_go.iter().copied()));
             out.push(b']');
         }
         let in_scope = |n: &str| members.binary_search_by(|m| m.as_str().cmp(n)).is_ok();
-        self.tail(&mut out, not_go.iter(), in_scope, now, wall);
+        self.tail(
+            &mut out,
+            not_go.iter().map(|(n, _)| *n),
+            in_scope,
+            now,
+            wall,
+        );
         Ok(GateJson {
             verdict: verdict(members.len(), not_go.len()),
             body: out,

@@ -12,7 +12,7 @@ use preflight_model::names::is_label_part;
 use preflight_model::Verdict;
 
 use super::ready::Ranges;
-use super::{Fleet, FleetError, Status};
+use super::{Fleet, FleetError, Node, Status};
 
 /// A label selector: `role=compute,rack=r1` (all must match); empty = all.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -214,35 +214,49 @@ impl Fleet {
                 c.not_go.keys().cloned().collect(),
             );
         }
+        let (mut members, mut not_go) = (Vec::new(), Vec::new());
+        self.for_each_member(sel, |name, n| {
+            members.push(name.clone());
+            if n.status != Status::Go {
+                not_go.push(name.clone());
+            }
+        });
+        (members, not_go)
+    }
+
+    /// Calls `f` with every node an untracked selector matches, in name
+    /// order, looking each node up once: it walks the smallest posting list
+    /// among the selector's terms and checks the other terms on each node.
+    pub(super) fn for_each_member<'a>(
+        &'a self,
+        sel: &Selector,
+        mut f: impl FnMut(&'a String, &'a Node),
+    ) {
         let mut smallest: Option<&BTreeSet<String>> = None;
         for term in &sel.0 {
             let Some(set) = self.by_label.get(term) else {
                 // No node has this label: nobody matches.
-                return (Vec::new(), Vec::new());
+                return;
             };
             if smallest.is_none_or(|s| set.len() < s.len()) {
                 smallest = Some(set);
             }
         }
-        let members: Vec<String> = match smallest {
-            Some(set) => set
-                .iter()
-                .filter(|name| sel.matches(&self.nodes[*name].labels))
-                .cloned()
-                .collect(),
-            // Only the empty selector has no terms, and it is always tracked;
-            // a scan is still the right answer should that ever change.
-            None => {
-                let mut all: Vec<String> = self.nodes.keys().cloned().collect();
-                all.sort();
-                all
+        if let Some(set) = smallest {
+            for name in set {
+                let n = &self.nodes[name];
+                if sel.matches(&n.labels) {
+                    f(name, n);
+                }
             }
-        };
-        let not_go = members
-            .iter()
-            .filter(|name| self.nodes[*name].status != Status::Go)
-            .cloned()
-            .collect();
-        (members, not_go)
+        } else {
+            // Only the empty selector has no terms, and it is always
+            // tracked; a scan is still the right answer should that change.
+            let mut all: Vec<(&String, &Node)> = self.nodes.iter().collect();
+            all.sort_by(|a, b| a.0.cmp(b.0));
+            for (name, n) in all {
+                f(name, n);
+            }
+        }
     }
 }

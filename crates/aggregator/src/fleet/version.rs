@@ -28,7 +28,7 @@ use preflight_model::report::{GateAnswer, Report, ReportBody};
 use preflight_model::{Code, NodeState};
 use tokio::time::Instant;
 
-use super::{finding_keys, FindingKey, Fleet, FleetError, Node, Selector, Status};
+use super::{finding_keys, FindingKey, Fleet, FleetError, Node, Selector};
 
 /// How long an answer that shows a time-dependent message ("stopped
 /// reporting 42s ago", "changed 3s ago") is served before it is redone: the
@@ -116,18 +116,17 @@ impl Fleet {
     /// The earliest moment `n`'s answer can change without a report: its
     /// TTL running out, its settle time ending, one of its waivers expiring.
     pub(super) fn node_changes_at(&self, name: &str, n: &Node) -> Option<Instant> {
-        let ttl = n
-            .last_seen
-            .filter(|_| !n.stale)
-            .map(|seen| seen + self.cfg.ttl);
-        let settle = (n.status == Status::Settling).then(|| n.stable_since + self.cfg.settle);
+        // Its TTL and settle end, kept by `reevaluate`.
+        if self.waivers_by_node.is_empty() {
+            return n.changes_at;
+        }
         let waivers = self
             .waivers_by_node
             .get(name)
             .into_iter()
             .flatten()
             .filter_map(|id| self.waiver_due.get(id).copied());
-        [ttl, settle].into_iter().flatten().chain(waivers).min()
+        n.changes_at.into_iter().chain(waivers).min()
     }
 
     /// The gate's answer (without the `ready` list unless `ready`) and the
