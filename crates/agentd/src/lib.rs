@@ -43,31 +43,6 @@ fn log_filter(var: Option<&str>) -> tracing_subscriber::filter::Targets {
         })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::log_filter;
-    use tracing::Level;
-
-    #[test]
-    fn log_filter_reads_levels_and_targets() {
-        let f = log_filter(None);
-        assert!(f.would_enable("preflight_agent", &Level::INFO));
-        assert!(!f.would_enable("preflight_agent", &Level::DEBUG));
-        let f = log_filter(Some("debug"));
-        assert!(f.would_enable("hyper", &Level::DEBUG));
-        let f = log_filter(Some("warn,preflight_agent=debug"));
-        assert!(f.would_enable("preflight_agent::monitor", &Level::DEBUG));
-        assert!(!f.would_enable("hyper", &Level::INFO));
-        assert!(f.would_enable("hyper", &Level::WARN));
-        // Unreadable or empty: the default, not silence.
-        for v in ["", "  ", "preflight_agent=loud"] {
-            let f = log_filter(Some(v));
-            assert!(f.would_enable("x", &Level::INFO), "{v:?}");
-            assert!(!f.would_enable("x", &Level::DEBUG), "{v:?}");
-        }
-    }
-}
-
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let term = async {
@@ -109,6 +84,31 @@ pub async fn serve(agent: preflight_agent::AgentConfig) -> u8 {
         Err(e) => {
             eprintln!("preflight agent: {e}");
             EXIT_UNDECIDED
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn log_filter_reads_levels_and_targets() {
+        let f = log_filter(None);
+        assert!(f.would_enable("preflight_agent", &Level::INFO));
+        assert!(!f.would_enable("preflight_agent", &Level::DEBUG));
+        let f = log_filter(Some("debug"));
+        assert!(f.would_enable("hyper", &Level::DEBUG));
+        let f = log_filter(Some("warn,preflight_agent=debug"));
+        assert!(f.would_enable("preflight_agent::monitor", &Level::DEBUG));
+        assert!(!f.would_enable("hyper", &Level::INFO));
+        assert!(f.would_enable("hyper", &Level::WARN));
+        // Unreadable or empty: the default, not silence.
+        for v in ["", "  ", "preflight_agent=loud"] {
+            let f = log_filter(Some(v));
+            assert!(f.would_enable("x", &Level::INFO), "{v:?}");
+            assert!(!f.would_enable("x", &Level::DEBUG), "{v:?}");
         }
     }
 }
