@@ -2,10 +2,19 @@
 # Builds the Debian package: binary, systemd units, default configuration,
 # man page, shell completions, docs.
 #   bash deploy/debian/build.sh [BINARY] [OUTDIR]   (default target/release/preflight, target/debian)
-# The agent's own binary, preflight-agent, is taken from beside BINARY.
+# Without BINARY it first builds both release binaries (cargo does nothing
+# when they are current): `preflight` (release profile) and the agent's own
+# `preflight-agent` (release-agent profile: size-optimized, panic = abort;
+# see Cargo.toml). preflight-agent is taken from target/release-agent/ when
+# BINARY is target/release/preflight, else from beside BINARY (tests pass
+# target/debug/preflight).
 # PREFLIGHT_DEB_VERSION overrides the package version (default: Cargo.toml's).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+if [ -z "${1:-}" ]; then
+  cargo build --locked --release -p preflight
+  cargo build --locked --profile release-agent -p preflight-agentd
+fi
 bin=${1:-target/release/preflight}
 out=${2:-target/debian}
 version=${PREFLIGHT_DEB_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)}
@@ -14,8 +23,10 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 install -D -m 0755 "$bin" "$stage/usr/bin/preflight"
 strip "$stage/usr/bin/preflight"
-agent_bin="$(dirname "$bin")/preflight-agent"
-[ -f "$agent_bin" ] || { echo "build.sh: $agent_bin missing (cargo build --release -p preflight-agentd)" >&2; exit 1; }
+bindir=$(dirname "$bin")
+[ "$(basename "$bindir")" = release ] && bindir="$(dirname "$bindir")/release-agent"
+agent_bin="$bindir/preflight-agent"
+[ -f "$agent_bin" ] || { echo "build.sh: $agent_bin missing (cargo build --profile release-agent -p preflight-agentd)" >&2; exit 1; }
 install -D -m 0755 "$agent_bin" "$stage/usr/bin/preflight-agent"
 strip "$stage/usr/bin/preflight-agent"
 install -D -m 0644 systemd/preflight-agent.service "$stage/lib/systemd/system/preflight-agent.service"

@@ -184,13 +184,17 @@ pub async fn run(
     // TLS files are read once, here: a bad one stops the agent at start.
     // Without https aggregators or [agent.tls] nothing is read (a host
     // without a CA bundle must still push over plain http).
-    let mut template =
-        AggregatorClient::new(Vec::new(), Duration::from_secs(5)).with_token(cfg.token.clone());
-    if cfg.tls != preflight_client::TlsOptions::default()
+    // Nor is the system's CA store: parsing it kept ~80 KiB of heap and
+    // its code resident in an agent that pushes over http (or not at all).
+    let timeout = Duration::from_secs(5);
+    let template = if cfg.tls != preflight_client::TlsOptions::default()
         || cfg.aggregators.iter().any(BaseUrl::is_tls)
     {
-        template = template.with_tls(&cfg.tls)?;
+        AggregatorClient::http_only(Vec::new(), timeout).with_tls(&cfg.tls)?
+    } else {
+        AggregatorClient::http_only(Vec::new(), timeout)
     }
+    .with_token(cfg.token.clone());
     for url in &cfg.aggregators {
         // One client per aggregator address: each gets every report (no failover).
         let (cfg, boot_id, rx, metrics) =

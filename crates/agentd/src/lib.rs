@@ -17,15 +17,30 @@ pub const EXIT_UNDECIDED: u8 = 2;
 /// Exit code: bad command line or configuration (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
 
-/// Logs to stderr, filtered by `PREFLIGHT_LOG` (tracing's env-filter
-/// syntax, default `info`).
+/// Logs to stderr, filtered by `PREFLIGHT_LOG` (default `info`).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PREFLIGHT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = log_filter(std::env::var("PREFLIGHT_LOG").ok().as_deref());
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .finish()
+        .with(filter)
         .init();
+}
+
+/// The filter `PREFLIGHT_LOG` asks for: a default level and/or
+/// `target=level` pairs, comma-separated (`debug`,
+/// `warn,preflight_agent=debug`); unset, empty or unreadable: `info`.
+/// Targets only, not tracing's env-filter syntax with span and field
+/// matchers: that one links a regex engine (about 230 KB of code, a good
+/// part of it paged in) into every agent for a debugging aid.
+fn log_filter(var: Option<&str>) -> tracing_subscriber::filter::Targets {
+    var.filter(|v| !v.trim().is_empty())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -69,6 +84,31 @@ pub async fn serve(agent: preflight_agent::AgentConfig) -> u8 {
         Err(e) => {
             eprintln!("preflight agent: {e}");
             EXIT_UNDECIDED
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn log_filter_reads_levels_and_targets() {
+        let f = log_filter(None);
+        assert!(f.would_enable("preflight_agent", &Level::INFO));
+        assert!(!f.would_enable("preflight_agent", &Level::DEBUG));
+        let f = log_filter(Some("debug"));
+        assert!(f.would_enable("hyper", &Level::DEBUG));
+        let f = log_filter(Some("warn,preflight_agent=debug"));
+        assert!(f.would_enable("preflight_agent::monitor", &Level::DEBUG));
+        assert!(!f.would_enable("hyper", &Level::INFO));
+        assert!(f.would_enable("hyper", &Level::WARN));
+        // Unreadable or empty: the default, not silence.
+        for v in ["", "  ", "preflight_agent=loud"] {
+            let f = log_filter(Some(v));
+            assert!(f.would_enable("x", &Level::INFO), "{v:?}");
+            assert!(!f.would_enable("x", &Level::DEBUG), "{v:?}");
         }
     }
 }

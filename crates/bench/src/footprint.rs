@@ -61,6 +61,24 @@ const URLS: [&str; 2] = [
     "http://127.0.0.1:19100/metrics",
 ];
 
+/// The agent's own binary, what the packages run: for
+/// `target/release/preflight` the one of the `release-agent` profile
+/// (`cargo build --profile release-agent -p preflight-agentd`), else the
+/// one beside `preflight`; `None` when it was not built (the bench then
+/// runs `preflight agent`).
+fn agent_binary(preflight: &std::path::Path) -> Option<std::path::PathBuf> {
+    let dir = preflight.parent()?;
+    let profile = dir
+        .file_name()
+        .filter(|n| *n == "release")
+        .map(|_| dir.with_file_name("release-agent"));
+    profile
+        .into_iter()
+        .chain([dir.to_path_buf()])
+        .map(|d| d.join("preflight-agent"))
+        .find(|p| p.is_file())
+}
+
 impl Pair {
     fn start(preflight: &str, tag: &str) -> Self {
         let ns = crate::bridged(tag);
@@ -71,12 +89,10 @@ impl Pair {
             "[agent]\nnode = \"bench\"\nlisten = \"127.0.0.1:19101\"\nprobe_gateways = false\n",
         )
         .expect("cfg");
-        // The agent's own binary beside `preflight` when it was built (what
-        // the packages run), else `preflight agent`.
-        let small = std::path::Path::new(preflight).with_file_name("preflight-agent");
-        let agent_cmd: Vec<&str> = match small.to_str() {
-            Some(s) if small.is_file() => vec![s],
-            _ => vec![preflight, "agent"],
+        let small = agent_binary(std::path::Path::new(preflight));
+        let agent_cmd: Vec<&str> = match small.as_deref().and_then(std::path::Path::to_str) {
+            Some(s) => vec![s],
+            None => vec![preflight, "agent"],
         };
         eprintln!("footprint: agent is `{}`", agent_cmd.join(" "));
         let agent = Kill(

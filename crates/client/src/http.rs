@@ -298,6 +298,15 @@ impl TlsOptions {
     }
 }
 
+/// TLS without any CA: every https:// connection fails verification.
+fn no_ca_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
 /// A reusable connection pool.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
@@ -313,6 +322,15 @@ impl HttpClient {
     #[must_use]
     pub fn new(timeout: Duration) -> Self {
         Self::build(timeout, None)
+    }
+
+    /// A client for `http://` servers only: no CA store is read, so every
+    /// `https://` connection fails verification. For a daemon that talks to
+    /// no https server: reading and parsing the system's CAs (about 150
+    /// certificates) would cost it memory and start time for nothing.
+    #[must_use]
+    pub fn http_only(timeout: Duration) -> Self {
+        Self::build(timeout, Some(no_ca_config()))
     }
 
     /// A client with these TLS options.
@@ -338,22 +356,12 @@ impl HttpClient {
         // use http:// servers.
         let tls = tls.or_else(|| TlsOptions::default().client_config().ok());
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let https = match tls {
-            Some(cfg) => builder.with_tls_config(cfg),
-            // No CA at all: every https:// connection fails verification.
-            None => builder.with_tls_config(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default versions")
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-            ),
-        }
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector);
+        // No CA at all: every https:// connection fails verification.
+        let https = builder
+            .with_tls_config(tls.unwrap_or_else(no_ca_config))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         Self::with_connector(https, timeout)
     }
 

@@ -108,6 +108,17 @@ impl AggregatorClient {
         }
     }
 
+    /// A client for `http://` servers only (see [`HttpClient::http_only`]):
+    /// the system's CA store is not read.
+    #[must_use]
+    pub fn http_only(servers: Vec<BaseUrl>, timeout: Duration) -> Self {
+        Self {
+            http: HttpClient::http_only(timeout),
+            servers,
+            token: None,
+        }
+    }
+
     /// Verifies servers and presents a client certificate as `tls` says.
     ///
     /// # Errors

@@ -105,6 +105,19 @@ async fn fails_over_to_the_server_that_answers_and_says_which() {
     );
 }
 
+/// The agent's client when nothing it talks to is https (no CA store is
+/// read) speaks to an http aggregator like any other.
+#[tokio::test]
+async fn an_http_only_client_reaches_an_http_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = url(aggregator(&dir).await);
+    let c = AggregatorClient::http_only(vec![live.clone()], Duration::from_secs(5));
+    let GateResult::NoGo(a) = c.gate("role=compute").await else {
+        panic!("a silent node is no-go");
+    };
+    assert_eq!(a.server, live);
+}
+
 #[tokio::test]
 async fn nobody_answering_is_undecided() {
     let c = AggregatorClient::new(
