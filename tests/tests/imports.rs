@@ -110,7 +110,14 @@ fn crates_use_only_the_layers_below_them() {
             "agent" => lower.to_vec(),
             "agentd" => vec!["model", "policy", "agent"],
             "cli" => [&lower[..], &["agent", "agentd", "aggregator"]].concat(),
-            "bench" => vec!["model", "netlink", "policy", "client", "aggregator", "tests"],
+            "bench" => vec![
+                "model",
+                "netlink",
+                "policy",
+                "client",
+                "aggregator",
+                "tests",
+            ],
             other => panic!("{other}: not in docs/design.md's table; add it there and here"),
         }
     };
