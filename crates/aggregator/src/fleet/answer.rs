@@ -111,14 +111,7 @@ impl Fleet {
             blockers.extend(self.blockers_of(name, n, now));
         }
         if members.is_empty() {
-            blockers.push(Blocker {
-                node: String::new(),
-                code: Code::InventoryEmpty,
-                severity: Severity::Critical,
-                subject: String::new(),
-                message: Code::InventoryEmpty.meaning().into(),
-                since: None,
-            });
+            blockers.push(inventory_empty());
         }
         sort_blockers(&mut blockers);
         let ready: Vec<String> = if ready {
@@ -209,6 +202,18 @@ impl Fleet {
             .into_iter()
             .filter_map(|n| self.summary(n, now))
             .collect()
+    }
+}
+
+/// The blocker of a scope with no node: the inventory is empty.
+pub(super) fn inventory_empty() -> Blocker {
+    Blocker {
+        node: String::new(),
+        code: Code::InventoryEmpty,
+        severity: Severity::Critical,
+        subject: String::new(),
+        message: Code::InventoryEmpty.meaning().into(),
+        since: None,
     }
 }
 

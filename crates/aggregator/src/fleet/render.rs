@@ -25,10 +25,11 @@
 use std::time::SystemTime;
 
 use preflight_model::report::Blocker;
-use preflight_model::{Code, Severity, Verdict};
+use preflight_model::Verdict;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::answer::inventory_empty;
 use super::ready::NameRange;
 use super::selector::ScopeCounts;
 use super::version::TEXT_REFRESH;
@@ -293,17 +294,6 @@ fn head(sel: &Selector, members: usize, not_go: usize, size: usize) -> Vec<u8> {
     json(&mut out, &members);
     out.extend_from_slice(b",\"blockers\":[");
     out
-}
-
-fn inventory_empty() -> Blocker {
-    Blocker {
-        node: String::new(),
-        code: Code::InventoryEmpty,
-        severity: Severity::Critical,
-        subject: String::new(),
-        message: Code::InventoryEmpty.meaning().into(),
-        since: None,
-    }
 }
 
 /// Appends a comma-separated piece (empty pieces add nothing).
