@@ -42,9 +42,12 @@ impl Fleet {
         Status::Go
     }
 
-    pub(super) fn reevaluate(&mut self, name: &str, now: Instant) {
+    /// Recomputes `name`'s status; returns whether it touched the node
+    /// (something an answer shows changed), so a caller that must touch it
+    /// anyway does not render its blockers twice.
+    pub(super) fn reevaluate(&mut self, name: &str, now: Instant) -> bool {
         let Some(n) = self.nodes.get(name) else {
-            return;
+            return false;
         };
         let mut status = self.compute_status(name, n, now);
         if status == Status::Silent && self.waiver_for(name, Code::NodeSilent, name).is_some() {
@@ -107,6 +110,7 @@ impl Fleet {
         if visible {
             self.touch(name);
         }
+        visible
     }
 
     /// Moves `name`'s entry in the `changes_at` counts to `at`.

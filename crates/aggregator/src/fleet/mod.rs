@@ -463,10 +463,11 @@ impl Fleet {
                 n.last_seen = Some(now);
                 n.last_report_wall = Some(wall);
                 n.state = Some(new_state);
-                self.reevaluate(&r.node, now);
                 // Findings, messages or their times may differ even when
                 // the status does not: every answer showing it is redone.
-                self.touch(&r.node);
+                if !self.reevaluate(&r.node, now) {
+                    self.touch(&r.node);
+                }
                 Ok(ReportOutcome::Accepted {
                     full: true,
                     new_node,
