@@ -156,15 +156,46 @@ pub(crate) fn vm_compare_report(
 /// in `databases` (`sqlite`, `postgres`: repetitions interleaved, so both
 /// see the same machine); returns per size (nodes, accepted reports/s, gate
 /// rack p99 ms, RSS MiB), medians, of the first store listed.
+/// How a variant's aggregator threads are named in the output.
+fn threads_label(threads: Option<usize>) -> String {
+    threads.map_or_else(String::new, |n| format!(", {n} thread(s)"))
+}
+
+/// Parses `--threads`: comma-separated counts, empty for the aggregator's
+/// own default.
+///
+/// # Panics
+/// A count that is not a number from 1 to 64.
+pub(crate) fn parse_threads(list: &str) -> Vec<Option<usize>> {
+    if list.trim().is_empty() {
+        return vec![None];
+    }
+    list.split(',')
+        .map(|n| match n.trim().parse::<usize>() {
+            Ok(n @ 1..=64) => Some(n),
+            _ => panic!("--threads: `{n}` is not a number of threads from 1 to 64"),
+        })
+        .collect()
+}
+
+/// What an aggregator-load report compares, interleaved in each repetition:
+/// stores (`sqlite,postgres`), TLS (`off`, `on`, `both`) and the
+/// aggregator's thread counts ([`parse_threads`]).
+pub(crate) struct Matrix<'a> {
+    pub databases: &'a str,
+    pub tls: &'a str,
+    pub threads: &'a [Option<usize>],
+}
+
 pub(crate) fn load_report(
     bin: &str,
     nodes_list: &str,
     seconds: u64,
     reps: usize,
-    databases: &str,
-    tls: &str,
+    matrix: &Matrix<'_>,
     opts: load::LoadOptions,
 ) -> Vec<(usize, f64, f64, f64)> {
+    let (databases, tls, threads) = (matrix.databases, matrix.tls, matrix.threads);
     let wanted: Vec<&str> = databases.split(',').map(str::trim).collect();
     for d in &wanted {
         assert!(
@@ -179,9 +210,10 @@ pub(crate) fn load_report(
         other => panic!("--tls: `{other}` is not off, on or both"),
     };
     // Every store with every TLS mode, interleaved within each repetition.
-    let variants: Vec<(&str, bool)> = wanted
+    let variants: Vec<(&str, bool, Option<usize>)> = wanted
         .iter()
         .flat_map(|d| tls_modes.iter().map(move |t| (*d, *t)))
+        .flat_map(|(d, t)| threads.iter().map(move |n| (d, t, *n)))
         .collect();
     // One throwaway cluster for the whole report, a new database per run.
     let pg = wanted
@@ -196,18 +228,22 @@ pub(crate) fn load_report(
         let mut rows: Vec<Vec<load::LoadResult>> = variants.iter().map(|_| Vec::new()).collect();
         let mut loads: Vec<Vec<f64>> = variants.iter().map(|_| Vec::new()).collect();
         for rep in 0..reps {
-            for (k, (d, tls)) in variants.iter().enumerate() {
+            for (k, (d, tls, threads)) in variants.iter().enumerate() {
                 run_no += 1;
                 let store = match (*d, &pg) {
                     ("postgres", Some(pg)) => load::Store::Postgres(pg, format!("load{run_no}")),
                     _ => load::Store::Sqlite,
                 };
-                let opts = load::LoadOptions { tls: *tls, ..opts };
+                let opts = load::LoadOptions {
+                    tls: *tls,
+                    threads: *threads,
+                    ..opts
+                };
                 let r = load::run(bin, nodes, seconds, 64, &store, opts);
                 let la = load_average();
                 println!(
-                    "  {}{} {nodes} nodes rep {}: offered {:.0}/s accepted {:.0}/s (full {:.0}/s) errors {} | gate rack p50 {:.2} ms p99 {:.2} ms (parsed p99 {:.2}) | gate all p50 {:.2} ms p99 {:.2} ms (parsed p99 {:.2}) | all ready=false p50 {:.2} p99 {:.2} ms | RSS {:.1} MiB | CPU {:.1}% | conns held {:.0} (min {:.0}) | db {:.1} MiB | load avg {la:.2}",
-                    store.name(), if *tls { " TLS" } else { "" }, rep + 1, r.offered_per_s, r.accepted_per_s, r.full_per_s, r.errors, r.gate_rack_p50_ms, r.gate_rack_p99_ms, r.gate_rack_parsed_p99_ms,
+                    "  {}{}{} {nodes} nodes rep {}: offered {:.0}/s accepted {:.0}/s (full {:.0}/s) errors {} | gate rack p50 {:.2} ms p99 {:.2} ms (parsed p99 {:.2}) | gate all p50 {:.2} ms p99 {:.2} ms (parsed p99 {:.2}) | all ready=false p50 {:.2} p99 {:.2} ms | RSS {:.1} MiB | CPU {:.1}% | conns held {:.0} (min {:.0}) | db {:.1} MiB | load avg {la:.2}",
+                    store.name(), if *tls { " TLS" } else { "" }, threads_label(*threads), rep + 1, r.offered_per_s, r.accepted_per_s, r.full_per_s, r.errors, r.gate_rack_p50_ms, r.gate_rack_p99_ms, r.gate_rack_parsed_p99_ms,
                     r.gate_all_p50_ms, r.gate_all_p99_ms, r.gate_all_parsed_p99_ms, r.gate_all_short_p50_ms, r.gate_all_short_p99_ms, r.rss_mib, r.cpu_pct, r.conns_median, r.conns_min, r.db_bytes as f64 / 1_048_576.0
                 );
                 if r.rss_samples.len() > 2 {
@@ -226,7 +262,7 @@ pub(crate) fn load_report(
                 loads[k].push(la);
             }
         }
-        for (k, (d, tls)) in variants.iter().enumerate() {
+        for (k, (d, tls, threads)) in variants.iter().enumerate() {
             let rows = &rows[k];
             let name = match (*d, *tls) {
                 ("postgres", false) => "PostgreSQL",
@@ -234,7 +270,8 @@ pub(crate) fn load_report(
                 (_, false) => "SQLite",
                 (_, true) => "SQLite, TLS",
             };
-            summary(nodes, name, rows, seconds);
+            let name = format!("{name}{}", threads_label(*threads));
+            summary(nodes, &name, rows, seconds);
             let (m, _, lo, hi) = stats(loads[k].clone());
             println!("  load average (1 min) after each rep {m:.2} ({lo:.2}..{hi:.2})");
             if k == 0 {
@@ -356,8 +393,11 @@ pub(crate) fn all(bin: &str, quick: bool) {
         nodes,
         load_s,
         reps,
-        "sqlite",
-        "off",
+        &Matrix {
+            databases: "sqlite",
+            tls: "off",
+            threads: &[None],
+        },
         load::LoadOptions::default(),
     );
     crate::ovs::report(

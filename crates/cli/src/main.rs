@@ -126,6 +126,38 @@ pub fn sd_notify_ready() {
     preflight_agentd::sdnotify::ready();
 }
 
+/// The aggregator (alone or in `up`) serves pipelines' gate questions
+/// while thousands of agents send reports: on one thread a question waits
+/// behind every report queued before it, so it gets a pool of worker
+/// threads, one per CPU it may run on (at least 2, at most 8), or
+/// `PREFLIGHT_THREADS` (1 = everything on one thread). Everything else (a
+/// client command, the agent) is one thread: less memory, nothing to share.
+fn runtime_for(command: &Command) -> Result<tokio::runtime::Builder, String> {
+    if !matches!(command, Command::Aggregator(_) | Command::Up(_)) {
+        return Ok(tokio::runtime::Builder::new_current_thread());
+    }
+    let threads = match std::env::var("PREFLIGHT_THREADS") {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n @ 1..=64) => n,
+            _ => {
+                return Err(format!(
+                    "PREFLIGHT_THREADS={v:?}: expected a number of worker threads from 1 to 64"
+                ))
+            }
+        },
+        Err(_) => std::thread::available_parallelism()
+            .map_or(2, std::num::NonZero::get)
+            .clamp(2, 8),
+    };
+    Ok(if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    })
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -136,10 +168,14 @@ fn main() -> ExitCode {
         }
     };
     preflight_agentd::init_tracing();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match runtime_for(&cli.command) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("preflight: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("preflight: cannot start the async runtime: {e}");
