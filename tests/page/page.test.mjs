@@ -44,6 +44,8 @@ try {
   await page.waitForFunction(() => document.getElementById("verdict").textContent === "GO", null, { timeout: 15000 });
   assert.equal(await page.evaluate(() => window.__noReload), 42, "the page updated without a reload");
   assert.equal(await page.locator("#no-blockers").isVisible(), true);
+  // Every node fits: no "showing N of M" note.
+  assert.equal(await page.locator("#nodes-cut").isVisible(), false);
   await page.screenshot({ path: `${outDir}/page-recovered.png`, fullPage: true });
   console.log("page test: blocker shown, recovery shown without reload; screenshots in " + outDir);
 } finally {

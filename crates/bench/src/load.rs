@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
-use crate::load_env::{cpu_ticks, make_certs, pin_to, raise_nofile, sockets};
+use crate::load_env::{cpu_ticks, make_certs, pin_to, raise_nofile, run_delay_ns, sockets};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -307,6 +307,35 @@ fn spawn_agents(
 }
 
 /// The aggregator's replica reload histograms, summed up in one line.
+/// The aggregator's own account of its gate questions
+/// (`preflight_aggregator_gate_seconds`): the bucket bounds under which half
+/// and 99% of them were answered once read.
+fn gate_server_line(metrics: &str) -> String {
+    let buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("preflight_aggregator_gate_seconds_bucket{le=\"")?;
+            let (le, count) = rest.split_once("\"}")?;
+            Some((le.parse().ok()?, count.trim().parse().ok()?))
+        })
+        .collect();
+    let Some(&(_, total)) = buckets.last() else {
+        return "gate time in the aggregator: not in its metrics (a build before they were added)"
+            .into();
+    };
+    let bound = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= q * total)
+            .map_or(f64::INFINITY, |(le, _)| le * 1000.0)
+    };
+    format!(
+        "gate time in the aggregator once read (its histogram, {total} questions): p50 <= {} ms, p99 <= {} ms",
+        bound(0.5),
+        bound(0.99)
+    )
+}
+
 fn reload_line(metrics: &str) -> String {
     let value = |name: &str| -> f64 {
         metrics
@@ -444,6 +473,7 @@ pub fn run(
         let stop = t0 + Duration::from_secs(seconds);
         let _ = start_tx.send(Some((t0, stop)));
         let cpu0 = cpu_ticks(child.id());
+        let delay0 = run_delay_ns(child.id());
         // Gate prober, in turn: a rack scope (1% of the fleet), the whole
         // fleet, the rack again, the whole fleet with `ready=false`. Timed
         // to the last byte of the answer, and again once parsed as
@@ -475,6 +505,13 @@ pub fn run(
             let _ = h.await;
         }
         let elapsed = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "  aggregator threads waited for a CPU {:.0} ms per second of the window (schedstat)",
+            run_delay_ns(child.id()).saturating_sub(delay0) as f64 / 1e6 / elapsed
+        );
+        if let Ok((_, body)) = http.get(&format!("{base}/metrics")).await {
+            eprintln!("  {}", gate_server_line(&String::from_utf8_lossy(&body)));
+        }
         if matches!(store, Store::Postgres(..)) {
             // Reloads from the shared store since the aggregator started
             // (registration included): the full one every 30 s reads every

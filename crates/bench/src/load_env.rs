@@ -16,6 +16,19 @@ pub fn sockets(pid: u32) -> usize {
 }
 
 /// User + system CPU time of a process, in clock ticks (1/100 s).
+/// Nanoseconds the process's threads have waited on a run queue for a CPU
+/// (the second field of each `/proc/PID/task/TID/schedstat`), summed.
+pub fn run_delay_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
 pub fn cpu_ticks(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;

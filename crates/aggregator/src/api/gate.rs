@@ -32,12 +32,16 @@ pub(super) async fn gate(
     State(s): State<AppState>,
     query: Result<Query<GateQuery>, QueryRejection>,
 ) -> Response {
+    let started = std::time::Instant::now();
     let result = (|| {
         let Query(q) = query.map_err(|e| query_rejection(&e))?;
         tracing::Span::current().record("scope", q.scope.as_str());
         let sel = Selector::parse(&q.scope)?;
         Ok::<_, ApiError>(s.answers.answer(&s.service, &sel, q.ready)?)
     })();
+    s.metrics
+        .gate_seconds
+        .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(a) => {
             let status = if a.verdict == Verdict::Go {

@@ -518,6 +518,12 @@ async fn health_metrics_page_and_fallback() {
     let (s, v) = call(&t, "GET", "/v1/page", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["blockers"][0]["code"], "BOND_PORT_DOWN");
+    assert_eq!(
+        v["blockers_total"],
+        v["blockers"].as_array().expect("list").len()
+    );
+    assert_eq!(v["nodes_total"], v["nodes"].as_array().expect("list").len());
+    assert_eq!(v["verdict"], "no-go");
     let (s, v) = call(&t, "GET", "/v2/nothing", None, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, "not_found");

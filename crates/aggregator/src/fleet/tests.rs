@@ -1349,3 +1349,44 @@ fn ready_lists_kept_in_ranges_stay_exact_as_scopes_grow_and_shrink() {
     f.tick(now);
     check(&f, now, 4000);
 }
+
+#[test]
+fn the_page_gets_nodes_that_are_not_go_first_and_at_most_its_limit() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
+    for i in 0..20 {
+        let findings = if i % 5 == 3 {
+            vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")]
+        } else {
+            vec![]
+        };
+        f.apply_report(&full(&format!("n{i:02}"), "compute", 1, findings), t0, W)
+            .expect("ok");
+    }
+    f.upsert_node("a-silent", labels("compute"), t0, W)
+        .expect("inventoried");
+    let names = |limit| -> Vec<String> {
+        f.page_summaries(t0, limit)
+            .into_iter()
+            .map(|s| s.node)
+            .collect()
+    };
+    // Not go (one silent, four blocked) by name, then go by name.
+    assert_eq!(
+        names(7),
+        ["a-silent", "n03", "n08", "n13", "n18", "n00", "n01"]
+    );
+    assert_eq!(names(3), ["a-silent", "n03", "n08"]);
+    assert_eq!(names(0), Vec::<String>::new());
+    let all = names(1000);
+    assert_eq!(all.len(), 21);
+    let mut go: Vec<_> = all[5..].to_vec();
+    go.sort();
+    assert_eq!(all[5..], go[..], "go nodes in name order");
+}
