@@ -15,6 +15,7 @@ use preflight_model::Snapshot;
 
 pub mod control;
 pub mod decode;
+mod pace;
 mod socket;
 mod sysfs;
 
