@@ -3,10 +3,11 @@
 //! whole snapshot, then evaluated by the agent) is refreshed at once after a
 //! quiet period and at most once per window during a burst ([`Pacer`]),
 //! because cloning and evaluating a hundred interfaces per message was most
-//! of the agent's CPU in a flap storm. When changes keep coming for longer
-//! than [`STORM_AFTER`] (a storm, not a burst), the window widens to
-//! [`crate::WatchConfig::storm_coalesce`]; the first change after a quiet
-//! window is published at once again. One kind of change skips every window
+//! of the agent's CPU in a flap storm. When changes came in nearly every
+//! window of the last second (a storm, not a burst: [`STORM_SPAN`],
+//! [`STORM_SHARE`]), the window widens to
+//! [`crate::WatchConfig::storm_coalesce`]; a change after a quiet window is
+//! still published at once. One kind of change skips every window
 //! ([`Urgency`]): a link that had kept its carrier for [`STEADY`] and loses
 //! it (a cable pull, a switch port going down) is published at once, within
 //! a budget ([`URGENT_BURST`], [`URGENT_PER_SEC`]), so that a pull landing
@@ -28,9 +29,13 @@ pub const URGENT_BURST: f64 = 4.0;
 /// costs at most this many publications a second on top of the window's.
 pub const URGENT_PER_SEC: f64 = 4.0;
 
-/// Changes coming closer together than the normal window for this long are
-/// a storm: the window widens until a quiet gap of one normal window.
-pub const STORM_AFTER: Duration = Duration::from_secs(1);
+/// The span over which a storm is recognised: changes in at least
+/// [`STORM_SHARE`] of the normal windows of the last [`STORM_SPAN`].
+pub const STORM_SPAN: Duration = Duration::from_secs(1);
+/// ... this share, in quarters (3/4: "nearly every window", so that a
+/// pause of a few windows, as a flapping port or a busy sender makes, does
+/// not end a storm).
+pub const STORM_SHARE: u32 = 3;
 
 /// The publication window: the normal one, or the wide one during a storm.
 #[derive(Debug)]
@@ -39,46 +44,82 @@ pub(crate) struct Pacer {
     storm: Duration,
     /// The last publication.
     published: Instant,
-    /// The last change applied, and when the run of changes it belongs to
-    /// (each within `normal` of the one before) began.
+    /// Windows are counted from here.
+    epoch: Instant,
+    /// Bit i: a change in the window i windows before `slot`.
+    busy: u128,
+    /// The window of the last change.
+    slot: u128,
+    /// How many windows make [`STORM_SPAN`] (at most 128; 0 without a
+    /// normal window: never a storm).
+    span: u32,
+    /// The last change, and whether it came after a quiet normal window.
     last_change: Option<Instant>,
-    run_since: Instant,
+    after_quiet: bool,
 }
 
 impl Pacer {
     /// A pacer whose first change is published at once.
     pub(crate) fn new(normal: Duration, storm: Duration, now: Instant) -> Self {
+        let span = if normal.is_zero() {
+            0
+        } else {
+            u32::try_from(STORM_SPAN.as_nanos() / normal.as_nanos())
+                .unwrap_or(128)
+                .clamp(1, 128)
+        };
         Self {
             normal,
-            // Never narrower than the normal window; none without one
-            // (every change published).
-            storm: if normal.is_zero() {
-                normal
-            } else {
-                storm.max(normal)
-            },
+            // Never narrower than the normal window.
+            storm: storm.max(normal),
             published: now.checked_sub(normal.max(storm)).unwrap_or(now),
+            epoch: now,
+            busy: 0,
+            slot: 0,
+            span,
             last_change: None,
-            run_since: now,
+            after_quiet: true,
+        }
+    }
+
+    fn slot_of(&self, t: Instant) -> u128 {
+        t.saturating_duration_since(self.epoch).as_nanos() / self.normal.as_nanos().max(1)
+    }
+
+    /// `busy` as seen from the window of `t`.
+    fn busy_at(&self, t: Instant) -> u128 {
+        let shift = self.slot_of(t).saturating_sub(self.slot);
+        if shift >= 128 {
+            0
+        } else {
+            self.busy << shift
         }
     }
 
     /// A change was applied to the snapshot at `now`.
     pub(crate) fn change(&mut self, now: Instant) {
-        let gap = self.last_change.map(|t| now.saturating_duration_since(t));
-        if gap.is_none_or(|g| g > self.normal) {
-            self.run_since = now;
-        }
+        self.after_quiet = self
+            .last_change
+            .is_none_or(|t| now.saturating_duration_since(t) > self.normal);
+        self.busy = self.busy_at(now) | 1;
+        self.slot = self.slot_of(now);
         self.last_change = Some(now);
     }
 
-    /// Whether the changes up to `now` are a storm: each within the normal
-    /// window of the one before, for longer than [`STORM_AFTER`].
+    /// Whether `now` is in a storm: changes in at least [`STORM_SHARE`] of
+    /// the normal windows of the last [`STORM_SPAN`], the latest of them
+    /// within a normal window of the one before (a change after a quiet
+    /// window is news and is not held back).
     pub(crate) fn storm(&self, now: Instant) -> bool {
-        self.last_change.is_some_and(|t| {
-            now.saturating_duration_since(t) <= self.normal
-                && t.saturating_duration_since(self.run_since) >= STORM_AFTER
-        })
+        if self.span == 0 || self.after_quiet {
+            return false;
+        }
+        let mask = if self.span >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << self.span) - 1
+        };
+        (self.busy_at(now) & mask).count_ones() * 4 >= self.span * STORM_SHARE
     }
 
     /// When a pending change is due for publication: one window after the
@@ -283,8 +324,9 @@ mod tests {
         let published = drive(&mut p, t0, 0, 3_000, 10);
         assert_eq!(published[0], 0, "the first change at once");
         let gaps: Vec<u64> = published.windows(2).map(|w| w[1] - w[0]).collect();
-        // A burst: every 50 ms for the first second ...
-        assert!(gaps.iter().take(18).all(|g| *g == 50), "{gaps:?}");
+        // A burst: every 50 ms until 3/4 of a second's windows had a
+        // change ...
+        assert!(gaps.iter().take(13).all(|g| *g == 50), "{gaps:?}");
         // ... then a storm: every 250 ms.
         assert!(gaps.iter().rev().take(6).all(|g| *g == 250), "{gaps:?}");
         assert!(p.storm(ms(t0, 2_990)));
@@ -295,6 +337,43 @@ mod tests {
         p.change(ms(t0, quiet));
         assert!(!p.storm(ms(t0, quiet)));
         assert!(ms(t0, quiet) >= p.due(ms(t0, quiet)));
+    }
+
+    #[test]
+    fn a_storm_with_short_pauses_stays_a_storm_and_a_change_after_a_pause_is_published_at_once() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(Duration::from_millis(50), Duration::from_millis(250), t0);
+        // 100 changes a second, each second beginning with a 150 ms pause
+        // (the bench's sender stops to scrape): 17 of 20 windows busy.
+        let mut published = Vec::new();
+        let mut pending = false;
+        for at in 0..5_000u64 {
+            let now = ms(t0, at);
+            if at % 1_000 >= 150 && at % 10 == 0 {
+                p.change(now);
+                pending = true;
+            }
+            if pending && now >= p.due(now) {
+                p.published(now);
+                pending = false;
+                published.push(at);
+            }
+        }
+        // After the first second: the first change after each pause at once,
+        // then the wide window.
+        let later: Vec<u64> = published
+            .iter()
+            .copied()
+            .filter(|at| *at >= 2_000)
+            .collect();
+        for second in [2_000, 3_000, 4_000] {
+            assert!(later.contains(&(second + 150)), "{later:?}");
+        }
+        assert!(
+            later.len() <= 3 * 5,
+            "{} publications in 3 s: {later:?}",
+            later.len()
+        );
     }
 
     #[test]

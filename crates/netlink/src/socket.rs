@@ -59,11 +59,12 @@ pub struct WatchConfig {
     /// applied; carrier transitions stay countable through the kernel's
     /// `carrier_changes`. Zero publishes every change.
     pub coalesce: Duration,
-    /// The window during a storm: changes each within `coalesce` of the one
-    /// before for longer than a second (`pace::STORM_AFTER`). A change after
-    /// a quiet `coalesce` is published at once again, and a steady link's
-    /// carrier loss skips the window as before. Never narrower than
-    /// `coalesce`; with `coalesce` zero, unused.
+    /// The window during a storm: changes in at least 3/4 of the
+    /// `coalesce` windows of the last second (`pace::STORM_SPAN`,
+    /// `pace::STORM_SHARE`). A change after a quiet `coalesce` is still
+    /// published at once, and a steady link's carrier loss skips the window
+    /// as before. Never narrower than `coalesce`; with `coalesce` zero,
+    /// unused.
     pub storm_coalesce: Duration,
 }
 
