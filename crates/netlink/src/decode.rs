@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use netlink_packet_core::{NetlinkBuffer, NlasIterator, Parseable, ParseableParametrized};
+use netlink_packet_core::{NetlinkBuffer, Parseable};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
@@ -203,16 +203,6 @@ fn ifindex_hint(payload: &[u8], offset: usize) -> String {
 /// Length of `struct ifinfomsg`, before a link message's attributes.
 const LINK_HEADER_LEN: usize = 16;
 
-/// The link attributes [`convert_link`] reads: IFLA_ADDRESS, IFLA_IFNAME,
-/// IFLA_MTU, IFLA_MASTER, IFLA_OPERSTATE, IFLA_LINKINFO and
-/// IFLA_CARRIER_CHANGES (uapi `if_link.h`). The others (statistics, the
-/// per-family configuration in IFLA_AF_SPEC, queues, XDP, ...) are most of a
-/// message's bytes and were most of its decoding time in a flap storm; they
-/// are framed (a broken length still stops the message and is recorded) but
-/// not parsed, so a malformed one there cannot mark the interface: nothing
-/// preflight reports comes from it.
-const LINK_READ: [u16; 7] = [1, 3, 4, 10, 16, 18, 35];
-
 /// Decodes an RTM_NEWLINK/RTM_DELLINK payload. Returns `None` for messages
 /// that are not about a whole interface (AF_BRIDGE port notifications share
 /// the link group but carry only bridge-port data) or whose header is broken.
@@ -230,28 +220,12 @@ fn decode_link(payload: &[u8], problems: &mut Vec<DecodeProblem>) -> Option<Inte
     if header.interface_family != AddressFamily::Unspec {
         return None;
     }
-    // Only the attributes preflight reads are parsed (see [`LINK_READ`]);
-    // each on its own, so that one that does not parse is recorded and the
-    // others are kept.
     let mut errors = Vec::new();
-    let mut attributes = Vec::new();
-    for nla in NlasIterator::new(payload.get(LINK_HEADER_LEN..).unwrap_or_default()) {
-        let nla = match nla {
-            Ok(nla) => nla,
-            Err(e) => {
-                errors.push(format!("attribute framing: {e}"));
-                break;
-            }
-        };
-        let kind = nla.kind();
-        if !LINK_READ.contains(&kind) {
-            continue;
-        }
-        match LinkAttribute::parse_with_param(&nla, header.interface_family) {
-            Ok(a) => attributes.push(a),
-            Err(e) => errors.push(format!("attribute {kind}: {e}")),
-        }
-    }
+    let attributes = attrs::link_attributes(
+        payload.get(LINK_HEADER_LEN..).unwrap_or_default(),
+        header.interface_family,
+        &mut errors,
+    );
     let mut iface = convert_link(&header, &attributes);
     if !errors.is_empty() {
         let concerns = if iface.name.is_empty() {
@@ -271,12 +245,14 @@ fn decode_link(payload: &[u8], problems: &mut Vec<DecodeProblem>) -> Option<Inte
 }
 
 fn mac(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 3);
     for (i, b) in bytes.iter().enumerate() {
         if i > 0 {
             s.push(':');
         }
-        s.push_str(&format!("{b:02x}"));
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     s
 }
@@ -568,5 +544,6 @@ pub fn decode_capture(bytes: &[u8]) -> Result<preflight_model::Snapshot, Capture
     Ok(snap)
 }
 
+mod attrs;
 #[cfg(test)]
 mod tests;
