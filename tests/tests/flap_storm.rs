@@ -2,8 +2,10 @@
 //! most once per short window during a burst (netlink watch and monitor both
 //! coalesce) and sets its gauges at the scrape, so these tests check that
 //! nothing is lost on the way: after 1,000 carrier toggles the final state is
-//! exact, LINK_FLAPPING counts every transition, and the metrics show the
-//! last state. Needs root (CI runs as root); never skips.
+//! exact, LINK_FLAPPING counts every transition, the metrics show the last
+//! state, and speed and duplex (read once per publication) follow carrier;
+//! a storm longer than a second (a wider window) ends as exactly. Needs
+//! root (CI runs as root); never skips.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -65,9 +67,10 @@ fn wait_report(ns: &Netns, limit: Duration, what: &str, pred: impl Fn(&Value) ->
     panic!("{what}; last report: {last:#}");
 }
 
-#[test]
-fn a_thousand_toggles_end_in_the_exact_state_and_flap_count() {
-    let ns = Netns::new("flap");
+/// A namespace with the veth pair w0/w1 up and an agent watching it; the
+/// agent runs until the returned `Proc` drops (before the namespace).
+fn agent(tag: &str) -> (Proc, Netns, tempfile::TempDir) {
+    let ns = Netns::new(tag);
     for l in [
         "link add w0 type veth peer name w1",
         "link set w0 up",
@@ -83,7 +86,7 @@ fn a_thousand_toggles_end_in_the_exact_state_and_flap_count() {
         format!("[agent]\nnode = \"flap\"\nlisten = \"127.0.0.1:{PORT}\"\nprobe_gateways = false\novsdb = \"off\"\n\n[policy.flapping]\nwindow = \"30m\"\nmax_changes = 4\n"),
     )
     .expect("config");
-    let _agent = Proc(
+    let agent = Proc(
         ns.command(preflight_bin())
             .args(["agent", "--config"])
             .arg(&cfg)
@@ -92,6 +95,12 @@ fn a_thousand_toggles_end_in_the_exact_state_and_flap_count() {
             .spawn()
             .expect("spawn agent"),
     );
+    (agent, ns, dir)
+}
+
+#[test]
+fn a_thousand_toggles_end_in_the_exact_state_and_flap_count() {
+    let (_agent, ns, _dir) = agent("flap");
     let before = wait_report(
         &ns,
         Duration::from_secs(30),
@@ -129,6 +138,13 @@ fn a_thousand_toggles_end_in_the_exact_state_and_flap_count() {
         "w0 has carrier again: {after:#}"
     );
     assert_eq!(iface(&after, "w1")["carrier"], true);
+    // Speed and duplex are read from sysfs when the watch publishes (once
+    // per interface that regained carrier since the last publication): a
+    // veth reports 10000 Mb/s full duplex.
+    for name in ["w0", "w1"] {
+        assert_eq!(iface(&after, name)["speed_mbps"], 10_000, "{after:#}");
+        assert_eq!(iface(&after, name)["duplex"], "full", "{after:#}");
+    }
 
     // The gauges follow the last state at the scrape, not a state in the
     // middle of the storm.
@@ -161,4 +177,72 @@ fn a_thousand_toggles_end_in_the_exact_state_and_flap_count() {
         iface(&v, "w0")["carrier_changes"].as_u64(),
         Some(expected + 1)
     );
+    // Without carrier, no speed (although a veth's sysfs still shows one).
+    assert_eq!(iface(&v, "w0")["speed_mbps"], Value::Null, "{v:#}");
+
+    // Back up after a quiet second: published at once, speed read again.
+    std::thread::sleep(Duration::from_secs(1));
+    ns.ip("link set w1 up");
+    wait_report(
+        &ns,
+        Duration::from_secs(30),
+        "w0's speed was not read again after it regained carrier",
+        |v| {
+            let w0 = iface(v, "w0");
+            w0["carrier"] == true
+                && w0["carrier_changes"].as_u64() == Some(expected + 2)
+                && w0["speed_mbps"] == 10_000
+        },
+    );
+}
+
+/// Toggles spread over about three seconds, each within the normal window
+/// of the one before: the watch widens its window after the first second
+/// (a storm), and still ends in the exact state and count, published once
+/// the storm is over.
+#[test]
+fn a_storm_longer_than_a_second_ends_in_the_exact_state() {
+    let (_agent, ns, _dir) = agent("storm");
+    let before = wait_report(
+        &ns,
+        Duration::from_secs(30),
+        "the agent never reported w0 up",
+        |v| iface(v, "w0")["carrier"] == true,
+    );
+    let start = iface(&before, "w0")["carrier_changes"]
+        .as_u64()
+        .expect("carrier_changes");
+    // One `ip` per toggle, 10 ms apart (each takes a few ms to start): far
+    // more often than once per 50 ms, for longer than a second.
+    let toggles: u64 = 201;
+    let began = Instant::now();
+    for i in 0..toggles {
+        ns.ip(&format!(
+            "link set w1 {}",
+            if i % 2 == 0 { "down" } else { "up" }
+        ));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        began.elapsed() > Duration::from_secs(1),
+        "the toggles did not last a second: not a storm"
+    );
+    // An odd number of toggles: w1 and so w0 end without carrier.
+    let expected = start + toggles;
+    let message = format!("w0 changed carrier {toggles} times");
+    let after = wait_report(
+        &ns,
+        Duration::from_secs(30),
+        "the storm's end never reached the report exactly",
+        |v| {
+            let w0 = iface(v, "w0");
+            w0["carrier"] == false
+                && w0["carrier_changes"].as_u64() == Some(expected)
+                && finding(v, "LINK_NO_CARRIER", "w0").is_some()
+                && finding(v, "LINK_FLAPPING", "w0")
+                    .is_some_and(|f| f["message"].as_str().unwrap_or("").contains(&message))
+        },
+    );
+    assert_eq!(iface(&after, "w1")["admin_up"], false, "{after:#}");
+    assert_eq!(iface(&after, "w0")["speed_mbps"], Value::Null, "{after:#}");
 }

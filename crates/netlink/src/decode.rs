@@ -9,13 +9,13 @@
 
 use std::net::IpAddr;
 
-use netlink_packet_core::{NetlinkBuffer, NlasIterator, Parseable, ParseableParametrized};
+use netlink_packet_core::{NetlinkBuffer, Parseable};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{
     BondAdInfo, BondMode as NlBondMode, BondPortState, InfoBond, InfoBondPort, InfoData, InfoKind,
-    InfoPortData, InfoPortKind, LinkAttribute, LinkFlags, LinkHeader, LinkInfo, LinkMessage,
+    InfoPortData, InfoPortKind, LinkAttribute, LinkFlags, LinkHeader, LinkInfo,
     MiiStatus as NlMiiStatus, State,
 };
 use netlink_packet_route::route::{
@@ -200,6 +200,9 @@ fn ifindex_hint(payload: &[u8], offset: usize) -> String {
     )
 }
 
+/// Length of `struct ifinfomsg`, before a link message's attributes.
+const LINK_HEADER_LEN: usize = 16;
+
 /// Decodes an RTM_NEWLINK/RTM_DELLINK payload. Returns `None` for messages
 /// that are not about a whole interface (AF_BRIDGE port notifications share
 /// the link group but carry only bridge-port data) or whose header is broken.
@@ -218,28 +221,11 @@ fn decode_link(payload: &[u8], problems: &mut Vec<DecodeProblem>) -> Option<Inte
         return None;
     }
     let mut errors = Vec::new();
-    let attributes = match LinkMessage::parse(payload) {
-        Ok(m) => m.attributes,
-        Err(_) => {
-            // Retry attribute by attribute, keeping every one that parses.
-            let mut attrs = Vec::new();
-            for nla in NlasIterator::new(payload.get(16..).unwrap_or_default()) {
-                let nla = match nla {
-                    Ok(nla) => nla,
-                    Err(e) => {
-                        errors.push(format!("attribute framing: {e}"));
-                        break;
-                    }
-                };
-                let kind = nla.kind();
-                match LinkAttribute::parse_with_param(&nla, header.interface_family) {
-                    Ok(a) => attrs.push(a),
-                    Err(e) => errors.push(format!("attribute {kind}: {e}")),
-                }
-            }
-            attrs
-        }
-    };
+    let attributes = attrs::link_attributes(
+        payload.get(LINK_HEADER_LEN..).unwrap_or_default(),
+        header.interface_family,
+        &mut errors,
+    );
     let mut iface = convert_link(&header, &attributes);
     if !errors.is_empty() {
         let concerns = if iface.name.is_empty() {
@@ -259,12 +245,14 @@ fn decode_link(payload: &[u8], problems: &mut Vec<DecodeProblem>) -> Option<Inte
 }
 
 fn mac(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 3);
     for (i, b) in bytes.iter().enumerate() {
         if i > 0 {
             s.push(':');
         }
-        s.push_str(&format!("{b:02x}"));
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     s
 }
@@ -556,5 +544,6 @@ pub fn decode_capture(bytes: &[u8]) -> Result<preflight_model::Snapshot, Capture
     Ok(snap)
 }
 
+mod attrs;
 #[cfg(test)]
 mod tests;

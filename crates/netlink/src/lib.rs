@@ -2,10 +2,12 @@
 //! things: [`dump`], a one-shot typed [`Snapshot`] of links, addresses and
 //! routes, and [`watch`], which keeps such a snapshot current from the kernel's
 //! multicast notifications (subscribed before the first dump, re-dumped on
-//! overrun and on a timer) and publishes every change on a tokio watch channel.
+//! overrun and on a timer) and publishes it on a tokio watch channel: every
+//! change reaches the snapshot, publications are paced (`pace`).
 //!
 //! Decoding is in [`decode`] (pure, tested on captured bytes); applying events
-//! to a snapshot is [`apply`]; sockets live in `socket`.
+//! to a snapshot is [`apply`]; sockets live in `socket`, speed and duplex
+//! (sysfs) in `sysfs`.
 
 #![warn(missing_docs)]
 
@@ -15,6 +17,7 @@ use preflight_model::Snapshot;
 
 pub mod control;
 pub mod decode;
+mod pace;
 mod socket;
 mod sysfs;
 

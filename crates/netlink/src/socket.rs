@@ -3,20 +3,12 @@
 //! Two sockets: one bound to the link, address and route multicast groups
 //! (bound *before* the first dump, so no change between dump and subscription
 //! is lost) and one for dump requests. Overruns (ENOBUFS) and a periodic timer
-//! trigger a full re-dump; the snapshot is then replaced whole.
-//!
-//! Every message is applied to the watch's own snapshot as it arrives; the
-//! published copy (a clone of the whole snapshot) is refreshed at once after
-//! a quiet period and at most once per [`WatchConfig::coalesce`] during a
-//! burst, because cloning and dropping a hundred interfaces per message was
-//! most of the agent's CPU in a flap storm. One kind of change skips that
-//! window: a link that had kept its carrier for [`STEADY`] and loses it (a
-//! cable pull, a switch port going down) is published at once, within a
-//! budget ([`URGENT_BURST`], [`URGENT_PER_SEC`]), so that a pull landing
-//! just after another change (three bonds pulled together) does not wait for
-//! the window; a flapping link is not news and waits like any other change.
+//! trigger a full re-dump; the snapshot is then replaced whole. Every message
+//! is applied to the watch's own snapshot as it arrives; when that snapshot
+//! is published is `pace`'s business, and speed and duplex (sysfs) are read
+//! for the interfaces that need it just before each publication.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +18,7 @@ use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::RouteNetlinkMessage;
-use preflight_model::{Interface, Snapshot};
+use preflight_model::Snapshot;
 use rtnetlink::constants::{
     RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_LINK,
 };
@@ -36,6 +28,7 @@ use rtnetlink::sys::{
 use tokio::sync::watch as tokio_watch;
 
 use crate::decode::{decode_datagram, Event};
+use crate::pace::{Pacer, Urgency};
 use crate::{apply, sysfs, NetlinkError};
 
 const ENOBUFS: i32 = 105;
@@ -48,15 +41,8 @@ const DUMP_ATTEMPTS: u32 = 5;
 const RECV_BUF: usize = 64 * 1024;
 /// Default of [`WatchConfig::coalesce`]: the agent's own evaluation window.
 pub const DEFAULT_COALESCE: Duration = Duration::from_millis(50);
-
-/// A link whose carrier has not changed for this long and then loses it is
-/// published at once, inside the coalesce window.
-pub const STEADY: Duration = Duration::from_secs(1);
-/// How many such early publications may follow one another at once ...
-pub const URGENT_BURST: f64 = 4.0;
-/// ... and how many per second after that: a storm over many links then
-/// costs at most this many publications a second on top of the window's.
-pub const URGENT_PER_SEC: f64 = 4.0;
+/// Default of [`WatchConfig::storm_coalesce`].
+pub const DEFAULT_STORM_COALESCE: Duration = Duration::from_millis(250);
 
 /// Settings of [`watch`].
 #[derive(Debug, Clone)]
@@ -73,6 +59,13 @@ pub struct WatchConfig {
     /// applied; carrier transitions stay countable through the kernel's
     /// `carrier_changes`. Zero publishes every change.
     pub coalesce: Duration,
+    /// The window during a storm: changes in at least 3/4 of the
+    /// `coalesce` windows of the last second (`pace::STORM_SPAN`,
+    /// `pace::STORM_SHARE`). A change after a quiet `coalesce` is still
+    /// published at once, and a steady link's carrier loss skips the window
+    /// as before. Never narrower than `coalesce`; with `coalesce` zero,
+    /// unused.
+    pub storm_coalesce: Duration,
 }
 
 impl Default for WatchConfig {
@@ -81,6 +74,7 @@ impl Default for WatchConfig {
             resync_interval: Duration::from_secs(60),
             receive_buffer: EVENT_RCVBUF,
             coalesce: DEFAULT_COALESCE,
+            storm_coalesce: DEFAULT_STORM_COALESCE,
         }
     }
 }
@@ -103,61 +97,6 @@ pub struct WatchStats {
     /// a receiver that sees it change knows the snapshot is urgent and can
     /// skip its own coalescing.
     pub urgent: AtomicU64,
-}
-
-/// Which carrier losses skip the coalesce window (see the module's
-/// paragraph): the last carrier change seen per link, and a token bucket.
-#[derive(Debug)]
-struct Urgency {
-    last_change: HashMap<u32, Instant>,
-    tokens: f64,
-    refilled: Instant,
-}
-
-impl Urgency {
-    fn new(now: Instant) -> Self {
-        Self {
-            last_change: HashMap::new(),
-            tokens: URGENT_BURST,
-            refilled: now,
-        }
-    }
-
-    /// Notes a link's new state (`before`: what the snapshot held); returns
-    /// whether this change is a steady link losing carrier, within budget.
-    /// Links never seen changing count as steady since the watch started.
-    fn link(&mut self, before: Option<&Interface>, after: &Interface, now: Instant) -> bool {
-        let Some(before) = before else {
-            return false;
-        };
-        if before.carrier == after.carrier {
-            return false;
-        }
-        let steady = self
-            .last_change
-            .insert(after.index, now)
-            .is_none_or(|t| now.saturating_duration_since(t) >= STEADY);
-        if before.carrier && !after.carrier && steady {
-            return self.spend(now);
-        }
-        false
-    }
-
-    fn forget(&mut self, index: u32) {
-        self.last_change.remove(&index);
-    }
-
-    fn spend(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.refilled = now;
-        self.tokens = (self.tokens + elapsed * URGENT_PER_SEC).min(URGENT_BURST);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// What applying one datagram did.
@@ -304,13 +243,40 @@ impl Dumper {
     }
 }
 
-/// Decodes one datagram and applies it. With `urgency` (the watch, not a
-/// dump), carrier losses are checked against it.
+/// What the watch keeps beside its snapshot between publications.
+#[derive(Debug)]
+struct Live {
+    urgency: Urgency,
+    /// Interfaces whose speed and duplex are read before the next
+    /// publication (see `sysfs`).
+    unread: BTreeSet<u32>,
+}
+
+impl Live {
+    /// Reads speed and duplex of the interfaces noted since the last
+    /// publication that still have carrier; returns whether any changed.
+    fn read_speeds(&mut self, snap: &mut Snapshot) -> bool {
+        let mut changed = false;
+        for index in std::mem::take(&mut self.unread) {
+            if let Some(iface) = snap.interfaces.get_mut(&index).filter(|i| i.carrier) {
+                let speed = iface.speed_mbps;
+                let duplex = iface.duplex.take();
+                sysfs::read(iface);
+                changed |= speed != iface.speed_mbps || duplex != iface.duplex;
+            }
+        }
+        changed
+    }
+}
+
+/// Decodes one datagram and applies it. With `live` (the watch, not a
+/// dump), carrier losses are checked for urgency and sysfs is read at the
+/// next publication; a dump reads it at once.
 fn apply_datagram(
     snap: &mut Snapshot,
     buf: &[u8],
     stats: &WatchStats,
-    mut urgency: Option<&mut Urgency>,
+    mut live: Option<&mut Live>,
 ) -> Applied {
     let decoded = decode_datagram(buf);
     for p in &decoded.problems {
@@ -325,18 +291,24 @@ fn apply_datagram(
             Event::NewLink(mut iface) => {
                 let index = iface.index;
                 let before = snap.interfaces.get(&index);
-                if let Some(u) = urgency.as_deref_mut() {
-                    if u.link(before, &iface, Instant::now()) {
+                let read = sysfs::carry(&mut iface, before);
+                if let Some(l) = live.as_deref_mut() {
+                    if l.urgency.link(before, &iface, Instant::now()) {
                         out.urgent = true;
                         tracing::debug!(interface = %iface.name, "steady link lost carrier: publishing at once");
                     }
+                    if read {
+                        l.unread.insert(index);
+                    }
+                } else if read {
+                    sysfs::read(&mut iface);
                 }
-                sysfs::enrich(&mut iface, before);
                 out.changed |= apply(snap, Event::NewLink(iface));
             }
             Event::DelLink(index) => {
-                if let Some(u) = urgency.as_deref_mut() {
-                    u.forget(index);
+                if let Some(l) = live.as_deref_mut() {
+                    l.urgency.forget(index);
+                    l.unread.remove(&index);
                 }
                 out.changed |= apply(snap, Event::DelLink(index));
             }
@@ -415,16 +387,18 @@ async fn run(
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     timer.tick().await; // the first tick is immediate; we just dumped
     let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
-    // A change not yet published, and when the last publication was.
+    // A change not yet published (or an interface whose speed is unread).
     let mut pending = false;
-    let mut published = tokio::time::Instant::now()
-        .checked_sub(config.coalesce)
-        .unwrap_or_else(tokio::time::Instant::now);
-    let mut urgency = Urgency::new(Instant::now());
+    let mut pacer = Pacer::new(config.coalesce, config.storm_coalesce, Instant::now());
+    let mut live = Live {
+        urgency: Urgency::new(Instant::now()),
+        unread: BTreeSet::new(),
+    };
     // A steady link lost carrier: publish without waiting for the window.
     let mut urgent = false;
     loop {
-        let due = published + config.coalesce;
+        let waiting = pending || !live.unread.is_empty();
+        let due = tokio::time::Instant::from_std(pacer.due(Instant::now()));
         let resync = tokio::select! {
             r = async {
                 buf.clear();
@@ -432,18 +406,22 @@ async fn run(
             } => match r {
                 Ok(_) if buf.len() >= RECV_BUF => Some("overrun"),
                 Ok(_) => {
-                    let a = apply_datagram(&mut snap, &buf, &stats, Some(&mut urgency));
-                    pending |= a.changed;
+                    let a = apply_datagram(&mut snap, &buf, &stats, Some(&mut live));
+                    if a.changed {
+                        pending = true;
+                        pacer.change(Instant::now());
+                    }
                     urgent |= a.urgent && a.changed;
                     a.overrun.then_some("overrun")
                 }
                 Err(e) if e.raw_os_error() == Some(ENOBUFS) => Some("overrun"),
                 Err(e) => return Err(NetlinkError::Recv(e)),
             },
-            () = tokio::time::sleep_until(due), if pending => None,
+            () = tokio::time::sleep_until(due), if waiting => None,
             _ = timer.tick() => Some("timer"),
             () = tx.closed() => return Ok(()),
         };
+        let now = Instant::now();
         if let Some(reason) = resync {
             if reason == "overrun" {
                 stats.resyncs_overrun.fetch_add(1, Ordering::Relaxed);
@@ -453,32 +431,27 @@ async fn run(
             }
             let fresh = dumper.snapshot(&stats).await?;
             if fresh != snap {
+                // Read whole, speeds included.
                 snap = fresh;
+                live.unread.clear();
                 pending = true;
             }
             // A re-read is rare and may follow lost messages: no waiting.
-            if pending {
-                if urgent {
-                    stats.urgent.fetch_add(1, Ordering::Release);
-                }
-                publish(&tx, &snap, &stats);
-                pending = false;
-                urgent = false;
-                published = tokio::time::Instant::now();
-            }
+        } else if !(urgent || now >= pacer.due(now)) {
             continue;
         }
-        let now = tokio::time::Instant::now();
-        if pending && (urgent || now >= published + config.coalesce) {
+        // Speeds last, so that a bond's follows its ports' latest state.
+        pending |= live.read_speeds(&mut snap);
+        if pending {
             if urgent {
                 // Before the send: a receiver woken by it must see the mark.
                 stats.urgent.fetch_add(1, Ordering::Release);
             }
             publish(&tx, &snap, &stats);
-            pending = false;
-            urgent = false;
-            published = now;
+            pacer.published(Instant::now());
         }
+        pending = false;
+        urgent = false;
     }
 }
 
@@ -490,78 +463,33 @@ fn publish(tx: &tokio_watch::Sender<Arc<Snapshot>>, snap: &Snapshot, stats: &Wat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use preflight_model::Interface;
 
-    fn link(index: u32, carrier: bool) -> Interface {
-        Interface {
+    #[test]
+    fn speeds_are_read_once_for_links_that_still_have_carrier() {
+        let link = |index, carrier| Interface {
             index,
+            // No such interface in sysfs: a read finds no speed.
+            name: format!("pf-none-{index}"),
             carrier,
+            speed_mbps: Some(1_000),
             ..Interface::default()
+        };
+        let mut snap = Snapshot::default();
+        for (i, carrier) in [(1, true), (2, false), (3, true)] {
+            snap.interfaces.insert(i, link(i, carrier));
         }
-    }
-
-    /// Feeds `carrier` of link `index` at `at` ms after `t0`; returns urgent.
-    fn feed(u: &mut Urgency, t0: Instant, at: u64, index: u32, carrier: bool) -> bool {
-        u.link(
-            Some(&link(index, !carrier)),
-            &link(index, carrier),
-            t0 + Duration::from_millis(at),
-        )
-    }
-
-    #[test]
-    fn a_steady_link_losing_carrier_is_urgent_a_flapping_one_is_not() {
-        let t0 = Instant::now();
-        let mut u = Urgency::new(t0);
-        // Never seen changing: steady since the watch started.
-        assert!(feed(&mut u, t0, 0, 7, false));
-        // Back up, and down again within STEADY: flapping, waits.
-        assert!(!feed(&mut u, t0, 300, 7, true));
-        assert!(!feed(&mut u, t0, 600, 7, false));
-        // Up, then steady for STEADY: the next loss is news again.
-        assert!(!feed(&mut u, t0, 700, 7, true));
-        assert!(feed(&mut u, t0, 1_700, 7, false));
-        // Gaining carrier is never urgent.
-        assert!(!feed(&mut u, t0, 5_000, 7, true));
-        // A link without a previous state (new) or without a carrier change.
-        assert!(!u.link(None, &link(8, false), t0));
-        assert!(!u.link(
-            Some(&link(8, false)),
-            &link(8, false),
-            t0 + Duration::from_secs(9)
-        ));
-    }
-
-    #[test]
-    fn a_deleted_link_is_forgotten() {
-        let t0 = Instant::now();
-        let mut u = Urgency::new(t0);
-        assert!(!feed(&mut u, t0, 0, 3, true));
-        u.forget(3);
-        // The index reused by a new link within STEADY: steady, urgent.
-        assert!(feed(&mut u, t0, 100, 3, false));
-        assert!(u.last_change.len() == 1);
-        u.forget(3);
-        assert!(u.last_change.is_empty());
-    }
-
-    #[test]
-    fn the_budget_bounds_urgent_publications_in_a_storm_over_many_links() {
-        let t0 = Instant::now();
-        let mut u = Urgency::new(t0);
-        // 1,000 steady links all lose carrier in the same instant: a burst.
-        let at_once = (0..1_000)
-            .filter(|&i| feed(&mut u, t0, 0, i, false))
-            .count();
-        assert_eq!(at_once as f64, URGENT_BURST);
-        // Then 100 more losses a second over fresh links for 10 s: at most
-        // URGENT_PER_SEC a second get through.
-        let later = (0..1_000u32)
-            .filter(|&i| feed(&mut u, t0, 10 + u64::from(i) * 10, 10_000 + i, false))
-            .count();
-        assert!(
-            (later as f64) <= 10.0 * URGENT_PER_SEC + 1.0,
-            "{later} urgent in 10 s"
-        );
-        assert!(later as f64 >= 10.0 * URGENT_PER_SEC - 1.0, "{later}");
+        let mut live = Live {
+            urgency: Urgency::new(Instant::now()),
+            // 4 is gone since it was noted.
+            unread: [1, 2, 4].into(),
+        };
+        assert!(live.read_speeds(&mut snap), "1's speed was read");
+        assert!(live.unread.is_empty());
+        assert_eq!(snap.interfaces[&1].speed_mbps, None);
+        // 2 lost carrier before the read (not read), 3 was not noted.
+        assert_eq!(snap.interfaces[&2].speed_mbps, Some(1_000));
+        assert_eq!(snap.interfaces[&3].speed_mbps, Some(1_000));
+        assert!(!live.read_speeds(&mut snap), "nothing left to read");
     }
 }

@@ -156,6 +156,25 @@ fn unknown_attribute_is_ignored_without_error() {
 }
 
 #[test]
+fn a_malformed_attribute_preflight_does_not_read_is_skipped_not_recorded() {
+    let mut bytes = VETH_BRIDGE.to_vec();
+    // IFLA_TXQLEN (13) of v1a: a 2-byte value, which cannot be its u32.
+    // Framing stays intact (lengths are 4-byte aligned).
+    let at = find_link_attr(&bytes, "v1a", 13);
+    bytes[at..at + 2].copy_from_slice(&6u16.to_ne_bytes());
+    let whole = snapshot(VETH_BRIDGE);
+    let s = snapshot(&bytes);
+    assert_eq!(s, whole, "nothing preflight reads came from it");
+    assert!(s.interfaces.values().all(|i| i.parse_errors.is_empty()));
+    let problems: usize = capture_datagrams(&bytes)
+        .expect("framing intact")
+        .into_iter()
+        .map(|d| decode_datagram(d).problems.len())
+        .sum();
+    assert_eq!(problems, 0);
+}
+
+#[test]
 fn truncated_capture_is_an_error_not_a_partial_snapshot() {
     let e = decode_capture(&VETH_BRIDGE[..VETH_BRIDGE.len() - 3]).expect_err("truncated");
     assert!(e.to_string().contains("truncated"));
