@@ -104,3 +104,58 @@ fn bad_usage_and_bad_configuration_exit_64() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("preflight-agent "));
 }
+
+/// `PREFLIGHT_LOG` reaches the agent's own binary: `debug` for one module
+/// shows its debug lines and nothing below `warn` from the others (a
+/// subscriber capped at `info` once swallowed every debug line).
+#[test]
+fn preflight_log_turns_on_debug_lines_per_target() {
+    let ns = Netns::new("alog");
+    ns.ip("link add v0 type veth peer name v1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        "[agent]\nnode = \"alog\"\nlisten = \"127.0.0.1:9101\"\nprobe_gateways = false\novsdb = \"off\"\n",
+    )
+    .expect("config");
+    let log = dir.path().join("stderr");
+    let mut agent = Proc(
+        ns.command(agent_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .env("PREFLIGHT_LOG", "warn,preflight_agent::monitor=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn preflight-agent"),
+    );
+    // A change after the first evaluation is evaluated and logged.
+    let mut text = String::new();
+    for i in 0..100 {
+        if i % 10 == 5 {
+            ns.ip(if i % 20 == 5 {
+                "link set v0 up"
+            } else {
+                "link set v0 down"
+            });
+        }
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("state evaluated") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = agent.0.kill();
+    let _ = agent.0.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or(text);
+    assert!(
+        text.lines().any(|l| l.contains("DEBUG")
+            && l.contains("preflight_agent")
+            && l.contains("state evaluated")),
+        "no debug line of preflight_agent:\n{text}"
+    );
+    // `agent listening` is preflight_agentd's info line: below warn.
+    assert!(!text.contains("agent listening"), "{text}");
+}

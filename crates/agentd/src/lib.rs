@@ -22,7 +22,10 @@ pub fn init_tracing() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = log_filter(std::env::var("PREFLIGHT_LOG").ok().as_deref());
+    // The builder's own level filter is INFO unless told otherwise; the
+    // `Targets` layer below decides, so it must let everything through.
     tracing_subscriber::fmt()
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         .finish()
         .with(filter)
