@@ -15,13 +15,16 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
+mod prober;
+
 use crate::load_env::{cpu_ticks, make_certs, pin_to, raise_nofile, run_delay_ns, sockets};
+use prober::{gate_server_line, probe_gate};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use preflight_client::{AggregatorClient, BaseUrl, HttpClient, TlsOptions};
-use preflight_model::report::{GateAnswer, Report, ReportBody};
+use preflight_model::report::{Report, ReportBody};
 use preflight_model::{Finding, NodeState, Severity, Snapshot};
 
 fn rss_kib(pid: u32) -> u64 {
@@ -307,35 +310,6 @@ fn spawn_agents(
 }
 
 /// The aggregator's replica reload histograms, summed up in one line.
-/// The aggregator's own account of its gate questions
-/// (`preflight_aggregator_gate_seconds`): the bucket bounds under which half
-/// and 99% of them were answered once read.
-fn gate_server_line(metrics: &str) -> String {
-    let buckets: Vec<(f64, f64)> = metrics
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("preflight_aggregator_gate_seconds_bucket{le=\"")?;
-            let (le, count) = rest.split_once("\"}")?;
-            Some((le.parse().ok()?, count.trim().parse().ok()?))
-        })
-        .collect();
-    let Some(&(_, total)) = buckets.last() else {
-        return "gate time in the aggregator: not in its metrics (a build before they were added)"
-            .into();
-    };
-    let bound = |q: f64| {
-        buckets
-            .iter()
-            .find(|(_, c)| *c >= q * total)
-            .map_or(f64::INFINITY, |(le, _)| le * 1000.0)
-    };
-    format!(
-        "gate time in the aggregator once read (its histogram, {total} questions): p50 <= {} ms, p99 <= {} ms",
-        bound(0.5),
-        bound(0.99)
-    )
-}
-
 fn reload_line(metrics: &str) -> String {
     let value = |name: &str| -> f64 {
         metrics
@@ -558,76 +532,6 @@ pub fn run(
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     result
-}
-
-/// Gate answer times, in milliseconds, by question.
-#[derive(Default)]
-struct GateTimes {
-    rack: Vec<f64>,
-    all: Vec<f64>,
-    short: Vec<f64>,
-    rack_parsed: Vec<f64>,
-    all_parsed: Vec<f64>,
-}
-
-/// Makes the calling thread a real-time one (SCHED_FIFO, priority 10, with
-/// `chrt`, as root): the prober then runs as soon as an answer arrives
-/// instead of waiting for a CPU the load generator holds, so its times are
-/// the aggregator's (a pipeline asks from a machine of its own).
-fn realtime_priority() {
-    let tid = nix::unistd::gettid().to_string();
-    match Command::new("chrt").args(["-f", "-p", "10", &tid]).status() {
-        Ok(s) if s.success() => {}
-        other => eprintln!(
-            "  cannot make the gate prober real-time (chrt -f -p 10 {tid}: {other:?}); its times include waiting for a CPU"
-        ),
-    }
-}
-
-/// Asks the gate every 50 ms until `stop`, over one keep-alive connection,
-/// on a current-thread runtime of this thread's own.
-fn probe_gate(base: &str, tls: Option<&TlsOptions>, stop: Instant) -> GateTimes {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("the prober's runtime");
-    realtime_priority();
-    rt.block_on(async {
-        let http = match tls {
-            Some(tls) => HttpClient::with_tls(Duration::from_secs(10), tls).expect("the bench CA"),
-            None => HttpClient::new(Duration::from_secs(10)),
-        };
-        let mut t = GateTimes::default();
-        let mut i = 0usize;
-        while Instant::now() < stop {
-            let query = match i % 4 {
-                0 | 2 => "scope=rack%3Dr07",
-                1 => "scope=",
-                _ => "scope=&ready=false",
-            };
-            let q = Instant::now();
-            let r = http.get(&format!("{base}/v1/gate?{query}")).await;
-            let ms = q.elapsed().as_secs_f64() * 1000.0;
-            if let Ok((status, body)) = r {
-                if status.as_u16() == 200 || status.as_u16() == 503 {
-                    let parsed = serde_json::from_slice::<GateAnswer>(&body).is_ok();
-                    let parsed_ms = q.elapsed().as_secs_f64() * 1000.0;
-                    let (times, parsed_times) = match i % 4 {
-                        0 | 2 => (&mut t.rack, Some(&mut t.rack_parsed)),
-                        1 => (&mut t.all, Some(&mut t.all_parsed)),
-                        _ => (&mut t.short, None),
-                    };
-                    times.push(ms);
-                    if let (true, Some(p)) = (parsed, parsed_times) {
-                        p.push(parsed_ms);
-                    }
-                }
-            }
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        t
-    })
 }
 
 #[cfg(test)]
