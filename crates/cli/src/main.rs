@@ -127,11 +127,14 @@ pub fn sd_notify_ready() {
 }
 
 /// The aggregator (alone or in `up`) serves pipelines' gate questions
-/// while thousands of agents send reports: on one thread a question waits
-/// behind every report queued before it, so it gets a pool of worker
+/// while thousands of agents send reports: it gets a pool of worker
 /// threads, one per CPU it may run on (at least 2, at most 8), or
-/// `PREFLIGHT_THREADS` (1 = everything on one thread). Everything else (a
-/// client command, the agent) is one thread: less memory, nothing to share.
+/// `PREFLIGHT_THREADS` (1 = everything on one thread), so one slow answer
+/// (a whole fleet rendered anew) does not hold every other request and
+/// reports can be parsed on more than one core. On the 2-vCPU bench machine
+/// the gate's figures were the same with 1 and 2 threads (docs/benchmarks.md).
+/// Everything else (a client command, the agent) is one thread: less
+/// memory, nothing to share.
 fn runtime_for(command: &Command) -> Result<tokio::runtime::Builder, String> {
     if !matches!(command, Command::Aggregator(_) | Command::Up(_)) {
         return Ok(tokio::runtime::Builder::new_current_thread());
