@@ -98,18 +98,44 @@ fn agent(tag: &str) -> (Proc, Netns, tempfile::TempDir) {
     (agent, ns, dir)
 }
 
-#[test]
-fn a_thousand_toggles_end_in_the_exact_state_and_flap_count() {
-    let (_agent, ns, _dir) = agent("flap");
+/// w0's `carrier_changes` once the agent reports it up (before a storm).
+fn carrier_changes_once_up(ns: &Netns) -> u64 {
     let before = wait_report(
-        &ns,
+        ns,
         Duration::from_secs(30),
         "the agent never reported w0 up",
         |v| iface(v, "w0")["carrier"] == true,
     );
-    let start = iface(&before, "w0")["carrier_changes"]
+    iface(&before, "w0")["carrier_changes"]
         .as_u64()
-        .expect("carrier_changes");
+        .expect("carrier_changes")
+}
+
+/// The first report after `toggles` changes of w1 that shows their end
+/// exactly: w0's carrier as `carrier`, its `carrier_changes` at `expected`,
+/// LINK_FLAPPING counting every toggle (and LINK_NO_CARRIER when w0 ended
+/// without carrier).
+fn wait_storm_end(ns: &Netns, toggles: u64, expected: u64, carrier: bool) -> Value {
+    let message = format!("w0 changed carrier {toggles} times");
+    wait_report(
+        ns,
+        Duration::from_secs(30),
+        "the storm's end never reached the report exactly",
+        |v| {
+            let w0 = iface(v, "w0");
+            w0["carrier"] == carrier
+                && w0["carrier_changes"].as_u64() == Some(expected)
+                && (carrier || finding(v, "LINK_NO_CARRIER", "w0").is_some())
+                && finding(v, "LINK_FLAPPING", "w0")
+                    .is_some_and(|f| f["message"].as_str().unwrap_or("").contains(&message))
+        },
+    )
+}
+
+#[test]
+fn a_thousand_toggles_end_in_the_exact_state_and_flap_count() {
+    let (_agent, ns, _dir) = agent("flap");
+    let start = carrier_changes_once_up(&ns);
 
     // 1,000 toggles of w1 as fast as `ip -batch` can send them: w0 loses
     // and regains carrier 1,000 times, w1 ends up as it started.
@@ -120,19 +146,7 @@ fn a_thousand_toggles_end_in_the_exact_state_and_flap_count() {
     ns.ip_batch(&batch);
 
     let expected = start + toggles;
-    let message = format!("w0 changed carrier {toggles} times");
-    let after = wait_report(
-        &ns,
-        Duration::from_secs(30),
-        "the storm's end never reached the report exactly",
-        |v| {
-            let w0 = iface(v, "w0");
-            w0["carrier"] == true
-                && w0["carrier_changes"].as_u64() == Some(expected)
-                && finding(v, "LINK_FLAPPING", "w0")
-                    .is_some_and(|f| f["message"].as_str().unwrap_or("").contains(&message))
-        },
-    );
+    let after = wait_storm_end(&ns, toggles, expected, true);
     assert!(
         finding(&after, "LINK_NO_CARRIER", "w0").is_none(),
         "w0 has carrier again: {after:#}"
@@ -203,15 +217,7 @@ fn a_thousand_toggles_end_in_the_exact_state_and_flap_count() {
 #[test]
 fn a_storm_longer_than_a_second_ends_in_the_exact_state() {
     let (_agent, ns, _dir) = agent("storm");
-    let before = wait_report(
-        &ns,
-        Duration::from_secs(30),
-        "the agent never reported w0 up",
-        |v| iface(v, "w0")["carrier"] == true,
-    );
-    let start = iface(&before, "w0")["carrier_changes"]
-        .as_u64()
-        .expect("carrier_changes");
+    let start = carrier_changes_once_up(&ns);
     // One `ip` per toggle, 10 ms apart (each takes a few ms to start): far
     // more often than once per 50 ms, for longer than a second.
     let toggles: u64 = 201;
@@ -229,20 +235,7 @@ fn a_storm_longer_than_a_second_ends_in_the_exact_state() {
     );
     // An odd number of toggles: w1 and so w0 end without carrier.
     let expected = start + toggles;
-    let message = format!("w0 changed carrier {toggles} times");
-    let after = wait_report(
-        &ns,
-        Duration::from_secs(30),
-        "the storm's end never reached the report exactly",
-        |v| {
-            let w0 = iface(v, "w0");
-            w0["carrier"] == false
-                && w0["carrier_changes"].as_u64() == Some(expected)
-                && finding(v, "LINK_NO_CARRIER", "w0").is_some()
-                && finding(v, "LINK_FLAPPING", "w0")
-                    .is_some_and(|f| f["message"].as_str().unwrap_or("").contains(&message))
-        },
-    );
+    let after = wait_storm_end(&ns, toggles, expected, false);
     assert_eq!(iface(&after, "w1")["admin_up"], false, "{after:#}");
     assert_eq!(iface(&after, "w0")["speed_mbps"], Value::Null, "{after:#}");
 }
