@@ -2,14 +2,29 @@
 //! verdicts and reasons are fixed sets; scopes are the configured ones; nodes
 //! are the inventory.
 
+use std::sync::Arc;
+
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
 
-/// The aggregator's metrics.
+/// The aggregator's metrics: a shared handle (every request clones it, so a
+/// clone is one reference count, not one per metric family).
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<Families>);
+
+impl std::ops::Deref for Metrics {
+    type Target = Families;
+
+    fn deref(&self) -> &Families {
+        &self.0
+    }
+}
+
+/// The metric families behind [`Metrics`].
+#[derive(Debug)]
+pub struct Families {
     /// Registry to render.
     pub registry: Registry,
     /// Nodes by gate state.
@@ -202,7 +217,7 @@ impl Metrics {
         for r in REJECT_REASONS {
             reports_rejected.with_label_values(&[r]);
         }
-        Self {
+        Self(Arc::new(Families {
             registry,
             nodes,
             node_blocked,
@@ -218,7 +233,7 @@ impl Metrics {
             waiver_ends_unrecorded,
             replica_reload,
             replica_reload_lock,
-        }
+        }))
     }
 
     /// Text exposition format.

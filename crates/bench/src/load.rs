@@ -1,6 +1,9 @@
 //! Aggregator load: N simulated agents against a real `preflight aggregator`
 //! process on loopback. Each node heartbeats every 10 s and 1% of nodes per
-//! second send a changed full report; a prober asks the gate meanwhile. The
+//! second send a changed full report; a prober asks the gate meanwhile.
+//! The window is measured after one heartbeat period of that load (the
+//! warm-up), so that it opens on a fleet whose every node reported within
+//! its TTL. The
 //! store is a fresh SQLite file, or a fresh database on a PostgreSQL
 //! cluster (`Store::Postgres`), per run.
 //!
@@ -337,6 +340,10 @@ fn reload_line(metrics: &str) -> String {
     )
 }
 
+/// The steady load played before the measured window: one heartbeat
+/// period, so every node has reported within its TTL when it opens.
+const WARM_UP: Duration = Duration::from_secs(10);
+
 #[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
 pub fn run(
     bin: &str,
@@ -443,9 +450,22 @@ pub fn run(
             sockets(child.id())
         );
         let rate = nodes as f64 / 10.0 + nodes as f64 / 100.0;
+        // One heartbeat period of the steady load before the measured
+        // window: registering 100k nodes takes longer than the TTL, so
+        // without it the window opens on thousands of nodes that went
+        // stale while others registered and come back one by one, which
+        // is not the steady state this bench measures (every agent
+        // reporting within its TTL).
+        let begin = Instant::now();
+        let stop = begin + WARM_UP + Duration::from_secs(seconds);
+        let _ = start_tx.send(Some((begin, stop)));
+        tokio::time::sleep(WARM_UP).await;
         let t0 = Instant::now();
-        let stop = t0 + Duration::from_secs(seconds);
-        let _ = start_tx.send(Some((t0, stop)));
+        let (ok0, full0, errors0) = (
+            counts.ok.load(Ordering::Relaxed),
+            counts.full.load(Ordering::Relaxed),
+            counts.errors.load(Ordering::Relaxed),
+        );
         let cpu0 = cpu_ticks(child.id());
         let delay0 = run_delay_ns(child.id());
         // Gate prober, in turn: a rack scope (1% of the fleet), the whole
@@ -495,11 +515,11 @@ pub fn run(
             }
         }
         let cpu_pct = (cpu_ticks(child.id()) - cpu0) as f64 / elapsed;
-        let ok = counts.ok.load(Ordering::Relaxed);
+        let ok = counts.ok.load(Ordering::Relaxed) - ok0;
         LoadResult {
             offered_per_s: rate,
             accepted_per_s: ok as f64 / elapsed,
-            errors: counts.errors.load(Ordering::Relaxed),
+            errors: counts.errors.load(Ordering::Relaxed) - errors0,
             gate_rack_p50_ms: pctl(&mut times.rack, 50.0),
             gate_rack_p99_ms: pctl(&mut times.rack, 99.0),
             gate_all_p50_ms: pctl(&mut times.all, 50.0),
@@ -520,7 +540,7 @@ pub fn run(
                     .parse()
                     .unwrap_or(0),
             },
-            full_per_s: counts.full.load(Ordering::Relaxed) as f64 / elapsed,
+            full_per_s: (counts.full.load(Ordering::Relaxed) - full0) as f64 / elapsed,
             db_samples,
             rss_samples,
         }

@@ -181,6 +181,17 @@ impl Fleet {
         self.deadlines.len()
     }
 
+    /// The earliest moment something an answer shows changes by itself: a
+    /// node's TTL running out or settle time ending, a waiver expiring.
+    /// At or before now, a deadline passed that `tick` has not processed
+    /// (the heap's other entries, superseded by later reports, change
+    /// nothing when they are processed).
+    #[must_use]
+    pub fn next_change(&self) -> Option<Instant> {
+        let waivers = self.waiver_due.values().copied().min();
+        [self.first_change(), waivers].into_iter().flatten().min()
+    }
+
     /// When the next deadline is due, for the sweeper's sleep.
     #[must_use]
     pub fn next_deadline(&self) -> Option<Instant> {

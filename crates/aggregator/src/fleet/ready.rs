@@ -5,26 +5,36 @@
 //! are kept this way: the ready list (go members, over the members) and the
 //! blockers (over the not-go members).
 //!
-//! The names are split into ranges of at most [`MAX_CHUNK`] entries each,
+//! The names are split into ranges of at most [`MAX_CHUNK`] entries each
+//! ([`MAX_BLOCKED_CHUNK`] for the blockers),
 //! keyed by the first name of the range. A range's text is made when an
 //! answer first needs it and dropped when an entry of the range is added,
 //! removed or changed; every other range is reused as it is. A text that
 //! counts seconds (a stale or settling node's blocker) is kept for at most
-//! `TEXT_REFRESH`, as whole answers are. A range that grows past
-//! [`MAX_CHUNK`] splits in two; ranges never merge (entries leave rarely,
-//! and an empty range renders as nothing).
+//! `TEXT_REFRESH`, as whole answers are. A range that grows past its
+//! most splits in two; ranges never merge (an empty range renders as
+//! nothing; there are at most about twice as many as the names ever seen
+//! divided by the most).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
-/// Most entries in one range before it splits in two.
+use super::render::Body;
+
+/// Most entries in one range of the ready list before it splits in two.
 pub(super) const MAX_CHUNK: usize = 256;
 
+/// Most entries in one range of the blockers: a not-go node's blockers are
+/// hundreds of bytes, a ready node's name ten, so the blockers' ranges are
+/// smaller, and a change copies about as much again either way.
+pub(super) const MAX_BLOCKED_CHUNK: usize = 32;
+
 /// A range's text and until when it holds (`None`: until it changes).
-type Text = (Arc<[u8]>, Option<Instant>);
+type Text = (Bytes, Option<Instant>);
 
 #[derive(Debug, Default)]
 struct Chunk {
@@ -44,12 +54,16 @@ impl Chunk {
 #[derive(Debug)]
 pub(super) struct Ranges {
     chunks: BTreeMap<String, Chunk>,
+    /// Most entries in one range.
+    max: usize,
 }
 
-impl Default for Ranges {
-    fn default() -> Self {
+impl Ranges {
+    /// No entries yet; ranges split past `max` entries.
+    pub(super) fn new(max: usize) -> Self {
         Self {
             chunks: [(String::new(), Chunk::default())].into_iter().collect(),
+            max: max.max(2),
         }
     }
 }
@@ -59,9 +73,9 @@ pub(super) type NameRange<'a> = (Bound<&'a str>, Bound<&'a str>);
 
 impl Ranges {
     /// Ranges over names given at once, in order.
-    pub(super) fn build<'a>(names: impl Iterator<Item = &'a String>) -> Self {
-        let mut me = Self::default();
-        let half = MAX_CHUNK / 2;
+    pub(super) fn build<'a>(max: usize, names: impl Iterator<Item = &'a String>) -> Self {
+        let mut me = Self::new(max);
+        let half = me.max / 2;
         for (i, m) in names.enumerate() {
             if i % half == 0 && i > 0 {
                 me.chunks.insert(m.clone(), Chunk::default());
@@ -97,10 +111,11 @@ impl Ranges {
         name: &str,
         nth_from: impl FnOnce(&str, usize) -> Option<String>,
     ) {
+        let max = self.max;
         let (start, c) = self.chunk_mut(name);
         c.entries += 1;
         c.drop_text();
-        if c.entries <= MAX_CHUNK {
+        if c.entries <= max {
             return;
         }
         let count = c.entries;
@@ -124,7 +139,7 @@ impl Ranges {
     /// when that holds) and kept. Returns the earliest such limit.
     pub(super) fn write(
         &self,
-        out: &mut Vec<u8>,
+        out: &mut Body,
         now: Instant,
         render: impl Fn(NameRange<'_>) -> (Vec<u8>, Option<Instant>),
     ) -> Option<Instant> {
@@ -141,7 +156,7 @@ impl Ranges {
                     Some((t, v)) if v.is_none_or(|v| now < v) => (t.clone(), *v),
                     _ => {
                         let (t, v) = render((Bound::Included(start.as_str()), end));
-                        let t: Arc<[u8]> = Arc::from(t);
+                        let t = Bytes::from(t);
                         *kept = Some((t.clone(), v));
                         (t, v)
                     }
@@ -152,10 +167,10 @@ impl Ranges {
             }
             if !text.is_empty() {
                 if !first {
-                    out.push(b',');
+                    out.cur.push(b',');
                 }
                 first = false;
-                out.extend_from_slice(&text);
+                out.kept(&text);
             }
         }
         until

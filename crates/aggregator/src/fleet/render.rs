@@ -24,6 +24,7 @@
 
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use preflight_model::report::Blocker;
 use preflight_model::Verdict;
 use serde::Serialize;
@@ -41,11 +42,67 @@ use super::{sort_blockers, Fleet, FleetError, Node, Selector, Status};
 pub struct GateJson {
     /// The verdict (the HTTP status follows it).
     pub verdict: Verdict,
-    /// The JSON body.
-    pub body: Vec<u8>,
+    /// The JSON body, in pieces ([`Body::join`]).
+    pub body: Body,
     /// At or before `now`: a deadline passed that `tick` has not processed;
     /// tick and ask again.
     pub until: Instant,
+}
+
+/// An answer's JSON as it is written under the fleet's lock: its own bytes
+/// and, between them, kept range texts shared with the fleet (not copied).
+/// [`Body::join`] makes the bytes, once the lock is released: at 100,000
+/// nodes that copy is megabytes, and every report would wait for it.
+#[derive(Debug, Clone, Default)]
+pub struct Body {
+    /// Pieces before `cur`, in order.
+    parts: Vec<Bytes>,
+    /// The bytes being written.
+    pub(super) cur: Vec<u8>,
+}
+
+impl Body {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            parts: Vec::new(),
+            cur: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends a kept text without copying it.
+    pub(super) fn kept(&mut self, text: &Bytes) {
+        if !self.cur.is_empty() {
+            self.parts
+                .push(Bytes::from(std::mem::take(&mut self.cur)));
+        }
+        self.parts.push(text.clone());
+    }
+
+    /// The answer's length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum::<usize>() + self.cur.len()
+    }
+
+    /// Whether nothing was written.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole JSON, one copy of every piece (none when it is one piece).
+    #[must_use]
+    pub fn join(self) -> Vec<u8> {
+        if self.parts.is_empty() {
+            return self.cur;
+        }
+        let mut out = Vec::with_capacity(self.len());
+        for p in &self.parts {
+            out.extend_from_slice(p);
+        }
+        out.extend_from_slice(&self.cur);
+        out
+    }
 }
 
 #[derive(Serialize)]
@@ -156,7 +213,10 @@ impl Fleet {
         );
         Ok(GateJson {
             verdict: verdict(members.len(), not_go.len()),
-            body: out,
+            body: Body {
+                parts: Vec::new(),
+                cur: out,
+            },
             until,
         })
     }
@@ -185,8 +245,8 @@ impl Fleet {
             .chain(waivers)
             .min()
             .unwrap_or(base);
-        let size = c.not_go.len() * 240 + if ready { c.members.len() * 12 } else { 0 };
-        let mut out = head(sel, c.members.len(), c.not_go.len(), size);
+        let mut out = Body::with_capacity(256);
+        out.cur = head(sel, c.members.len(), c.not_go.len(), 0);
         let texts_until = c.blocked.write(&mut out, now, |range: NameRange<'_>| {
             let mut text = Vec::new();
             let mut first = true;
@@ -212,11 +272,11 @@ impl Fleet {
             until = until.min(t);
         }
         if c.members.is_empty() {
-            json(&mut out, &inventory_empty());
+            json(&mut out.cur, &inventory_empty());
         }
-        out.push(b']');
+        out.cur.push(b']');
         if ready {
-            out.extend_from_slice(b",\"ready\":[");
+            out.cur.extend_from_slice(b",\"ready\":[");
             c.ready.write(&mut out, now, |range: NameRange<'_>| {
                 let text = ready_text(
                     c.members.range::<str, _>(range),
@@ -224,10 +284,10 @@ impl Fleet {
                 );
                 (text, None)
             });
-            out.push(b']');
+            out.cur.push(b']');
         }
         self.tail(
-            &mut out,
+            &mut out.cur,
             c.not_go.keys(),
             |n| c.members.contains(n),
             now,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use preflight_model::names::is_label_part;
 use preflight_model::Verdict;
 
-use super::ready::Ranges;
+use super::ready::{Ranges, MAX_BLOCKED_CHUNK, MAX_CHUNK};
 use super::{Fleet, FleetError, Node, Status};
 
 /// A label selector: `role=compute,rack=r1` (all must match); empty = all.
@@ -68,7 +68,7 @@ impl Selector {
 
 /// Members of a tracked scope and those of them that are not go, kept
 /// incrementally.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct ScopeCounts {
     pub(super) members: BTreeSet<String>,
     /// With each one's rendered blockers where they do not count seconds
@@ -80,6 +80,18 @@ pub(super) struct ScopeCounts {
     pub(super) blocked: Ranges,
     /// Moves whenever a member's answer changes (see `version`).
     pub(super) version: u64,
+}
+
+impl Default for ScopeCounts {
+    fn default() -> Self {
+        Self {
+            members: BTreeSet::new(),
+            not_go: BTreeMap::new(),
+            ready: Ranges::new(MAX_CHUNK),
+            blocked: Ranges::new(MAX_BLOCKED_CHUNK),
+            version: 0,
+        }
+    }
 }
 
 /// The `i`th key (from 0) at or after `start`, to split a range there.
@@ -176,8 +188,8 @@ impl Fleet {
                 }
             }
         }
-        c.ready = Ranges::build(c.members.iter());
-        c.blocked = Ranges::build(c.not_go.keys());
+        c.ready = Ranges::build(MAX_CHUNK, c.members.iter());
+        c.blocked = Ranges::build(MAX_BLOCKED_CHUNK, c.not_go.keys());
         self.scopes.insert(sel.clone(), c);
     }
 
