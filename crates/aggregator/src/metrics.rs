@@ -25,6 +25,9 @@ impl std::ops::Deref for Metrics {
 /// The metric families behind [`Metrics`].
 #[derive(Debug)]
 pub struct Families {
+    /// Held by a scrape while it sets the fleet's gauges and renders them,
+    /// so that two scrapes do not interleave.
+    pub scrape: std::sync::Mutex<()>,
     /// Registry to render.
     pub registry: Registry,
     /// Nodes by gate state.
@@ -218,6 +221,7 @@ impl Metrics {
             reports_rejected.with_label_values(&[r]);
         }
         Self(Arc::new(Families {
+            scrape: std::sync::Mutex::new(()),
             registry,
             nodes,
             node_blocked,

@@ -29,35 +29,59 @@ pub(super) async fn audit(
     Ok(Json(s.service.audit(limit).await?))
 }
 
+/// What the metrics show of the fleet, copied under its read lock.
+struct FleetFigures {
+    by_status: Vec<(&'static str, usize)>,
+    blocked: Vec<(String, bool)>,
+    scopes: Vec<(String, bool)>,
+    waivers: usize,
+}
+
 pub(super) async fn metrics(State(s): State<AppState>) -> Response {
     let m = &s.metrics;
-    s.service.read(|f| {
-        for (state, n) in f.counts_by_status() {
+    // Copied under the lock, set outside it: setting 100,000 labelled
+    // gauges takes long enough to hold every report and gate question up.
+    let fig = s.service.read(|f| {
+        let mut blocked = Vec::with_capacity(f.len());
+        f.for_each_status(|name, status| blocked.push((name.to_owned(), status != Status::Go)));
+        FleetFigures {
+            by_status: f.counts_by_status().into_iter().collect(),
+            blocked,
+            scopes: s
+                .scopes
+                .iter()
+                .map(|sel| (sel.text(), f.scope_verdict(sel) == Some(Verdict::Go)))
+                .collect(),
+            waivers: f.waivers().len(),
+        }
+    });
+    let body = {
+        // One scrape at a time sets the gauges and renders them.
+        let _one = m.scrape.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (state, n) in fig.by_status {
             m.nodes
                 .with_label_values(&[state])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         m.node_blocked.reset();
-        f.for_each_status(|name, status| {
+        for (name, blocked) in &fig.blocked {
             m.node_blocked
                 .with_label_values(&[name])
-                .set(i64::from(status != Status::Go));
-        });
-        for sel in s.scopes.iter() {
-            let go = f.scope_verdict(sel) == Some(Verdict::Go);
-            m.scope_go
-                .with_label_values(&[&sel.text()])
-                .set(i64::from(go));
+                .set(i64::from(*blocked));
+        }
+        for (scope, go) in &fig.scopes {
+            m.scope_go.with_label_values(&[scope]).set(i64::from(*go));
         }
         m.waivers_active
-            .set(i64::try_from(f.waivers().len()).unwrap_or(0));
-    });
+            .set(i64::try_from(fig.waivers).unwrap_or(i64::MAX));
+        m.render()
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        m.render(),
+        body,
     )
         .into_response()
 }

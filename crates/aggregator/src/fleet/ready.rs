@@ -1,5 +1,5 @@
 //! Parts of a tracked scope's answer kept rendered in ranges of names, so
-//! that an answer copies a few hundred pieces instead of visiting every
+//! that an answer copies a few thousand pieces instead of visiting every
 //! node: at 100,000 nodes, reading each member's name (a pointer to follow,
 //! a likely cache miss) cost more than the rest of the answer. Two lists
 //! are kept this way: the ready list (go members, over the members) and the
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::render::Body;
 
 /// Most entries in one range of the ready list before it splits in two.
-pub(super) const MAX_CHUNK: usize = 256;
+pub(super) const MAX_CHUNK: usize = 64;
 
 /// Most entries in one range of the blockers: a not-go node's blockers are
 /// hundreds of bytes, a ready node's name ten, so the blockers' ranges are

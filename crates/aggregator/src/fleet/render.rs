@@ -13,7 +13,7 @@
 //! tracked scope are copied without looking a node up (except those whose
 //! message counts seconds: stale, settling); a tracked scope's blockers and
 //! ready list are further kept rendered in ranges of names (`ready`), so
-//! an answer copies a few hundred pieces; and the answer's validity for a
+//! an answer copies a few thousand pieces; and the answer's validity for a
 //! tracked scope comes from the fleet's earliest self-change
 //! (`Fleet::first_change`), never from a walk of its members.
 //!
