@@ -146,7 +146,10 @@ pub fn run(nodes: usize, blocked_pct: usize, changes: usize, questions: usize) {
         let (o50, o99) = (crate::percentile(&old, 50.0), crate::percentile(&old, 99.0));
         let (n50, n99) = (crate::percentile(&new, 50.0), crate::percentile(&new, 99.0));
         held.sort_by(f64::total_cmp);
-        let (h50, h99) = (crate::percentile(&held, 50.0), crate::percentile(&held, 99.0));
+        let (h50, h99) = (
+            crate::percentile(&held, 50.0),
+            crate::percentile(&held, 99.0),
+        );
         println!(
             "  {what:<26} {bytes:>9} bytes  built+serialized p50 {o50:7.2} ms p99 {o99:7.2}  written p50 {n50:6.2} ms p99 {n99:6.2} (of which under the fleet's lock p50 {h50:6.2} ms p99 {h99:6.2})  ({:.1}x at p50)",
             o50 / n50.max(1e-6)

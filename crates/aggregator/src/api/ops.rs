@@ -57,7 +57,10 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
     });
     let body = {
         // One scrape at a time sets the gauges and renders them.
-        let _one = m.scrape.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one = m
+            .scrape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (state, n) in fig.by_status {
             m.nodes
                 .with_label_values(&[state])

@@ -49,7 +49,7 @@ pub(super) async fn post_report(
             ),
         ));
     }
-    let outcome = s.service.report(&report).await.map_err(|e| {
+    let outcome = s.service.report(report).await.map_err(|e| {
         reject(match &e {
             ServiceError::Fleet(FleetError::UnknownNode(_)) => "unknown_node",
             ServiceError::Fleet(FleetError::StaleSequence { .. }) => "stale_sequence",

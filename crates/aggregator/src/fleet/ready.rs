@@ -92,6 +92,11 @@ impl Ranges {
             .expect("the first range starts at the empty name")
     }
 
+    /// How many ranges there are.
+    pub(super) fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
     /// The entry `name` changed: its range is rendered again.
     pub(super) fn changed(&mut self, name: &str) {
         self.chunk_mut(name).1.drop_text();

@@ -53,35 +53,26 @@ pub struct GateJson {
 /// and, between them, kept range texts shared with the fleet (not copied).
 /// [`Body::join`] makes the bytes, once the lock is released: at 100,000
 /// nodes that copy is megabytes, and every report would wait for it.
+/// Writing a kept text costs a reference count and one entry; the own
+/// bytes are one buffer.
 #[derive(Debug, Clone, Default)]
 pub struct Body {
-    /// Pieces before `cur`, in order.
-    parts: Vec<Bytes>,
-    /// The bytes being written.
+    /// The own bytes, in order.
     pub(super) cur: Vec<u8>,
+    /// Kept texts, each with the length of `cur` when it was written.
+    kept: Vec<(usize, Bytes)>,
 }
 
 impl Body {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            parts: Vec::new(),
-            cur: Vec::with_capacity(n),
-        }
-    }
-
     /// Appends a kept text without copying it.
     pub(super) fn kept(&mut self, text: &Bytes) {
-        if !self.cur.is_empty() {
-            self.parts
-                .push(Bytes::from(std::mem::take(&mut self.cur)));
-        }
-        self.parts.push(text.clone());
+        self.kept.push((self.cur.len(), text.clone()));
     }
 
     /// The answer's length in bytes.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.parts.iter().map(Bytes::len).sum::<usize>() + self.cur.len()
+        self.kept.iter().map(|(_, t)| t.len()).sum::<usize>() + self.cur.len()
     }
 
     /// Whether nothing was written.
@@ -90,17 +81,20 @@ impl Body {
         self.len() == 0
     }
 
-    /// The whole JSON, one copy of every piece (none when it is one piece).
+    /// The whole JSON, one copy of every piece (none without kept texts).
     #[must_use]
     pub fn join(self) -> Vec<u8> {
-        if self.parts.is_empty() {
+        if self.kept.is_empty() {
             return self.cur;
         }
         let mut out = Vec::with_capacity(self.len());
-        for p in &self.parts {
-            out.extend_from_slice(p);
+        let mut from = 0;
+        for (at, text) in &self.kept {
+            out.extend_from_slice(&self.cur[from..*at]);
+            out.extend_from_slice(text);
+            from = *at;
         }
-        out.extend_from_slice(&self.cur);
+        out.extend_from_slice(&self.cur[from..]);
         out
     }
 }
@@ -214,8 +208,8 @@ impl Fleet {
         Ok(GateJson {
             verdict: verdict(members.len(), not_go.len()),
             body: Body {
-                parts: Vec::new(),
                 cur: out,
+                kept: Vec::new(),
             },
             until,
         })
@@ -245,8 +239,17 @@ impl Fleet {
             .chain(waivers)
             .min()
             .unwrap_or(base);
-        let mut out = Body::with_capacity(256);
-        out.cur = head(sel, c.members.len(), c.not_go.len(), 0);
+        // Own bytes: the head, commas between ranges, the blocked names.
+        let ranges = c.blocked.len() + if ready { c.ready.len() } else { 0 };
+        let mut out = Body {
+            cur: head(
+                sel,
+                c.members.len(),
+                c.not_go.len(),
+                c.not_go.len() * 16 + ranges,
+            ),
+            kept: Vec::with_capacity(ranges),
+        };
         let texts_until = c.blocked.write(&mut out, now, |range: NameRange<'_>| {
             let mut text = Vec::new();
             let mut first = true;

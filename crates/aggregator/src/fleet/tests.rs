@@ -1302,7 +1302,11 @@ fn ready_lists_kept_in_ranges_stay_exact_as_scopes_grow_and_shrink() {
                 continue;
             };
             let json = f.gate_json(&s, now, W, true).expect("known");
-            same_json(&json.body.clone().join(), &truth, &format!("step {step} `{scope}`"));
+            same_json(
+                &json.body.clone().join(),
+                &truth,
+                &format!("step {step} `{scope}`"),
+            );
         }
     };
     let mut now = t0;

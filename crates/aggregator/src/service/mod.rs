@@ -11,9 +11,12 @@
 //!
 //! Handlers hold a [`Service`] and never sequence store, fleet and rollback
 //! themselves; reads of the fleet go through [`Service::read`]. The fleet
-//! sits behind a read-write lock: gate answers read it side by side, and a
-//! report copies its state before it takes the write lock, so ingestion
-//! holds that lock only for the bookkeeping.
+//! sits behind a read-write lock: gate answers read it side by side; a
+//! report copies its state before it is handed to the applier thread
+//! (`apply`), which applies reports in batches and takes the write lock
+//! only when no reader holds the lock (for up to `apply::PATIENCE`), so a
+//! gate question never queues behind a report that queues behind another
+//! question.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender};
@@ -28,6 +31,7 @@ use crate::fleet::{Fleet, FleetError};
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, NodeWriter, PendingReport, Store, StoreError};
 
+mod apply;
 mod reload;
 mod report;
 
@@ -64,6 +68,8 @@ pub struct Service {
     fleet: Arc<RwLock<Fleet>>,
     store: Arc<Mutex<Store>>,
     reports_tx: Sender<PendingReport>,
+    /// The thread that applies reports to the fleet, in batches.
+    applier: apply::Applier,
     /// Group commit of agent-registered nodes (PostgreSQL only).
     nodes: Option<NodeWriter>,
     metrics: Metrics,
@@ -152,15 +158,25 @@ impl Service {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let nodes = store.shared().map(NodeWriter::spawn);
+        let fleet = Arc::new(RwLock::new(fleet));
+        let (expired, wake_sweeper) = (Arc::default(), Arc::default());
+        let applier = apply::Applier::spawn(
+            fleet.clone(),
+            apply::Expiries {
+                expired: Arc::clone(&expired),
+                wake: Arc::clone(&wake_sweeper),
+            },
+        );
         let service = Self {
             nodes,
-            fleet: Arc::new(RwLock::new(fleet)),
+            fleet,
             store: Arc::new(Mutex::new(store)),
             reports_tx: tx,
+            applier,
             metrics,
             pending_ends: Arc::default(),
-            expired: Arc::default(),
-            wake_sweeper: Arc::default(),
+            expired,
+            wake_sweeper,
         };
         Ok((service, rx))
     }
@@ -396,7 +412,16 @@ impl Service {
                 () = tokio::time::sleep_until(next.map_or(max, |n| n.min(max))) => {}
                 () = self.wake_sweeper.notified() => {}
             }
-            let mut expired = write(&self.fleet).tick(Instant::now());
+            // Under load the report applier has processed what fell due
+            // (it ticks with every batch): no need to take the lock.
+            let due = read(&self.fleet)
+                .next_deadline()
+                .is_some_and(|at| at <= Instant::now());
+            let mut expired = if due {
+                write(&self.fleet).tick(Instant::now())
+            } else {
+                Vec::new()
+            };
             expired.append(&mut lock(&self.expired));
             self.record_pending_ends().await;
             for w in expired {

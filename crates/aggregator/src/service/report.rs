@@ -1,4 +1,5 @@
-//! The report path: an agent's report applied to the fleet, a node it
+//! The report path: an agent's report applied to the fleet (by the applier
+//! thread, `apply`), a node it
 //! added or relabeled persisted before the answer (or taken out again), and
 //! the report itself handed to the writer thread, which stores the latest
 //! per node in batches (reports are soft state: the next one replaces a
@@ -55,10 +56,16 @@ impl Service {
     /// # Errors
     /// The fleet's refusal (nothing changed), or the store's failure to
     /// persist a new node (the node is removed again).
-    pub async fn report(&self, report: &Report) -> Result<ReportOutcome, ServiceError> {
+    pub async fn report(&self, report: Report) -> Result<ReportOutcome, ServiceError> {
         let wall = crate::clock::wall();
-        let prepared = Prepared::new(report);
-        let outcome = write(&self.fleet).apply_prepared(report, prepared, Instant::now(), wall)?;
+        let prepared = Prepared::new(&report);
+        let Some((report, outcome)) = self.applier.apply(report, prepared).await else {
+            return Err(ServiceError::Store(
+                "the report was not applied: the aggregator's report applier stopped".into(),
+            ));
+        };
+        let report = &report;
+        let outcome = outcome?;
         let (
             ReportOutcome::Accepted {
                 new_node,
