@@ -20,7 +20,9 @@ use std::process::{Command, Stdio};
 
 mod prober;
 
-use crate::load_env::{cpu_ticks, make_certs, pin_to, raise_nofile, run_delay_ns, sockets};
+use crate::load_env::{
+    cpu_ticks, make_certs, nice_this_thread, pin_to, raise_nofile, run_delay_ns, sockets,
+};
 use prober::{gate_server_line, probe_gate};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -113,6 +115,8 @@ pub struct LoadOptions {
     pub tls: bool,
     /// Aggregator on CPU 1, load generator on CPU 0.
     pub pin: bool,
+    /// The load generator at nice 19 (the agents it plays run elsewhere).
+    pub nice_load: bool,
     /// The aggregator's worker threads (`PREFLIGHT_THREADS`); its own
     /// default when `None`.
     pub threads: Option<usize>,
@@ -402,6 +406,11 @@ pub fn run(
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn aggregator");
+    if opts.nice_load {
+        // After the aggregator started (it keeps nice 0), before the
+        // runtime starts: its threads inherit this thread's nice value.
+        nice_this_thread(19);
+    }
     if opts.pin {
         // Before the runtime starts: its threads inherit the mask.
         pin_to(&[0]);
@@ -547,6 +556,9 @@ pub fn run(
     });
     if opts.pin {
         pin_to(&(0..64).collect::<Vec<_>>());
+    }
+    if opts.nice_load {
+        nice_this_thread(0);
     }
     let _ = child.kill();
     let _ = child.wait();

@@ -73,6 +73,19 @@ pub fn pin_to(cpus: &[usize]) {
     }
 }
 
+/// Sets the calling thread's nice value (Linux: per thread; threads it
+/// starts afterwards inherit it), with `renice` as root.
+pub fn nice_this_thread(n: i32) {
+    let tid = nix::unistd::gettid().to_string();
+    let done = std::process::Command::new("renice")
+        .args(["-n", &n.to_string(), "-p", &tid])
+        .stdout(std::process::Stdio::null())
+        .status();
+    if !matches!(done, Ok(s) if s.success()) {
+        eprintln!("  cannot set the load generator's nice value to {n} (renice -n {n} -p {tid}: {done:?})");
+    }
+}
+
 /// A throwaway CA and a server certificate for 127.0.0.1 signed by it
 /// (openssl CLI, as the tests make theirs); returns (CA, certificate, key)
 /// paths.

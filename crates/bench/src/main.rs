@@ -9,7 +9,7 @@
 //! preflight-bench footprint [--bin PATH] [--reps 5] [--idle 30] [--storm 15] [--scrapes 1000]
 //! preflight-bench bond-storm [--bin PATH] [--reps 5] [--storm 15] [--bonds 25]
 //! preflight-bench idle-cpu [--bin PATH] [--instances 5] [--seconds 600]
-//! preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5] [--database sqlite,postgres] [--tls off|on|both] [--agent-connections] [--pin] [--threads 1,2]
+//! preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5] [--database sqlite,postgres] [--tls off|on|both] [--agent-connections] [--pin] [--nice-load] [--threads 1,2]
 //! preflight-bench pg-propagation [--bin PATH] [--waivers 100]
 //! preflight-bench vm-latency [--bin PATH] [--pulls 30] [--boots 3]
 //! preflight-bench vm-compare [--bin PATH] [--intervals 1,15] [--pulls 30,30] [--boots 5] [--bonds 3]
@@ -325,6 +325,11 @@ enum Bench {
         /// generator on CPU 0.
         #[arg(long)]
         pin: bool,
+        /// Run the load generator at nice 19: it stands for agents on other
+        /// machines, so it gets only the CPU the aggregator leaves (the gate
+        /// prober stays real-time).
+        #[arg(long)]
+        nice_load: bool,
         /// The aggregator's worker threads (`PREFLIGHT_THREADS`; 1 = one
         /// thread for everything), comma-separated to compare counts
         /// (interleaved); its own default when not given.
@@ -485,11 +490,13 @@ fn main() {
             tls,
             agent_connections,
             pin,
+            nice_load,
             threads,
         } => {
             let opts = load::LoadOptions {
                 agent_connections,
                 pin,
+                nice_load,
                 threads: None,
                 tls: false,
             };

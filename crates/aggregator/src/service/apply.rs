@@ -1,15 +1,22 @@
-//! Reports reach the fleet through one applier thread, in batches, and the
-//! applier gives way to readers: it takes the write lock only when no gate
-//! question holds the read lock (`polite_write`), waiting at most
-//! [`PATIENCE`] before it queues for it like any writer.
+//! Reports reach the fleet in batches, and ingestion gives way to readers:
+//! the write lock is taken only when nobody holds the lock (`try_write`),
+//! never queued for while a gate question renders, for up to [`PATIENCE`];
+//! only then does a report queue for it like any writer.
 //!
 //! Why: the standard read-write lock lets no new reader in while a writer
-//! waits. With 11,000 reports a second, some report is nearly always
-//! waiting, so every question for a rack-sized scope used to queue behind
-//! a report that queued behind a whole-fleet answer being rendered
-//! (milliseconds at 100,000 nodes). Now a rack question waits at most for
-//! one batch (the reports that arrived meanwhile, microseconds each), and
-//! a request handler never blocks its worker thread on the write lock.
+//! waits. With 11,000 reports a second some report is nearly always
+//! waiting, so every question for a rack-sized scope used to queue behind a
+//! report that queued behind a whole-fleet answer being rendered
+//! (milliseconds at 100,000 nodes).
+//!
+//! How (combining, no thread of its own): a report joins a shared queue and
+//! tries the lock. Whoever gets it applies the whole queue, its own report
+//! and those of the handlers that did not get it, and hands each its
+//! outcome. A handler that did not get it waits for its outcome and tries
+//! again every [`RETRY`] (a reader may hold the lock and nobody else may
+//! come). So uncontended, a report is applied by its own handler with no
+//! hand-over; a request handler never blocks its worker thread on the lock
+//! until its patience ran out.
 //!
 //! A report is answered only once it is applied (or refused): an agent's
 //! accepted report is in every gate answer asked after it was accepted.
@@ -17,25 +24,22 @@
 //! sweeper rarely has to take the lock under load.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard, TryLockError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard, TryLockError};
 use std::time::Duration;
 
 use preflight_model::report::{Report, Waiver};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use super::{lock, write};
 use crate::fleet::{Fleet, FleetError, Prepared, ReportOutcome};
 
-/// How long a writer gives way to readers before it queues for the lock
+/// How long a report gives way to readers before it queues for the lock
 /// (which then lets no new reader in until it had its turn).
 pub(super) const PATIENCE: Duration = Duration::from_millis(10);
 
-/// Most reports applied under one taking of the write lock.
-pub(super) const MAX_BATCH: usize = 256;
-
-/// Reports waiting for the applier, at most (senders wait beyond it).
-const QUEUE: usize = 4096;
+/// How often a report that did not get the lock tries again.
+const RETRY: Duration = Duration::from_millis(1);
 
 /// An applied report: the report back (its sender needs it to store it)
 /// and what the fleet made of it.
@@ -47,149 +51,236 @@ struct Job {
     reply: oneshot::Sender<Applied>,
 }
 
-/// The handle report handlers send through. Cheap to clone; the thread
-/// ends when the last handle is dropped.
-#[derive(Clone)]
-pub(super) struct Applier {
-    tx: mpsc::Sender<Job>,
-}
-
 /// Where expired waivers go for the sweeper to record, and its bell.
 pub(super) struct Expiries {
     pub(super) expired: Arc<Mutex<Vec<Waiver>>>,
     pub(super) wake: Arc<Notify>,
 }
 
+/// The queue of reports waiting for the lock. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct Applier {
+    fleet: Arc<RwLock<Fleet>>,
+    queue: Arc<Mutex<Vec<Job>>>,
+    expiries: Arc<Expiries>,
+    /// [`PATIENCE`] (tests set their own).
+    patience: Duration,
+}
+
 impl Applier {
-    pub(super) fn spawn(fleet: Arc<RwLock<Fleet>>, expiries: Expiries) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
-        std::thread::Builder::new()
-            .name("report-applier".into())
-            .spawn(move || {
-                let mut batch = Vec::with_capacity(MAX_BATCH);
-                while let Some(first) = rx.blocking_recv() {
-                    batch.push(first);
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(j) => batch.push(j),
-                            Err(_) => break,
-                        }
-                    }
-                    apply_batch(&fleet, &mut batch, &expiries);
-                }
-            })
-            .expect("spawn the report applier thread");
-        Self { tx }
+    pub(super) fn new(fleet: Arc<RwLock<Fleet>>, expiries: Expiries) -> Self {
+        Self {
+            fleet,
+            queue: Arc::default(),
+            expiries: Arc::new(expiries),
+            patience: PATIENCE,
+        }
     }
 
     /// Applies `report` (its state copied ahead in `prepared`) and returns
-    /// it with the outcome; `None` when the applier is gone (it panicked).
+    /// it with the outcome; `None` when applying it panicked.
     pub(super) async fn apply(
         &self,
         report: Report,
         prepared: Option<Prepared>,
     ) -> Option<Applied> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job {
-                report,
-                prepared,
-                reply,
-            })
-            .await
-            .ok()?;
-        answer.await.ok()
+        let (reply, mut answer) = oneshot::channel();
+        lock(&self.queue).push(Job {
+            report,
+            prepared,
+            reply,
+        });
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(mut fleet) = self.try_write(start.elapsed() >= self.patience) {
+                self.apply_queued(&mut fleet);
+            }
+            match answer.try_recv() {
+                Ok(applied) => return Some(applied),
+                Err(oneshot::error::TryRecvError::Closed) => return None,
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            // Another handler holds the lock and applies it, or a reader
+            // holds it: wait for the outcome, or try again.
+            match tokio::time::timeout(RETRY, &mut answer).await {
+                Ok(Ok(applied)) => return Some(applied),
+                Ok(Err(_)) => return None,
+                Err(_) => {}
+            }
+        }
     }
-}
 
-fn apply_batch(fleet: &RwLock<Fleet>, batch: &mut Vec<Job>, expiries: &Expiries) {
-    let mut done = Vec::with_capacity(batch.len());
-    let expired = {
-        let mut f = polite_write(fleet, PATIENCE);
-        for job in batch.drain(..) {
+    fn try_write(&self, out_of_patience: bool) -> Option<RwLockWriteGuard<'_, Fleet>> {
+        if out_of_patience {
+            return Some(write(&self.fleet));
+        }
+        match self.fleet.try_write() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Applies every queued report under the write lock, then hands out the
+    /// outcomes (after the lock is released).
+    fn apply_queued(&self, fleet: &mut RwLockWriteGuard<'_, Fleet>) {
+        let jobs = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut done = Vec::with_capacity(jobs.len());
+        for job in jobs {
             let wall = crate::clock::wall();
-            // A report that makes the fleet panic is refused alone; the
-            // others, and the thread, go on (the lock is not poisoned by
-            // a caught panic).
+            // A report that makes the fleet panic is refused alone (its
+            // reply dropped); the others go on.
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                f.apply_prepared(&job.report, job.prepared, Instant::now(), wall)
+                fleet.apply_prepared(&job.report, job.prepared, Instant::now(), wall)
             }));
             match r {
                 Ok(outcome) => done.push((job.reply, job.report, outcome)),
                 Err(_) => {
-                    tracing::error!(node = %job.report.node, "applying a report panicked; refused")
+                    tracing::error!(node = %job.report.node, "applying a report panicked; refused");
                 }
             }
         }
-        f.tick(Instant::now())
-    };
-    if !expired.is_empty() {
-        lock(&expiries.expired).extend(expired);
-        expiries.wake.notify_one();
-    }
-    for (reply, report, outcome) in done {
-        let _ = reply.send((report, outcome));
-    }
-}
-
-/// The write lock, taken only when no reader holds the lock, for up to
-/// `patience`; then taken as usual (waiting readers first, new ones after).
-/// For threads that may block (never a runtime's worker).
-pub(super) fn polite_write<T>(m: &RwLock<T>, patience: Duration) -> RwLockWriteGuard<'_, T> {
-    let start = std::time::Instant::now();
-    let mut pause = Duration::from_micros(20);
-    loop {
-        match m.try_write() {
-            Ok(g) => return g,
-            Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-            Err(TryLockError::WouldBlock) => {}
+        let expired = fleet.tick(Instant::now());
+        if !expired.is_empty() {
+            lock(&self.expiries.expired).extend(expired);
+            self.expiries.wake.notify_one();
         }
-        if start.elapsed() >= patience {
-            return write(m);
+        for (reply, report, outcome) in done {
+            let _ = reply.send((report, outcome));
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_micros(200));
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::SystemTime;
 
-    #[test]
-    fn a_writer_gives_way_to_readers_then_queues() {
-        let lock = Arc::new(RwLock::new(0u32));
-        let held = lock.read().expect("read");
-        let t = std::time::Instant::now();
-        let l = lock.clone();
-        let writer = std::thread::spawn(move || {
-            *polite_write(&l, Duration::from_millis(50)) += 1;
-        });
-        // While it waits politely, new readers still get in.
-        std::thread::sleep(Duration::from_millis(10));
-        assert_eq!(*lock.try_read().expect("a new reader gets in"), 0);
-        drop(held);
-        writer.join().expect("writer");
-        assert_eq!(*lock.read().expect("read"), 1);
-        assert!(t.elapsed() >= Duration::from_millis(10));
+    use preflight_model::report::ReportBody;
+    use preflight_model::{NodeState, Snapshot};
+
+    use super::*;
+    use crate::fleet::FleetConfig;
+
+    fn report(node: &str, seq: u64) -> Report {
+        Report {
+            node: node.into(),
+            boot_id: "boot-1".into(),
+            seq,
+            body: ReportBody::Full {
+                labels: [("rack".to_string(), "r1".to_string())].into(),
+                state: Box::new(NodeState::new(node.into(), &Snapshot::default(), vec![])),
+            },
+        }
     }
 
-    #[test]
-    fn a_writer_out_of_patience_takes_the_lock_after_the_readers() {
-        let lock = Arc::new(RwLock::new(0u32));
-        let held = lock.read().expect("read");
-        let l = lock.clone();
-        let writer = std::thread::spawn(move || {
-            *polite_write(&l, Duration::from_millis(5)) += 1;
+    fn applier(patience: Duration) -> Applier {
+        let cfg = FleetConfig {
+            ttl: Duration::from_secs(30),
+            settle: Duration::ZERO,
+            closed_inventory: false,
+            max_waiver: Duration::from_secs(86_400),
+            min_waiver: Duration::from_secs(60),
+        };
+        let fleet = Arc::new(RwLock::new(Fleet::new(cfg, SystemTime::now())));
+        Applier {
+            patience,
+            ..Applier::new(
+                fleet,
+                Expiries {
+                    expired: Arc::default(),
+                    wake: Arc::default(),
+                },
+            )
+        }
+    }
+
+    fn apply(a: &Applier, r: Report) -> tokio::task::JoinHandle<Option<Applied>> {
+        let a = a.clone();
+        let prepared = Prepared::new(&r);
+        tokio::spawn(async move { a.apply(r, prepared).await })
+    }
+
+    /// A gate question on a thread of its own: holds the read lock for
+    /// `hold` once it has it (returned when taken), then says whether a new
+    /// reader could still get in at that moment.
+    fn reader(a: &Applier, hold: Duration) -> std::thread::JoinHandle<bool> {
+        let fleet = a.fleet.clone();
+        let (taken_tx, taken) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let guard = fleet.read().expect("read");
+            taken_tx.send(()).expect("test waits");
+            std::thread::sleep(hold);
+            let others_get_in = fleet.try_read().is_ok();
+            drop(guard);
+            others_get_in
         });
-        std::thread::sleep(Duration::from_millis(60));
-        // Out of patience, it queued: no new reader gets in now.
+        taken.recv().expect("the reader took the lock");
+        t
+    }
+
+    #[tokio::test]
+    async fn a_report_gives_way_to_a_reader_and_is_applied_after_it() {
+        let a = applier(Duration::from_secs(5));
+        let reader = reader(&a, Duration::from_millis(30));
+        let pending = apply(&a, report("n1", 1));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(!pending.is_finished(), "applied under a reader");
+        let (back, outcome) = pending.await.expect("task").expect("applied");
+        // While it waited within its patience, new readers still got in.
         assert!(
-            lock.try_read().is_err(),
-            "a queued writer keeps new readers out"
+            reader.join().expect("reader"),
+            "a waiting report kept a new reader out"
         );
-        drop(held);
-        writer.join().expect("writer");
-        assert_eq!(*lock.read().expect("read"), 1);
+        assert_eq!(back.node, "n1");
+        assert!(
+            matches!(outcome, Ok(ReportOutcome::Accepted { .. })),
+            "{outcome:?}"
+        );
+        assert!(a.fleet.read().expect("read").status("n1").is_some());
+    }
+
+    #[tokio::test]
+    async fn out_of_patience_a_report_queues_for_the_lock() {
+        let a = applier(Duration::from_millis(10));
+        let reader = reader(&a, Duration::from_millis(200));
+        let (_, outcome) = apply(&a, report("n1", 1))
+            .await
+            .expect("task")
+            .expect("applied");
+        assert!(outcome.is_ok(), "{outcome:?}");
+        // It had queued (no new reader got in) before the reader let go.
+        assert!(
+            !reader.join().expect("reader"),
+            "a report out of patience did not queue"
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_reports_each_get_their_own_outcome() {
+        let a = applier(PATIENCE);
+        // Held so that reports pile up in the queue and the one handler
+        // that gets the lock applies the others'.
+        let reader = reader(&a, Duration::from_millis(5));
+        let mut tasks = Vec::new();
+        for i in 0..200u64 {
+            tasks.push((i, apply(&a, report(&format!("n{}", i % 50), i / 50 + 1))));
+        }
+        for (i, t) in tasks {
+            let (back, outcome) = t.await.expect("task").expect("applied");
+            assert_eq!(back.node, format!("n{}", i % 50));
+            assert_eq!(back.seq, i / 50 + 1);
+            // Reports of one node raced each other: each is accepted, or
+            // refused as not newer than one applied before it; none lost.
+            match outcome {
+                Ok(ReportOutcome::Accepted { .. }) | Err(FleetError::StaleSequence { .. }) => {}
+                other => panic!("report {i}: {other:?}"),
+            }
+        }
+        reader.join().expect("reader");
+        let f = a.fleet.read().expect("read");
+        for n in 0..50 {
+            assert!(f.status(&format!("n{n}")).is_some(), "n{n} missing");
+        }
+        assert!(a.queue.lock().expect("queue").is_empty());
     }
 }

@@ -12,11 +12,11 @@
 //! Handlers hold a [`Service`] and never sequence store, fleet and rollback
 //! themselves; reads of the fleet go through [`Service::read`]. The fleet
 //! sits behind a read-write lock: gate answers read it side by side; a
-//! report copies its state before it is handed to the applier thread
-//! (`apply`), which applies reports in batches and takes the write lock
-//! only when no reader holds the lock (for up to `apply::PATIENCE`), so a
-//! gate question never queues behind a report that queues behind another
-//! question.
+//! report copies its state before it joins the applier's queue (`apply`):
+//! reports are applied in batches by whichever handler gets the write lock,
+//! which is taken only when nobody holds the lock (for up to
+//! `apply::PATIENCE`), so a gate question does not queue behind a report
+//! that queues behind another question.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender};
@@ -68,7 +68,7 @@ pub struct Service {
     fleet: Arc<RwLock<Fleet>>,
     store: Arc<Mutex<Store>>,
     reports_tx: Sender<PendingReport>,
-    /// The thread that applies reports to the fleet, in batches.
+    /// Reports waiting for the write lock, applied in batches.
     applier: apply::Applier,
     /// Group commit of agent-registered nodes (PostgreSQL only).
     nodes: Option<NodeWriter>,
@@ -160,7 +160,7 @@ impl Service {
         let nodes = store.shared().map(NodeWriter::spawn);
         let fleet = Arc::new(RwLock::new(fleet));
         let (expired, wake_sweeper) = (Arc::default(), Arc::default());
-        let applier = apply::Applier::spawn(
+        let applier = apply::Applier::new(
             fleet.clone(),
             apply::Expiries {
                 expired: Arc::clone(&expired),

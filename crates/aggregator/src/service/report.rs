@@ -1,5 +1,5 @@
-//! The report path: an agent's report applied to the fleet (by the applier
-//! thread, `apply`), a node it
+//! The report path: an agent's report applied to the fleet (in a batch,
+//! `apply`), a node it
 //! added or relabeled persisted before the answer (or taken out again), and
 //! the report itself handed to the writer thread, which stores the latest
 //! per node in batches (reports are soft state: the next one replaces a
@@ -61,7 +61,8 @@ impl Service {
         let prepared = Prepared::new(&report);
         let Some((report, outcome)) = self.applier.apply(report, prepared).await else {
             return Err(ServiceError::Store(
-                "the report was not applied: the aggregator's report applier stopped".into(),
+                "the report was not applied: the aggregator failed applying it (see its log)"
+                    .into(),
             ));
         };
         let report = &report;
