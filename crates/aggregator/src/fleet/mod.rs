@@ -34,7 +34,7 @@ use tokio::time::Instant;
 pub use answer::sort_blockers;
 use deadlines::Due;
 pub use error::FleetError;
-pub use render::GateJson;
+pub use render::{Body, GateJson};
 use selector::ScopeCounts;
 pub use selector::Selector;
 pub use version::{Prepared, ScopeKey};
