@@ -45,6 +45,13 @@ const RETRY: Duration = Duration::from_millis(1);
 /// and what the fleet made of it.
 pub(super) type Applied = (Report, Result<ReportOutcome, FleetError>);
 
+/// An applied report with where its outcome goes.
+type Outcome = (
+    oneshot::Sender<Applied>,
+    Report,
+    Result<ReportOutcome, FleetError>,
+);
+
 struct Job {
     report: Report,
     prepared: Option<Prepared>,
@@ -93,7 +100,11 @@ impl Applier {
         let start = std::time::Instant::now();
         loop {
             if let Some(mut fleet) = self.try_write(start.elapsed() >= self.patience) {
-                self.apply_queued(&mut fleet);
+                let done = self.apply_queued(&mut fleet);
+                drop(fleet);
+                for (reply, report, outcome) in done {
+                    let _ = reply.send((report, outcome));
+                }
             }
             match answer.try_recv() {
                 Ok(applied) => return Some(applied),
@@ -121,9 +132,10 @@ impl Applier {
         }
     }
 
-    /// Applies every queued report under the write lock, then hands out the
-    /// outcomes (after the lock is released).
-    fn apply_queued(&self, fleet: &mut RwLockWriteGuard<'_, Fleet>) {
+    /// Applies every queued report under the write lock; returns each
+    /// outcome with its report and where it goes, to hand out once the
+    /// lock is released.
+    fn apply_queued(&self, fleet: &mut RwLockWriteGuard<'_, Fleet>) -> Vec<Outcome> {
         let jobs = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
         let mut done = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -145,9 +157,7 @@ impl Applier {
             lock(&self.expiries.expired).extend(expired);
             self.expiries.wake.notify_one();
         }
-        for (reply, report, outcome) in done {
-            let _ = reply.send((report, outcome));
-        }
+        done
     }
 }
 
