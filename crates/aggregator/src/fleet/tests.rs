@@ -1040,6 +1040,36 @@ fn a_cached_go_ends_at_the_ttl_of_a_member() {
 }
 
 #[test]
+fn next_change_is_the_first_ttl_end_and_moves_on_after_the_tick() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
+    assert_eq!(f.next_change(), None, "an empty fleet changes by itself never");
+    f.apply_report(&full("c1", "compute", 1, vec![]), t0, W)
+        .expect("ok");
+    let t1 = t0 + Duration::from_secs(10);
+    f.apply_report(&full("c2", "compute", 1, vec![]), t1, W)
+        .expect("ok");
+    let ttl_c1 = t0 + Duration::from_secs(30);
+    assert_eq!(f.next_change(), Some(ttl_c1));
+    // A heartbeat of c1 moves its TTL end: c2's comes first now.
+    let t2 = t0 + Duration::from_secs(20);
+    f.apply_report(&heartbeat("c1", 2, 1), t2, W).expect("ok");
+    assert_eq!(f.next_change(), Some(t1 + Duration::from_secs(30)));
+    // Past c2's TTL end, before the tick, it is still due (a reader
+    // ticks); after the tick c2 is stale and c1's end is next.
+    let late = t1 + Duration::from_secs(31);
+    assert!(f.next_change().is_some_and(|at| at <= late));
+    f.tick(late);
+    assert_eq!(f.next_change(), Some(t2 + Duration::from_secs(30)));
+}
+
+#[test]
 fn a_cached_go_ends_when_its_waiver_expires() {
     let t0 = Instant::now();
     let mut f = Fleet::new(
