@@ -1049,7 +1049,11 @@ fn next_change_is_the_first_ttl_end_and_moves_on_after_the_tick() {
         },
         W,
     );
-    assert_eq!(f.next_change(), None, "an empty fleet changes by itself never");
+    assert_eq!(
+        f.next_change(),
+        None,
+        "an empty fleet changes by itself never"
+    );
     f.apply_report(&full("c1", "compute", 1, vec![]), t0, W)
         .expect("ok");
     let t1 = t0 + Duration::from_secs(10);
