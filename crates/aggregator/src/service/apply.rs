@@ -58,10 +58,36 @@ struct Job {
     reply: oneshot::Sender<Applied>,
 }
 
-/// Where expired waivers go for the sweeper to record, and its bell.
+/// Where waivers that expired in a tick run outside the sweeper (by a
+/// report batch or a reader that found the fleet behind the clock) go for
+/// the sweeper to record, and its bell. Shared by the service and the
+/// applier.
+#[derive(Default)]
 pub(super) struct Expiries {
-    pub(super) expired: Arc<Mutex<Vec<Waiver>>>,
-    pub(super) wake: Arc<Notify>,
+    expired: Mutex<Vec<Waiver>>,
+    wake: Notify,
+}
+
+impl Expiries {
+    /// Processes every deadline that has passed at `now` and hands the
+    /// waivers that expired to the sweeper.
+    pub(super) fn tick(&self, fleet: &mut Fleet, now: Instant) {
+        let expired = fleet.tick(now);
+        if !expired.is_empty() {
+            lock(&self.expired).extend(expired);
+            self.wake.notify_one();
+        }
+    }
+
+    /// The waivers handed over since the last call.
+    pub(super) fn take(&self) -> Vec<Waiver> {
+        std::mem::take(&mut *lock(&self.expired))
+    }
+
+    /// Resolves when some were handed over.
+    pub(super) async fn handed(&self) {
+        self.wake.notified().await;
+    }
 }
 
 /// The queue of reports waiting for the lock. Cheap to clone.
@@ -75,11 +101,11 @@ pub(super) struct Applier {
 }
 
 impl Applier {
-    pub(super) fn new(fleet: Arc<RwLock<Fleet>>, expiries: Expiries) -> Self {
+    pub(super) fn new(fleet: Arc<RwLock<Fleet>>, expiries: Arc<Expiries>) -> Self {
         Self {
             fleet,
             queue: Arc::default(),
-            expiries: Arc::new(expiries),
+            expiries,
             patience: PATIENCE,
         }
     }
@@ -152,11 +178,7 @@ impl Applier {
                 }
             }
         }
-        let expired = fleet.tick(Instant::now());
-        if !expired.is_empty() {
-            lock(&self.expiries.expired).extend(expired);
-            self.expiries.wake.notify_one();
-        }
+        self.expiries.tick(fleet, Instant::now());
         done
     }
 }
@@ -194,13 +216,7 @@ mod tests {
         let fleet = Arc::new(RwLock::new(Fleet::new(cfg, SystemTime::now())));
         Applier {
             patience,
-            ..Applier::new(
-                fleet,
-                Expiries {
-                    expired: Arc::default(),
-                    wake: Arc::default(),
-                },
-            )
+            ..Applier::new(fleet, Arc::default())
         }
     }
 

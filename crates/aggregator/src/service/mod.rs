@@ -75,11 +75,9 @@ pub struct Service {
     metrics: Metrics,
     /// Waiver ends the store refused: retried by [`Service::sweep`].
     pending_ends: Arc<Mutex<Vec<PendingEnd>>>,
-    /// Waivers that expired in a tick a reader ran ([`Service::caught_up`]):
-    /// the sweeper records them.
-    expired: Arc<Mutex<Vec<Waiver>>>,
-    /// Wakes the sweeper when `expired` has some.
-    wake_sweeper: Arc<tokio::sync::Notify>,
+    /// Waivers that expired in a tick a reader ([`Service::caught_up`]) or
+    /// a report batch ran: the sweeper records them.
+    expiries: Arc<apply::Expiries>,
 }
 
 /// How often owed waiver expiries are retried while the store is down.
@@ -159,14 +157,8 @@ impl Service {
         let (tx, rx) = std::sync::mpsc::channel();
         let nodes = store.shared().map(NodeWriter::spawn);
         let fleet = Arc::new(RwLock::new(fleet));
-        let (expired, wake_sweeper) = (Arc::default(), Arc::default());
-        let applier = apply::Applier::new(
-            fleet.clone(),
-            apply::Expiries {
-                expired: Arc::clone(&expired),
-                wake: Arc::clone(&wake_sweeper),
-            },
-        );
+        let expiries = Arc::<apply::Expiries>::default();
+        let applier = apply::Applier::new(fleet.clone(), Arc::clone(&expiries));
         let service = Self {
             nodes,
             fleet,
@@ -175,8 +167,7 @@ impl Service {
             applier,
             metrics,
             pending_ends: Arc::default(),
-            expired,
-            wake_sweeper,
+            expiries,
         };
         Ok((service, rx))
     }
@@ -194,11 +185,7 @@ impl Service {
     pub fn caught_up<R>(&self, f: impl FnOnce(&Fleet, Instant) -> R) -> R {
         let mut fleet = write(&self.fleet);
         let now = Instant::now();
-        let expired = fleet.tick(now);
-        if !expired.is_empty() {
-            lock(&self.expired).extend(expired);
-            self.wake_sweeper.notify_one();
-        }
+        self.expiries.tick(&mut fleet, now);
         f(&fleet, now)
     }
 
@@ -410,7 +397,7 @@ impl Service {
             let max = Instant::now() + Duration::from_secs(1);
             tokio::select! {
                 () = tokio::time::sleep_until(next.map_or(max, |n| n.min(max))) => {}
-                () = self.wake_sweeper.notified() => {}
+                () = self.expiries.handed() => {}
             }
             // Under load the report applier has processed what fell due
             // (it ticks with every batch): no need to take the lock.
@@ -422,7 +409,7 @@ impl Service {
             } else {
                 Vec::new()
             };
-            expired.append(&mut lock(&self.expired));
+            expired.extend(self.expiries.take());
             self.record_pending_ends().await;
             for w in expired {
                 let end = PendingEnd {
