@@ -187,4 +187,75 @@ mod tests {
             Some(Some("192.0.2.1".parse().expect("ip")))
         );
     }
+
+    /// The example configuration in docs/operations.md is accepted as
+    /// written, only its files moved into a temp dir (and made): an
+    /// operator who copies it gets a service that starts, not exit 64.
+    #[test]
+    fn the_runbook_example_is_accepted() {
+        let doc = include_str!("../../../docs/operations.md");
+        let start = doc
+            .find("# /etc/preflight/preflight.toml")
+            .expect("the example in docs/operations.md");
+        let example = &doc[start..];
+        let example = &example[..example.find("```").expect("the example's end")];
+        let dir = std::env::temp_dir().join(format!("preflight-runbook-{}", std::process::id()));
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls).expect("temp dir");
+        // A real CA certificate: the agent reads its `[agent.tls] ca` at
+        // start, and a file that is not one is refused.
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=preflight-runbook",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+            ])
+            .current_dir(&tls)
+            .output()
+            .expect("the openssl command makes the test certificate (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::copy(tls.join("ca.pem"), tls.join("cert.pem")).expect("cert");
+        let node_token = "runbook-node-token-0123456789abcdef";
+        std::fs::write(dir.join("node.token"), node_token).expect("node token");
+        std::fs::write(
+            dir.join("node-tokens"),
+            format!(
+                "compute-0 {}\n",
+                preflight_aggregator::auth::hex(&preflight_aggregator::auth::token_digest(
+                    node_token
+                ))
+            ),
+        )
+        .expect("node tokens");
+        std::fs::write(
+            dir.join("admin.token"),
+            "runbook-admin-token-0123456789abcdef",
+        )
+        .expect("admin token");
+        let text = example.replace("/etc/preflight/", &format!("{}/", dir.display()));
+        let c = parse(&dir.join("preflight.toml"), &text);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        let c = c.unwrap_or_else(|e| panic!("docs/operations.md's example is refused: {e}"));
+        assert_eq!(c.agent.node, "compute-0");
+        assert!(c.aggregator.tls.is_some(), "TLS off loopback");
+        assert!(c.aggregator.fleet.closed_inventory);
+    }
 }

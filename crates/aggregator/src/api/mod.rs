@@ -23,7 +23,6 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use preflight_model::api::ApiErrorBody;
 use preflight_model::report::MAX_REPORT_BYTES;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::fleet::FleetError;
@@ -31,10 +30,27 @@ use crate::service::ServiceError;
 pub use crate::state::AppState;
 
 /// Longest a request may take. Every handler is a lock and at most one
-/// SQLite call; one that hangs (a stuck disk) is answered 503 with an empty
-/// body, which clients treat as "no answer": the gate client fails closed and
+/// SQLite call; one that hangs (a stuck disk) is answered 503 `timeout`,
+/// which clients treat as "no answer": the gate client fails closed and
 /// tries the next aggregator, agents retry.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers a request not answered within [`REQUEST_TIMEOUT`] with 503
+/// `timeout` (its handler is dropped).
+async fn timeout(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "not answered within {} s (is the store stuck?); a change asked for may or may not have been made",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
 
 /// An error answer.
 #[derive(Debug)]
@@ -102,7 +118,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(e) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_error",
-                format!("cannot write the store: {e}"),
+                format!("the store failed: {e}"),
             ),
             ServiceError::Unrecorded(m) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_error", m)
@@ -195,16 +211,20 @@ pub fn router(state: AppState) -> Router {
                 "no such endpoint; see docs/api.md",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not take that method (the Allow header lists those it takes); see docs/api.md",
+            )
+        })
         // Only matched routes: an unknown path is a 404 for everyone.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_role,
         ))
         .layer(DefaultBodyLimit::max(MAX_REPORT_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(axum::middleware::from_fn(timeout))
         .layer(trace)
         .with_state(state)
 }

@@ -413,6 +413,19 @@ async fn waivers_lifecycle_and_errors() {
     let (s, v) = call(&t, "DELETE", "/v1/waivers/abc", Some("atok"), None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, "bad_request");
+    // A bad query is a JSON 400 and changes nothing.
+    let (s, v) = call(
+        &t,
+        "DELETE",
+        &format!("/v1/waivers/{id}?by=a&by=b"),
+        Some("atok"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_error(&v, "bad_request");
+    let (s, v) = call(&t, "GET", "/v1/gate", None, None).await;
+    assert_eq!(s, StatusCode::OK, "still waived: {v}");
     let (s, _) = call(&t, "DELETE", &format!("/v1/waivers/{id}"), None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = call(
@@ -527,6 +540,40 @@ async fn health_metrics_page_and_fallback() {
     let (s, v) = call(&t, "GET", "/v2/nothing", None, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, "not_found");
+}
+
+/// A method a path does not take: 405 with the JSON error shape and the
+/// methods it does take in `Allow`; nothing changes.
+#[tokio::test]
+async fn a_wrong_method_is_a_json_405_with_allow() {
+    let t = app("method", true);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/gate")
+        .header("authorization", "Bearer atok")
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .expect("request");
+    let resp = router(t.state.clone())
+        .oneshot(req)
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = resp
+        .headers()
+        .get("allow")
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(allow.contains("GET"), "Allow: {allow:?}");
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).expect("a JSON error");
+    assert_error(&v, "method_not_allowed");
+    let (s, v) = call(&t, "PATCH", "/v1/nodes/c1", Some("atok"), None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error(&v, "method_not_allowed");
+    let (_, nodes) = call(&t, "GET", "/v1/nodes", None, None).await;
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
 }
 
 /// Every path and method of docs/openapi.json is served (not the fallback,

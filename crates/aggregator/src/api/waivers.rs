@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -10,7 +10,7 @@ use preflight_model::api::WaiverRequest;
 use preflight_model::report::Waiver;
 use serde::Deserialize;
 
-use super::{json_rejection, span_node, ApiError};
+use super::{json_rejection, query_rejection, span_node, ApiError};
 use crate::state::AppState;
 
 pub(super) async fn waivers(State(s): State<AppState>) -> Json<Vec<Waiver>> {
@@ -65,8 +65,9 @@ pub(super) struct ByQuery {
 pub(super) async fn delete_waiver(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<ByQuery>,
+    q: Result<Query<ByQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Query(q) = q.map_err(|e| query_rejection(&e))?;
     let id: i64 = id.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -127,7 +127,7 @@ pub struct AuditEntry {
     pub at: SystemTime,
     /// Who (`author` of a waiver, `aggregator` for expiries).
     pub actor: String,
-    /// What (`waiver.create`, `waiver.remove`, `waiver.expire`, `node.add`, `node.remove`).
+    /// What (`waiver.create`, `waiver.remove`, `waiver.expire`, `node.upsert`, `node.remove`, `report.forbidden`).
     pub action: String,
     /// Details (JSON).
     pub detail: serde_json::Value,
