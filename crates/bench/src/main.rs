@@ -86,7 +86,10 @@ pub(crate) fn stats(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
 /// Time from `ip link set X down` (issued over rtnetlink in-process, so no
 /// process start-up is counted) to the watch emitting LINK_NO_CARRIER for its
 /// peer, and from `up` to the finding clearing.
-pub(crate) fn netns_latency(toggles: usize, reps: usize) {
+/// Default pause before each toggle of `netns-latency`, ms.
+pub(crate) const NETNS_GAP_MS: u64 = 100;
+
+pub(crate) fn netns_latency(toggles: usize, reps: usize, gap: Duration) {
     let ns = Netns::new("bench-lat");
     for l in [
         "link add w0 type veth peer name w1",
@@ -114,6 +117,7 @@ pub(crate) fn netns_latency(toggles: usize, reps: usize) {
                 let mut out = Vec::with_capacity(toggles * 2);
                 for i in 0..toggles * 2 {
                     let down = i % 2 == 0;
+                    tokio::time::sleep(gap).await;
                     let t0 = Instant::now();
                     preflight_netlink::control::set_link("w1", !down)
                         .await
@@ -149,7 +153,10 @@ pub(crate) fn netns_latency(toggles: usize, reps: usize) {
     let (m50, _, m50min, m50max) = stats(rep_medians);
     let (p99m, _, p99min, p99max) = stats(rep_p99);
     let (a50, a99, _, amax) = stats(all.clone());
-    println!("netns link toggle -> finding (in-process watch + policy), {toggles} down/up pairs x {reps} reps:");
+    println!(
+        "netns link toggle -> finding (in-process watch + policy), {toggles} down/up pairs x {reps} reps, {} ms before each toggle:",
+        gap.as_millis()
+    );
     println!("  median of medians {m50:.3} ms (spread {m50min:.3}..{m50max:.3})");
     println!("  median of p99s    {p99m:.3} ms (spread {p99min:.3}..{p99max:.3})");
     println!(
@@ -233,6 +240,12 @@ enum Bench {
         toggles: usize,
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// Pause before each toggle, ms. The default (two of the watch's
+        /// 50 ms windows) makes every toggle a single change after a quiet
+        /// period; 0 toggles as fast as findings come, which the watch
+        /// paces as a flap (one publication per window, wider in a storm).
+        #[arg(long, default_value_t = NETNS_GAP_MS)]
+        gap_ms: u64,
     },
     /// RSS of `inspect --watch` over a bridged namespace.
     WatchRss {
@@ -413,7 +426,11 @@ fn main() {
     let cli = <Cli as clap::Parser>::parse();
     match cli.bench {
         Bench::All { bin, quick } => report::all(&absolute(&bin.bin), quick),
-        Bench::NetnsLatency { toggles, reps } => netns_latency(toggles, reps),
+        Bench::NetnsLatency {
+            toggles,
+            reps,
+            gap_ms,
+        } => netns_latency(toggles, reps, Duration::from_millis(gap_ms)),
         Bench::WatchRss { bin, seconds, reps } => watch_rss(&absolute(&bin.bin), seconds, reps),
         Bench::Footprint {
             bin,

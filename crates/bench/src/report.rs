@@ -374,7 +374,11 @@ pub(crate) fn all(bin: &str, quick: bool) {
     } else {
         (5, 5, 30, 600, "10000,100000", 20)
     };
-    netns_latency(if quick { 20 } else { 200 }, reps);
+    netns_latency(
+        if quick { 20 } else { 200 },
+        reps,
+        Duration::from_millis(crate::NETNS_GAP_MS),
+    );
     watch_rss(bin, if quick { 1 } else { 3 }, reps);
     let vm = vm_compare_report(bin, &[(1, pulls), (15, pulls)], boots, 3);
     let fp = footprint_report(

@@ -14,6 +14,15 @@
 //! just after another change (three bonds pulled together) or in the middle
 //! of a storm does not wait for the window; a flapping link is not news and
 //! waits like any other change.
+//!
+//! One event often sends several messages a few microseconds apart (`ip
+//! link set w1 down` sends w1's message, then its veth peer's carrier loss;
+//! a bond port going down sends the port's and the bond's). The messages
+//! that follow a change after a quiet window within [`EVENT_SPAN`] are part
+//! of that event and are published at once too, up to
+//! [`EVENT_PUBLICATIONS`] publications in all: otherwise the message the
+//! finding depends on could wait a whole window behind the one that opened
+//! it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -37,6 +46,12 @@ pub const STORM_SPAN: Duration = Duration::from_secs(1);
 /// not end a storm).
 pub const STORM_SHARE: u32 = 3;
 
+/// Changes this soon after one that came after a quiet window belong to
+/// the same event and are published at once ...
+pub const EVENT_SPAN: Duration = Duration::from_millis(5);
+/// ... up to this many publications for the event, the first included.
+pub const EVENT_PUBLICATIONS: u32 = 3;
+
 /// The publication window: the normal one, or the wide one during a storm.
 #[derive(Debug)]
 pub(crate) struct Pacer {
@@ -56,6 +71,10 @@ pub(crate) struct Pacer {
     /// The last change, and whether it came after a quiet normal window.
     last_change: Option<Instant>,
     after_quiet: bool,
+    /// When the last change after a quiet window came (the event's start),
+    /// and how many publications the event had.
+    event: Option<Instant>,
+    event_published: u32,
 }
 
 impl Pacer {
@@ -79,6 +98,8 @@ impl Pacer {
             span,
             last_change: None,
             after_quiet: true,
+            event: None,
+            event_published: 0,
         }
     }
 
@@ -101,6 +122,10 @@ impl Pacer {
         self.after_quiet = self
             .last_change
             .is_none_or(|t| now.saturating_duration_since(t) > self.normal);
+        if self.after_quiet {
+            self.event = Some(now);
+            self.event_published = 0;
+        }
         self.busy = self.busy_at(now) | 1;
         self.slot = self.slot_of(now);
         self.last_change = Some(now);
@@ -123,8 +148,15 @@ impl Pacer {
     }
 
     /// When a pending change is due for publication: one window after the
-    /// last publication (already past after a quiet period).
+    /// last publication (already past after a quiet period), or at once
+    /// within an event's span while it has publications left.
     pub(crate) fn due(&self, now: Instant) -> Instant {
+        if self.event.is_some_and(|start| {
+            now.saturating_duration_since(start) <= EVENT_SPAN
+                && self.event_published < EVENT_PUBLICATIONS
+        }) {
+            return now;
+        }
         let window = if self.storm(now) {
             self.storm
         } else {
@@ -136,6 +168,12 @@ impl Pacer {
     /// The snapshot was published at `now`.
     pub(crate) fn published(&mut self, now: Instant) {
         self.published = now;
+        if self
+            .event
+            .is_some_and(|start| now.saturating_duration_since(start) <= EVENT_SPAN)
+        {
+            self.event_published += 1;
+        }
     }
 }
 
@@ -314,6 +352,33 @@ mod tests {
         // After a quiet window.
         p.change(ms(t0, 80));
         assert!(ms(t0, 80) >= p.due(ms(t0, 80)));
+    }
+
+    #[test]
+    fn the_messages_of_one_event_after_a_quiet_window_are_published_at_once() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(Duration::from_millis(50), Duration::from_millis(250), t0);
+        let us = |at: u64| t0 + Duration::from_micros(at);
+        // `ip link set w1 down`: w1's message, then w0's carrier loss 20 us
+        // later; each published at once.
+        p.change(us(0));
+        assert!(us(0) >= p.due(us(0)));
+        p.published(us(0));
+        p.change(us(20));
+        assert!(us(20) >= p.due(us(20)), "the event's second message");
+        p.published(us(20));
+        // Up to EVENT_PUBLICATIONS in all, then the window again.
+        p.change(us(40));
+        assert!(us(40) >= p.due(us(40)));
+        p.published(us(40));
+        p.change(us(60));
+        assert_eq!(p.due(us(60)), us(40) + Duration::from_millis(50));
+        // A change after the event's span waits for the window too.
+        let mut p = Pacer::new(Duration::from_millis(50), Duration::from_millis(250), t0);
+        p.change(t0);
+        p.published(t0);
+        p.change(ms(t0, 6));
+        assert_eq!(p.due(ms(t0, 6)), ms(t0, 50));
     }
 
     #[test]
