@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::LinkMessage;
@@ -403,19 +404,24 @@ async fn run(
             r = async {
                 buf.clear();
                 events.recv_from(&mut buf).await
-            } => match r {
-                Ok(_) if buf.len() >= RECV_BUF => Some("overrun"),
-                Ok(_) => {
-                    let a = apply_datagram(&mut snap, &buf, &stats, Some(&mut live));
-                    if a.changed {
-                        pending = true;
-                        pacer.change(Instant::now());
-                    }
-                    urgent |= a.urgent && a.changed;
-                    a.overrun.then_some("overrun")
+            } => {
+                let a = received(r, &buf, &mut snap, &stats, &mut live)?;
+                let mut reason = note(a, &mut pending, &mut urgent, &mut pacer);
+                // One event sends several messages at once (a link's, its
+                // routes' and addresses', its peer's or bond's): apply those
+                // already queued before deciding to publish, so that the one
+                // a finding needs is in the same publication as the first.
+                let mut drained = 0;
+                while reason.is_none() && drained < DRAIN_MAX {
+                    buf.clear();
+                    let Some(r) = events.recv_from(&mut buf).now_or_never() else {
+                        break;
+                    };
+                    let a = received(r, &buf, &mut snap, &stats, &mut live)?;
+                    reason = note(a, &mut pending, &mut urgent, &mut pacer);
+                    drained += 1;
                 }
-                Err(e) if e.raw_os_error() == Some(ENOBUFS) => Some("overrun"),
-                Err(e) => return Err(NetlinkError::Recv(e)),
+                reason
             },
             () = tokio::time::sleep_until(due), if waiting => None,
             _ = timer.tick() => Some("timer"),
@@ -453,6 +459,48 @@ async fn run(
         pending = false;
         urgent = false;
     }
+}
+
+/// How many more datagrams already queued are applied after one before the
+/// watch decides whether to publish (bounds the time between two checks of
+/// the pacer and the timers).
+const DRAIN_MAX: usize = 64;
+
+/// A datagram received, or the error instead, applied to `snap`: what it
+/// did (lost messages: `overrun`), or `Err` for a socket that failed.
+fn received<T>(
+    r: std::io::Result<T>,
+    buf: &[u8],
+    snap: &mut Snapshot,
+    stats: &WatchStats,
+    live: &mut Live,
+) -> Result<Applied, NetlinkError> {
+    let lost = Applied {
+        overrun: true,
+        ..Applied::default()
+    };
+    match r {
+        Ok(_) if buf.len() >= RECV_BUF => Ok(lost),
+        Ok(_) => Ok(apply_datagram(snap, buf, stats, Some(live))),
+        Err(e) if e.raw_os_error() == Some(ENOBUFS) => Ok(lost),
+        Err(e) => Err(NetlinkError::Recv(e)),
+    }
+}
+
+/// Notes what a datagram did for the publication to come; `Some` when the
+/// full state must be read again.
+fn note(
+    a: Applied,
+    pending: &mut bool,
+    urgent: &mut bool,
+    pacer: &mut Pacer,
+) -> Option<&'static str> {
+    if a.changed {
+        *pending = true;
+        pacer.change(Instant::now());
+    }
+    *urgent |= a.urgent && a.changed;
+    a.overrun.then_some("overrun")
 }
 
 fn publish(tx: &tokio_watch::Sender<Arc<Snapshot>>, snap: &Snapshot, stats: &WatchStats) {
