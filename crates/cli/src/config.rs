@@ -204,35 +204,9 @@ mod tests {
         std::fs::create_dir_all(&tls).expect("temp dir");
         // A real CA certificate: the agent reads its `[agent.tls] ca` at
         // start, and a file that is not one is refused.
-        let out = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=preflight-runbook",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-            ])
-            .current_dir(&tls)
-            .output()
-            .expect("the openssl command makes the test certificate (apt-get install openssl)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        preflight_tests::certs::ca(&tls, "ca");
         std::fs::copy(tls.join("ca.pem"), tls.join("cert.pem")).expect("cert");
+        std::fs::copy(tls.join("ca.key"), tls.join("key.pem")).expect("key");
         let node_token = "runbook-node-token-0123456789abcdef";
         std::fs::write(dir.join("node.token"), node_token).expect("node token");
         std::fs::write(
