@@ -77,12 +77,25 @@ fn pctl(v: &mut [f64], p: f64) -> f64 {
     crate::percentile(v, p)
 }
 
+/// The rack scope the gate prober asks about, listed in the aggregator's
+/// `scopes` (what an operator whose pipelines gate rack by rack
+/// configures: its answer is kept up to date with every change).
+pub const RACK: &str = "rack=r07";
+/// A rack scope of the same size that is not configured: answered from
+/// the label index, a walk of its members per change (see
+/// `Fleet::scope_members`).
+pub const AD_HOC_RACK: &str = "rack=r08";
+
 pub struct LoadResult {
     pub offered_per_s: f64,
     pub accepted_per_s: f64,
     pub errors: u64,
+    /// [`RACK`], a configured scope.
     pub gate_rack_p50_ms: f64,
     pub gate_rack_p99_ms: f64,
+    /// [`AD_HOC_RACK`], the same size, not configured.
+    pub gate_adhoc_p50_ms: f64,
+    pub gate_adhoc_p99_ms: f64,
     pub gate_all_p50_ms: f64,
     pub gate_all_p99_ms: f64,
     /// The whole fleet with `ready=false`.
@@ -379,7 +392,7 @@ pub fn run(
         .expect("port")
         .port();
     let mut config = format!(
-        "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\nsettle = \"0s\"\nttl = \"30s\"\nauth = \"none\"\n",
+        "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\nsettle = \"0s\"\nttl = \"30s\"\nauth = \"none\"\nscopes = [\"{RACK}\"]\n",
     );
     let ca = opts.tls.then(|| {
         let (ca, cert, key) = make_certs(&dir);
@@ -477,8 +490,9 @@ pub fn run(
         );
         let cpu0 = cpu_ticks(child.id());
         let delay0 = run_delay_ns(child.id());
-        // Gate prober, in turn: a rack scope (1% of the fleet), the whole
-        // fleet, the rack again, the whole fleet with `ready=false`. Timed
+        // Gate prober, in turn: a configured rack scope (1% of the fleet),
+        // the whole fleet, a rack of the same size that is not configured,
+        // the whole fleet with `ready=false`. Timed
         // to the last byte of the answer, and again once parsed as
         // `preflight gate` does. It runs on a thread and runtime of its own,
         // as a pipeline's `preflight gate` is a process of its own: a
@@ -531,6 +545,8 @@ pub fn run(
             errors: counts.errors.load(Ordering::Relaxed) - errors0,
             gate_rack_p50_ms: pctl(&mut times.rack, 50.0),
             gate_rack_p99_ms: pctl(&mut times.rack, 99.0),
+            gate_adhoc_p50_ms: pctl(&mut times.adhoc, 50.0),
+            gate_adhoc_p99_ms: pctl(&mut times.adhoc, 99.0),
             gate_all_p50_ms: pctl(&mut times.all, 50.0),
             gate_all_p99_ms: pctl(&mut times.all, 99.0),
             gate_all_short_p50_ms: pctl(&mut times.short, 50.0),

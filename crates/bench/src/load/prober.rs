@@ -1,9 +1,20 @@
 //! The load bench's gate prober: a pipeline asking the gate while the
 //! simulated agents report, on a real-time thread of its own, and the
 //! aggregator's own account of those questions from its metrics.
+//!
+//! Only the asking is real-time. The answers are parsed on another thread
+//! at nice 19, timed in that thread's CPU time: parsing a whole-fleet
+//! answer at 100,000 nodes takes tens of milliseconds, and a real-time
+//! thread doing it took a whole CPU from the aggregator it measures (the
+//! scheduler does not move the aggregator's thread off that CPU at once:
+//! `perf sched` showed an aggregator worker waiting 26 ms behind the
+//! prober's parse). A pipeline parses on its own machine.
 
 use std::process::Command;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use nix::time::{clock_gettime, ClockId};
 
 use preflight_client::{HttpClient, TlsOptions};
 use preflight_model::report::GateAnswer;
@@ -41,6 +52,7 @@ pub(super) fn gate_server_line(metrics: &str) -> String {
 #[derive(Default)]
 pub(super) struct GateTimes {
     pub(super) rack: Vec<f64>,
+    pub(super) adhoc: Vec<f64>,
     pub(super) all: Vec<f64>,
     pub(super) short: Vec<f64>,
     pub(super) rack_parsed: Vec<f64>,
@@ -61,15 +73,48 @@ fn realtime_priority() {
     }
 }
 
+/// Which question an answer is for.
+#[derive(Clone, Copy)]
+enum Asked {
+    Rack,
+    All,
+}
+
+/// This thread's CPU time.
+fn thread_cpu() -> Duration {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
+}
+
+/// Parses answers as `preflight gate` does, at nice 19, and returns the
+/// times "received and parsed": the time to the last byte plus the parse's
+/// CPU time.
+fn parse_answers<B: AsRef<[u8]>>(rx: &mpsc::Receiver<(Asked, f64, B)>) -> (Vec<f64>, Vec<f64>) {
+    super::nice_this_thread(19);
+    let (mut rack, mut all) = (vec![], vec![]);
+    for (asked, ms, body) in rx {
+        let before = thread_cpu();
+        if serde_json::from_slice::<GateAnswer>(body.as_ref()).is_ok() {
+            let parsed_ms = ms + (thread_cpu() - before).as_secs_f64() * 1000.0;
+            match asked {
+                Asked::Rack => rack.push(parsed_ms),
+                Asked::All => all.push(parsed_ms),
+            }
+        }
+    }
+    (rack, all)
+}
+
 /// Asks the gate every 50 ms until `stop`, over one keep-alive connection,
 /// on a current-thread runtime of this thread's own.
 pub(super) fn probe_gate(base: &str, tls: Option<&TlsOptions>, stop: Instant) -> GateTimes {
+    let (to_parser, parsed) = mpsc::channel();
+    let parser = std::thread::spawn(move || parse_answers(&parsed));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("the prober's runtime");
     realtime_priority();
-    rt.block_on(async {
+    let mut t = rt.block_on(async {
         let http = match tls {
             Some(tls) => HttpClient::with_tls(Duration::from_secs(10), tls).expect("the bench CA"),
             None => HttpClient::new(Duration::from_secs(10)),
@@ -78,25 +123,25 @@ pub(super) fn probe_gate(base: &str, tls: Option<&TlsOptions>, stop: Instant) ->
         let mut i = 0usize;
         while Instant::now() < stop {
             let query = match i % 4 {
-                0 | 2 => "scope=rack%3Dr07",
-                1 => "scope=",
-                _ => "scope=&ready=false",
+                0 => format!("scope={}", super::RACK.replace('=', "%3D")),
+                1 => "scope=".to_owned(),
+                2 => format!("scope={}", super::AD_HOC_RACK.replace('=', "%3D")),
+                _ => "scope=&ready=false".to_owned(),
             };
             let q = Instant::now();
             let r = http.get(&format!("{base}/v1/gate?{query}")).await;
             let ms = q.elapsed().as_secs_f64() * 1000.0;
             if let Ok((status, body)) = r {
                 if status.as_u16() == 200 || status.as_u16() == 503 {
-                    let parsed = serde_json::from_slice::<GateAnswer>(&body).is_ok();
-                    let parsed_ms = q.elapsed().as_secs_f64() * 1000.0;
-                    let (times, parsed_times) = match i % 4 {
-                        0 | 2 => (&mut t.rack, Some(&mut t.rack_parsed)),
-                        1 => (&mut t.all, Some(&mut t.all_parsed)),
+                    let (times, asked) = match i % 4 {
+                        0 => (&mut t.rack, Some(Asked::Rack)),
+                        1 => (&mut t.all, Some(Asked::All)),
+                        2 => (&mut t.adhoc, None),
                         _ => (&mut t.short, None),
                     };
                     times.push(ms);
-                    if let (true, Some(p)) = (parsed, parsed_times) {
-                        p.push(parsed_ms);
+                    if let Some(asked) = asked {
+                        let _ = to_parser.send((asked, ms, body));
                     }
                 }
             }
@@ -104,5 +149,8 @@ pub(super) fn probe_gate(base: &str, tls: Option<&TlsOptions>, stop: Instant) ->
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         t
-    })
+    });
+    drop(to_parser);
+    (t.rack_parsed, t.all_parsed) = parser.join().expect("the answer parser");
+    t
 }
