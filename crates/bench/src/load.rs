@@ -23,7 +23,7 @@ mod prober;
 use crate::load_env::{
     cpu_ticks, make_certs, nice_this_thread, pin_to, raise_nofile, run_delay_ns, sockets,
 };
-use prober::{gate_server_line, probe_gate};
+use prober::{gate_server_line, probe_gate, RACK};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -77,23 +77,14 @@ fn pctl(v: &mut [f64], p: f64) -> f64 {
     crate::percentile(v, p)
 }
 
-/// The rack scope the gate prober asks about, listed in the aggregator's
-/// `scopes` (what an operator whose pipelines gate rack by rack
-/// configures: its answer is kept up to date with every change).
-pub const RACK: &str = "rack=r07";
-/// A rack scope of the same size that is not configured: answered from
-/// the label index, a walk of its members per change (see
-/// `Fleet::scope_members`).
-pub const AD_HOC_RACK: &str = "rack=r08";
-
 pub struct LoadResult {
     pub offered_per_s: f64,
     pub accepted_per_s: f64,
     pub errors: u64,
-    /// [`RACK`], a configured scope.
+    /// [`prober::RACK`], a configured scope.
     pub gate_rack_p50_ms: f64,
     pub gate_rack_p99_ms: f64,
-    /// [`AD_HOC_RACK`], the same size, not configured.
+    /// [`prober::AD_HOC_RACK`], the same size, not configured.
     pub gate_adhoc_p50_ms: f64,
     pub gate_adhoc_p99_ms: f64,
     pub gate_all_p50_ms: f64,

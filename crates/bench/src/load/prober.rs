@@ -19,6 +19,15 @@ use nix::time::{clock_gettime, ClockId};
 use preflight_client::{HttpClient, TlsOptions};
 use preflight_model::report::GateAnswer;
 
+/// The rack scope the gate prober asks about, listed in the aggregator's
+/// `scopes` (what an operator whose pipelines gate rack by rack
+/// configures: its answer is kept up to date with every change).
+pub(super) const RACK: &str = "rack=r07";
+/// A rack scope of the same size that is not configured: answered from
+/// the label index, a walk of its members per change (see
+/// `Fleet::scope_members`).
+pub(super) const AD_HOC_RACK: &str = "rack=r08";
+
 /// The aggregator's own account of its gate questions
 /// (`preflight_aggregator_gate_seconds`): the bucket bounds under which half
 /// and 99% of them were answered once read.
@@ -123,9 +132,9 @@ pub(super) fn probe_gate(base: &str, tls: Option<&TlsOptions>, stop: Instant) ->
         let mut i = 0usize;
         while Instant::now() < stop {
             let query = match i % 4 {
-                0 => format!("scope={}", super::RACK.replace('=', "%3D")),
+                0 => format!("scope={}", RACK.replace('=', "%3D")),
                 1 => "scope=".to_owned(),
-                2 => format!("scope={}", super::AD_HOC_RACK.replace('=', "%3D")),
+                2 => format!("scope={}", AD_HOC_RACK.replace('=', "%3D")),
                 _ => "scope=&ready=false".to_owned(),
             };
             let q = Instant::now();
