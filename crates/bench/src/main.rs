@@ -83,12 +83,12 @@ pub(crate) fn stats(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
     )
 }
 
-/// Time from `ip link set X down` (issued over rtnetlink in-process, so no
-/// process start-up is counted) to the watch emitting LINK_NO_CARRIER for its
-/// peer, and from `up` to the finding clearing.
 /// Default pause before each toggle of `netns-latency`, ms.
 pub(crate) const NETNS_GAP_MS: u64 = 100;
 
+/// Time from `ip link set X down` (issued over rtnetlink in-process, so no
+/// process start-up is counted) to the watch emitting LINK_NO_CARRIER for its
+/// peer, and from `up` to the finding clearing.
 pub(crate) fn netns_latency(toggles: usize, reps: usize, gap: Duration) {
     let ns = Netns::new("bench-lat");
     for l in [
