@@ -4,8 +4,8 @@
 //! bytes (shared, not copied) until a change touches the scope or the
 //! validity runs out, whichever comes first. A miss writes the JSON under
 //! the fleet's read lock, which other readers share ([`crate::fleet::Fleet::gate_json`]:
-//! kept per-node fragments and ranges, no per-member lookups), and joins
-//! its kept pieces after the lock is released. When a deadline has passed
+//! kept per-node fragments and ranges, no per-member lookups); its pieces
+//! are kept as they are and sent in frames ([`AnswerBody`]), never joined. When a deadline has passed
 //! that the sweeper has not processed yet (checked before rendering), the
 //! question processes it under the write lock, briefly, and renders under
 //! the read lock again; only when deadlines keep falling due in between
@@ -16,10 +16,14 @@
 //! again empty, so selectors a client makes up cannot grow it.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use axum::body::Bytes;
+use http_body::{Frame, SizeHint};
 use preflight_model::Verdict;
 use tokio::time::Instant;
 
@@ -39,7 +43,132 @@ pub struct Rendered {
     /// The verdict (the HTTP status follows it).
     pub verdict: Verdict,
     /// The JSON body.
-    pub body: Bytes,
+    pub body: AnswerBody,
+}
+
+/// Bytes an answer is sent in at a time ([`Frames`]).
+pub const FRAME: usize = 64 * 1024;
+
+/// An answer's JSON as it was rendered: its pieces, shared with the kept
+/// ranges of the fleet and with every caller, never joined into one buffer.
+/// At 100,000 nodes an answer is megabytes; joining it cost a fresh
+/// allocation and a copy before the first byte went out. [`Frames`] copies
+/// the pieces into frames of about [`FRAME`] bytes as the connection takes
+/// them, so the client reads the start while the end is being copied.
+#[derive(Debug, Clone)]
+pub struct AnswerBody {
+    pieces: Arc<[Bytes]>,
+    len: usize,
+}
+
+impl AnswerBody {
+    /// An answer from its pieces, in order; one of at most [`FRAME`]
+    /// bytes is joined once here, so that every caller is sent the same
+    /// bytes without a copy.
+    #[must_use]
+    pub fn new(pieces: Vec<Bytes>) -> Self {
+        let len = pieces.iter().map(Bytes::len).sum();
+        let pieces: Arc<[Bytes]> = if len <= FRAME && pieces.len() > 1 {
+            Arc::new([Bytes::from(pieces.concat())])
+        } else {
+            pieces.into()
+        };
+        Self { pieces, len }
+    }
+
+    /// The length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The whole JSON in one buffer (a copy unless it is one piece).
+    #[must_use]
+    pub fn to_bytes(&self) -> Bytes {
+        match &*self.pieces {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => many.concat().into(),
+        }
+    }
+
+    /// The answer as an HTTP body with its exact length.
+    #[must_use]
+    pub fn frames(&self) -> Frames {
+        Frames {
+            pieces: Arc::clone(&self.pieces),
+            next: 0,
+            left: self.len as u64,
+        }
+    }
+}
+
+/// An [`AnswerBody`] being sent: consecutive pieces copied into frames of
+/// [`FRAME`] to twice that many bytes (a piece of a frame or more goes out
+/// alone, as it is; the last frame may be shorter).
+#[derive(Debug)]
+pub struct Frames {
+    pieces: Arc<[Bytes]>,
+    next: usize,
+    left: u64,
+}
+
+impl Frames {
+    fn next_frame(&mut self) -> Option<Bytes> {
+        let first = self.pieces.get(self.next)?;
+        self.next += 1;
+        let mut end = self.next;
+        let mut size = first.len();
+        // A piece of a frame or more goes out alone, as it is.
+        while size < FRAME {
+            match self.pieces.get(end) {
+                Some(p) if p.len() < FRAME => {
+                    size += p.len();
+                    end += 1;
+                }
+                _ => break,
+            }
+        }
+        let frame = if end == self.next {
+            first.clone()
+        } else {
+            let mut buf = Vec::with_capacity(size);
+            buf.extend_from_slice(first);
+            for p in &self.pieces[self.next..end] {
+                buf.extend_from_slice(p);
+            }
+            self.next = end;
+            Bytes::from(buf)
+        };
+        self.left -= frame.len() as u64;
+        Some(frame)
+    }
+}
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.get_mut().next_frame().map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
 }
 
 struct Entry {
@@ -148,16 +277,81 @@ impl GateCache {
         Ok(self.keep(sel, ready, key, answer))
     }
 
-    /// Joins a rendered answer's pieces (outside the fleet's lock) and
-    /// keeps it under its scope's version.
+    /// Keeps a rendered answer under its scope's version.
     fn keep(&self, sel: &Selector, ready: bool, key: Option<ScopeKey>, a: GateJson) -> Rendered {
         let rendered = Rendered {
             verdict: a.verdict,
-            body: Bytes::from(a.body.join()),
+            body: AnswerBody::new(a.body.pieces()),
         };
         if let Some(key) = key {
             self.put(sel, ready, key, a.until, &rendered);
         }
         rendered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AnswerBody, Bytes, FRAME};
+    use http_body::Body as _;
+
+    /// Every frame of `body`, checking the announced length as it goes.
+    fn frames(body: &AnswerBody) -> Vec<Bytes> {
+        let mut f = body.frames();
+        let mut out = Vec::new();
+        loop {
+            let left = f.size_hint().exact().expect("an exact length");
+            assert_eq!(f.is_end_stream(), left == 0);
+            let Some(frame) = f.next_frame() else { break };
+            assert_eq!(f.size_hint().exact(), Some(left - frame.len() as u64));
+            out.push(frame);
+        }
+        assert!(f.is_end_stream());
+        out
+    }
+
+    #[test]
+    fn frames_carry_the_pieces_in_order_about_a_frame_at_a_time() {
+        // Small pieces (commas, names), ranges of a few KiB, one larger than
+        // a frame.
+        let mut pieces = Vec::new();
+        for i in 0..5000u32 {
+            let size = [1, 17, 900, 4000][i as usize % 4];
+            pieces.push(Bytes::from(vec![b'a' + (i % 26) as u8; size]));
+        }
+        pieces.insert(2500, Bytes::from(vec![b'!'; 3 * FRAME]));
+        let body = AnswerBody::new(pieces.clone());
+        let whole = pieces.concat();
+        assert_eq!(body.len(), whole.len());
+        let sent = frames(&body);
+        assert_eq!(sent.concat(), whole);
+        assert_eq!(&body.to_bytes()[..], &whole[..]);
+        // Short frames: the last one, and those cut short by the large
+        // piece (before it; it is one of its own).
+        let short = sent.iter().filter(|f| f.len() < FRAME).count();
+        assert!(short <= 2, "{short} short frames");
+        assert!(
+            sent.iter()
+                .all(|f| f.len() < 2 * FRAME || f.len() == 3 * FRAME),
+            "a frame holds about FRAME bytes, or one large piece as it is"
+        );
+        // The large piece went out as it was (not copied).
+        let big = body
+            .pieces
+            .iter()
+            .find(|p| p.len() == 3 * FRAME)
+            .expect("big");
+        assert!(sent.iter().any(|f| f.as_ptr() == big.as_ptr()));
+    }
+
+    #[test]
+    fn an_empty_or_single_piece_answer_is_sent_as_it_is() {
+        assert!(frames(&AnswerBody::new(Vec::new())).is_empty());
+        let one = Bytes::from_static(b"{\"verdict\":\"go\"}");
+        let body = AnswerBody::new(vec![one.clone()]);
+        let sent = frames(&body);
+        assert_eq!(sent, vec![one.clone()]);
+        assert_eq!(sent[0].as_ptr(), one.as_ptr());
+        assert_eq!(body.to_bytes().as_ptr(), one.as_ptr());
     }
 }

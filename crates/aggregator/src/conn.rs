@@ -7,18 +7,26 @@
 //! Agents keep one connection and send within their heartbeat (10 s by
 //! default), well inside the timeout.
 //!
-//! TLS, when added, wraps each accepted stream in the one place `serve`
-//! hands it to hyper.
+//! A connection whose first request is a report is served on the report
+//! threads ([`crate::handoff`]); the rest stay where they were accepted.
+//! TLS ([`crate::tls::serve`]) shares the limits and [`serve_conn`].
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::body::Incoming;
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
+
+use crate::auth::PeerCert;
+use crate::handoff::{peek_is_report, ReportPool};
 
 /// Limits on client connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,10 +74,7 @@ pub async fn serve(
     );
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+    let pool = ReportPool::for_this_runtime();
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -89,14 +94,41 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
+        let (app, watcher) = (app.clone(), graceful.watcher());
+        let reports = pool.as_ref().map(|p| p.handle().clone());
+        let wait = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended");
+            let report = match &reports {
+                Some(_) => match peek_is_report(&stream, wait).await {
+                    Some(r) => r,
+                    None => return,
+                },
+                None => false,
+            };
+            match reports.filter(|_| report) {
+                Some(reports) => {
+                    let moved = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cannot move a report connection");
+                            return;
+                        }
+                    };
+                    reports.spawn(async move {
+                        match TcpStream::from_std(moved) {
+                            Ok(s) => serve_conn(s, app, None, wait, watcher).await,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "cannot move a report connection")
+                            }
+                        }
+                        drop(slot);
+                    });
+                }
+                None => {
+                    serve_conn(stream, app, None, wait, watcher).await;
+                    drop(slot);
+                }
             }
-            drop(slot);
         });
     }
     drop(listener);
@@ -106,5 +138,34 @@ pub async fn serve(
     {
         tracing::warn!("open requests did not finish within 10 s of shutdown");
     }
+    drop(pool);
     Ok(())
+}
+
+/// Serves one connection's HTTP/1.1 requests with `app` until it closes,
+/// each request carrying the client certificate's names (`peer`) when TLS
+/// verified one; `header_read_timeout` also bounds an idle keep-alive.
+pub(crate) async fn serve_conn<S>(
+    io: S,
+    app: Router,
+    peer: Option<PeerCert>,
+    header_read_timeout: Duration,
+    watcher: Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        if let Some(p) = &peer {
+            req.extensions_mut().insert(p.clone());
+        }
+        app.clone().oneshot(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended");
+    }
 }

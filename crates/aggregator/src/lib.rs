@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod fleet;
+pub mod handoff;
 pub mod metrics;
 pub mod replicas;
 pub mod server;

@@ -13,17 +13,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
-use hyper::body::Incoming;
-use hyper::Request;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpListener;
-use tower::ServiceExt as _;
 
 use crate::auth::PeerCert;
+use crate::conn::serve_conn;
+use crate::handoff::{is_report, read_first, Movable, ReportPool};
 use crate::metrics::Metrics;
 
 /// How often the certificate files' change times are looked at.
@@ -200,6 +198,7 @@ pub async fn serve(
     // The same connection cap as plain HTTP: past it, new connections wait
     // in the kernel's backlog instead of exhausting file descriptors.
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let pool = ReportPool::for_this_runtime();
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -219,17 +218,17 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-        let app = app.clone();
-        let watcher = graceful.watcher();
+        let (app, watcher) = (app.clone(), graceful.watcher());
+        let reports = pool.as_ref().map(|p| p.handle().clone());
         // The same header-read (and so keep-alive idle) timeout as plain
         // HTTP: it must stay above the agents' heartbeat, or a kept-alive
         // connection is closed just as the agent sends on it (with 10 s, equal
         // to the heartbeat, the load bench saw a reconnect storm over TLS).
-        let header_read_timeout = limits.header_read_timeout;
+        let wait = limits.header_read_timeout;
         tokio::spawn(async move {
-            let _slot = slot;
             let _ = tcp.set_nodelay(true);
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake = acceptor.accept(Movable::new(tcp));
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::info!(%remote, error = %e, "TLS handshake refused");
@@ -241,18 +240,30 @@ pub async fn serve(
                 }
             };
             let peer = peer_cert(stream.get_ref().1);
-            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                if let Some(p) = &peer {
-                    req.extensions_mut().insert(p.clone());
+            let Some(mut stream) = read_first(stream, wait).await else {
+                return;
+            };
+            match reports.filter(|_| is_report(stream.first())) {
+                Some(reports) => {
+                    let moved = match stream.inner_mut().get_mut().0.take() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(%remote, error = %e, "cannot move a report connection");
+                            return;
+                        }
+                    };
+                    reports.spawn(async move {
+                        match stream.inner_mut().get_mut().0.put(moved) {
+                            Ok(()) => serve_conn(stream, app, peer, wait, watcher).await,
+                            Err(e) => tracing::debug!(%remote, error = %e, "cannot move a report connection"),
+                        }
+                        drop(slot);
+                    });
                 }
-                app.clone().oneshot(req)
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
+                None => {
+                    serve_conn(stream, app, peer, wait, watcher).await;
+                    drop(slot);
+                }
             }
         });
     }
@@ -261,4 +272,5 @@ pub async fn serve(
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after the drain time"),
     }
+    drop(pool);
 }

@@ -53,7 +53,12 @@ pub(super) async fn gate(
                 .gate_requests
                 .with_label_values(&[a.verdict.as_str()])
                 .inc();
-            (status, [(header::CONTENT_TYPE, "application/json")], a.body).into_response()
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::new(a.body.frames()),
+            )
+                .into_response()
         }
         Err(e) => {
             s.metrics.gate_requests.with_label_values(&["error"]).inc();

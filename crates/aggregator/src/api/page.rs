@@ -50,7 +50,7 @@ pub async fn page_data(State(s): State<AppState>) -> Json<serde_json::Value> {
         s.answers
             .answer(&s.service, sel, false)
             .ok()
-            .and_then(|r| serde_json::from_slice::<GateAnswer>(&r.body).ok())
+            .and_then(|r| serde_json::from_slice::<GateAnswer>(&r.body.to_bytes()).ok())
     };
     let all = gate(&Selector::default());
     let scopes: Vec<_> = s

@@ -81,6 +81,23 @@ impl Body {
         self.len() == 0
     }
 
+    /// The JSON's pieces in order, none copied: slices of the own bytes
+    /// and the kept texts, empty ones left out.
+    #[must_use]
+    pub fn pieces(self) -> Vec<Bytes> {
+        let cur = Bytes::from(self.cur);
+        let mut out = Vec::with_capacity(self.kept.len() * 2 + 1);
+        let mut from = 0;
+        for (at, text) in self.kept {
+            out.push(cur.slice(from..at));
+            out.push(text);
+            from = at;
+        }
+        out.push(cur.slice(from..));
+        out.retain(|p| !p.is_empty());
+        out
+    }
+
     /// The whole JSON, one copy of every piece (none without kept texts).
     #[must_use]
     pub fn join(self) -> Vec<u8> {
