@@ -98,11 +98,13 @@ impl Fleet {
                     if is_go {
                         if c.not_go.remove(name).is_some() {
                             c.blocked.removed(name);
+                            c.names.removed(name);
                         }
                     } else if c.not_go.insert(name.to_owned(), None).is_none() {
                         // `touch`, below, renders its blockers.
-                        c.blocked
-                            .inserted(name, |s, i| super::selector::nth_key(&c.not_go, s, i));
+                        let nth = |s: &str, i| super::selector::nth_key(&c.not_go, s, i);
+                        c.blocked.inserted(name, nth);
+                        c.names.inserted(name, nth);
                     }
                 }
             }

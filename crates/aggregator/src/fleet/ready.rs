@@ -1,9 +1,9 @@
 //! Parts of a tracked scope's answer kept rendered in ranges of names, so
 //! that an answer copies a few thousand pieces instead of visiting every
 //! node: at 100,000 nodes, reading each member's name (a pointer to follow,
-//! a likely cache miss) cost more than the rest of the answer. Two lists
-//! are kept this way: the ready list (go members, over the members) and the
-//! blockers (over the not-go members).
+//! a likely cache miss) cost more than the rest of the answer. Three lists
+//! are kept this way: the ready list (go members, over the members), the
+//! blockers and the blocked names (both over the not-go members).
 //!
 //! The names are split into ranges of at most [`MAX_CHUNK`] entries each
 //! ([`MAX_BLOCKED_CHUNK`] for the blockers),

@@ -11,9 +11,11 @@
 //! blockers are rendered by `touch`, once per change of that node, and kept
 //! beside its name in each tracked scope's not-go map, so the blockers of a
 //! tracked scope are copied without looking a node up (except those whose
-//! message counts seconds: stale, settling); a tracked scope's blockers and
-//! ready list are further kept rendered in ranges of names (`ready`), so
-//! an answer copies a few thousand pieces; and the answer's validity for a
+//! message counts seconds: stale, settling); a tracked scope's blockers,
+//! ready list and blocked names are further kept rendered in ranges of
+//! names (`ready`), so an answer copies a few thousand pieces (at 100,000
+//! nodes, writing the 11,000 blocked names one by one took 4-5 ms of the
+//! 7.5 ms an answer was rendered in, docs/benchmarks.md); and the answer's validity for a
 //! tracked scope comes from the fleet's earliest self-change
 //! (`Fleet::first_change`), never from a walk of its members.
 //!
@@ -215,19 +217,23 @@ impl Fleet {
             out.push(b']');
         }
         let in_scope = |n: &str| members.binary_search_by(|m| m.as_str().cmp(n)).is_ok();
+        let mut body = Body {
+            cur: out,
+            kept: Vec::new(),
+        };
         self.tail(
-            &mut out,
-            not_go.iter().map(|(n, _)| *n),
+            &mut body,
+            |out| {
+                out.cur
+                    .extend_from_slice(&names_text(not_go.iter().map(|(n, _)| *n)))
+            },
             in_scope,
             now,
             wall,
         );
         Ok(GateJson {
             verdict: verdict(members.len(), not_go.len()),
-            body: Body {
-                cur: out,
-                kept: Vec::new(),
-            },
+            body,
             until,
         })
     }
@@ -307,8 +313,15 @@ impl Fleet {
             out.cur.push(b']');
         }
         self.tail(
-            &mut out.cur,
-            c.not_go.keys(),
+            &mut out,
+            |out| {
+                c.names.write(out, now, |range: NameRange<'_>| {
+                    (
+                        names_text(c.not_go.range::<str, _>(range).map(|(n, _)| n)),
+                        None,
+                    )
+                });
+            },
             |n| c.members.contains(n),
             now,
             wall,
@@ -320,22 +333,19 @@ impl Fleet {
         }
     }
 
-    /// The answer after its ready list: blocked, waived, generated_at.
-    fn tail<'a>(
+    /// The answer after its ready list: blocked (the not-go names, comma
+    /// separated, written by `blocked`), waived, generated_at.
+    fn tail(
         &self,
-        out: &mut Vec<u8>,
-        not_go: impl Iterator<Item = &'a String>,
+        body: &mut Body,
+        blocked: impl FnOnce(&mut Body),
         in_scope: impl Fn(&str) -> bool,
         now: Instant,
         wall: SystemTime,
     ) {
-        out.extend_from_slice(b",\"blocked\":[");
-        for (i, n) in not_go.enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            name(out, n);
-        }
+        body.cur.extend_from_slice(b",\"blocked\":[");
+        blocked(body);
+        let out = &mut body.cur;
         out.extend_from_slice(b"],\"waived\":[");
         let waived = self
             .waivers
@@ -386,6 +396,18 @@ fn push_piece(out: &mut Vec<u8>, first: &mut bool, piece: &[u8]) {
     }
     *first = false;
     out.extend_from_slice(piece);
+}
+
+/// Names as comma-separated JSON strings.
+fn names_text<'a>(names: impl Iterator<Item = &'a String>) -> Vec<u8> {
+    let mut text = Vec::new();
+    for n in names {
+        if !text.is_empty() {
+            text.push(b',');
+        }
+        name(&mut text, n);
+    }
+    text
 }
 
 /// The members that are not in `not_go`, as comma-separated JSON strings;

@@ -74,10 +74,11 @@ pub(super) struct ScopeCounts {
     /// With each one's rendered blockers where they do not count seconds
     /// (`Node::blockers`, kept in step by `touch`).
     pub(super) not_go: BTreeMap<String, Option<Arc<[u8]>>>,
-    /// The ready list and the blockers, rendered in ranges over the
-    /// members and the not-go members (see `ready`).
+    /// The ready list, the blockers and the blocked names, rendered in
+    /// ranges over the members and the not-go members (see `ready`).
     pub(super) ready: Ranges,
     pub(super) blocked: Ranges,
+    pub(super) names: Ranges,
     /// Moves whenever a member's answer changes (see `version`).
     pub(super) version: u64,
 }
@@ -89,6 +90,7 @@ impl Default for ScopeCounts {
             not_go: BTreeMap::new(),
             ready: Ranges::new(MAX_CHUNK),
             blocked: Ranges::new(MAX_BLOCKED_CHUNK),
+            names: Ranges::new(MAX_CHUNK),
             version: 0,
         }
     }
@@ -125,6 +127,7 @@ impl Fleet {
                         .is_none()
                 {
                     c.blocked.inserted(name, |s, i| nth_key(&c.not_go, s, i));
+                    c.names.inserted(name, |s, i| nth_key(&c.not_go, s, i));
                 }
             }
         }
@@ -150,6 +153,7 @@ impl Fleet {
             }
             if c.not_go.remove(name).is_some() {
                 c.blocked.removed(name);
+                c.names.removed(name);
             }
         }
         let Some(n) = self.nodes.get(name) else {
@@ -190,6 +194,7 @@ impl Fleet {
         }
         c.ready = Ranges::build(MAX_CHUNK, c.members.iter());
         c.blocked = Ranges::build(MAX_BLOCKED_CHUNK, c.not_go.keys());
+        c.names = Ranges::build(MAX_CHUNK, c.not_go.keys());
         self.scopes.insert(sel.clone(), c);
     }
 

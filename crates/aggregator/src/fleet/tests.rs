@@ -1317,8 +1317,8 @@ fn clear_clock_text(mut v: serde_json::Value) -> serde_json::Value {
     v
 }
 
-/// The ready list kept in ranges (`ready`) splits as a scope grows past
-/// `MAX_CHUNK` members per range: with 1,500 nodes joining in random
+/// The ready list, blockers and blocked names kept in ranges (`ready`)
+/// split as a scope grows past `MAX_CHUNK` members per range: with 1,500 nodes joining in random
 /// order, flipping between go and not go, moving between scopes and
 /// leaving, every answer is still the serialized answer, byte for byte.
 #[test]
@@ -1383,6 +1383,11 @@ fn ready_lists_kept_in_ranges_stay_exact_as_scopes_grow_and_shrink() {
     assert!(
         f.len() > 2 * ready::MAX_CHUNK,
         "enough nodes to split ranges"
+    );
+    let whole = &f.scopes[&sel("")];
+    assert!(
+        whole.names.len() > 2 && whole.blocked.len() > 2,
+        "the blocked names and blockers split into ranges too"
     );
     f.tick(now);
     check(&f, now, 4000);
