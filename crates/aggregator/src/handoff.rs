@@ -30,9 +30,17 @@ use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 /// A report's request line, up to the path's end.
 const REPORT_LINE: &[u8] = b"POST /v1/reports";
 
-/// Bytes read (TLS) or peeked (plain) from a new connection to tell what
-/// its first request is.
+/// Bytes peeked from a new plain connection to tell what its first
+/// request is.
 const FIRST_BYTES: usize = 24;
+
+/// Most bytes of a TLS connection's first request read before hyper reads
+/// the rest: as much as hyper's own first read (8 KiB). Reading only
+/// [`FIRST_BYTES`] left the rest of the first record's plaintext in
+/// rustls's buffers in a way that kept memory: 10,000 TLS agents took 337
+/// MiB against 272 before the hand-off (281 with this read;
+/// docs/benchmarks.md, session 10).
+const FIRST_READ: usize = 8192;
 
 /// Whether a connection's first bytes are a report's request line. Fewer
 /// bytes than the line (a client that sends its request in pieces) count
@@ -133,17 +141,19 @@ pub async fn peek_is_report(tcp: &TcpStream, wait: Duration) -> Option<bool> {
     }
 }
 
-/// TLS: reads the first bytes of the connection's first request, which
-/// the returned stream gives back before the rest. `None`: nothing within
+/// TLS: reads the start of the connection's first request (up to
+/// [`FIRST_READ`] bytes), which the returned stream gives back before the
+/// rest. `None`: nothing within
 /// `wait`, a closed connection or a TLS error.
 pub async fn read_first<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     wait: Duration,
 ) -> Option<Prefixed<S>> {
-    let mut first = vec![0u8; FIRST_BYTES];
+    let mut first = vec![0u8; FIRST_READ];
     match tokio::time::timeout(wait, stream.read(&mut first)).await {
         Ok(Ok(n)) if n > 0 => {
             first.truncate(n);
+            first.shrink_to_fit();
             Some(Prefixed {
                 first,
                 at: 0,
