@@ -9,7 +9,7 @@
 //!
 //! A connection whose first request is a report is served on the report
 //! threads ([`crate::handoff`]); the rest stay where they were accepted.
-//! TLS ([`crate::tls::serve`]) shares the limits and [`serve_conn`].
+//! TLS ([`crate::tls::serve`]) shares the limits and `serve_conn`.
 
 use std::future::Future;
 use std::sync::Arc;

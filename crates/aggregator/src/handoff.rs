@@ -141,10 +141,9 @@ pub async fn peek_is_report(tcp: &TcpStream, wait: Duration) -> Option<bool> {
     }
 }
 
-/// TLS: reads the start of the connection's first request (up to
-/// [`FIRST_READ`] bytes), which the returned stream gives back before the
-/// rest. `None`: nothing within
-/// `wait`, a closed connection or a TLS error.
+/// TLS: reads the start of the connection's first request (up to 8 KiB),
+/// which the returned stream gives back before the rest. `None`: nothing
+/// within `wait`, a closed connection or a TLS error.
 pub async fn read_first<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     wait: Duration,
