@@ -4,10 +4,14 @@
 //! of the thread that served it, and a connection keeps the pool its first
 //! request chose for the requests after it.
 
+use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::net::TcpListener;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -115,25 +119,42 @@ fn assert_split<S: Read + Write>(open: impl Fn() -> S) {
     );
 }
 
-#[test]
-fn plain_report_connections_run_on_the_report_threads() {
+/// Shuts a server down when it resolves.
+type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs the server `start` makes (on a loopback listener, until the
+/// [`Stop`] it is given resolves) on the front runtime while `client`
+/// talks to its port.
+fn with_server<F>(start: impl FnOnce(TcpListener, Stop) -> F, client: impl FnOnce(u16))
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let rt = front();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(preflight_aggregator::conn::serve(
+    let server = rt.spawn(start(
         listener,
-        app(),
-        limits(),
-        async move {
+        Box::pin(async move {
             let _ = stopped.await;
-        },
+        }),
     ));
-    assert_split(|| connect(port));
+    client(port);
     let _ = stop.send(());
-    rt.block_on(server).expect("server task").expect("served");
+    rt.block_on(server)
+        .expect("the server ends without a panic");
+}
+
+#[test]
+fn plain_report_connections_run_on_the_report_threads() {
+    with_server(
+        |listener, stop| async move {
+            preflight_aggregator::conn::serve(listener, app(), limits(), stop)
+                .await
+                .expect("served");
+        },
+        |port| assert_split(|| connect(port)),
+    );
 }
 
 #[test]
@@ -142,30 +163,17 @@ fn tls_report_connections_run_on_the_report_threads() {
     let d = dir.path();
     ca(d, "ca");
     leaf(d, "ca", "server", "IP:127.0.0.1", None);
-    let tls = ServerTls::load(
-        TlsSettings {
-            cert: d.join("server.pem"),
-            key: d.join("server.key"),
-            client_ca: None,
-        },
-        Metrics::new(),
-    )
-    .expect("server TLS");
-    let rt = front();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(preflight_aggregator::tls::serve(
-        listener,
-        app(),
-        Arc::new(tls),
-        limits(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let tls = Arc::new(
+        ServerTls::load(
+            TlsSettings {
+                cert: d.join("server.pem"),
+                key: d.join("server.key"),
+                client_ca: None,
+            },
+            Metrics::new(),
+        )
+        .expect("server TLS"),
+    );
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read_to_string(d.join("ca.pem")).expect("ca.pem");
     let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).expect("CA PEM");
@@ -179,11 +187,14 @@ fn tls_report_connections_run_on_the_report_threads() {
         .with_root_certificates(roots)
         .with_no_client_auth(),
     );
-    assert_split(|| {
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-        let conn = rustls::ClientConnection::new(config.clone(), name).expect("client");
-        rustls::StreamOwned::new(conn, connect(port))
-    });
-    let _ = stop.send(());
-    rt.block_on(server).expect("server task");
+    with_server(
+        |listener, stop| preflight_aggregator::tls::serve(listener, app(), tls, limits(), stop),
+        |port| {
+            assert_split(|| {
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+                let conn = rustls::ClientConnection::new(config.clone(), name).expect("client");
+                rustls::StreamOwned::new(conn, connect(port))
+            });
+        },
+    );
 }

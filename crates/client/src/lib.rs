@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+mod body;
 pub mod http;
 
 use std::fmt::Write as _;
