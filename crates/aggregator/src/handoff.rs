@@ -119,13 +119,15 @@ impl Drop for ReportPool {
 pub const REPORT_NICE: i32 = 10;
 
 /// Raises the calling thread's nice value by [`REPORT_NICE`] (allowed
-/// without privileges); on failure the thread keeps the process's.
-fn lower_priority() {
+/// without privileges); on failure the thread keeps the process's. For the
+/// report threads and the threads that work for them (the report writer,
+/// the answer-text refresher).
+pub(crate) fn lower_priority() {
     let tid = rustix::thread::gettid();
     let lowered = rustix::process::getpriority_process(Some(tid))
         .and_then(|nice| rustix::process::setpriority_process(Some(tid), nice + REPORT_NICE));
     if let Err(e) = lowered {
-        tracing::debug!(error = %e, "cannot lower a report thread's priority");
+        tracing::debug!(error = %e, "cannot lower a thread's priority");
     }
 }
 

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -56,6 +57,11 @@ pub(super) struct Ranges {
     chunks: BTreeMap<String, Chunk>,
     /// Most entries in one range.
     max: usize,
+    /// Whether an answer has written these ranges: only then are their
+    /// texts rendered ahead ([`Ranges::refresh`]).
+    asked: AtomicBool,
+    /// Whether a text was dropped since the last [`Ranges::refresh`].
+    dirty: AtomicBool,
 }
 
 impl Ranges {
@@ -64,6 +70,8 @@ impl Ranges {
         Self {
             chunks: [(String::new(), Chunk::default())].into_iter().collect(),
             max: max.max(2),
+            asked: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
         }
     }
 }
@@ -99,11 +107,13 @@ impl Ranges {
 
     /// The entry `name` changed: its range is rendered again.
     pub(super) fn changed(&mut self, name: &str) {
+        *self.dirty.get_mut() = true;
         self.chunk_mut(name).1.drop_text();
     }
 
     /// `name` left.
     pub(super) fn removed(&mut self, name: &str) {
+        *self.dirty.get_mut() = true;
         let c = self.chunk_mut(name).1;
         c.entries = c.entries.saturating_sub(1);
         c.drop_text();
@@ -116,6 +126,7 @@ impl Ranges {
         name: &str,
         nth_from: impl FnOnce(&str, usize) -> Option<String>,
     ) {
+        *self.dirty.get_mut() = true;
         let max = self.max;
         let (start, c) = self.chunk_mut(name);
         c.entries += 1;
@@ -148,6 +159,7 @@ impl Ranges {
         now: Instant,
         render: impl Fn(NameRange<'_>) -> (Vec<u8>, Option<Instant>),
     ) -> Option<Instant> {
+        self.asked.store(true, Ordering::Relaxed);
         let mut first = true;
         let mut until: Option<Instant> = None;
         let mut it = self.chunks.iter().peekable();
@@ -179,5 +191,41 @@ impl Ranges {
             }
         }
         until
+    }
+
+    /// Renders the texts that are missing or out of date, if an answer
+    /// ever wrote these ranges and one was dropped since the last call;
+    /// returns how many. Each range is rendered
+    /// without holding its text's lock, so that an answer never waits for
+    /// a refresher that lost its CPU (it runs at a lower priority): when
+    /// both render one range, the first text kept stays. Call it only
+    /// under the fleet's lock, so that no range changes meanwhile.
+    pub(super) fn refresh(
+        &self,
+        now: Instant,
+        render: impl Fn(NameRange<'_>) -> (Vec<u8>, Option<Instant>),
+    ) -> usize {
+        if !self.asked.load(Ordering::Relaxed) || !self.dirty.swap(false, Ordering::Relaxed) {
+            return 0;
+        }
+        let current =
+            |kept: &Option<Text>| matches!(kept, Some((_, v)) if v.is_none_or(|v| now < v));
+        let mut made = 0;
+        let mut it = self.chunks.iter().peekable();
+        while let Some((start, chunk)) = it.next() {
+            let end = it
+                .peek()
+                .map_or(Bound::Unbounded, |(k, _)| Bound::Excluded(k.as_str()));
+            if current(&chunk.text.lock().unwrap_or_else(PoisonError::into_inner)) {
+                continue;
+            }
+            let (t, v) = render((Bound::Included(start.as_str()), end));
+            let mut kept = chunk.text.lock().unwrap_or_else(PoisonError::into_inner);
+            if !current(&kept) {
+                *kept = Some((Bytes::from(t), v));
+                made += 1;
+            }
+        }
+        made
     }
 }

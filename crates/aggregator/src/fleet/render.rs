@@ -273,27 +273,9 @@ impl Fleet {
             ),
             kept: Vec::with_capacity(ranges),
         };
-        let texts_until = c.blocked.write(&mut out, now, |range: NameRange<'_>| {
-            let mut text = Vec::new();
-            let mut first = true;
-            let mut valid = None;
-            for (n, kept) in c.not_go.range::<str, _>(range) {
-                if let Some(b) = kept {
-                    push_piece(&mut text, &mut first, b);
-                } else {
-                    let node = &self.nodes[n];
-                    if matches!(node.status, Status::Stale | Status::Settling) {
-                        valid = Some(now + TEXT_REFRESH);
-                    }
-                    push_piece(
-                        &mut text,
-                        &mut first,
-                        &blockers_bytes(self.blockers_of(n, node, now)),
-                    );
-                }
-            }
-            (text, valid)
-        });
+        let texts_until = c
+            .blocked
+            .write(&mut out, now, |range| self.blockers_text(c, range, now));
         if let Some(t) = texts_until {
             until = until.min(t);
         }
@@ -303,24 +285,13 @@ impl Fleet {
         out.cur.push(b']');
         if ready {
             out.cur.extend_from_slice(b",\"ready\":[");
-            c.ready.write(&mut out, now, |range: NameRange<'_>| {
-                let text = ready_text(
-                    c.members.range::<str, _>(range),
-                    c.not_go.range::<str, _>(range),
-                );
-                (text, None)
-            });
+            c.ready.write(&mut out, now, |range| ready_range(c, range));
             out.cur.push(b']');
         }
         self.tail(
             &mut out,
             |out| {
-                c.names.write(out, now, |range: NameRange<'_>| {
-                    (
-                        names_text(c.not_go.range::<str, _>(range).map(|(n, _)| n)),
-                        None,
-                    )
-                });
+                c.names.write(out, now, |range| names_range(c, range));
             },
             |n| c.members.contains(n),
             now,
@@ -331,6 +302,55 @@ impl Fleet {
             body: out,
             until,
         }
+    }
+
+    /// The blockers of a tracked scope's not-go members in `range`, and
+    /// until when that text holds (a stale or settling node's counts
+    /// seconds).
+    fn blockers_text(
+        &self,
+        c: &ScopeCounts,
+        range: NameRange<'_>,
+        now: Instant,
+    ) -> (Vec<u8>, Option<Instant>) {
+        let mut text = Vec::new();
+        let mut first = true;
+        let mut valid = None;
+        for (n, kept) in c.not_go.range::<str, _>(range) {
+            if let Some(b) = kept {
+                push_piece(&mut text, &mut first, b);
+            } else {
+                let node = &self.nodes[n];
+                if matches!(node.status, Status::Stale | Status::Settling) {
+                    valid = Some(now + TEXT_REFRESH);
+                }
+                push_piece(
+                    &mut text,
+                    &mut first,
+                    &blockers_bytes(self.blockers_of(n, node, now)),
+                );
+            }
+        }
+        (text, valid)
+    }
+
+    /// Renders ahead the kept range texts that changes dropped, in every
+    /// tracked scope and for every list an answer has asked for, so that
+    /// the next answer only copies them. Runs under the read lock, off the
+    /// question's path (`Service::spawn_text_refresher`); a question that
+    /// comes first renders what it needs itself, as without it. Returns
+    /// how many range texts were rendered.
+    #[must_use]
+    pub fn refresh_texts(&self, now: Instant) -> usize {
+        let mut made = 0;
+        for c in self.scopes.values() {
+            made += c
+                .blocked
+                .refresh(now, |range| self.blockers_text(c, range, now));
+            made += c.ready.refresh(now, |range| ready_range(c, range));
+            made += c.names.refresh(now, |range| names_range(c, range));
+        }
+        made
     }
 
     /// The answer after its ready list: blocked (the not-go names, comma
@@ -396,6 +416,24 @@ fn push_piece(out: &mut Vec<u8>, first: &mut bool, piece: &[u8]) {
     }
     *first = false;
     out.extend_from_slice(piece);
+}
+
+/// A tracked scope's go members in `range`: a range of its ready list.
+fn ready_range(c: &ScopeCounts, range: NameRange<'_>) -> (Vec<u8>, Option<Instant>) {
+    let text = ready_text(
+        c.members.range::<str, _>(range),
+        c.not_go.range::<str, _>(range),
+    );
+    (text, None)
+}
+
+/// A tracked scope's not-go members in `range`: a range of its blocked
+/// names.
+fn names_range(c: &ScopeCounts, range: NameRange<'_>) -> (Vec<u8>, Option<Instant>) {
+    (
+        names_text(c.not_go.range::<str, _>(range).map(|(n, _)| n)),
+        None,
+    )
 }
 
 /// Names as comma-separated JSON strings.

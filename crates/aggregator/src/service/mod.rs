@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::store::{AuditEntry, NodeWriter, PendingReport, Store, StoreError};
 
 mod apply;
+pub mod refresh;
 mod reload;
 mod report;
 

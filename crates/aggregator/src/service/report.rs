@@ -111,6 +111,8 @@ impl Service {
         std::thread::Builder::new()
             .name("report-writer".into())
             .spawn(move || {
+                // Storing reports can wait; a gate question cannot.
+                crate::handoff::lower_priority();
                 while let Ok(first) = rx.recv() {
                     let mut batch: BTreeMap<String, PendingReport> = BTreeMap::new();
                     batch.insert(first.node.clone(), first);
