@@ -22,6 +22,7 @@ mod prober;
 
 use crate::load_env::{
     cpu_ticks, make_certs, nice_this_thread, pin_to, raise_nofile, run_delay_ns, sockets,
+    steal_ticks,
 };
 use prober::{gate_server_line, probe_gate, RACK};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -481,6 +482,7 @@ pub fn run(
         );
         let cpu0 = cpu_ticks(child.id());
         let delay0 = run_delay_ns(child.id());
+        let steal0 = steal_ticks();
         // Gate prober, in turn: a configured rack scope (1% of the fleet),
         // the whole fleet, a rack of the same size that is not configured,
         // the whole fleet with `ready=false`. Timed
@@ -513,9 +515,13 @@ pub fn run(
             let _ = h.await;
         }
         let elapsed = t0.elapsed().as_secs_f64();
+        let delay = run_delay_ns(child.id());
+        let per_s = |ns: u64| ns as f64 / 1e6 / elapsed;
         eprintln!(
-            "  aggregator threads waited for a CPU {:.0} ms per second of the window (schedstat)",
-            run_delay_ns(child.id()).saturating_sub(delay0) as f64 / 1e6 / elapsed
+            "  aggregator threads waited for a CPU, ms per second of the window (schedstat): report threads {:.0}, the others (gate questions, API) {:.1}; the hypervisor took {:.0} ms of CPU per second (steal, all vCPUs)",
+            per_s(delay.reports.saturating_sub(delay0.reports)),
+            per_s(delay.front.saturating_sub(delay0.front)),
+            (steal_ticks().saturating_sub(steal0)) as f64 * 10.0 / elapsed
         );
         if let Ok((_, body)) = http.get(&format!("{base}/metrics")).await {
             eprintln!("  {}", gate_server_line(&String::from_utf8_lossy(&body)));

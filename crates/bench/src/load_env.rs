@@ -15,20 +15,57 @@ pub fn sockets(pid: u32) -> usize {
     })
 }
 
-/// User + system CPU time of a process, in clock ticks (1/100 s).
 /// Nanoseconds the process's threads have waited on a run queue for a CPU
-/// (the second field of each `/proc/PID/task/TID/schedstat`), summed.
-pub fn run_delay_ns(pid: u32) -> u64 {
+/// (the second field of each `/proc/PID/task/TID/schedstat`), summed: the
+/// threads that work for reports (`preflight-reports`, `report-writer`,
+/// `answer-texts`, at nice +10) apart from the others (gate questions, the
+/// rest of the API).
+pub fn run_delay_ns(pid: u32) -> RunDelay {
+    let mut d = RunDelay::default();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return d;
     };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum()
+    for t in tasks.filter_map(Result::ok) {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let Some(ns) = std::fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let comm = comm.trim();
+        if comm.starts_with("preflight-repor") || comm == "report-writer" || comm == "answer-texts"
+        {
+            d.reports += ns;
+        } else {
+            d.front += ns;
+        }
+    }
+    d
 }
 
+/// Run-queue waits of an aggregator's threads, nanoseconds ([`run_delay_ns`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunDelay {
+    /// The report threads and those working for them.
+    pub reports: u64,
+    /// Every other thread: gate questions, the API, the sweeper.
+    pub front: u64,
+}
+
+/// CPU time the hypervisor gave to others while this machine's vCPUs
+/// wanted it (`steal` in `/proc/stat`, all CPUs), in clock ticks.
+pub fn steal_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("cpu "))?;
+            line.split_whitespace().nth(8)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of a process, in clock ticks (1/100 s).
 pub fn cpu_ticks(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;

@@ -16,7 +16,7 @@
 //! nothing; there are at most about twice as many as the names ever seen
 //! divided by the most).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -60,8 +60,9 @@ pub(super) struct Ranges {
     /// Whether an answer has written these ranges: only then are their
     /// texts rendered ahead ([`Ranges::refresh`]).
     asked: AtomicBool,
-    /// Whether a text was dropped since the last [`Ranges::refresh`].
-    dirty: AtomicBool,
+    /// The ranges (by first name) whose text was dropped since the last
+    /// [`Ranges::refresh`], noted once an answer has asked.
+    dropped: Mutex<BTreeSet<String>>,
 }
 
 impl Ranges {
@@ -71,7 +72,7 @@ impl Ranges {
             chunks: [(String::new(), Chunk::default())].into_iter().collect(),
             max: max.max(2),
             asked: AtomicBool::new(false),
-            dirty: AtomicBool::new(false),
+            dropped: Mutex::default(),
         }
     }
 }
@@ -107,16 +108,29 @@ impl Ranges {
 
     /// The entry `name` changed: its range is rendered again.
     pub(super) fn changed(&mut self, name: &str) {
-        *self.dirty.get_mut() = true;
-        self.chunk_mut(name).1.drop_text();
+        let (start, c) = self.chunk_mut(name);
+        c.drop_text();
+        let start = start.clone();
+        self.note_dropped(start);
+    }
+
+    /// Notes a range whose text was dropped, for [`Ranges::refresh`].
+    fn note_dropped(&mut self, start: String) {
+        if *self.asked.get_mut() {
+            self.dropped
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(start);
+        }
     }
 
     /// `name` left.
     pub(super) fn removed(&mut self, name: &str) {
-        *self.dirty.get_mut() = true;
-        let c = self.chunk_mut(name).1;
+        let (start, c) = self.chunk_mut(name);
         c.entries = c.entries.saturating_sub(1);
         c.drop_text();
+        let start = start.clone();
+        self.note_dropped(start);
     }
 
     /// `name` joined; `nth_from(start, n)` is the `n`th name (from 0) at or
@@ -126,28 +140,34 @@ impl Ranges {
         name: &str,
         nth_from: impl FnOnce(&str, usize) -> Option<String>,
     ) {
-        *self.dirty.get_mut() = true;
         let max = self.max;
         let (start, c) = self.chunk_mut(name);
         c.entries += 1;
         c.drop_text();
         if c.entries <= max {
+            let start = start.clone();
+            self.note_dropped(start);
             return;
         }
         let count = c.entries;
         // Names are unique and the first one is at or after the range's
         // start, so the middle one is after it: a new key.
         let Some(middle) = nth_from(start, count / 2) else {
+            let start = start.clone();
+            self.note_dropped(start);
             return;
         };
         c.entries = count / 2;
+        let start = start.clone();
         self.chunks.insert(
-            middle,
+            middle.clone(),
             Chunk {
                 entries: count - count / 2,
                 text: Mutex::new(None),
             },
         );
+        self.note_dropped(start);
+        self.note_dropped(middle);
     }
 
     /// Writes every range's text, comma-separated, in name order; a range
@@ -193,28 +213,31 @@ impl Ranges {
         until
     }
 
-    /// Renders the texts that are missing or out of date, if an answer
-    /// ever wrote these ranges and one was dropped since the last call;
-    /// returns how many. Each range is rendered
-    /// without holding its text's lock, so that an answer never waits for
-    /// a refresher that lost its CPU (it runs at a lower priority): when
-    /// both render one range, the first text kept stays. Call it only
-    /// under the fleet's lock, so that no range changes meanwhile.
+    /// Renders the texts of the ranges dropped since the last call (noted
+    /// only once an answer wrote these ranges); returns how many. Each range
+    /// is rendered without holding its text's lock, so that an answer never
+    /// waits for a refresher that lost its CPU (it runs at a lower
+    /// priority): when both render one range, the first text kept stays.
+    /// Call it only under the fleet's lock, so that no range changes
+    /// meanwhile.
     pub(super) fn refresh(
         &self,
         now: Instant,
         render: impl Fn(NameRange<'_>) -> (Vec<u8>, Option<Instant>),
     ) -> usize {
-        if !self.asked.load(Ordering::Relaxed) || !self.dirty.swap(false, Ordering::Relaxed) {
-            return 0;
-        }
+        let dropped =
+            std::mem::take(&mut *self.dropped.lock().unwrap_or_else(PoisonError::into_inner));
         let current =
             |kept: &Option<Text>| matches!(kept, Some((_, v)) if v.is_none_or(|v| now < v));
         let mut made = 0;
-        let mut it = self.chunks.iter().peekable();
-        while let Some((start, chunk)) = it.next() {
-            let end = it
-                .peek()
+        for start in &dropped {
+            let Some(chunk) = self.chunks.get(start) else {
+                continue;
+            };
+            let end = self
+                .chunks
+                .range::<str, _>((Bound::Excluded(start.as_str()), Bound::Unbounded))
+                .next()
                 .map_or(Bound::Unbounded, |(k, _)| Bound::Excluded(k.as_str()));
             if current(&chunk.text.lock().unwrap_or_else(PoisonError::into_inner)) {
                 continue;
