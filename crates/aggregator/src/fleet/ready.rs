@@ -1,5 +1,5 @@
 //! Parts of a tracked scope's answer kept rendered in ranges of names, so
-//! that an answer copies a few thousand pieces instead of visiting every
+//! that an answer copies a few hundred pieces instead of visiting every
 //! node: at 100,000 nodes, reading each member's name (a pointer to follow,
 //! a likely cache miss) cost more than the rest of the answer. Three lists
 //! are kept this way: the ready list (go members, over the members), the
@@ -8,13 +8,24 @@
 //! The names are split into ranges of at most [`MAX_CHUNK`] entries each
 //! ([`MAX_BLOCKED_CHUNK`] for the blockers),
 //! keyed by the first name of the range. A range's text is made when an
-//! answer first needs it and dropped when an entry of the range is added,
-//! removed or changed; every other range is reused as it is. A text that
-//! counts seconds (a stale or settling node's blocker) is kept for at most
-//! `TEXT_REFRESH`, as whole answers are. A range that grows past its
+//! answer first needs it, or ahead by the refresher once a change dropped
+//! it ([`Ranges::refresh`]), and dropped when an entry of the range is
+//! added, removed or changed; every other range is reused as it is. A text
+//! that counts seconds (a stale or settling node's blocker) is kept for at
+//! most `TEXT_REFRESH`, as whole answers are. A range that grows past its
 //! most splits in two; ranges never merge (an empty range renders as
 //! nothing; there are at most about twice as many as the names ever seen
 //! divided by the most).
+//!
+//! The sizes trade the answer's pieces against the work of one change.
+//! Every piece costs an answer a reference count taken and dropped (a cache
+//! miss each, at thousands of pieces) and a slot to copy from; a change
+//! costs one range rendered again, by the refresher, off the question's
+//! path. At 100,000 nodes with 11% blocked, ranges of 64 names and 32
+//! nodes made about 5,000 pieces (the ranges and the commas between them)
+//! and cost a whole-fleet answer about 2.5 ms of CPU in reference counts,
+//! piece lists and copies (perf, docs/benchmarks.md); 256 and 64, with the
+//! commas kept inside the texts, make about 800.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -26,15 +37,18 @@ use tokio::time::Instant;
 
 use super::render::Body;
 
-/// Most entries in one range of the ready list before it splits in two.
-pub(super) const MAX_CHUNK: usize = 64;
+/// Most entries in one range of the ready list (and of the blocked names)
+/// before it splits in two: a range's text is at most about 4 KiB.
+pub(super) const MAX_CHUNK: usize = 256;
 
 /// Most entries in one range of the blockers: a not-go node's blockers are
 /// hundreds of bytes, a ready node's name ten, so the blockers' ranges are
-/// smaller, and a change copies about as much again either way.
-pub(super) const MAX_BLOCKED_CHUNK: usize = 32;
+/// smaller (at most about 16 KiB), and a change renders about as much again
+/// either way.
+pub(super) const MAX_BLOCKED_CHUNK: usize = 64;
 
-/// A range's text and until when it holds (`None`: until it changes).
+/// A range's text, led by a comma unless empty ([`led_by_comma`]), and
+/// until when it holds (`None`: until it changes).
 type Text = (Bytes, Option<Instant>);
 
 #[derive(Debug, Default)]
@@ -193,7 +207,7 @@ impl Ranges {
                     Some((t, v)) if v.is_none_or(|v| now < v) => (t.clone(), *v),
                     _ => {
                         let (t, v) = render((Bound::Included(start.as_str()), end));
-                        let t = Bytes::from(t);
+                        let t = led_by_comma(t);
                         *kept = Some((t.clone(), v));
                         (t, v)
                     }
@@ -203,11 +217,10 @@ impl Ranges {
                 until = Some(until.map_or(v, |u| u.min(v)));
             }
             if !text.is_empty() {
-                if !first {
-                    out.cur.push(b',');
-                }
+                // Texts are kept with the comma that leads them: one piece
+                // per range, none for its comma.
+                out.kept(&if first { text.slice(1..) } else { text });
                 first = false;
-                out.kept(&text);
             }
         }
         until
@@ -245,10 +258,19 @@ impl Ranges {
             let (t, v) = render((Bound::Included(start.as_str()), end));
             let mut kept = chunk.text.lock().unwrap_or_else(PoisonError::into_inner);
             if !current(&kept) {
-                *kept = Some((Bytes::from(t), v));
+                *kept = Some((led_by_comma(t), v));
                 made += 1;
             }
         }
         made
     }
+}
+
+/// A range's text as it is kept: led by the comma that separates it from
+/// the range before (none when empty).
+fn led_by_comma(mut text: Vec<u8>) -> Bytes {
+    if !text.is_empty() {
+        text.insert(0, b',');
+    }
+    Bytes::from(text)
 }

@@ -13,7 +13,7 @@
 //! tracked scope are copied without looking a node up (except those whose
 //! message counts seconds: stale, settling); a tracked scope's blockers,
 //! ready list and blocked names are further kept rendered in ranges of
-//! names (`ready`), so an answer copies a few thousand pieces (at 100,000
+//! names (`ready`), so an answer copies a few hundred pieces (at 100,000
 //! nodes, writing the 11,000 blocked names one by one took 4-5 ms of the
 //! 7.5 ms an answer was rendered in, docs/benchmarks.md); and the answer's validity for a
 //! tracked scope comes from the fleet's earliest self-change
@@ -91,11 +91,17 @@ impl Body {
         let mut out = Vec::with_capacity(self.kept.len() * 2 + 1);
         let mut from = 0;
         for (at, text) in self.kept {
-            out.push(cur.slice(from..at));
+            // No slice for nothing between two kept texts: each slice costs
+            // a reference count.
+            if at > from {
+                out.push(cur.slice(from..at));
+            }
             out.push(text);
             from = at;
         }
-        out.push(cur.slice(from..));
+        if from < cur.len() {
+            out.push(cur.slice(from..));
+        }
         out.retain(|p| !p.is_empty());
         out
     }
