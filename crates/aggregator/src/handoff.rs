@@ -120,8 +120,7 @@ pub const REPORT_NICE: i32 = 10;
 
 /// Raises the calling thread's nice value by [`REPORT_NICE`] (allowed
 /// without privileges); on failure the thread keeps the process's. For the
-/// report threads and the threads that work for them (the report writer,
-/// the answer-text refresher).
+/// report threads and the report writer.
 pub(crate) fn lower_priority() {
     let tid = rustix::thread::gettid();
     let lowered = rustix::process::getpriority_process(Some(tid))

@@ -8,9 +8,8 @@
 //! The names are split into ranges of at most [`MAX_CHUNK`] entries each
 //! ([`MAX_BLOCKED_CHUNK`] for the blockers),
 //! keyed by the first name of the range. A range's text is made when an
-//! answer first needs it, or ahead by the refresher once a change dropped
-//! it ([`Ranges::refresh`]), and dropped when an entry of the range is
-//! added, removed or changed; every other range is reused as it is. A text
+//! answer first needs it and dropped when an entry of the range is added,
+//! removed or changed; every other range is reused as it is. A text
 //! that counts seconds (a stale or settling node's blocker) is kept for at
 //! most `TEXT_REFRESH`, as whole answers are. A range that grows past its
 //! most splits in two; ranges never merge (an empty range renders as
@@ -20,16 +19,14 @@
 //! The sizes trade the answer's pieces against the work of one change.
 //! Every piece costs an answer a reference count taken and dropped (a cache
 //! miss each, at thousands of pieces) and a slot to copy from; a change
-//! costs one range rendered again, by the refresher, off the question's
-//! path. At 100,000 nodes with 11% blocked, ranges of 64 names and 32
+//! costs the next answer one range rendered again. At 100,000 nodes with 11% blocked, ranges of 64 names and 32
 //! nodes made about 5,000 pieces (the ranges and the commas between them)
 //! and cost a whole-fleet answer about 2.5 ms of CPU in reference counts,
 //! piece lists and copies (perf, docs/benchmarks.md); 256 and 64, with the
 //! commas kept inside the texts, make about 800.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -71,12 +68,6 @@ pub(super) struct Ranges {
     chunks: BTreeMap<String, Chunk>,
     /// Most entries in one range.
     max: usize,
-    /// Whether an answer has written these ranges: only then are their
-    /// texts rendered ahead ([`Ranges::refresh`]).
-    asked: AtomicBool,
-    /// The ranges (by first name) whose text was dropped since the last
-    /// [`Ranges::refresh`], noted once an answer has asked.
-    dropped: Mutex<BTreeSet<String>>,
 }
 
 impl Ranges {
@@ -85,8 +76,6 @@ impl Ranges {
         Self {
             chunks: [(String::new(), Chunk::default())].into_iter().collect(),
             max: max.max(2),
-            asked: AtomicBool::new(false),
-            dropped: Mutex::default(),
         }
     }
 }
@@ -122,29 +111,14 @@ impl Ranges {
 
     /// The entry `name` changed: its range is rendered again.
     pub(super) fn changed(&mut self, name: &str) {
-        let (start, c) = self.chunk_mut(name);
-        c.drop_text();
-        let start = start.clone();
-        self.note_dropped(start);
-    }
-
-    /// Notes a range whose text was dropped, for [`Ranges::refresh`].
-    fn note_dropped(&mut self, start: String) {
-        if *self.asked.get_mut() {
-            self.dropped
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(start);
-        }
+        self.chunk_mut(name).1.drop_text();
     }
 
     /// `name` left.
     pub(super) fn removed(&mut self, name: &str) {
-        let (start, c) = self.chunk_mut(name);
+        let c = self.chunk_mut(name).1;
         c.entries = c.entries.saturating_sub(1);
         c.drop_text();
-        let start = start.clone();
-        self.note_dropped(start);
     }
 
     /// `name` joined; `nth_from(start, n)` is the `n`th name (from 0) at or
@@ -159,29 +133,22 @@ impl Ranges {
         c.entries += 1;
         c.drop_text();
         if c.entries <= max {
-            let start = start.clone();
-            self.note_dropped(start);
             return;
         }
         let count = c.entries;
         // Names are unique and the first one is at or after the range's
         // start, so the middle one is after it: a new key.
         let Some(middle) = nth_from(start, count / 2) else {
-            let start = start.clone();
-            self.note_dropped(start);
             return;
         };
         c.entries = count / 2;
-        let start = start.clone();
         self.chunks.insert(
-            middle.clone(),
+            middle,
             Chunk {
                 entries: count - count / 2,
                 text: Mutex::new(None),
             },
         );
-        self.note_dropped(start);
-        self.note_dropped(middle);
     }
 
     /// Writes every range's text, comma-separated, in name order; a range
@@ -193,7 +160,6 @@ impl Ranges {
         now: Instant,
         render: impl Fn(NameRange<'_>) -> (Vec<u8>, Option<Instant>),
     ) -> Option<Instant> {
-        self.asked.store(true, Ordering::Relaxed);
         let mut first = true;
         let mut until: Option<Instant> = None;
         let mut it = self.chunks.iter().peekable();
@@ -224,45 +190,6 @@ impl Ranges {
             }
         }
         until
-    }
-
-    /// Renders the texts of the ranges dropped since the last call (noted
-    /// only once an answer wrote these ranges); returns how many. Each range
-    /// is rendered without holding its text's lock, so that an answer never
-    /// waits for a refresher that lost its CPU (it runs at a lower
-    /// priority): when both render one range, the first text kept stays.
-    /// Call it only under the fleet's lock, so that no range changes
-    /// meanwhile.
-    pub(super) fn refresh(
-        &self,
-        now: Instant,
-        render: impl Fn(NameRange<'_>) -> (Vec<u8>, Option<Instant>),
-    ) -> usize {
-        let dropped =
-            std::mem::take(&mut *self.dropped.lock().unwrap_or_else(PoisonError::into_inner));
-        let current =
-            |kept: &Option<Text>| matches!(kept, Some((_, v)) if v.is_none_or(|v| now < v));
-        let mut made = 0;
-        for start in &dropped {
-            let Some(chunk) = self.chunks.get(start) else {
-                continue;
-            };
-            let end = self
-                .chunks
-                .range::<str, _>((Bound::Excluded(start.as_str()), Bound::Unbounded))
-                .next()
-                .map_or(Bound::Unbounded, |(k, _)| Bound::Excluded(k.as_str()));
-            if current(&chunk.text.lock().unwrap_or_else(PoisonError::into_inner)) {
-                continue;
-            }
-            let (t, v) = render((Bound::Included(start.as_str()), end));
-            let mut kept = chunk.text.lock().unwrap_or_else(PoisonError::into_inner);
-            if !current(&kept) {
-                *kept = Some((led_by_comma(t), v));
-                made += 1;
-            }
-        }
-        made
     }
 }
 

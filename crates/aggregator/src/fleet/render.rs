@@ -340,25 +340,6 @@ impl Fleet {
         (text, valid)
     }
 
-    /// Renders ahead the kept range texts that changes dropped, in every
-    /// tracked scope and for every list an answer has asked for, so that
-    /// the next answer only copies them. Runs under the read lock, off the
-    /// question's path (`Service::spawn_text_refresher`); a question that
-    /// comes first renders what it needs itself, as without it. Returns
-    /// how many range texts were rendered.
-    #[must_use]
-    pub fn refresh_texts(&self, now: Instant) -> usize {
-        let mut made = 0;
-        for c in self.scopes.values() {
-            made += c
-                .blocked
-                .refresh(now, |range| self.blockers_text(c, range, now));
-            made += c.ready.refresh(now, |range| ready_range(c, range));
-            made += c.names.refresh(now, |range| names_range(c, range));
-        }
-        made
-    }
-
     /// The answer after its ready list: blocked (the not-go names, comma
     /// separated, written by `blocked`), waived, generated_at.
     fn tail(

@@ -929,74 +929,6 @@ fn a_state_with_too_many_interfaces_is_too_large() {
     assert_eq!(f.status("c1"), None, "nothing stored");
 }
 
-/// Texts dropped by changes are rendered ahead only for lists an answer
-/// asked for, once per change, and the answer that copies them is the
-/// one it would have rendered itself.
-#[test]
-fn answer_texts_are_rendered_ahead_once_per_change_and_answer_the_same() {
-    let t0 = Instant::now();
-    let mut f = Fleet::new(
-        FleetConfig {
-            settle: Duration::ZERO,
-            ..cfg()
-        },
-        W,
-    );
-    for i in 0..300 {
-        let fs = if i % 7 == 0 {
-            vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")]
-        } else {
-            vec![]
-        };
-        f.apply_report(&full(&format!("n{i:03}"), "compute", 1, fs), t0, W)
-            .expect("ok");
-    }
-    let all = Selector::default();
-    assert_eq!(f.refresh_texts(t0), 0, "no answer asked yet: nothing ahead");
-    let first = f.gate_json(&all, t0, W, false).expect("known").body.join();
-    assert_eq!(f.refresh_texts(t0), 0, "nothing changed since");
-    // n001 breaks: its blockers' and blocked names' ranges are dropped
-    // (the ready list was never asked for).
-    let broken = vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")];
-    f.apply_report(&full("n001", "compute", 2, broken), t0, W)
-        .expect("ok");
-    assert_eq!(f.refresh_texts(t0), 2, "one range of each asked list");
-    assert_eq!(f.refresh_texts(t0), 0, "rendered once");
-    let ahead = f.gate_json(&all, t0, W, false).expect("known").body.join();
-    assert_ne!(ahead, first);
-    let truth = f.gate(&all, t0, W).expect("known");
-    let mut expected = serde_json::to_value(&truth).expect("serializes");
-    expected.as_object_mut().expect("object").remove("ready");
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&ahead).expect("json"),
-        expected
-    );
-    // Now with the ready list: asked once, then kept ahead too.
-    let _ = f.gate_json(&all, t0, W, true).expect("known");
-    f.apply_report(
-        &full(
-            "n002",
-            "compute",
-            2,
-            vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")],
-        ),
-        t0,
-        W,
-    )
-    .expect("ok");
-    assert_eq!(
-        f.refresh_texts(t0),
-        3,
-        "blockers, ready list, blocked names"
-    );
-    let with_ready = f.gate_json(&all, t0, W, true).expect("known").body.join();
-    same_json(
-        &with_ready,
-        &f.gate(&all, t0, W).expect("known"),
-        "ahead, ready",
-    );
-}
-
 fn rack_full(node: &str, role: &str, rack: &str, seq: u64, findings: Vec<Finding>) -> Report {
     let mut r = full(node, role, seq, findings);
     if let ReportBody::Full { labels, .. } = &mut r.body {
@@ -1302,11 +1234,6 @@ fn a_cached_answer_is_always_the_current_one() {
                 let json = f.gate_json(&s, now, W, true).expect("known");
                 assert!(json.until <= truth_until, "seed {seed} step {step}");
                 f.tick(now);
-                // Texts rendered ahead (the refresher) or by the answer
-                // itself make the same answer.
-                if rng.below(2) == 0 {
-                    let _ = f.refresh_texts(now);
-                }
                 let truth = f.gate(&s, now, W).expect("known");
                 let json = f.gate_json(&s, now, W, true).expect("known");
                 assert!(json.until > now, "seed {seed}: valid once ticked");

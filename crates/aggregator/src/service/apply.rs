@@ -31,7 +31,6 @@ use preflight_model::report::{Report, Waiver};
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use super::refresh::Bell;
 use super::{lock, write};
 use crate::fleet::{Fleet, FleetError, Prepared, ReportOutcome};
 
@@ -99,17 +98,13 @@ pub(super) struct Applier {
     expiries: Arc<Expiries>,
     /// [`PATIENCE`] (tests set their own).
     patience: Duration,
-    /// Rung after each batch: the answer texts it dropped are rendered
-    /// ahead ([`super::refresh`]).
-    texts: Bell,
 }
 
 impl Applier {
     pub(super) fn new(fleet: Arc<RwLock<Fleet>>, expiries: Arc<Expiries>) -> Self {
         Self {
-            queue: Arc::default(),
-            texts: Bell::spawn(Arc::clone(&fleet)),
             fleet,
+            queue: Arc::default(),
             expiries,
             patience: PATIENCE,
         }
@@ -133,7 +128,6 @@ impl Applier {
             if let Some(mut fleet) = self.try_write(start.elapsed() >= self.patience) {
                 let done = self.apply_queued(&mut fleet);
                 drop(fleet);
-                self.texts.ring();
                 for (reply, report, outcome) in done {
                     let _ = reply.send((report, outcome));
                 }

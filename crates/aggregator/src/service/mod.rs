@@ -32,7 +32,6 @@ use crate::metrics::Metrics;
 use crate::store::{AuditEntry, NodeWriter, PendingReport, Store, StoreError};
 
 mod apply;
-pub mod refresh;
 mod reload;
 mod report;
 
