@@ -46,15 +46,22 @@ pub struct Rendered {
     pub body: AnswerBody,
 }
 
-/// Bytes an answer is sent in at a time ([`Frames`]).
+/// Bytes an answer's small pieces are joined into at a time ([`Frames`]).
 pub const FRAME: usize = 64 * 1024;
+
+/// A piece this long or longer is sent as it is, not copied into a frame
+/// ([`Frames`]): a range of blockers (kilobytes) goes from where it is kept
+/// to the socket (with `writev` on plain TCP), while names, commas and
+/// short ranges are joined so that a write carries tens of kilobytes.
+pub const ALONE: usize = 8 * 1024;
 
 /// An answer's JSON as it was rendered: its pieces, shared with the kept
 /// ranges of the fleet and with every caller, never joined into one buffer.
 /// At 100,000 nodes an answer is megabytes; joining it cost a fresh
-/// allocation and a copy before the first byte went out. [`Frames`] copies
-/// the pieces into frames of about [`FRAME`] bytes as the connection takes
-/// them, so the client reads the start while the end is being copied.
+/// allocation and a copy before the first byte went out. [`Frames`] sends
+/// the long pieces as they are and copies the short ones into frames of
+/// about [`FRAME`] bytes as the connection takes them, so the client reads
+/// the start while the end is being copied.
 #[derive(Debug, Clone)]
 pub struct AnswerBody {
     pieces: Arc<[Bytes]>,
@@ -109,9 +116,9 @@ impl AnswerBody {
     }
 }
 
-/// An [`AnswerBody`] being sent: consecutive pieces copied into frames of
-/// [`FRAME`] to twice that many bytes (a piece of a frame or more goes out
-/// alone, as it is; the last frame may be shorter).
+/// An [`AnswerBody`] being sent: a piece of [`ALONE`] bytes or more goes
+/// out alone, as it is; consecutive shorter ones are copied into frames of
+/// at least [`FRAME`] bytes (shorter before a long piece and at the end).
 #[derive(Debug)]
 pub struct Frames {
     pieces: Arc<[Bytes]>,
@@ -125,10 +132,10 @@ impl Frames {
         self.next += 1;
         let mut end = self.next;
         let mut size = first.len();
-        // A piece of a frame or more goes out alone, as it is.
-        while size < FRAME {
+        // A long piece goes out alone, as it is.
+        while size < FRAME && first.len() < ALONE {
             match self.pieces.get(end) {
-                Some(p) if p.len() < FRAME => {
+                Some(p) if p.len() < ALONE => {
                     size += p.len();
                     end += 1;
                 }
@@ -292,7 +299,7 @@ impl GateCache {
 
 #[cfg(test)]
 mod tests {
-    use super::{AnswerBody, Bytes, FRAME};
+    use super::{AnswerBody, Bytes, ALONE, FRAME};
     use http_body::Body as _;
 
     /// Every frame of `body`, checking the announced length as it goes.
@@ -311,12 +318,12 @@ mod tests {
     }
 
     #[test]
-    fn frames_carry_the_pieces_in_order_about_a_frame_at_a_time() {
-        // Small pieces (commas, names), ranges of a few KiB, one larger than
-        // a frame.
+    fn frames_carry_long_pieces_as_they_are_and_join_the_short_ones() {
+        // Commas, names, short ranges, ranges of blockers, and one piece
+        // larger than a frame.
         let mut pieces = Vec::new();
         for i in 0..5000u32 {
-            let size = [1, 17, 900, 4000][i as usize % 4];
+            let size = [1, 17, 900, 4000, 1, ALONE - 1, ALONE, 20_000][i as usize % 8];
             pieces.push(Bytes::from(vec![b'a' + (i % 26) as u8; size]));
         }
         pieces.insert(2500, Bytes::from(vec![b'!'; 3 * FRAME]));
@@ -326,22 +333,28 @@ mod tests {
         let sent = frames(&body);
         assert_eq!(sent.concat(), whole);
         assert_eq!(&body.to_bytes()[..], &whole[..]);
-        // Short frames: the last one, and those cut short by the large
-        // piece (before it; it is one of its own).
-        let short = sent.iter().filter(|f| f.len() < FRAME).count();
-        assert!(short <= 2, "{short} short frames");
-        assert!(
-            sent.iter()
-                .all(|f| f.len() < 2 * FRAME || f.len() == 3 * FRAME),
-            "a frame holds about FRAME bytes, or one large piece as it is"
-        );
-        // The large piece went out as it was (not copied).
-        let big = body
-            .pieces
+        // Every long piece went out as it was (not copied), in a frame of
+        // its own; every other frame joins short pieces, up to about a
+        // frame (six of them between two long ones here: 13,110 bytes).
+        let long = pieces.iter().filter(|p| p.len() >= ALONE).count();
+        let as_kept = |f: &Bytes| {
+            body.pieces
+                .iter()
+                .any(|p| p.len() >= ALONE && p.as_ptr() == f.as_ptr() && p.len() == f.len())
+        };
+        let passed = sent.iter().filter(|f| as_kept(f)).count();
+        assert_eq!(passed, long, "long pieces are sent without a copy");
+        let joined: Vec<usize> = sent
             .iter()
-            .find(|p| p.len() == 3 * FRAME)
-            .expect("big");
-        assert!(sent.iter().any(|f| f.as_ptr() == big.as_ptr()));
+            .filter(|f| !as_kept(f))
+            .map(Bytes::len)
+            .collect();
+        assert!(joined.iter().all(|&n| n < FRAME + ALONE), "{joined:?}");
+        assert_eq!(
+            joined.len(),
+            long / 2 + 1,
+            "one frame per run of short pieces"
+        );
     }
 
     #[test]

@@ -17,8 +17,9 @@ pub fn sockets(pid: u32) -> usize {
 
 /// Nanoseconds the process's threads have waited on a run queue for a CPU
 /// (the second field of each `/proc/PID/task/TID/schedstat`), summed: the
-/// threads that work for reports (`preflight-reports`, `report-writer`, at
-/// nice +10) apart from the others (gate questions, the rest of the API).
+/// threads that work for reports (`preflight-reports` and `report-writer`
+/// at nice +10, `report-apply`) apart from the others (gate questions, the
+/// rest of the API).
 pub fn run_delay_ns(pid: u32) -> RunDelay {
     let mut d = RunDelay::default();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -33,7 +34,8 @@ pub fn run_delay_ns(pid: u32) -> RunDelay {
             continue;
         };
         let comm = comm.trim();
-        if comm.starts_with("preflight-repor") || comm == "report-writer" {
+        if comm.starts_with("preflight-repor") || comm == "report-writer" || comm == "report-apply"
+        {
             d.reports += ns;
         } else {
             d.front += ns;

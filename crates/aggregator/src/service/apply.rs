@@ -1,22 +1,24 @@
-//! Reports reach the fleet in batches, and ingestion gives way to readers:
-//! the write lock is taken only when nobody holds the lock (`try_write`),
-//! never queued for while a gate question renders, for up to [`PATIENCE`];
-//! only then does a report queue for it like any writer.
+//! Reports reach the fleet in batches, applied by a thread of their own
+//! (`report-apply`, at the process's priority), and ingestion gives way to
+//! readers: the write lock is taken only when nobody holds the lock
+//! (`try_write`), never queued for while a gate question renders, for up to
+//! [`PATIENCE`]; only then does the batch queue for it like any writer.
 //!
-//! Why: the standard read-write lock lets no new reader in while a writer
-//! waits. With 11,000 reports a second some report is nearly always
+//! Why give way: the standard read-write lock lets no new reader in while a
+//! writer waits. With 11,000 reports a second some report is nearly always
 //! waiting, so every question for a rack-sized scope used to queue behind a
 //! report that queued behind a whole-fleet answer being rendered
 //! (milliseconds at 100,000 nodes).
 //!
-//! How (combining, no thread of its own): a report joins a shared queue and
-//! tries the lock. Whoever gets it applies the whole queue, its own report
-//! and those of the handlers that did not get it, and hands each its
-//! outcome. A handler that did not get it waits for its outcome and tries
-//! again every [`RETRY`] (a reader may hold the lock and nobody else may
-//! come). So uncontended, a report is applied by its own handler with no
-//! hand-over; a request handler never blocks its worker thread on the lock
-//! until its patience ran out.
+//! Why a thread of its own: the report handlers run at a lower priority
+//! (nice +10, `crate::handoff`), and they used to apply the batch
+//! themselves (whoever got the lock applied everyone's queued reports).
+//! When the CPUs were busy, a handler holding the write lock could wait
+//! milliseconds for a CPU while every gate question waited for it: the
+//! lower priority leaked into the gate. Now a handler parses, checks and
+//! prepares a report at the lower priority, queues it and waits for its
+//! outcome; the applier takes the lock at normal priority, applies at most
+//! [`MAX_BATCH`] reports and lets it go.
 //!
 //! A report is answered only once it is applied (or refused): an agent's
 //! accepted report is in every gate answer asked after it was accepted.
@@ -24,7 +26,8 @@
 //! sweeper rarely has to take the lock under load.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard, TryLockError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard, TryLockError};
 use std::time::Duration;
 
 use preflight_model::report::{Report, Waiver};
@@ -34,12 +37,16 @@ use tokio::time::Instant;
 use super::{lock, write};
 use crate::fleet::{Fleet, FleetError, Prepared, ReportOutcome};
 
-/// How long a report gives way to readers before it queues for the lock
+/// How long a batch gives way to readers before it queues for the lock
 /// (which then lets no new reader in until it had its turn).
 pub(super) const PATIENCE: Duration = Duration::from_millis(10);
 
-/// How often a report that did not get the lock tries again.
-const RETRY: Duration = Duration::from_millis(1);
+/// How often the applier tries the lock again while a reader holds it.
+const RETRY: Duration = Duration::from_micros(200);
+
+/// Most reports applied under one hold of the write lock: a backlog is
+/// applied in several holds, and readers get in between them.
+pub(super) const MAX_BATCH: usize = 256;
 
 /// An applied report: the report back (its sender needs it to store it)
 /// and what the fleet made of it.
@@ -90,24 +97,49 @@ impl Expiries {
     }
 }
 
-/// The queue of reports waiting for the lock. Cheap to clone.
+/// The queue of reports waiting for the applier. Cheap to clone; the
+/// applier thread ends when every clone is dropped.
 #[derive(Clone)]
 pub(super) struct Applier {
+    queue: Arc<Mutex<Vec<Job>>>,
+    /// Wakes the applier (a bell already rung is enough).
+    bell: SyncSender<()>,
+}
+
+/// What the applier thread works with.
+struct Worker {
     fleet: Arc<RwLock<Fleet>>,
     queue: Arc<Mutex<Vec<Job>>>,
     expiries: Arc<Expiries>,
-    /// [`PATIENCE`] (tests set their own).
     patience: Duration,
 }
 
 impl Applier {
+    /// Starts the applier thread over `fleet`, at the calling thread's
+    /// priority.
     pub(super) fn new(fleet: Arc<RwLock<Fleet>>, expiries: Arc<Expiries>) -> Self {
-        Self {
+        Self::with_patience(fleet, expiries, PATIENCE)
+    }
+
+    /// [`Applier::new`] with a patience of its own (tests).
+    pub(super) fn with_patience(
+        fleet: Arc<RwLock<Fleet>>,
+        expiries: Arc<Expiries>,
+        patience: Duration,
+    ) -> Self {
+        let queue = Arc::<Mutex<Vec<Job>>>::default();
+        let (bell, rung) = sync_channel(1);
+        let worker = Worker {
             fleet,
-            queue: Arc::default(),
+            queue: Arc::clone(&queue),
             expiries,
-            patience: PATIENCE,
-        }
+            patience,
+        };
+        std::thread::Builder::new()
+            .name("report-apply".into())
+            .spawn(move || worker.run(&rung))
+            .expect("spawn the report applier thread");
+        Self { queue, bell }
     }
 
     /// Applies `report` (its state copied ahead in `prepared`) and returns
@@ -117,52 +149,64 @@ impl Applier {
         report: Report,
         prepared: Option<Prepared>,
     ) -> Option<Applied> {
-        let (reply, mut answer) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         lock(&self.queue).push(Job {
             report,
             prepared,
             reply,
         });
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(mut fleet) = self.try_write(start.elapsed() >= self.patience) {
-                let done = self.apply_queued(&mut fleet);
+        // Full: the applier has been woken and not yet taken the queue,
+        // so it will take this job too.
+        let _ = self.bell.try_send(());
+        answer.await.ok()
+    }
+}
+
+impl Worker {
+    /// Applies queued reports each time the bell rings, until every
+    /// [`Applier`] is dropped.
+    fn run(&self, rung: &Receiver<()>) {
+        while rung.recv().is_ok() {
+            loop {
+                let mut fleet = self.take_lock();
+                let (done, more) = self.apply_queued(&mut fleet);
                 drop(fleet);
                 for (reply, report, outcome) in done {
                     let _ = reply.send((report, outcome));
                 }
-            }
-            match answer.try_recv() {
-                Ok(applied) => return Some(applied),
-                Err(oneshot::error::TryRecvError::Closed) => return None,
-                Err(oneshot::error::TryRecvError::Empty) => {}
-            }
-            // Another handler holds the lock and applies it, or a reader
-            // holds it: wait for the outcome, or try again.
-            match tokio::time::timeout(RETRY, &mut answer).await {
-                Ok(Ok(applied)) => return Some(applied),
-                Ok(Err(_)) => return None,
-                Err(_) => {}
+                if !more {
+                    break;
+                }
             }
         }
     }
 
-    fn try_write(&self, out_of_patience: bool) -> Option<RwLockWriteGuard<'_, Fleet>> {
-        if out_of_patience {
-            return Some(write(&self.fleet));
-        }
-        match self.fleet.try_write() {
-            Ok(g) => Some(g),
-            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
+    /// The write lock, once nobody holds the lock, or queued for once
+    /// [`PATIENCE`] ran out.
+    fn take_lock(&self) -> RwLockWriteGuard<'_, Fleet> {
+        let start = std::time::Instant::now();
+        loop {
+            match self.fleet.try_write() {
+                Ok(g) => return g,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) if start.elapsed() >= self.patience => {
+                    return write(&self.fleet);
+                }
+                Err(TryLockError::WouldBlock) => std::thread::sleep(RETRY),
+            }
         }
     }
 
-    /// Applies every queued report under the write lock; returns each
-    /// outcome with its report and where it goes, to hand out once the
-    /// lock is released.
-    fn apply_queued(&self, fleet: &mut RwLockWriteGuard<'_, Fleet>) -> Vec<Outcome> {
-        let jobs = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+    /// Applies up to [`MAX_BATCH`] queued reports under the write lock;
+    /// returns each outcome with its report and where it goes, to hand out
+    /// once the lock is released, and whether more are queued.
+    fn apply_queued(&self, fleet: &mut RwLockWriteGuard<'_, Fleet>) -> (Vec<Outcome>, bool) {
+        let (jobs, more) = {
+            let mut queue = lock(&self.queue);
+            let n = queue.len().min(MAX_BATCH);
+            let jobs: Vec<Job> = queue.drain(..n).collect();
+            (jobs, !queue.is_empty())
+        };
         let mut done = Vec::with_capacity(jobs.len());
         for job in jobs {
             let wall = crate::clock::wall();
@@ -179,7 +223,7 @@ impl Applier {
             }
         }
         self.expiries.tick(fleet, Instant::now());
-        done
+        (done, more)
     }
 }
 
@@ -205,7 +249,7 @@ mod tests {
         }
     }
 
-    fn applier(patience: Duration) -> Applier {
+    fn applier(patience: Duration) -> (Applier, Arc<RwLock<Fleet>>) {
         let cfg = FleetConfig {
             ttl: Duration::from_secs(30),
             settle: Duration::ZERO,
@@ -214,10 +258,10 @@ mod tests {
             min_waiver: Duration::from_secs(60),
         };
         let fleet = Arc::new(RwLock::new(Fleet::new(cfg, SystemTime::now())));
-        Applier {
-            patience,
-            ..Applier::new(fleet, Arc::default())
-        }
+        (
+            Applier::with_patience(Arc::clone(&fleet), Arc::default(), patience),
+            fleet,
+        )
     }
 
     fn apply(a: &Applier, r: Report) -> tokio::task::JoinHandle<Option<Applied>> {
@@ -229,8 +273,8 @@ mod tests {
     /// A gate question on a thread of its own: holds the read lock for
     /// `hold` once it has it (returned when taken), then says whether a new
     /// reader could still get in at that moment.
-    fn reader(a: &Applier, hold: Duration) -> std::thread::JoinHandle<bool> {
-        let fleet = a.fleet.clone();
+    fn reader(fleet: &Arc<RwLock<Fleet>>, hold: Duration) -> std::thread::JoinHandle<bool> {
+        let fleet = Arc::clone(fleet);
         let (taken_tx, taken) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
             let guard = fleet.read().expect("read");
@@ -246,8 +290,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_report_gives_way_to_a_reader_and_is_applied_after_it() {
-        let a = applier(Duration::from_secs(5));
-        let reader = reader(&a, Duration::from_millis(30));
+        let (a, fleet) = applier(Duration::from_secs(5));
+        let reader = reader(&fleet, Duration::from_millis(30));
         let pending = apply(&a, report("n1", 1));
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(!pending.is_finished(), "applied under a reader");
@@ -262,13 +306,13 @@ mod tests {
             matches!(outcome, Ok(ReportOutcome::Accepted { .. })),
             "{outcome:?}"
         );
-        assert!(a.fleet.read().expect("read").status("n1").is_some());
+        assert!(fleet.read().expect("read").status("n1").is_some());
     }
 
     #[tokio::test]
     async fn out_of_patience_a_report_queues_for_the_lock() {
-        let a = applier(Duration::from_millis(10));
-        let reader = reader(&a, Duration::from_millis(200));
+        let (a, fleet) = applier(Duration::from_millis(10));
+        let reader = reader(&fleet, Duration::from_millis(200));
         let (_, outcome) = apply(&a, report("n1", 1))
             .await
             .expect("task")
@@ -283,12 +327,12 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_reports_each_get_their_own_outcome() {
-        let a = applier(PATIENCE);
-        // Held so that reports pile up in the queue and the one handler
-        // that gets the lock applies the others'.
-        let reader = reader(&a, Duration::from_millis(5));
+        let (a, fleet) = applier(PATIENCE);
+        // Held so that reports pile up in the queue and are applied in
+        // batches of at most MAX_BATCH (600 of them: at least three).
+        let reader = reader(&fleet, Duration::from_millis(5));
         let mut tasks = Vec::new();
-        for i in 0..200u64 {
+        for i in 0..600u64 {
             tasks.push((i, apply(&a, report(&format!("n{}", i % 50), i / 50 + 1))));
         }
         for (i, t) in tasks {
@@ -303,7 +347,7 @@ mod tests {
             }
         }
         reader.join().expect("reader");
-        let f = a.fleet.read().expect("read");
+        let f = fleet.read().expect("read");
         for n in 0..50 {
             assert!(f.status(&format!("n{n}")).is_some(), "n{n} missing");
         }
