@@ -21,7 +21,7 @@
 //! miss each, at thousands of pieces) and a slot to copy from; a change
 //! costs the next answer one range rendered again. At 100,000 nodes with 11% blocked, ranges of 64 names and 32
 //! nodes made about 5,000 pieces (the ranges and the commas between them)
-//! and cost a whole-fleet answer about 2.5 ms of CPU in reference counts,
+//! and cost a whole-fleet answer about 2.8 ms of CPU in reference counts,
 //! piece lists and copies (perf, docs/benchmarks.md); 256 and 64, with the
 //! commas kept inside the texts, make about 800.
 
