@@ -178,6 +178,52 @@ fn signal(p: &Proc, sig: &str) {
     assert!(ok, "kill -{sig}");
 }
 
+/// Each thread of process `pid`: its name and nice value
+/// (`/proc/PID/task/TID/stat`).
+fn thread_nices(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the aggregator's threads") {
+        let Ok(stat) = std::fs::read_to_string(t.expect("task").path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let (head, rest) = stat.rsplit_once(") ").expect("comm");
+        let name = head.split_once(" (").expect("comm").1.to_string();
+        let nice = rest.split(' ').nth(16).expect("nice field");
+        out.push((name, nice.parse().expect("nice")));
+    }
+    out
+}
+
+/// The aggregator's priorities as operations.md describes them: the report
+/// connection threads and the report writer at nice +10; the report
+/// applier (it holds the fleet's write lock) and the threads that answer
+/// gate questions at the process's own.
+fn assert_priorities(pid: u32) {
+    let threads = thread_nices(pid);
+    let nice_of = |name: &str| -> Vec<i32> {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    let own = nice_of("preflight")[0];
+    let lowered = (own + 10).min(19);
+    for (name, want) in [
+        ("report-apply", own),
+        ("report-writer", lowered),
+        // Thread names are cut to 15 bytes.
+        ("preflight-repor", lowered),
+        ("tokio-rt-worker", own),
+    ] {
+        let got = nice_of(name);
+        assert!(
+            !got.is_empty() && got.iter().all(|n| *n == want),
+            "{name}: nice {got:?}, expected {want} (all threads: {threads:?})"
+        );
+    }
+}
+
 #[test]
 fn fleet_gate_end_to_end() {
     let f = Fleet::new(3);
@@ -197,6 +243,7 @@ fn fleet_gate_end_to_end() {
         |c, _| c == 0,
     );
     assert_eq!(v["ready"], serde_json::json!(["n1", "n2", "n3"]));
+    assert_priorities(agg.0.id());
 
     // One link down in n2: no-go naming it; the others are ready.
     f.nodes[1].ip("link set data1 down");

@@ -118,12 +118,16 @@ impl Drop for ReportPool {
 /// thread still gets CPU that nothing else wants.
 pub const REPORT_NICE: i32 = 10;
 
-/// Raises the calling thread's nice value by [`REPORT_NICE`] (allowed
-/// without privileges); on failure the thread keeps the process's. For the
-/// report threads and the report writer.
+/// Sets the calling thread's nice value to the process's (its main
+/// thread's) plus [`REPORT_NICE`] (allowed without privileges); on failure
+/// the thread keeps the one it has. For the report threads and the report
+/// writer. From the process's, not the thread's own: the report pool's
+/// blocking threads are started by its (already lowered) workers and
+/// inherit their nice value, and raising that again put them at 19.
 pub(crate) fn lower_priority() {
     let tid = rustix::thread::gettid();
-    let lowered = rustix::process::getpriority_process(Some(tid))
+    let process = rustix::process::getpid();
+    let lowered = rustix::process::getpriority_process(Some(process))
         .and_then(|nice| rustix::process::setpriority_process(Some(tid), nice + REPORT_NICE));
     if let Err(e) = lowered {
         tracing::debug!(error = %e, "cannot lower a thread's priority");
@@ -336,7 +340,28 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_report;
+    use super::{is_report, lower_priority, REPORT_NICE};
+
+    #[test]
+    fn a_thread_started_by_a_lowered_one_is_lowered_from_the_process_not_again() {
+        let process = rustix::process::getpriority_process(Some(rustix::process::getpid()))
+            .expect("the process's nice");
+        let nice = std::thread::spawn(|| {
+            lower_priority();
+            // As the report pool's blocking threads: started by a lowered
+            // worker (inheriting its nice), then lowered on start.
+            std::thread::spawn(|| {
+                lower_priority();
+                rustix::process::getpriority_process(Some(rustix::thread::gettid()))
+                    .expect("this thread's nice")
+            })
+            .join()
+            .expect("inner thread")
+        })
+        .join()
+        .expect("outer thread");
+        assert_eq!(nice, (process + REPORT_NICE).min(19));
+    }
 
     #[test]
     fn only_a_report_request_line_is_a_report() {

@@ -11,7 +11,7 @@ use crate::auth::Auth;
 use crate::fleet::{Fleet, FleetConfig, Selector};
 use crate::metrics::Metrics;
 use crate::service::{RestoreError, Service};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::store::{Database, PendingReport, Store, StoreError};
 use crate::tls::{ServerTls, TlsSettings};
 
@@ -84,13 +84,13 @@ pub fn build_state(
                 RestoreError::Inventory(e) => ServeError::Inventory(e),
             },
         )?;
-    let state = AppState {
+    let state = AppState::new(Shared {
         service,
         auth: Arc::new(cfg.auth.clone()),
         metrics,
         scopes: Arc::new(cfg.scopes.clone()),
         answers: Arc::default(),
-    };
+    });
     Ok((state, rx))
 }
 

@@ -144,7 +144,7 @@ impl Applier {
         };
         std::thread::Builder::new()
             .name("report-apply".into())
-            .spawn(move || worker.run(&rung))
+            .spawn(move || restarting(|| worker.run(&rung)))
             .expect("spawn the report applier thread");
         Self { queue, bell }
     }
@@ -166,6 +166,22 @@ impl Applier {
         // so it will take this job too.
         let _ = self.bell.try_send(());
         answer.await.ok()
+    }
+}
+
+/// Runs `run` again each time it panics, until it returns. A panic in the
+/// applier outside a report's own `catch_unwind` (processing deadlines,
+/// say) would otherwise end the thread and leave every later report
+/// waiting for an answer that never comes (the agents time out, their
+/// nodes go stale, the gate says no-go with no cause to show). The
+/// reports it had taken are refused (their replies are dropped while
+/// unwinding: "not applied"); the lock it held is poisoned, which every
+/// user of the fleet's lock takes over as it is.
+fn restarting(mut run: impl FnMut()) {
+    while std::panic::catch_unwind(AssertUnwindSafe(&mut run)).is_err() {
+        tracing::error!(
+            "the report applier panicked and was restarted; the reports it held were refused"
+        );
     }
 }
 
@@ -296,6 +312,16 @@ mod tests {
         });
         taken.recv().expect("the reader took the lock");
         t
+    }
+
+    #[test]
+    fn a_panicking_applier_starts_again_until_it_returns() {
+        let mut runs = 0;
+        restarting(|| {
+            runs += 1;
+            assert!(runs >= 3, "run {runs} panics");
+        });
+        assert_eq!(runs, 3);
     }
 
     #[tokio::test]
