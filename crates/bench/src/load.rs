@@ -78,6 +78,29 @@ fn pctl(v: &mut [f64], p: f64) -> f64 {
     crate::percentile(v, p)
 }
 
+/// Answer times (ms) of one window, by question.
+#[derive(Debug, Clone, Default)]
+pub struct GateSamples {
+    pub rack: Vec<f64>,
+    pub adhoc: Vec<f64>,
+    pub all: Vec<f64>,
+    pub short: Vec<f64>,
+}
+
+/// Percentiles over the questions of every rep together: (p50, p99,
+/// questions) for the rack, the ad-hoc rack, the whole fleet and the whole
+/// fleet with `ready=false`.
+#[must_use]
+pub fn pooled(reps: &[&GateSamples]) -> [(f64, f64, usize); 4] {
+    let kinds: [fn(&GateSamples) -> &Vec<f64>; 4] =
+        [|g| &g.rack, |g| &g.adhoc, |g| &g.all, |g| &g.short];
+    kinds.map(|kind| {
+        let mut v: Vec<f64> = reps.iter().flat_map(|g| kind(g)).copied().collect();
+        let n = v.len();
+        (pctl(&mut v, 50.0), pctl(&mut v, 99.0), n)
+    })
+}
+
 pub struct LoadResult {
     pub offered_per_s: f64,
     pub accepted_per_s: f64,
@@ -96,6 +119,10 @@ pub struct LoadResult {
     /// As the `preflight gate` client sees it: answer received and parsed.
     pub gate_rack_parsed_p99_ms: f64,
     pub gate_all_parsed_p99_ms: f64,
+    /// Every answer's time (ms) in the window, by question: a rep's p99
+    /// over its ~100 questions of a kind is nearly its largest, so the
+    /// summary also pools the reps' questions ([`LoadResult::pooled`]).
+    pub gate_ms: GateSamples,
     pub rss_mib: f64,
     /// The aggregator's CPU over the steady window, % of one core.
     pub cpu_pct: f64,
@@ -550,6 +577,12 @@ pub fn run(
             gate_all_short_p99_ms: pctl(&mut times.short, 99.0),
             gate_rack_parsed_p99_ms: pctl(&mut times.rack_parsed, 99.0),
             gate_all_parsed_p99_ms: pctl(&mut times.all_parsed, 99.0),
+            gate_ms: GateSamples {
+                rack: times.rack.clone(),
+                adhoc: times.adhoc.clone(),
+                all: times.all.clone(),
+                short: times.short.clone(),
+            },
             rss_mib: rss_kib(child.id()) as f64 / 1024.0,
             cpu_pct,
             conns_median: pctl(&mut conns, 50.0),
@@ -581,6 +614,25 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pooled_percentiles_take_every_reps_questions_together() {
+        let a = super::GateSamples {
+            rack: (1..=50).map(f64::from).collect(),
+            ..Default::default()
+        };
+        let b = super::GateSamples {
+            rack: (51..=100).map(f64::from).collect(),
+            all: vec![7.0],
+            ..Default::default()
+        };
+        let [rack, adhoc, all, _] = super::pooled(&[&a, &b]);
+        // 100 answers 1..=100 ms: p50 and p99 of them all, not of a rep.
+        assert_eq!(rack, (51.0, 99.0, 100));
+        assert_eq!(all, (7.0, 7.0, 1));
+        assert_eq!(adhoc.2, 0);
+        assert!(adhoc.1.is_nan());
+    }
+
     #[test]
     fn growth_uses_the_second_half_of_the_window() {
         // The WAL fills in the first half (+4 MiB), then the file is flat

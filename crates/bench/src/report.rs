@@ -272,6 +272,12 @@ pub(crate) fn load_report(
             };
             let name = format!("{name}{}", threads_label(*threads));
             summary(nodes, &name, rows, seconds);
+            let samples: Vec<&load::GateSamples> = rows.iter().map(|r| &r.gate_ms).collect();
+            let [rack, adhoc, all, short] = load::pooled(&samples);
+            println!(
+                "  gate p50 / p99 over every rep's questions together: rack {:.2} / {:.2} ms ({} questions); ad-hoc rack {:.2} / {:.2} ms; whole fleet {:.2} / {:.2} ms ({}); whole fleet, ready=false {:.2} / {:.2} ms",
+                rack.0, rack.1, rack.2, adhoc.0, adhoc.1, all.0, all.1, all.2, short.0, short.1
+            );
             let (m, _, lo, hi) = stats(loads[k].clone());
             println!("  load average (1 min) after each rep {m:.2} ({lo:.2}..{hi:.2})");
             if k == 0 {
