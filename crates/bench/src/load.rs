@@ -121,7 +121,7 @@ pub struct LoadResult {
     pub gate_all_parsed_p99_ms: f64,
     /// Every answer's time (ms) in the window, by question: a rep's p99
     /// over its ~100 questions of a kind is nearly its largest, so the
-    /// summary also pools the reps' questions ([`LoadResult::pooled`]).
+    /// summary also pools the reps' questions ([`pooled`]).
     pub gate_ms: GateSamples,
     pub rss_mib: f64,
     /// The aggregator's CPU over the steady window, % of one core.
