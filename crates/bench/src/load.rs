@@ -152,6 +152,12 @@ pub struct LoadOptions {
     /// The aggregator's worker threads (`PREFLIGHT_THREADS`); its own
     /// default when `None`.
     pub threads: Option<usize>,
+    /// A steady fleet: this many nodes in a thousand registered broken,
+    /// and each full report broken with the same chance, so the blocked
+    /// share stays put through the window. `None`: registered healthy and
+    /// each full report broken half of the time (the blocked share grows
+    /// through the window, towards one half).
+    pub broken_per_mille: Option<u64>,
 }
 
 /// SQLite growth extrapolated to a day from the second half of the steady
@@ -207,8 +213,15 @@ struct Counts {
 }
 
 /// One simulated agent's next report: a full one (half of them with a
-/// critical finding) one time in 11, a heartbeat otherwise.
-fn next_report(i: usize, seq: &mut u64, state_seq: &mut u64, rng: &mut u64) -> (Report, bool) {
+/// critical finding, or `broken_per_mille` in a thousand) one time in 11,
+/// a heartbeat otherwise.
+fn next_report(
+    i: usize,
+    seq: &mut u64,
+    state_seq: &mut u64,
+    rng: &mut u64,
+    broken_per_mille: Option<u64>,
+) -> (Report, bool) {
     *seq += 1;
     *rng ^= *rng << 13;
     *rng ^= *rng >> 7;
@@ -219,7 +232,10 @@ fn next_report(i: usize, seq: &mut u64, state_seq: &mut u64, rng: &mut u64) -> (
         *state_seq = *seq;
         ReportBody::Full {
             labels: labels_of(i),
-            state: Box::new(state(&node, *rng % 2 == 0)),
+            state: Box::new(state(
+                &node,
+                broken_per_mille.map_or(*rng % 2 == 0, |pm| (*rng >> 20) % 1000 < pm),
+            )),
         }
     } else {
         ReportBody::Heartbeat {
@@ -250,15 +266,19 @@ async fn send(client: &AggregatorClient, r: &Report, is_full: bool, c: &Counts) 
     }
 }
 
-fn register_report(i: usize) -> Report {
+/// A node's first report: healthy, or broken for `broken_per_mille` in a
+/// thousand nodes (spread over the racks by a multiplicative hash).
+fn register_report(i: usize, broken_per_mille: Option<u64>) -> Report {
     let node = format!("n{i:06}");
+    let broken = broken_per_mille
+        .is_some_and(|pm| ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 1000 < pm);
     Report {
         node: node.clone(),
         boot_id: "load".into(),
         seq: 1,
         body: ReportBody::Full {
             labels: labels_of(i),
-            state: Box::new(state(&node, false)),
+            state: Box::new(state(&node, broken)),
         },
     }
 }
@@ -270,6 +290,7 @@ fn spawn_shared(
     workers: usize,
     counts: &Arc<Counts>,
     start: tokio::sync::watch::Receiver<Option<(Instant, Instant)>>,
+    broken: Option<u64>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let rate = nodes as f64 / 10.0 + nodes as f64 / 100.0;
     let per_worker = rate / workers as f64;
@@ -279,7 +300,7 @@ fn spawn_shared(
             tokio::spawn(async move {
                 let mine: Vec<usize> = (w..nodes).step_by(workers).collect();
                 for i in &mine {
-                    let _ = client.post_report(&register_report(*i)).await;
+                    let _ = client.post_report(&register_report(*i, broken)).await;
                     counts.registered.fetch_add(1, Ordering::Relaxed);
                 }
                 let Ok(t) = start.wait_for(Option::is_some).await.map(|r| *r) else {
@@ -296,7 +317,8 @@ fn spawn_shared(
                     tokio::time::sleep_until(due.into()).await;
                     let j = (n as usize) % mine.len();
                     n += 1;
-                    let (r, full) = next_report(mine[j], &mut seq[j], &mut state_seq[j], &mut rng);
+                    let (r, full) =
+                        next_report(mine[j], &mut seq[j], &mut state_seq[j], &mut rng, broken);
                     send(&client, &r, full, &counts).await;
                 }
             })
@@ -311,6 +333,7 @@ fn spawn_agents(
     nodes: usize,
     counts: &Arc<Counts>,
     start: tokio::sync::watch::Receiver<Option<(Instant, Instant)>>,
+    broken: Option<u64>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     // Registration opens the connections, at most 64 handshakes at once.
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
@@ -326,7 +349,7 @@ fn spawn_agents(
             tokio::spawn(async move {
                 {
                     let _slot = gate.acquire().await;
-                    let _ = client.post_report(&register_report(i)).await;
+                    let _ = client.post_report(&register_report(i, broken)).await;
                     counts.registered.fetch_add(1, Ordering::Relaxed);
                 }
                 let Ok(t) = start.wait_for(Option::is_some).await.map(|r| *r) else {
@@ -339,7 +362,7 @@ fn spawn_agents(
                 let mut due = begin + phase;
                 while due < stop {
                     tokio::time::sleep_until(due.into()).await;
-                    let (r, full) = next_report(i, &mut seq, &mut state_seq, &mut rng);
+                    let (r, full) = next_report(i, &mut seq, &mut state_seq, &mut rng, broken);
                     send(&client, &r, full, &counts).await;
                     due += period;
                 }
@@ -505,9 +528,9 @@ pub fn run(
         let (start_tx, start_rx) = tokio::sync::watch::channel(None);
         let reg_start = Instant::now();
         let handles = if opts.agent_connections {
-            spawn_agents(&client, nodes, &counts, start_rx)
+            spawn_agents(&client, nodes, &counts, start_rx, opts.broken_per_mille)
         } else {
-            spawn_shared(&client, nodes, workers, &counts, start_rx)
+            spawn_shared(&client, nodes, workers, &counts, start_rx, opts.broken_per_mille)
         };
         while counts.registered.load(Ordering::Relaxed) < nodes as u64 {
             tokio::time::sleep(Duration::from_millis(50)).await;

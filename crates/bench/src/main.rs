@@ -9,7 +9,7 @@
 //! preflight-bench footprint [--bin PATH] [--reps 5] [--idle 30] [--storm 15] [--scrapes 1000]
 //! preflight-bench bond-storm [--bin PATH] [--reps 5] [--storm 15] [--bonds 25]
 //! preflight-bench idle-cpu [--bin PATH] [--instances 5] [--seconds 600]
-//! preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5] [--database sqlite,postgres] [--tls off|on|both] [--agent-connections] [--pin] [--nice-load] [--threads 1,2]
+//! preflight-bench aggregator-load [--bin PATH] [--nodes 10000,100000] [--seconds 20] [--reps 5] [--database sqlite,postgres] [--tls off|on|both] [--agent-connections] [--pin] [--nice-load] [--broken-share PERCENT] [--threads 1,2]
 //! preflight-bench pg-propagation [--bin PATH] [--waivers 100]
 //! preflight-bench vm-latency [--bin PATH] [--pulls 30] [--boots 3]
 //! preflight-bench vm-compare [--bin PATH] [--intervals 1,15] [--pulls 30,30] [--boots 5] [--bonds 3]
@@ -201,6 +201,21 @@ pub(crate) fn watch_rss(bin: &str, seconds: u64, reps: usize) {
     println!("preflight inspect --watch idle RSS (101 links + lo), {reps} runs: median {p50:.2} MiB (spread {min:.2}..{max:.2})");
 }
 
+/// `--broken-share`: a percentage from 0 to 100 (decimals allowed), as
+/// nodes in a thousand.
+fn parse_share(v: &str) -> Result<u64, String> {
+    match v.trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) =>
+        {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Ok((p * 10.0).round() as u64)
+        }
+        _ => Err(format!(
+            "{v:?}: expected a percentage from 0 to 100, e.g. 5 or 2.5"
+        )),
+    }
+}
+
 /// `--bin PATH` made absolute, so that it also works from inside a
 /// namespace or after a chdir.
 fn absolute(bin: &str) -> String {
@@ -343,6 +358,14 @@ enum Bench {
         /// prober stays real-time).
         #[arg(long)]
         nice_load: bool,
+        /// A steady fleet with this share of nodes broken, in percent
+        /// (0-100): nodes register broken at that share and each changed
+        /// full report is broken with the same chance, so the blocked share
+        /// stays put through the window. Default: nodes register healthy and
+        /// half of the full reports are broken, so the blocked share grows
+        /// through the window (about 5% -> 14% in 20 s at 100k nodes).
+        #[arg(long, value_parser = parse_share)]
+        broken_share: Option<u64>,
         /// The aggregator's worker threads (`PREFLIGHT_THREADS`; 1 = one
         /// thread for everything), comma-separated to compare counts
         /// (interleaved); its own default when not given.
@@ -508,6 +531,7 @@ fn main() {
             agent_connections,
             pin,
             nice_load,
+            broken_share,
             threads,
         } => {
             let opts = load::LoadOptions {
@@ -516,6 +540,7 @@ fn main() {
                 nice_load,
                 threads: None,
                 tls: false,
+                broken_per_mille: broken_share,
             };
             let _ = report::load_report(
                 &absolute(&bin.bin),
@@ -538,6 +563,21 @@ fn main() {
         } => gate_render::run(nodes, blocked_pct, changes, questions),
         Bench::PgPropagation { bin, waivers } => {
             propagation::report(&absolute(&bin.bin), waivers);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_broken_share_is_a_percentage_kept_in_thousandths() {
+        assert_eq!(super::parse_share("5"), Ok(50));
+        assert_eq!(super::parse_share("2.5"), Ok(25));
+        assert_eq!(super::parse_share("0"), Ok(0));
+        assert_eq!(super::parse_share("100"), Ok(1000));
+        for bad in ["-1", "101", "five", ""] {
+            let e = super::parse_share(bad).expect_err(bad);
+            assert!(e.contains("percentage"), "{e}");
         }
     }
 }
