@@ -307,6 +307,33 @@ fn transport_and_identity_forgeries_fail() {
     assert_eq!(s.gate("n1"), 0, "both healthy: go");
     drop(admin);
 
+    // `preflight waive list` off loopback: reads need a credential here
+    // (`reads = "authenticated"`); the reader's token lists, none is 401 (64).
+    let list = |token: Option<&str>| {
+        let mut c = Command::new(preflight_bin());
+        c.args(["waive", "list", "--server", &s.url, "--json"])
+            .arg("--ca")
+            .arg(s.p("ca.pem"))
+            .env("PREFLIGHT_LOG", "error")
+            .env_remove("PREFLIGHT_TOKEN");
+        if let Some(t) = token {
+            c.args(["--token", t]);
+        }
+        let out = c.output().expect("run preflight waive list");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = list(Some(READER));
+    assert_eq!(code, 0, "a reader lists waivers: {out}");
+    assert_eq!(out.trim(), "[]", "no waiver was created");
+    assert_eq!(
+        list(None).0,
+        64,
+        "no credential: refused (401), a usage error"
+    );
+
     // Rotation: the server certificate is replaced by one from another CA;
     // a client trusting only that CA is served without a restart.
     let other = s

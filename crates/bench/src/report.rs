@@ -242,9 +242,9 @@ pub(crate) fn load_report(
                 let r = load::run(bin, nodes, seconds, 64, &store, opts);
                 let la = load_average();
                 println!(
-                    "  {}{}{} {nodes} nodes rep {}: offered {:.0}/s accepted {:.0}/s (full {:.0}/s) errors {} | gate rack p50 {:.2} ms p99 {:.2} ms (parsed p99 {:.2}) | ad-hoc rack p50 {:.2} p99 {:.2} ms | gate all p50 {:.2} ms p99 {:.2} ms (parsed p99 {:.2}) | all ready=false p50 {:.2} p99 {:.2} ms | RSS {:.1} MiB | CPU {:.1}% | conns held {:.0} (min {:.0}) | db {:.1} MiB | load avg {la:.2}",
+                    "  {}{}{} {nodes} nodes rep {}: offered {:.0}/s accepted {:.0}/s (full {:.0}/s) errors {} | gate rack p50 {:.2} ms p99 {:.2} ms (parsed p99 {:.2}) | ad-hoc rack p50 {:.2} p99 {:.2} ms | gate all p50 {:.2} ms p99 {:.2} ms (parsed p99 {:.2}) | all ready=false p50 {:.2} p99 {:.2} ms | /healthz p50 {:.2} p99 {:.2} ms | RSS {:.1} MiB | CPU {:.1}% | conns held {:.0} (min {:.0}) | db {:.1} MiB | load avg {la:.2}",
                     store.name(), if *tls { " TLS" } else { "" }, threads_label(*threads), rep + 1, r.offered_per_s, r.accepted_per_s, r.full_per_s, r.errors, r.gate_rack_p50_ms, r.gate_rack_p99_ms, r.gate_rack_parsed_p99_ms, r.gate_adhoc_p50_ms, r.gate_adhoc_p99_ms,
-                    r.gate_all_p50_ms, r.gate_all_p99_ms, r.gate_all_parsed_p99_ms, r.gate_all_short_p50_ms, r.gate_all_short_p99_ms, r.rss_mib, r.cpu_pct, r.conns_median, r.conns_min, r.db_bytes as f64 / 1_048_576.0
+                    r.gate_all_p50_ms, r.gate_all_p99_ms, r.gate_all_parsed_p99_ms, r.gate_all_short_p50_ms, r.gate_all_short_p99_ms, r.floor_p50_ms, r.floor_p99_ms, r.rss_mib, r.cpu_pct, r.conns_median, r.conns_min, r.db_bytes as f64 / 1_048_576.0
                 );
                 if r.rss_samples.len() > 2 {
                     let line: Vec<String> = r
@@ -273,10 +273,10 @@ pub(crate) fn load_report(
             let name = format!("{name}{}", threads_label(*threads));
             summary(nodes, &name, rows, seconds);
             let samples: Vec<&load::GateSamples> = rows.iter().map(|r| &r.gate_ms).collect();
-            let [rack, adhoc, all, short] = load::pooled(&samples);
+            let [rack, adhoc, all, short, floor] = load::pooled(&samples);
             println!(
-                "  gate p50 / p99 over every rep's questions together: rack {:.2} / {:.2} ms ({} questions); ad-hoc rack {:.2} / {:.2} ms; whole fleet {:.2} / {:.2} ms ({}); whole fleet, ready=false {:.2} / {:.2} ms",
-                rack.0, rack.1, rack.2, adhoc.0, adhoc.1, all.0, all.1, all.2, short.0, short.1
+                "  gate p50 / p99 over every rep's questions together: rack {:.2} / {:.2} ms ({} questions); ad-hoc rack {:.2} / {:.2} ms; whole fleet {:.2} / {:.2} ms ({}); whole fleet, ready=false {:.2} / {:.2} ms; /healthz {:.2} / {:.2} ms ({})",
+                rack.0, rack.1, rack.2, adhoc.0, adhoc.1, all.0, all.1, all.2, short.0, short.1, floor.0, floor.1, floor.2
             );
             let (m, _, lo, hi) = stats(loads[k].clone());
             println!("  load average (1 min) after each rep {m:.2} ({lo:.2}..{hi:.2})");
@@ -338,6 +338,11 @@ fn summary(nodes: usize, store: &str, rows: &[load::LoadResult], seconds: u64) {
         "  gate p50 / p99, whole fleet, ready=false   {} / {} ms",
         med(&|r| r.gate_all_short_p50_ms),
         med(&|r| r.gate_all_short_p99_ms)
+    );
+    println!(
+        "  /healthz p50 / p99 on the same connection (the floor: no fleet work)   {} / {} ms",
+        med(&|r| r.floor_p50_ms),
+        med(&|r| r.floor_p99_ms)
     );
     println!(
         "  gate p99 received and parsed: rack {} ms, whole fleet {} ms",

@@ -64,6 +64,9 @@ pub(super) struct GateTimes {
     pub(super) adhoc: Vec<f64>,
     pub(super) all: Vec<f64>,
     pub(super) short: Vec<f64>,
+    /// `GET /healthz` on the same connection: the floor of a question
+    /// (loopback, HTTP, wake-ups; no fleet work).
+    pub(super) floor: Vec<f64>,
     pub(super) rack_parsed: Vec<f64>,
     pub(super) all_parsed: Vec<f64>,
 }
@@ -114,7 +117,9 @@ fn parse_answers<B: AsRef<[u8]>>(rx: &mpsc::Receiver<(Asked, f64, B)>) -> (Vec<f
 }
 
 /// Asks the gate every 50 ms until `stop`, over one keep-alive connection,
-/// on a current-thread runtime of this thread's own.
+/// on a current-thread runtime of this thread's own: the rack, the whole
+/// fleet, the ad-hoc rack, the whole fleet with `ready=false`, and
+/// `/healthz` (the floor), in turn.
 pub(super) fn probe_gate(base: &str, tls: Option<&TlsOptions>, stop: Instant) -> GateTimes {
     let (to_parser, parsed) = mpsc::channel();
     let parser = std::thread::spawn(move || parse_answers(&parsed));
@@ -131,22 +136,24 @@ pub(super) fn probe_gate(base: &str, tls: Option<&TlsOptions>, stop: Instant) ->
         let mut t = GateTimes::default();
         let mut i = 0usize;
         while Instant::now() < stop {
-            let query = match i % 4 {
-                0 => format!("scope={}", RACK.replace('=', "%3D")),
-                1 => "scope=".to_owned(),
-                2 => format!("scope={}", AD_HOC_RACK.replace('=', "%3D")),
-                _ => "scope=&ready=false".to_owned(),
+            let path = match i % 5 {
+                0 => format!("/v1/gate?scope={}", RACK.replace('=', "%3D")),
+                1 => "/v1/gate?scope=".to_owned(),
+                2 => format!("/v1/gate?scope={}", AD_HOC_RACK.replace('=', "%3D")),
+                3 => "/v1/gate?scope=&ready=false".to_owned(),
+                _ => "/healthz".to_owned(),
             };
             let q = Instant::now();
-            let r = http.get(&format!("{base}/v1/gate?{query}")).await;
+            let r = http.get(&format!("{base}{path}")).await;
             let ms = q.elapsed().as_secs_f64() * 1000.0;
             if let Ok((status, body)) = r {
                 if status.as_u16() == 200 || status.as_u16() == 503 {
-                    let (times, asked) = match i % 4 {
+                    let (times, asked) = match i % 5 {
                         0 => (&mut t.rack, Some(Asked::Rack)),
                         1 => (&mut t.all, Some(Asked::All)),
                         2 => (&mut t.adhoc, None),
-                        _ => (&mut t.short, None),
+                        3 => (&mut t.short, None),
+                        _ => (&mut t.floor, None),
                     };
                     times.push(ms);
                     if let Some(asked) = asked {

@@ -37,7 +37,8 @@ enum WaiveAction {
         /// Why (shown on every answer the waiver changes).
         #[arg(long)]
         reason: String,
-        /// How long the waiver lasts (2h, 3d); the aggregator caps it.
+        /// How long the waiver lasts (2h, 3d); the aggregator refuses one longer
+        /// than its `max_waiver` (default 7 days) or shorter than `min_waiver`.
         #[arg(long = "for", value_name = "DURATION")]
         duration: String,
         /// Who [default: $USER].
@@ -48,6 +49,8 @@ enum WaiveAction {
     List {
         #[command(flatten)]
         server: ServerArgs,
+        #[command(flatten)]
+        token: TokenArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -118,16 +121,17 @@ pub async fn run(args: WaiveArgs) -> u8 {
                 Err(e) => failed(&e),
             }
         }
-        WaiveAction::List { server, json } => {
-            let Ok(client) = server.client() else {
+        WaiveAction::List {
+            server,
+            token,
+            json,
+        } => {
+            let (Ok(client), Ok(tok)) = (server.client(), token.get()) else {
                 return EXIT_USAGE;
             };
-            let ws = match client.waivers().await {
+            let ws = match client.with_token(tok).waivers().await {
                 Ok(ws) => ws.value,
-                Err(e) => {
-                    eprintln!("preflight waive: {}", esc(&e.to_string()));
-                    return EXIT_UNDECIDED;
-                }
+                Err(e) => return failed(&e),
             };
             if json {
                 emit(&format!(
