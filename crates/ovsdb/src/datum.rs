@@ -8,20 +8,29 @@
 //! when the value is not of that type, so the caller can record the problem
 //! on the row and keep the rest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde_json::Value;
 
 /// Why a column value could not be read (for `parse_errors`).
 pub type DatumError = String;
 
-fn describe(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 60 {
-        format!("{}...", s.chars().take(57).collect::<String>())
-    } else {
-        s
+/// At most `max` characters of `s`, cut with `...`: what the server sent is
+/// quoted into findings and reasons that travel to the aggregator, so one
+/// huge value must not become a huge message.
+pub(crate) fn excerpt(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some(_) => {
+            let keep = max.saturating_sub(3);
+            let end = s.char_indices().nth(keep).map_or(s.len(), |(i, _)| i);
+            format!("{}...", &s[..end])
+        }
     }
+}
+
+pub(crate) fn describe(v: &Value) -> String {
+    excerpt(&v.to_string(), 60)
 }
 
 /// The elements of a set: `["set", [...]]`, or a bare atom (a set of one).
@@ -83,6 +92,33 @@ pub fn set<T>(
     atom: impl Fn(&Value) -> Result<T, DatumError>,
 ) -> Result<Vec<T>, DatumError> {
     set_elements(v).into_iter().map(atom).collect()
+}
+
+/// A set of `["uuid", ...]` references with at most `max` elements.
+/// RFC 7047 sets hold each element once, so a repeated reference is a
+/// malformed message and fails the column; taken as it is, each repeat
+/// would build the referenced row (and everything it references) again.
+pub fn uuid_set(v: &Value, max: usize) -> Result<Vec<String>, DatumError> {
+    let elements = set_elements(v);
+    if elements.len() > max {
+        return Err(format!(
+            "a set of {} references, over the bound of {max}",
+            elements.len()
+        ));
+    }
+    let mut seen = HashSet::with_capacity(elements.len());
+    let mut out = Vec::with_capacity(elements.len());
+    for e in elements {
+        let u = uuid(e)?;
+        if !seen.insert(u.clone()) {
+            return Err(format!(
+                "reference {} listed twice; an OVSDB set holds each element once",
+                excerpt(&u, 60)
+            ));
+        }
+        out.push(u);
+    }
+    Ok(out)
 }
 
 /// A `map` column of string keys and string values.
@@ -149,5 +185,27 @@ mod tests {
         assert_eq!(string_map(&json!(["map", []])), Ok(BTreeMap::new()));
         assert!(string_map(&json!(["map", [["k", 1]]])).is_err());
         assert!(string_map(&json!(["set", []])).is_err());
+    }
+
+    #[test]
+    fn reference_sets_refuse_repeats_and_oversize() {
+        let two = json!(["set", [["uuid", "a"], ["uuid", "b"]]]);
+        assert_eq!(uuid_set(&two, 2), Ok(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(
+            uuid_set(&two, 1),
+            Err("a set of 2 references, over the bound of 1".to_owned())
+        );
+        let repeat = json!(["set", [["uuid", "a"], ["uuid", "a"]]]);
+        assert!(uuid_set(&repeat, 10)
+            .expect_err("repeat")
+            .contains("reference a listed twice"));
+    }
+
+    #[test]
+    fn excerpts_cut_on_characters() {
+        assert_eq!(excerpt("short", 10), "short");
+        assert_eq!(excerpt("0123456789", 10), "0123456789");
+        assert_eq!(excerpt("0123456789a", 10), "0123456...");
+        assert_eq!(excerpt("ééééé", 4), "é...");
     }
 }

@@ -7,7 +7,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::db::{Tables, MONITORED};
+use crate::datum::excerpt;
+use crate::db::{Tables, MAX_QUOTED_CHARS, MONITORED};
 use crate::OvsdbError;
 
 /// The `<json-value>` that names our monitor; `update` notifications carry it.
@@ -16,9 +17,20 @@ pub const MONITOR_ID: &str = "preflight";
 pub const MONITOR_REQUEST_ID: &str = "preflight-monitor";
 /// The JSON-RPC id of our own liveness echo.
 pub const ECHO_REQUEST_ID: &str = "preflight-echo";
-/// A message larger than this is refused: the framing would otherwise buffer
-/// without bound on a peer that never closes a brace.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// A message larger than this is refused, complete or not: the framing
+/// would otherwise buffer without bound on a peer that never closes a
+/// brace, and parsing a message takes several times its size. The largest
+/// state preflight accepts, [`MAX_ROWS_PER_TABLE`](crate::db::MAX_ROWS_PER_TABLE)
+/// rows in each monitored table at a few hundred bytes a row, fits in
+/// about half of it.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Nesting deeper than this is refused while framing. An OVSDB message
+/// nests at most about ten levels (notification, table, row, column, set,
+/// atom); the bound keeps a deeply nested value from reaching the parser.
+pub const MAX_DEPTH: usize = 32;
+/// After a message, a buffer that grew past this is given back: one large
+/// message must not keep its memory for the life of the connection.
+const KEEP_BUFFER_BYTES: usize = 64 << 10;
 
 /// The one `monitor` request: the columns preflight reads, initial rows
 /// included, then inserts, deletes and modifications.
@@ -62,6 +74,9 @@ impl Framer {
     /// The next complete message as raw text, if one is buffered.
     pub fn next_message(&mut self) -> Result<Option<String>, OvsdbError> {
         while self.scanned < self.buf.len() {
+            if self.scanned >= MAX_MESSAGE_BYTES {
+                return Err(too_large());
+            }
             let b = self.buf[self.scanned];
             self.scanned += 1;
             if self.in_string {
@@ -75,7 +90,14 @@ impl Framer {
             }
             match b {
                 b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    if self.depth > MAX_DEPTH {
+                        return Err(OvsdbError::Protocol(format!(
+                            "message nested deeper than {MAX_DEPTH} levels"
+                        )));
+                    }
+                }
                 b'}' | b']' => {
                     self.depth = self
                         .depth
@@ -84,6 +106,9 @@ impl Framer {
                     if self.depth == 0 {
                         let raw: Vec<u8> = self.buf.drain(..self.scanned).collect();
                         self.scanned = 0;
+                        if self.buf.capacity() > KEEP_BUFFER_BYTES {
+                            self.buf.shrink_to(KEEP_BUFFER_BYTES);
+                        }
                         let text = String::from_utf8(raw)
                             .map_err(|_| OvsdbError::Protocol("message is not UTF-8".into()))?;
                         return Ok(Some(text.trim_start().to_owned()));
@@ -99,12 +124,22 @@ impl Framer {
             }
         }
         if self.buf.len() > MAX_MESSAGE_BYTES {
-            return Err(OvsdbError::Protocol(format!(
-                "message larger than {MAX_MESSAGE_BYTES} bytes"
-            )));
+            return Err(too_large());
         }
         Ok(None)
     }
+}
+
+/// A value from the server as an error quotes it: an excerpt, since the
+/// reason travels into findings.
+fn quote(v: &Value) -> String {
+    excerpt(&v.to_string(), MAX_QUOTED_CHARS)
+}
+
+fn too_large() -> OvsdbError {
+    OvsdbError::Protocol(format!(
+        "message larger than {MAX_MESSAGE_BYTES} bytes, the bound on one OVSDB message"
+    ))
 }
 
 /// One monitor session: the tables it has received and whether the initial
@@ -147,9 +182,9 @@ impl Session {
     /// no longer be trusted (the monitor was refused, or an update could not
     /// be applied); the caller reconnects and resyncs.
     pub fn handle(&mut self, msg: &Value) -> Result<Handled, OvsdbError> {
-        let obj = msg
-            .as_object()
-            .ok_or_else(|| OvsdbError::Protocol(format!("message is not an object: {msg}")))?;
+        let obj = msg.as_object().ok_or_else(|| {
+            OvsdbError::Protocol(format!("message is not an object: {}", quote(msg)))
+        })?;
         let id = obj.get("id").unwrap_or(&Value::Null);
         match obj.get("method").and_then(Value::as_str) {
             Some("echo") => Ok(Handled {
@@ -178,7 +213,7 @@ impl Session {
 
     fn monitor_reply(&mut self, obj: &Map<String, Value>) -> Result<Handled, OvsdbError> {
         if let Some(err) = obj.get("error").filter(|e| !e.is_null()) {
-            return Err(OvsdbError::Monitor(err.to_string()));
+            return Err(OvsdbError::Monitor(quote(err)));
         }
         let result = obj
             .get("result")
@@ -197,7 +232,7 @@ impl Session {
         let Some([monitor, updates]) = params.and_then(Value::as_array).map(Vec::as_slice) else {
             return Err(OvsdbError::Protocol(format!(
                 "update notification params are not [monitor, updates]: {}",
-                params.unwrap_or(&Value::Null)
+                quote(params.unwrap_or(&Value::Null))
             )));
         };
         if monitor != MONITOR_ID {
@@ -245,6 +280,41 @@ mod tests {
         let mut f = Framer::default();
         f.push(b"]");
         assert!(f.next_message().is_err());
+    }
+
+    #[test]
+    fn framer_refuses_a_message_over_the_byte_bound_even_when_complete() {
+        let mut f = Framer::default();
+        let big = format!(r#"{{"error":"{}"}}"#, "e".repeat(MAX_MESSAGE_BYTES));
+        f.push(big.as_bytes());
+        // Only the length is shown if it is wrongly accepted.
+        let got = f.next_message().map(|m| m.map(|m| m.len()));
+        let err = got.expect_err("over the bound").to_string();
+        assert!(
+            err.contains(&format!("larger than {MAX_MESSAGE_BYTES} bytes")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn framer_refuses_nesting_over_the_depth_bound() {
+        let mut f = Framer::default();
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        f.push(deep.as_bytes());
+        assert!(f.next_message().expect("at the bound").is_some());
+        let deeper = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        f.push(deeper.as_bytes());
+        let err = f.next_message().expect_err("over the bound").to_string();
+        assert!(err.contains(&format!("deeper than {MAX_DEPTH}")), "{err}");
+    }
+
+    #[test]
+    fn framer_gives_back_the_memory_of_a_large_message() {
+        let mut f = Framer::default();
+        let big = format!(r#"{{"a":"{}"}}"#, "a".repeat(4 << 20));
+        f.push(big.as_bytes());
+        assert!(f.next_message().expect("ok").is_some());
+        assert!(f.buf.capacity() <= 64 << 10, "{} kept", f.buf.capacity());
     }
 
     #[test]
