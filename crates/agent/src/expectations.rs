@@ -38,6 +38,28 @@ fn mtime(p: &Path) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// The text of `p`, refused past `max` bytes without reading further: the
+/// path may be anything (a device, a file still growing).
+fn read_bounded(p: &Path, max: usize) -> Result<String, ExpectError> {
+    use std::io::Read;
+    let fail = |reason: String| ExpectError {
+        file: p.display().to_string(),
+        path: String::new(),
+        reason,
+    };
+    let limit = u64::try_from(max).map_or(u64::MAX, |m| m.saturating_add(1));
+    let mut text = String::new();
+    std::fs::File::open(p)
+        .and_then(|f| f.take(limit).read_to_string(&mut text))
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if text.len() > max {
+        return Err(fail(format!(
+            "more than {max} bytes, the most preflight reads of an os-net-config file"
+        )));
+    }
+    Ok(text)
+}
+
 impl Source {
     /// A source that has not been read yet.
     #[must_use]
@@ -55,13 +77,7 @@ impl Source {
     /// Unreadable files, syntax errors, bad values (with the path in the document).
     pub fn load(&self, snap: &Snapshot) -> Result<Expectations, ExpectError> {
         let file = self.path.display().to_string();
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|e| ExpectError {
-                file: p.display().to_string(),
-                path: String::new(),
-                reason: format!("cannot read: {e}"),
-            })
-        };
+        let read = |p: &Path| read_bounded(p, expect::MAX_DOCUMENT_BYTES);
         let mapping = match &self.mapping {
             Some(m) => Some(expect::parse_document(&m.display().to_string(), &read(m)?)?),
             None => None,
@@ -110,5 +126,40 @@ impl Source {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A path that never ends (a device, a FIFO fed forever, a file that
+    /// grows) is read only up to the document bound: a clear error, not
+    /// an agent that reads until the kernel kills it.
+    #[test]
+    fn an_endless_file_is_read_up_to_the_bound() {
+        let src = Source::new(PathBuf::from("/dev/zero"), None);
+        let e = src.load(&Snapshot::default()).expect_err("refused");
+        assert_eq!(e.file, "/dev/zero");
+        assert!(
+            e.reason.contains(&expect::MAX_DOCUMENT_BYTES.to_string()),
+            "{e}"
+        );
+    }
+
+    /// A file over the bound names the bound; one within it reads.
+    #[test]
+    fn an_oversized_file_is_refused_and_a_normal_one_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        let mut text = String::from("network_config:\n  - type: interface\n    name: eth0\n");
+        std::fs::write(&path, &text).expect("write");
+        let src = Source::new(path.clone(), None);
+        let e = src.load(&Snapshot::default()).expect("reads");
+        assert_eq!(e.interfaces.len(), 1);
+        text.push_str(&format!("# {}\n", "z".repeat(expect::MAX_DOCUMENT_BYTES)));
+        std::fs::write(&path, &text).expect("write");
+        let e = src.load(&Snapshot::default()).expect_err("too large");
+        assert!(e.to_string().len() < 300, "{e}");
     }
 }

@@ -28,7 +28,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use preflight_model::report::{AckStatus, Report, ReportAck, ReportBody};
+use preflight_model::report::{AckStatus, Report, ReportAck, ReportBody, MAX_REPORT_BYTES};
 use preflight_policy::PolicyConfig;
 use tokio::sync::{watch, Notify};
 
@@ -280,6 +280,38 @@ fn jittered(d: Duration) -> Duration {
     d + d.mul_f64(f64::from(salt % 1000) / 2000.0)
 }
 
+/// Says why an aggregator refused a report for its size: without this the
+/// refusal is one error among others while the aggregator shows the node as
+/// stale ("stopped reporting"), and the real cause is invisible.
+fn too_large(aggregator: &str, report: &Report, e: &ClientError) {
+    /// Counts what is written, keeping nothing.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut size = Count(0);
+    // The client serialized the same report a moment ago.
+    let bytes = serde_json::to_writer(&mut size, report).map_or(0, |()| size.0);
+    let findings = match &report.body {
+        ReportBody::Full { state, .. } => state.findings.len(),
+        ReportBody::Heartbeat { .. } => 0,
+    };
+    tracing::error!(
+        aggregator = %aggregator,
+        bytes,
+        limit = MAX_REPORT_BYTES,
+        findings,
+        error = %e,
+        "report refused as too large: {bytes} bytes, over the aggregator's limit of {MAX_REPORT_BYTES}; the aggregator shows this node as stale until a report fits (see preflight inspect for what makes it this large)"
+    );
+}
+
 async fn push_loop(
     client: AggregatorClient,
     cfg: AgentConfig,
@@ -344,7 +376,17 @@ async fn push_loop(
                 true
             }
             Err(e @ ClientError::Refused { status, .. }) => {
-                tracing::warn!(aggregator = %label, error = %e, "report rejected");
+                let reason = if status == 413 {
+                    too_large(&label, &report, &e);
+                    "too_large"
+                } else {
+                    tracing::warn!(aggregator = %label, error = %e, "report rejected");
+                    "refused"
+                };
+                metrics
+                    .rejected
+                    .with_label_values(&[label.as_str(), reason])
+                    .inc();
                 if status == 409 {
                     // The aggregator holds a later sequence for this boot id
                     // than ours (a clone, or someone who sent one with our
@@ -416,3 +458,6 @@ fn local_router(s: LocalState) -> Router {
         )
         .with_state(s)
 }
+
+#[cfg(test)]
+mod tests;

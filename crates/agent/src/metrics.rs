@@ -41,6 +41,9 @@ pub struct AgentMetrics {
     pub pushes: IntCounterVec,
     /// Per aggregator: 1 when the last push was accepted.
     pub reachable: IntGaugeVec,
+    /// Reports an aggregator refused, by aggregator and reason
+    /// (`too_large`: over its body limit; `refused`: any other 4xx).
+    pub rejected: IntCounterVec,
     /// The latest state not yet applied to the gauges. The lock is also
     /// held while a scrape applies and encodes, so no scrape sees gauges
     /// half reset.
@@ -182,6 +185,14 @@ impl AgentMetrics {
                 "1 when the last report pushed to this aggregator was answered (accepted or need_full), 0 when it was refused or not answered.",
                 &["aggregator"],
             ),
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "preflight_report_pushes_rejected_total",
+                    "Reports an aggregator refused, by aggregator and reason (too_large, refused).",
+                ),
+                &["aggregator", "reason"],
+            )
+            .expect("valid metric"),
             pending: Arc::new(Mutex::new(None)),
         };
         for c in [
@@ -207,6 +218,7 @@ impl AgentMetrics {
             Box::new(m.netlink_messages.clone()),
             Box::new(m.pushes.clone()),
             Box::new(m.reachable.clone()),
+            Box::new(m.rejected.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }
@@ -429,6 +441,9 @@ mod tests {
         m.update_watch(&WatchStats::default());
         m.pushes.with_label_values(&["http://a:1", "ok"]).inc();
         m.reachable.with_label_values(&["http://a:1"]).set(1);
+        m.rejected
+            .with_label_values(&["http://a:1", "too_large"])
+            .inc();
         let text = m.render();
         let mut emitted: Vec<&str> = text
             .lines()

@@ -18,6 +18,7 @@ mod bond;
 pub mod code;
 pub mod config;
 pub mod dhcp;
+pub mod excerpt;
 pub mod names;
 pub mod ovs;
 pub mod report;
@@ -28,6 +29,7 @@ pub use bond::{
 };
 pub use code::Code;
 pub use dhcp::DhcpProbeResult;
+pub use excerpt::excerpt;
 pub use ovs::{OvsBridge, OvsInterface, OvsPort, OvsSource};
 
 /// Everything preflight knows about one node's network at one moment.

@@ -227,7 +227,7 @@ impl OvsInterface {
     #[must_use]
     pub fn down_reason(&self) -> Option<String> {
         if let Some(e) = &self.error {
-            return Some(format!("error \"{e}\""));
+            return Some(format!("error \"{}\"", crate::excerpt(e)));
         }
         match (self.admin_state.as_deref(), self.link_state.as_deref()) {
             (Some("up"), Some("up")) => None,
@@ -279,7 +279,8 @@ pub fn bond_view(bridge: &OvsBridge, port: &OvsPort) -> crate::BondView {
                 ad_partner_state: None,
             },
             ovs_type: Some(m.iface_type.clone()),
-            error: m.error.clone(),
+            // Sent in every report: a column of any size must not be.
+            error: m.error.as_deref().map(|e| crate::excerpt(e).into_owned()),
             lacp_current: m.lacp_current,
         })
         .collect();

@@ -15,9 +15,11 @@ use crate::{raw, Code, Raw};
 
 pub(crate) mod nics;
 mod osnc;
+mod yaml;
 
 pub use nics::{in_force_mapping, nic_mapping, ordered_nics};
 pub use osnc::{from_os_net_config, parse_document};
+pub use yaml::{MAX_DOCUMENT_BYTES, MAX_DOCUMENT_NODES, MAX_EXPANDED_BYTES};
 
 /// Kinds of entries preflight checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -35,12 +35,29 @@ pub struct Raw {
     pub message: String,
 }
 
+/// Longest finding message, in bytes. Rules quote outside values as
+/// excerpts; this is the backstop for what they join (a list of many OVSDB
+/// read errors), so that no finding can make a report larger than the
+/// aggregator accepts and hide the node's real state behind a refused push.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Longest finding subject, in bytes (names from OVSDB or a file).
+pub const MAX_SUBJECT_BYTES: usize = 256;
+
 fn raw(code: Code, subject: impl Into<String>, message: impl Into<String>) -> Raw {
     Raw {
         code,
-        subject: subject.into(),
-        message: message.into(),
+        subject: bounded(subject.into(), MAX_SUBJECT_BYTES),
+        message: bounded(message.into(), MAX_MESSAGE_BYTES),
     }
+}
+
+/// `s` cut to an excerpt of at most `max` bytes when longer.
+fn bounded(s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    // Room for the ellipsis and the length that follow the excerpt.
+    preflight_model::excerpt::excerpt_of(&s, s.len(), max.saturating_sub(32)).into_owned()
 }
 
 /// Link changes within the flap window, as computed by the [`Evaluator`];

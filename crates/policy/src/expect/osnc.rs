@@ -6,36 +6,56 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use preflight_model::excerpt::{excerpt, excerpt_of, EXCERPT_BYTES};
 use preflight_model::BondMode;
 
+use super::yaml::MAX_DOCUMENT_BYTES;
 use super::{ExpectError, Expectations, Expected, Kind};
 
-/// Converts YAML to a JSON value (os-net-config files are YAML or JSON).
-fn yaml_to_json(y: &yaml_rust2::Yaml) -> serde_json::Value {
-    use yaml_rust2::Yaml;
-    match y {
-        Yaml::Real(r) => r
-            .parse::<f64>()
-            .map_or(serde_json::Value::Null, |f| serde_json::json!(f)),
-        Yaml::Integer(i) => serde_json::json!(i),
-        Yaml::String(s) => serde_json::Value::String(s.clone()),
-        Yaml::Boolean(b) => serde_json::Value::Bool(*b),
-        Yaml::Array(a) => serde_json::Value::Array(a.iter().map(yaml_to_json).collect()),
-        Yaml::Hash(h) => serde_json::Value::Object(
-            h.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Yaml::String(s) => s.clone(),
-                        Yaml::Integer(i) => i.to_string(),
-                        Yaml::Boolean(b) => b.to_string(),
-                        _ => format!("{k:?}"),
-                    };
-                    (key, yaml_to_json(v))
-                })
-                .collect(),
-        ),
-        Yaml::Alias(_) | Yaml::Null | Yaml::BadValue => serde_json::Value::Null,
+/// Longest name of an entry: far above any interface name (15 bytes in
+/// the kernel), so only a hostile or broken file reaches it.
+const MAX_NAME_BYTES: usize = 255;
+
+/// A value of the document for a message, as JSON when short (`"9000"`
+/// shows the quotes that make it a string); an excerpt with its length
+/// when long. Rendered no further than the excerpt needs, although the
+/// length is counted to the end (within the document's bounds).
+fn quoted(v: &serde_json::Value) -> String {
+    /// Keeps the first bytes written and counts them all.
+    struct Head {
+        kept: Vec<u8>,
+        len: usize,
     }
+    impl std::io::Write for Head {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let room = (EXCERPT_BYTES + 4).saturating_sub(self.kept.len());
+            self.kept.extend_from_slice(&b[..room.min(b.len())]);
+            self.len += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    if let serde_json::Value::String(s) = v {
+        if s.len() > EXCERPT_BYTES {
+            return excerpt(s).into_owned();
+        }
+    }
+    let mut head = Head {
+        kept: Vec::new(),
+        len: 0,
+    };
+    // Writing into memory cannot fail, nor can serializing a JSON value.
+    if serde_json::to_writer(&mut head, v).is_err() {
+        return "(a value that cannot be shown)".into();
+    }
+    let text = match std::str::from_utf8(&head.kept) {
+        Ok(t) => t,
+        // Cut inside a character: keep what precedes it.
+        Err(e) => std::str::from_utf8(&head.kept[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    excerpt_of(text, head.len, EXCERPT_BYTES).into_owned()
 }
 
 /// Parses os-net-config text (JSON when it starts with `{`, YAML otherwise).
@@ -48,9 +68,19 @@ pub fn parse_document(file: &str, text: &str) -> Result<serde_json::Value, Expec
         path: path.to_owned(),
         reason,
     };
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(err(
+            "size",
+            format!(
+                "{} bytes, more than the {MAX_DOCUMENT_BYTES} bytes preflight reads of an os-net-config file",
+                text.len()
+            ),
+        ));
+    }
     // os-net-config reads both forms with a YAML loader, which also accepts
     // JSON that strict parsers refuse (trailing commas): do the same, and
-    // report the JSON error for a JSON-looking file neither can read.
+    // report the JSON error for a JSON-looking file neither can read
+    // (unless the YAML reader refused it for a bound: that is the cause).
     let json = text
         .trim_start()
         .starts_with('{')
@@ -58,17 +88,14 @@ pub fn parse_document(file: &str, text: &str) -> Result<serde_json::Value, Expec
     if let Some(Ok(v)) = json {
         return Ok(v);
     }
-    match yaml_rust2::YamlLoader::load_from_str(text) {
-        Ok(docs) => Ok(docs.first().map_or(serde_json::Value::Null, yaml_to_json)),
-        Err(e) => Err(match json {
-            Some(Err(j)) => err(
+    match super::yaml::load(text) {
+        Ok(v) => Ok(v),
+        Err(y) => Err(match json {
+            Some(Err(j)) if !y.bound => err(
                 &format!("line {}", j.line()),
                 format!("not valid JSON: {j}"),
             ),
-            _ => err(
-                &format!("line {}", e.marker().line()),
-                format!("not valid YAML: {e}"),
-            ),
+            _ => err(&format!("line {}", y.line), y.reason),
         }),
     }
 }
@@ -186,8 +213,11 @@ fn walk(
         "linux_bridge" => Kind::LinuxBridge,
         other => {
             let name = obj.get("name").and_then(|n| n.as_str()).unwrap_or("");
-            out.unsupported
-                .push(format!("{other} {name}").trim().to_owned());
+            out.unsupported.push(
+                format!("{} {}", excerpt(other), excerpt(name))
+                    .trim()
+                    .to_owned(),
+            );
             // Its members are still checked: a NIC does not stop existing
             // because its parent is of a type preflight does not model.
             if let Some(list) = obj.get("members").and_then(|m| m.as_array()) {
@@ -229,6 +259,15 @@ fn walk(
         }
         (None, _) => return Err(err(format!("{path}.name"), "missing".into())),
     };
+    if written.len() > MAX_NAME_BYTES {
+        return Err(err(
+            format!("{path}.name"),
+            format!(
+                "`{}` is not an interface name (at most {MAX_NAME_BYTES} bytes)",
+                excerpt(&written)
+            ),
+        ));
+    }
     let name = nics
         .get(&written)
         .cloned()
@@ -257,7 +296,7 @@ fn walk(
                 .ok_or_else(|| {
                     err(
                         format!("{path}.mtu"),
-                        format!("`{m}` is not an MTU (68-65536)"),
+                        format!("`{}` is not an MTU (68-65536)", quoted(m)),
                     )
                 })?,
         );
@@ -273,8 +312,9 @@ fn walk(
                 .and_then(|v| v.as_str())
                 .ok_or_else(|| err(p.clone(), "missing or not a string".into()))?;
             x.addresses.push(
-                parse_cidr(text)
-                    .ok_or_else(|| err(p, format!("`{text}` is not an address/prefix")))?,
+                parse_cidr(text).ok_or_else(|| {
+                    err(p, format!("`{}` is not an address/prefix", excerpt(text)))
+                })?,
             );
         }
     }
@@ -301,7 +341,7 @@ fn walk(
                     Some(h) => Some(h.parse().map_err(|_| {
                         err(
                             format!("{path}.routes[{j}].next_hop"),
-                            format!("`{h}` is not an address"),
+                            format!("`{}` is not an address", excerpt(h)),
                         )
                     })?),
                     None => None,

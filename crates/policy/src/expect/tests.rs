@@ -304,5 +304,6 @@ fn dhcp_fallback_is_unexpected_dhcp_and_missing_address_and_route() {
     );
 }
 
+mod hostile;
 mod nics;
 mod ovs_and_team;

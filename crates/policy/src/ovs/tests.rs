@@ -321,3 +321,49 @@ fn a_kernel_member_without_carrier_is_down_before_ovsdb_says_so() {
     s.interfaces.insert(3, kernel_nic(3, "eth2", None, false));
     assert!(codes(&s).is_empty());
 }
+
+/// The audit's oversized OVSDB `error` column (60 MB there, 2 MB here):
+/// the finding and the bond view sent in every report quote an excerpt and
+/// its length, so the report stays far below the aggregator's limit and the
+/// real cause (the member is down) is what the gate shows.
+#[test]
+fn an_oversized_ovsdb_error_is_quoted_as_an_excerpt() {
+    let mut p = healthy();
+    p.interfaces[1].error = Some("e".repeat(2 * 1024 * 1024));
+    let s = snap(p);
+    let raws = rules(&s, &PolicyConfig::default(), &FlapCounts::new());
+    let down = raws
+        .iter()
+        .find(|r| r.code.as_str() == "BOND_PORT_DOWN")
+        .expect("the member is down");
+    assert!(
+        down.message.len() < 1000 && down.message.contains("(2097152 bytes)"),
+        "{} bytes",
+        down.message.len()
+    );
+    let view = &s.bonds()[0];
+    let err = view.ports[1].error.as_deref().expect("error kept");
+    assert!(
+        err.len() < 200 && err.contains("(2097152 bytes)"),
+        "{} bytes",
+        err.len()
+    );
+}
+
+/// However many rows OVSDB could not read, a finding's message stays
+/// short enough for a report: the backstop on every message.
+#[test]
+fn a_message_listing_many_errors_is_bounded() {
+    let mut p = healthy();
+    p.interfaces[0].parse_errors = (0..100_000)
+        .map(|i| format!("column{i}: expected a string"))
+        .collect();
+    let raws = rules(&snap(p), &PolicyConfig::default(), &FlapCounts::new());
+    let r = raws.first().expect("STATE_UNREADABLE");
+    assert!(r.message.len() <= 4096, "{} bytes", r.message.len());
+    assert!(
+        r.message.starts_with("OVS bond bond1 in br-ex"),
+        "{}",
+        &r.message[..80]
+    );
+}
