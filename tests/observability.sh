@@ -75,6 +75,9 @@ promtool check metrics < "$work/agg.prom"
 grep -q '^preflight_aggregator_reports_received_total{kind="full"} [1-9]' "$work/agg.prom"
 kill $up_pid; wait $up_pid 2>/dev/null || true
 
+echo "--- on-call page: text escaping (node, no browser)"
+node --test tests/page/escape.test.mjs
+
 echo "--- on-call page in headless chromium"
 p3=$(free_port)
 cat > "$work/agg.toml" <<TOML

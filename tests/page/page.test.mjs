@@ -47,7 +47,15 @@ try {
   // Every node fits: no "showing N of M" note.
   assert.equal(await page.locator("#nodes-cut").isVisible(), false);
   await page.screenshot({ path: `${outDir}/page-recovered.png`, fullPage: true });
-  console.log("page test: blocker shown, recovery shown without reload; screenshots in " + outDir);
+  // A subject with a bidi override and a zero-width space is shown escaped,
+  // not reversed or hidden (tests/page/escape.test.mjs covers every class).
+  await report("compute-3", 1, [{ ...portDown, subject: "bond0/\u202eeth1\u200b", message: "port \u2066eth1\u2069 is down" }]);
+  await page.waitForFunction(() => document.getElementById("verdict").textContent === "NO-GO", null, { timeout: 15000 });
+  const shown = await page.locator("#blockers tbody").innerText();
+  assert.ok(shown.includes("bond0/\\u{202e}eth1\\u{200b}"), shown);
+  assert.ok(shown.includes("port \\u{2066}eth1\\u{2069} is down"), shown);
+  assert.doesNotMatch(shown, /[\u202e\u200b\u2066\u2069]/u);
+  console.log("page test: blocker shown, recovery shown without reload, hidden characters escaped; screenshots in " + outDir);
 } finally {
   await browser.close();
 }

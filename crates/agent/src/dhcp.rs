@@ -60,7 +60,7 @@ pub fn spawn(
             // One at a time: a DISCOVER is cheap, but not free for the server.
             for i in &list {
                 let r = preflight_probe::dhcp::check(i, timeout).await;
-                tracing::info!(interface = %i, offered = r.offered, server = ?r.server, error = ?r.error, "DHCP probe");
+                tracing::info!(interface = %i, offered = r.offered, server = ?r.server, invalid_offer = ?r.invalid_offer, error = ?r.error, "DHCP probe");
                 results.push(r);
             }
             if tx.send(results).is_err() {

@@ -75,7 +75,7 @@ impl AgentMetrics {
             ),
             bond_ports_up: gauge(
                 "preflight_bond_ports_up",
-                "Ports of the bond whose MII status is up (OVS: admin and link up, no error).",
+                "Ports of the bond that are up: carrier and MII status up, as the findings count them (OVS: admin and link up, no error).",
                 &["bond", "type"],
             ),
             bond_active_port: gauge(
@@ -269,11 +269,7 @@ impl AgentMetrics {
             self.bond_ports
                 .with_label_values(&[b.name.as_str(), kind])
                 .set(b.ports.len() as i64);
-            let up = b
-                .ports
-                .iter()
-                .filter(|p| p.port.mii_status == MiiStatus::Up)
-                .count();
+            let up = b.ports_up();
             self.bond_ports_up
                 .with_label_values(&[b.name.as_str(), kind])
                 .set(up as i64);

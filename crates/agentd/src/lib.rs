@@ -17,7 +17,9 @@ pub const EXIT_UNDECIDED: u8 = 2;
 /// Exit code: bad command line or configuration (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
 
-/// Logs to stderr, filtered by `PREFLIGHT_LOG` (default `info`).
+/// Logs to stderr, filtered by `PREFLIGHT_LOG` (default `info`); in
+/// colour only on a terminal and without `NO_COLOR` (the journal and files
+/// get plain text).
 pub fn init_tracing() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -27,9 +29,19 @@ pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_max_level(tracing::level_filters::LevelFilter::TRACE)
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .finish()
         .with(filter)
         .init();
+}
+
+/// Whether log lines get colour codes: on a terminal, unless `NO_COLOR`
+/// is set to anything but the empty string (no-color.org).
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 /// The filter `PREFLIGHT_LOG` asks for: a default level and/or
@@ -93,8 +105,18 @@ pub async fn serve(agent: preflight_agent::AgentConfig) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::{colour, log_filter};
+    use std::ffi::OsStr;
     use tracing::Level;
+
+    /// Issue 32: colour codes only on a terminal, and never with NO_COLOR.
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))), "empty NO_COLOR is unset");
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None), "a pipe or the journal");
+    }
 
     #[test]
     fn log_filter_reads_levels_and_targets() {

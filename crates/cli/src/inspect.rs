@@ -186,15 +186,15 @@ fn line(sign: char, f: &Finding, json: bool, node: &str) -> String {
             "{now} {sign} {:<8} {:<22} {:<16} {}",
             f.severity.as_str().to_uppercase(),
             f.code,
-            f.subject,
-            f.message
+            output::escape(&f.subject),
+            output::escape(&f.message)
         )
     }
 }
 
 /// One line on what the expected state is and what of it is not checked.
 fn expectation_note(path: &std::path::Path, exp: Option<&Expectations>) -> String {
-    match exp {
+    output::escape(&match exp {
         Some(e) => {
             let mapped: Vec<String> = e
                 .interfaces
@@ -221,7 +221,7 @@ fn expectation_note(path: &std::path::Path, exp: Option<&Expectations>) -> Strin
             "expected state: {} could not be read (see EXPECTATIONS_INVALID)",
             path.display()
         ),
-    }
+    })
 }
 
 async fn watch(args: &Args, node: &str, mut monitor: NodeMonitor) -> u8 {
@@ -284,7 +284,8 @@ async fn watch(args: &Args, node: &str, mut monitor: NodeMonitor) -> u8 {
             out.insert_str(
                 0,
                 &format!(
-                    "watching {node}: {} ({} findings)\n",
+                    "watching {}: {} ({} findings)\n",
+                    output::escape(node),
                     verdict.as_str().to_uppercase(),
                     now.len()
                 ),
@@ -310,5 +311,25 @@ async fn watch(args: &Args, node: &str, mut monitor: NodeMonitor) -> u8 {
             _ = tokio::signal::ctrl_c() => return exit_for(verdict),
             _ = sigterm.recv() => return exit_for(verdict),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_watch_line_shows_hidden_characters_escaped() {
+        let evil = "eth\u{2066}1\u{9b}2J";
+        let f = preflight_model::Finding {
+            code: preflight_model::Code::BondPortDown,
+            severity: preflight_model::Severity::Critical,
+            subject: format!("bond0/{evil}"),
+            message: format!("bond0 port {evil} is down"),
+            since: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let out = super::line('+', &f, false, "n1");
+        crate::output::escape_tests::assert_shown_as_is(&out);
+        assert!(out.contains("bond0/eth\\u{2066}1"), "{out}");
+        let note = super::expectation_note(std::path::Path::new(evil), None);
+        crate::output::escape_tests::assert_shown_as_is(&note);
     }
 }

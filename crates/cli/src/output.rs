@@ -43,11 +43,11 @@ pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
     let _ = writeln!(
         o,
         "node {}: {} ({crit} critical, {warn} warning)",
-        state.node,
+        escape(&state.node),
         state.verdict.as_str().to_uppercase()
     );
     if let Some(n) = source_note {
-        let _ = writeln!(o, "{n}");
+        let _ = writeln!(o, "{}", escape(n));
     }
     let _ = writeln!(o);
     let _ = writeln!(
@@ -59,17 +59,17 @@ pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
         let ctrl = i
             .controller
             .and_then(|c| state.interfaces.iter().find(|x| x.index == c))
-            .map_or("-", |x| x.name.as_str());
+            .map_or("-".into(), |x| escape(&x.name));
         let speed = match (i.speed_mbps, &i.duplex) {
-            (Some(s), Some(d)) => format!("{s}Mb/s {d}"),
+            (Some(s), Some(d)) => format!("{s}Mb/s {}", escape(d)),
             (Some(s), None) => format!("{s}Mb/s"),
             _ => "-".into(),
         };
         let _ = writeln!(
             o,
             "{:<16} {:<8} {:<5} {:<14} {:<7} {:>6} {:<14} {}",
-            i.name,
-            i.kind.as_deref().unwrap_or("-"),
+            escape(&i.name),
+            i.kind.as_deref().map_or("-".into(), escape),
             if i.admin_up { "up" } else { "down" },
             i.oper_state.as_str(),
             yn(i.carrier),
@@ -96,12 +96,12 @@ pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
             let _ = writeln!(
                 o,
                 "  {:<8} {:<14} {:<14} {}",
-                nic,
-                m.in_force.as_deref().unwrap_or("-"),
-                m.next_run.as_deref().unwrap_or("-"),
+                escape(nic),
+                m.in_force.as_deref().map_or("-".into(), escape),
+                m.next_run.as_deref().map_or("-".into(), escape),
                 m.reason
                     .as_deref()
-                    .map_or(String::new(), |r| format!("SHIFTED: {r}"))
+                    .map_or(String::new(), |r| format!("SHIFTED: {}", escape(r)))
             );
         }
     }
@@ -116,9 +116,9 @@ pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
                 "{:<8} {:<22} {:<16} since {}\n         {}",
                 f.severity.as_str().to_uppercase(),
                 f.code,
-                f.subject,
+                escape(&f.subject),
                 preflight_model::time::format(f.since),
-                f.message
+                escape(&f.message)
             );
         }
     }
@@ -136,16 +136,18 @@ fn kernel_bond(o: &mut String, b: &BondView) {
     let _ = writeln!(
         o,
         "bond {}: mode {}, miimon {} ms, arp_interval {} ms, active {}, {}/{} ports up{}",
-        b.name,
+        escape(&b.name),
         b.mode,
         b.miimon_ms,
         b.arp_interval_ms,
-        b.active_port.as_deref().unwrap_or("-"),
+        b.active_port.as_deref().map_or("-".into(), escape),
         ports_up(b),
         b.ports.len(),
         b.ad_info.as_ref().map_or(String::new(), |ad| format!(
             ", aggregator {} ({} ports), partner {}",
-            ad.aggregator_id, ad.num_ports, ad.partner_mac
+            ad.aggregator_id,
+            ad.num_ports,
+            escape(&ad.partner_mac)
         ))
     );
     let _ = writeln!(
@@ -157,7 +159,7 @@ fn kernel_bond(o: &mut String, b: &BondView) {
         let _ = writeln!(
             o,
             "  {:<14} {:<10} {:<7} {:<7} {:>8} {:>4} {:<9} {:<9}",
-            p.name,
+            escape(&p.name),
             match p.port.mii_status {
                 MiiStatus::Up => "up",
                 MiiStatus::Down => "DOWN",
@@ -185,11 +187,11 @@ fn ovs_bond(o: &mut String, b: &BondView) {
     let _ = writeln!(
         o,
         "ovs bond {} (bridge {}): mode {}, lacp {}, active {}, {}/{} members up",
-        b.name,
-        b.bridge.as_deref().unwrap_or("-"),
+        escape(&b.name),
+        b.bridge.as_deref().map_or("-".into(), escape),
         b.mode,
-        b.lacp.as_deref().unwrap_or("off"),
-        b.active_port.as_deref().unwrap_or("-"),
+        b.lacp.as_deref().map_or("off".into(), escape),
+        b.active_port.as_deref().map_or("-".into(), escape),
         ports_up(b),
         b.ports.len(),
     );
@@ -202,11 +204,11 @@ fn ovs_bond(o: &mut String, b: &BondView) {
         let _ = writeln!(
             o,
             "  {:<14} {:<6} {:<7} {:<7} {:>6} {:<12} {:<7} {}",
-            p.name,
+            escape(&p.name),
             p.ovs_type
                 .as_deref()
                 .filter(|t| !t.is_empty())
-                .unwrap_or("system"),
+                .map_or("system".into(), escape),
             if p.port.state == PortState::Active {
                 "active"
             } else {
@@ -225,26 +227,196 @@ fn ovs_bond(o: &mut String, b: &BondView) {
     }
 }
 
-/// Text from outside (OVSDB, an aggregator) with its control characters
-/// escaped, so it cannot move the cursor or repaint a terminal.
+/// Text from outside (the kernel, OVSDB, an aggregator, a file) as it is,
+/// not as it renders: control characters are escaped so they cannot move
+/// the cursor or repaint a terminal, and bidi, zero-width and other
+/// invisible format characters so they cannot reorder or hide what is read
+/// (`bond0/\u{202e}eth1`, not `bond0/1hte`). The form is Rust's
+/// `\u{...}` (`\n`, `\t`, `\r` for those); the on-call page shows the same.
 #[must_use]
 pub fn escape(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || invisible(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Unicode's format characters (general category Cf: bidi marks,
+/// embeddings, overrides and isolates, zero-width characters, the soft
+/// hyphen, tags) and the line and paragraph separators (Zl, Zp), as of
+/// Unicode 17. None of them draws a glyph of its own.
+const INVISIBLE: &[(u32, u32)] = &[
+    (0xad, 0xad),
+    (0x600, 0x605),
+    (0x61c, 0x61c),
+    (0x6dd, 0x6dd),
+    (0x70f, 0x70f),
+    (0x890, 0x891),
+    (0x8e2, 0x8e2),
+    (0x180e, 0x180e),
+    (0x200b, 0x200f),
+    (0x2028, 0x202e),
+    (0x2060, 0x2064),
+    (0x2066, 0x206f),
+    (0xfeff, 0xfeff),
+    (0xfff9, 0xfffb),
+    (0x110bd, 0x110bd),
+    (0x110cd, 0x110cd),
+    (0x13430, 0x1343f),
+    (0x1bca0, 0x1bca3),
+    (0x1d173, 0x1d17a),
+    (0xe0001, 0xe0001),
+    (0xe0020, 0xe007f),
+];
+
+fn invisible(c: char) -> bool {
+    let c = u32::from(c);
+    INVISIBLE.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))
 }
 
 #[cfg(test)]
-mod escape_tests {
+pub(crate) mod escape_tests {
     #[test]
     fn control_characters_are_escaped_and_text_kept() {
         assert_eq!(super::escape("eth1 \u{1b}[2J GO"), "eth1 \\u{1b}[2J GO");
         assert_eq!(super::escape("ok: No such device"), "ok: No such device");
+    }
+
+    /// Every class of character that can reorder or hide what a reader
+    /// sees, with the form the escaper must print for it.
+    const HIDDEN: &[(char, &str)] = &[
+        // C0, DEL and C1 controls (CSI 0x9b repaints a terminal).
+        ('\u{0}', "\\u{0}"),
+        ('\u{1b}', "\\u{1b}"),
+        ('\u{7f}', "\\u{7f}"),
+        ('\u{85}', "\\u{85}"),
+        ('\u{9b}', "\\u{9b}"),
+        // Bidi embeddings and overrides.
+        ('\u{202a}', "\\u{202a}"),
+        ('\u{202b}', "\\u{202b}"),
+        ('\u{202c}', "\\u{202c}"),
+        ('\u{202d}', "\\u{202d}"),
+        ('\u{202e}', "\\u{202e}"),
+        // Bidi isolates.
+        ('\u{2066}', "\\u{2066}"),
+        ('\u{2067}', "\\u{2067}"),
+        ('\u{2068}', "\\u{2068}"),
+        ('\u{2069}', "\\u{2069}"),
+        // Bidi marks.
+        ('\u{200e}', "\\u{200e}"),
+        ('\u{200f}', "\\u{200f}"),
+        ('\u{61c}', "\\u{61c}"),
+        // Zero-width characters.
+        ('\u{200b}', "\\u{200b}"),
+        ('\u{200c}', "\\u{200c}"),
+        ('\u{200d}', "\\u{200d}"),
+        ('\u{2060}', "\\u{2060}"),
+        ('\u{feff}', "\\u{feff}"),
+        // Other invisible format characters: soft hyphen, tags, line and
+        // paragraph separators.
+        ('\u{ad}', "\\u{ad}"),
+        ('\u{e0041}', "\\u{e0041}"),
+        ('\u{2028}', "\\u{2028}"),
+        ('\u{2029}', "\\u{2029}"),
+    ];
+
+    #[test]
+    fn bidi_zero_width_and_format_characters_are_escaped() {
+        for (c, shown) in HIDDEN {
+            assert_eq!(
+                super::escape(&format!("bond0/{c}eth1")),
+                format!("bond0/{shown}eth1"),
+                "U+{:04X}",
+                u32::from(*c)
+            );
+        }
+        // Letters of any script, and visible symbols, are kept as they are.
+        for kept in ["eth1 ü é 网卡 ß → ✓", "a\u{301}", "bond0:1"] {
+            assert_eq!(super::escape(kept), kept);
+        }
+    }
+
+    /// No character of [`HIDDEN`] (nor any other control but the newline)
+    /// in `out`.
+    pub(crate) fn assert_shown_as_is(out: &str) {
+        for c in out.chars() {
+            assert!(
+                c == '\n' || !(c.is_control() || HIDDEN.iter().any(|(h, _)| *h == c)),
+                "U+{:04X} printed raw in:\n{out}",
+                u32::from(c)
+            );
+        }
+    }
+
+    #[test]
+    fn the_inspect_table_escapes_every_name_and_message() {
+        use preflight_model::{Finding, Interface, NodeState, Severity, Verdict};
+        let evil = "eth\u{202e}1\u{1b}[2J\u{200b}";
+        let bond: preflight_model::BondView = serde_json::from_value(serde_json::json!({
+            "name": format!("bond{evil}"), "mode": "active-backup", "carrier": true,
+            "oper_state": "up", "miimon_ms": 100, "arp_interval_ms": 0, "min_links": 0,
+            "active_port": evil, "ad_info": null,
+            "ports": [{ "name": evil, "carrier": false, "speed_mbps": null, "duplex": null,
+                "mii_status": "down", "state": "backup", "link_failure_count": 1,
+                "perm_mac": null, "ad_aggregator_id": null, "ad_actor_state": null,
+                "ad_partner_state": null }]
+        }))
+        .expect("a bond");
+        let mut ovs = bond.clone();
+        ovs.kind = preflight_model::BondKind::Ovs;
+        ovs.bridge = Some(format!("br{evil}"));
+        ovs.lacp = Some(evil.into());
+        ovs.ports[0].ovs_type = Some(evil.into());
+        ovs.ports[0].error = Some(evil.into());
+        let state = NodeState {
+            node: format!("n{evil}"),
+            verdict: Verdict::NoGo,
+            findings: vec![Finding {
+                code: preflight_model::Code::BondPortDown,
+                severity: Severity::Critical,
+                subject: format!("bond0/{evil}"),
+                message: format!("bond0 port {evil} is down"),
+                since: std::time::SystemTime::UNIX_EPOCH,
+            }],
+            interfaces: vec![
+                Interface {
+                    index: 1,
+                    name: evil.into(),
+                    kind: Some(evil.into()),
+                    duplex: Some(evil.into()),
+                    speed_mbps: Some(1000),
+                    controller: Some(2),
+                    ..Interface::default()
+                },
+                Interface {
+                    index: 2,
+                    name: format!("bond{evil}"),
+                    ..Interface::default()
+                },
+            ],
+            bonds: vec![bond, ovs],
+            addresses: Vec::new(),
+            routes: Vec::new(),
+            probes: Vec::new(),
+            expected_from: None,
+            nic_mapping: [(
+                format!("nic{evil}"),
+                preflight_model::NicMapping {
+                    in_force: Some(evil.into()),
+                    next_run: Some(evil.into()),
+                    reason: Some(evil.into()),
+                },
+            )]
+            .into(),
+            dhcp_probes: Vec::new(),
+        };
+        let out = super::table(&state, Some(&format!("expected state: {evil}")));
+        assert!(out.contains("eth\\u{202e}1\\u{1b}[2J\\u{200b}"), "{out}");
+        assert_shown_as_is(&out);
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use preflight_model::DhcpProbeResult;
 use preflight_probe::{probe_once, ProbeError, Target};
 
+use crate::output::escape;
 use crate::{emit, EXIT_GO, EXIT_NO_GO, EXIT_UNDECIDED};
 
 #[derive(clap::Args)]
@@ -147,14 +148,14 @@ impl Outcome {
                 let _ = write!(
                     out,
                     "{}: {state}, {}/{count} answered",
-                    o.target,
+                    escape(&o.target.to_string()),
                     o.rtts.len(),
                 );
                 if let Some(ms) = o.mean_ms() {
                     let _ = write!(out, ", rtt {ms:.2} ms");
                 }
                 if let Some(e) = o.errors.last() {
-                    let _ = write!(out, " ({e})");
+                    let _ = write!(out, " ({})", escape(&e.to_string()));
                 }
             }
             Self::Dhcp(d) => out.push_str(&dhcp_line(d)),
@@ -165,9 +166,9 @@ impl Outcome {
 
 /// One DHCP probe result for people (also used by `preflight inspect`).
 pub fn dhcp_line(d: &DhcpProbeResult) -> String {
-    let mut out = format!("dhcp via {}: ", d.interface);
+    let mut out = format!("dhcp via {}: ", escape(&d.interface));
     if let Some(e) = &d.error {
-        let _ = write!(out, "CANNOT PROBE ({e})");
+        let _ = write!(out, "CANNOT PROBE ({})", escape(e));
     } else if d.offered {
         let _ = write!(
             out,
@@ -179,6 +180,12 @@ pub fn dhcp_line(d: &DhcpProbeResult) -> String {
         if let Some(ms) = d.rtt_ms {
             let _ = write!(out, ", rtt {ms:.2} ms");
         }
+    } else if let Some(why) = &d.invalid_offer {
+        let _ = write!(
+            out,
+            "NO OFFER: no valid DHCP offer ({}; a client would ignore it)",
+            escape(why)
+        );
     } else {
         out.push_str("NO OFFER: no DHCP server answered");
     }
@@ -276,5 +283,48 @@ mod tests {
             parse_target("arp:10.0.0.1@eth0"),
             Ok(CliTarget::Reach(_))
         ));
+    }
+
+    #[test]
+    fn a_dhcp_line_shows_hidden_characters_escaped() {
+        let evil = "c\u{202e}0\u{1b}[2J";
+        let mut d = DhcpProbeResult {
+            interface: evil.into(),
+            offered: false,
+            invalid_offer: None,
+            server: None,
+            address: None,
+            rtt_ms: None,
+            error: Some(format!("no interface {evil}")),
+            checked_at: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let line = dhcp_line(&d);
+        crate::output::escape_tests::assert_shown_as_is(&line);
+        assert!(line.contains("c\\u{202e}0"), "{line}");
+        d.error = None;
+        crate::output::escape_tests::assert_shown_as_is(&dhcp_line(&d));
+    }
+
+    /// An invalid OFFER is no offer: exit 1, never 0.
+    #[test]
+    fn an_invalid_offer_is_no_offer() {
+        let d = DhcpProbeResult {
+            interface: "c0".into(),
+            offered: false,
+            invalid_offer: Some(
+                "an OFFER of 0.0.0.0 from 10.0.0.1, not an address a client can take".into(),
+            ),
+            server: None,
+            address: None,
+            rtt_ms: None,
+            error: None,
+            checked_at: std::time::SystemTime::UNIX_EPOCH,
+        };
+        assert_eq!(
+            dhcp_line(&d),
+            "dhcp via c0: NO OFFER: no valid DHCP offer (an OFFER of 0.0.0.0 from 10.0.0.1, not an address a client can take; a client would ignore it)"
+        );
+        let o = Outcome::Dhcp(d);
+        assert!(o.failed() && !o.undecided());
     }
 }

@@ -185,6 +185,19 @@ pub struct BondPort {
     pub ad_partner_state: Option<u8>,
 }
 
+impl BondPort {
+    /// Whether the port carries the bond's traffic: the one definition of
+    /// "up" that the findings, the metrics, `inspect` (table and JSON) and
+    /// the on-call page all use. Carrier **and** MII status up: a port that
+    /// lost carrier is down at once, though the bonding driver marks its MII
+    /// status down only at the next miimon interval (or never, with
+    /// `miimon 0`).
+    #[must_use]
+    pub fn is_up(&self, carrier: bool) -> bool {
+        carrier && self.mii_status == MiiStatus::Up
+    }
+}
+
 /// LACP port state bits (IEEE 802.1AX-2014, 6.4.2.3).
 pub mod lacp {
     /// Active LACP (vs passive).
@@ -247,6 +260,10 @@ pub struct PortView {
     pub name: String,
     /// Carrier of the port.
     pub carrier: bool,
+    /// Up as [`BondPort::is_up`] defines it (carrier and MII status up);
+    /// set by the constructors, never by hand.
+    #[serde(default)]
+    pub up: bool,
     /// Speed (Mb/s).
     pub speed_mbps: Option<u32>,
     /// Duplex.
@@ -264,6 +281,14 @@ pub struct PortView {
     /// OVS `lacp_current` (OVS members only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lacp_current: Option<bool>,
+}
+
+impl BondView {
+    /// How many ports are up ([`BondPort::is_up`]).
+    #[must_use]
+    pub fn ports_up(&self) -> usize {
+        self.ports.iter().filter(|p| p.up).count()
+    }
 }
 
 /// Which software runs a bond.
@@ -314,12 +339,14 @@ impl Snapshot {
                         .ports_of(i.index)
                         .into_iter()
                         .filter_map(|p| {
+                            let port = p.bond_port.clone()?;
                             Some(PortView {
                                 name: p.name.clone(),
                                 carrier: p.carrier,
+                                up: port.is_up(p.carrier),
                                 speed_mbps: p.speed_mbps,
                                 duplex: p.duplex.clone(),
-                                port: p.bond_port.clone()?,
+                                port,
                                 ovs_type: None,
                                 error: None,
                                 lacp_current: None,

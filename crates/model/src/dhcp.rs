@@ -13,8 +13,12 @@ use serde::{Deserialize, Serialize};
 pub struct DhcpProbeResult {
     /// The interface the DISCOVER left by.
     pub interface: String,
-    /// A server offered an address.
+    /// A server offered an address a client could take.
     pub offered: bool,
+    /// An OFFER came that no client would take (no server identifier, an
+    /// address of 0.0.0.0): why. It never counts as offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_offer: Option<String>,
     /// The offering server's identifier (option 54), when it gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<Ipv4Addr>,

@@ -254,12 +254,9 @@ pub fn bond_view(bridge: &OvsBridge, port: &OvsPort) -> crate::BondView {
     let mut ports: Vec<PortView> = port
         .interfaces
         .iter()
-        .map(|m| PortView {
-            name: m.name.clone(),
-            carrier: m.link_state.as_deref() == Some("up"),
-            speed_mbps: m.speed_mbps(),
-            duplex: m.duplex.clone(),
-            port: BondPort {
+        .map(|m| {
+            let carrier = m.link_state.as_deref() == Some("up");
+            let port = BondPort {
                 mii_status: if m.is_up() {
                     MiiStatus::Up
                 } else {
@@ -277,11 +274,19 @@ pub fn bond_view(bridge: &OvsBridge, port: &OvsPort) -> crate::BondView {
                 ad_aggregator_id: None,
                 ad_actor_state: None,
                 ad_partner_state: None,
-            },
-            ovs_type: Some(m.iface_type.clone()),
-            // Sent in every report: a column of any size must not be.
-            error: m.error.as_deref().map(|e| crate::excerpt(e).into_owned()),
-            lacp_current: m.lacp_current,
+            };
+            PortView {
+                name: m.name.clone(),
+                carrier,
+                up: port.is_up(carrier),
+                speed_mbps: m.speed_mbps(),
+                duplex: m.duplex.clone(),
+                port,
+                ovs_type: Some(m.iface_type.clone()),
+                // Sent in every report: a column of any size must not be.
+                error: m.error.as_deref().map(|e| crate::excerpt(e).into_owned()),
+                lacp_current: m.lacp_current,
+            }
         })
         .collect();
     ports.sort_by(|a, b| a.name.cmp(&b.name));

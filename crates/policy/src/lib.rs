@@ -164,13 +164,8 @@ fn bond_rules(
         .collect();
     // A port that lost carrier is down for the gate at once: the carrier
     // loss reaches netlink up to one miimon interval before the bonding
-    // driver marks the port's MII status down.
-    let port_up = |p: &Interface| {
-        p.carrier
-            && p.bond_port
-                .as_ref()
-                .is_some_and(|b| b.mii_status == MiiStatus::Up)
-    };
+    // driver marks the port's MII status down (`BondPort::is_up`).
+    let port_up = |p: &Interface| p.bond_port.as_ref().is_some_and(|b| b.is_up(p.carrier));
     let up: Vec<&&Interface> = ports.iter().filter(|p| port_up(p)).collect();
 
     if !iface.carrier
@@ -291,7 +286,7 @@ fn lacp_rules(name: &str, bond: &preflight_model::Bond, ports: &[&Interface], ou
     let active_agg = bond.ad_info.as_ref().map(|ad| ad.aggregator_id);
     for p in ports {
         let Some(bp) = &p.bond_port else { continue };
-        if bp.mii_status != MiiStatus::Up || !p.carrier {
+        if !bp.is_up(p.carrier) {
             continue; // BOND_PORT_DOWN already names it
         }
         let subject = format!("{name}/{}", p.name);

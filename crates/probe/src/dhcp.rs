@@ -1,7 +1,8 @@
 //! The DHCP probe: is any DHCP server answering on this interface? One
 //! DHCPDISCOVER (RFC 2131) goes out of one interface and the first OFFER
-//! for its transaction id is reported (server id, offered address, round
-//! trip). It is the seed outage's last question: if os-net-config's
+//! for its transaction id that a client could take is reported (server id,
+//! offered address, round trip); one without an address or a server id is
+//! no offer (fail closed: it is not a server that would serve the node). It is the seed outage's last question: if os-net-config's
 //! safe-defaults fallback put this interface on DHCP, would anyone answer?
 //!
 //! Read-only by construction: the probe never sends a REQUEST, so no server
@@ -50,12 +51,39 @@ const ETH_P_IP: u16 = 0x0800;
 /// A server's answer to the probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DhcpOffer {
-    /// Server identifier (option 54); `None` when the OFFER omits it.
-    pub server: Option<Ipv4Addr>,
+    /// Server identifier (option 54).
+    pub server: Ipv4Addr,
     /// The address offered (`yiaddr`).
     pub address: Ipv4Addr,
     /// From sending the DISCOVER to receiving the OFFER.
     pub rtt: Duration,
+}
+
+/// What one DISCOVER got back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Probed {
+    /// The first OFFER a client could take, if one came in time.
+    pub offer: Option<DhcpOffer>,
+    /// The first OFFER for us that no client would take (see
+    /// [`Answer::Invalid`]), if one came: why.
+    pub invalid: Option<String>,
+}
+
+/// An OFFER for the probe's transaction, as [`parse_offer`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// An address a client could take, from a server it could ask for it
+    /// (RFC 2131 §4.3.1: the server identifier is what its REQUEST names).
+    Offer {
+        /// Server identifier (option 54).
+        server: Ipv4Addr,
+        /// The address offered (`yiaddr`).
+        address: Ipv4Addr,
+    },
+    /// An OFFER no client would take: no address (`yiaddr` 0.0.0.0, or a
+    /// broadcast, multicast or loopback one), or no usable server
+    /// identifier. It does not mean a DHCP server would serve the node.
+    Invalid(String),
 }
 
 /// A DHCPDISCOVER for transaction `xid` from hardware address `mac`, with
@@ -83,10 +111,11 @@ pub fn discover(xid: u32, mac: [u8; 6]) -> Vec<u8> {
 }
 
 /// The OFFER in `p` if it is one for transaction `xid` and hardware address
-/// `mac`; `None` for anything else (a request, an ACK, another client's
-/// transaction, a truncated or malformed message). Never panics.
+/// `mac`, valid or not; `None` for anything else (a request, an ACK,
+/// another client's transaction, a truncated or malformed message). Never
+/// panics.
 #[must_use]
-pub fn parse_offer(p: &[u8], xid: u32, mac: [u8; 6]) -> Option<(Option<Ipv4Addr>, Ipv4Addr)> {
+pub fn parse_offer(p: &[u8], xid: u32, mac: [u8; 6]) -> Option<Answer> {
     if p.len() < HEADER + MAGIC_COOKIE.len()
         || p[0] != 2
         || p[4..8] != xid.to_be_bytes()
@@ -116,7 +145,26 @@ pub fn parse_offer(p: &[u8], xid: u32, mac: [u8; 6]) -> Option<(Option<Ipv4Addr>
             [_] => return None,
         }
     }
-    (message_type == Some(OFFER)).then_some((server, yiaddr))
+    if message_type != Some(OFFER) {
+        return None;
+    }
+    let unusable =
+        |a: Ipv4Addr| a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback();
+    Some(match server {
+        None => Answer::Invalid(format!(
+            "an OFFER of {yiaddr} without a server identifier (option 54)"
+        )),
+        Some(s) if unusable(s) => Answer::Invalid(format!(
+            "an OFFER of {yiaddr} with server identifier {s}, not a server's address"
+        )),
+        Some(s) if unusable(yiaddr) => Answer::Invalid(format!(
+            "an OFFER of {yiaddr} from {s}, not an address a client can take"
+        )),
+        Some(server) => Answer::Offer {
+            server,
+            address: yiaddr,
+        },
+    })
 }
 
 /// Whether `name` can be a Linux interface name (the kernel's
@@ -222,9 +270,17 @@ fn packet_receiver(l: &Link, device: &str) -> Result<Option<tokio::net::UdpSocke
 }
 
 /// The UDP payload of IPv4 packet `p` if it is addressed to the client port.
+/// A fragment is not: the packet socket sees fragments before the kernel
+/// reassembles them, and the first alone could read as a whole OFFER cut
+/// short; DHCP clients that read packet sockets (systemd-networkd,
+/// NetworkManager) drop fragments too.
 fn udp_to_client(p: &[u8]) -> Option<&[u8]> {
     let ihl = usize::from(*p.first()? & 0x0f) * 4;
     if p[0] >> 4 != 4 || ihl < 20 || *p.get(9)? != 17 {
+        return None;
+    }
+    // More-fragments flag or a fragment offset.
+    if u16::from_be_bytes([*p.get(6)?, *p.get(7)?]) & 0x3fff != 0 {
         return None;
     }
     let udp = p.get(ihl..)?;
@@ -266,13 +322,13 @@ fn socket_error(what: &str, device: &str, e: &std::io::Error) -> ProbeError {
 }
 
 /// Sends one DHCPDISCOVER out of `device` and waits up to `timeout` for an
-/// OFFER: `Ok(Some(offer))` when a server offered, `Ok(None)` when none did.
+/// OFFER a client could take; an invalid one is noted and the wait goes on.
 ///
 /// # Errors
 /// The probe could not be sent (no such interface, no MAC address, port 68
 /// unavailable, missing capability, interface down): the caller cannot tell
 /// whether a server would answer. Always `local`.
-pub async fn probe(device: &str, timeout: Duration) -> Result<Option<DhcpOffer>, ProbeError> {
+pub async fn probe(device: &str, timeout: Duration) -> Result<Probed, ProbeError> {
     if !valid_device(device) {
         return Err(ProbeError::local(format!(
             "`{device}` is not an interface name"
@@ -305,33 +361,59 @@ pub async fn probe(device: &str, timeout: Duration) -> Result<Option<DhcpOffer>,
     )
     .await
     .map_err(|e| socket_error("cannot send the DHCPDISCOVER", device, &e))?;
-    let wait = async {
-        let mut buf = [0u8; 1600];
-        let mut frame = [0u8; 1600];
-        loop {
-            // The OFFER through whichever socket sees it first.
-            let message = tokio::select! {
-                r = udp.recv(&mut buf) => {
-                    let n = r.map_err(|e| socket_error("receive", device, &e))?;
-                    &buf[..n]
-                }
-                r = async { raw.as_ref().expect("guarded").recv(&mut frame).await }, if raw.is_some() => {
-                    let n = r.map_err(|e| socket_error("receive", device, &e))?;
-                    udp_to_client(&frame[..n]).unwrap_or_default()
-                }
-            };
-            if let Some((server, address)) = parse_offer(message, xid, mac) {
+    let mut invalid = None;
+    let wait = receive(&udp, raw.as_ref(), (xid, mac), start, device, &mut invalid);
+    let offer = match tokio::time::timeout(timeout, wait).await {
+        Ok(r) => Some(r?),
+        Err(_) => None,
+    };
+    Ok(Probed { offer, invalid })
+}
+
+/// Largest IPv4 packet, so the largest UDP message: a receive buffer any
+/// smaller cuts an OFFER on a link of a larger MTU (a 3.3 KB one on a
+/// jumbo-frame link), and a cut OFFER is no offer.
+const MAX_IPV4_PACKET: usize = 65_535;
+
+/// Waits for an OFFER a client could take, of transaction `xid` for `mac`,
+/// on `udp` and, when there is one, the packet socket `raw`; skips
+/// everything else and notes the first invalid OFFER in `invalid`.
+async fn receive(
+    udp: &tokio::net::UdpSocket,
+    raw: Option<&tokio::net::UdpSocket>,
+    (xid, mac): (u32, [u8; 6]),
+    start: Instant,
+    device: &str,
+    invalid: &mut Option<String>,
+) -> Result<DhcpOffer, ProbeError> {
+    let mut buf = vec![0u8; MAX_IPV4_PACKET];
+    let mut frame = vec![0u8; MAX_IPV4_PACKET];
+    loop {
+        // The OFFER through whichever socket sees it first.
+        let message = tokio::select! {
+            r = udp.recv(&mut buf) => {
+                let n = r.map_err(|e| socket_error("receive", device, &e))?;
+                &buf[..n]
+            }
+            r = async { raw.expect("guarded").recv(&mut frame).await }, if raw.is_some() => {
+                let n = r.map_err(|e| socket_error("receive", device, &e))?;
+                udp_to_client(&frame[..n]).unwrap_or_default()
+            }
+        };
+        match parse_offer(message, xid, mac) {
+            Some(Answer::Offer { server, address }) => {
                 return Ok(DhcpOffer {
                     server,
                     address,
                     rtt: start.elapsed(),
-                });
+                })
             }
+            Some(Answer::Invalid(why)) => {
+                tracing::debug!(device, %why, "DHCP probe: invalid OFFER ignored");
+                invalid.get_or_insert(why);
+            }
+            None => {}
         }
-    };
-    match tokio::time::timeout(timeout, wait).await {
-        Ok(r) => r.map(Some),
-        Err(_) => Ok(None),
     }
 }
 
@@ -339,15 +421,15 @@ pub async fn probe(device: &str, timeout: Duration) -> Result<Option<DhcpOffer>,
 ///
 /// [`DhcpProbeResult`]: preflight_model::DhcpProbeResult
 pub async fn check(device: &str, timeout: Duration) -> preflight_model::DhcpProbeResult {
-    let r = probe(device, timeout).await;
-    let (offer, error) = match r {
-        Ok(o) => (o, None),
-        Err(e) => (None, Some(e.message)),
+    let (Probed { offer, invalid }, error) = match probe(device, timeout).await {
+        Ok(p) => (p, None),
+        Err(e) => (Probed::default(), Some(e.message)),
     };
     preflight_model::DhcpProbeResult {
         interface: device.to_owned(),
         offered: offer.is_some(),
-        server: offer.as_ref().and_then(|o| o.server),
+        invalid_offer: invalid,
+        server: offer.as_ref().map(|o| o.server),
         address: offer.as_ref().map(|o| o.address),
         rtt_ms: offer.as_ref().map(|o| o.rtt.as_secs_f64() * 1000.0),
         error,
@@ -356,144 +438,4 @@ pub async fn check(device: &str, timeout: Duration) -> preflight_model::DhcpProb
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x42];
-    const XID: u32 = 0x1234_5678;
-
-    /// A server's OFFER of 10.0.0.50 from 10.0.0.1 for `xid`.
-    fn offer(xid: u32) -> Vec<u8> {
-        let mut p = vec![0u8; HEADER];
-        p[0] = 2;
-        p[1] = 1;
-        p[2] = 6;
-        p[4..8].copy_from_slice(&xid.to_be_bytes());
-        p[16..20].copy_from_slice(&[10, 0, 0, 50]);
-        p[28..34].copy_from_slice(&MAC);
-        p.extend_from_slice(&MAGIC_COOKIE);
-        p.extend_from_slice(&[OPT_MESSAGE_TYPE, 1, OFFER]);
-        p.extend_from_slice(&[OPT_PAD, OPT_PAD]);
-        p.extend_from_slice(&[OPT_SERVER_ID, 4, 10, 0, 0, 1]);
-        p.extend_from_slice(&[51, 4, 0, 0, 0x0e, 0x10]);
-        p.push(OPT_END);
-        p
-    }
-
-    #[test]
-    fn a_discover_is_what_rfc_2131_says() {
-        let p = discover(XID, MAC);
-        assert_eq!(p.len(), MIN_MESSAGE, "padded to the BOOTP minimum");
-        assert_eq!(&p[..4], &[1, 1, 6, 0], "op, htype, hlen, hops");
-        assert_eq!(&p[4..8], &[0x12, 0x34, 0x56, 0x78], "xid");
-        assert_eq!(&p[8..12], &[0, 0, 0x80, 0], "secs 0, BROADCAST flag");
-        assert!(p[12..28].iter().all(|b| *b == 0), "ciaddr..giaddr zero");
-        assert_eq!(&p[28..34], &MAC);
-        assert!(
-            p[34..236].iter().all(|b| *b == 0),
-            "chaddr pad, sname, file"
-        );
-        assert_eq!(
-            &p[236..261],
-            &[
-                99, 130, 83, 99, // cookie
-                53, 1, 1, // DHCPDISCOVER
-                61, 7, 1, 2, 0, 0, 0, 0, 0x42, // client id: Ethernet + MAC
-                55, 6, 1, 3, 6, 15, 51, 54, // parameter request list
-                255
-            ]
-        );
-        assert!(p[261..].iter().all(|b| *b == 0));
-        assert_eq!(parse_offer(&p, XID, MAC), None, "our DISCOVER is no OFFER");
-    }
-
-    #[test]
-    fn an_offer_for_us_is_decoded() {
-        assert_eq!(
-            parse_offer(&offer(XID), XID, MAC),
-            Some((
-                Some(Ipv4Addr::new(10, 0, 0, 1)),
-                Ipv4Addr::new(10, 0, 0, 50)
-            ))
-        );
-        // No server id option: still an offer.
-        let mut p = offer(XID);
-        let at = p.len() - 13;
-        p[at..at + 6].copy_from_slice(&[OPT_PAD; 6]);
-        assert_eq!(
-            parse_offer(&p, XID, MAC),
-            Some((None, Ipv4Addr::new(10, 0, 0, 50)))
-        );
-    }
-
-    #[test]
-    fn other_messages_are_ignored() {
-        assert_eq!(parse_offer(&offer(XID + 1), XID, MAC), None, "other xid");
-        let mut p = offer(XID);
-        p[0] = 1;
-        assert_eq!(parse_offer(&p, XID, MAC), None, "op is a request");
-        let mut p = offer(XID);
-        p[28] = 4;
-        assert_eq!(parse_offer(&p, XID, MAC), None, "other client");
-        let mut p = offer(XID);
-        p[242] = 5; // DHCPACK
-        assert_eq!(parse_offer(&p, XID, MAC), None, "an ACK is no OFFER");
-        let mut p = offer(XID);
-        p[236] = 0;
-        assert_eq!(parse_offer(&p, XID, MAC), None, "plain BOOTP: no cookie");
-    }
-
-    #[test]
-    fn ipv4_udp_to_port_68_is_unwrapped() {
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
-        ip.extend_from_slice(&[10, 0, 0, 1, 255, 255, 255, 255]);
-        ip.extend_from_slice(&[0, 67, 0, 68, 0, 0, 0, 0]);
-        ip.extend_from_slice(b"dhcp");
-        assert_eq!(udp_to_client(&ip), Some(&b"dhcp"[..]));
-        let mut other = ip.clone();
-        other[23] = 67;
-        assert_eq!(udp_to_client(&other), None, "to the server port");
-        let mut tcp = ip.clone();
-        tcp[9] = 6;
-        assert_eq!(udp_to_client(&tcp), None, "not UDP");
-        for n in 0..28 {
-            let _ = udp_to_client(&ip[..n]);
-        }
-        assert_eq!(udp_to_client(&ip[..22]), None, "truncated");
-        assert_eq!(
-            udp_to_client(&[0x4f; 30]),
-            None,
-            "header longer than the packet"
-        );
-    }
-
-    #[test]
-    fn truncated_messages_are_rejected_without_panic() {
-        let p = offer(XID);
-        let full = Some((
-            Some(Ipv4Addr::new(10, 0, 0, 1)),
-            Ipv4Addr::new(10, 0, 0, 50),
-        ));
-        for n in 0..p.len() {
-            let want = match n {
-                // Inside the header, the cookie, or an option: rejected.
-                0..=242 | 246..=250 | 252..=256 => None,
-                // After the type and the pads: an offer, no server id yet.
-                243..=245 => Some((None, Ipv4Addr::new(10, 0, 0, 50))),
-                // After a complete option, only the END is missing.
-                _ => full,
-            };
-            assert_eq!(parse_offer(&p[..n], XID, MAC), want, "cut at {n}");
-        }
-        // An option whose length runs past the end.
-        let mut p = offer(XID);
-        p.truncate(HEADER + 4);
-        p.extend_from_slice(&[OPT_MESSAGE_TYPE, 1, OFFER, OPT_SERVER_ID, 200, 10]);
-        assert_eq!(parse_offer(&p, XID, MAC), None);
-        // A lone code byte at the end.
-        let mut p = offer(XID);
-        p.truncate(p.len() - 1);
-        p.push(OPT_SERVER_ID);
-        assert_eq!(parse_offer(&p, XID, MAC), None);
-    }
-}
+mod tests;

@@ -45,9 +45,10 @@ fn human(a: &GateAnswer) -> String {
     };
     let _ = writeln!(
         o,
-        "{}: {scope} ({} nodes: {} ready, {} blocked)",
+        "{}: {scope} ({} node{}: {} ready, {} blocked)",
         a.verdict.as_str().to_uppercase(),
         a.nodes,
+        if a.nodes == 1 { "" } else { "s" },
         a.ready.len(),
         a.blocked.len()
     );
