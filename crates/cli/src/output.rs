@@ -125,11 +125,9 @@ pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
     o
 }
 
+/// Ports up as the findings count them (`BondPort::is_up`).
 fn ports_up(b: &BondView) -> usize {
-    b.ports
-        .iter()
-        .filter(|p| p.port.mii_status == MiiStatus::Up)
-        .count()
+    b.ports_up()
 }
 
 fn kernel_bond(o: &mut String, b: &BondView) {
@@ -152,14 +150,15 @@ fn kernel_bond(o: &mut String, b: &BondView) {
     );
     let _ = writeln!(
         o,
-        "  {:<14} {:<10} {:<7} {:<7} {:>8} {:>4} {:<9} {:<9}",
-        "PORT", "MII", "STATE", "CARRIER", "FAILURES", "AGG", "ACTOR", "PARTNER"
+        "  {:<14} {:<4} {:<10} {:<7} {:<7} {:>8} {:>4} {:<9} {:<9}",
+        "PORT", "UP", "MII", "STATE", "CARRIER", "FAILURES", "AGG", "ACTOR", "PARTNER"
     );
     for p in &b.ports {
         let _ = writeln!(
             o,
-            "  {:<14} {:<10} {:<7} {:<7} {:>8} {:>4} {:<9} {:<9}",
+            "  {:<14} {:<4} {:<10} {:<7} {:<7} {:>8} {:>4} {:<9} {:<9}",
             escape(&p.name),
+            if p.up { "yes" } else { "NO" },
             match p.port.mii_status {
                 MiiStatus::Up => "up",
                 MiiStatus::Down => "DOWN",
@@ -214,11 +213,7 @@ fn ovs_bond(o: &mut String, b: &BondView) {
             } else {
                 "backup"
             },
-            if p.port.mii_status == MiiStatus::Up {
-                "up"
-            } else {
-                "DOWN"
-            },
+            if p.up { "up" } else { "DOWN" },
             p.port.link_failure_count,
             p.lacp_current.map_or("-", |c| if c { "yes" } else { "NO" }),
             p.speed_mbps.map_or("-".into(), |s| format!("{s}M")),

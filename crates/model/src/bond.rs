@@ -255,14 +255,15 @@ pub struct BondView {
 
 /// One bond port as people read it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PortViewWire")]
 pub struct PortView {
     /// Port name.
     pub name: String,
     /// Carrier of the port.
     pub carrier: bool,
-    /// Up as [`BondPort::is_up`] defines it (carrier and MII status up);
-    /// set by the constructors, never by hand.
-    #[serde(default)]
+    /// Up as [`BondPort::is_up`] defines it (carrier and MII status up):
+    /// written for JSON readers, recomputed from `carrier` and `port` when
+    /// read (an older agent's report has none; a sent one is not trusted).
     pub up: bool,
     /// Speed (Mb/s).
     pub speed_mbps: Option<u32>,
@@ -281,6 +282,39 @@ pub struct PortView {
     /// OVS `lacp_current` (OVS members only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lacp_current: Option<bool>,
+}
+
+/// [`PortView`] as read: `up` is derived, never taken from the input.
+#[derive(Deserialize)]
+struct PortViewWire {
+    name: String,
+    carrier: bool,
+    speed_mbps: Option<u32>,
+    duplex: Option<String>,
+    #[serde(flatten)]
+    port: BondPort,
+    #[serde(default)]
+    ovs_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    lacp_current: Option<bool>,
+}
+
+impl From<PortViewWire> for PortView {
+    fn from(w: PortViewWire) -> Self {
+        Self {
+            up: w.port.is_up(w.carrier),
+            name: w.name,
+            carrier: w.carrier,
+            speed_mbps: w.speed_mbps,
+            duplex: w.duplex,
+            port: w.port,
+            ovs_type: w.ovs_type,
+            error: w.error,
+            lacp_current: w.lacp_current,
+        }
+    }
 }
 
 impl BondView {
