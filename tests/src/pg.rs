@@ -245,6 +245,149 @@ impl Pg {
     }
 }
 
+/// A new directory for a cluster, owned by `postgres`.
+fn cluster_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "preflight-{what}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&dir).expect("pg temp dir");
+    run(
+        Command::new("chown").args(["-R", "postgres"]).arg(&dir),
+        "chown the cluster dir to postgres",
+    );
+    dir
+}
+
+/// The URL of database `preflight` on every cluster of `hosts`, in order,
+/// connecting only to the one that takes writes (a failover's new
+/// primary), as an aggregator in front of a primary and its standbys.
+#[must_use]
+pub fn failover_url(hosts: &[&Pg]) -> String {
+    let hosts: Vec<String> = hosts
+        .iter()
+        .map(|p| format!("127.0.0.1:{}", p.port))
+        .collect();
+    format!(
+        "postgres://postgres@{}/preflight?sslmode=disable&target_session_attrs=read-write",
+        hosts.join(",")
+    )
+}
+
+impl Pg {
+    /// A streaming standby of this cluster (`pg_basebackup -R`), started
+    /// on a free loopback port. It is read-only until [`Pg::promote`].
+    #[must_use]
+    pub fn standby(&self) -> Self {
+        let dir = cluster_dir("pg-standby");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let sb = Self {
+            dir,
+            bin: self.bin.clone(),
+            port,
+        };
+        run(
+            &mut as_postgres(&format!(
+                "{} -h 127.0.0.1 -p {} -U postgres -D {} -R -X stream -c fast",
+                sb.bin.join("pg_basebackup").display(),
+                self.port,
+                sb.data().display()
+            )),
+            "pg_basebackup -R",
+        );
+        sb.pg_ctl_start();
+        sb
+    }
+
+    /// Promotes this standby to a primary; returns once it takes writes.
+    pub fn promote(&self) {
+        run(
+            &mut as_postgres(&format!(
+                "{} -D {} -w promote >/dev/null",
+                self.bin.join("pg_ctl").display(),
+                self.data().display()
+            )),
+            "pg_ctl promote",
+        );
+    }
+
+    /// Stops the server at once, as a crash or a lost host would (no
+    /// checkpoint; a standby gets nothing more from it).
+    pub fn stop_immediate(&self) {
+        run(
+            &mut as_postgres(&format!(
+                "{} -D {} -m immediate -w stop >/dev/null",
+                self.bin.join("pg_ctl").display(),
+                self.data().display()
+            )),
+            "pg_ctl stop -m immediate",
+        );
+    }
+
+    /// `ALTER SYSTEM SET name = value` (value as SQL, e.g. `'*'`) and a
+    /// reload; returns once the server shows the new value.
+    pub fn set(&self, name: &str, value: &str) {
+        self.psql("postgres", &format!("ALTER SYSTEM SET {name} = {value}"));
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        let want = value.trim_matches('\'');
+        for _ in 0..100 {
+            if self.psql("postgres", &format!("SHOW {name}")).trim() == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{name} did not become {value}:\n{}", self.log());
+    }
+
+    /// Waits until `standby` has replayed everything this primary has
+    /// written so far.
+    pub fn wait_replayed(&self, standby: &Pg) {
+        let lsn = self.psql("postgres", "SELECT pg_current_wal_lsn()");
+        let sql = format!(
+            "SELECT pg_last_wal_replay_lsn() >= '{}'::pg_lsn",
+            lsn.trim()
+        );
+        for _ in 0..200 {
+            if standby.psql("postgres", &sql).trim() == "t" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!(
+            "the standby did not replay {lsn} within 10 s:\n{}",
+            standby.log()
+        );
+    }
+
+    /// Waits until a standby streams from this primary with `sync_state`
+    /// `state` (`async`, `sync`).
+    pub fn wait_streaming(&self, state: &str) {
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = '{state}'"
+        );
+        for _ in 0..200 {
+            if self.psql("postgres", &sql).trim() != "0" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!(
+            "no standby streaming ({state}) within 10 s: {}\n{}",
+            self.psql(
+                "postgres",
+                "SELECT application_name, state, sync_state FROM pg_stat_replication"
+            ),
+            self.log()
+        );
+    }
+}
+
 fn openssl(args: &[&str]) {
     run(
         Command::new("openssl").args(args),

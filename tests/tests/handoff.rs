@@ -56,6 +56,7 @@ fn limits() -> ConnLimits {
     ConnLimits {
         max_connections: 16,
         header_read_timeout: Duration::from_secs(10),
+        ..ConnLimits::for_this_process()
     }
 }
 
@@ -149,7 +150,7 @@ where
 fn plain_report_connections_run_on_the_report_threads() {
     with_server(
         |listener, stop| async move {
-            preflight_aggregator::conn::serve(listener, app(), limits(), stop)
+            preflight_aggregator::conn::serve(listener, app(), limits(), &Metrics::new(), stop)
                 .await
                 .expect("served");
         },
@@ -188,7 +189,10 @@ fn tls_report_connections_run_on_the_report_threads() {
         .with_no_client_auth(),
     );
     with_server(
-        |listener, stop| preflight_aggregator::tls::serve(listener, app(), tls, limits(), stop),
+        |listener, stop| async move {
+            preflight_aggregator::tls::serve(listener, app(), tls, limits(), &Metrics::new(), stop)
+                .await;
+        },
         |port| {
             assert_split(|| {
                 let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");

@@ -278,8 +278,9 @@ impl Auth {
         self.mtls = on;
     }
 
-    /// Some credential has this role; when none has, the role is open
-    /// (allowed only on loopback by the configuration's validation).
+    /// Some credential has this role. When none has but another credential
+    /// exists, the role's routes are closed to everyone (said at start by
+    /// [`Auth::closed_roles`]).
     fn configured(&self, role: Role) -> bool {
         let in_rules = self.tokens.values().any(|i| i.roles.has(role))
             || self.certs.iter().any(|c| c.identity.roles.has(role));
@@ -288,6 +289,20 @@ impl Auth {
 
     fn any_credential(&self) -> bool {
         !self.tokens.is_empty() || !self.certs.is_empty() || self.mtls
+    }
+
+    /// The write roles no credential has while some credential exists:
+    /// nobody can do what they allow (e.g. a reader identity alone leaves
+    /// waivers closed, never open). The aggregator warns of them at start.
+    #[must_use]
+    pub fn closed_roles(&self) -> Vec<Role> {
+        if !self.any_credential() {
+            return Vec::new();
+        }
+        [Role::Agent, Role::Operator]
+            .into_iter()
+            .filter(|r| !self.configured(*r))
+            .collect()
     }
 
     /// Accepts `token` from anywhere for any node (`report_token` with
@@ -379,9 +394,14 @@ impl Auth {
             (None, _) => None,
         };
         let Some(identity) = identity else {
+            // A write (a report, a waiver, an inventory change) is open only
+            // while no credential of any kind exists (`auth = "none"` or a
+            // loopback aggregator with nothing configured). A role that has
+            // no credential of its own is closed, not open: otherwise a
+            // reader identity alone would leave waivers open to anyone.
             let open = match role {
                 Role::Reader => self.reads == Reads::Open || !self.any_credential(),
-                Role::Agent | Role::Operator => !self.configured(role),
+                Role::Agent | Role::Operator => !self.any_credential(),
             };
             return if open {
                 Ok(Caller(None))
@@ -566,6 +586,59 @@ mod tests {
         let c = a.check(Role::Agent, &none, Some(&peer)).expect("cert");
         assert!(c.may_report_for("N2.example.com") && !c.may_report_for("n1"));
         assert_eq!(c.name(), "cert:n2.example.com");
+    }
+
+    /// Issue 37 item 1: a client CA and a reader identity, no operator
+    /// credential, on loopback. A caller with no credential at all must not
+    /// write (it did: the operator role had no credential, so it counted as
+    /// "not configured" and its routes fell open), nor report.
+    #[test]
+    fn no_write_is_open_once_any_credential_exists() {
+        let mut a = Auth::new(Reads::Open);
+        a.set_mtls(true);
+        a.add_token(
+            token_digest("reader-secret"),
+            Identity {
+                name: "dashboard".into(),
+                roles: Roles {
+                    reader: true,
+                    ..Roles::default()
+                },
+                nodes: Nodes::Only(Vec::new()),
+            },
+        )
+        .expect("reader");
+        let none = HeaderMap::new();
+        let e = a
+            .check(Role::Operator, &none, None)
+            .expect_err("no operator credential exists, and still no open write");
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        let e = a
+            .check(Role::Operator, &headers("Bearer reader-secret"), None)
+            .expect_err("the reader is not an operator");
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        a.check(Role::Reader, &none, None).expect("reads stay open");
+        // Only a reader token (no agent credential): reports are writes too.
+        let mut b = Auth::new(Reads::Open);
+        b.add_token(
+            token_digest("reader-secret"),
+            Identity {
+                name: "dashboard".into(),
+                roles: Roles {
+                    reader: true,
+                    ..Roles::default()
+                },
+                nodes: Nodes::Only(Vec::new()),
+            },
+        )
+        .expect("reader");
+        b.check(Role::Agent, &none, None)
+            .expect_err("no open report once a credential exists");
+        b.check(Role::Operator, &none, None)
+            .expect_err("no open write once a credential exists");
+        assert_eq!(b.closed_roles(), [Role::Agent, Role::Operator]);
+        assert_eq!(a.closed_roles(), [Role::Operator]);
+        assert!(Auth::default().closed_roles().is_empty());
     }
 
     #[test]

@@ -101,6 +101,88 @@ pub fn waiver_left(
     by_wall.min(granted.saturating_sub(passed))
 }
 
+/// What a stored waiver is at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restored {
+    /// Still in force for this long.
+    Left(Duration),
+    /// Ended now: its `waiver.expire` entry is dated `at`, never before
+    /// the waiver's creation (a wall clock that moved backwards would
+    /// otherwise date it so); `why` says why, for the log.
+    Ended {
+        /// When the expiry is recorded: the later of now and its creation.
+        at: SystemTime,
+        /// Why it ended.
+        why: String,
+    },
+}
+
+/// Restores a waiver at `wall` (see [`waiver_left`]); `last_up`: the last
+/// moment the aggregator is known to have been running before this start
+/// (its newest stored report), so that "fell due while the aggregator was
+/// down" is said only of a waiver whose expiry came after it.
+#[must_use]
+pub fn restore_waiver(
+    created_at: SystemTime,
+    expires_at: SystemTime,
+    anchor: Option<&BootAnchor>,
+    now: Option<&BootAnchor>,
+    wall: SystemTime,
+    last_up: Option<SystemTime>,
+) -> Restored {
+    let left = waiver_left(created_at, expires_at, anchor, now, wall);
+    if !left.is_zero() {
+        return Restored::Left(left);
+    }
+    let at = wall.max(created_at);
+    let why = if wall < created_at {
+        format!(
+            "its length ran out on the boot clock; the wall clock moved backwards: it reads {}, before the waiver's creation at {}",
+            preflight_model::time::format(wall),
+            preflight_model::time::format(created_at)
+        )
+    } else if wall < expires_at {
+        // The boot clock ended it before the wall clock says: it was granted
+        // while the wall clock was ahead.
+        format!(
+            "its length ran out on the boot clock before its expiry on the wall clock ({}): the wall clock moved backwards since it was granted",
+            preflight_model::time::format(expires_at)
+        )
+    } else if !granted_passed(created_at, expires_at, anchor, now) {
+        format!(
+            "the wall clock ({}) is past its expiry, though its length has not passed on the boot clock: the wall clock moved forward since it was granted (or was behind then)",
+            preflight_model::time::format(wall)
+        )
+    } else if last_up.is_some_and(|up| expires_at <= up) {
+        format!(
+            "it fell due at {} while the aggregator was still running (up until at least {}); its end had not been recorded",
+            preflight_model::time::format(expires_at),
+            last_up.map_or_else(String::new, preflight_model::time::format)
+        )
+    } else {
+        "it fell due while the aggregator was down".to_owned()
+    };
+    Restored::Ended { at, why }
+}
+
+/// Whether the waiver's granted length has passed by the boot clock. Only
+/// the same boot tells: after a reboot (or without a boot clock) the time
+/// the machine was down is unknown, and the wall clock is all there is.
+fn granted_passed(
+    created_at: SystemTime,
+    expires_at: SystemTime,
+    anchor: Option<&BootAnchor>,
+    now: Option<&BootAnchor>,
+) -> bool {
+    let granted = expires_at.duration_since(created_at).unwrap_or_default();
+    match (anchor, now) {
+        (Some(a), Some(n)) if a.boot_id == n.boot_id => {
+            u128::try_from(n.boot_ms - a.boot_ms).is_ok_and(|p| p >= granted.as_millis())
+        }
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +249,75 @@ mod tests {
             at(90),
         );
         assert_eq!(left, Duration::from_secs(10));
+    }
+
+    fn ended(r: Restored) -> (SystemTime, String) {
+        match r {
+            Restored::Ended { at, why } => (at, why),
+            Restored::Left(l) => panic!("still in force for {l:?}"),
+        }
+    }
+
+    #[test]
+    fn an_expiry_is_never_dated_before_the_creation() {
+        // Granted for 1 s while the wall clock was an hour ahead; restarted
+        // on the same boot 2 s later with the clock put right.
+        let (when, why) = ended(restore_waiver(
+            at(3600),
+            at(3601),
+            anchor("b", 0).as_ref(),
+            anchor("b", 2_000).as_ref(),
+            at(2),
+            Some(at(3600)),
+        ));
+        assert_eq!(when, at(3600));
+        assert!(why.contains("moved backwards"), "{why}");
+        assert!(!why.contains("while the aggregator was down"), "{why}");
+    }
+
+    #[test]
+    fn fell_due_while_down_only_when_it_did() {
+        // Really fell due while down: 10 s granted, up until t=5, now t=20.
+        let (when, why) = ended(restore_waiver(
+            at(0),
+            at(10),
+            anchor("b", 0).as_ref(),
+            anchor("b", 20_000).as_ref(),
+            at(20),
+            Some(at(5)),
+        ));
+        assert_eq!(when, at(20));
+        assert_eq!(why, "it fell due while the aggregator was down");
+        // Granted while the clock was an hour behind: the wall clock ends
+        // it early, and says so.
+        let (_, why) = ended(restore_waiver(
+            at(0),
+            at(600),
+            anchor("b", 0).as_ref(),
+            anchor("b", 20_000).as_ref(),
+            at(3600),
+            Some(at(3590)),
+        ));
+        assert!(why.contains("moved forward"), "{why}");
+        // Fell due before the aggregator stopped (its end not recorded).
+        let (_, why) = ended(restore_waiver(
+            at(0),
+            at(10),
+            anchor("b", 0).as_ref(),
+            anchor("b", 60_000).as_ref(),
+            at(60),
+            Some(at(30)),
+        ));
+        assert!(why.contains("still running"), "{why}");
+        // After a reboot the downtime is unknown: the wall clock decides.
+        let (_, why) = ended(restore_waiver(
+            at(0),
+            at(600),
+            anchor("old", 0).as_ref(),
+            anchor("new", 20_000).as_ref(),
+            at(3600),
+            Some(at(5)),
+        ));
+        assert_eq!(why, "it fell due while the aggregator was down");
     }
 }

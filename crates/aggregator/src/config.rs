@@ -15,7 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::auth::{parse_digest, parse_node_tokens, Auth, Identity, Nodes, Reads, Roles};
-use crate::fleet::{FleetConfig, Selector};
+use crate::fleet::{FleetConfig, Selector, DEFAULT_MAX_WAIVERS, DEFAULT_MAX_WAIVERS_PER_NODE};
 use crate::store::{is_postgres_url, Database, PgSettings};
 use crate::tls::TlsSettings;
 
@@ -42,6 +42,8 @@ pub const DEFAULT_MIN_WAIVER: Duration = Duration::from_secs(60);
 pub const MIN_MAX_WAIVER: Duration = Duration::from_secs(60);
 /// Largest cap on waivers.
 pub const MAX_MAX_WAIVER: Duration = Duration::from_secs(90 * 86_400);
+/// Largest `max_waivers` and `max_waivers_per_node`.
+pub const MAX_WAIVER_COUNT: usize = 1_000_000;
 
 /// `[aggregator]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +57,9 @@ pub struct RawAggregatorSection {
     settle: Option<Spanned<String>>,
     max_waiver: Option<Spanned<String>>,
     min_waiver: Option<Spanned<String>>,
+    max_waivers_per_node: Option<Spanned<i64>>,
+    max_waivers: Option<Spanned<i64>>,
+    max_connections_per_source: Option<Spanned<i64>>,
     #[serde(default)]
     closed_inventory: bool,
     report_token: Option<String>,
@@ -130,6 +135,8 @@ pub struct AggregatorSection {
     pub node_tokens_file: Option<PathBuf>,
     /// Who may read without a credential.
     pub reads: Reads,
+    /// Connections one client address may hold.
+    pub max_connections_per_source: usize,
     /// `[[aggregator.identity]]`, validated: digest or SAN, and identity.
     pub identities: Vec<(IdentityKey, Identity)>,
 }
@@ -141,6 +148,16 @@ pub enum IdentityKey {
     Token([u8; 32]),
     /// A DNS name in its client certificate.
     CertSan(String),
+}
+
+/// A cap on waivers: 1 to [`MAX_WAIVER_COUNT`], `default` when absent.
+fn count_at(key: String, v: &Option<Spanned<i64>>, default: usize) -> Result<usize, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    let n = *v.get_ref();
+    match usize::try_from(n) {
+        Ok(c) if (1..=MAX_WAIVER_COUNT).contains(&c) => Ok(c),
+        _ => Err(at(key, v, format!("{n}: expected 1 to {MAX_WAIVER_COUNT}"))),
+    }
 }
 
 fn secret(
@@ -288,6 +305,7 @@ impl RawAggregatorSection {
                 )))
             }
         }
+        let count = |k: &str, v, default| count_at(key(k), v, default);
         let fleet = FleetConfig {
             ttl: duration_at(key("ttl"), self.ttl.as_ref(), DEFAULT_TTL, MIN_TTL, MAX_TTL)?,
             settle: duration_at(
@@ -312,6 +330,12 @@ impl RawAggregatorSection {
                 Duration::from_secs(1),
                 MIN_MAX_WAIVER,
             )?,
+            max_waivers_per_node: count(
+                "max_waivers_per_node",
+                &self.max_waivers_per_node,
+                DEFAULT_MAX_WAIVERS_PER_NODE,
+            )?,
+            max_waivers: count("max_waivers", &self.max_waivers, DEFAULT_MAX_WAIVERS)?,
         };
         let scopes = self
             .scopes
@@ -364,7 +388,9 @@ impl RawAggregatorSection {
                     .map_or(DEFAULT_DATABASE, |d| d.get_ref().as_str()),
             )),
         };
+        let per_source = self.max_connections_per_source.as_ref();
         Ok(AggregatorSection {
+            max_connections_per_source: crate::admit::per_source_at(key, per_source)?,
             listen,
             database,
             fleet,

@@ -1,17 +1,21 @@
 //! Accepting connections, with limits an open fleet port needs: at most
-//! [`ConnLimits::max_connections`] at once (the rest wait in the kernel's
-//! backlog, so file descriptors never run out and a `GET /v1/gate` from a
-//! pipeline is answered as soon as a slot frees), and a header-read
-//! timeout, which in hyper also bounds how long an idle keep-alive
-//! connection is held: a slow or silent client cannot hold a slot forever.
-//! Agents keep one connection and send within their heartbeat (10 s by
-//! default), well inside the timeout.
+//! [`ConnLimits::max_connections`] at once, below the file descriptor
+//! limit, and shared out by [`crate::admit`] (a cap per source address, a
+//! reserve for new addresses, pending connections closed first) so that a
+//! flood cannot keep a pipeline's `GET /v1/gate` or an agent's report out.
+//! A new connection must send its first bytes within
+//! [`ConnLimits::first_byte_timeout`], and its request headers within the
+//! header-read timeout, which in hyper also bounds how long an idle
+//! keep-alive connection is held: a slow or silent client cannot hold a
+//! slot for long. Agents keep one connection and send within their
+//! heartbeat (10 s by default), well inside the header-read timeout.
 //!
 //! A connection whose first request is a report is served on the report
 //! threads ([`crate::handoff`]); the rest stay where they were accepted.
 //! TLS ([`crate::tls::serve`]) shares the limits and `serve_conn`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,17 +26,27 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
+use crate::admit::{Admission, Admitted, Ticket};
 use crate::auth::PeerCert;
 use crate::handoff::{peek_is_report, ReportPool};
+use crate::metrics::Metrics;
 
 /// Limits on client connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
     /// Connections served at once.
     pub max_connections: usize,
+    /// Of those, how many only an address holding fewer than
+    /// [`crate::admit::RESERVE_BELOW`] connections may take (a pipeline's
+    /// gate, an agent reconnecting).
+    pub reserve: usize,
+    /// Connections one source address may hold.
+    pub max_per_source: usize,
+    /// Longest wait for a new connection's first bytes (after the TLS
+    /// handshake): clients send their request as soon as they connect.
+    pub first_byte_timeout: Duration,
     /// Longest wait for a request's headers, idle keep-alive time included.
     pub header_read_timeout: Duration,
 }
@@ -41,17 +55,57 @@ pub struct ConnLimits {
 /// PostgreSQL listener, logs, the blocking pool.
 const RESERVED_FDS: u64 = 64;
 
+/// Fewest slots in [`ConnLimits::reserve`] (a tenth of the connections
+/// when that is more; at most half).
+pub const MIN_RESERVE: usize = 64;
+
 impl ConnLimits {
     /// The defaults for this process: as many connections as the file
-    /// descriptor limit (`LimitNOFILE`) leaves room for, and 30 s.
+    /// descriptor limit (`LimitNOFILE`) leaves room for, a tenth of them
+    /// (at least [`MIN_RESERVE`]) kept for new addresses,
+    /// [`crate::admit::DEFAULT_MAX_PER_SOURCE`] per address, 5 s for the
+    /// first bytes and 30 s for headers.
     #[must_use]
     pub fn for_this_process() -> Self {
         let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_or(1024, |(soft, _)| soft);
+        let max_connections =
+            usize::try_from(soft.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX);
         Self {
-            max_connections: usize::try_from(soft.saturating_sub(RESERVED_FDS).max(16))
-                .unwrap_or(usize::MAX),
+            max_connections,
+            reserve: (max_connections / 10)
+                .max(MIN_RESERVE)
+                .min(max_connections / 2),
+            max_per_source: crate::admit::DEFAULT_MAX_PER_SOURCE,
+            first_byte_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Accepts the next connection and admits it, or closes it at once when
+/// [`Admission`] refuses it. `None`: `shutdown` resolved.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    admission: &Arc<Admission>,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Option<(TcpStream, SocketAddr, Admitted)> {
+    loop {
+        let (stream, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: wait for descriptors to free up.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut *shutdown => return None,
+        };
+        // A refused connection is dropped here: closed without a word.
+        if let Ok(admitted) = admission.admit(remote.ip()) {
+            return Some((stream, remote, admitted));
         }
     }
 }
@@ -65,46 +119,30 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
+    metrics: &Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(
         max_connections = limits.max_connections,
+        reserve = limits.reserve,
+        max_per_source = limits.max_per_source,
         header_read_timeout = ?limits.header_read_timeout,
         "connection limits"
     );
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let admission = Admission::new(limits, metrics.connections_refused.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let pool = ReportPool::for_this_runtime();
     tokio::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    // EMFILE and friends: wait for descriptors to free up.
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    while let Some((stream, _, mut admitted)) = accept(&listener, &admission, &mut shutdown).await {
         let _ = stream.set_nodelay(true);
         let (app, watcher) = (app.clone(), graceful.watcher());
         let reports = pool.as_ref().map(|p| p.handle().clone());
-        let wait = limits.header_read_timeout;
+        let (first, wait) = (limits.first_byte_timeout, limits.header_read_timeout);
         tokio::spawn(async move {
-            let report = match &reports {
-                Some(_) => match peek_is_report(&stream, wait).await {
-                    Some(r) => r,
-                    None => return,
-                },
-                None => false,
+            let Some(Some(report)) = admitted.guard(peek_is_report(&stream, first)).await else {
+                return;
             };
+            let ticket = admitted.ticket();
             match reports.filter(|_| report) {
                 Some(reports) => {
                     let moved = match stream.into_std() {
@@ -116,17 +154,19 @@ pub async fn serve(
                     };
                     reports.spawn(async move {
                         match TcpStream::from_std(moved) {
-                            Ok(s) => serve_conn(s, app, None, wait, watcher).await,
+                            Ok(s) => {
+                                let conn = serve_conn(s, app, None, ticket, wait, watcher);
+                                admitted.guard(conn).await;
+                            }
                             Err(e) => {
-                                tracing::debug!(error = %e, "cannot move a report connection")
+                                tracing::debug!(error = %e, "cannot move a report connection");
                             }
                         }
-                        drop(slot);
                     });
                 }
                 None => {
-                    serve_conn(stream, app, None, wait, watcher).await;
-                    drop(slot);
+                    let conn = serve_conn(stream, app, None, ticket, wait, watcher);
+                    admitted.guard(conn).await;
                 }
             }
         });
@@ -145,16 +185,19 @@ pub async fn serve(
 /// Serves one connection's HTTP/1.1 requests with `app` until it closes,
 /// each request carrying the client certificate's names (`peer`) when TLS
 /// verified one; `header_read_timeout` also bounds an idle keep-alive.
+/// The first request marks the connection's `ticket` served.
 pub(crate) async fn serve_conn<S>(
     io: S,
     app: Router,
     peer: Option<PeerCert>,
+    ticket: Arc<Ticket>,
     header_read_timeout: Duration,
     watcher: Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        ticket.served();
         if let Some(p) = &peer {
             req.extensions_mut().insert(p.clone());
         }

@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admit;
 pub mod answers;
 pub mod api;
 pub mod auth;

@@ -51,8 +51,15 @@ pub struct Families {
     pub store_errors: IntCounter,
     /// 1 when the last call to the store succeeded, 0 when it failed.
     pub store_up: IntGauge,
+    /// 1 when acknowledged waiver and inventory changes are on a
+    /// synchronous standby (or the store is a SQLite file), 0 when a
+    /// failover of the PostgreSQL primary could lose them.
+    pub store_synchronous: IntGauge,
     /// Reloads of the TLS certificate files, by result.
     pub tls_reloads: IntCounterVec,
+    /// Connections refused or closed before their first request, by
+    /// reason ([`crate::admit`]).
+    pub connections_refused: IntCounterVec,
     /// Waiver ends (removals, expiries) in force in memory that the store
     /// has not recorded yet.
     pub waiver_ends_unrecorded: IntGauge,
@@ -145,6 +152,11 @@ impl Metrics {
         )
         .expect("valid metric");
         store_up.set(1);
+        let store_synchronous = IntGauge::new(
+            "preflight_aggregator_store_synchronous",
+            "1 when every acknowledged waiver, inventory and audit change is on a synchronous PostgreSQL standby before its answer (or the store is a local SQLite file, which has no standby to fail over to); 0 when the primary has no synchronous standby streaming, so a failover can lose an acknowledged waiver removal (the aggregator re-applies the removals it made, until it restarts). Checked at start, every full reload and every /readyz.",
+        )
+        .expect("valid metric");
         let tls_reloads = IntCounterVec::new(
             Opts::new(
                 "preflight_aggregator_tls_reloads_total",
@@ -155,6 +167,17 @@ impl Metrics {
         .expect("valid metric");
         for r in ["ok", "error"] {
             tls_reloads.with_label_values(&[r]);
+        }
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "preflight_aggregator_connections_refused_total",
+                "New connections refused (closed at once) because their address holds aggregator.max_connections_per_source connections (`per_source`) or no slot is left (`capacity`), and connections closed before their first request to make room for a new one (`evicted`).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for r in crate::admit::REFUSE_REASONS {
+            connections_refused.with_label_values(&[r]);
         }
         let waiver_ends_unrecorded = IntGauge::new(
             "preflight_aggregator_waiver_ends_unrecorded",
@@ -204,7 +227,9 @@ impl Metrics {
             Box::new(waivers_active.clone()),
             Box::new(store_errors.clone()),
             Box::new(store_up.clone()),
+            Box::new(store_synchronous.clone()),
             Box::new(tls_reloads.clone()),
+            Box::new(connections_refused.clone()),
             Box::new(waiver_ends_unrecorded.clone()),
             Box::new(replica_reload.clone()),
             Box::new(replica_reload_lock.clone()),
@@ -233,7 +258,9 @@ impl Metrics {
             waivers_active,
             store_errors,
             store_up,
+            store_synchronous,
             tls_reloads,
+            connections_refused,
             waiver_ends_unrecorded,
             replica_reload,
             replica_reload_lock,

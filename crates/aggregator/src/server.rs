@@ -32,6 +32,9 @@ pub struct AggregatorConfig {
     pub scopes: Vec<Selector>,
     /// Nodes expected from the configuration (added to the stored inventory).
     pub inventory: Vec<(String, BTreeMap<String, String>)>,
+    /// Connections one client address may hold
+    /// (`aggregator.max_connections_per_source`; see [`crate::admit`]).
+    pub max_connections_per_source: usize,
 }
 
 impl ServeError {
@@ -75,6 +78,12 @@ pub fn build_state(
     cfg: &AggregatorConfig,
 ) -> Result<(AppState, std::sync::mpsc::Receiver<PendingReport>), ServeError> {
     let store = Store::open(&cfg.database)?;
+    for role in cfg.auth.closed_roles() {
+        tracing::warn!(
+            %role,
+            "no credential has the {role} role: its requests are refused (writes are open only while no credential of any kind is configured)"
+        );
+    }
     let fleet = Fleet::new(cfg.fleet.clone(), SystemTime::now());
     let metrics = Metrics::new();
     let (service, rx) =
@@ -133,28 +142,18 @@ pub async fn run(
     })?;
     tracing::info!(%addr, database = %cfg.database, tls = tls.is_some(), "aggregator listening");
     on_ready(addr);
+    let metrics = state.metrics.clone();
     let app = router(state);
+    let limits = crate::conn::ConnLimits {
+        max_per_source: cfg.max_connections_per_source,
+        ..crate::conn::ConnLimits::for_this_process()
+    };
     let served = match tls {
         Some(tls) => {
-            crate::tls::serve(
-                listener,
-                app,
-                tls,
-                crate::conn::ConnLimits::for_this_process(),
-                shutdown,
-            )
-            .await;
+            crate::tls::serve(listener, app, tls, limits, &metrics, shutdown).await;
             Ok(())
         }
-        None => {
-            crate::conn::serve(
-                listener,
-                app,
-                crate::conn::ConnLimits::for_this_process(),
-                shutdown,
-            )
-            .await
-        }
+        None => crate::conn::serve(listener, app, limits, &metrics, shutdown).await,
     };
     sweeper.abort();
     drop(writer); // the writer ends when the last sender (in the router state) is dropped

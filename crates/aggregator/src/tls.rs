@@ -19,8 +19,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpListener;
 
+use crate::admit::Admission;
 use crate::auth::PeerCert;
-use crate::conn::serve_conn;
+use crate::conn::{accept, serve_conn};
 use crate::handoff::{is_report, read_first, Movable, ReportPool};
 use crate::metrics::Metrics;
 
@@ -192,31 +193,17 @@ pub async fn serve(
     app: Router,
     tls: Arc<ServerTls>,
     limits: crate::conn::ConnLimits,
+    metrics: &Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    // The same connection cap as plain HTTP: past it, new connections wait
-    // in the kernel's backlog instead of exhausting file descriptors.
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    // The same admission as plain HTTP: a cap per address and in all, so
+    // that descriptors never run out and a flood cannot keep the gate out.
+    let admission = Admission::new(limits, metrics.connections_refused.clone());
     let pool = ReportPool::for_this_runtime();
     tokio::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
-        let (tcp, remote) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    while let Some((tcp, remote, mut admitted)) = accept(&listener, &admission, &mut shutdown).await
+    {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let (app, watcher) = (app.clone(), graceful.watcher());
         let reports = pool.as_ref().map(|p| p.handle().clone());
@@ -224,25 +211,28 @@ pub async fn serve(
         // HTTP: it must stay above the agents' heartbeat, or a kept-alive
         // connection is closed just as the agent sends on it (with 10 s, equal
         // to the heartbeat, the load bench saw a reconnect storm over TLS).
-        let wait = limits.header_read_timeout;
+        let (first, wait) = (limits.first_byte_timeout, limits.header_read_timeout);
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let handshake = acceptor.accept(Movable::new(tcp));
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake);
+            let stream = match admitted.guard(handshake).await {
+                None => return,
+                Some(Ok(Ok(s))) => s,
+                Some(Ok(Err(e))) => {
                     tracing::info!(%remote, error = %e, "TLS handshake refused");
                     return;
                 }
-                Err(_) => {
+                Some(Err(_)) => {
                     tracing::info!(%remote, "TLS handshake timed out");
                     return;
                 }
             };
             let peer = peer_cert(stream.get_ref().1);
-            let Some(mut stream) = read_first(stream, wait).await else {
+            let Some(Some(mut stream)) = admitted.guard(read_first(stream, first)).await else {
                 return;
             };
+            let ticket = admitted.ticket();
             match reports.filter(|_| is_report(stream.first())) {
                 Some(reports) => {
                     let moved = match stream.inner_mut().get_mut().0.take() {
@@ -254,15 +244,17 @@ pub async fn serve(
                     };
                     reports.spawn(async move {
                         match stream.inner_mut().get_mut().0.put(moved) {
-                            Ok(()) => serve_conn(stream, app, peer, wait, watcher).await,
+                            Ok(()) => {
+                                let conn = serve_conn(stream, app, peer, ticket, wait, watcher);
+                                admitted.guard(conn).await;
+                            }
                             Err(e) => tracing::debug!(%remote, error = %e, "cannot move a report connection"),
                         }
-                        drop(slot);
                     });
                 }
                 None => {
-                    serve_conn(stream, app, peer, wait, watcher).await;
-                    drop(slot);
+                    let conn = serve_conn(stream, app, peer, ticket, wait, watcher);
+                    admitted.guard(conn).await;
                 }
             }
         });

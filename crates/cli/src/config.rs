@@ -80,6 +80,7 @@ fn compose(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         tls: aggregator.tls,
         scopes: aggregator.scopes,
         inventory: aggregator.inventory,
+        max_connections_per_source: aggregator.max_connections_per_source,
     };
     Ok(Config {
         policy,

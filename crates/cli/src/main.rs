@@ -7,6 +7,8 @@ mod cmd;
 mod config;
 mod inspect;
 mod output;
+#[cfg(test)]
+mod port_state_tests;
 mod probe;
 mod services;
 
@@ -75,7 +77,7 @@ Fail-closed: an unreachable aggregator or an answer that does not parse exits 2,
     /// Per-node daemon: watch netlink, evaluate, serve /metrics, push reports (also the smaller `preflight-agent` binary).
     Agent(services::ServiceArgs),
     /// Fleet service: store reports, answer the gate, keep waivers, serve the page.
-    Aggregator(services::ServiceArgs),
+    Aggregator(services::AggregatorArgs),
     /// Everything on this machine: aggregator + local agent, SQLite file in the current directory.
     Up(services::UpArgs),
     /// Tools for developers and bug reports.

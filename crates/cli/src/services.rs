@@ -14,6 +14,18 @@ pub struct ServiceArgs {
 }
 
 #[derive(clap::Args)]
+pub struct AggregatorArgs {
+    #[command(flatten)]
+    service: ServiceArgs,
+    /// Start on a SQLite store that is not the one written here (it is
+    /// empty, truncated, lost its WAL, or is another store's file), as it
+    /// is: its waivers and audit log are gone. Without it such a store is
+    /// refused (exit 64).
+    #[arg(long)]
+    accept_empty_store: bool,
+}
+
+#[derive(clap::Args)]
 pub struct UpArgs {
     /// Aggregator address (the gate, the page, /metrics).
     #[arg(long, default_value = config::DEFAULT_AGGREGATOR_LISTEN)]
@@ -27,6 +39,10 @@ pub struct UpArgs {
     /// Optional configuration file; its `[policy]` and `[agent]` sections apply.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Start on a store that is not the one written here (emptied,
+    /// truncated, lost its WAL), as it is; see `preflight aggregator`.
+    #[arg(long)]
+    accept_empty_store: bool,
 }
 
 pub use preflight_agentd::shutdown_signal;
@@ -47,20 +63,43 @@ fn check_node(cfg: &config::Config) -> Result<(), u8> {
     })
 }
 
-/// `preflight agent`: the whole file is validated (it may serve the
-/// aggregator too), then the same daemon as `preflight-agent` runs.
+/// `preflight agent`: the same loader and daemon as `preflight-agent`.
 pub async fn agent(args: ServiceArgs) -> u8 {
-    match load(args.config.as_deref()) {
-        Ok(cfg) => preflight_agentd::serve(cfg.agent).await,
-        Err(code) => code,
+    // The packaged agent's own loader: `preflight agent` and
+    // `preflight-agent` accept and refuse the same files (an
+    // `[aggregator]` section is the aggregator's to check).
+    match preflight_agentd::config::load(args.config.as_deref()) {
+        Ok(cfg) => preflight_agentd::serve(cfg).await,
+        Err(e) => {
+            eprintln!("preflight: bad configuration: {e}");
+            EXIT_USAGE
+        }
     }
 }
 
-pub async fn aggregator(args: ServiceArgs) -> u8 {
-    let cfg = match load(args.config.as_deref()) {
+/// Adopts the store as it is when `--accept-empty-store` asks for it.
+fn accept_empty(accept: bool, db: &preflight_aggregator::store::Database) -> Result<(), u8> {
+    if !accept {
+        return Ok(());
+    }
+    preflight_aggregator::store::Store::accept_empty(db).map_err(|e| {
+        eprintln!("preflight: {e}");
+        if e.is_config() {
+            EXIT_USAGE
+        } else {
+            EXIT_UNDECIDED
+        }
+    })
+}
+
+pub async fn aggregator(args: AggregatorArgs) -> u8 {
+    let cfg = match load(args.service.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(code) = accept_empty(args.accept_empty_store, &cfg.aggregator.database) {
+        return code;
+    }
     match preflight_aggregator::server::run(cfg.aggregator, shutdown_signal(), |_| {
         crate::sd_notify_ready()
     })
@@ -94,6 +133,9 @@ pub async fn up(args: UpArgs) -> u8 {
     }
     cfg.aggregator.listen = args.listen;
     cfg.aggregator.database = preflight_aggregator::store::Database::Sqlite(args.database.clone());
+    if let Err(code) = accept_empty(args.accept_empty_store, &cfg.aggregator.database) {
+        return code;
+    }
     cfg.aggregator.auth = preflight_aggregator::auth::Auth::default();
     cfg.aggregator.tls = None;
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();

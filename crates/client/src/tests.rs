@@ -32,6 +32,7 @@ async fn aggregator(dir: &tempfile::TempDir) -> SocketAddr {
             "n1".into(),
             BTreeMap::from([("role".into(), "compute".into())]),
         )],
+        max_connections_per_source: preflight_aggregator::admit::DEFAULT_MAX_PER_SOURCE,
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(run(cfg, std::future::pending(), move |a| {

@@ -19,6 +19,9 @@ pub enum NameError {
     BadNodeName(String),
     /// Label not acceptable (`k=v`, or a count).
     BadLabel(String),
+    /// A node name with upper case where its kept form is expected (see
+    /// [`node_key`]).
+    NotLowerCase(String),
 }
 
 impl std::fmt::Display for NameError {
@@ -27,6 +30,11 @@ impl std::fmt::Display for NameError {
             Self::BadNodeName(n) => write!(
                 f,
                 "invalid node name `{n}`: use 1-253 characters of A-Z a-z 0-9 . _ -"
+            ),
+            Self::NotLowerCase(n) => write!(
+                f,
+                "node name `{n}` has upper case: node names are case-insensitive (DNS names) and kept in lower case, `{}`",
+                n.to_ascii_lowercase()
             ),
             Self::BadLabel(l) => write!(
                 f,
@@ -56,6 +64,31 @@ pub fn check_node_name(name: &str) -> Result<(), NameError> {
     } else {
         Err(NameError::BadNodeName(name.chars().take(80).collect()))
     }
+}
+
+/// A node name in the one form the aggregator keeps and compares it in:
+/// node names are DNS names, so `NODE-A` and `node-a` are one node, kept
+/// as `node-a` (certificate SANs are compared in lower case too).
+///
+/// # Errors
+/// As [`check_node_name`].
+pub fn node_key(name: &str) -> Result<String, NameError> {
+    check_node_name(name)?;
+    Ok(name.to_ascii_lowercase())
+}
+
+/// Checks that a node name is valid and already in its kept form
+/// ([`node_key`]): where a name with upper case would otherwise become a
+/// second node.
+///
+/// # Errors
+/// As [`check_node_name`], or [`NameError::NotLowerCase`].
+pub fn check_node_key(name: &str) -> Result<(), NameError> {
+    check_node_name(name)?;
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(NameError::NotLowerCase(name.chars().take(80).collect()));
+    }
+    Ok(())
 }
 
 /// Whether `s` may be a label key or value (also each side of a selector's
@@ -96,6 +129,12 @@ mod tests {
         assert!(check_node_name("a b").is_err());
         assert!(check_node_name("").is_err());
         assert!(check_node_name(&"x".repeat(254)).is_err());
+        assert_eq!(node_key("NODE-a.Example").as_deref(), Ok("node-a.example"));
+        assert!(check_node_key("node-a").is_ok());
+        assert_eq!(
+            check_node_key("NODE-A").expect_err("upper case").to_string(),
+            "node name `NODE-A` has upper case: node names are case-insensitive (DNS names) and kept in lower case, `node-a`"
+        );
         let ok: BTreeMap<_, _> = [("role".to_owned(), "compute".to_owned())].into();
         assert!(check_labels(&ok).is_ok());
         let bad: BTreeMap<_, _> = [("role".to_owned(), "a b".to_owned())].into();

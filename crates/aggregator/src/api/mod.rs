@@ -97,7 +97,9 @@ impl From<FleetError> for ApiError {
             FleetError::UnknownNode(_) => (StatusCode::FORBIDDEN, "unknown_node"),
             FleetError::BadNodeName(_) => (StatusCode::BAD_REQUEST, "bad_node_name"),
             FleetError::BadLabel(_) => (StatusCode::BAD_REQUEST, "bad_label"),
-            FleetError::StaleSequence { .. } => (StatusCode::CONFLICT, "stale_sequence"),
+            FleetError::StaleSequence { .. } | FleetError::RetiredBoot { .. } => {
+                (StatusCode::CONFLICT, "stale_sequence")
+            }
             FleetError::SequenceJump { .. } => (StatusCode::CONFLICT, "sequence_jump"),
             FleetError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             FleetError::BadReport(_) => (StatusCode::BAD_REQUEST, "bad_report"),

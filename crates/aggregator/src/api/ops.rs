@@ -95,11 +95,13 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 
 pub(super) async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     s.service.check_store().await?;
+    let synchronous = s.service.store_synchronous().await?;
     let (nodes, silent) = s.service.read(|f| {
         let silent = f.counts_by_status().get("silent").copied().unwrap_or(0);
         (f.len(), silent)
     });
     Ok(Json(
-        serde_json::json!({ "status": "ready", "nodes": nodes, "silent": silent }),
+        serde_json::json!({ "status": "ready", "nodes": nodes, "silent": silent,
+            "store_synchronous": synchronous }),
     ))
 }

@@ -49,10 +49,12 @@ pub(super) async fn post_report(
             ),
         ));
     }
-    let outcome = s.service.report(report).await.map_err(|e| {
+    let outcome = s.service.report(report, caller.name()).await.map_err(|e| {
         reject(match &e {
             ServiceError::Fleet(FleetError::UnknownNode(_)) => "unknown_node",
-            ServiceError::Fleet(FleetError::StaleSequence { .. }) => "stale_sequence",
+            ServiceError::Fleet(
+                FleetError::StaleSequence { .. } | FleetError::RetiredBoot { .. },
+            ) => "stale_sequence",
             ServiceError::Fleet(FleetError::SequenceJump { .. }) => "sequence_jump",
             ServiceError::Fleet(FleetError::TooLarge(_)) => "too_large",
             ServiceError::Fleet(_) => "bad_request",

@@ -34,6 +34,7 @@ fn cfg(db: &std::path::Path, closed: bool) -> AggregatorConfig {
             closed_inventory: closed,
             max_waiver: Duration::from_secs(86_400),
             min_waiver: Duration::from_secs(60),
+            ..FleetConfig::default()
         },
         auth: {
             let mut a = Auth::new(Reads::Open);
@@ -62,6 +63,7 @@ fn cfg(db: &std::path::Path, closed: bool) -> AggregatorConfig {
         } else {
             vec![]
         },
+        max_connections_per_source: crate::admit::DEFAULT_MAX_PER_SOURCE,
     }
 }
 

@@ -22,8 +22,8 @@ pub enum FleetError {
     /// The inventory is closed and does not list this node.
     #[error("node `{0}` is not in the inventory")]
     UnknownNode(String),
-    /// Node name not acceptable.
-    #[error("invalid node name `{0}`: use 1-253 characters of A-Z a-z 0-9 . _ -")]
+    /// Node name not acceptable (the whole reason, naming it).
+    #[error("{0}")]
     BadNodeName(String),
     /// Labels not acceptable.
     #[error("invalid label `{0}`: keys and values are 1-63 characters of A-Z a-z 0-9 . _ - /")]
@@ -41,6 +41,17 @@ pub enum FleetError {
         got: u64,
         /// Last accepted.
         last: u64,
+    },
+    /// A report of an agent process (boot id) that a later one of the same
+    /// node replaced: a replay, or a clone of the agent.
+    #[error(
+        "boot {boot_id} of node `{node}` was replaced by a later boot id; a report of an earlier boot is a replay and is refused (an agent that restarts picks a new boot id)"
+    )]
+    RetiredBoot {
+        /// Node.
+        node: String,
+        /// Boot id of the report.
+        boot_id: String,
     },
     /// The report is inconsistent (its state names another node).
     #[error("report is inconsistent: {0}")]
@@ -78,7 +89,9 @@ pub enum FleetError {
 impl From<NameError> for FleetError {
     fn from(e: NameError) -> Self {
         match e {
-            NameError::BadNodeName(n) => Self::BadNodeName(n),
+            NameError::BadNodeName(_) | NameError::NotLowerCase(_) => {
+                Self::BadNodeName(e.to_string())
+            }
             NameError::BadLabel(l) => Self::BadLabel(l),
         }
     }

@@ -13,6 +13,7 @@
 //! scope's answer changed and until when it stays true, for caching it).
 
 mod answer;
+mod boots;
 mod deadlines;
 mod error;
 mod ready;
@@ -26,12 +27,13 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use preflight_model::names::{check_labels, check_node_name};
+use preflight_model::names::{check_labels, check_node_key};
 use preflight_model::report::{Report, ReportBody, Waiver};
 use preflight_model::{Code, Finding, NodeState};
 use tokio::time::Instant;
 
 pub use answer::sort_blockers;
+pub use boots::MAX_RETIRED_BOOTS;
 use deadlines::Due;
 pub use error::FleetError;
 pub use render::{Body, GateJson};
@@ -49,6 +51,14 @@ pub const MAX_SEQ_JUMP: u64 = 1_000_000;
 /// may list: a node has far fewer, and the cap bounds the memory one node
 /// can take whatever the byte size of its reports.
 pub const MAX_STATE_ITEMS: usize = 4096;
+
+/// Default most active waivers on one node: a node has a few bonds and
+/// ports; more waivers than this is a script gone wrong.
+pub const DEFAULT_MAX_WAIVERS_PER_NODE: usize = 100;
+
+/// Default most active waivers in the fleet: each costs memory and
+/// restart time.
+pub const DEFAULT_MAX_WAIVERS: usize = 10_000;
 
 /// What the settle timer compares: a change of code, subject, severity or
 /// message of any finding restarts it.
@@ -95,6 +105,10 @@ pub struct FleetConfig {
     pub max_waiver: Duration,
     /// Shortest waiver allowed.
     pub min_waiver: Duration,
+    /// Most active waivers on one node.
+    pub max_waivers_per_node: usize,
+    /// Most active waivers in the fleet.
+    pub max_waivers: usize,
 }
 
 impl Default for FleetConfig {
@@ -105,6 +119,8 @@ impl Default for FleetConfig {
             closed_inventory: false,
             max_waiver: Duration::from_secs(7 * 86_400),
             min_waiver: Duration::from_secs(60),
+            max_waivers_per_node: DEFAULT_MAX_WAIVERS_PER_NODE,
+            max_waivers: DEFAULT_MAX_WAIVERS,
         }
     }
 }
@@ -145,6 +161,8 @@ struct Node {
     /// inventory's, and an agent's report never changes them.
     inventoried: bool,
     boot_id: Option<String>,
+    /// Boots a later one replaced (see `boots`).
+    retired_boots: Vec<u64>,
     seq: u64,
     state_seq: u64,
     last_seen: Option<Instant>,
@@ -172,6 +190,11 @@ struct Node {
     /// seconds: rendered by `touch`, once per change of the node, and
     /// shared with the `not_go` entries of its tracked scopes (see `render`).
     blockers: Option<Arc<[u8]>>,
+    /// Labels its agent asked for while the node was not go: held back,
+    /// because a node that blocks may not move itself out of the scope
+    /// being gated. Applied by its next full report once it is go (a
+    /// heartbeat asks for that report).
+    pending_labels: Option<BTreeMap<String, String>>,
 }
 
 impl Node {
@@ -180,6 +203,7 @@ impl Node {
             labels,
             inventoried: true,
             boot_id: None,
+            retired_boots: Vec::new(),
             seq: 0,
             state_seq: 0,
             last_seen: None,
@@ -194,6 +218,7 @@ impl Node {
             settle_due: None,
             changes_at: None,
             blockers: None,
+            pending_labels: None,
         }
     }
 
@@ -225,7 +250,7 @@ pub struct Fleet {
     cfg: FleetConfig,
     nodes: HashMap<String, Node>,
     waivers: BTreeMap<i64, Waiver>,
-    waivers_by_node: HashMap<String, BTreeSet<i64>>,
+    waivers_by_node: HashMap<String, waivers::NodeWaivers>,
     /// Kept counts of the whole fleet and the configured scopes.
     scopes: HashMap<Selector, ScopeCounts>,
     /// Every `(key, value)` label to the nodes that carry it, for selectors
@@ -313,7 +338,7 @@ impl Fleet {
         now: Instant,
         wall: SystemTime,
     ) -> Result<(), FleetError> {
-        check_node_name(name)?;
+        check_node_key(name)?;
         check_labels(&labels)?;
         if let Some(n) = self.nodes.get_mut(name) {
             n.inventoried = true;
@@ -372,7 +397,7 @@ impl Fleet {
         now: Instant,
         wall: SystemTime,
     ) -> Result<ReportOutcome, FleetError> {
-        check_node_name(&r.node)?;
+        check_node_key(&r.node)?;
         if r.boot_id.is_empty() || r.boot_id.len() > 64 {
             return Err(FleetError::BadReport(
                 "boot_id must be 1-64 characters".into(),
@@ -383,24 +408,7 @@ impl Fleet {
             return Err(FleetError::UnknownNode(r.node.clone()));
         }
         if let Some(n) = known {
-            if n.boot_id.as_deref() == Some(r.boot_id.as_str()) {
-                if r.seq <= n.seq {
-                    return Err(FleetError::StaleSequence {
-                        node: r.node.clone(),
-                        boot_id: r.boot_id.clone(),
-                        got: r.seq,
-                        last: n.seq,
-                    });
-                }
-                if r.seq - n.seq > MAX_SEQ_JUMP {
-                    return Err(FleetError::SequenceJump {
-                        node: r.node.clone(),
-                        boot_id: r.boot_id.clone(),
-                        got: r.seq,
-                        last: n.seq,
-                    });
-                }
-            }
+            n.check_sequence(r)?;
         }
         match &r.body {
             ReportBody::Heartbeat { state_seq } => {
@@ -410,6 +418,7 @@ impl Fleet {
                 if n.boot_id.as_deref() != Some(r.boot_id.as_str())
                     || n.state_seq != *state_seq
                     || n.state.is_none()
+                    || (n.pending_labels.is_some() && n.status == Status::Go)
                 {
                     return Ok(ReportOutcome::NeedFull);
                 }
@@ -433,21 +442,23 @@ impl Fleet {
                 check_state_size(state)?;
                 check_labels(labels)?;
                 let new_node = known.is_none();
-                let mut relabeled = None;
+                // Only a node the inventory does not list takes its labels
+                // from its agent (the service audits the change); an
+                // inventoried node's scope is the operator's, or one report
+                // could move a node out of the scope being gated. Even an
+                // agent-labelled node moves only while it is go before and
+                // after this report (decided below).
+                let wants_labels = known.is_some_and(|n| !n.inventoried && n.labels != *labels);
+                let was_go =
+                    known.is_some_and(|n| self.compute_status(&r.node, n, now) == Status::Go);
                 if new_node {
                     let mut n = Node::new(labels.clone(), now, wall);
                     n.inventoried = false;
                     self.nodes.insert(r.node.clone(), n);
                     self.attach(&r.node);
-                } else if !self.nodes[&r.node].inventoried && self.nodes[&r.node].labels != *labels
-                {
-                    // Only a node the inventory does not list takes its
-                    // labels from its agent (the service audits the change);
-                    // an inventoried node's scope is the operator's, or one
-                    // report could move a node out of the scope being gated.
-                    relabeled = Some(self.relabel(&r.node, labels.clone()));
                 }
                 let n = self.nodes.get_mut(&r.node).expect("inserted above");
+                n.pending_labels = None;
                 let Prepared {
                     state: new_state,
                     keys,
@@ -457,7 +468,7 @@ impl Fleet {
                     n.stable_since = now;
                     n.stable_since_wall = wall;
                 }
-                n.boot_id = Some(r.boot_id.clone());
+                n.set_boot(&r.boot_id);
                 n.seq = r.seq;
                 n.state_seq = r.seq;
                 n.last_seen = Some(now);
@@ -467,6 +478,15 @@ impl Fleet {
                 // the status does not: every answer showing it is redone.
                 if !self.reevaluate(&r.node, now) {
                     self.touch(&r.node);
+                }
+                let mut relabeled = None;
+                if wants_labels {
+                    let n = self.nodes.get_mut(&r.node).expect("inserted above");
+                    if was_go && n.status == Status::Go {
+                        relabeled = Some(self.relabel(&r.node, labels.clone()));
+                    } else {
+                        n.pending_labels = Some(labels.clone());
+                    }
                 }
                 Ok(ReportOutcome::Accepted {
                     full: true,
@@ -553,5 +573,7 @@ impl Fleet {
     }
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

@@ -51,6 +51,7 @@ fn cfg() -> FleetConfig {
         closed_inventory: false,
         max_waiver: Duration::from_secs(86_400),
         min_waiver: Duration::from_secs(60),
+        ..FleetConfig::default()
     }
 }
 
@@ -446,11 +447,16 @@ fn relabeling_moves_a_node_between_scopes() {
         f.gate(&sel("role=control"), t0, W).expect("ok").verdict,
         Verdict::Go
     );
+    // Issue 37: a blocked node does not move itself (see
+    // `a_blocked_node_cannot_relabel_itself_out_of_its_scope`); once go it
+    // may, and a healthy node that moves takes nothing bad along.
+    f.apply_report(&full("n1", "compute", 2, vec![]), t0, W)
+        .expect("ok");
     f.apply_report(
         &full(
             "n1",
             "control",
-            2,
+            3,
             vec![finding("BOND_DOWN", Severity::Critical, "bond0")],
         ),
         t0,
@@ -458,8 +464,17 @@ fn relabeling_moves_a_node_between_scopes() {
     )
     .expect("ok");
     assert_eq!(
-        f.gate(&sel("role=control"), t0, W).expect("ok").verdict,
-        Verdict::NoGo
+        f.gate(&sel("role=compute"), t0, W).expect("ok").verdict,
+        Verdict::NoGo,
+        "went bad in the same report: stays where it was"
+    );
+    f.apply_report(&full("n1", "control", 4, vec![]), t0, W)
+        .expect("ok");
+    f.apply_report(&full("n1", "control", 5, vec![]), t0, W)
+        .expect("ok");
+    assert_eq!(
+        f.gate(&sel("role=control"), t0, W).expect("ok").ready,
+        ["n1", "n2"]
     );
     assert!(matches!(
         f.gate(&sel("role=compute"), t0, W),
@@ -501,6 +516,7 @@ fn gate_never_says_go_while_a_blocker_exists() {
             closed_inventory: false,
             max_waiver: Duration::from_secs(3600),
             min_waiver: Duration::from_secs(1),
+            ..FleetConfig::default()
         };
         let mut f = Fleet::new(c.clone(), W);
         // One role scope with kept counts, the other answered from the label
@@ -549,6 +565,28 @@ fn gate_never_says_go_while_a_blocker_exists() {
                         Some(r) if keys(&r.findings) == keys(&fs) => r.changed,
                         _ => now,
                     };
+                    // Issue 37: a node moves to other labels only while it
+                    // is go before and after the report.
+                    let go = |name: &str, fs: &[Finding], last: Instant, changed: Instant| {
+                        now.saturating_duration_since(last) < c.ttl
+                            && now.saturating_duration_since(changed) >= c.settle
+                            && !fs.iter().any(|fd| {
+                                fd.severity == Severity::Critical
+                                    && !waivers.iter().any(|(w, exp)| {
+                                        *exp > now && w.covers(name, fd.code, &fd.subject)
+                                    })
+                            })
+                    };
+                    let role = match reference.get(n) {
+                        Some(r)
+                            if r.role != role
+                                && !(go(n, &r.findings, r.last, r.changed)
+                                    && go(n, &fs, now, changed)) =>
+                        {
+                            r.role
+                        }
+                        _ => role,
+                    };
                     reference.insert(
                         n,
                         Ref {
@@ -568,8 +606,12 @@ fn gate_never_says_go_while_a_blocker_exists() {
                         let out = f
                             .apply_report(&heartbeat(n, r.seq, r.state_seq), now, W)
                             .expect("accepted");
-                        assert!(matches!(out, ReportOutcome::Accepted { .. }));
-                        r.last = now;
+                        // A go node whose labels were held back asks for the
+                        // full report that applies them (the random full
+                        // reports above stand for it).
+                        if matches!(out, ReportOutcome::Accepted { .. }) {
+                            r.last = now;
+                        }
                     }
                 }
                 3 => {
@@ -836,11 +878,13 @@ fn a_report_cannot_move_an_inventoried_node_out_of_its_scope() {
         .expect("scope still known");
     assert_eq!(a.verdict, Verdict::NoGo);
     assert_eq!(a.blocked, ["b2"]);
-    // A node its agent added keeps taking its labels from its agent.
+    // A node its agent added keeps taking its labels from its agent (once
+    // it is go: after its settle time here).
     f.apply_report(&full("c9", "compute", 1, vec![]), t0, W)
         .expect("ok");
+    let t1 = t0 + Duration::from_secs(11);
     let out = f
-        .apply_report(&full("c9", "batch", 2, vec![]), t0, W)
+        .apply_report(&full("c9", "batch", 2, vec![]), t1, W)
         .expect("ok");
     assert!(matches!(
         out,
@@ -850,9 +894,9 @@ fn a_report_cannot_move_an_inventoried_node_out_of_its_scope() {
         }
     ));
     assert!(f
-        .gate(&sel("role=batch"), t0, W)
+        .gate(&sel("role=batch"), t1, W)
         .expect("ok")
-        .blocked
+        .ready
         .contains(&"c9".to_string()));
 }
 
@@ -1143,6 +1187,7 @@ fn a_cached_answer_is_always_the_current_one() {
                 closed_inventory: false,
                 max_waiver: Duration::from_secs(3600),
                 min_waiver: Duration::from_secs(1),
+                ..FleetConfig::default()
             },
             W,
         );
@@ -1432,4 +1477,83 @@ fn the_page_gets_nodes_that_are_not_go_first_and_at_most_its_limit() {
     let mut go: Vec<_> = all[5..].to_vec();
     go.sort();
     assert_eq!(all[5..], go[..], "go nodes in name order");
+}
+
+/// Issue 37, item 2: with agent-added nodes, node-a reports a critical
+/// finding under `role=compute` (that gate: no-go), then the same finding
+/// under `role=comptue`. The `role=compute` gate turned go while node-a
+/// still had the finding. A node may not change its scope while it blocks:
+/// the labels wait until it is go, and its heartbeat then asks for the full
+/// report that applies them.
+#[test]
+fn a_blocked_node_cannot_relabel_itself_out_of_its_scope() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(
+        FleetConfig {
+            settle: Duration::ZERO,
+            ..cfg()
+        },
+        W,
+    );
+    let bad = vec![finding("BOND_PORT_DOWN", Severity::Critical, "bond0/eth1")];
+    f.apply_report(&full("node-a", "compute", 1, bad.clone()), t0, W)
+        .expect("ok");
+    f.apply_report(&full("node-b", "compute", 1, vec![]), t0, W)
+        .expect("ok");
+    assert_eq!(
+        f.gate(&sel("role=compute"), t0, W).expect("ok").verdict,
+        Verdict::NoGo
+    );
+    let out = f
+        .apply_report(&full("node-a", "comptue", 2, bad), t0, W)
+        .expect("accepted, labels held back");
+    assert!(matches!(
+        out,
+        ReportOutcome::Accepted {
+            relabeled: None,
+            ..
+        }
+    ));
+    let a = f.gate(&sel("role=compute"), t0, W).expect("scope");
+    assert_eq!(a.verdict, Verdict::NoGo, "still blocks its own scope");
+    assert_eq!(a.blocked, ["node-a"]);
+    assert_eq!(f.labels("node-a"), Some(&labels("compute")));
+    // Healthy again, still asking for the other labels: it may move now.
+    let out = f
+        .apply_report(&full("node-a", "comptue", 3, vec![]), t0, W)
+        .expect("ok");
+    assert!(
+        matches!(out, ReportOutcome::Accepted { relabeled: None, .. }),
+        "was not go before this report: held once more"
+    );
+    assert_eq!(
+        f.apply_report(&heartbeat("node-a", 4, 3), t0, W)
+            .expect("ok"),
+        ReportOutcome::NeedFull,
+        "a go node with labels held back asks for a full report"
+    );
+    let out = f
+        .apply_report(&full("node-a", "comptue", 5, vec![]), t0, W)
+        .expect("ok");
+    assert!(matches!(
+        out,
+        ReportOutcome::Accepted {
+            relabeled: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(
+        f.gate(&sel("role=compute"), t0, W).expect("ok").ready,
+        ["node-b"]
+    );
+    assert_eq!(
+        f.apply_report(&heartbeat("node-a", 6, 5), t0, W)
+            .expect("ok"),
+        ReportOutcome::Accepted {
+            full: false,
+            new_node: false,
+            relabeled: None
+        },
+        "nothing held back any more"
+    );
 }

@@ -124,7 +124,7 @@ impl Fleet {
             .waivers_by_node
             .get(name)
             .into_iter()
-            .flatten()
+            .flat_map(super::waivers::NodeWaivers::ids)
             .filter_map(|id| self.waiver_due.get(id).copied());
         n.changes_at.into_iter().chain(waivers).min()
     }

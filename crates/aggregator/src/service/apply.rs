@@ -282,6 +282,7 @@ mod tests {
             closed_inventory: false,
             max_waiver: Duration::from_secs(86_400),
             min_waiver: Duration::from_secs(60),
+            ..FleetConfig::default()
         };
         let fleet = Arc::new(RwLock::new(Fleet::new(cfg, SystemTime::now())));
         (

@@ -23,7 +23,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
-use preflight_model::names::{check_labels, check_node_name};
+use preflight_model::names::{check_labels, node_key};
 use preflight_model::report::Waiver;
 use tokio::time::Instant;
 
@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::store::{AuditEntry, NodeWriter, PendingReport, Store, StoreError};
 
 mod apply;
+mod failover;
 mod reload;
 mod report;
 
@@ -75,6 +76,12 @@ pub struct Service {
     metrics: Metrics,
     /// Waiver ends the store refused: retried by [`Service::sweep`].
     pending_ends: Arc<Mutex<Vec<PendingEnd>>>,
+    /// Waivers removed through this replica, never taken back from the
+    /// store (`failover`).
+    removed: Arc<Mutex<Vec<failover::Removal>>>,
+    /// Whether acknowledged changes were last found on a synchronous
+    /// standby (`None`: not asked yet).
+    synchronous: Arc<Mutex<Option<bool>>>,
     /// Waivers that expired in a tick a reader ([`Service::caught_up`]) or
     /// a report batch ran: the sweeper records them.
     expiries: Arc<apply::Expiries>,
@@ -118,37 +125,55 @@ impl Service {
     ) -> Result<(Self, Receiver<PendingReport>), RestoreError> {
         let now = Instant::now();
         let wall = crate::clock::wall();
+        // Node names are kept in lower case (`node_key`), whatever case an
+        // older version stored or the configuration spells them in.
+        let key = |n: &str| node_key(n).map_err(FleetError::from);
+        let mut configured = std::collections::HashSet::new();
         for (name, labels) in inventory {
-            fleet.upsert_node(name, labels.clone(), now, wall)?;
-            store.upsert_node(name, labels, "config", wall)?;
+            let name = key(name)?;
+            fleet.upsert_node(&name, labels.clone(), now, wall)?;
+            store.upsert_node(&name, labels, "config", wall)?;
+            configured.insert(name);
         }
         for (name, labels) in store.nodes()? {
-            if !inventory.iter().any(|(n, _)| *n == name) {
+            let name = key(&name)?;
+            if !configured.contains(&name) {
                 fleet.upsert_node(&name, labels, now, wall)?;
             }
         }
         for name in store.agent_nodes()? {
-            if !inventory.iter().any(|(n, _)| *n == name) {
+            let name = key(&name)?;
+            if !configured.contains(&name) {
                 fleet.mark_agent_labelled(&name);
             }
         }
+        let mut last_up = None;
         for r in store.reports()? {
-            fleet.restore_report(&r.node, r.boot_id, r.seq, r.state, r.received_at);
+            last_up = last_up.max(Some(r.received_at));
+            let node = key(&r.node)?;
+            fleet.restore_report(&node, r.boot_id, r.seq, r.state, r.received_at);
         }
         let boot = crate::clock::BootAnchor::now();
-        for (w, anchor) in store.open_waivers()? {
-            let left = crate::clock::waiver_left(
+        for (mut w, anchor) in store.open_waivers()? {
+            let restored = crate::clock::restore_waiver(
                 w.created_at,
                 w.expires_at,
                 anchor.as_ref(),
                 boot.as_ref(),
                 wall,
+                last_up,
             );
-            if left.is_zero() {
-                tracing::info!(waiver = w.id, node = %w.node, "waiver fell due while the aggregator was down");
-                store.end_waiver(&w, "aggregator", "waiver.expire", wall)?;
-            } else if fleet.status(&w.node).is_some() {
-                fleet.add_waiver(w, left, now);
+            match restored {
+                crate::clock::Restored::Ended { at, why } => {
+                    tracing::info!(waiver = w.id, node = %w.node, "waiver ended at start: {why}");
+                    store.end_waiver(&w, "aggregator", "waiver.expire", at)?;
+                }
+                crate::clock::Restored::Left(left) => {
+                    w.node = key(&w.node)?;
+                    if fleet.status(&w.node).is_some() {
+                        fleet.add_waiver(w, left, now);
+                    }
+                }
             }
         }
         for s in scopes {
@@ -167,8 +192,12 @@ impl Service {
             applier,
             metrics,
             pending_ends: Arc::default(),
+            removed: Arc::default(),
+            synchronous: Arc::default(),
             expiries,
         };
+        let sync = lock(&service.store).synchronous();
+        service.note_synchronous(sync);
         Ok((service, rx))
     }
 
@@ -226,10 +255,10 @@ impl Service {
         name: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<(), ServiceError> {
-        check_node_name(name).map_err(FleetError::from)?;
+        let name = &node_key(name).map_err(FleetError::from)?;
         check_labels(&labels).map_err(FleetError::from)?;
         let wall = crate::clock::wall();
-        let (n, l) = (name.to_owned(), labels.clone());
+        let (n, l) = (name.clone(), labels.clone());
         self.store(move |s| s.upsert_node(&n, &l, "api", wall))
             .await?;
         write(&self.fleet).upsert_node(name, labels, Instant::now(), wall)?;
@@ -241,6 +270,7 @@ impl Service {
     /// # Errors
     /// No such node, store failure.
     pub async fn delete_node(&self, name: &str) -> Result<(), ServiceError> {
+        let name = &node_key(name).map_err(FleetError::from)?;
         if read(&self.fleet).status(name).is_none() {
             return Err(FleetError::NoSuchNode(name.to_owned()).into());
         }
@@ -255,7 +285,8 @@ impl Service {
     ///
     /// # Errors
     /// Invalid waiver (nothing written), store failure.
-    pub async fn add_waiver(&self, w: Waiver) -> Result<Waiver, ServiceError> {
+    pub async fn add_waiver(&self, mut w: Waiver) -> Result<Waiver, ServiceError> {
+        w.node = node_key(&w.node).map_err(FleetError::from)?;
         // The clock the handler derived the expiry from, so that a duration
         // of exactly the cap is accepted.
         read(&self.fleet).check_waiver(&w, w.created_at)?;
@@ -283,6 +314,7 @@ impl Service {
         let w = write(&self.fleet)
             .remove_waiver(id, Instant::now())
             .map_err(ServiceError::from)?;
+        self.remember_removal(&w, &actor);
         let end = PendingEnd {
             waiver: w,
             actor,

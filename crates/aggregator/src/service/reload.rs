@@ -79,12 +79,17 @@ impl Service {
         // to the store after the read began, and is not in it).
         let before = self.waiver_ids();
         let wall = crate::clock::wall();
-        let (nodes, waivers) = {
+        let (nodes, waivers, sync) = {
             let mut s = lock(&self.store);
             let r = s.nodes().and_then(|n| Ok((n, s.active_waivers(wall)?)));
             self.metrics.store_up.set(i64::from(r.is_ok()));
-            r?
+            let (nodes, waivers) = r?;
+            // A full reload follows every reconnect (a failover among
+            // them): the removals a new primary lacks are applied again.
+            let waivers = self.reapply_removals(&mut s, waivers, wall);
+            (nodes, waivers, s.synchronous())
         };
+        self.note_synchronous(sync);
         let stored: HashSet<String> = nodes.iter().map(|(n, _)| n.clone()).collect();
         let mut diff = Diff {
             gone: known.difference(&stored).cloned().collect(),
@@ -120,9 +125,10 @@ impl Service {
         let before = self.waiver_ids();
         let wall = crate::clock::wall();
         let waivers = {
-            let r = lock(&self.store).active_waivers(wall);
+            let mut s = lock(&self.store);
+            let r = s.active_waivers(wall);
             self.metrics.store_up.set(i64::from(r.is_ok()));
-            r?
+            self.reapply_removals(&mut s, r?, wall)
         };
         let counts = ReloadCounts {
             stored_waivers: waivers.len(),
@@ -143,8 +149,8 @@ impl Service {
 
     /// Waivers to end (in the fleet since `before` the read, not in force
     /// in the store) and to add (in force, not in the fleet, on a node the
-    /// fleet has or is `arriving`, and not ended here with the end still
-    /// owed to the store).
+    /// fleet has or is `arriving`, and not ended here: with the end still
+    /// owed to the store, or removed through this replica).
     fn diff_waivers(
         &self,
         before: &HashSet<i64>,
@@ -164,6 +170,7 @@ impl Service {
                 fleet.waiver(w.id).is_none()
                     && (fleet.status(&w.node).is_some() || arriving.contains(w.node.as_str()))
                     && !self.end_pending(w.id)
+                    && !self.removed_here(w)
             })
             .collect();
         (ended, added)
@@ -209,7 +216,11 @@ impl Service {
             }
         }
         for id in diff.ended {
-            if fleet.remove_waiver(id, now).is_ok() {
+            if let Ok(w) = fleet.remove_waiver(id, now) {
+                // Ended through another replica: remembered here too, so
+                // that a failover that loses the end does not revive it
+                // even if that replica restarts meanwhile.
+                self.remember_removal(&w, "aggregator");
                 counts.waivers += 1;
             }
         }
@@ -217,6 +228,7 @@ impl Service {
             if fleet.waiver(w.id).is_none()
                 && fleet.status(&w.node).is_some()
                 && !self.end_pending(w.id)
+                && !self.removed_here(&w)
             {
                 let left = w.expires_at.duration_since(wall).unwrap_or_default();
                 fleet.add_waiver(w, left, now);

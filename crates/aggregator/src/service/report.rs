@@ -9,12 +9,26 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
 use std::time::SystemTime;
 
+use preflight_model::names::node_key;
 use preflight_model::report::{Report, ReportBody};
 use tokio::time::Instant;
 
 use super::{lock, write, Service, ServiceError};
-use crate::fleet::{Prepared, ReportOutcome};
+use crate::fleet::{FleetError, Prepared, ReportOutcome};
 use crate::store::{NodeChange, PendingReport};
+
+/// The report with its node named in the one form the fleet keeps
+/// ([`node_key`]): `NODE-A` is node-a, never a second node. A credential
+/// for node-a may send either (names are compared without case there too).
+fn canonical(mut report: Report) -> Result<Report, ServiceError> {
+    report.node = node_key(&report.node).map_err(FleetError::from)?;
+    if let ReportBody::Full { state, .. } = &mut report.body {
+        if state.node.eq_ignore_ascii_case(&report.node) {
+            state.node.clone_from(&report.node);
+        }
+    }
+    Ok(report)
+}
 
 impl Service {
     /// Writes a node its agent added or relabeled: group-committed with
@@ -24,12 +38,14 @@ impl Service {
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
+        actor: &str,
         at: SystemTime,
     ) -> Result<(), ServiceError> {
         let (name, labels) = (name.to_owned(), labels.clone());
+        // The audit names the credential that set the labels.
+        let actor = format!("agent:{actor}");
         match &self.nodes {
             Some(w) => {
-                let actor = "agent".to_owned();
                 let r = w
                     .upsert(NodeChange {
                         name,
@@ -41,7 +57,7 @@ impl Service {
                 self.recorded(r)
             }
             None => {
-                self.store(move |s| s.upsert_node(&name, &labels, "agent", at))
+                self.store(move |s| s.upsert_node(&name, &labels, &actor, at))
                     .await
             }
         }
@@ -56,7 +72,11 @@ impl Service {
     /// # Errors
     /// The fleet's refusal (nothing changed), or the store's failure to
     /// persist a new node (the node is removed again).
-    pub async fn report(&self, report: Report) -> Result<ReportOutcome, ServiceError> {
+    ///
+    /// `actor` names the credential that sent it (the audit's actor, as
+    /// `agent:NAME`, when the report adds or relabels a node).
+    pub async fn report(&self, report: Report, actor: &str) -> Result<ReportOutcome, ServiceError> {
+        let report = canonical(report)?;
         let wall = crate::clock::wall();
         let prepared = Prepared::new(&report);
         let Some((report, outcome)) = self.applier.apply(report, prepared).await else {
@@ -80,14 +100,20 @@ impl Service {
         };
         if let Some(old) = relabeled {
             // An agent-labelled node moved to other scopes: persisted and
-            // audited (actor `agent`), or undone.
-            if let Err(e) = self.save_agent_node(&report.node, labels, wall).await {
+            // audited (actor `agent:CREDENTIAL`), or undone.
+            if let Err(e) = self
+                .save_agent_node(&report.node, labels, actor, wall)
+                .await
+            {
                 write(&self.fleet).undo_relabel(&report.node, old.clone(), Instant::now());
                 return Err(e);
             }
         }
         if *new_node {
-            if let Err(e) = self.save_agent_node(&report.node, labels, wall).await {
+            if let Err(e) = self
+                .save_agent_node(&report.node, labels, actor, wall)
+                .await
+            {
                 let _ = write(&self.fleet).remove_node(&report.node);
                 return Err(e);
             }

@@ -8,8 +8,10 @@
 //! backends version their schema and refuse a database written by a newer
 //! preflight. Calls are blocking: the service runs them on the blocking pool.
 
+mod beside;
 mod group;
 mod pgconf;
+mod pgsync;
 pub mod pgtls;
 mod postgres;
 mod sqlite;
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::BootAnchor;
 
+pub use self::beside::RESERVE_BYTES;
 pub use self::group::NodeWriter;
 pub use self::pgconf::{is_postgres_url, PgSettings, PG_CHANNEL};
 pub use self::postgres::{PgListener, PgStore};
@@ -78,6 +81,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The database is not the store written here: it lost its id (it is
+    /// empty, truncated, recreated, or lost its WAL) or holds another one.
+    #[error("store {path}: {reason}; restore it from a backup, or start once with --accept-empty-store to run on it as it is")]
+    Replaced {
+        /// Database file.
+        path: String,
+        /// What was found.
+        reason: String,
+    },
     /// The database was written by a newer preflight.
     #[error("store {path}: schema version {found} is newer than this preflight understands ({supported}); run the newer preflight or restore a backup")]
     Schema {
@@ -92,10 +104,11 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether this error is the operator's to fix before starting again
-    /// (a newer schema), rather than a passing failure.
+    /// (a newer schema, an emptied or replaced store), rather than a
+    /// passing failure.
     #[must_use]
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Schema { .. })
+        matches!(self, Self::Schema { .. } | Self::Replaced { .. })
     }
 }
 
@@ -171,10 +184,11 @@ pub(crate) fn time(ms: i64) -> SystemTime {
 }
 
 /// What a node's `origin` column holds for a change by `actor`: `agent` for
-/// a node its agent added (its agent keeps its labels), `inventory` for one
-/// the configuration or the API lists.
+/// a node its agent added (its agent keeps its labels; the actor is `agent`
+/// or `agent:CREDENTIAL`), `inventory` for one the configuration or the API
+/// lists.
 pub(crate) fn origin(actor: &str) -> &'static str {
-    if actor == "agent" {
+    if actor == "agent" || actor.starts_with("agent:") {
         "agent"
     } else {
         "inventory"
@@ -236,12 +250,27 @@ impl Store {
     /// Opens (creating or migrating if needed) the store.
     ///
     /// # Errors
-    /// Unreachable or unreadable database, or a newer schema.
+    /// Unreachable or unreadable database, a newer schema, or a SQLite
+    /// store that is not the one written here (see [`Store::accept_empty`]).
     pub fn open(db: &Database) -> Result<Self, StoreError> {
         Ok(match db {
             Database::Sqlite(p) => Self::Sqlite(SqliteStore::open(p)?),
             Database::Postgres(s) => Self::Postgres(Box::new(PgStore::open(s)?)),
         })
+    }
+
+    /// Adopts the store at `db` as it is when it lost its id (emptied,
+    /// truncated, lost its WAL) or holds another store's: what
+    /// `--accept-empty-store` asks for. Does nothing to PostgreSQL, whose
+    /// store keeps no id (there is no local file to compare it with).
+    ///
+    /// # Errors
+    /// Unreachable or unreadable database, or a newer schema.
+    pub fn accept_empty(db: &Database) -> Result<(), StoreError> {
+        match db {
+            Database::Sqlite(p) => SqliteStore::open_with(p, true).map(drop),
+            Database::Postgres(_) => Ok(()),
+        }
     }
 
     /// Whether the store is shared with other replicas (then changes made
@@ -397,5 +426,18 @@ impl Store {
     /// Database errors.
     pub fn ping(&mut self) -> Result<(), StoreError> {
         both!(self, s => s.ping())
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    /// A node its agent relabels keeps taking its labels from its agent
+    /// when the audit names the credential (`agent:NAME`).
+    #[test]
+    fn an_agent_credential_keeps_the_agent_origin() {
+        assert_eq!(super::origin("agent"), "agent");
+        assert_eq!(super::origin("agent:node-token:n1"), "agent");
+        assert_eq!(super::origin("api"), "inventory");
+        assert_eq!(super::origin("agentx"), "inventory");
     }
 }

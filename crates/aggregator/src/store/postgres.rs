@@ -14,6 +14,7 @@ use postgres::{Client, NoTls, Transaction};
 use preflight_model::report::Waiver;
 
 use super::pgconf::{PgSettings, PG_CHANNEL};
+use super::pgsync::Notices;
 use super::pgtls::{client_config, SslMode};
 use super::{
     millis, parse_labels, parse_report, time, AuditEntry, Labels, NodeChange, PendingReport,
@@ -71,12 +72,15 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn connect(settings: &PgSettings) -> Result<Client, StoreError> {
+fn connect(settings: &PgSettings, notices: Option<&Notices>) -> Result<Client, StoreError> {
     let err = |message| StoreError::Postgres {
         db: settings.display.clone(),
         message,
     };
-    let cfg = settings.config().map_err(err)?;
+    let mut cfg = settings.config().map_err(err)?;
+    if let Some(n) = notices {
+        n.attach(&mut cfg);
+    }
     match settings.sslmode {
         SslMode::Disable => cfg.connect(NoTls),
         mode => {
@@ -91,6 +95,8 @@ fn connect(settings: &PgSettings) -> Result<Client, StoreError> {
 pub struct PgStore {
     settings: PgSettings,
     client: Option<Client>,
+    /// Warnings the server sent (a cancelled wait for a standby).
+    pub(super) notices: Notices,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -121,9 +127,11 @@ impl PgStore {
     /// # Errors
     /// Unreachable database, or a schema newer than this preflight.
     pub fn open(settings: &PgSettings) -> Result<Self, StoreError> {
+        let notices = Notices::default();
         let mut s = Self {
             settings: settings.clone(),
-            client: Some(connect(settings)?),
+            client: Some(connect(settings, Some(&notices))?),
+            notices,
         };
         let found = s.run(|c| {
             let mut tx = c.transaction()?;
@@ -169,6 +177,7 @@ impl PgStore {
         Self {
             settings: settings.clone(),
             client: None,
+            notices: Notices::default(),
         }
     }
 
@@ -180,7 +189,7 @@ impl PgStore {
 
     /// Runs `f` on the connection, connecting first if there is none; a
     /// connection that broke is dropped so that the next call reconnects.
-    fn run<T>(
+    pub(super) fn run<T>(
         &mut self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
@@ -189,7 +198,9 @@ impl PgStore {
         }
         let client = match &mut self.client {
             Some(c) => c,
-            None => self.client.insert(connect(&self.settings)?),
+            None => self
+                .client
+                .insert(connect(&self.settings, Some(&self.notices))?),
         };
         f(client).map_err(|e| {
             if e.as_db_error().is_none() {
@@ -199,29 +210,6 @@ impl PgStore {
                 db: self.settings.display.clone(),
                 message: chain(&e),
             }
-        })
-    }
-
-    /// Runs `f` in one transaction that also announces `what` to every
-    /// replica (delivered only if it commits).
-    pub(super) fn change<T>(
-        &mut self,
-        what: &str,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
-    ) -> Result<T, StoreError> {
-        // The payload names the replica, whose own listener skips it: its
-        // fleet already has the change, and a full reload per own write
-        // (every new node) would stall it under load.
-        let payload = format!("{what} {}", self.settings.origin);
-        self.run(|c| {
-            let mut tx = c.transaction()?;
-            // Inventory and waivers are acknowledged only once on disk,
-            // whatever the server's default.
-            tx.batch_execute("SET LOCAL synchronous_commit TO on")?;
-            let v = f(&mut tx)?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&PG_CHANNEL, &payload])?;
-            tx.commit()?;
-            Ok(v)
         })
     }
 
@@ -354,7 +342,7 @@ impl PgStore {
 
     pub(super) fn insert_waiver(&mut self, mut w: Waiver) -> Result<Waiver, StoreError> {
         let anchor = BootAnchor::now();
-        self.change("waivers", |tx| {
+        let (w, unsynced) = self.change_bounded("waivers", |tx| {
             let row = tx.query_one(
                 "INSERT INTO waivers(node, code, subject, reason, author, created_at, expires_at, boot_id, boot_ms)
                  VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -374,7 +362,18 @@ impl PgStore {
             let detail = serde_json::to_value(&w).expect("waiver serializes");
             Self::audit_tx(tx, w.created_at, &w.author, "waiver.create", &detail)?;
             Ok(w)
-        })
+        })?;
+        match unsynced {
+            None => Ok(w),
+            Some(why) => {
+                // Refused, yet committed on the primary, where the other
+                // replicas would take it up: end it there at once.
+                if let Err(e) = self.end_refused(w.id, SystemTime::now()) {
+                    tracing::error!(waiver = w.id, error = %e, "cannot end a refused waiver on the primary; other replicas may apply it until a failover drops it");
+                }
+                Err(self.unsynced("waivers", why))
+            }
+        }
     }
 
     pub(super) fn end_waiver(
@@ -486,15 +485,6 @@ impl PgStore {
             })
             .collect())
     }
-
-    pub(super) fn ping(&mut self) -> Result<(), StoreError> {
-        // A transaction that gets an id writes its commit to the WAL.
-        self.run(|c| {
-            let mut tx = c.transaction()?;
-            tx.batch_execute("SET LOCAL synchronous_commit TO on; SELECT txid_current()")?;
-            tx.commit()
-        })
-    }
 }
 
 /// A replica's own connection that `LISTEN`s for changes made by any
@@ -512,7 +502,7 @@ impl PgListener {
     /// # Errors
     /// Unreachable database.
     pub fn connect(settings: &PgSettings) -> Result<Self, StoreError> {
-        let mut client = connect(settings)?;
+        let mut client = connect(settings, None)?;
         client
             .batch_execute(&format!("LISTEN {PG_CHANNEL}"))
             .map_err(|e| StoreError::Postgres {

@@ -1,6 +1,8 @@
 //! The SQLite backend: one file in WAL mode, for a single aggregator (the
 //! default, and what `preflight up` uses). Its schema version lives in the
-//! `meta` table, as it always has.
+//! `meta` table, as it always has. Two files live beside it (`beside`): a
+//! reserve of disk space for recording waiver ends on a full disk, and the
+//! store id that tells an emptied database from a new one.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -10,10 +12,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::clock::BootAnchor;
 
-use super::{
-    millis, parse_labels, parse_report, time, AuditEntry, Labels, PendingReport, StoreError,
-    StoredReport,
-};
+use super::beside::{self, Reserve};
+use super::{millis, time, Labels, PendingReport, StoreError};
+
+mod read;
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -21,6 +23,9 @@ const SCHEMA_VERSION: i64 = 1;
 pub struct SqliteStore {
     conn: Connection,
     path: String,
+    reserve: Reserve,
+    /// When the reserve was last tried outside readiness checks.
+    reserve_tried: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -35,8 +40,18 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     ///
     /// # Errors
-    /// When the file cannot be opened or has a newer schema.
+    /// When the file cannot be opened, has a newer schema, or is not the
+    /// store written here (its id file says otherwise).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, false)
+    }
+
+    /// [`Self::open`]; with `accept_empty`, a database that is not the
+    /// store written here (emptied, replaced) is adopted as it is.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or has a newer schema.
+    pub fn open_with(path: &Path, accept_empty: bool) -> Result<Self, StoreError> {
         let p = path.display().to_string();
         let err = |source| StoreError::Sqlite {
             path: p.clone(),
@@ -107,7 +122,39 @@ impl SqliteStore {
                 .map_err(err)?;
             }
         }
-        Ok(Self { conn, path: p })
+        beside::check_id(&conn, path, accept_empty)?;
+        let mut reserve = Reserve::of(path);
+        if let Err(e) = reserve.ensure() {
+            // Serving from memory is still right; readiness says no, and
+            // writes other than waiver ends wait for the reserve.
+            tracing::error!(error = %e, "no reserve for recording waiver ends on a full disk");
+        }
+        Ok(Self {
+            conn,
+            path: p,
+            reserve,
+            reserve_tried: None,
+        })
+    }
+
+    /// Refuses a write that would use space kept for waiver ends while the
+    /// reserve is spent (tried again every 10 s): only ends, which free a
+    /// waiver's promise, may use what the reserve gave back.
+    fn hold_reserve(&mut self) -> Result<(), StoreError> {
+        if self.reserve.present() {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        if self
+            .reserve_tried
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            self.reserve_tried = Some(now);
+            if self.reserve.ensure().is_ok() {
+                return Ok(());
+            }
+        }
+        Err(self.reserve.spent())
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -115,137 +162,6 @@ impl SqliteStore {
             path: self.path.clone(),
             source,
         }
-    }
-
-    /// The inventory.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn nodes(&self) -> Result<Vec<(String, Labels)>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT name, labels FROM nodes ORDER BY name")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, labels) = row.map_err(|e| self.err(e))?;
-            if let Some(l) = parse_labels(&name, &labels) {
-                out.push((name, l));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Nodes of the inventory that their agent added (open inventory).
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn agent_nodes(&self) -> Result<Vec<String>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT name FROM nodes WHERE origin='agent'")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
-    }
-
-    /// Every waiver that has not ended, expired or not, with the boot clock
-    /// it was granted at (for restoring waivers after a restart).
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn open_waivers(&self) -> Result<Vec<(Waiver, Option<BootAnchor>)>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT id, node, code, subject, reason, author, created_at, expires_at, boot_id, boot_ms
-                 FROM waivers WHERE ended_at IS NULL ORDER BY id",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                let anchor = match (r.get::<_, Option<String>>(8)?, r.get::<_, Option<i64>>(9)?) {
-                    (Some(boot_id), Some(boot_ms)) => Some(BootAnchor { boot_id, boot_ms }),
-                    _ => None,
-                };
-                Ok((
-                    Waiver {
-                        id: r.get(0)?,
-                        node: r.get(1)?,
-                        code: r.get(2)?,
-                        subject: r.get(3)?,
-                        reason: r.get(4)?,
-                        author: r.get(5)?,
-                        created_at: time(r.get(6)?),
-                        expires_at: time(r.get(7)?),
-                    },
-                    anchor,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
-    }
-
-    /// Last persisted report of every node.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn reports(&self) -> Result<Vec<StoredReport>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT node, boot_id, seq, received_at, state FROM reports")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (node, boot_id, seq, at, state) = row.map_err(|e| self.err(e))?;
-            out.extend(parse_report(node, boot_id, seq, at, &state));
-        }
-        Ok(out)
-    }
-
-    /// Waivers that have not ended and not expired at `now`.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn active_waivers(&self, now: SystemTime) -> Result<Vec<Waiver>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT id, node, code, subject, reason, author, created_at, expires_at FROM waivers
-                 WHERE ended_at IS NULL AND expires_at > ?1 ORDER BY id",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([millis(now)], |r| {
-                Ok(Waiver {
-                    id: r.get(0)?,
-                    node: r.get(1)?,
-                    code: r.get(2)?,
-                    subject: r.get(3)?,
-                    reason: r.get(4)?,
-                    author: r.get(5)?,
-                    created_at: time(r.get(6)?),
-                    expires_at: time(r.get(7)?),
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     fn audit_tx(
@@ -270,6 +186,7 @@ impl SqliteStore {
         action: &str,
         detail: &serde_json::Value,
     ) -> Result<(), StoreError> {
+        self.hold_reserve()?;
         self.in_tx(|tx| Self::audit_tx(tx, at, actor, action, detail))
     }
 
@@ -321,6 +238,7 @@ impl SqliteStore {
         actor: &str,
         at: SystemTime,
     ) -> Result<(), StoreError> {
+        self.hold_reserve()?;
         let labels_json = serde_json::to_string(labels).expect("string map serializes");
         let origin = super::origin(actor);
         self.in_durable_tx(|tx| {
@@ -367,6 +285,8 @@ impl SqliteStore {
     /// # Errors
     /// SQLite errors; nothing is written then.
     pub fn insert_waiver(&mut self, mut w: Waiver) -> Result<Waiver, StoreError> {
+        // A waiver is granted only while its end can be recorded.
+        self.hold_reserve()?;
         let anchor = BootAnchor::now();
         self.in_durable_tx(|tx| {
             tx.execute(
@@ -392,10 +312,32 @@ impl SqliteStore {
     }
 
     /// Ends a waiver (removed by someone, or expired), with an audit entry.
+    /// On a full disk the reserve is given back and the end tried again:
+    /// an end that only memory holds would be undone by a restart.
     ///
     /// # Errors
     /// SQLite errors; nothing is written then.
     pub fn end_waiver(
+        &mut self,
+        w: &Waiver,
+        actor: &str,
+        action: &str,
+        at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        match self.end_waiver_once(w, actor, action, at) {
+            Err(e) if is_full(&e) && self.reserve.release() => {
+                tracing::error!(
+                    waiver = w.id,
+                    store = %self.path,
+                    "disk full: gave back the reserve to record this waiver's end; free space on the store's file system (not ready until the reserve is back)"
+                );
+                self.end_waiver_once(w, actor, action, at)
+            }
+            r => r,
+        }
+    }
+
+    fn end_waiver_once(
         &mut self,
         w: &Waiver,
         actor: &str,
@@ -464,6 +406,7 @@ impl SqliteStore {
     /// # Errors
     /// SQLite errors; nothing is written then.
     pub fn save_reports(&mut self, batch: &[PendingReport]) -> Result<(), StoreError> {
+        self.hold_reserve()?;
         self.in_tx(|tx| {
             let mut st = tx.prepare_cached(
                 "INSERT INTO reports(node, boot_id, seq, received_at, state) VALUES(?1, ?2, ?3, ?4, ?5)
@@ -483,21 +426,33 @@ impl SqliteStore {
         })
     }
 
-    /// Whether the store can take a write: a synced write to the database,
-    /// and a page-sized file written and synced beside it. SQLite reuses
-    /// the space of its WAL, so a small write to the database alone can
-    /// succeed on a full disk that refuses the next waiver.
+    /// Whether the store can take a write: the reserve in place, a synced
+    /// write to the database, a row put into each table that waivers and
+    /// inventory change and taken back (a corrupt page of one of them
+    /// fails every such write, not this probe's own row), and a page-sized
+    /// file written and synced beside it. SQLite reuses the space of its
+    /// WAL, so a small write to the database alone can succeed on a full
+    /// disk that refuses the next waiver.
     ///
     /// # Errors
     /// SQLite or file-system errors.
     pub fn ping(&mut self) -> Result<(), StoreError> {
+        self.reserve.ensure()?;
         self.in_durable_tx(|tx| {
             tx.execute(
                 "INSERT INTO meta(key, value) VALUES('ready_probe', 0)
                  ON CONFLICT(key) DO UPDATE SET value=value+1",
                 [],
+            )?;
+            tx.execute_batch(
+                "SAVEPOINT ready_probe;
+                 INSERT INTO audit(at, actor, action, detail) VALUES(0, 'ready_probe', 'ready_probe', '{}');
+                 INSERT INTO waivers(node, reason, author, created_at, expires_at)
+                     VALUES('', 'ready_probe', 'ready_probe', 0, 0);
+                 INSERT OR REPLACE INTO nodes(name, labels, added_at) VALUES('', '{}', 0);
+                 ROLLBACK TO ready_probe;
+                 RELEASE ready_probe;",
             )
-            .map(|_| ())
         })?;
         let probe = format!("{}-ready", self.path);
         let written = (|| {
@@ -512,30 +467,17 @@ impl SqliteStore {
             source: e,
         })
     }
+}
 
-    /// The newest `limit` audit entries, newest first.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?1")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([limit], |r| {
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    at: time(r.get(1)?),
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    detail: serde_json::from_str(&r.get::<_, String>(4)?)
-                        .unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
-    }
+/// Whether SQLite refused a write for want of space.
+fn is_full(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Sqlite {
+            source: rusqlite::Error::SqliteFailure(f, _),
+            ..
+        } if f.code == rusqlite::ErrorCode::DiskFull
+    )
 }
 
 #[cfg(test)]
@@ -568,5 +510,36 @@ mod tests {
         let e = Store::open(&db).expect_err("newer schema");
         assert!(e.is_config(), "{e}");
         assert!(e.to_string().contains("schema version 99"), "{e}");
+    }
+
+    #[test]
+    fn emptied_store_is_refused_until_accepted() {
+        let (_dir, db) = fresh();
+        let Database::Sqlite(p) = &db else {
+            unreachable!()
+        };
+        drop(Store::open(&db).expect("new store"));
+        drop(Store::open(&db).expect("same store again"));
+        std::fs::write(p, b"").expect("truncate");
+        let e = Store::open(&db).expect_err("emptied store");
+        assert!(e.is_config(), "{e}");
+        assert!(e.to_string().contains("--accept-empty-store"), "{e}");
+        Store::accept_empty(&db).expect("accepted");
+        drop(Store::open(&db).expect("adopted under a new id"));
+    }
+
+    #[test]
+    fn reserve_is_kept_beside_the_database() {
+        let (_dir, db) = fresh();
+        let Database::Sqlite(p) = &db else {
+            unreachable!()
+        };
+        let mut s = Store::open(&db).expect("open");
+        let reserve = std::path::PathBuf::from(format!("{}.reserve", p.display()));
+        let size = std::fs::metadata(&reserve).map(|m| m.len()).ok();
+        assert_eq!(size, Some(super::super::RESERVE_BYTES as u64));
+        std::fs::remove_file(&reserve).expect("remove reserve");
+        s.ping().expect("ready: the reserve is written again");
+        assert!(reserve.exists());
     }
 }
