@@ -46,7 +46,14 @@ fn outcome(mut cmd: Command, port: u16) -> Result<(), String> {
             assert_eq!(status.code(), Some(64), "exit status; stderr: {err}");
             return Err(err);
         }
-        if curl("GET", &format!("http://127.0.0.1:{port}/healthz"), None, None).0 == 200 {
+        if curl(
+            "GET",
+            &format!("http://127.0.0.1:{port}/healthz"),
+            None,
+            None,
+        )
+        .0 == 200
+        {
             return Ok(());
         }
         assert!(
@@ -78,11 +85,7 @@ fn both_agent_commands_accept_and_refuse_the_same_files() {
             "[aggregator]\nnode_tokens_file = \"/nonexistent/node-tokens\"\n",
             true,
         ),
-        (
-            "a bad [agent] key",
-            "[agent]\nheartbeat = \"0s\"\n",
-            false,
-        ),
+        ("a bad [agent] key", "[agent]\nheartbeat = \"0s\"\n", false),
     ];
     for (name, extra, accepted) in cases {
         let mut results = Vec::new();

@@ -148,10 +148,7 @@ fn no_write_is_open_once_a_credential_exists_and_blocked_nodes_keep_their_scope(
     let entries = audit.as_array().expect("audit list");
     let moved = entries
         .iter()
-        .filter(|e| {
-            e["action"] == "node.upsert"
-                && e["detail"].to_string().contains("node-a")
-        })
+        .filter(|e| e["action"] == "node.upsert" && e["detail"].to_string().contains("node-a"))
         .map(|e| e["actor"].as_str().unwrap_or_default().to_owned())
         .collect::<Vec<_>>();
     assert!(

@@ -1523,7 +1523,13 @@ fn a_blocked_node_cannot_relabel_itself_out_of_its_scope() {
         .apply_report(&full("node-a", "comptue", 3, vec![]), t0, W)
         .expect("ok");
     assert!(
-        matches!(out, ReportOutcome::Accepted { relabeled: None, .. }),
+        matches!(
+            out,
+            ReportOutcome::Accepted {
+                relabeled: None,
+                ..
+            }
+        ),
         "was not go before this report: held once more"
     );
     assert_eq!(
