@@ -112,6 +112,7 @@ codes! {
         OvsStateUnreadable = "OVS_STATE_UNREADABLE", Critical, "Open vSwitch bonds are expected (configuration or kernel) but OVSDB cannot be read, so their health is unknown";
         NicRenumbered = "NIC_RENUMBERED", Critical, "os-net-config's next run would map a nicN name to another NIC than the one it is on now";
         ExpectationUnchecked = "EXPECTATION_UNCHECKED", Warning, "an entry of the expected configuration is of a type preflight cannot check; it is listed, not silently skipped";
+        FindingsTruncated = "FINDINGS_TRUNCATED", Critical, "the node has more findings than a report carries; those left out are unknown to the gate";
     }
     node {
         NodeSilent = "NODE_SILENT", "a node in the inventory has not reported since the aggregator started";
@@ -128,7 +129,10 @@ impl Code {
     pub fn fail_closed(self) -> bool {
         matches!(
             self,
-            Self::StateUnreadable | Self::ExpectationsInvalid | Self::OvsStateUnreadable
+            Self::StateUnreadable
+                | Self::ExpectationsInvalid
+                | Self::OvsStateUnreadable
+                | Self::FindingsTruncated
         )
     }
 

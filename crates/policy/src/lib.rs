@@ -40,6 +40,55 @@ pub struct Raw {
 /// read errors), so that no finding can make a report larger than the
 /// aggregator accepts and hide the node's real state behind a refused push.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Most findings one evaluation keeps (a report carries them all): a node
+/// has a few dozen at worst. Past it, or past [`MAX_FINDINGS_BYTES`], the
+/// worst are kept and one FINDINGS_TRUNCATED (critical, cannot be lowered)
+/// stands for the rest, so a report never outgrows what the aggregator
+/// accepts and what was left out still blocks.
+pub const MAX_FINDINGS: usize = 256;
+
+/// Most bytes of finding subjects and messages one evaluation keeps
+/// (a quarter of the aggregator's 1 MiB report limit).
+pub const MAX_FINDINGS_BYTES: usize = 256 * 1024;
+
+/// Cuts `findings` (sorted worst first) to the bounds above; returns the
+/// FINDINGS_TRUNCATED finding that stands for the rest (its `since` to be
+/// set by the caller), or `None` when all fit.
+fn truncate(findings: &mut Vec<Finding>) -> Option<Finding> {
+    let mut bytes = 0;
+    let keep = findings
+        .iter()
+        .take(MAX_FINDINGS - 1)
+        .take_while(|f| {
+            bytes += f.subject.len() + f.message.len();
+            bytes <= MAX_FINDINGS_BYTES
+        })
+        .count();
+    let total_bytes: usize = findings
+        .iter()
+        .map(|f| f.subject.len() + f.message.len())
+        .sum();
+    if findings.len() <= MAX_FINDINGS && total_bytes <= MAX_FINDINGS_BYTES {
+        return None;
+    }
+    let rest = findings.split_off(keep);
+    let critical = rest
+        .iter()
+        .filter(|f| f.severity == preflight_model::Severity::Critical)
+        .count();
+    Some(Finding {
+        code: Code::FindingsTruncated,
+        severity: preflight_model::Severity::Critical,
+        subject: "findings".into(),
+        message: format!(
+            "{} more findings ({critical} critical) are not shown or sent: a report carries at most {MAX_FINDINGS} findings and {} KiB of their text; the gate counts this one as critical in their place. Fix the ones shown, or look at the node's configuration for what multiplies them",
+            rest.len(),
+            MAX_FINDINGS_BYTES / 1024
+        ),
+        since: std::time::SystemTime::UNIX_EPOCH,
+    })
+}
 /// Longest finding subject, in bytes (names from OVSDB or a file).
 pub const MAX_SUBJECT_BYTES: usize = 256;
 
@@ -447,8 +496,15 @@ impl Evaluator {
                 since,
             });
         }
-        self.first_seen = seen;
         sort_findings(&mut findings);
+        if let Some(cut) = truncate(&mut findings) {
+            let key = (cut.code, cut.subject.clone());
+            let since = self.first_seen.get(&key).copied().unwrap_or(wall);
+            seen.insert(key, since);
+            findings.push(Finding { since, ..cut });
+            sort_findings(&mut findings);
+        }
+        self.first_seen = seen;
         findings
     }
 

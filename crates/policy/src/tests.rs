@@ -565,3 +565,49 @@ fn a_bond_port_without_carrier_is_down_before_miimon_notices() {
         "{msg}"
     );
 }
+
+/// Issue 37: a node with more findings than a report carries (hundreds of
+/// dark NICs here; an oversized config elsewhere) sent every one and its
+/// report went over the aggregator's limit (413): the aggregator showed the
+/// node as merely stale. Now the worst are kept, the rest are counted in
+/// one FINDINGS_TRUNCATED that is critical whatever the configuration says,
+/// and the critical findings are never the ones left out.
+#[test]
+fn findings_past_the_bound_are_cut_and_stand_for_the_rest() {
+    let mut ifaces: Vec<Interface> = (100..500)
+        .map(|i| Interface {
+            carrier: false,
+            ..nic(i, &format!("dark{i}"))
+        })
+        .collect();
+    ifaces.extend(healthy_ab().interfaces.into_values());
+    let mut snap = snapshot(ifaces);
+    if let Some(eth1) = snap.interfaces.get_mut(&3) {
+        eth1.carrier = false;
+    }
+    let f = Evaluator::new(PolicyConfig::default()).evaluate(
+        &snap,
+        Instant::now(),
+        SystemTime::now(),
+    );
+    assert_eq!(f.len(), MAX_FINDINGS);
+    let cut = f
+        .iter()
+        .find(|x| x.code == Code::FindingsTruncated)
+        .expect("FINDINGS_TRUNCATED");
+    assert_eq!(cut.severity, preflight_model::Severity::Critical);
+    assert!(cut.message.starts_with("147 more findings (0 critical)"), "{}", cut.message);
+    // The critical bond findings are kept.
+    assert!(f
+        .iter()
+        .any(|x| x.code == Code::BondPortDown && x.subject == "bond0/eth1"));
+    // Under the bound nothing changes.
+    let f = Evaluator::new(PolicyConfig::default()).evaluate(
+        &healthy_ab(),
+        Instant::now(),
+        SystemTime::now(),
+    );
+    assert!(f.iter().all(|x| x.code != Code::FindingsTruncated));
+    // A configuration cannot lower it.
+    assert!(Code::FindingsTruncated.fail_closed());
+}
