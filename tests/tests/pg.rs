@@ -160,7 +160,6 @@ fn actions(r: &Replica) -> Vec<String> {
 }
 
 #[test]
-#[allow(clippy::too_many_lines)]
 fn two_replicas_share_waivers_and_survive_losses() {
     let pg = Pg::start();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -242,7 +242,6 @@ impl AgentMetrics {
     }
 
     /// Sets every state gauge from `state`.
-    #[allow(clippy::cast_possible_wrap)]
     fn apply(&self, state: &NodeState) {
         for v in [
             &self.bond_info,

@@ -23,7 +23,6 @@ fn ticks(pid: u32) -> u64 {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    #[allow(clippy::cast_precision_loss)]
     let m = crate::rss_kib(pid).unwrap_or(0) as f64 / 1024.0;
     m
 }
@@ -178,7 +177,6 @@ async fn scrape_both(client: &Client) {
 }
 
 /// CPU % of both processes over `window`, scraped once a second.
-#[allow(clippy::cast_precision_loss)]
 async fn idle_window(client: &Client, pids: (u32, u32), window: Duration) -> (f64, f64) {
     let t = (ticks(pids.0), ticks(pids.1));
     let start = Instant::now();
@@ -211,7 +209,6 @@ pub fn idle_cpu(preflight: &str, instances: usize, window: Duration) -> Vec<(f64
         .collect()
 }
 
-#[allow(clippy::cast_precision_loss)]
 pub fn run(preflight: &str, idle: Duration, storm: Duration, scrapes: usize) -> Footprint {
     let pair = Pair::start(preflight, "fp");
     let pids = pair.pids();
@@ -356,7 +353,6 @@ pub fn bond_storm(
 /// scrapes both exporters once a second (concurrently, so that a slow
 /// scrape under TCG does not pause the storm), then brings every link up
 /// and prints `PFSTORM agent=% ne=% rate=changes/s`.
-#[allow(clippy::cast_precision_loss)]
 pub fn guest_flap(links: &[String], window: Duration, rate: u32, pids: (u32, u32)) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -68,7 +68,6 @@ fn ms(d: Duration) -> f64 {
 ///
 /// # Panics
 /// When the two ways give different answers.
-#[allow(clippy::cast_precision_loss)]
 pub fn run(nodes: usize, blocked_pct: usize, changes: usize, questions: usize) {
     let cfg = FleetConfig {
         ttl: Duration::from_secs(3600),

@@ -358,7 +358,6 @@ async fn blocked_now(http: &HttpClient, base: &str) -> String {
 /// period, so every node has reported within its TTL when it opens.
 const WARM_UP: Duration = Duration::from_secs(10);
 
-#[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
 pub fn run(
     bin: &str,
     nodes: usize,

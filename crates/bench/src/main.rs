@@ -194,7 +194,6 @@ pub(crate) fn watch_rss(bin: &str, seconds: u64, reps: usize) {
         let rss = rss_kib(child.id()).expect("rss");
         let _ = child.kill();
         let _ = child.wait();
-        #[allow(clippy::cast_precision_loss)]
         v.push(rss as f64 / 1024.0);
     }
     let (p50, _, min, max) = stats(v);
@@ -207,7 +206,6 @@ fn parse_share(v: &str) -> Result<u64, String> {
     match v.trim().parse::<f64>() {
         Ok(p) if (0.0..=100.0).contains(&p) =>
         {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             Ok((p * 10.0).round() as u64)
         }
         _ => Err(format!(

@@ -141,7 +141,6 @@ pub fn agent_rss(bin: &str, idle: Duration) -> (f64, f64) {
                 .expect("spawn agent"),
         );
         std::thread::sleep(idle);
-        #[allow(clippy::cast_precision_loss)]
         rss.push(crate::rss_kib(p.0.id()).expect("agent alive") as f64 / 1024.0);
     }
     (rss[0], rss[1])

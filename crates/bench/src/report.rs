@@ -356,7 +356,6 @@ fn summary(nodes: usize, store: &str, rows: &[load::LoadResult], seconds: u64) {
         med(&|r| r.conns_median),
         med(&|r| r.conns_min)
     );
-    #[allow(clippy::cast_precision_loss)]
     let db = med(&|r| r.db_bytes as f64 / 1_048_576.0);
     if !store.starts_with("SQLite") {
         println!("  database MiB         {db} (pg_database_size)");

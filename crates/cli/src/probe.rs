@@ -78,7 +78,6 @@ impl Reach {
     fn undecided(&self) -> bool {
         self.rtts.is_empty() && self.errors.iter().all(|e| e.local)
     }
-    #[allow(clippy::cast_precision_loss)]
     fn mean_ms(&self) -> Option<f64> {
         (!self.rtts.is_empty()).then(|| {
             self.rtts.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0

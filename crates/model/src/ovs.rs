@@ -63,14 +63,6 @@ impl OvsSource {
             .iter()
             .flat_map(|b| b.ports.iter().filter(|p| p.is_bond()).map(move |p| (b, p)))
     }
-
-    /// The OVS bond whose member is the interface named `name`, if any.
-    #[must_use]
-    pub fn bond_of_member(&self, name: &str) -> Option<&OvsPort> {
-        self.bonds()
-            .map(|(_, p)| p)
-            .find(|p| p.interfaces.iter().any(|i| i.name == name))
-    }
 }
 
 /// An OVSDB `Bridge` row.

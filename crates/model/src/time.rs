@@ -35,7 +35,6 @@ pub mod rfc3339_opt {
     ///
     /// # Errors
     /// The serializer's errors.
-    #[allow(clippy::ref_option)]
     pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => super::rfc3339::serialize(t, s),

@@ -16,7 +16,7 @@ fn load(name: &str) -> Snapshot {
 }
 
 fn findings(s: &Snapshot) -> Vec<String> {
-    let mut v: Vec<String> = rules(s, &PolicyConfig::default(), &FlapCounts::new())
+    let mut v: Vec<String> = rules(s, &PolicyConfig::default(), &FlapCounts::default())
         .into_iter()
         .map(|r| format!("{} {}", r.code, r.subject))
         .collect();

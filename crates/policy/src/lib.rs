@@ -119,14 +119,6 @@ pub struct FlapCounts {
     pub ovs: HashMap<String, u64>,
 }
 
-impl FlapCounts {
-    /// No changes seen.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
 /// Every rule, applied to one snapshot.
 #[must_use]
 pub fn rules(snap: &Snapshot, config: &PolicyConfig, flaps: &FlapCounts) -> Vec<Raw> {

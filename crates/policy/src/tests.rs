@@ -99,7 +99,7 @@ fn codes(snap: &Snapshot) -> Vec<(String, String)> {
 }
 
 fn codes_with(snap: &Snapshot, cfg: &PolicyConfig) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = rules(snap, cfg, &FlapCounts::new())
+    let mut v: Vec<(String, String)> = rules(snap, cfg, &FlapCounts::default())
         .into_iter()
         .map(|r| (r.code.as_str().to_owned(), r.subject))
         .collect();
@@ -554,7 +554,7 @@ fn a_bond_port_without_carrier_is_down_before_miimon_notices() {
             ("BOND_PORT_DOWN".to_owned(), "bond0/eth1".to_owned())
         ]
     );
-    let r = rules(&s, &PolicyConfig::default(), &FlapCounts::new());
+    let r = rules(&s, &PolicyConfig::default(), &FlapCounts::default());
     let msg = &r
         .iter()
         .find(|r| r.subject == "bond0/eth1")

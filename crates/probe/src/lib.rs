@@ -334,7 +334,6 @@ impl Tracker {
 
     /// The status as reported.
     #[must_use]
-    #[allow(clippy::cast_precision_loss)]
     pub fn status(&self) -> ProbeStatus {
         let ok: Vec<Duration> = self.results.iter().flatten().copied().collect();
         let n = self.results.len();

@@ -3,7 +3,7 @@
 //! a real server) both call [`run_all`] on an empty database. It lives in
 //! the library, hidden, so that both can reach it; it panics on failure.
 
-#![allow(clippy::missing_panics_doc, clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};

@@ -39,7 +39,6 @@ pub fn pooled(reps: &[&GateSamples]) -> [(f64, f64, usize); 5] {
 
 /// SQLite growth extrapolated to a day from the second half of the steady
 /// window (the WAL fills to its checkpoint size first, then is reused).
-#[allow(clippy::cast_precision_loss)]
 pub fn growth_per_day(samples: &[(f64, u64)]) -> Option<f64> {
     let (t_end, b_end) = *samples.last()?;
     let (t_mid, b_mid) = *samples.iter().find(|(t, _)| *t >= t_end / 2.0)?;

@@ -174,7 +174,6 @@ pub(super) fn guest_stages(log: &str) -> Vec<GuestStages> {
             }
         } else if rest.contains("full report answered") && rest.contains("ok=true") {
             if let (Some(v), Some(rtt)) = (field(rest, "version"), field(rest, "rtt_us")) {
-                #[allow(clippy::cast_precision_loss)]
                 answered.push((t, v, rtt as f64 / 1e6));
             }
         }

@@ -56,7 +56,7 @@ fn healthy() -> OvsPort {
 }
 
 fn codes(s: &Snapshot) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = rules(s, &PolicyConfig::default(), &FlapCounts::new())
+    let mut v: Vec<(String, String)> = rules(s, &PolicyConfig::default(), &FlapCounts::default())
         .into_iter()
         .map(|r| (r.code.as_str().to_owned(), r.subject))
         .collect();
@@ -92,7 +92,7 @@ fn member_link_down_is_bond_port_down_and_degraded() {
             pair("BOND_PORT_DOWN", "bond1/eth2")
         ]
     );
-    let r = rules(&s, &PolicyConfig::default(), &FlapCounts::new());
+    let r = rules(&s, &PolicyConfig::default(), &FlapCounts::default());
     let msg = &r
         .iter()
         .find(|r| r.subject == "bond1/eth2")
@@ -118,7 +118,7 @@ fn admin_down_and_errored_members_are_down() {
             pair("BOND_PORT_DOWN", "bond1/eth2"),
         ]
     );
-    let r = rules(&s, &PolicyConfig::default(), &FlapCounts::new());
+    let r = rules(&s, &PolicyConfig::default(), &FlapCounts::default());
     assert!(r.iter().any(|r| r.message.contains("No such device")));
     assert!(r.iter().any(|r| r.message.contains("admin_state down")));
 }
@@ -310,7 +310,7 @@ fn a_kernel_member_without_carrier_is_down_before_ovsdb_says_so() {
             pair("BOND_PORT_DOWN", "bond1/eth2")
         ]
     );
-    let r = rules(&s, &PolicyConfig::default(), &FlapCounts::new());
+    let r = rules(&s, &PolicyConfig::default(), &FlapCounts::default());
     assert!(r
         .iter()
         .any(|r| r.message.contains("OVS has not noticed yet")));
@@ -331,7 +331,7 @@ fn an_oversized_ovsdb_error_is_quoted_as_an_excerpt() {
     let mut p = healthy();
     p.interfaces[1].error = Some("e".repeat(2 * 1024 * 1024));
     let s = snap(p);
-    let raws = rules(&s, &PolicyConfig::default(), &FlapCounts::new());
+    let raws = rules(&s, &PolicyConfig::default(), &FlapCounts::default());
     let down = raws
         .iter()
         .find(|r| r.code.as_str() == "BOND_PORT_DOWN")
@@ -358,7 +358,7 @@ fn a_message_listing_many_errors_is_bounded() {
     p.interfaces[0].parse_errors = (0..100_000)
         .map(|i| format!("column{i}: expected a string"))
         .collect();
-    let raws = rules(&snap(p), &PolicyConfig::default(), &FlapCounts::new());
+    let raws = rules(&snap(p), &PolicyConfig::default(), &FlapCounts::default());
     let r = raws.first().expect("STATE_UNREADABLE");
     assert!(r.message.len() <= 4096, "{} bytes", r.message.len());
     assert!(

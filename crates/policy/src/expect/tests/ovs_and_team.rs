@@ -86,7 +86,7 @@ fn critical(snap: &Snapshot, file: &str) -> Vec<(String, String)> {
     all.extend(crate::rules(
         snap,
         &crate::PolicyConfig::default(),
-        &crate::FlapCounts::new(),
+        &crate::FlapCounts::default(),
     ));
     let mut v: Vec<(String, String)> = all
         .into_iter()
@@ -254,7 +254,7 @@ fn team_members_are_checked_and_the_team_device_judged() {
     let mut k: Vec<_> = crate::rules(
         &s,
         &crate::PolicyConfig::default(),
-        &crate::FlapCounts::new(),
+        &crate::FlapCounts::default(),
     )
     .into_iter()
     .map(|r| (r.code.as_str().to_owned(), r.subject))
