@@ -53,6 +53,27 @@ pub fn preflight_bin() -> PathBuf {
     bin
 }
 
+/// A TCP port free on loopback right now (the kernel's pick).
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on loopback")
+        .port()
+}
+
+/// The `preflight-agent` binary built beside [`preflight_bin`].
+#[must_use]
+pub fn agent_bin() -> PathBuf {
+    let bin = preflight_bin().with_file_name("preflight-agent");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo build --workspace` first",
+        bin.display()
+    );
+    bin
+}
+
 /// Panics unless running as root, naming what needs it.
 pub fn require_root(what: &str) {
     let uid = std::fs::read_to_string("/proc/self/status")

@@ -7,18 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use preflight_tests::netns::Netns;
-use preflight_tests::{preflight_bin, Proc};
+use preflight_tests::{agent_bin, Proc};
 use serde_json::Value;
-
-fn agent_bin() -> std::path::PathBuf {
-    let bin = preflight_bin().with_file_name("preflight-agent");
-    assert!(
-        bin.exists(),
-        "{} does not exist: run `cargo build --workspace` first",
-        bin.display()
-    );
-    bin
-}
 
 #[test]
 fn the_agent_binary_reports_what_the_kernel_says() {

@@ -6,24 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use preflight_tests::{curl, preflight_bin, Proc};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
-fn agent_bin() -> std::path::PathBuf {
-    let bin = preflight_bin().with_file_name("preflight-agent");
-    assert!(
-        bin.exists(),
-        "{} does not exist: run `cargo build --workspace` first",
-        bin.display()
-    );
-    bin
-}
+use preflight_tests::{agent_bin, curl, free_port, preflight_bin, Proc};
 
 /// Started with `cfg`: `Ok(())` when the agent serves its `/healthz`, or
 /// `Err(stderr)` when it exits 64 first.

@@ -6,18 +6,11 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use preflight_tests::{curl, preflight_bin, Proc};
+use preflight_tests::{curl, free_port, preflight_bin, Proc};
 use serde_json::{json, Value};
 
 const READER: &str = "reader-secret";
 const NODE_A: &str = "node-a-secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
 
 fn digest(token: &str) -> String {
     preflight_aggregator::auth::hex(&preflight_aggregator::auth::token_digest(token))
@@ -155,4 +148,44 @@ fn no_write_is_open_once_a_credential_exists_and_blocked_nodes_keep_their_scope(
         !moved.is_empty() && moved.iter().all(|a| a == "agent:node-token:node-a"),
         "audit actors for node-a: {moved:?} in {audit}"
     );
+}
+
+fn report_boot(node: &str, boot: &str, seq: u64, critical: bool) -> Value {
+    let mut r = report(node, seq, "compute", critical);
+    r["boot_id"] = json!(boot);
+    r
+}
+
+/// Issue 37 (smaller holes), against the real aggregator: a report of an
+/// earlier boot is not accepted again after the node moved to a new boot
+/// (it was, and alternating replays forever), and node-a's credential
+/// reporting for `NODE-A` does not make a second, healthy node.
+#[test]
+fn replayed_boots_and_upper_case_names_do_not_make_a_go() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_agg, url) = start(dir.path());
+    let post = |r: &Value| curl("POST", &format!("{url}/v1/reports"), Some(NODE_A), Some(r));
+    // Boot a1 healthy, boot a2 broken.
+    assert_eq!(post(&report_boot("node-a", "a1", 1, false)).0, 200);
+    assert_eq!(post(&report_boot("node-a", "a1", 2, false)).0, 200);
+    assert_eq!(post(&report_boot("node-a", "a2", 1, true)).0, 200);
+    assert_eq!(gate(&url, "role=compute"), 1);
+    // An attacker replays a1's captured healthy reports.
+    for seq in [1, 3] {
+        let (status, body) = post(&report_boot("node-a", "a1", seq, false));
+        assert_eq!(status, 409, "a1 seq {seq} replayed: {body}");
+    }
+    assert_eq!(gate(&url, "role=compute"), 1, "still no-go");
+    // The same credential, the name in upper case: the same node.
+    let (status, body) = post(&report_boot("NODE-A", "a2", 2, false));
+    assert!(status == 200 || status == 400, "NODE-A: {status} {body}");
+    let (status, nodes) = curl("GET", &format!("{url}/v1/nodes"), Some(READER), None);
+    assert_eq!(status, 200);
+    let names: Vec<String> = nodes
+        .as_array()
+        .expect("node list")
+        .iter()
+        .map(|n| n["node"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names, ["node-a"], "{nodes}");
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use preflight_client::{AggregatorClient, BaseUrl};
 use preflight_model::report::{Report, ReportBody};
 use preflight_model::{NodeState, Snapshot};
-use preflight_tests::{preflight_bin, Proc};
+use preflight_tests::{free_port, preflight_bin, Proc};
 use tokio::io::AsyncWriteExt as _;
 
 const ADMIN: &str = "admin-secret-conn-limits";
@@ -26,13 +26,6 @@ const NOFILE: u32 = 256;
 const FLOOD: usize = 400;
 /// Longest a gate question or a report may take under the flood.
 const PROMPT: Duration = Duration::from_secs(3);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 fn digest(token: &str) -> String {
     preflight_aggregator::auth::hex(&preflight_aggregator::auth::token_digest(token))

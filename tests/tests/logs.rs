@@ -6,14 +6,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use preflight_tests::{curl, preflight_bin, Proc};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
+use preflight_tests::{curl, free_port, preflight_bin, Proc};
 
 /// Runs `args` with stderr to a pipe until `ready` answers 200 (or, with
 /// no URL, until it exits), then stops it and returns what it logged.

@@ -12,18 +12,11 @@ use std::time::{Duration, Instant};
 use preflight_client::{AggregatorClient, BaseUrl};
 use preflight_model::report::{Report, ReportBody};
 use preflight_model::{Code, Finding, NodeState, Severity, Snapshot};
-use preflight_tests::{curl, preflight_bin, require_root, Proc};
+use preflight_tests::{curl, free_port, preflight_bin, require_root, Proc};
 use serde_json::{json, Value};
 
 const ADMIN: &str = "admin-secret-store";
 const REPORT: &str = "report-secret-store";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// A critical BOND_PORT_DOWN on bond0/eth1 of `node` (role=compute), as
 /// the first report of a new agent boot (a restarted aggregator holds the
