@@ -305,6 +305,23 @@ impl Pg {
         sb
     }
 
+    /// Makes this stopped cluster a streaming standby of `primary`, on its
+    /// own port (its data is replaced by a base backup): the old primary
+    /// rejoining after a failover, for tests that fail over many times.
+    pub fn rebuild_as_standby_of(&self, primary: &Pg) {
+        let _ = std::fs::remove_dir_all(self.data());
+        run(
+            &mut as_postgres(&format!(
+                "{} -h 127.0.0.1 -p {} -U postgres -D {} -R -X stream -c fast",
+                self.bin.join("pg_basebackup").display(),
+                primary.port,
+                self.data().display()
+            )),
+            "pg_basebackup -R",
+        );
+        self.pg_ctl_start();
+    }
+
     /// Promotes this standby to a primary; returns once it takes writes.
     pub fn promote(&self) {
         run(

@@ -1,6 +1,6 @@
 //! A flap storm against a real agent in a namespace: the agent publishes at
-//! most once per short window during a burst (netlink watch and monitor both
-//! coalesce) and sets its gauges at the scrape, so these tests check that
+//! most once per short window during a burst (the netlink watch paces its
+//! snapshots) and sets its gauges at the scrape, so these tests check that
 //! nothing is lost on the way: after 1,000 carrier toggles the final state is
 //! exact, LINK_FLAPPING counts every transition, the metrics show the last
 //! state, and speed and duplex (read once per publication) follow carrier;

@@ -159,30 +159,15 @@ fn count(key: String, v: Option<&Spanned<i64>>, default: u32) -> Result<u32, Con
 }
 
 impl RawAgentSection {
-    /// Validates; `prefix` is the table's dotted path (`agent`).
+    /// Validates; `prefix` is the table's dotted path (`agent`). One
+    /// function per group of keys, in the order the errors are reported.
     ///
     /// # Errors
     /// The first invalid value, with its key and why.
     pub fn validate(self, prefix: &str) -> Result<AgentSection, ConfigError> {
         let key = |k: &str| format!("{prefix}.{k}");
-        // An explicit name must be valid here; the host name is checked only
-        // by the commands that report under it (`agent`, `up`), so that
-        // `inspect` still works on a host whose name is unusable, e.g. "(none)".
-        if let Some(n) = &self.node {
-            preflight_model::names::check_node_name(n.get_ref())
-                .map_err(|e| at(key("node"), n, e.to_string()))?;
-        }
-        preflight_model::names::check_labels(&self.labels)
-            .map_err(|e| ConfigError::new(key("labels"), None, e.to_string()))?;
-        let aggregators = self
-            .aggregators
-            .iter()
-            .enumerate()
-            .map(|(i, u)| {
-                BaseUrl::parse(u.get_ref())
-                    .map_err(|e| at(key(&format!("aggregators[{i}]")), u, e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        self.check_identity(prefix)?;
+        let aggregators = self.aggregators(prefix)?;
         let token = Secret::from_parts(
             &key("token"),
             self.token.as_deref(),
@@ -190,94 +175,12 @@ impl RawAgentSection {
                 .as_ref()
                 .map(|f| (f.get_ref().as_str(), f.span())),
         )?;
-        let listen_text = self
-            .listen
-            .as_ref()
-            .map_or(DEFAULT_LISTEN, |v| v.get_ref().as_str());
-        let listen = listen_text.parse().map_err(|e| {
-            ConfigError::new(
-                key("listen"),
-                self.listen.as_ref().map(Spanned::span),
-                format!("`{listen_text}` is not an address:port ({e}); e.g. 127.0.0.1:9101"),
-            )
-        })?;
-        let expectations = match (&self.os_net_config, &self.nic_mapping) {
-            (Some(p), m) => ExpectationsFrom::File(Source::new(
-                PathBuf::from(p.get_ref()),
-                m.as_ref().map(|m| PathBuf::from(m.get_ref())),
-            )),
-            (None, Some(m)) => {
-                return Err(at(
-                    key("nic_mapping"),
-                    m,
-                    format!("needs {prefix}.os_net_config"),
-                ))
-            }
-            (None, None) => ExpectationsFrom::Default,
-        };
-        let probes = self
-            .probes
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                t.get_ref()
-                    .parse()
-                    .map_err(|e: preflight_probe::BadTarget| {
-                        at(key(&format!("probes[{i}]")), t, e.to_string())
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let ovsdb = match &self.ovsdb {
-            None => Some(preflight_ovsdb::SocketPaths::default()),
-            Some(v) if v.get_ref() == "off" => None,
-            Some(v) if v.get_ref().starts_with('/') => {
-                Some(preflight_ovsdb::SocketPaths::explicit(v.get_ref()))
-            }
-            Some(v) => {
-                return Err(at(
-                    key("ovsdb"),
-                    v,
-                    "must be an absolute path to ovsdb-server's unix socket, or \"off\"",
-                ))
-            }
-        };
-        let dhcp_probe = match (self.dhcp_probe, &self.dhcp_probe_interval) {
-            (Some(true), i) => Some(duration_at(
-                key("dhcp_probe_interval"),
-                i.as_ref(),
-                DEFAULT_DHCP_PROBE_INTERVAL,
-                MIN_DHCP_PROBE_INTERVAL,
-                MAX_DHCP_PROBE_INTERVAL,
-            )?),
-            (_, Some(i)) => {
-                return Err(at(
-                    key("dhcp_probe_interval"),
-                    i,
-                    format!("needs {prefix}.dhcp_probe = true"),
-                ))
-            }
-            (_, None) => None,
-        };
-        let tls = self.tls.unwrap_or_default();
-        if tls.cert.is_some() != tls.key.is_some() {
-            return Err(ConfigError::new(
-                key("tls"),
-                None,
-                "a client certificate needs both cert and key",
-            ));
-        }
-        let tls = TlsOptions {
-            ca: tls.ca.map(PathBuf::from),
-            cert: tls.cert.map(PathBuf::from),
-            key: tls.key.map(PathBuf::from),
-        };
-        if tls != TlsOptions::default() && !aggregators.iter().all(BaseUrl::is_tls) {
-            return Err(ConfigError::new(
-                key("tls"),
-                None,
-                "set, but an aggregator URL is http://: use https:// for every aggregator",
-            ));
-        }
+        let listen = self.listen(prefix)?;
+        let expectations = self.expectations(prefix)?;
+        let probes = self.probes(prefix)?;
+        let ovsdb = self.ovsdb(prefix)?;
+        let dhcp_probe = self.dhcp_probe(prefix)?;
+        let tls = tls(prefix, self.tls.unwrap_or_default(), &aggregators)?;
         Ok(AgentSection {
             tls,
             ovsdb,
@@ -305,35 +208,186 @@ impl RawAgentSection {
             probes,
             probe_gateways: self.probe_gateways.unwrap_or(true),
             probe_gateways_arp: self.probe_gateways_arp.unwrap_or(true),
-            probe: preflight_probe::ProbeConfig {
-                interval: duration_at(
-                    key("probe_interval"),
-                    self.probe_interval.as_ref(),
-                    DEFAULT_PROBE_INTERVAL,
-                    MIN_PROBE_INTERVAL,
-                    MAX_PROBE_INTERVAL,
-                )?,
-                timeout: duration_at(
-                    key("probe_timeout"),
-                    self.probe_timeout.as_ref(),
-                    DEFAULT_PROBE_TIMEOUT,
-                    MIN_PROBE_TIMEOUT,
-                    MAX_PROBE_TIMEOUT,
-                )?,
-                fail_after: count(
-                    key("probe_fail_after"),
-                    self.probe_fail_after.as_ref(),
-                    DEFAULT_PROBE_FAIL_AFTER,
-                )?,
-                recover_after: count(
-                    key("probe_recover_after"),
-                    self.probe_recover_after.as_ref(),
-                    DEFAULT_PROBE_RECOVER_AFTER,
-                )?,
-                window: PROBE_WINDOW,
-            },
+            probe: probe_timing(
+                prefix,
+                self.probe_interval.as_ref(),
+                self.probe_timeout.as_ref(),
+                self.probe_fail_after.as_ref(),
+                self.probe_recover_after.as_ref(),
+            )?,
         })
     }
+
+    /// `node` and `labels`. An explicit name must be valid here; the host
+    /// name is checked only by the commands that report under it (`agent`,
+    /// `up`), so that `inspect` still works on a host whose name is
+    /// unusable, e.g. "(none)".
+    fn check_identity(&self, prefix: &str) -> Result<(), ConfigError> {
+        if let Some(n) = &self.node {
+            preflight_model::names::check_node_name(n.get_ref())
+                .map_err(|e| at(format!("{prefix}.node"), n, e.to_string()))?;
+        }
+        preflight_model::names::check_labels(&self.labels)
+            .map_err(|e| ConfigError::new(format!("{prefix}.labels"), None, e.to_string()))
+    }
+
+    /// `aggregators`: base URLs.
+    fn aggregators(&self, prefix: &str) -> Result<Vec<BaseUrl>, ConfigError> {
+        self.aggregators
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                BaseUrl::parse(u.get_ref())
+                    .map_err(|e| at(format!("{prefix}.aggregators[{i}]"), u, e.to_string()))
+            })
+            .collect()
+    }
+
+    /// `listen`: an address and port, [`DEFAULT_LISTEN`] when absent.
+    fn listen(&self, prefix: &str) -> Result<SocketAddr, ConfigError> {
+        let listen_text = self
+            .listen
+            .as_ref()
+            .map_or(DEFAULT_LISTEN, |v| v.get_ref().as_str());
+        listen_text.parse().map_err(|e| {
+            ConfigError::new(
+                format!("{prefix}.listen"),
+                self.listen.as_ref().map(Spanned::span),
+                format!("`{listen_text}` is not an address:port ({e}); e.g. 127.0.0.1:9101"),
+            )
+        })
+    }
+
+    /// `os_net_config` and `nic_mapping` (only with the former).
+    fn expectations(&self, prefix: &str) -> Result<ExpectationsFrom, ConfigError> {
+        match (&self.os_net_config, &self.nic_mapping) {
+            (Some(p), m) => Ok(ExpectationsFrom::File(Source::new(
+                PathBuf::from(p.get_ref()),
+                m.as_ref().map(|m| PathBuf::from(m.get_ref())),
+            ))),
+            (None, Some(m)) => Err(at(
+                format!("{prefix}.nic_mapping"),
+                m,
+                format!("needs {prefix}.os_net_config"),
+            )),
+            (None, None) => Ok(ExpectationsFrom::Default),
+        }
+    }
+
+    /// `probes`: probe targets.
+    fn probes(&self, prefix: &str) -> Result<Vec<preflight_probe::Target>, ConfigError> {
+        self.probes
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.get_ref()
+                    .parse()
+                    .map_err(|e: preflight_probe::BadTarget| {
+                        at(format!("{prefix}.probes[{i}]"), t, e.to_string())
+                    })
+            })
+            .collect()
+    }
+
+    /// `ovsdb`: the default sockets, an absolute path, or `"off"`.
+    fn ovsdb(&self, prefix: &str) -> Result<Option<preflight_ovsdb::SocketPaths>, ConfigError> {
+        match &self.ovsdb {
+            None => Ok(Some(preflight_ovsdb::SocketPaths::default())),
+            Some(v) if v.get_ref() == "off" => Ok(None),
+            Some(v) if v.get_ref().starts_with('/') => {
+                Ok(Some(preflight_ovsdb::SocketPaths::explicit(v.get_ref())))
+            }
+            Some(v) => Err(at(
+                format!("{prefix}.ovsdb"),
+                v,
+                "must be an absolute path to ovsdb-server's unix socket, or \"off\"",
+            )),
+        }
+    }
+
+    /// `dhcp_probe` and `dhcp_probe_interval` (only with the former on).
+    fn dhcp_probe(&self, prefix: &str) -> Result<Option<Duration>, ConfigError> {
+        let key = format!("{prefix}.dhcp_probe_interval");
+        match (self.dhcp_probe, &self.dhcp_probe_interval) {
+            (Some(true), i) => Ok(Some(duration_at(
+                key,
+                i.as_ref(),
+                DEFAULT_DHCP_PROBE_INTERVAL,
+                MIN_DHCP_PROBE_INTERVAL,
+                MAX_DHCP_PROBE_INTERVAL,
+            )?)),
+            (_, Some(i)) => Err(at(key, i, format!("needs {prefix}.dhcp_probe = true"))),
+            (_, None) => Ok(None),
+        }
+    }
+}
+
+/// `[agent.tls]`: a client certificate needs both files, and any setting
+/// needs every aggregator on `https://`.
+fn tls(
+    prefix: &str,
+    tls: RawClientTls,
+    aggregators: &[BaseUrl],
+) -> Result<TlsOptions, ConfigError> {
+    if tls.cert.is_some() != tls.key.is_some() {
+        return Err(ConfigError::new(
+            format!("{prefix}.tls"),
+            None,
+            "a client certificate needs both cert and key",
+        ));
+    }
+    let tls = TlsOptions {
+        ca: tls.ca.map(PathBuf::from),
+        cert: tls.cert.map(PathBuf::from),
+        key: tls.key.map(PathBuf::from),
+    };
+    if tls != TlsOptions::default() && !aggregators.iter().all(BaseUrl::is_tls) {
+        return Err(ConfigError::new(
+            format!("{prefix}.tls"),
+            None,
+            "set, but an aggregator URL is http://: use https:// for every aggregator",
+        ));
+    }
+    Ok(tls)
+}
+
+/// `probe_interval`, `probe_timeout`, `probe_fail_after`,
+/// `probe_recover_after`.
+fn probe_timing(
+    prefix: &str,
+    interval: Option<&Spanned<String>>,
+    timeout: Option<&Spanned<String>>,
+    fail_after: Option<&Spanned<i64>>,
+    recover_after: Option<&Spanned<i64>>,
+) -> Result<preflight_probe::ProbeConfig, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    Ok(preflight_probe::ProbeConfig {
+        interval: duration_at(
+            key("probe_interval"),
+            interval,
+            DEFAULT_PROBE_INTERVAL,
+            MIN_PROBE_INTERVAL,
+            MAX_PROBE_INTERVAL,
+        )?,
+        timeout: duration_at(
+            key("probe_timeout"),
+            timeout,
+            DEFAULT_PROBE_TIMEOUT,
+            MIN_PROBE_TIMEOUT,
+            MAX_PROBE_TIMEOUT,
+        )?,
+        fail_after: count(
+            key("probe_fail_after"),
+            fail_after,
+            DEFAULT_PROBE_FAIL_AFTER,
+        )?,
+        recover_after: count(
+            key("probe_recover_after"),
+            recover_after,
+            DEFAULT_PROBE_RECOVER_AFTER,
+        )?,
+        window: PROBE_WINDOW,
+    })
 }
 
 /// This host's name, from the kernel (`localhost` when it has none).

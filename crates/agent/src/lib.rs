@@ -96,17 +96,6 @@ impl AgentConfig {
     }
 }
 
-/// The probe targets: configured ones, each expected default gateway via
-/// its interface (ICMP, and ARP for IPv4), and each aggregator given by IP
-/// address (TCP).
-#[must_use]
-pub fn probe_targets(
-    cfg: &AgentConfig,
-    exp: Option<&preflight_policy::expect::Expectations>,
-) -> Vec<preflight_probe::Target> {
-    cfg.probe_plan().targets(exp)
-}
-
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -421,9 +410,10 @@ async fn push_loop(
             }
             let next_heartbeat = tokio::time::Instant::now() + cfg.heartbeat;
             tokio::select! {
-                // No debounce here: the watch and the monitor already turn
-                // a burst into one state per window (and a steady link
-                // losing carrier into one state at once).
+                // No debounce here: the watch's pacer (and the monitor,
+                // for its other sources) already turns a burst into one
+                // state per window, and a steady link losing carrier into
+                // one state at once.
                 r = rx.changed() => {
                     if r.is_err() { return; }
                 }

@@ -252,9 +252,9 @@ impl NodeMonitor {
         let first = pipeline.state(&sources.snap);
         let (tx, states) = watch::channel(pipeline.versioned(1, first));
         let watch_task = w.task;
-        let stats = Arc::clone(&w.stats);
+        let window = cfg.watch.coalesce;
         let task = tokio::spawn(async move {
-            let r = follow(pipeline, sources, tx, watch_task, &stats).await;
+            let r = follow(pipeline, sources, tx, watch_task, window).await;
             for p in [probe_task, dhcp_task].into_iter().flatten() {
                 p.abort();
             }
@@ -324,35 +324,42 @@ impl Sources {
     }
 }
 
-/// During a burst of changes (a flap storm: a hundred link messages a
-/// second), evaluate and publish at most once per this window. Every message
-/// still reaches the snapshot and every carrier transition is counted by the
-/// kernel (`carrier_changes`), so LINK_FLAPPING stays exact; the first change
-/// after a quiet period is evaluated at once, so a single cable pull keeps
-/// its latency. A snapshot the watch marked urgent (a steady link lost
-/// carrier: [`preflight_netlink::WatchStats::urgent`]) is evaluated at once
-/// even inside the window; the watch bounds how often that happens.
-pub const COALESCE: Duration = Duration::from_millis(50);
+/// Whether to evaluate now: a netlink snapshot at once (the watch's pacer
+/// decided it was due), another source's change once `window` has passed
+/// since the last evaluation.
+fn evaluate_now(netlink: bool, other: bool, since_last: Duration, window: Duration) -> bool {
+    netlink || (other && since_last >= window)
+}
 
+/// Follows the sources and publishes each new state. The netlink watch has
+/// already paced its snapshots (`preflight_netlink`'s pacer: at once after
+/// a quiet window or for a steady link losing carrier, else once per
+/// window, wider in a storm), so each one is evaluated at once: that pacer
+/// is the only one between a cable pull and its finding. The other sources
+/// (OVSDB, probes, the expected-state file, DHCP results, the policy's
+/// ticks) are not paced where they come from: a change of theirs is
+/// evaluated at once after a quiet `window` (the watch's
+/// [`preflight_netlink::WatchConfig::coalesce`]) and otherwise at the end
+/// of it, with whatever else came meanwhile.
 async fn follow(
     mut pipeline: Pipeline,
     mut src: Sources,
     tx: watch::Sender<Versioned>,
     mut watch_task: tokio::task::JoinHandle<Result<(), preflight_netlink::NetlinkError>>,
-    stats: &preflight_netlink::WatchStats,
+    window: Duration,
 ) -> Result<(), AgentError> {
-    use std::sync::atomic::Ordering;
     let mut file_check = tokio::time::interval(FILE_CHECK);
     file_check.tick().await;
     let mut last_eval = tokio::time::Instant::now();
+    // A change from a source other than netlink, not yet evaluated.
     let mut dirty = false;
-    let mut urgent_seen = stats.urgent.load(Ordering::Acquire);
-    let mut urgent = false;
+    // A netlink snapshot not yet evaluated: evaluated at once.
+    let mut published = false;
     loop {
         let tick = pipeline.evaluator().tick_interval();
         let needs_tick = pipeline.evaluator().needs_tick();
         let has_file = pipeline.expected().is_some();
-        let due = last_eval + COALESCE;
+        let due = last_eval + window;
         tokio::select! {
             r = src.netlink.changed() => {
                 if r.is_err() {
@@ -363,10 +370,7 @@ async fn follow(
                     };
                 }
                 src.netlink.borrow_and_update(); // seen; read when evaluating
-                dirty = true;
-                let u = stats.urgent.load(Ordering::Acquire);
-                urgent |= u != urgent_seen;
-                urgent_seen = u;
+                published = true;
             }
             r = async { src.ovs.as_mut().expect("guarded").changed().await }, if src.ovs.is_some() => {
                 if r.is_err() {
@@ -418,11 +422,16 @@ async fn follow(
             () = tx.closed() => return Ok(()),
         }
         let now = tokio::time::Instant::now();
-        if !dirty || (now < last_eval + COALESCE && !urgent) {
+        if !evaluate_now(
+            published,
+            dirty,
+            now.saturating_duration_since(last_eval),
+            window,
+        ) {
             continue; // within a burst: the sleep_until arm evaluates later
         }
         dirty = false;
-        urgent = false;
+        published = false;
         last_eval = now;
         src.take();
         let state = pipeline.state(&src.snap);
@@ -447,5 +456,25 @@ async fn follow(
             // pusher's lines to split a cable pull's time in the guest.
             tracing::debug!(version = tx.borrow().version, findings, "state evaluated");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_netlink_snapshot_is_evaluated_at_once_other_changes_once_per_window() {
+        let window = Duration::from_millis(50);
+        let ms = Duration::from_millis;
+        // The watch's pacer already decided: no second window.
+        assert!(evaluate_now(true, false, ms(1), window));
+        assert!(evaluate_now(true, true, ms(0), window));
+        // OVSDB, probes, the file: paced here.
+        assert!(!evaluate_now(false, true, ms(49), window));
+        assert!(evaluate_now(false, true, ms(50), window));
+        assert!(!evaluate_now(false, false, ms(500), window));
+        // A zero window evaluates every change.
+        assert!(evaluate_now(false, true, ms(0), Duration::ZERO));
     }
 }

@@ -37,8 +37,6 @@ use prometheus::IntCounterVec;
 use tokio::sync::oneshot;
 use toml::Spanned;
 
-use crate::conn::ConnLimits;
-
 /// Default cap on one source address's open connections: far above what
 /// one pipeline host or agent opens (one or two), far below the slots of
 /// a process with the usual descriptor limits. An aggregator behind a
@@ -69,6 +67,57 @@ pub fn per_source_at(
             v,
             format!("{n}: expected 1 to {MAX_PER_SOURCE} connections per client address"),
         )),
+    }
+}
+
+/// Limits on client connections: the slots shared out here, and the
+/// timeouts [`crate::conn`] holds a connection to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Of those, how many only an address holding fewer than
+    /// [`RESERVE_BELOW`] connections may take (a pipeline's
+    /// gate, an agent reconnecting).
+    pub reserve: usize,
+    /// Connections one source address may hold.
+    pub max_per_source: usize,
+    /// Longest wait for a new connection's first bytes (after the TLS
+    /// handshake): clients send their request as soon as they connect.
+    pub first_byte_timeout: Duration,
+    /// Longest wait for a request's headers, idle keep-alive time included.
+    pub header_read_timeout: Duration,
+}
+
+/// File descriptors kept free of client connections: the store, the
+/// PostgreSQL listener, logs, the blocking pool.
+const RESERVED_FDS: u64 = 64;
+
+/// Fewest slots in [`ConnLimits::reserve`] (a tenth of the connections
+/// when that is more; at most half).
+pub const MIN_RESERVE: usize = 64;
+
+impl ConnLimits {
+    /// The defaults for this process: as many connections as the file
+    /// descriptor limit (`LimitNOFILE`) leaves room for, a tenth of them
+    /// (at least [`MIN_RESERVE`]) kept for new addresses,
+    /// [`DEFAULT_MAX_PER_SOURCE`] per address, 5 s for the
+    /// first bytes and 30 s for headers.
+    #[must_use]
+    pub fn for_this_process() -> Self {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft);
+        let max_connections =
+            usize::try_from(soft.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX);
+        Self {
+            max_connections,
+            reserve: (max_connections / 10)
+                .max(MIN_RESERVE)
+                .min(max_connections / 2),
+            max_per_source: DEFAULT_MAX_PER_SOURCE,
+            first_byte_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(30),
+        }
     }
 }
 

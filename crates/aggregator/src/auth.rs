@@ -2,7 +2,8 @@
 //! credential: a bearer token (looked up by its SHA-256) or, over TLS, a
 //! client certificate already verified against `aggregator.tls.client_ca`
 //! (its DNS names). Either maps to an [`Identity`] with [`Roles`]; one
-//! middleware ([`require_role`]) decides every request from its route, so
+//! middleware ([`crate::api::require_role`]) decides every request from its
+//! route ([`Auth::check`] with the role the route needs), so
 //! handlers never check credentials themselves. The one check left to a
 //! handler is the node a report names, which only the body carries
 //! ([`Caller::may_report_for`]).
@@ -17,14 +18,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use crate::api::ApiError;
-use crate::state::AppState;
+use crate::error::ApiError;
 
 /// What an identity may do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -476,7 +473,7 @@ impl Caller {
 /// The role a route needs: reports are the agent's, probes are open, every
 /// other read is the reader's and every other write the operator's (so a
 /// route added later is closed by default).
-fn needs(method: &Method, route: &str) -> Option<Role> {
+pub(crate) fn needs(method: &Method, route: &str) -> Option<Role> {
     match (method, route) {
         (_, "/healthz" | "/readyz") => None,
         (&Method::POST, "/v1/reports") => Some(Role::Agent),
@@ -485,189 +482,5 @@ fn needs(method: &Method, route: &str) -> Option<Role> {
     }
 }
 
-/// The middleware: authenticates, authorizes by route, and leaves the
-/// [`Caller`] in the request's extensions.
-pub async fn require_role(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
-    let Some(role) = needs(req.method(), &route) else {
-        req.extensions_mut().insert(Caller(None));
-        return next.run(req).await;
-    };
-    match s
-        .auth
-        .check(role, req.headers(), req.extensions().get::<PeerCert>())
-    {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
-        }
-        Err(e) => {
-            if role == Role::Agent {
-                s.metrics
-                    .reports_rejected
-                    .with_label_values(&[if e.status() == StatusCode::FORBIDDEN {
-                        "forbidden"
-                    } else {
-                        "unauthorized"
-                    }])
-                    .inc();
-            }
-            e.into_response()
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(tok: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, tok.parse().expect("header"));
-        h
-    }
-
-    fn auth() -> Auth {
-        let mut a = Auth::new(Reads::Authenticated);
-        a.add_token(
-            token_digest("n1tok"),
-            Identity {
-                name: "node-token:n1".into(),
-                roles: Roles::AGENT,
-                nodes: Nodes::Only(vec!["n1".into()]),
-            },
-        )
-        .expect("distinct");
-        a.add_token(
-            token_digest("admin"),
-            Identity {
-                name: "admin-token".into(),
-                roles: Roles::OPERATOR,
-                nodes: Nodes::Only(vec![]),
-            },
-        )
-        .expect("distinct");
-        a.set_mtls(true);
-        a
-    }
-
-    #[test]
-    fn roles_and_nodes() {
-        let a = auth();
-        let none = HeaderMap::new();
-        let e = a
-            .check(Role::Reader, &none, None)
-            .expect_err("no credential");
-        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
-        let c = a
-            .check(Role::Agent, &headers("bearer n1tok"), None)
-            .expect("case-insensitive scheme");
-        assert!(c.may_report_for("n1") && !c.may_report_for("n2"));
-        a.check(Role::Reader, &headers("Bearer n1tok"), None)
-            .expect("any identity reads");
-        let e = a
-            .check(Role::Operator, &headers("Bearer n1tok"), None)
-            .expect_err("a node cannot waive");
-        assert_eq!(e.status(), StatusCode::FORBIDDEN);
-        let e = a
-            .check(Role::Agent, &headers("Bearer admin"), None)
-            .expect_err("the admin token does not report");
-        assert_eq!(e.status(), StatusCode::FORBIDDEN);
-        let e = a
-            .check(Role::Reader, &headers("Bearer n1to"), None)
-            .expect_err("a wrong token is refused even for reads");
-        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
-        let peer = PeerCert {
-            dns_names: vec!["n2.example.com".into()],
-        };
-        let c = a.check(Role::Agent, &none, Some(&peer)).expect("cert");
-        assert!(c.may_report_for("N2.example.com") && !c.may_report_for("n1"));
-        assert_eq!(c.name(), "cert:n2.example.com");
-    }
-
-    /// Issue 37 item 1: a client CA and a reader identity, no operator
-    /// credential, on loopback. A caller with no credential at all must not
-    /// write (it did: the operator role had no credential, so it counted as
-    /// "not configured" and its routes fell open), nor report.
-    #[test]
-    fn no_write_is_open_once_any_credential_exists() {
-        let mut a = Auth::new(Reads::Open);
-        a.set_mtls(true);
-        a.add_token(
-            token_digest("reader-secret"),
-            Identity {
-                name: "dashboard".into(),
-                roles: Roles {
-                    reader: true,
-                    ..Roles::default()
-                },
-                nodes: Nodes::Only(Vec::new()),
-            },
-        )
-        .expect("reader");
-        let none = HeaderMap::new();
-        let e = a
-            .check(Role::Operator, &none, None)
-            .expect_err("no operator credential exists, and still no open write");
-        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
-        let e = a
-            .check(Role::Operator, &headers("Bearer reader-secret"), None)
-            .expect_err("the reader is not an operator");
-        assert_eq!(e.status(), StatusCode::FORBIDDEN);
-        a.check(Role::Reader, &none, None).expect("reads stay open");
-        // Only a reader token (no agent credential): reports are writes too.
-        let mut b = Auth::new(Reads::Open);
-        b.add_token(
-            token_digest("reader-secret"),
-            Identity {
-                name: "dashboard".into(),
-                roles: Roles {
-                    reader: true,
-                    ..Roles::default()
-                },
-                nodes: Nodes::Only(Vec::new()),
-            },
-        )
-        .expect("reader");
-        b.check(Role::Agent, &none, None)
-            .expect_err("no open report once a credential exists");
-        b.check(Role::Operator, &none, None)
-            .expect_err("no open write once a credential exists");
-        assert_eq!(b.closed_roles(), [Role::Agent, Role::Operator]);
-        assert_eq!(a.closed_roles(), [Role::Operator]);
-        assert!(Auth::default().closed_roles().is_empty());
-    }
-
-    #[test]
-    fn open_when_nothing_is_configured_and_digests_parse() {
-        let a = Auth::default();
-        let c = a
-            .check(Role::Operator, &HeaderMap::new(), None)
-            .expect("open");
-        assert!(c.may_report_for("any"));
-        let mut a = Auth::new(Reads::Open);
-        a.add_token(
-            token_digest("x"),
-            Identity {
-                name: "x".into(),
-                roles: Roles::OPERATOR,
-                nodes: Nodes::Any,
-            },
-        )
-        .expect("first");
-        a.check(Role::Reader, &HeaderMap::new(), None)
-            .expect("open reads");
-        a.check(Role::Operator, &HeaderMap::new(), None)
-            .expect_err("writes never open once configured");
-        let d = token_digest("abc");
-        assert_eq!(parse_digest(&hex(&d)).expect("round trip"), d);
-        let lines = parse_node_tokens(&format!("# c\n\nn1 {}\n", hex(&d))).expect("parses");
-        assert_eq!(lines, vec![("n1".into(), d)]);
-        assert!(parse_node_tokens("n1 abc")
-            .expect_err("short")
-            .starts_with("line 1"));
-    }
-}
+mod tests;

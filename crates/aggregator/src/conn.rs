@@ -29,59 +29,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
 
 use crate::admit::{Admission, Admitted, Ticket};
+pub use crate::admit::{ConnLimits, MIN_RESERVE};
 use crate::auth::PeerCert;
 use crate::handoff::{peek_is_report, ReportPool};
 use crate::metrics::Metrics;
-
-/// Limits on client connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnLimits {
-    /// Connections served at once.
-    pub max_connections: usize,
-    /// Of those, how many only an address holding fewer than
-    /// [`crate::admit::RESERVE_BELOW`] connections may take (a pipeline's
-    /// gate, an agent reconnecting).
-    pub reserve: usize,
-    /// Connections one source address may hold.
-    pub max_per_source: usize,
-    /// Longest wait for a new connection's first bytes (after the TLS
-    /// handshake): clients send their request as soon as they connect.
-    pub first_byte_timeout: Duration,
-    /// Longest wait for a request's headers, idle keep-alive time included.
-    pub header_read_timeout: Duration,
-}
-
-/// File descriptors kept free of client connections: the store, the
-/// PostgreSQL listener, logs, the blocking pool.
-const RESERVED_FDS: u64 = 64;
-
-/// Fewest slots in [`ConnLimits::reserve`] (a tenth of the connections
-/// when that is more; at most half).
-pub const MIN_RESERVE: usize = 64;
-
-impl ConnLimits {
-    /// The defaults for this process: as many connections as the file
-    /// descriptor limit (`LimitNOFILE`) leaves room for, a tenth of them
-    /// (at least [`MIN_RESERVE`]) kept for new addresses,
-    /// [`crate::admit::DEFAULT_MAX_PER_SOURCE`] per address, 5 s for the
-    /// first bytes and 30 s for headers.
-    #[must_use]
-    pub fn for_this_process() -> Self {
-        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map_or(1024, |(soft, _)| soft);
-        let max_connections =
-            usize::try_from(soft.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX);
-        Self {
-            max_connections,
-            reserve: (max_connections / 10)
-                .max(MIN_RESERVE)
-                .min(max_connections / 2),
-            max_per_source: crate::admit::DEFAULT_MAX_PER_SOURCE,
-            first_byte_timeout: Duration::from_secs(5),
-            header_read_timeout: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Accepts the next connection and admits it, or closes it at once when
 /// [`Admission`] refuses it. `None`: `shutdown` resolved.

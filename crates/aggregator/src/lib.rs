@@ -18,6 +18,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod error;
 pub mod fleet;
 pub mod handoff;
 pub mod metrics;

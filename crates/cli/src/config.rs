@@ -1,8 +1,8 @@
 //! preflight's TOML configuration file. One file serves every command
 //! (`[policy]`, `[expect]`, `[agent]`, `[aggregator]`); each section is
-//! parsed and validated by the crate that owns it. This module only reads
-//! the file, hands each section to its owner, runs the resolve steps (token
-//! files, default paths) and composes the result. Errors carry file, line,
+//! parsed, validated and resolved (token files, default paths) by the crate
+//! that owns it. This module only reads the file, hands each section to its
+//! owner and puts the results together. Errors carry file, line,
 //! key and reason, and the binary exits 64 on them.
 
 use std::path::Path;
@@ -71,17 +71,7 @@ fn compose(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let agent = raw.agent.validate("agent")?;
     let aggregator = raw.aggregator.validate("aggregator")?;
     let agent = agent.resolve("agent", policy.clone(), configured)?;
-    let auth = aggregator.resolve_auth("aggregator")?;
-    let aggregator = AggregatorConfig {
-        listen: aggregator.listen,
-        database: aggregator.database,
-        fleet: aggregator.fleet,
-        auth,
-        tls: aggregator.tls,
-        scopes: aggregator.scopes,
-        inventory: aggregator.inventory,
-        max_connections_per_source: aggregator.max_connections_per_source,
-    };
+    let aggregator = aggregator.resolve("aggregator")?;
     Ok(Config {
         policy,
         agent,

@@ -1,7 +1,9 @@
-//! When the watch publishes its snapshot. Every message is applied to the
-//! watch's own snapshot as it arrives; the published copy (a clone of the
-//! whole snapshot, then evaluated by the agent) is refreshed at once after a
-//! quiet period and at most once per window during a burst ([`Pacer`]),
+//! When the watch publishes its snapshot: the one pacer between a netlink
+//! message and a finding (the agent evaluates every publication at once).
+//! Every message is applied to the watch's own snapshot as it arrives; the
+//! published copy (a clone of the whole snapshot, then evaluated by the
+//! agent) is refreshed at once after a quiet period and at most once per
+//! window during a burst ([`Pacer`]),
 //! because cloning and evaluating a hundred interfaces per message was most
 //! of the agent's CPU in a flap storm. When changes came in nearly every
 //! window of the last second (a storm, not a burst: [`STORM_SPAN`],

@@ -28,7 +28,7 @@ use rtnetlink::sys::{
 };
 use tokio::sync::watch as tokio_watch;
 
-use crate::decode::{decode_datagram, Event};
+use crate::decode::{decode_datagram, Decoded, Event};
 use crate::pace::{Pacer, Urgency};
 use crate::{apply, sysfs, NetlinkError};
 
@@ -40,7 +40,7 @@ const DUMP_ATTEMPTS: u32 = 5;
 /// Receive buffer of the event loop, reused for every datagram. A datagram
 /// that fills it may have been cut short, so it is treated as an overrun.
 const RECV_BUF: usize = 64 * 1024;
-/// Default of [`WatchConfig::coalesce`]: the agent's own evaluation window.
+/// Default of [`WatchConfig::coalesce`].
 pub const DEFAULT_COALESCE: Duration = Duration::from_millis(50);
 /// Default of [`WatchConfig::storm_coalesce`].
 pub const DEFAULT_STORM_COALESCE: Duration = Duration::from_millis(250);
@@ -58,7 +58,9 @@ pub struct WatchConfig {
     /// (the first change after a quiet window is published at once, and the
     /// last one of a burst at the end of its window). Every message is still
     /// applied; carrier transitions stay countable through the kernel's
-    /// `carrier_changes`. Zero publishes every change.
+    /// `carrier_changes`. Zero publishes every change. The agent evaluates
+    /// every publication at once, and paces its other sources (OVSDB,
+    /// probes) with this same window.
     pub coalesce: Duration,
     /// The window during a storm: changes in at least 3/4 of the
     /// `coalesce` windows of the last second (`pace::STORM_SPAN`,
@@ -93,11 +95,16 @@ pub struct WatchStats {
     pub resyncs_timer: AtomicU64,
     /// Snapshots published.
     pub snapshots: AtomicU64,
-    /// Snapshots published ahead of the coalesce window because a steady
-    /// link lost its carrier. Incremented before that snapshot is sent, so
-    /// a receiver that sees it change knows the snapshot is urgent and can
-    /// skip its own coalescing.
-    pub urgent: AtomicU64,
+}
+
+/// Why the watch reads the full state again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resync {
+    /// Notifications were lost: ENOBUFS, NLMSG_OVERRUN, or a datagram that
+    /// filled the receive buffer and may have been cut short.
+    Overrun,
+    /// The periodic safety net ([`WatchConfig::resync_interval`]).
+    Timer,
 }
 
 /// What applying one datagram did.
@@ -163,17 +170,20 @@ impl Dumper {
         Ok(self.seq)
     }
 
-    /// Runs one dump and hands every raw datagram to `sink`. Retries when the
-    /// kernel flags the dump as interrupted by a concurrent change.
-    async fn dump_raw(
+    /// Runs one dump and returns what `keep` makes of each datagram: its
+    /// bytes and what they decode to (each datagram is decoded once, here,
+    /// where its Done or Error must be found anyway). Retries when the
+    /// kernel flags the dump as interrupted by a concurrent change; the
+    /// datagrams of an interrupted attempt are dropped.
+    async fn dump<T: Send>(
         &mut self,
         what: &'static str,
         msg: RouteNetlinkMessage,
-        sink: &mut (dyn FnMut(&[u8]) + Send),
-    ) -> Result<(), NetlinkError> {
+        mut keep: impl FnMut(Vec<u8>, Decoded) -> T + Send,
+    ) -> Result<Vec<T>, NetlinkError> {
         for _ in 0..DUMP_ATTEMPTS {
             let seq = self.request(what, msg.clone()).await?;
-            let mut datagrams = Vec::new();
+            let mut kept = Vec::new();
             let interrupted = loop {
                 let (buf, _) = self
                     .sock
@@ -194,16 +204,14 @@ impl Dumper {
                         _ => {}
                     }
                 }
-                datagrams.push(buf);
+                let done = done.map(|i| i || decoded.dump_interrupted);
+                kept.push(keep(buf, decoded));
                 if let Some(i) = done {
-                    break i || decoded.dump_interrupted;
+                    break i;
                 }
             };
             if !interrupted {
-                for d in &datagrams {
-                    sink(d);
-                }
-                return Ok(());
+                return Ok(kept);
             }
             tracing::debug!(what, "dump interrupted by a concurrent change; retrying");
         }
@@ -213,35 +221,30 @@ impl Dumper {
         })
     }
 
-    async fn dump_all(&mut self, sink: &mut (dyn FnMut(&[u8]) + Send)) -> Result<(), NetlinkError> {
-        self.dump_raw(
-            "link",
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            sink,
-        )
-        .await?;
-        self.dump_raw(
-            "address",
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            sink,
-        )
-        .await?;
-        self.dump_raw(
-            "route",
-            RouteNetlinkMessage::GetRoute(RouteMessage::default()),
-            sink,
-        )
-        .await
-    }
-
     async fn snapshot(&mut self, stats: &WatchStats) -> Result<Snapshot, NetlinkError> {
         let mut snap = Snapshot::default();
-        self.dump_all(&mut |buf| {
-            apply_datagram(&mut snap, buf, stats, None);
-        })
-        .await?;
+        for (what, msg) in full_dump() {
+            for decoded in self.dump(what, msg, |_, decoded| decoded).await? {
+                apply_decoded(&mut snap, decoded, stats, None);
+            }
+        }
         Ok(snap)
     }
+}
+
+/// The dumps of a full read, in order: links, addresses, routes.
+fn full_dump() -> [(&'static str, RouteNetlinkMessage); 3] {
+    [
+        ("link", RouteNetlinkMessage::GetLink(LinkMessage::default())),
+        (
+            "address",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        ),
+        (
+            "route",
+            RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+        ),
+    ]
 }
 
 /// What the watch keeps beside its snapshot between publications.
@@ -270,16 +273,15 @@ impl Live {
     }
 }
 
-/// Decodes one datagram and applies it. With `live` (the watch, not a
-/// dump), carrier losses are checked for urgency and sysfs is read at the
-/// next publication; a dump reads it at once.
-fn apply_datagram(
+/// Applies one decoded datagram. With `live` (the watch, not a dump),
+/// carrier losses are checked for urgency and sysfs is read at the next
+/// publication; a dump reads it at once.
+fn apply_decoded(
     snap: &mut Snapshot,
-    buf: &[u8],
+    decoded: Decoded,
     stats: &WatchStats,
     mut live: Option<&mut Live>,
 ) -> Applied {
-    let decoded = decode_datagram(buf);
     for p in &decoded.problems {
         stats.parse_errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(interface = %p.concerns, reason = %p.reason, "netlink message not fully parsed; kept the rest");
@@ -336,13 +338,14 @@ pub async fn dump() -> Result<Snapshot, NetlinkError> {
 /// As [`dump`].
 pub async fn capture() -> Result<Vec<u8>, NetlinkError> {
     let mut out = Vec::new();
-    Dumper::new()?
-        .dump_all(&mut |buf| {
+    let mut dumper = Dumper::new()?;
+    for (what, msg) in full_dump() {
+        for buf in dumper.dump(what, msg, |buf, _| buf).await? {
             let len = u32::try_from(buf.len()).expect("a netlink datagram is far below 4 GiB");
             out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(buf);
-        })
-        .await?;
+            out.extend_from_slice(&buf);
+        }
+    }
     Ok(out)
 }
 
@@ -406,34 +409,39 @@ async fn run(
                 events.recv_from(&mut buf).await
             } => {
                 let a = received(r, &buf, &mut snap, &stats, &mut live)?;
-                let mut reason = note(a, &mut pending, &mut urgent, &mut pacer);
+                let mut resync = note(a, &mut pending, &mut urgent, &mut pacer);
                 // One event sends several messages at once (a link's, its
                 // routes' and addresses', its peer's or bond's): apply those
                 // already queued before deciding to publish, so that the one
                 // a finding needs is in the same publication as the first.
                 let mut drained = 0;
-                while reason.is_none() && drained < DRAIN_MAX {
+                while resync.is_none() && drained < DRAIN_MAX {
                     buf.clear();
                     let Some(r) = events.recv_from(&mut buf).now_or_never() else {
                         break;
                     };
                     let a = received(r, &buf, &mut snap, &stats, &mut live)?;
-                    reason = note(a, &mut pending, &mut urgent, &mut pacer);
+                    resync = note(a, &mut pending, &mut urgent, &mut pacer);
                     drained += 1;
                 }
-                reason
+                resync
             },
             () = tokio::time::sleep_until(due), if waiting => None,
-            _ = timer.tick() => Some("timer"),
+            _ = timer.tick() => Some(Resync::Timer),
             () = tx.closed() => return Ok(()),
         };
         let now = Instant::now();
-        if let Some(reason) = resync {
-            if reason == "overrun" {
-                stats.resyncs_overrun.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("netlink notifications were lost (ENOBUFS); re-reading full state");
-            } else {
-                stats.resyncs_timer.fetch_add(1, Ordering::Relaxed);
+        if let Some(resync) = resync {
+            match resync {
+                Resync::Overrun => {
+                    stats.resyncs_overrun.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        "netlink notifications were lost (ENOBUFS); re-reading full state"
+                    );
+                }
+                Resync::Timer => {
+                    stats.resyncs_timer.fetch_add(1, Ordering::Relaxed);
+                }
             }
             let fresh = dumper.snapshot(&stats).await?;
             if fresh != snap {
@@ -449,10 +457,6 @@ async fn run(
         // Speeds last, so that a bond's follows its ports' latest state.
         pending |= live.read_speeds(&mut snap);
         if pending {
-            if urgent {
-                // Before the send: a receiver woken by it must see the mark.
-                stats.urgent.fetch_add(1, Ordering::Release);
-            }
             publish(&tx, &snap, &stats);
             pacer.published(Instant::now());
         }
@@ -481,7 +485,7 @@ fn received<T>(
     };
     match r {
         Ok(_) if buf.len() >= RECV_BUF => Ok(lost),
-        Ok(_) => Ok(apply_datagram(snap, buf, stats, Some(live))),
+        Ok(_) => Ok(apply_decoded(snap, decode_datagram(buf), stats, Some(live))),
         Err(e) if e.raw_os_error() == Some(ENOBUFS) => Ok(lost),
         Err(e) => Err(NetlinkError::Recv(e)),
     }
@@ -489,18 +493,13 @@ fn received<T>(
 
 /// Notes what a datagram did for the publication to come; `Some` when the
 /// full state must be read again.
-fn note(
-    a: Applied,
-    pending: &mut bool,
-    urgent: &mut bool,
-    pacer: &mut Pacer,
-) -> Option<&'static str> {
+fn note(a: Applied, pending: &mut bool, urgent: &mut bool, pacer: &mut Pacer) -> Option<Resync> {
     if a.changed {
         *pending = true;
         pacer.change(Instant::now());
     }
     *urgent |= a.urgent && a.changed;
-    a.overrun.then_some("overrun")
+    a.overrun.then_some(Resync::Overrun)
 }
 
 fn publish(tx: &tokio_watch::Sender<Arc<Snapshot>>, snap: &Snapshot, stats: &WatchStats) {

@@ -3,8 +3,9 @@
 //! and authorize, then call the [`Service`](crate::service::Service), which
 //! owns every change; one submodule per resource.
 //!
-//! Errors are one [`ApiError`] type rendered as `{"error": code, "message"}`.
-//! Every rejected request changes nothing.
+//! Errors are one [`ApiError`] type (`crate::error`) rendered as
+//! `{"error": code, "message"}`. Every rejected request changes nothing.
+//! [`require_role`] puts `auth`'s decision in front of every route.
 
 mod gate;
 mod nodes;
@@ -16,17 +17,17 @@ mod waivers;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{Request, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use preflight_model::api::ApiErrorBody;
+use axum::Router;
 use preflight_model::report::MAX_REPORT_BYTES;
 use tower_http::trace::TraceLayer;
 
-use crate::fleet::FleetError;
-use crate::service::ServiceError;
+use crate::auth::{Caller, PeerCert, Role};
+pub use crate::error::ApiError;
 pub use crate::state::AppState;
 
 /// Longest a request may take. Every handler is a lock and at most one
@@ -52,83 +53,6 @@ async fn timeout(req: axum::extract::Request, next: axum::middleware::Next) -> R
     }
 }
 
-/// An error answer.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// The HTTP status.
-    #[must_use]
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(ApiErrorBody {
-                error: self.code.to_owned(),
-                message: self.message,
-            }),
-        )
-            .into_response()
-    }
-}
-
-impl From<FleetError> for ApiError {
-    fn from(e: FleetError) -> Self {
-        let (status, code) = match &e {
-            FleetError::BadScope { .. } => (StatusCode::BAD_REQUEST, "bad_scope"),
-            FleetError::UnknownScope(_) => (StatusCode::BAD_REQUEST, "unknown_scope"),
-            FleetError::UnknownNode(_) => (StatusCode::FORBIDDEN, "unknown_node"),
-            FleetError::BadNodeName(_) => (StatusCode::BAD_REQUEST, "bad_node_name"),
-            FleetError::BadLabel(_) => (StatusCode::BAD_REQUEST, "bad_label"),
-            FleetError::StaleSequence { .. } | FleetError::RetiredBoot { .. } => {
-                (StatusCode::CONFLICT, "stale_sequence")
-            }
-            FleetError::SequenceJump { .. } => (StatusCode::CONFLICT, "sequence_jump"),
-            FleetError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            FleetError::BadReport(_) => (StatusCode::BAD_REQUEST, "bad_report"),
-            FleetError::BadWaiver(_) => (StatusCode::BAD_REQUEST, "bad_waiver"),
-            FleetError::NoSuchWaiver(_) | FleetError::NoSuchNode(_) => {
-                (StatusCode::NOT_FOUND, "not_found")
-            }
-        };
-        Self::new(status, code, e.to_string())
-    }
-}
-
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        match e {
-            ServiceError::Fleet(e) => e.into(),
-            // Counted and logged by the service.
-            ServiceError::Store(e) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_error",
-                format!("the store failed: {e}"),
-            ),
-            ServiceError::Unrecorded(m) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_error", m)
-            }
-        }
-    }
-}
-
 fn json_rejection(r: &JsonRejection) -> ApiError {
     let status = r.status();
     let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -150,6 +74,46 @@ fn json_rejection(r: &JsonRejection) -> ApiError {
 
 fn query_rejection(r: &QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+}
+
+/// The middleware: authenticates, authorizes by route (the role
+/// `auth` says the route needs), and leaves the [`Caller`] in the
+/// request's extensions; a refused report is counted.
+pub async fn require_role(
+    State(s): State<AppState>,
+    mut req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+    let Some(role) = crate::auth::needs(req.method(), &route) else {
+        req.extensions_mut().insert(Caller(None));
+        return next.run(req).await;
+    };
+    match s
+        .auth
+        .check(role, req.headers(), req.extensions().get::<PeerCert>())
+    {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => {
+            if role == Role::Agent {
+                s.metrics
+                    .reports_rejected
+                    .with_label_values(&[if e.status() == StatusCode::FORBIDDEN {
+                        "forbidden"
+                    } else {
+                        "unauthorized"
+                    }])
+                    .inc();
+            }
+            e.into_response()
+        }
+    }
 }
 
 /// Records `node` on the request's span (the trace layer declares it).
@@ -223,7 +187,7 @@ pub fn router(state: AppState) -> Router {
         // Only matched routes: an unknown path is a 404 for everyone.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::auth::require_role,
+            require_role,
         ))
         .layer(DefaultBodyLimit::max(MAX_REPORT_BYTES))
         .layer(axum::middleware::from_fn(timeout))

@@ -25,7 +25,7 @@ pub(super) async fn post_report(
     };
     let Json(report) = body.map_err(|r| {
         let e = json_rejection(&r);
-        reject(if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+        reject(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             "too_large"
         } else {
             "bad_request"

@@ -1,15 +1,27 @@
-//! Building answers from the fleet's state: the gate's verdict with its
-//! blockers worst first, and a node's summary. Everything here reads: no
-//! answer changes the fleet.
+//! The parts every answer is built from: a scope's verdict (the one
+//! function that decides it), a node's blockers worst first (and as JSON),
+//! the waivers an answer shows, and a node's summary. Everything here
+//! reads: no answer changes the fleet.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use preflight_model::report::{Blocker, GateAnswer, NodeSummary, WaivedFinding, Waiver};
+use preflight_model::report::{Blocker, NodeSummary, WaivedFinding, Waiver};
 use preflight_model::{Code, Severity, Verdict};
+use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{Fleet, FleetError, Node, Selector, Status};
+use super::{Fleet, Node, Status};
+
+/// The verdict of a scope of `members` nodes of which `not_go` are not go.
+/// Fail closed: a scope with a node that is not go, or with no node, is
+/// no-go whatever its blockers say.
+pub(super) fn verdict(members: usize, not_go: usize) -> Verdict {
+    if not_go == 0 && members > 0 {
+        Verdict::Go
+    } else {
+        Verdict::NoGo
+    }
+}
 
 impl Fleet {
     /// A node's blockers when they do not depend on the clock (blocked,
@@ -76,79 +88,6 @@ impl Fleet {
                 })
                 .collect(),
         }
-    }
-
-    /// The gate's answer for a selector. A read: asking about a scope never
-    /// registers it (see `scope_members`).
-    ///
-    /// # Errors
-    /// `UnknownScope` when no node matches a non-empty selector.
-    pub fn gate(
-        &self,
-        sel: &Selector,
-        now: Instant,
-        wall: SystemTime,
-    ) -> Result<GateAnswer, FleetError> {
-        self.gate_of(sel, now, wall, true).map(|(a, _)| a)
-    }
-
-    /// [`Fleet::gate`], with the `ready` list left empty unless `ready`,
-    /// and the scope's members.
-    pub(super) fn gate_of(
-        &self,
-        sel: &Selector,
-        now: Instant,
-        wall: SystemTime,
-        ready: bool,
-    ) -> Result<(GateAnswer, Vec<String>), FleetError> {
-        let (members, not_go) = self.scope_members(sel);
-        if members.is_empty() && !sel.0.is_empty() {
-            return Err(FleetError::UnknownScope(sel.text()));
-        }
-        let mut blockers = Vec::new();
-        for name in &not_go {
-            let n = &self.nodes[name];
-            blockers.extend(self.blockers_of(name, n, now));
-        }
-        if members.is_empty() {
-            blockers.push(inventory_empty());
-        }
-        sort_blockers(&mut blockers);
-        let ready: Vec<String> = if ready {
-            let blocked_set: BTreeSet<&String> = not_go.iter().collect();
-            members
-                .iter()
-                .filter(|m| !blocked_set.contains(m))
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
-        // Waivers are few; each is checked against the members (sorted).
-        let waived: Vec<Waiver> = self
-            .waivers
-            .values()
-            .filter(|w| members.binary_search(&w.node).is_ok() && self.waiver_shown(w, now))
-            .cloned()
-            .collect();
-        // Fail closed: a node that is not go makes the scope no-go even if
-        // it showed no blocker.
-        let verdict = if blockers.is_empty() && not_go.is_empty() && !members.is_empty() {
-            Verdict::Go
-        } else {
-            Verdict::NoGo
-        };
-        let answer = GateAnswer {
-            verdict,
-            scope: sel.text(),
-            nodes: members.len(),
-            blockers,
-            ready,
-            blocked: not_go,
-            waived,
-            generated_at: wall,
-        };
-        Ok((answer, members))
     }
 
     /// Whether an answer lists waiver `w` under `waived`: it turns a
@@ -256,4 +195,22 @@ pub fn sort_blockers(b: &mut [Blocker]) {
             .then_with(|| x.code.cmp(&y.code))
             .then_with(|| x.subject.cmp(&y.subject))
     });
+}
+
+/// Appends `v` as JSON.
+pub(super) fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(out, v).expect("gate answers serialize");
+}
+
+/// Blockers (one node's) as comma-separated JSON objects, worst first.
+pub(super) fn blockers_bytes(mut b: Vec<Blocker>) -> Box<[u8]> {
+    sort_blockers(&mut b);
+    let mut out = Vec::with_capacity(b.len() * 256);
+    for (i, x) in b.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json(&mut out, x);
+    }
+    out.into_boxed_slice()
 }

@@ -12,9 +12,9 @@
 
 use std::hash::{Hash, Hasher};
 
-use preflight_model::report::Report;
-
-use super::{FleetError, Node, MAX_SEQ_JUMP};
+use super::error::FleetError;
+use super::report::PreparedReport;
+use super::{Node, MAX_SEQ_JUMP};
 
 /// How many replaced boot ids each node remembers. An agent restarts a few
 /// times a day at most; replaying a report needs a boot older than this
@@ -34,7 +34,7 @@ impl Node {
     /// Refuses `r` when it is not after the last accepted report of its
     /// node: an older sequence number of the current boot, a jump far
     /// ahead, or any report of a boot a later one replaced.
-    pub(super) fn check_sequence(&self, r: &Report) -> Result<(), FleetError> {
+    pub(super) fn check_sequence(&self, r: &PreparedReport) -> Result<(), FleetError> {
         if self.boot_id.as_deref() == Some(r.boot_id.as_str()) {
             if r.seq <= self.seq {
                 return Err(FleetError::StaleSequence {

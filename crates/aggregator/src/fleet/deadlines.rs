@@ -7,11 +7,13 @@
 
 use std::cmp::Reverse;
 use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 
 use preflight_model::report::Waiver;
 use preflight_model::Code;
 use tokio::time::Instant;
 
+use super::selector::nth_key;
 use super::{Fleet, Node, Status};
 
 /// What a deadline in the heap is about.
@@ -84,16 +86,23 @@ impl Fleet {
             .into_iter()
             .flatten()
             .min();
-        let n = self.nodes.get_mut(name).expect("present");
+        let Self {
+            nodes,
+            scopes,
+            changes_at: counts,
+            ..
+        } = self;
+        let Some(n) = nodes.get_mut(name) else {
+            return false;
+        };
         n.status = status;
         n.stale = stale;
         n.ttl_due = ttl_at.or(n.ttl_due);
         n.settle_due = settle_at.or(n.settle_due);
-        self.set_changes_at(name, changes_at);
+        move_changes_at(counts, n, changes_at);
         if was_go != is_go {
-            let labels = &self.nodes[name].labels;
-            for (sel, c) in &mut self.scopes {
-                if sel.matches(labels) {
+            for (sel, c) in scopes {
+                if sel.matches(&n.labels) {
                     c.ready.changed(name);
                     if is_go {
                         if c.not_go.remove(name).is_some() {
@@ -102,7 +111,7 @@ impl Fleet {
                         }
                     } else if c.not_go.insert(name.to_owned(), None).is_none() {
                         // `touch`, below, renders its blockers.
-                        let nth = |s: &str, i| super::selector::nth_key(&c.not_go, s, i);
+                        let nth = |s: &str, i| nth_key(&c.not_go, s, i);
                         c.blocked.inserted(name, nth);
                         c.names.inserted(name, nth);
                     }
@@ -117,23 +126,8 @@ impl Fleet {
 
     /// Moves `name`'s entry in the `changes_at` counts to `at`.
     pub(super) fn set_changes_at(&mut self, name: &str, at: Option<Instant>) {
-        let Some(n) = self.nodes.get_mut(name) else {
-            return;
-        };
-        let old = std::mem::replace(&mut n.changes_at, at);
-        if old == at {
-            return;
-        }
-        if let Some(old) = old {
-            if let Entry::Occupied(mut e) = self.changes_at.entry(old) {
-                *e.get_mut() -= 1;
-                if *e.get() == 0 {
-                    e.remove();
-                }
-            }
-        }
-        if let Some(at) = at {
-            *self.changes_at.entry(at).or_default() += 1;
+        if let Some(n) = self.nodes.get_mut(name) {
+            move_changes_at(&mut self.changes_at, n, at);
         }
     }
 
@@ -198,5 +192,24 @@ impl Fleet {
     #[must_use]
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+}
+
+/// Moves `n`'s entry in the `changes_at` counts to `at`.
+fn move_changes_at(counts: &mut BTreeMap<Instant, u32>, n: &mut Node, at: Option<Instant>) {
+    let old = std::mem::replace(&mut n.changes_at, at);
+    if old == at {
+        return;
+    }
+    if let Some(old) = old {
+        if let Entry::Occupied(mut e) = counts.entry(old) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+    if let Some(at) = at {
+        *counts.entry(at).or_default() += 1;
     }
 }

@@ -7,17 +7,27 @@
 //! Every status change updates the counts of the scopes the node belongs to,
 //! so a gate answer reads counts and the blocked set, never the whole fleet.
 //!
-//! Submodules: `selector` (which nodes a question is about, and the scope
-//! indexes), `deadlines` (status and the heap that changes it), `waivers`,
-//! `answer` (gate answers and node summaries, read-only), `version` (when a
-//! scope's answer changed and until when it stays true, for caching it).
+//! Submodules, each importing only those listed before it (and this
+//! module): `error`; `body` (an answer's JSON in pieces); `answer` (a
+//! scope's verdict, a node's blockers and summary, read-only); `ready`
+//! (ranges of an answer kept rendered); `selector` (which nodes a question
+//! is about, and the scope indexes); `deadlines` (status and the heap that
+//! changes it); `waivers`; `version` (when a scope's answer changed and
+//! until when it stays true, for caching it); `render` (the answer written
+//! as JSON for the API); `reference` (`Fleet::gate` and `gate_until`, the
+//! answer built field by field: the tests' reference for `render`);
+//! `report` (a report taken and applied, the inventory's nodes); `boots`
+//! (which reports are replays).
 
 mod answer;
+mod body;
 mod boots;
 mod deadlines;
 mod error;
 mod ready;
+mod reference;
 mod render;
+mod report;
 mod selector;
 mod version;
 mod waivers;
@@ -27,19 +37,20 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use preflight_model::names::{check_labels, check_node_key};
-use preflight_model::report::{Report, ReportBody, Waiver};
+use preflight_model::report::Waiver;
 use preflight_model::{Code, Finding, NodeState};
 use tokio::time::Instant;
 
 pub use answer::sort_blockers;
+pub use body::Body;
 pub use boots::MAX_RETIRED_BOOTS;
 use deadlines::Due;
 pub use error::FleetError;
-pub use render::{Body, GateJson};
+pub use render::GateJson;
+pub use report::{Prepared, PreparedBody, PreparedReport};
 use selector::ScopeCounts;
 pub use selector::Selector;
-pub use version::{Prepared, ScopeKey};
+pub use version::ScopeKey;
 
 /// How far a report's `seq` may run ahead of the last accepted one of the
 /// same boot id. An agent sends a few reports a second at most, so this is
@@ -63,34 +74,6 @@ pub const DEFAULT_MAX_WAIVERS: usize = 10_000;
 /// What the settle timer compares: a change of code, subject, severity or
 /// message of any finding restarts it.
 type FindingKey = (Code, String, preflight_model::Severity, String);
-
-fn finding_keys(state: &NodeState) -> BTreeSet<FindingKey> {
-    state
-        .findings
-        .iter()
-        .map(|f| (f.code, f.subject.clone(), f.severity, f.message.clone()))
-        .collect()
-}
-
-/// Refuses a state with more items than any node has ([`MAX_STATE_ITEMS`]).
-fn check_state_size(state: &NodeState) -> Result<(), FleetError> {
-    let lists = [
-        ("interfaces", state.interfaces.len()),
-        ("findings", state.findings.len()),
-        ("bonds", state.bonds.len()),
-        ("addresses", state.addresses.len()),
-        ("routes", state.routes.len()),
-        ("probes", state.probes.len()),
-    ];
-    for (what, n) in lists {
-        if n > MAX_STATE_ITEMS {
-            return Err(FleetError::TooLarge(format!(
-                "the state lists {n} {what}; at most {MAX_STATE_ITEMS} per node are accepted"
-            )));
-        }
-    }
-    Ok(())
-}
 
 /// Gate settings.
 #[derive(Debug, Clone)]
@@ -326,36 +309,6 @@ impl Fleet {
         m
     }
 
-    /// Adds or relabels a node in the inventory (it stays silent until it
-    /// reports).
-    ///
-    /// # Errors
-    /// Bad name or labels.
-    pub fn upsert_node(
-        &mut self,
-        name: &str,
-        labels: BTreeMap<String, String>,
-        now: Instant,
-        wall: SystemTime,
-    ) -> Result<(), FleetError> {
-        check_node_key(name)?;
-        check_labels(&labels)?;
-        if let Some(n) = self.nodes.get_mut(name) {
-            n.inventoried = true;
-            if n.labels == labels {
-                return Ok(());
-            }
-            self.detach(name);
-            self.nodes.get_mut(name).expect("checked above").labels = labels;
-        } else {
-            self.nodes
-                .insert(name.to_owned(), Node::new(labels, now, wall));
-        }
-        self.attach(name);
-        self.reevaluate(name, now);
-        Ok(())
-    }
-
     /// Removes a node from the inventory.
     ///
     /// # Errors
@@ -368,183 +321,6 @@ impl Fleet {
         self.set_changes_at(name, None);
         self.nodes.remove(name);
         Ok(())
-    }
-
-    /// Applies an agent's report.
-    ///
-    /// # Errors
-    /// Unknown node (closed inventory), bad name or labels, stale sequence,
-    /// inconsistent report. Nothing changes on error.
-    pub fn apply_report(
-        &mut self,
-        r: &Report,
-        now: Instant,
-        wall: SystemTime,
-    ) -> Result<ReportOutcome, FleetError> {
-        self.apply_prepared(r, Prepared::new(r), now, wall)
-    }
-
-    /// [`Fleet::apply_report`] with the report's state already copied and
-    /// its finding keys computed ([`Prepared::new`]), so that a caller can
-    /// do that work before it takes the lock the gate reads under.
-    ///
-    /// # Errors
-    /// As [`Fleet::apply_report`].
-    pub fn apply_prepared(
-        &mut self,
-        r: &Report,
-        prepared: Option<Prepared>,
-        now: Instant,
-        wall: SystemTime,
-    ) -> Result<ReportOutcome, FleetError> {
-        check_node_key(&r.node)?;
-        if r.boot_id.is_empty() || r.boot_id.len() > 64 {
-            return Err(FleetError::BadReport(
-                "boot_id must be 1-64 characters".into(),
-            ));
-        }
-        let known = self.nodes.get(&r.node);
-        if known.is_none() && self.cfg.closed_inventory {
-            return Err(FleetError::UnknownNode(r.node.clone()));
-        }
-        if let Some(n) = known {
-            n.check_sequence(r)?;
-        }
-        match &r.body {
-            ReportBody::Heartbeat { state_seq } => {
-                let Some(n) = self.nodes.get_mut(&r.node) else {
-                    return Ok(ReportOutcome::NeedFull);
-                };
-                if n.boot_id.as_deref() != Some(r.boot_id.as_str())
-                    || n.state_seq != *state_seq
-                    || n.state.is_none()
-                    || (n.pending_labels.is_some() && n.status == Status::Go)
-                {
-                    return Ok(ReportOutcome::NeedFull);
-                }
-                n.seq = r.seq;
-                n.last_seen = Some(now);
-                n.last_report_wall = Some(wall);
-                self.reevaluate(&r.node, now);
-                Ok(ReportOutcome::Accepted {
-                    full: false,
-                    new_node: false,
-                    relabeled: None,
-                })
-            }
-            ReportBody::Full { labels, state } => {
-                if state.node != r.node {
-                    return Err(FleetError::BadReport(format!(
-                        "state is about node `{}` but the report is from `{}`",
-                        state.node, r.node
-                    )));
-                }
-                check_state_size(state)?;
-                check_labels(labels)?;
-                let new_node = known.is_none();
-                // Only a node the inventory does not list takes its labels
-                // from its agent (the service audits the change); an
-                // inventoried node's scope is the operator's, or one report
-                // could move a node out of the scope being gated. Even an
-                // agent-labelled node moves only while it is go before and
-                // after this report (decided below).
-                let wants_labels = known.is_some_and(|n| !n.inventoried && n.labels != *labels);
-                let was_go =
-                    known.is_some_and(|n| self.compute_status(&r.node, n, now) == Status::Go);
-                if new_node {
-                    let mut n = Node::new(labels.clone(), now, wall);
-                    n.inventoried = false;
-                    self.nodes.insert(r.node.clone(), n);
-                    self.attach(&r.node);
-                }
-                let n = self.nodes.get_mut(&r.node).expect("inserted above");
-                n.pending_labels = None;
-                let Prepared {
-                    state: new_state,
-                    keys,
-                } = prepared.unwrap_or_else(|| Prepared::of(state));
-                if keys != n.finding_keys || n.last_seen.is_none() {
-                    n.finding_keys = keys;
-                    n.stable_since = now;
-                    n.stable_since_wall = wall;
-                }
-                n.set_boot(&r.boot_id);
-                n.seq = r.seq;
-                n.state_seq = r.seq;
-                n.last_seen = Some(now);
-                n.last_report_wall = Some(wall);
-                n.state = Some(new_state);
-                // Findings, messages or their times may differ even when
-                // the status does not: every answer showing it is redone.
-                if !self.reevaluate(&r.node, now) {
-                    self.touch(&r.node);
-                }
-                let mut relabeled = None;
-                if wants_labels {
-                    let n = self.nodes.get_mut(&r.node).expect("inserted above");
-                    if was_go && n.status == Status::Go {
-                        relabeled = Some(self.relabel(&r.node, labels.clone()));
-                    } else {
-                        n.pending_labels = Some(labels.clone());
-                    }
-                }
-                Ok(ReportOutcome::Accepted {
-                    full: true,
-                    new_node,
-                    relabeled,
-                })
-            }
-        }
-    }
-
-    /// Moves a node to other labels; returns the labels it had.
-    fn relabel(
-        &mut self,
-        name: &str,
-        labels: BTreeMap<String, String>,
-    ) -> BTreeMap<String, String> {
-        self.detach(name);
-        let old = std::mem::replace(&mut self.nodes.get_mut(name).expect("known").labels, labels);
-        self.attach(name);
-        old
-    }
-
-    /// Puts back the labels an agent's report changed, when that change
-    /// could not be persisted and audited.
-    pub fn undo_relabel(&mut self, name: &str, labels: BTreeMap<String, String>, now: Instant) {
-        if self.nodes.get(name).is_some_and(|n| !n.inventoried) {
-            self.relabel(name, labels);
-            self.reevaluate(name, now);
-        }
-    }
-
-    /// Marks a node of the stored inventory as first added by its agent (not
-    /// listed by the configuration or the API): its agent keeps its labels.
-    pub fn mark_agent_labelled(&mut self, name: &str) {
-        if let Some(n) = self.nodes.get_mut(name) {
-            n.inventoried = false;
-        }
-    }
-
-    /// Restores a node's last persisted report after a restart, without
-    /// making it fresh: the node stays silent until it reports again.
-    pub fn restore_report(
-        &mut self,
-        node: &str,
-        boot_id: String,
-        seq: u64,
-        state: NodeState,
-        wall: SystemTime,
-    ) {
-        if let Some(n) = self.nodes.get_mut(node) {
-            n.finding_keys = finding_keys(&state);
-            n.boot_id = Some(boot_id);
-            n.seq = seq;
-            n.state_seq = seq;
-            n.last_report_wall = Some(wall);
-            n.state = Some(Arc::new(state));
-            self.touch(node);
-        }
     }
 
     /// A node's last reported state.

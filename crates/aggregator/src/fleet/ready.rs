@@ -32,7 +32,7 @@ use std::sync::{Mutex, PoisonError};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::render::Body;
+use super::body::Body;
 
 /// Most entries in one range of the ready list (and of the blocked names)
 /// before it splits in two: a range's text is at most about 4 KiB.

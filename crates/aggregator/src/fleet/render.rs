@@ -26,17 +26,17 @@
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use preflight_model::report::Blocker;
 use preflight_model::Verdict;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::answer::inventory_empty;
+use super::answer::{blockers_bytes, inventory_empty, json, verdict};
+use super::body::Body;
+use super::error::FleetError;
 use super::ready::NameRange;
-use super::selector::ScopeCounts;
+use super::selector::{ScopeCounts, Selector};
 use super::version::TEXT_REFRESH;
-use super::{sort_blockers, Fleet, FleetError, Node, Selector, Status};
+use super::{Fleet, Node, Status};
 
 /// A gate answer as the API sends it, and until when it stays true without
 /// a change of its scope (see `version`).
@@ -51,90 +51,13 @@ pub struct GateJson {
     pub until: Instant,
 }
 
-/// An answer's JSON as it is written under the fleet's lock: its own bytes
-/// and, between them, kept range texts shared with the fleet (not copied).
-/// [`Body::join`] makes the bytes, once the lock is released: at 100,000
-/// nodes that copy is megabytes, and every report would wait for it.
-/// Writing a kept text costs a reference count and one entry; the own
-/// bytes are one buffer.
-#[derive(Debug, Clone, Default)]
-pub struct Body {
-    /// The own bytes, in order.
-    pub(super) cur: Vec<u8>,
-    /// Kept texts, each with the length of `cur` when it was written.
-    kept: Vec<(usize, Bytes)>,
-}
-
-impl Body {
-    /// Appends a kept text without copying it.
-    pub(super) fn kept(&mut self, text: &Bytes) {
-        self.kept.push((self.cur.len(), text.clone()));
-    }
-
-    /// The answer's length in bytes.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.kept.iter().map(|(_, t)| t.len()).sum::<usize>() + self.cur.len()
-    }
-
-    /// Whether nothing was written.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The JSON's pieces in order, none copied: slices of the own bytes
-    /// and the kept texts, empty ones left out.
-    #[must_use]
-    pub fn pieces(self) -> Vec<Bytes> {
-        let cur = Bytes::from(self.cur);
-        let mut out = Vec::with_capacity(self.kept.len() * 2 + 1);
-        let mut from = 0;
-        for (at, text) in self.kept {
-            // No slice for nothing between two kept texts: each slice costs
-            // a reference count.
-            if at > from {
-                out.push(cur.slice(from..at));
-            }
-            out.push(text);
-            from = at;
-        }
-        if from < cur.len() {
-            out.push(cur.slice(from..));
-        }
-        out.retain(|p| !p.is_empty());
-        out
-    }
-
-    /// The whole JSON, one copy of every piece (none without kept texts).
-    #[must_use]
-    pub fn join(self) -> Vec<u8> {
-        if self.kept.is_empty() {
-            return self.cur;
-        }
-        let mut out = Vec::with_capacity(self.len());
-        let mut from = 0;
-        for (at, text) in &self.kept {
-            out.extend_from_slice(&self.cur[from..*at]);
-            out.extend_from_slice(text);
-            from = *at;
-        }
-        out.extend_from_slice(&self.cur[from..]);
-        out
-    }
-}
-
 #[derive(Serialize)]
 struct At(#[serde(with = "preflight_model::time::rfc3339")] SystemTime);
-
-fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
-    serde_json::to_writer(out, v).expect("gate answers serialize");
-}
 
 /// A node name as a JSON string. Names are checked at the door (letters,
 /// digits, `.`, `_`, `-`), so they need no escaping; anything else goes
 /// through the serializer all the same.
-pub(super) fn name(out: &mut Vec<u8>, n: &str) {
+fn name(out: &mut Vec<u8>, n: &str) {
     if n.bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
@@ -144,19 +67,6 @@ pub(super) fn name(out: &mut Vec<u8>, n: &str) {
     } else {
         json(out, n);
     }
-}
-
-/// Blockers (one node's) as comma-separated JSON objects, worst first.
-pub(super) fn blockers_bytes(mut b: Vec<Blocker>) -> Box<[u8]> {
-    sort_blockers(&mut b);
-    let mut out = Vec::with_capacity(b.len() * 256);
-    for (i, x) in b.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json(&mut out, x);
-    }
-    out.into_boxed_slice()
 }
 
 impl Fleet {
@@ -223,10 +133,7 @@ impl Fleet {
             out.push(b']');
         }
         let in_scope = |n: &str| members.binary_search_by(|m| m.as_str().cmp(n)).is_ok();
-        let mut body = Body {
-            cur: out,
-            kept: Vec::new(),
-        };
+        let mut body = Body::new(out, 0);
         self.tail(
             &mut body,
             |out| {
@@ -270,15 +177,15 @@ impl Fleet {
             .unwrap_or(base);
         // Own bytes: the head, commas between ranges, the blocked names.
         let ranges = c.blocked.len() + if ready { c.ready.len() } else { 0 };
-        let mut out = Body {
-            cur: head(
+        let mut out = Body::new(
+            head(
                 sel,
                 c.members.len(),
                 c.not_go.len(),
                 c.not_go.len() * 16 + ranges,
             ),
-            kept: Vec::with_capacity(ranges),
-        };
+            ranges,
+        );
         let texts_until = c
             .blocked
             .write(&mut out, now, |range| self.blockers_text(c, range, now));
@@ -367,16 +274,6 @@ impl Fleet {
         out.extend_from_slice(b"],\"generated_at\":");
         json(out, &At(wall));
         out.push(b'}');
-    }
-}
-
-/// Fail closed: a scope with a node that is not go, or with no node, is
-/// no-go whatever its blockers say.
-fn verdict(members: usize, not_go: usize) -> Verdict {
-    if not_go == 0 && members > 0 {
-        Verdict::Go
-    } else {
-        Verdict::NoGo
     }
 }
 

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use preflight_model::names::is_label_part;
 use preflight_model::Verdict;
 
+use super::answer::verdict;
+use super::error::FleetError;
 use super::ready::{Ranges, MAX_BLOCKED_CHUNK, MAX_CHUNK};
-use super::{Fleet, FleetError, Node, Status};
+use super::{Fleet, Node, Status};
 
 /// A label selector: `role=compute,rack=r1` (all must match); empty = all.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -209,11 +211,7 @@ impl Fleet {
     #[must_use]
     pub fn scope_verdict(&self, sel: &Selector) -> Option<Verdict> {
         let c = self.scopes.get(sel)?;
-        Some(if c.members.is_empty() || !c.not_go.is_empty() {
-            Verdict::NoGo
-        } else {
-            Verdict::Go
-        })
+        Some(verdict(c.members.len(), c.not_go.len()))
     }
 
     /// A scope's members and those of them that are not go, both sorted by

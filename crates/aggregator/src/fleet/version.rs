@@ -20,15 +20,15 @@
 //! date" at once (the caller ticks first). Fail closed: a cached go is
 //! never served after a member went stale.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use preflight_model::report::{GateAnswer, Report, ReportBody};
-use preflight_model::{Code, NodeState};
 use tokio::time::Instant;
 
-use super::{finding_keys, FindingKey, Fleet, FleetError, Node, Selector};
+use super::answer::blockers_bytes;
+use super::selector::Selector;
+use super::waivers::NodeWaivers;
+use super::{Fleet, Node};
 
 /// How long an answer that shows a time-dependent message ("stopped
 /// reporting 42s ago", "changed 3s ago") is served before it is redone: the
@@ -39,32 +39,6 @@ pub const TEXT_REFRESH: Duration = Duration::from_secs(1);
 /// long as its validity has not run out).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeKey(Vec<u64>);
-
-/// A full report's state copied and its finding keys computed ahead of the
-/// fleet's lock (the copy is the expensive part of applying a report).
-#[derive(Debug)]
-pub struct Prepared {
-    pub(super) state: Arc<NodeState>,
-    pub(super) keys: BTreeSet<FindingKey>,
-}
-
-impl Prepared {
-    /// For a full report; `None` for a heartbeat.
-    #[must_use]
-    pub fn new(r: &Report) -> Option<Self> {
-        match &r.body {
-            ReportBody::Full { state, .. } => Some(Self::of(state)),
-            ReportBody::Heartbeat { .. } => None,
-        }
-    }
-
-    pub(super) fn of(state: &NodeState) -> Self {
-        Self {
-            keys: finding_keys(state),
-            state: Arc::new(state.clone()),
-        }
-    }
-}
 
 impl Fleet {
     /// Moves the version of every tracked scope and every label of `name`:
@@ -78,8 +52,17 @@ impl Fleet {
         };
         let blockers: Option<Arc<[u8]>> = self
             .fixed_blockers(name, n)
-            .map(|b| Arc::from(super::render::blockers_bytes(b)));
-        for (sel, c) in &mut self.scopes {
+            .map(|b| Arc::from(blockers_bytes(b)));
+        let Self {
+            nodes,
+            scopes,
+            label_versions,
+            ..
+        } = self;
+        let Some(n) = nodes.get_mut(name) else {
+            return;
+        };
+        for (sel, c) in scopes {
             if sel.matches(&n.labels) {
                 c.version = v;
                 if let Some(e) = c.not_go.get_mut(name) {
@@ -88,15 +71,13 @@ impl Fleet {
                 }
             }
         }
-        let n = self.nodes.get_mut(name).expect("read above");
-        n.blockers = blockers;
-        let n = &self.nodes[name];
         for (k, val) in &n.labels {
             // Every label of a node in `nodes` is in the index (attach).
-            if let Some(e) = self.label_versions.get_mut(&(k.clone(), val.clone())) {
+            if let Some(e) = label_versions.get_mut(&(k.clone(), val.clone())) {
                 *e = v;
             }
         }
+        n.blockers = blockers;
     }
 
     /// The current version of the answer for `sel`; `None` when no node
@@ -124,40 +105,8 @@ impl Fleet {
             .waivers_by_node
             .get(name)
             .into_iter()
-            .flat_map(super::waivers::NodeWaivers::ids)
+            .flat_map(NodeWaivers::ids)
             .filter_map(|id| self.waiver_due.get(id).copied());
         n.changes_at.into_iter().chain(waivers).min()
-    }
-
-    /// The gate's answer (without the `ready` list unless `ready`) and the
-    /// moment it stops being true without a change (see the module
-    /// comment). A validity at or before `now` means a deadline passed that
-    /// `tick` has not processed: the answer is out of date, tick and ask
-    /// again.
-    ///
-    /// # Errors
-    /// As [`Fleet::gate`].
-    pub fn gate_until(
-        &self,
-        sel: &Selector,
-        now: Instant,
-        wall: SystemTime,
-        ready: bool,
-    ) -> Result<(GateAnswer, Instant), FleetError> {
-        let (answer, members) = self.gate_of(sel, now, wall, ready)?;
-        let mut until = now + self.cfg.ttl.max(TEXT_REFRESH);
-        for name in &members {
-            if let Some(at) = self.node_changes_at(name, &self.nodes[name]) {
-                until = until.min(at);
-            }
-        }
-        if answer
-            .blockers
-            .iter()
-            .any(|b| b.code == Code::NodeStale || b.code == Code::NodeSettling)
-        {
-            until = until.min(now + TEXT_REFRESH);
-        }
-        Ok((answer, until))
     }
 }

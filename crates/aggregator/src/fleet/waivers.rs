@@ -15,7 +15,9 @@ use preflight_model::report::Waiver;
 use preflight_model::{Code, Finding, Severity};
 use tokio::time::Instant;
 
-use super::{Due, Fleet, FleetError, Node};
+use super::deadlines::Due;
+use super::error::FleetError;
+use super::{Fleet, Node};
 
 /// Waiver ids by the subject they name (`any`: every subject).
 #[derive(Debug, Default)]

@@ -30,12 +30,12 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard, TryLockError};
 use std::time::Duration;
 
-use preflight_model::report::{Report, Waiver};
+use preflight_model::report::Waiver;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use super::{lock, write};
-use crate::fleet::{Fleet, FleetError, Prepared, ReportOutcome};
+use crate::fleet::{Fleet, FleetError, PreparedReport, ReportOutcome};
 
 /// How long a batch gives way to readers before it queues for the lock
 /// (which then lets no new reader in until it had its turn).
@@ -55,20 +55,16 @@ pub(super) const MAX_BATCH: usize = 256;
 /// slack; its agent waits this much longer for its answer.
 pub(super) const GATHER: Duration = Duration::from_micros(500);
 
-/// An applied report: the report back (its sender needs it to store it)
-/// and what the fleet made of it.
-pub(super) type Applied = (Report, Result<ReportOutcome, FleetError>);
+/// What the fleet made of a report (the fleet keeps the report).
+pub(super) type Applied = Result<ReportOutcome, FleetError>;
 
-/// An applied report with where its outcome goes.
-type Outcome = (
-    oneshot::Sender<Applied>,
-    Report,
-    Result<ReportOutcome, FleetError>,
-);
+/// An applied report's outcome with where it goes.
+type Outcome = (oneshot::Sender<Applied>, Applied);
 
 struct Job {
-    report: Report,
-    prepared: Option<Prepared>,
+    report: PreparedReport,
+    /// The report's node, for the log should applying it panic.
+    node: String,
     reply: oneshot::Sender<Applied>,
 }
 
@@ -149,17 +145,14 @@ impl Applier {
         Self { queue, bell }
     }
 
-    /// Applies `report` (its state copied ahead in `prepared`) and returns
-    /// it with the outcome; `None` when applying it panicked.
-    pub(super) async fn apply(
-        &self,
-        report: Report,
-        prepared: Option<Prepared>,
-    ) -> Option<Applied> {
+    /// Applies `report` (its state prepared ahead, and kept by the fleet)
+    /// and returns the outcome; `None` when applying it panicked.
+    pub(super) async fn apply(&self, report: PreparedReport) -> Option<Applied> {
         let (reply, answer) = oneshot::channel();
+        let node = report.node.clone();
         lock(&self.queue).push(Job {
             report,
-            prepared,
+            node,
             reply,
         });
         // Full: the applier has been woken and not yet taken the queue,
@@ -197,8 +190,8 @@ impl Worker {
                 let mut fleet = self.take_lock();
                 let (done, more) = self.apply_queued(&mut fleet);
                 drop(fleet);
-                for (reply, report, outcome) in done {
-                    let _ = reply.send((report, outcome));
+                for (reply, outcome) in done {
+                    let _ = reply.send(outcome);
                 }
                 if !more {
                     break;
@@ -224,7 +217,7 @@ impl Worker {
     }
 
     /// Applies up to [`MAX_BATCH`] queued reports under the write lock;
-    /// returns each outcome with its report and where it goes, to hand out
+    /// returns each outcome with where it goes, to hand out
     /// once the lock is released, and whether more are queued.
     fn apply_queued(&self, fleet: &mut RwLockWriteGuard<'_, Fleet>) -> (Vec<Outcome>, bool) {
         let (jobs, more) = {
@@ -234,17 +227,22 @@ impl Worker {
             (jobs, !queue.is_empty())
         };
         let mut done = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        for Job {
+            report,
+            node,
+            reply,
+        } in jobs
+        {
             let wall = crate::clock::wall();
             // A report that makes the fleet panic is refused alone (its
             // reply dropped); the others go on.
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                fleet.apply_prepared(&job.report, job.prepared, Instant::now(), wall)
+                fleet.apply_prepared(report, Instant::now(), wall)
             }));
             match r {
-                Ok(outcome) => done.push((job.reply, job.report, outcome)),
+                Ok(outcome) => done.push((reply, outcome)),
                 Err(_) => {
-                    tracing::error!(node = %job.report.node, "applying a report panicked; refused");
+                    tracing::error!(node = %node, "applying a report panicked; refused");
                 }
             }
         }
@@ -257,7 +255,7 @@ impl Worker {
 mod tests {
     use std::time::SystemTime;
 
-    use preflight_model::report::ReportBody;
+    use preflight_model::report::{Report, ReportBody};
     use preflight_model::{NodeState, Snapshot};
 
     use super::*;
@@ -291,10 +289,20 @@ mod tests {
         )
     }
 
-    fn apply(a: &Applier, r: Report) -> tokio::task::JoinHandle<Option<Applied>> {
+    /// Which report an outcome is about: the applier keeps the report and
+    /// answers with the outcome alone, so the test remembers it.
+    struct Sent {
+        node: String,
+        seq: u64,
+    }
+
+    fn apply(a: &Applier, r: Report) -> tokio::task::JoinHandle<Option<(Sent, Applied)>> {
         let a = a.clone();
-        let prepared = Prepared::new(&r);
-        tokio::spawn(async move { a.apply(r, prepared).await })
+        let sent = Sent {
+            node: r.node.clone(),
+            seq: r.seq,
+        };
+        tokio::spawn(async move { a.apply(PreparedReport::from(r)).await.map(|o| (sent, o)) })
     }
 
     /// A gate question on a thread of its own: holds the read lock for
@@ -379,7 +387,12 @@ mod tests {
             // Reports of one node raced each other: each is accepted, or
             // refused as not newer than one applied before it; none lost.
             match outcome {
-                Ok(ReportOutcome::Accepted { .. }) | Err(FleetError::StaleSequence { .. }) => {}
+                Ok(ReportOutcome::Accepted { .. }) => {}
+                // A refusal names the report it is about: each outcome went
+                // to its own sender.
+                Err(FleetError::StaleSequence { node, got, .. }) => {
+                    assert_eq!((node, got), (back.node.clone(), back.seq), "report {i}");
+                }
                 other => panic!("report {i}: {other:?}"),
             }
         }

@@ -1,12 +1,13 @@
-//! The report path: an agent's report applied to the fleet (in a batch,
-//! `apply`), a node it
-//! added or relabeled persisted before the answer (or taken out again), and
-//! the report itself handed to the writer thread, which stores the latest
-//! per node in batches (reports are soft state: the next one replaces a
-//! lost one).
+//! The report path: an agent's report taken apart, its state moved (never
+//! copied) into the `Arc` the fleet keeps, applied to the fleet (in a
+//! batch, `apply`), a node it added or relabeled persisted before the
+//! answer (or taken out again), and the state, serialized from that same
+//! `Arc`, handed to the writer thread, which stores the latest per node in
+//! batches (reports are soft state: the next one replaces a lost one).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use preflight_model::names::node_key;
@@ -14,7 +15,7 @@ use preflight_model::report::{Report, ReportBody};
 use tokio::time::Instant;
 
 use super::{lock, write, Service, ServiceError};
-use crate::fleet::{FleetError, Prepared, ReportOutcome};
+use crate::fleet::{FleetError, PreparedBody, PreparedReport, ReportOutcome};
 use crate::store::{NodeChange, PendingReport};
 
 /// The report with its node named in the one form the fleet keeps
@@ -28,6 +29,16 @@ fn canonical(mut report: Report) -> Result<Report, ServiceError> {
         }
     }
     Ok(report)
+}
+
+/// What the service keeps of a full report the fleet took: enough to
+/// persist the node and the state.
+struct Kept {
+    node: String,
+    boot_id: String,
+    seq: u64,
+    labels: BTreeMap<String, String>,
+    state: Arc<preflight_model::NodeState>,
 }
 
 impl Service {
@@ -76,16 +87,26 @@ impl Service {
     /// `actor` names the credential that sent it (the audit's actor, as
     /// `agent:NAME`, when the report adds or relabels a node).
     pub async fn report(&self, report: Report, actor: &str) -> Result<ReportOutcome, ServiceError> {
-        let report = canonical(report)?;
+        let report = PreparedReport::from(canonical(report)?);
         let wall = crate::clock::wall();
-        let prepared = Prepared::new(&report);
-        let Some((report, outcome)) = self.applier.apply(report, prepared).await else {
+        // What persisting a full report needs once the fleet has taken it:
+        // the state is shared, not copied.
+        let full = match &report.body {
+            PreparedBody::Full { labels, state } => Some(Kept {
+                node: report.node.clone(),
+                boot_id: report.boot_id.clone(),
+                seq: report.seq,
+                labels: labels.clone(),
+                state: Arc::clone(state.state()),
+            }),
+            PreparedBody::Heartbeat { .. } => None,
+        };
+        let Some(outcome) = self.applier.apply(report).await else {
             return Err(ServiceError::Store(
                 "the report was not applied: the aggregator failed applying it (see its log)"
                     .into(),
             ));
         };
-        let report = &report;
         let outcome = outcome?;
         let (
             ReportOutcome::Accepted {
@@ -93,11 +114,12 @@ impl Service {
                 relabeled,
                 ..
             },
-            ReportBody::Full { labels, state },
-        ) = (&outcome, &report.body)
+            Some(report),
+        ) = (&outcome, full)
         else {
             return Ok(outcome);
         };
+        let labels = &report.labels;
         if let Some(old) = relabeled {
             // An agent-labelled node moved to other scopes: persisted and
             // audited (actor `agent:CREDENTIAL`), or undone.
@@ -118,10 +140,10 @@ impl Service {
                 return Err(e);
             }
         }
-        let state_json = serde_json::to_string(state).expect("state serializes");
+        let state_json = serde_json::to_string(&*report.state).expect("state serializes");
         let _ = self.reports_tx.send(PendingReport {
-            node: report.node.clone(),
-            boot_id: report.boot_id.clone(),
+            node: report.node,
+            boot_id: report.boot_id,
             seq: report.seq,
             received_at: wall,
             state_json,
