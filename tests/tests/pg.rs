@@ -23,7 +23,44 @@ fn store_suite_on_postgres() {
     let pg = Pg::start();
     suite::run_all(&db(&pg));
     let v = pg.psql("preflight", "SELECT version FROM schema_version");
-    assert_eq!(v.trim(), "2");
+    assert_eq!(v.trim(), "3");
+}
+
+/// A database of schema 2 (before reports kept their retired boot ids)
+/// is migrated in place: its reports read back, and saved ones keep them.
+#[test]
+fn schema_2_gains_retired_boots_in_place() {
+    let pg = Pg::start();
+    drop(Store::open(&db(&pg)).expect("new database"));
+    let state = json!({
+        "node": "n1", "verdict": "go", "findings": [], "interfaces": [],
+        "bonds": [], "addresses": [], "routes": []
+    });
+    pg.psql(
+        "preflight",
+        &format!(
+            "ALTER TABLE reports DROP COLUMN retired_boots; UPDATE schema_version SET version = 2;
+             INSERT INTO reports(node, boot_id, seq, received_at, state)
+             VALUES('n1', 'b2', 3, 0, '{state}')"
+        ),
+    );
+    let mut s = Store::open(&db(&pg)).expect("migrated");
+    let v = pg.psql("preflight", "SELECT version FROM schema_version");
+    assert_eq!(v.trim(), "3");
+    let r = s.reports().expect("reports");
+    assert_eq!((r[0].boot_id.as_str(), r[0].seq), ("b2", 3));
+    assert!(r[0].retired_boots.is_empty());
+    s.save_reports(&[preflight_aggregator::store::PendingReport {
+        node: "n1".into(),
+        boot_id: "b3".into(),
+        seq: 1,
+        received_at: std::time::SystemTime::now(),
+        state_json: state.to_string(),
+        retired_boots: vec![7, u64::MAX],
+    }])
+    .expect("save");
+    let r = s.reports().expect("reports");
+    assert_eq!(r[0].retired_boots, [7, u64::MAX]);
 }
 
 fn free_port() -> u16 {

@@ -611,6 +611,7 @@ fn measure_sync_commit_cost() {
                     seq: 1,
                     received_at: std::time::SystemTime::now(),
                     state_json: state.clone(),
+                    retired_boots: Vec::new(),
                 })
                 .collect()
         };

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Boots the systemd VM image (tests/vm/systemd-image.sh) and talks to it:
 # source this file, then
-#   vm_boot            boot (qemu TCG, 3 virtio NICs, user networking with
+#   vm_boot            boot (qemu TCG, 3 virtio NICs or PREFLIGHT_VM_NICS, user networking with
 #                      restrict=on, hostfwd of sshd/9100/9101 on the first)
 #                      and wait for SSH; or vm_start, other work, vm_wait
 #   vm_ssh CMD...      run a command as root over SSH (stdin passed through)
@@ -33,6 +33,13 @@ vm_start() {
   # KVM hung at boot on this kind of machine (docs: /work/shared/vm-harness.md);
   # PREFLIGHT_VM_ACCEL=kvm opts in where it works.
   local accel=${PREFLIGHT_VM_ACCEL:-tcg}
+  # PREFLIGHT_VM_NICS=N (default 3): NICs nic3.. beyond the image's three,
+  # no link partner, MAC 52:54:00:12:35:NN (unconfigured in the image).
+  local extra=() i
+  for ((i = 3; i < ${PREFLIGHT_VM_NICS:-3}; i++)); do
+    extra+=(-netdev "user,id=n$i,restrict=on"
+      -device "virtio-net-pci,netdev=n$i,id=nic$i,romfile=,speed=10000,duplex=full,mac=52:54:00:12:35:$(printf %02x "$i")")
+  done
   VM_T0=$SECONDS
   # snapshot=on: the cached image is never written; the VM's writes go to a
   # temporary overlay that is gone with qemu.
@@ -44,6 +51,7 @@ vm_start() {
     -device virtio-net-pci,netdev=n0,id=nic0,romfile=,speed=10000,duplex=full \
     -netdev user,id=n1,restrict=on -device virtio-net-pci,netdev=n1,id=nic1,romfile=,speed=10000,duplex=full \
     -netdev user,id=n2,restrict=on -device virtio-net-pci,netdev=n2,id=nic2,romfile=,speed=10000,duplex=full \
+    "${extra[@]}" \
     -serial "file:$VM_DIR/console.log" -monitor "unix:$VM_DIR/mon.sock,server,nowait" \
     -pidfile "$VM_DIR/qemu.pid" -daemonize
 }

@@ -16,6 +16,16 @@ pub const DEFAULT_PATHS: &[&str] = &[
     "/etc/os-net-config/config.json",
 ];
 
+/// os-net-config's default mapping file (its `-m`): read when it exists and
+/// no mapping file is configured, as os-net-config does.
+pub const DEFAULT_MAPPING: &str = "/etc/os-net-config/mapping.yaml";
+
+/// NICs os-net-config bound to DPDK (gone from the kernel); it numbers them.
+pub const DPDK_MAPPING: &str = "/var/lib/os-net-config/dpdk_mapping.yaml";
+
+/// SR-IOV PFs and VFs os-net-config configured; 18.x numbers the PFs.
+pub const SRIOV_CONFIG: &str = "/var/lib/os-net-config/sriov_config.yaml";
+
 /// The first default os-net-config file that exists.
 #[must_use]
 pub fn default_path() -> Option<PathBuf> {
@@ -29,8 +39,13 @@ pub struct Source {
     pub path: PathBuf,
     /// Optional mapping file (`interface_mapping:`).
     pub mapping: Option<PathBuf>,
-    stamp: Option<(SystemTime, SystemTime, String)>,
+    /// Where the node's files are: `/` on a node; a directory in tests.
+    root: PathBuf,
+    stamp: Option<Stamp>,
 }
+
+/// What a reload depends on: the files' modification times and the NICs.
+type Stamp = ([SystemTime; 4], String);
 
 fn mtime(p: &Path) -> SystemTime {
     std::fs::metadata(p)
@@ -60,6 +75,54 @@ fn read_bounded(p: &Path, max: usize) -> Result<String, ExpectError> {
     Ok(text)
 }
 
+/// The os-net-config version installed under `root`, from its Python
+/// package metadata (`os_net_config-18.1.0.dist-info`,
+/// `os_net_config-14.2.1-py3.9.egg-info`) in the system's Python library
+/// directories; the newest when several are found.
+fn installed_version(root: &Path) -> Option<String> {
+    let mut found: Vec<String> = Vec::new();
+    for lib in ["usr/lib", "usr/local/lib", "usr/lib64"] {
+        let Ok(pythons) = std::fs::read_dir(root.join(lib)) else {
+            continue;
+        };
+        for py in pythons.flatten() {
+            if !py.file_name().to_string_lossy().starts_with("python3") {
+                continue;
+            }
+            for sub in ["site-packages", "dist-packages"] {
+                let Ok(pkgs) = std::fs::read_dir(py.path().join(sub)) else {
+                    continue;
+                };
+                for p in pkgs.flatten() {
+                    let name = p.file_name().to_string_lossy().into_owned();
+                    let Some(rest) = name
+                        .strip_prefix("os_net_config-")
+                        .or_else(|| name.strip_prefix("os-net-config-"))
+                    else {
+                        continue;
+                    };
+                    if !(rest.ends_with(".dist-info") || rest.ends_with(".egg-info")) {
+                        continue;
+                    }
+                    let v: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.')
+                        .collect();
+                    let v = v.trim_end_matches('.').to_owned();
+                    if !v.is_empty() {
+                        found.push(v);
+                    }
+                }
+            }
+        }
+    }
+    found.into_iter().max_by_key(|v| {
+        v.split('.')
+            .map(|n| n.parse::<u64>().unwrap_or(0))
+            .collect::<Vec<_>>()
+    })
+}
+
 impl Source {
     /// A source that has not been read yet.
     #[must_use]
@@ -67,8 +130,71 @@ impl Source {
         Self {
             path,
             mapping,
+            root: PathBuf::from("/"),
             stamp: None,
         }
+    }
+
+    /// The same source with os-net-config's own files (default mapping,
+    /// DPDK and SR-IOV state, package metadata, sysfs) read under `root`
+    /// instead of `/`.
+    #[must_use]
+    pub fn with_root(mut self, root: PathBuf) -> Self {
+        self.root = root;
+        self
+    }
+
+    fn under(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+
+    /// The mapping file os-net-config would use: the configured one, else
+    /// its default when that exists.
+    fn mapping_path(&self) -> Option<PathBuf> {
+        self.mapping.clone().or_else(|| {
+            let d = self.under(DEFAULT_MAPPING);
+            d.exists().then_some(d)
+        })
+    }
+
+    /// What os-net-config reads besides the kernel: the mapping file, its
+    /// DPDK and SR-IOV state files (absent: none), and its version.
+    fn osnc_state(&self) -> Result<expect::OsncState, ExpectError> {
+        let read = |p: &Path| -> Result<Option<serde_json::Value>, ExpectError> {
+            if !p.exists() {
+                return Ok(None);
+            }
+            let name = p.display().to_string();
+            expect::parse_document(&name, &read_bounded(p, expect::MAX_DOCUMENT_BYTES)?).map(Some)
+        };
+        let mapping = self.mapping_path();
+        let mut st = match &mapping {
+            Some(m) => {
+                let text = read_bounded(m, expect::MAX_DOCUMENT_BYTES)?;
+                let name = m.display().to_string();
+                let doc = expect::parse_document(&name, &text)?;
+                expect::OsncState::with_mapping(&name, Some(&doc))
+            }
+            None => expect::OsncState::default(),
+        };
+        let dpdk_path = self.under(DPDK_MAPPING);
+        if let Some(doc) = read(&dpdk_path)? {
+            st.dpdk = expect::dpdk_map(&dpdk_path.display().to_string(), &doc)?;
+            for d in &mut st.dpdk {
+                // `common.is_vf`: the PCI device has a physfn link.
+                d.vf = self
+                    .under(&format!("/sys/bus/pci/devices/{}/physfn", d.pci_address))
+                    .is_dir()
+                    || self
+                        .under(&format!("/sys/class/net/{}/device/physfn", d.name))
+                        .is_dir();
+            }
+        }
+        if let Some(doc) = read(&self.under(SRIOV_CONFIG))? {
+            (st.sriov_pfs, st.sriov_vfs) = expect::sriov_names(&doc);
+        }
+        st.version = installed_version(&self.root);
+        Ok(st)
     }
 
     /// Reads and parses the files; nicN names are mapped against `snap`.
@@ -77,21 +203,17 @@ impl Source {
     /// Unreadable files, syntax errors, bad values (with the path in the document).
     pub fn load(&self, snap: &Snapshot) -> Result<Expectations, ExpectError> {
         let file = self.path.display().to_string();
-        let read = |p: &Path| read_bounded(p, expect::MAX_DOCUMENT_BYTES);
-        let mapping = match &self.mapping {
-            Some(m) => Some(expect::parse_document(&m.display().to_string(), &read(m)?)?),
-            None => None,
-        };
-        let doc = expect::parse_document(&file, &read(&self.path)?)?;
+        let st = self.osnc_state()?;
+        let doc = expect::parse_document(
+            &file,
+            &read_bounded(&self.path, expect::MAX_DOCUMENT_BYTES)?,
+        )?;
         // Checked against the NICs the configuration was built on, never
         // against the numbering os-net-config would compute now (that one
         // shifts when a NIC loses its link: NIC_RENUMBERED).
-        let nics = expect::in_force_mapping(snap, &doc, mapping.as_ref());
+        let nics = expect::in_force_mapping(snap, &doc, &st);
         let mut e = expect::from_os_net_config(&file, &doc, &nics)?;
-        e.nics.pinned = mapping.as_ref().is_some_and(|m| {
-            m.get("interface_mapping")
-                .is_some_and(serde_json::Value::is_object)
-        });
+        e.nics.osnc = st;
         Ok(e)
     }
 
@@ -102,10 +224,14 @@ impl Source {
         // A NIC that appears or goes (not one that loses its link) changes
         // the mapping in force: reload then too.
         let stamp = (
-            mtime(&self.path),
-            self.mapping
-                .as_deref()
-                .map_or(SystemTime::UNIX_EPOCH, mtime),
+            [
+                mtime(&self.path),
+                self.mapping_path()
+                    .as_deref()
+                    .map_or(SystemTime::UNIX_EPOCH, mtime),
+                mtime(&self.under(DPDK_MAPPING)),
+                mtime(&self.under(SRIOV_CONFIG)),
+            ],
             expect::ordered_nics(snap, false).join(","),
         );
         if self.stamp.as_ref() == Some(&stamp) {
@@ -161,5 +287,81 @@ mod tests {
         std::fs::write(&path, &text).expect("write");
         let e = src.load(&Snapshot::default()).expect_err("too large");
         assert!(e.to_string().len() < 300, "{e}");
+    }
+
+    fn physical(index: u32, name: &str) -> preflight_model::Interface {
+        preflight_model::Interface {
+            index,
+            name: name.into(),
+            admin_up: true,
+            carrier: true,
+            oper_state: preflight_model::OperState::Up,
+            mtu: 1500,
+            mac: Some(format!("52:54:00:00:00:{index:02x}")),
+            ..preflight_model::Interface::default()
+        }
+    }
+
+    /// os-net-config's own files under a node root: the default mapping
+    /// file, dpdk_mapping.yaml (a NIC gone from the kernel still counts, a
+    /// VF does not), sriov_config.yaml, and the installed version.
+    #[test]
+    fn os_net_configs_own_files_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let w = |p: &str, text: &str| {
+            let p = root.join(p);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        };
+        w(
+            "etc/os-net-config/config.yaml",
+            "network_config:\n  - {type: interface, name: nic1}\n  - {type: interface, name: nic2}\n  - {type: interface, name: nic3}\n",
+        );
+        w(
+            "var/lib/os-net-config/dpdk_mapping.yaml",
+            "- name: eth1\n  pci_address: '0000:00:04.0'\n  mac_address: 52:54:00:00:00:09\n  driver: vfio-pci\n- name: eth7\n  pci_address: '0000:00:05.0'\n  mac_address: 52:54:00:00:00:10\n  driver: vfio-pci\n",
+        );
+        std::fs::create_dir_all(root.join("sys/bus/pci/devices/0000:00:05.0/physfn")).expect("vf");
+        w(
+            "usr/lib/python3.9/site-packages/os_net_config-14.2.1-py3.9.egg-info/PKG-INFO",
+            "",
+        );
+        let mut snap = Snapshot::default();
+        snap.interfaces.insert(2, physical(2, "eth0"));
+        snap.interfaces.insert(4, physical(4, "eth2"));
+        let src = Source::new(root.join("etc/os-net-config/config.yaml"), None)
+            .with_root(root.to_path_buf());
+        let e = src.load(&snap).expect("loads");
+        assert_eq!(e.nics.osnc.version.as_deref(), Some("14.2.1"));
+        assert_eq!(e.nics.osnc.dpdk.len(), 2);
+        assert!(!e.nics.osnc.dpdk[0].vf && e.nics.osnc.dpdk[1].vf);
+        let t = expect::nic_table(&snap, &e);
+        let next: Vec<_> = t.values().map(|m| m.next_run.as_deref()).collect();
+        assert_eq!(next, [Some("eth0"), Some("eth1"), Some("eth2")]);
+        // The default mapping file, when it exists, is os-net-config's.
+        w(
+            "etc/os-net-config/mapping.yaml",
+            "interface_mapping:\n  nic1: 52:54:00:00:00:04\n",
+        );
+        let e = src.load(&snap).expect("loads");
+        assert_eq!(
+            e.nics.in_force.get("nic1").map(String::as_str),
+            Some("eth2")
+        );
+        // A DPDK mapping os-net-config would fail on is an error, not ignored.
+        w("var/lib/os-net-config/dpdk_mapping.yaml", "- name: eth1\n");
+        let err = src.load(&snap).expect_err("refused");
+        assert!(err.to_string().contains("pci_address"), "{err}");
+        // So is one past the bound.
+        w(
+            "var/lib/os-net-config/dpdk_mapping.yaml",
+            &format!("# {}\n", "z".repeat(expect::MAX_DOCUMENT_BYTES)),
+        );
+        let err = src.load(&snap).expect_err("too large");
+        assert!(err.to_string().contains("dpdk_mapping.yaml"), "{err}");
+        // An empty one is no NIC.
+        w("var/lib/os-net-config/dpdk_mapping.yaml", "");
+        assert!(src.load(&snap).expect("loads").nics.osnc.dpdk.is_empty());
     }
 }

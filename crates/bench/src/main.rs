@@ -204,10 +204,7 @@ pub(crate) fn watch_rss(bin: &str, seconds: u64, reps: usize) {
 /// nodes in a thousand.
 fn parse_share(v: &str) -> Result<u64, String> {
     match v.trim().parse::<f64>() {
-        Ok(p) if (0.0..=100.0).contains(&p) =>
-        {
-            Ok((p * 10.0).round() as u64)
-        }
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok((p * 10.0).round() as u64),
         _ => Err(format!(
             "{v:?}: expected a percentage from 0 to 100, e.g. 5 or 2.5"
         )),

@@ -111,6 +111,7 @@ codes! {
         ExpectationsInvalid = "EXPECTATIONS_INVALID", Critical, "the expected-state file cannot be read; the last good expectations stay in force";
         OvsStateUnreadable = "OVS_STATE_UNREADABLE", Critical, "Open vSwitch bonds are expected (configuration or kernel) but OVSDB cannot be read, so their health is unknown";
         NicRenumbered = "NIC_RENUMBERED", Critical, "os-net-config's next run would map a nicN name to another NIC than the one it is on now";
+        MappingEntryUnmatched = "MAPPING_ENTRY_UNMATCHED", Warning, "an entry of os-net-config's mapping file matches no NIC (a MAC written in upper case, a replaced card): os-net-config ignores it and numbers that name by position";
         ExpectationUnchecked = "EXPECTATION_UNCHECKED", Warning, "an entry of the expected configuration is of a type preflight cannot check; it is listed, not silently skipped";
         FindingsTruncated = "FINDINGS_TRUNCATED", Critical, "the node has more findings than a report carries; those left out are unknown to the gate";
     }

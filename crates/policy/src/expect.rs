@@ -17,7 +17,10 @@ pub(crate) mod nics;
 mod osnc;
 mod yaml;
 
-pub use nics::{in_force_mapping, nic_mapping, ordered_nics};
+pub use nics::{
+    dpdk_map, in_force_mapping, next_run, nic_mapping, ordered_nics, osnc_order, sriov_names,
+    valid_mac, DpdkBound, NextRun, OsncState, Unmatched, FOLLOWED_VERSIONS,
+};
 pub use osnc::{from_os_net_config, parse_document};
 pub use yaml::{MAX_DOCUMENT_BYTES, MAX_DOCUMENT_NODES, MAX_EXPANDED_BYTES};
 
@@ -116,14 +119,17 @@ pub struct Expectations {
 /// The `nicN` names of an os-net-config file and the NICs they are on.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct NicPlan {
-    /// Pinned by a mapping file: os-net-config will not renumber them.
-    pub pinned: bool,
-    /// The mapping in force (`nic2` → `eth1`).
-    pub in_force: std::collections::BTreeMap<String, String>,
-    /// NICs bound to DPDK: gone from the kernel, but os-net-config still
-    /// numbers them (from its DPDK mapping file) whatever their link.
+    /// The `nicN` names the file uses, in natural order.
     #[serde(default)]
-    pub dpdk: Vec<String>,
+    pub names: Vec<String>,
+    /// The mapping in force (`nic2` → `eth1`); a name the configuration was
+    /// built without a NIC for is absent.
+    pub in_force: std::collections::BTreeMap<String, String>,
+    /// What os-net-config reads besides the kernel when it numbers NICs
+    /// (mapping file, DPDK and SR-IOV state, its version): the next run is
+    /// computed from it.
+    #[serde(default)]
+    pub osnc: OsncState,
 }
 
 /// A file that cannot be read as expectations.
@@ -202,18 +208,42 @@ pub fn from_snapshot(snap: &Snapshot, source: &str) -> Expectations {
 pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
     let mut out = Vec::new();
     let src = &exp.source;
-    for (nic, m) in nic_table(snap, exp) {
+    let next = next_run(snap, &exp.nics.osnc);
+    for (nic, m) in nic_table_with(snap, exp, &next) {
         if let Some(reason) = m.reason {
             out.push(raw(
                 Code::NicRenumbered,
                 &nic,
                 format!(
-                    "{nic} is {} now, but os-net-config's next run would map it to {} because {reason}: the update would build the network of {src} on the wrong NICs (and may fall back to DHCP). Restore the link, or pin the nicN names by MAC in /etc/os-net-config/mapping.yaml before the update",
+                    "{nic} is {} now, but os-net-config's next run would map it to {} because {reason}: the update would build the network of {src} on the wrong NICs (and may fall back to DHCP). Restore the link, or pin the nicN names by MAC (lower case, as the kernel writes it) in /etc/os-net-config/mapping.yaml before the update",
                     m.in_force.as_deref().unwrap_or("unmapped"),
                     m.next_run.as_deref().unwrap_or("no NIC at all"),
                 ),
             ));
         }
+    }
+    let mapping_file = exp
+        .nics
+        .osnc
+        .mapping_file
+        .as_deref()
+        .unwrap_or("the mapping file");
+    for u in &next.unmatched {
+        let now = next.map.get(&u.nic).map_or_else(
+            || "no NIC at all".to_owned(),
+            |d| format!("{d}, by position"),
+        );
+        out.push(raw(
+            Code::MappingEntryUnmatched,
+            &u.nic,
+            format!(
+                "{mapping_file} maps {} to `{}`, which matches no NIC: {}. os-net-config ignores the entry and maps {} to {now}, so the name it meant to pin moves",
+                u.nic,
+                preflight_model::excerpt::excerpt(&u.value),
+                u.why,
+                u.nic
+            ),
+        ));
     }
     for u in &exp.unsupported {
         out.push(raw(
@@ -481,22 +511,39 @@ pub fn nic_table(
     snap: &Snapshot,
     exp: &Expectations,
 ) -> std::collections::BTreeMap<String, preflight_model::NicMapping> {
-    let next = if exp.nics.pinned {
-        exp.nics.in_force.clone()
+    nic_table_with(snap, exp, &next_run(snap, &exp.nics.osnc))
+}
+
+fn nic_table_with(
+    snap: &Snapshot,
+    exp: &Expectations,
+    next: &NextRun,
+) -> std::collections::BTreeMap<String, preflight_model::NicMapping> {
+    let all = osnc_order(snap, &exp.nics.osnc, false);
+    let names: Vec<&String> = if exp.nics.names.is_empty() {
+        exp.nics.in_force.keys().collect()
     } else {
-        let mut up = ordered_nics(snap, true);
-        up.extend(exp.nics.dpdk.iter().map(String::as_str));
-        nics::numbered(&nics::in_order(up))
+        exp.nics.names.iter().collect()
     };
-    let mut all = ordered_nics(snap, false);
-    all.extend(exp.nics.dpdk.iter().map(String::as_str));
-    let all = nics::in_order(all);
-    exp.nics
-        .in_force
-        .iter()
-        .map(|(nic, now)| {
-            let next_run = next.get(nic).cloned();
-            let reason = (next_run.as_deref() != Some(now.as_str())).then(|| {
+    names
+        .into_iter()
+        .map(|nic| {
+            let in_force = exp.nics.in_force.get(nic);
+            let next_run = next.map.get(nic).cloned();
+            let reason = (next_run.as_ref() != in_force).then(|| {
+                if let Some(r) = &next.refused {
+                    return format!("os-net-config would stop at the mapping file: {r}");
+                }
+                if let Some(u) = next.unmatched.iter().find(|u| &u.nic == nic) {
+                    return format!(
+                        "its mapping entry `{}` matches no NIC ({})",
+                        preflight_model::excerpt::excerpt(&u.value),
+                        u.why
+                    );
+                }
+                let Some(now) = in_force else {
+                    return "the configuration was built without a NIC for it (its position was taken by the mapping file or had no NIC)".to_owned();
+                };
                 // NICs at or before this one in os-net-config's order that it
                 // would skip now: each shifts every later nicN by one.
                 let upto = all
@@ -517,7 +564,7 @@ pub fn nic_table(
             (
                 nic.clone(),
                 preflight_model::NicMapping {
-                    in_force: Some(now.clone()),
+                    in_force: in_force.cloned(),
                     next_run,
                     reason,
                 },

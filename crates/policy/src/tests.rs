@@ -585,18 +585,19 @@ fn findings_past_the_bound_are_cut_and_stand_for_the_rest() {
     if let Some(eth1) = snap.interfaces.get_mut(&3) {
         eth1.carrier = false;
     }
-    let f = Evaluator::new(PolicyConfig::default()).evaluate(
-        &snap,
-        Instant::now(),
-        SystemTime::now(),
-    );
+    let f =
+        Evaluator::new(PolicyConfig::default()).evaluate(&snap, Instant::now(), SystemTime::now());
     assert_eq!(f.len(), MAX_FINDINGS);
     let cut = f
         .iter()
         .find(|x| x.code == Code::FindingsTruncated)
         .expect("FINDINGS_TRUNCATED");
     assert_eq!(cut.severity, preflight_model::Severity::Critical);
-    assert!(cut.message.starts_with("147 more findings (0 critical)"), "{}", cut.message);
+    assert!(
+        cut.message.starts_with("147 more findings (0 critical)"),
+        "{}",
+        cut.message
+    );
     // The critical bond findings are kept.
     assert!(f
         .iter()

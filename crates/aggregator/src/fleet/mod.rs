@@ -145,7 +145,7 @@ struct Node {
     inventoried: bool,
     boot_id: Option<String>,
     /// Boots a later one replaced (see `boots`).
-    retired_boots: Vec<u64>,
+    retired_boots: Vec<(u64, u64)>,
     seq: u64,
     state_seq: u64,
     last_seen: Option<Instant>,

@@ -1563,3 +1563,19 @@ fn a_blocked_node_cannot_relabel_itself_out_of_its_scope() {
         "nothing held back any more"
     );
 }
+
+/// A prepared report's state is the one the fleet keeps: moved into its
+/// `Arc` ahead of the lock, never copied (issue 32, the report path).
+#[test]
+fn a_prepared_reports_state_is_kept_not_copied() {
+    let t0 = Instant::now();
+    let mut f = Fleet::new(cfg(), W);
+    let r = PreparedReport::from(full("c1", "compute", 1, vec![]));
+    let PreparedBody::Full { state, .. } = &r.body else {
+        panic!("built as full");
+    };
+    let prepared = Arc::clone(state.state());
+    f.apply_prepared(r, t0, W).expect("accepted");
+    let kept = f.state("c1").expect("kept");
+    assert!(Arc::ptr_eq(&prepared, &kept), "the state was copied");
+}

@@ -58,14 +58,19 @@ pub(super) const GATHER: Duration = Duration::from_micros(500);
 /// What the fleet made of a report (the fleet keeps the report).
 pub(super) type Applied = Result<ReportOutcome, FleetError>;
 
+/// A report's outcome and, for a full report the fleet took, the retired
+/// boot ids of its node right after it (read under the same hold of the
+/// lock), which the report writer stores with it: empty otherwise.
+pub(super) type Reply = (Applied, Vec<crate::store::RetiredBoot>);
+
 /// An applied report's outcome with where it goes.
-type Outcome = (oneshot::Sender<Applied>, Applied);
+type Outcome = (oneshot::Sender<Reply>, Reply);
 
 struct Job {
     report: PreparedReport,
     /// The report's node, for the log should applying it panic.
     node: String,
-    reply: oneshot::Sender<Applied>,
+    reply: oneshot::Sender<Reply>,
 }
 
 /// Where waivers that expired in a tick run outside the sweeper (by a
@@ -146,8 +151,10 @@ impl Applier {
     }
 
     /// Applies `report` (its state prepared ahead, and kept by the fleet)
-    /// and returns the outcome; `None` when applying it panicked.
-    pub(super) async fn apply(&self, report: PreparedReport) -> Option<Applied> {
+    /// and returns the outcome, with its node's retired boot ids when it
+    /// was a full report taken ([`Reply`]); `None` when applying it
+    /// panicked.
+    pub(super) async fn apply(&self, report: PreparedReport) -> Option<Reply> {
         let (reply, answer) = oneshot::channel();
         let node = report.node.clone();
         lock(&self.queue).push(Job {
@@ -240,7 +247,15 @@ impl Worker {
                 fleet.apply_prepared(report, Instant::now(), wall)
             }));
             match r {
-                Ok(outcome) => done.push((reply, outcome)),
+                Ok(outcome) => {
+                    let retired = match &outcome {
+                        Ok(ReportOutcome::Accepted { full: true, .. }) => {
+                            fleet.retired_boots(&node).to_vec()
+                        }
+                        _ => Vec::new(),
+                    };
+                    done.push((reply, (outcome, retired)));
+                }
                 Err(_) => {
                     tracing::error!(node = %node, "applying a report panicked; refused");
                 }
@@ -302,7 +317,11 @@ mod tests {
             node: r.node.clone(),
             seq: r.seq,
         };
-        tokio::spawn(async move { a.apply(PreparedReport::from(r)).await.map(|o| (sent, o)) })
+        tokio::spawn(async move {
+            a.apply(PreparedReport::from(r))
+                .await
+                .map(|(o, _)| (sent, o))
+        })
     }
 
     /// A gate question on a thread of its own: holds the read lock for

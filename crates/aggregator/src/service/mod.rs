@@ -110,7 +110,8 @@ impl Service {
     /// waivers with the time they have left (see
     /// [`crate::clock::waiver_left`]: a wall clock that is behind never
     /// revives one; those that fell due while the aggregator was down are
-    /// ended and audited now), last reports for display, but every node
+    /// ended and audited now), last reports for display with the boot ids
+    /// each node's agent left behind (their replays stay refused), but every node
     /// silent until it reports again (fail-closed after a restart). `scopes` get
     /// kept counts. Returns the receiver for [`Service::spawn_report_writer`].
     ///
@@ -151,6 +152,7 @@ impl Service {
         for r in store.reports()? {
             last_up = last_up.max(Some(r.received_at));
             let node = key(&r.node)?;
+            fleet.restore_retired_boots(&node, &r.retired_boots);
             fleet.restore_report(&node, r.boot_id, r.seq, r.state, r.received_at);
         }
         let boot = crate::clock::BootAnchor::now();

@@ -3,7 +3,9 @@
 //! batch, `apply`), a node it added or relabeled persisted before the
 //! answer (or taken out again), and the state, serialized from that same
 //! `Arc`, handed to the writer thread, which stores the latest per node in
-//! batches (reports are soft state: the next one replaces a lost one).
+//! batches (reports are soft state: the next one replaces a lost one),
+//! each with its node's retired boot ids in the same row (so that a
+//! restart keeps refusing replays of them; no write of its own).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
@@ -101,7 +103,7 @@ impl Service {
             }),
             PreparedBody::Heartbeat { .. } => None,
         };
-        let Some(outcome) = self.applier.apply(report).await else {
+        let Some((outcome, retired_boots)) = self.applier.apply(report).await else {
             return Err(ServiceError::Store(
                 "the report was not applied: the aggregator failed applying it (see its log)"
                     .into(),
@@ -147,6 +149,7 @@ impl Service {
             seq: report.seq,
             received_at: wall,
             state_json,
+            retired_boots,
         });
         Ok(outcome)
     }

@@ -128,6 +128,10 @@ pub struct StoredReport {
     pub received_at: SystemTime,
     /// The state.
     pub state: NodeState,
+    /// Fingerprints of the boot ids that later ones replaced, with the
+    /// last sequence number each had, oldest first, as last stored (empty
+    /// when none were, or the column is unreadable).
+    pub retired_boots: Vec<RetiredBoot>,
 }
 
 /// One audit entry.
@@ -173,6 +177,11 @@ pub struct PendingReport {
     pub received_at: SystemTime,
     /// `NodeState` as JSON.
     pub state_json: String,
+    /// Fingerprints of the node's boot ids that later ones replaced, with
+    /// the last sequence number each had, oldest first (the fleet's bounded
+    /// list): stored with the report, so that a restart keeps refusing
+    /// their replays. Empty keeps what is stored.
+    pub retired_boots: Vec<RetiredBoot>,
 }
 
 pub(crate) fn millis(t: SystemTime) -> i64 {
@@ -205,6 +214,54 @@ pub(crate) fn parse_labels(name: &str, labels: &str) -> Option<Labels> {
         .ok()
 }
 
+/// A boot id a later one replaced: its fingerprint and the last sequence
+/// number it had (a report of it at or below that is a replay).
+pub type RetiredBoot = (u64, u64);
+
+/// The `retired_boots` column of a report: a JSON array of `"FINGERPRINT:SEQ"`
+/// strings (the fingerprint as 16 hex digits), oldest first; NULL for none
+/// (then the stored value is kept, see the backends' `save_reports`).
+pub(crate) fn retired_json(retired: &[RetiredBoot]) -> Option<String> {
+    if retired.is_empty() {
+        return None;
+    }
+    let entries: Vec<String> = retired
+        .iter()
+        .map(|(h, seq)| format!("{h:016x}:{seq}"))
+        .collect();
+    serde_json::to_string(&entries).ok()
+}
+
+/// Reads the `retired_boots` column back; an unreadable one is logged and
+/// read as empty (the node is then as after a restart before this column
+/// existed: only its last stored boot is known).
+pub(crate) fn parse_retired(node: &str, column: Option<&str>) -> Vec<RetiredBoot> {
+    let Some(text) = column else {
+        return Vec::new();
+    };
+    let entry = |e: &String| -> Result<RetiredBoot, String> {
+        let (h, seq) = e
+            .split_once(':')
+            .ok_or_else(|| format!("`{e}`: expected FINGERPRINT:SEQ"))?;
+        Ok((
+            u64::from_str_radix(h, 16).map_err(|x| format!("`{e}`: {x}"))?,
+            seq.parse().map_err(|x| format!("`{e}`: {x}"))?,
+        ))
+    };
+    let parsed = serde_json::from_str::<Vec<String>>(text)
+        .map_err(|e| e.to_string())
+        .and_then(|entries| {
+            entries
+                .iter()
+                .map(entry)
+                .collect::<Result<Vec<_>, String>>()
+        });
+    parsed.unwrap_or_else(|e| {
+        tracing::warn!(node = %node, error = %e, "unreadable retired boot ids in store; ignored");
+        Vec::new()
+    })
+}
+
 /// Parses a stored report; unreadable ones are logged and skipped.
 pub(crate) fn parse_report(
     node: String,
@@ -212,9 +269,11 @@ pub(crate) fn parse_report(
     seq: i64,
     at: i64,
     state: &str,
+    retired: Option<&str>,
 ) -> Option<StoredReport> {
     match serde_json::from_str(state) {
         Ok(state) => Some(StoredReport {
+            retired_boots: parse_retired(&node, retired),
             node,
             boot_id,
             seq: u64::try_from(seq).unwrap_or(0),
@@ -309,7 +368,8 @@ impl Store {
         both!(self, s => s.open_waivers())
     }
 
-    /// Last persisted report of every node.
+    /// Last persisted report of every node, with the boot ids its agent
+    /// left behind.
     ///
     /// # Errors
     /// Database errors.
@@ -388,7 +448,9 @@ impl Store {
         both!(self, s => s.expire_due(now))
     }
 
-    /// Writes a batch of reports (latest per node) in one transaction.
+    /// Writes a batch of reports (latest per node) in one transaction,
+    /// each with its node's retired boot ids (a report with none keeps the
+    /// stored ones).
     ///
     /// # Errors
     /// Database errors; nothing is written then.
@@ -439,5 +501,45 @@ mod origin_tests {
         assert_eq!(super::origin("agent:node-token:n1"), "agent");
         assert_eq!(super::origin("api"), "inventory");
         assert_eq!(super::origin("agentx"), "inventory");
+    }
+}
+
+#[cfg(test)]
+mod retired_tests {
+    use super::{parse_retired, retired_json};
+
+    /// Fingerprints are stored as 16 hex digits each with the boot's last
+    /// sequence number, and read back as written; none is NULL (keep what
+    /// is stored).
+    #[test]
+    fn retired_boots_round_trip_as_hex() {
+        let ids = [(0, 1), (0xab, 42), (u64::MAX, u64::MAX)];
+        let json = retired_json(&ids);
+        assert_eq!(
+            json.as_deref(),
+            Some(
+                r#"["0000000000000000:1","00000000000000ab:42","ffffffffffffffff:18446744073709551615"]"#
+            )
+        );
+        assert_eq!(parse_retired("n", json.as_deref()), ids);
+        assert_eq!(retired_json(&[]), None);
+        assert!(parse_retired("n", None).is_empty());
+    }
+
+    /// An unreadable column is ignored (the node keeps only its stored
+    /// boot, as before the column existed), never a failed start.
+    #[test]
+    fn unreadable_retired_boots_are_ignored() {
+        for bad in [
+            "",
+            "{}",
+            r#"["xyz"]"#,
+            r#"[1]"#,
+            r#"["1ffffffffffffffff:1"]"#,
+            r#"["00000000000000ab"]"#,
+            r#"["00000000000000ab:x"]"#,
+        ] {
+            assert!(parse_retired("n", Some(bad)).is_empty(), "{bad}");
+        }
     }
 }

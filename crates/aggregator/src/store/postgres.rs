@@ -17,8 +17,8 @@ use super::pgconf::{PgSettings, PG_CHANNEL};
 use super::pgsync::Notices;
 use super::pgtls::{client_config, SslMode};
 use super::{
-    millis, parse_labels, parse_report, time, AuditEntry, Labels, NodeChange, PendingReport,
-    StoreError, StoredReport,
+    millis, parse_labels, parse_report, retired_json, time, AuditEntry, Labels, NodeChange,
+    PendingReport, StoreError, StoredReport,
 };
 use crate::clock::BootAnchor;
 
@@ -44,6 +44,11 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE nodes ADD COLUMN origin TEXT NOT NULL DEFAULT 'inventory';
     ALTER TABLE waivers ADD COLUMN boot_id TEXT, ADD COLUMN boot_ms BIGINT;
+",
+    // The boot ids a node's agent left behind (a JSON array of hex
+    // fingerprints), so that a restart keeps refusing their replays.
+    "
+    ALTER TABLE reports ADD COLUMN retired_boots TEXT;
 ",
 ];
 
@@ -278,13 +283,15 @@ impl PgStore {
     pub(super) fn reports(&mut self) -> Result<Vec<StoredReport>, StoreError> {
         let rows = self.run(|c| {
             c.query(
-                "SELECT node, boot_id, seq, received_at, state FROM reports",
+                "SELECT node, boot_id, seq, received_at, state, retired_boots FROM reports",
                 &[],
             )
         })?;
         Ok(rows
             .iter()
-            .filter_map(|r| parse_report(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .filter_map(|r| {
+                parse_report(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+            })
             .collect())
     }
 
@@ -440,6 +447,11 @@ impl PgStore {
             .collect();
         let ats: Vec<i64> = batch.iter().map(|r| millis(r.received_at)).collect();
         let states: Vec<&str> = batch.iter().map(|r| r.state_json.as_str()).collect();
+        // The retired boot ids go in the same row (NULL keeps the stored ones).
+        let retired: Vec<Option<String>> = batch
+            .iter()
+            .map(|r| retired_json(&r.retired_boots))
+            .collect();
         self.run(|c| {
             let mut tx = c.transaction()?;
             // Reports are cheap to lose (the next one replaces them): the
@@ -447,11 +459,12 @@ impl PgStore {
             // cost one disk sync per batch.
             tx.batch_execute("SET LOCAL synchronous_commit TO off")?;
             tx.execute(
-                "INSERT INTO reports(node, boot_id, seq, received_at, state)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
+                "INSERT INTO reports(node, boot_id, seq, received_at, state, retired_boots)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[])
                  ON CONFLICT(node) DO UPDATE SET boot_id=excluded.boot_id, seq=excluded.seq,
-                 received_at=excluded.received_at, state=excluded.state",
-                &[&nodes, &boots, &seqs, &ats, &states],
+                 received_at=excluded.received_at, state=excluded.state,
+                 retired_boots=COALESCE(excluded.retired_boots, reports.retired_boots)",
+                &[&nodes, &boots, &seqs, &ats, &states, &retired],
             )?;
             tx.commit()
         })

@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::clock::BootAnchor;
 
 use super::beside::{self, Reserve};
-use super::{millis, time, Labels, PendingReport, StoreError};
+use super::{millis, retired_json, time, Labels, PendingReport, StoreError};
 
 mod read;
 
@@ -78,11 +78,14 @@ impl SqliteStore {
         )
         .map_err(err)?;
         // Columns added since schema 1; optional, so that an older
-        // preflight can still read and write this file.
+        // preflight can still read and write this file (one that writes a
+        // report leaves `retired_boots` as it was: boot ids retired
+        // meanwhile are not recorded, none is forgotten).
         for (table, column, decl) in [
             ("nodes", "origin", "TEXT NOT NULL DEFAULT 'inventory'"),
             ("waivers", "boot_id", "TEXT"),
             ("waivers", "boot_ms", "INTEGER"),
+            ("reports", "retired_boots", "TEXT"),
         ] {
             let has: bool = conn
                 .query_row(
@@ -401,7 +404,9 @@ impl SqliteStore {
         })
     }
 
-    /// Writes a batch of reports (latest per node) in one transaction.
+    /// Writes a batch of reports (latest per node) in one transaction,
+    /// each with its node's retired boot ids in the same row (a report
+    /// with none keeps the stored ones).
     ///
     /// # Errors
     /// SQLite errors; nothing is written then.
@@ -409,9 +414,11 @@ impl SqliteStore {
         self.hold_reserve()?;
         self.in_tx(|tx| {
             let mut st = tx.prepare_cached(
-                "INSERT INTO reports(node, boot_id, seq, received_at, state) VALUES(?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO reports(node, boot_id, seq, received_at, state, retired_boots)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(node) DO UPDATE SET boot_id=excluded.boot_id, seq=excluded.seq,
-                 received_at=excluded.received_at, state=excluded.state",
+                 received_at=excluded.received_at, state=excluded.state,
+                 retired_boots=COALESCE(excluded.retired_boots, reports.retired_boots)",
             )?;
             for r in batch {
                 st.execute(params![
@@ -419,7 +426,8 @@ impl SqliteStore {
                     r.boot_id,
                     i64::try_from(r.seq).unwrap_or(i64::MAX),
                     millis(r.received_at),
-                    r.state_json
+                    r.state_json,
+                    retired_json(&r.retired_boots)
                 ])?;
             }
             Ok(())
@@ -510,6 +518,53 @@ mod tests {
         let e = Store::open(&db).expect_err("newer schema");
         assert!(e.is_config(), "{e}");
         assert!(e.to_string().contains("schema version 99"), "{e}");
+    }
+
+    /// A store written before reports kept their retired boot ids gains
+    /// the column in place: its reports read back (with none), and a
+    /// report saved now keeps them.
+    #[test]
+    fn a_store_without_retired_boots_upgrades_in_place() {
+        let (_dir, db) = fresh();
+        let Database::Sqlite(p) = &db else {
+            unreachable!()
+        };
+        drop(Store::open(&db).expect("new store"));
+        {
+            let c = rusqlite::Connection::open(p).expect("open");
+            let state = serde_json::json!({
+                "node": "n1", "verdict": "go", "findings": [], "interfaces": [],
+                "bonds": [], "addresses": [], "routes": []
+            });
+            c.execute_batch(&format!(
+                "ALTER TABLE reports DROP COLUMN retired_boots;
+                 INSERT INTO reports(node, boot_id, seq, received_at, state)
+                 VALUES('n1', 'b2', 3, 0, '{state}');"
+            ))
+            .expect("an older store");
+        }
+        let mut s = Store::open(&db).expect("upgraded");
+        let r = s.reports().expect("reports");
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].boot_id.as_str(), r[0].seq), ("b2", 3));
+        assert!(r[0].retired_boots.is_empty());
+        let mut again = super::super::PendingReport {
+            node: "n1".into(),
+            boot_id: "b3".into(),
+            seq: 1,
+            received_at: std::time::SystemTime::now(),
+            state_json: serde_json::to_string(&r[0].state).expect("state"),
+            retired_boots: vec![(7, 1), (9, 2)],
+        };
+        s.save_reports(std::slice::from_ref(&again)).expect("save");
+        again.retired_boots.clear();
+        again.seq = 2;
+        s.save_reports(&[again]).expect("save");
+        let r = s.reports().expect("reports");
+        assert_eq!(
+            (r[0].seq, r[0].retired_boots.as_slice()),
+            (2, &[(7, 1), (9, 2)][..])
+        );
     }
 
     #[test]

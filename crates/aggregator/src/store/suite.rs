@@ -41,6 +41,7 @@ pub fn run_all(db: &Database) {
     waiver_ends_once(db);
     missed_expiries_are_recorded_once(db);
     nodes_and_reports(db);
+    retired_boots_round_trip(db);
     reopen_keeps_schema(db);
 }
 
@@ -156,6 +157,7 @@ pub fn nodes_and_reports(db: &Database) {
         seq,
         received_at: now,
         state_json: state_json("c2"),
+        retired_boots: Vec::new(),
     };
     s.save_reports(&[r(1)]).expect("save");
     s.save_reports(&[r(7)]).expect("save again");
@@ -178,6 +180,66 @@ pub fn nodes_and_reports(db: &Database) {
     assert!(s.reports().expect("reports").iter().all(|r| r.node != "c2"));
     assert_eq!(actions(&mut s, 1), ["node.remove"]);
     s.ping().expect("ping");
+}
+
+/// The boot ids a node's agent left behind (fingerprints, oldest first) are
+/// stored with its report and read back after a reopen, every bit of each;
+/// a report that carries none keeps those stored (a node whose boot did
+/// not change since the aggregator started), a longer list replaces them,
+/// and they go with the node.
+pub fn retired_boots_round_trip(db: &Database) {
+    let now = SystemTime::now();
+    let retired = vec![
+        (0, 1),
+        (1, 2),
+        (0x8000_0000_0000_0000, 7),
+        (u64::MAX, u64::MAX),
+        (0x0123_4567_89ab_cdef, 0),
+    ];
+    let r = |boot: &str, seq, retired: &[(u64, u64)]| PendingReport {
+        node: "c3".into(),
+        boot_id: boot.into(),
+        seq,
+        received_at: now,
+        state_json: state_json("c3"),
+        retired_boots: retired.to_vec(),
+    };
+    let c3 = |s: &mut Store| {
+        s.reports()
+            .expect("reports")
+            .into_iter()
+            .find(|r| r.node == "c3")
+            .expect("c3's report")
+    };
+    {
+        let mut s = Store::open(db).expect("open");
+        s.upsert_node("c3", &BTreeMap::new(), "agent", now)
+            .expect("node");
+        s.save_reports(&[r("b1", 4, &[])]).expect("save");
+        assert!(c3(&mut s).retired_boots.is_empty(), "none yet");
+        s.save_reports(&[r("b6", 1, &retired)]).expect("save");
+    }
+    let mut s = Store::open(db).expect("reopen");
+    let got = c3(&mut s);
+    assert_eq!((got.boot_id.as_str(), got.seq), ("b6", 1));
+    assert_eq!(got.retired_boots, retired, "read back as written");
+    s.save_reports(&[r("b6", 2, &[])]).expect("save");
+    let got = c3(&mut s);
+    assert_eq!(got.seq, 2);
+    assert_eq!(got.retired_boots, retired, "kept by a report carrying none");
+    let mut more = retired.clone();
+    more.push((42, 3));
+    s.save_reports(&[r("b7", 1, &more)]).expect("save");
+    assert_eq!(c3(&mut s).retired_boots, more, "replaced by a longer list");
+    s.remove_node("c3", "api", now).expect("remove");
+    s.upsert_node("c3", &BTreeMap::new(), "agent", now)
+        .expect("node again");
+    s.save_reports(&[r("b8", 1, &[])]).expect("save");
+    assert!(
+        c3(&mut s).retired_boots.is_empty(),
+        "a removed node's boots went with it"
+    );
+    s.remove_node("c3", "api", now).expect("remove");
 }
 
 /// Opening again applies no migration twice and keeps the data.

@@ -2,18 +2,24 @@
 //! `nic2`, ...) resolved to the node's interfaces, two ways:
 //!
 //! - **in force**: the NIC each name was applied to when the configuration
-//!   was last built. Read from the running state (a bond's ports, the NIC
-//!   holding a configured address, an OVS bond's members) and, for names
-//!   without such evidence, os-net-config's order over every physical NIC
-//!   whether it has a link or not. Expectations are checked against it.
-//! - **next run**: what os-net-config would compute if it ran now. Without a
-//!   mapping file it numbers only NICs whose operstate is `up`, so one dead
-//!   port shifts every later `nicN` (the seed outage's root cause; LP#1679787
-//!   fixed it only for mapping files). A difference is NIC_RENUMBERED.
+//!   was last built. The mapping file's matched entries, then the running
+//!   state (a bond's ports, the NIC holding a configured address, an OVS
+//!   bond's members), then os-net-config's rule as it was with every NIC up.
+//!   Expectations are checked against it.
+//! - **next run**: what os-net-config would compute if it ran now
+//!   (`os-net-config -i`). It numbers only NICs whose operstate is `up`
+//!   (plus DPDK-bound NICs and, 18.x, SR-IOV PFs, whatever their link), so
+//!   one dead port shifts every later `nicN` that a mapping file does not
+//!   pin (the seed outage's root cause). A difference is NIC_RENUMBERED.
 //!
-//! os-net-config's rule (`utils._ordered_nics`): physical NICs (a device and
-//! a MAC), SR-IOV VFs excluded, `em*`, `eth*` and `eno*` first, each group in
-//! natural order (`eth2` before `eth10`).
+//! The rules are os-net-config's own, read from its code at 18.1.0 and
+//! 14.2.0 (`objects.mapped_nics`, `utils._ordered_nics`,
+//! `common.interface_mac`) and checked against the real tool in a VM
+//! (tests/vm/osnc-oracle.sh): physical NICs (a device and a MAC), SR-IOV
+//! VFs excluded, `em*`, `eth*` and `eno*` first, each group in natural
+//! order; mapping entries compared as written (an upper-case MAC matches
+//! nothing); unmapped active NICs named by their position unless the file
+//! took that alias.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -58,61 +64,357 @@ pub fn in_order(mut nics: Vec<&str>) -> Vec<&str> {
     nics
 }
 
-/// A mapping file's `interface_mapping` (by name or by MAC), resolved.
-fn from_file(
-    snap: &Snapshot,
-    m: &serde_json::Map<String, serde_json::Value>,
-) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (nic, target) in m {
-        let Some(t) = target.as_str() else { continue };
-        let t = t.to_ascii_lowercase();
-        // A MAC address maps to whichever interface has it.
-        let dev = if t.len() == 17 && t.matches(':').count() == 5 {
-            snap.interfaces
-                .values()
-                .find(|i| {
-                    i.mac.as_deref() == Some(t.as_str())
-                        || i.bond_port.as_ref().and_then(|p| p.perm_mac.as_deref())
-                            == Some(t.as_str())
-                })
-                .map(|i| i.name.clone())
-        } else {
-            Some(t)
-        };
-        if let Some(d) = dev {
-            out.insert(nic.clone(), d);
+/// What os-net-config reads besides the kernel when it numbers NICs: the
+/// mapping file's `interface_mapping`, `/var/lib/os-net-config/dpdk_mapping.yaml`
+/// (NICs bound to DPDK, gone from the kernel) and `sriov_config.yaml` (SR-IOV
+/// PFs and VFs), and the os-net-config version installed on the node when it
+/// can be read (its rules differ between versions: see [`Self::counts_sriov_pfs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct OsncState {
+    /// The mapping file, for messages (`/etc/os-net-config/mapping.yaml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping_file: Option<String>,
+    /// Its `interface_mapping` entries as written (`nic1: 52:54:00:…` or
+    /// `nic1: em3`); values are kept as read, not normalized, because
+    /// os-net-config compares them as written.
+    #[serde(default)]
+    pub mapping: BTreeMap<String, serde_json::Value>,
+    /// NICs listed in `dpdk_mapping.yaml`.
+    #[serde(default)]
+    pub dpdk: Vec<DpdkBound>,
+    /// Names of SR-IOV PFs in `sriov_config.yaml` (`device_type: pf`).
+    #[serde(default)]
+    pub sriov_pfs: Vec<String>,
+    /// Names of SR-IOV VFs in `sriov_config.yaml` (`device_type: vf`).
+    #[serde(default)]
+    pub sriov_vfs: Vec<String>,
+    /// The os-net-config version installed on the node (`18.1.0`), when its
+    /// package metadata could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// One entry of os-net-config's `dpdk_mapping.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct DpdkBound {
+    /// Kernel name the NIC had before it was bound.
+    pub name: String,
+    /// PCI address.
+    pub pci_address: String,
+    /// `mac_address` (what a mapping file's MAC is compared with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    /// An SR-IOV VF (its PCI device has `physfn`, or `sriov_config.yaml`
+    /// lists it as a VF): os-net-config skips it.
+    #[serde(default)]
+    pub vf: bool,
+}
+
+/// The os-net-config versions whose rules preflight follows, read from their code.
+pub const FOLLOWED_VERSIONS: &str =
+    "os-net-config 18.1.0 (current, edpm-ansible) and 14.2.0 (TripleO Wallaby)";
+
+impl OsncState {
+    /// The state with a mapping document (`interface_mapping:` at its top)
+    /// read from `file`; a document without that key is no mapping, as
+    /// os-net-config reads it.
+    #[must_use]
+    pub fn with_mapping(file: &str, doc: Option<&serde_json::Value>) -> Self {
+        let mapping = doc
+            .and_then(|m| m.get("interface_mapping"))
+            .and_then(|m| m.as_object())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        Self {
+            mapping_file: doc.map(|_| file.to_owned()),
+            mapping,
+            ..Self::default()
         }
+    }
+
+    /// Whether SR-IOV PFs of `sriov_config.yaml` are numbered whatever
+    /// their link: os-net-config 18.1.0 does (`utils._ordered_nics` adds
+    /// `common.get_sriov_pfs()`), 14.2.0 (Wallaby) does not. A version
+    /// below 15 is read as Wallaby's rule; an unknown one as the newest.
+    #[must_use]
+    pub fn counts_sriov_pfs(&self) -> bool {
+        let major = self
+            .version
+            .as_deref()
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok());
+        major.is_none_or(|m| m >= 15)
+    }
+
+    /// The rule preflight follows, for `inspect`.
+    #[must_use]
+    pub fn rules_followed(&self) -> String {
+        match &self.version {
+            Some(v) if !self.counts_sriov_pfs() => {
+                format!("os-net-config {v} installed: 14.2.0's rules (SR-IOV PFs not counted)")
+            }
+            Some(v) => format!("os-net-config {v} installed: 18.1.0's rules"),
+            None => "os-net-config version unknown: 18.1.0's rules (the newest)".to_owned(),
+        }
+    }
+}
+
+/// Parses `dpdk_mapping.yaml` (a list of `{name, pci_address, mac_address,
+/// driver}`); an empty file is an empty list, as os-net-config reads it.
+///
+/// # Errors
+/// A document os-net-config itself would fail on: not a list, or an entry
+/// without `name` or `pci_address` (it indexes both).
+pub fn dpdk_map(file: &str, doc: &serde_json::Value) -> Result<Vec<DpdkBound>, super::ExpectError> {
+    let err = |path: String, reason: &str| super::ExpectError {
+        file: file.to_owned(),
+        path,
+        reason: reason.to_owned(),
+    };
+    let list = match doc {
+        serde_json::Value::Null => return Ok(Vec::new()),
+        serde_json::Value::Array(a) => a,
+        _ => {
+            return Err(err(
+                String::new(),
+                "not a list: os-net-config would fail reading it",
+            ))
+        }
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let field = |k: &str| e.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            Ok(DpdkBound {
+                name: field("name").ok_or_else(|| {
+                    err(
+                        format!("[{i}].name"),
+                        "missing: os-net-config would fail on this entry",
+                    )
+                })?,
+                pci_address: field("pci_address").ok_or_else(|| {
+                    err(
+                        format!("[{i}].pci_address"),
+                        "missing: os-net-config would fail on this entry",
+                    )
+                })?,
+                mac_address: field("mac_address"),
+                vf: false,
+            })
+        })
+        .collect()
+}
+
+/// The SR-IOV PF and VF names of `sriov_config.yaml` (`device_type`
+/// `pf` / `vf`); entries without both keys are left out.
+#[must_use]
+pub fn sriov_names(doc: &serde_json::Value) -> (Vec<String>, Vec<String>) {
+    let mut pfs = Vec::new();
+    let mut vfs = Vec::new();
+    for e in doc.as_array().into_iter().flatten() {
+        let name = e.get("name").and_then(|v| v.as_str());
+        match (e.get("device_type").and_then(|v| v.as_str()), name) {
+            (Some("pf"), Some(n)) => pfs.push(n.to_owned()),
+            (Some("vf"), Some(n)) => vfs.push(n.to_owned()),
+            _ => {}
+        }
+    }
+    (pfs, vfs)
+}
+
+/// NICs in os-net-config's order as `utils._ordered_nics` builds it: the
+/// kernel's physical NICs (only those whose operstate is `up` with
+/// `active_only`), then every NIC of `dpdk_mapping.yaml` that is no VF and
+/// every SR-IOV PF (18.x), whatever their link.
+#[must_use]
+pub fn osnc_order<'a>(snap: &'a Snapshot, st: &'a OsncState, active_only: bool) -> Vec<&'a str> {
+    let mut v = ordered_nics(snap, active_only);
+    v.extend(
+        st.dpdk
+            .iter()
+            .filter(|d| !d.vf && !st.sriov_vfs.contains(&d.name))
+            .map(|d| d.name.as_str()),
+    );
+    if st.counts_sriov_pfs() {
+        v.extend(st.sriov_pfs.iter().map(String::as_str));
+    }
+    in_order(v)
+}
+
+/// `common.interface_mac`: a bond port's permanent MAC (sysfs
+/// `bonding_slave/perm_hwaddr`), else the NIC's address, else (bound to
+/// DPDK, gone from the kernel) the DPDK mapping's.
+fn interface_mac<'a>(snap: &'a Snapshot, st: &'a OsncState, name: &str) -> Option<&'a str> {
+    if let Some(i) = snap.by_name(name) {
+        let perm = i.bond_port.as_ref().and_then(|p| p.perm_mac.as_deref());
+        return perm.or(i.mac.as_deref());
+    }
+    st.dpdk
+        .iter()
+        .find(|d| d.name == name)
+        .and_then(|d| d.mac_address.as_deref())
+}
+
+/// `netaddr.valid_mac`: the EUI-48 forms netaddr parses (colon or hyphen
+/// octets of 1-2 hex digits, Cisco's three groups of 1-4, PostgreSQL's two
+/// of 5-6, 11 or 12 bare hex digits), either case.
+#[must_use]
+pub fn valid_mac(s: &str) -> bool {
+    let hex = |g: &str, lo: usize, hi: usize| {
+        (lo..=hi).contains(&g.len()) && g.bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    let groups = |sep: char, n: usize, lo: usize, hi: usize| {
+        let parts: Vec<&str> = s.split(sep).collect();
+        parts.len() == n && parts.iter().all(|g| hex(g, lo, hi))
+    };
+    groups(':', 6, 1, 2)
+        || groups('-', 6, 1, 2)
+        || groups(':', 3, 1, 4)
+        || groups('-', 3, 1, 4)
+        || groups('.', 3, 1, 4)
+        || groups('-', 2, 5, 6)
+        || groups(':', 2, 5, 6)
+        || hex(s, 11, 12)
+}
+
+/// The 48 bits of a MAC in any of [`valid_mac`]'s forms, for hints only.
+fn mac_bits(s: &str) -> Option<u64> {
+    if !valid_mac(s) {
+        return None;
+    }
+    let digits: String = if s.contains([':', '-', '.']) {
+        let parts: Vec<&str> = s.split([':', '-', '.']).collect();
+        let width = 12 / parts.len();
+        parts.iter().map(|p| format!("{p:0>width$}")).collect()
+    } else {
+        s.to_owned()
+    };
+    u64::from_str_radix(&digits, 16).ok()
+}
+
+/// A mapping entry that matches no NIC: os-net-config ignores it (logging
+/// "mac … not found" or "nic … not found") and numbers that name by position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmatched {
+    /// The alias (`nic2`).
+    pub nic: String,
+    /// The value as written.
+    pub value: String,
+    /// Why it matches nothing, for a message.
+    pub why: String,
+}
+
+/// What os-net-config's next run would map (`objects.mapped_nics`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NextRun {
+    /// nicN → NIC.
+    pub map: BTreeMap<String, String>,
+    /// Mapping entries that match no NIC.
+    pub unmatched: Vec<Unmatched>,
+    /// os-net-config would stop at the mapping file (a NIC mapped twice, an
+    /// alias that is an active NIC's name): why.
+    pub refused: Option<String>,
+}
+
+/// `objects.mapped_nics`: a mapping file's entries resolved against every
+/// available NIC (link or not; a MAC compared as written with
+/// [`interface_mac`], a name with the NICs' names), then every active NIC not
+/// mapped by the file named `nic<position among the active NICs>` unless the
+/// file took that alias. With `all_active`, every available NIC counts as
+/// active (how the configuration was built when every link was up).
+fn mapped_nics(snap: &Snapshot, st: &OsncState, all_active: bool) -> NextRun {
+    let available = osnc_order(snap, st, false);
+    let counted = if all_active {
+        available.clone()
+    } else {
+        osnc_order(snap, st, true)
+    };
+    let mut out = NextRun::default();
+    for (alias, value) in &st.mapping {
+        let Some(v) = value.as_str() else {
+            out.unmatched.push(Unmatched {
+                nic: alias.clone(),
+                value: value.to_string(),
+                why: "it is not a string (an unquoted MAC of decimal digits is a number to os-net-config's YAML reader): quote it".into(),
+            });
+            continue;
+        };
+        let dev = if valid_mac(v) {
+            available
+                .iter()
+                .find(|n| interface_mac(snap, st, n) == Some(v))
+                .copied()
+        } else {
+            available.iter().find(|n| **n == v).copied()
+        };
+        let Some(dev) = dev else {
+            let why = match mac_bits(v) {
+                Some(bits) => match available.iter().find(|n| {
+                    interface_mac(snap, st, n).and_then(mac_bits) == Some(bits)
+                }) {
+                    Some(n) => format!(
+                        "{n} has this MAC as {}: os-net-config compares MACs as written, so write it that way",
+                        interface_mac(snap, st, n).unwrap_or_default()
+                    ),
+                    None => "no NIC has this MAC (a replaced card?)".into(),
+                },
+                None => format!("no NIC is named {v}"),
+            };
+            out.unmatched.push(Unmatched {
+                nic: alias.clone(),
+                value: v.to_owned(),
+                why,
+            });
+            continue;
+        };
+        if out.map.values().any(|d| d == dev) {
+            out.refused = Some(format!(
+                "interface {dev} already mapped, check mapping file for duplicates"
+            ));
+            return NextRun {
+                map: BTreeMap::new(),
+                ..out
+            };
+        }
+        if snap
+            .by_name(alias)
+            .is_some_and(|i| physical(i) && active(i))
+        {
+            out.refused = Some(format!(
+                "cannot map {dev} to alias {alias}, alias overlaps with active NIC."
+            ));
+            return NextRun {
+                map: BTreeMap::new(),
+                ..out
+            };
+        }
+        out.map.insert(alias.clone(), dev.to_owned());
+    }
+    for (i, dev) in counted.iter().enumerate() {
+        if out.map.values().any(|d| d == dev) {
+            continue;
+        }
+        out.map
+            .entry(format!("nic{}", i + 1))
+            .or_insert_with(|| (*dev).to_owned());
     }
     out
 }
 
-fn file_mapping(
-    mapping: Option<&serde_json::Value>,
-) -> Option<&serde_json::Map<String, serde_json::Value>> {
-    mapping
-        .and_then(|m| m.get("interface_mapping"))
-        .and_then(|m| m.as_object())
+/// What os-net-config would map if it ran now (`os-net-config -i`).
+#[must_use]
+pub fn next_run(snap: &Snapshot, st: &OsncState) -> NextRun {
+    mapped_nics(snap, st, false)
 }
 
-/// The mapping os-net-config would compute now: a mapping file's
-/// `interface_mapping`, else its own rule over the NICs that are up.
+/// The mapping os-net-config would compute now with `mapping` as its
+/// mapping document (no DPDK or SR-IOV state).
 #[must_use]
 pub fn nic_mapping(
     snap: &Snapshot,
     mapping: Option<&serde_json::Value>,
 ) -> BTreeMap<String, String> {
-    if let Some(m) = file_mapping(mapping) {
-        return from_file(snap, m);
-    }
-    numbered(&ordered_nics(snap, true))
-}
-
-pub(crate) fn numbered(nics: &[&str]) -> BTreeMap<String, String> {
-    nics.iter()
-        .enumerate()
-        .map(|(i, n)| (format!("nic{}", i + 1), (*n).to_owned()))
-        .collect()
+    next_run(snap, &OsncState::with_mapping("mapping.yaml", mapping)).map
 }
 
 /// `nicN` names as written in an os-net-config document (members, devices
@@ -148,36 +450,42 @@ fn is_nic_name(s: &str) -> bool {
 }
 
 /// The mapping in force: which NIC each `nicN` of `doc` was applied to.
-/// With a mapping file, the file's (it does not shift). Without, evidence
-/// from the running state first (a bond's ports in order, the NIC holding a
-/// configured static address, an OVS bond's members), then os-net-config's
-/// order over every physical NIC, link or not.
+/// The mapping file's entries that match a NIC first (os-net-config pins
+/// them), then evidence from the running state (a bond's ports in order, the
+/// NIC holding a configured static address, an OVS bond's members), then
+/// os-net-config's rule as it was when the configuration was built with
+/// every NIC up: position among all NICs (DPDK-bound ones included),
+/// skipping aliases the file took.
 #[must_use]
 pub fn in_force_mapping(
     snap: &Snapshot,
     doc: &serde_json::Value,
-    mapping: Option<&serde_json::Value>,
+    st: &OsncState,
 ) -> BTreeMap<String, String> {
-    if let Some(m) = file_mapping(mapping) {
-        return from_file(snap, m);
-    }
+    let built = mapped_nics(snap, st, true);
+    let pinned: BTreeMap<&str, &str> = built
+        .map
+        .iter()
+        .filter(|(k, _)| st.mapping.contains_key(*k))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut evidence: BTreeMap<String, String> = BTreeMap::new();
     collect_evidence(snap, doc, &mut evidence);
-    let claimed: BTreeSet<&str> = evidence.values().map(String::as_str).collect();
-    let all = ordered_nics(snap, false);
+    evidence.retain(|k, v| !pinned.contains_key(k.as_str()) && !pinned.values().any(|p| p == v));
+    let claimed: BTreeSet<&str> = evidence
+        .values()
+        .map(String::as_str)
+        .chain(pinned.values().copied())
+        .collect();
     let mut out = BTreeMap::new();
     for name in nic_names(doc) {
-        if let Some(dev) = evidence.get(&name) {
+        if let Some(dev) = pinned.get(name.as_str()) {
+            out.insert(name, (*dev).to_owned());
+        } else if let Some(dev) = evidence.get(&name) {
             out.insert(name, dev.clone());
-            continue;
-        }
-        let pos: Option<usize> = name[3..]
-            .parse::<usize>()
-            .ok()
-            .and_then(|n| n.checked_sub(1));
-        if let Some(dev) = pos.and_then(|p| all.get(p)) {
-            if !claimed.contains(dev) {
-                out.insert(name, (*dev).to_owned());
+        } else if let Some(dev) = built.map.get(&name) {
+            if !claimed.contains(dev.as_str()) {
+                out.insert(name, dev.clone());
             }
         }
     }
@@ -263,21 +571,35 @@ pub fn why_not_counted(snap: &Snapshot, name: &str) -> Option<String> {
     })
 }
 
-pub(crate) fn natural(s: &str) -> Vec<(String, u64)> {
+/// One piece of `utils._natural_sort_key`: text and numbers alternate
+/// (`re.split('([0-9]+)')`), so a position always holds the same kind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Piece {
+    Text(String),
+    /// A number, as (digits without leading zeros: their count, then the
+    /// digits): compares as Python's `int` does, whatever its size.
+    Num(usize, String),
+}
+
+/// `utils._natural_sort_key`: `eth2` before `eth10`, `eth` before `eth0`.
+pub(crate) fn natural(s: &str) -> Vec<Piece> {
     let mut out = Vec::new();
-    let mut text = String::new();
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-        } else {
-            if !num.is_empty() {
-                out.push((std::mem::take(&mut text), num.parse().unwrap_or(0)));
-                num.clear();
-            }
-            text.push(c);
+    let mut rest = s;
+    loop {
+        let cut = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        out.push(Piece::Text(rest[..cut].to_owned()));
+        rest = &rest[cut..];
+        if rest.is_empty() {
+            return out;
         }
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let digits = rest[..end].trim_start_matches('0');
+        let digits = if digits.is_empty() { "0" } else { digits };
+        out.push(Piece::Num(digits.len(), digits.to_owned()));
+        rest = &rest[end..];
     }
-    out.push((text, num.parse().unwrap_or(0)));
-    out
 }

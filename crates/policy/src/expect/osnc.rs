@@ -136,13 +136,13 @@ pub fn from_os_net_config(
     let mut out = Expectations {
         source: file.to_owned(),
         nics: super::NicPlan {
-            pinned: false,
             in_force: nics
                 .iter()
                 .filter(|(k, _)| used.contains(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            dpdk: Vec::new(),
+            names: used,
+            osnc: super::OsncState::default(),
         },
         ..Expectations::default()
     };
@@ -154,12 +154,6 @@ pub fn from_os_net_config(
         };
         walk(e, &at, nics, &mut out, file)?;
     }
-    out.nics.dpdk = out
-        .interfaces
-        .iter()
-        .filter(|x| x.kind == Kind::DpdkNic)
-        .map(|x| x.name.clone())
-        .collect();
     Ok(out)
 }
 

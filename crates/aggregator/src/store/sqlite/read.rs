@@ -84,14 +84,14 @@ impl SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
-    /// Last persisted report of every node.
+    /// Last persisted report of every node, with its retired boot ids.
     ///
     /// # Errors
     /// SQLite errors.
     pub fn reports(&self) -> Result<Vec<StoredReport>, StoreError> {
         let mut st = self
             .conn
-            .prepare("SELECT node, boot_id, seq, received_at, state FROM reports")
+            .prepare("SELECT node, boot_id, seq, received_at, state, retired_boots FROM reports")
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| {
@@ -101,13 +101,21 @@ impl SqliteStore {
                     r.get::<_, i64>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (node, boot_id, seq, at, state) = row.map_err(|e| self.err(e))?;
-            out.extend(parse_report(node, boot_id, seq, at, &state));
+            let (node, boot_id, seq, at, state, retired) = row.map_err(|e| self.err(e))?;
+            out.extend(parse_report(
+                node,
+                boot_id,
+                seq,
+                at,
+                &state,
+                retired.as_deref(),
+            ));
         }
         Ok(out)
     }

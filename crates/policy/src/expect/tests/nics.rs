@@ -10,7 +10,7 @@ use preflight_model::{
 
 use crate::expect::{
     from_os_net_config, in_force_mapping, nic_mapping, nic_table, ordered_nics, parse_document,
-    rules, Expectations,
+    rules, Expectations, OsncState,
 };
 
 /// 4 NICs, nic1 static, bond1 of nic2 + nic3, nic4 static: the node.
@@ -96,9 +96,10 @@ fn node(names: [&str; 4], down: &[&str]) -> Snapshot {
 
 fn expectations(s: &Snapshot, mapping: Option<&serde_json::Value>) -> Expectations {
     let doc = parse_document("config.yaml", CONFIG).expect("yaml");
-    let nics = in_force_mapping(s, &doc, mapping);
+    let st = OsncState::with_mapping("mapping.yaml", mapping);
+    let nics = in_force_mapping(s, &doc, &st);
     let mut e = from_os_net_config("config.yaml", &doc, &nics).expect("reads");
-    e.nics.pinned = mapping.is_some();
+    e.nics.osnc = st;
     e
 }
 
@@ -297,11 +298,54 @@ fn every_sample_using_nic_names_has_a_mapping_table() {
         if names.is_empty() {
             continue;
         }
-        let nics = in_force_mapping(&s, &doc, None);
+        let nics = in_force_mapping(&s, &doc, &OsncState::default());
         let e = from_os_net_config(&name, &doc, &nics).expect("reads");
         let t = nic_table(&s, &e);
         assert_eq!(t.len(), names.len(), "{name}: {t:?}");
         seen += 1;
     }
     assert!(seen >= 3, "{seen} samples use nicN");
+}
+
+/// MAPPING_ENTRY_UNMATCHED: each entry that matches no NIC (an upper-case
+/// MAC, a replaced card, a name no NIC has) is a warning naming the entry,
+/// why, and where the name goes instead; NIC_RENUMBERED says the same for a
+/// name whose NIC moves.
+#[test]
+fn mapping_entries_that_match_no_nic_are_warnings() {
+    let mut s = node(["eth0", "eth1", "eth2", "eth3"], &[]);
+    if let Some(i) = s.interfaces.get_mut(&3) {
+        i.mac = Some("52:54:00:00:00:0a".into()); // eth1
+    }
+    let m = serde_json::json!({"interface_mapping": {
+        "nic1": "52:54:00:00:00:0A", "nic2": "52:54:00:99:99:99", "nic3": "em9"}});
+    let e = expectations(&s, Some(&m));
+    let raws = rules(&s, &e);
+    let unmatched: Vec<(&str, &str)> = raws
+        .iter()
+        .filter(|r| r.code.as_str() == "MAPPING_ENTRY_UNMATCHED")
+        .map(|r| (r.subject.as_str(), r.message.as_str()))
+        .collect();
+    assert_eq!(unmatched.len(), 3, "{unmatched:?}");
+    assert_eq!(
+        raws.iter()
+            .find(|r| r.subject == "nic1")
+            .map(|r| r.code.default_severity()),
+        Some(Severity::Warning)
+    );
+    let (_, m1) = unmatched[0];
+    assert!(
+        m1.contains("52:54:00:00:00:0A")
+            && m1.contains("mapping.yaml")
+            && m1.contains("eth1 has this MAC as 52:54:00:00:00:0a"),
+        "{m1}"
+    );
+    assert!(unmatched[1].1.contains("replaced"), "{}", unmatched[1].1);
+    assert!(unmatched[2].1.contains("em9"), "{}", unmatched[2].1);
+    // A file whose entries all match raises none.
+    let m = serde_json::json!({"interface_mapping": {"nic1": "52:54:00:00:00:02"}});
+    let e = expectations(&s, Some(&m));
+    assert!(!rules(&s, &e)
+        .iter()
+        .any(|r| r.code.as_str() == "MAPPING_ENTRY_UNMATCHED"));
 }

@@ -172,7 +172,18 @@ fn dpdk_bond_members_are_checked_in_ovsdb_not_the_kernel() {
     let nics: BTreeMap<String, String> = [("nic2", "eth1"), ("nic3", "eth2")]
         .map(|(a, b)| (a.into(), b.into()))
         .into();
-    let e = load("ovs_dpdk_bond.json", &nics).expect("reads");
+    let mut e = load("ovs_dpdk_bond.json", &nics).expect("reads");
+    // os-net-config knows the bound NICs from its dpdk_mapping.yaml.
+    e.nics.osnc.dpdk = ["eth1", "eth2"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| crate::expect::DpdkBound {
+            name: (*n).into(),
+            pci_address: format!("0000:00:0{}.0", i + 4),
+            mac_address: Some(format!("52:54:00:00:00:0{}", i + 2)),
+            vf: false,
+        })
+        .collect();
     assert_eq!(iface(&e, "dpdkbond0").kind, Kind::OvsDpdkBond);
     assert_eq!(iface(&e, "dpdkbond0").members, ["dpdk0", "dpdk1"]);
     assert_eq!(iface(&e, "dpdk0").kind, Kind::OvsDpdkPort);
