@@ -56,11 +56,11 @@ fn schema_2_gains_retired_boots_in_place() {
         seq: 1,
         received_at: std::time::SystemTime::now(),
         state_json: state.to_string(),
-        retired_boots: vec![7, u64::MAX],
+        retired_boots: vec![(7, 1), (u64::MAX, 2)],
     }])
     .expect("save");
     let r = s.reports().expect("reports");
-    assert_eq!(r[0].retired_boots, [7, u64::MAX]);
+    assert_eq!(r[0].retired_boots, [(7, 1), (u64::MAX, 2)]);
 }
 
 fn free_port() -> u16 {

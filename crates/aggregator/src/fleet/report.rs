@@ -26,9 +26,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Takes the state (moved, not copied) and computes its finding keys.
+    /// Takes the state (moved, not copied), gives back what its lists hold
+    /// beyond their length, and computes its finding keys.
     #[must_use]
-    pub fn new(state: Box<NodeState>) -> Self {
+    pub fn new(mut state: Box<NodeState>) -> Self {
+        compact(&mut state);
         Self {
             keys: finding_keys(&state),
             state: Arc::from(state),
@@ -90,6 +92,28 @@ impl From<Report> for PreparedReport {
             body,
         }
     }
+}
+
+/// Shrinks the lists of a state to their length. A list parsed from JSON
+/// grows by doubling (the parser does not know its length ahead), so a
+/// node's 6 interfaces take room for 8: kept for every node until its next
+/// report, that slack cost the aggregator about 60 MiB at 100,000 nodes
+/// (the copy this state used to be made into had none). Lists already at
+/// their length are not moved.
+fn compact(state: &mut NodeState) {
+    state.findings.shrink_to_fit();
+    state.interfaces.shrink_to_fit();
+    for i in &mut state.interfaces {
+        i.parse_errors.shrink_to_fit();
+    }
+    state.bonds.shrink_to_fit();
+    for b in &mut state.bonds {
+        b.ports.shrink_to_fit();
+    }
+    state.addresses.shrink_to_fit();
+    state.routes.shrink_to_fit();
+    state.probes.shrink_to_fit();
+    state.dhcp_probes.shrink_to_fit();
 }
 
 /// What the settle timer compares of a state.

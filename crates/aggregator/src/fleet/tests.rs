@@ -1579,3 +1579,19 @@ fn a_prepared_reports_state_is_kept_not_copied() {
     let kept = f.state("c1").expect("kept");
     assert!(Arc::ptr_eq(&prepared, &kept), "the state was copied");
 }
+
+/// A state parsed from JSON has room to spare in its lists (they grow by
+/// doubling); the fleet keeps it for every node, so it keeps none.
+#[test]
+fn a_prepared_state_keeps_no_spare_room_in_its_lists() {
+    let mut state = NodeState::new("c1".into(), &Snapshot::default(), vec![]);
+    state.findings = (0..5)
+        .map(|i| finding("BOND_PORT_DOWN", Severity::Critical, &format!("bond0/e{i}")))
+        .collect();
+    let json = serde_json::to_vec(&state).expect("serializes");
+    let parsed: Box<NodeState> = serde_json::from_slice(&json).expect("parses");
+    let prepared = Prepared::new(parsed);
+    let kept = prepared.state();
+    assert_eq!(kept.findings.len(), 5);
+    assert_eq!(kept.findings.capacity(), 5, "spare room kept");
+}
