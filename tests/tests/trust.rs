@@ -529,3 +529,44 @@ fn gate_and_status_escape_control_characters_from_the_aggregator() {
         );
     }
 }
+
+/// Issue 37: a waiver granted while the wall clock was an hour ahead, and
+/// the aggregator restarted (same boot) with the clock put right after the
+/// waiver's time ran out by the boot clock. Its `waiver.expire` entry was
+/// dated by the corrected clock, an hour before the waiver's own creation.
+#[test]
+fn an_expiry_is_never_dated_before_the_waiver_it_ends() {
+    require_root("the restart test (kill -9)");
+    let (_dir, mut a) = setup("min_waiver = \"1s\"\n");
+    a.kill9();
+    a.env = vec![("PREFLIGHT_TEST_CLOCK_OFFSET".into(), "3600s".into())];
+    a.start();
+    let (code, w) = curl(
+        "POST",
+        &format!("{}/v1/waivers", a.url),
+        Some(ATOK),
+        Some(&json!({"node": "b2", "reason": "test", "author": "t", "duration": "1s"})),
+    );
+    assert_eq!(code, 201, "{w}");
+    a.kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    a.env = Vec::new();
+    a.start();
+    let (_, audit) = curl("GET", &format!("{}/v1/audit", a.url), None, None);
+    let at = |action: &str| {
+        audit
+            .as_array()
+            .expect("audit")
+            .iter()
+            .find(|e| e["action"] == action && e["detail"]["id"] == w["id"])
+            .and_then(|e| e["at"].as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {action} entry: {audit:#}"))
+    };
+    let (created, expired) = (at("waiver.create"), at("waiver.expire"));
+    // RFC 3339 in UTC with the same precision compares as text.
+    assert!(
+        expired >= created,
+        "expired at {expired}, before its creation at {created}"
+    );
+}
