@@ -154,7 +154,13 @@ pub async fn up(args: UpArgs) -> u8 {
         return match agg.await {
             Ok(Err(e)) => {
                 eprintln!("preflight up: {e}");
-                EXIT_UNDECIDED
+                // As `preflight aggregator`: a store from a newer preflight
+                // or one that was emptied is not fixed by trying again.
+                if e.is_config() {
+                    EXIT_USAGE
+                } else {
+                    EXIT_UNDECIDED
+                }
             }
             _ => EXIT_UNDECIDED,
         };
