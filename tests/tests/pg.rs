@@ -1,5 +1,6 @@
 //! Aggregator replicas on a real PostgreSQL (a throwaway cluster from
-//! `preflight_tests::pg`): the store suite on PostgreSQL, two `preflight
+//! `preflight_tests::pg`; the store suite on PostgreSQL, in clear and over
+//! TLS, runs in crates/store/tests/pg.rs): two `preflight
 //! aggregator` processes sharing one database with reports posted to both,
 //! a replica killed and restarted, the database stopped and started, and a
 //! database from a newer preflight refused.
@@ -8,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use preflight_aggregator::store::{
-    suite, Database, NodeChange, NodeWriter, PgListener, PgSettings, Store,
+    Database, NodeChange, NodeWriter, PgListener, PgSettings, Store,
 };
 use preflight_tests::pg::Pg;
 use preflight_tests::{preflight_bin, Proc};
@@ -16,14 +17,6 @@ use serde_json::{json, Value};
 
 fn db(pg: &Pg) -> Database {
     Database::Postgres(PgSettings::parse(&pg.url(), None).expect("url"))
-}
-
-#[test]
-fn store_suite_on_postgres() {
-    let pg = Pg::start();
-    suite::run_all(&db(&pg));
-    let v = pg.psql("preflight", "SELECT version FROM schema_version");
-    assert_eq!(v.trim(), "3");
 }
 
 /// A database of schema 2 (before reports kept their retired boot ids)
@@ -446,68 +439,6 @@ fn newer_schema_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("schema version 99"), "{stderr}");
-}
-
-/// TLS to PostgreSQL follows libpq's sslmode: the store suite runs over
-/// `verify-full` against a server certificate from a CA the test made;
-/// a wrong CA, or a name the certificate does not carry, is refused.
-#[test]
-fn tls_follows_sslmode() {
-    let pg = Pg::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = |db: &str, host: &str, mode: &str| {
-        format!("postgres://postgres@{host}:{}/{db}?sslmode={mode}", pg.port)
-    };
-    let settings = |url: String, ca: Option<&std::path::Path>| {
-        PgSettings::parse(&url, None)
-            .expect("url")
-            .with_ca_file(ca.map(std::path::Path::to_path_buf))
-            .expect("ca")
-    };
-    let open = |url: String, ca: Option<&std::path::Path>| {
-        Store::open(&Database::Postgres(settings(url, ca))).map(drop)
-    };
-
-    // A server without TLS: require is refused, prefer connects in clear.
-    let e = open(url("preflight", "127.0.0.1", "require"), None).expect_err("no TLS");
-    assert!(e.to_string().contains("TLS"), "{e}");
-    open(url("preflight", "127.0.0.1", "prefer"), None).expect("prefer without TLS");
-
-    let ca = pg.enable_tls("DNS:localhost");
-    let wrong = preflight_tests::pg::make_ca(dir.path(), "wrong");
-    pg.psql("postgres", "CREATE DATABASE tls");
-
-    // The whole store suite over verify-full with the right CA.
-    let full = Database::Postgres(settings(url("tls", "localhost", "verify-full"), Some(&ca)));
-    suite::run_all(&full);
-    let mut store = Store::open(&full).expect("verify-full");
-    store.ping().expect("ping");
-    let encrypted = pg.psql(
-        "postgres",
-        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
-         WHERE application_name = 'preflight-aggregator' AND ssl",
-    );
-    assert_eq!(encrypted.trim(), "1", "the store's connection is TLS");
-    drop(store);
-
-    // A CA that did not sign the server's certificate.
-    let e = open(url("tls", "localhost", "verify-full"), Some(&wrong)).expect_err("wrong CA");
-    assert!(e.to_string().contains("certificate"), "{e}");
-    eprintln!("wrong CA: {e}");
-    // The certificate names localhost, not 127.0.0.1: verify-full refuses,
-    // verify-ca (chain only) accepts, still not with the wrong CA.
-    let e = open(url("tls", "127.0.0.1", "verify-full"), Some(&ca)).expect_err("name");
-    assert!(e.to_string().contains("certificate"), "{e}");
-    eprintln!("wrong name: {e}");
-    open(url("tls", "127.0.0.1", "verify-ca"), Some(&ca)).expect("verify-ca");
-    open(url("tls", "127.0.0.1", "verify-ca"), Some(&wrong)).expect_err("verify-ca, wrong CA");
-    // require: encrypted, certificate unchecked unless a CA is given.
-    open(url("tls", "127.0.0.1", "require"), None).expect("require");
-    open(url("tls", "127.0.0.1", "require"), Some(&wrong))
-        .expect_err("require with a CA checks it");
-    // verify-full without a CA file checks against the system roots, which
-    // do not hold the test's CA.
-    open(url("tls", "localhost", "verify-full"), None).expect_err("system roots");
 }
 
 /// A replica's listener skips the announcements of its own changes (its

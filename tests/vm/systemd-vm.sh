@@ -34,11 +34,11 @@ vm_start() {
   # PREFLIGHT_VM_ACCEL=kvm opts in where it works.
   local accel=${PREFLIGHT_VM_ACCEL:-tcg}
   # PREFLIGHT_VM_NICS=N (default 3): NICs nic3.. beyond the image's three,
-  # no link partner, MAC 52:54:00:12:35:NN (unconfigured in the image).
+  # no link partner, MAC 52:54:00:ab:cd:NN (unconfigured in the image).
   local extra=() i
   for ((i = 3; i < ${PREFLIGHT_VM_NICS:-3}; i++)); do
     extra+=(-netdev "user,id=n$i,restrict=on"
-      -device "virtio-net-pci,netdev=n$i,id=nic$i,romfile=,speed=10000,duplex=full,mac=52:54:00:12:35:$(printf %02x "$i")")
+      -device "virtio-net-pci,netdev=n$i,id=nic$i,romfile=,speed=10000,duplex=full,mac=52:54:00:ab:cd:$(printf %02x "$i")")
   done
   VM_T0=$SECONDS
   # snapshot=on: the cached image is never written; the VM's writes go to a

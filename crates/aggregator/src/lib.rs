@@ -26,5 +26,8 @@ pub mod replicas;
 pub mod server;
 pub mod service;
 pub mod state;
-pub mod store;
 pub mod tls;
+
+/// The durable store, its own crate (`crates/store`); kept at this path so
+/// that `store::…` reads the same everywhere.
+pub use preflight_store as store;

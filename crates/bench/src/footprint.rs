@@ -23,8 +23,7 @@ fn ticks(pid: u32) -> u64 {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let m = crate::rss_kib(pid).unwrap_or(0) as f64 / 1024.0;
-    m
+    crate::rss_kib(pid).unwrap_or(0) as f64 / 1024.0
 }
 
 struct Kill(Child);

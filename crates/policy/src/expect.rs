@@ -215,9 +215,10 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
                 Code::NicRenumbered,
                 &nic,
                 format!(
-                    "{nic} is {} now, but os-net-config's next run would map it to {} because {reason}: the update would build the network of {src} on the wrong NICs (and may fall back to DHCP). Restore the link, or pin the nicN names by MAC (lower case, as the kernel writes it) in /etc/os-net-config/mapping.yaml before the update",
+                    "{nic} is {} now, but os-net-config's next run would map it to {} because {reason}: the update would build the network of {src} on the wrong NICs (and may fall back to DHCP). Restore the link, or pin the nicN names by MAC (lower case, as the kernel writes it) in /etc/os-net-config/mapping.yaml before the update ({})",
                     m.in_force.as_deref().unwrap_or("unmapped"),
                     m.next_run.as_deref().unwrap_or("no NIC at all"),
+                    exp.nics.osnc.rules_followed(),
                 ),
             ));
         }

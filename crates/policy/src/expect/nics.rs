@@ -146,15 +146,16 @@ impl OsncState {
         major.is_none_or(|m| m >= 15)
     }
 
-    /// The rule preflight follows, for `inspect`.
+    /// The rules preflight follows, for messages (`inspect` shows them in
+    /// NIC_RENUMBERED).
     #[must_use]
     pub fn rules_followed(&self) -> String {
         match &self.version {
             Some(v) if !self.counts_sriov_pfs() => {
-                format!("os-net-config {v} installed: 14.2.0's rules (SR-IOV PFs not counted)")
+                format!("predicted by os-net-config 14.2.0's rules: {v} is installed")
             }
-            Some(v) => format!("os-net-config {v} installed: 18.1.0's rules"),
-            None => "os-net-config version unknown: 18.1.0's rules (the newest)".to_owned(),
+            Some(v) => format!("predicted by os-net-config 18.1.0's rules: {v} is installed"),
+            None => "predicted by os-net-config 18.1.0's rules, the newest: the installed version could not be read".to_owned(),
         }
     }
 }

@@ -312,3 +312,21 @@ fn natural_order_is_pythons() {
         ["eth", "eth0", "eth2", "eth10", "ens3f0", "ens3f1", "ens10"]
     );
 }
+
+/// SR-IOV PFs of sriov_config.yaml count whatever their link in 18.x, not
+/// in 14.2.0 (Wallaby): the installed version decides, unknown is 18.x.
+#[test]
+fn sriov_pfs_count_by_the_installed_version() {
+    let s = six(&["eth5"]);
+    let mut st = OsncState {
+        sriov_pfs: vec!["eth5".into()],
+        ..OsncState::default()
+    };
+    let nic6 = |st: &OsncState| crate::expect::next_run(&s, st).map.get("nic6").cloned();
+    assert_eq!(nic6(&st).as_deref(), Some("eth5"), "unknown version: 18.x");
+    st.version = Some("18.1.0".into());
+    assert_eq!(nic6(&st).as_deref(), Some("eth5"));
+    st.version = Some("14.2.1".into());
+    assert_eq!(nic6(&st), None);
+    assert!(st.rules_followed().contains("14.2.0"));
+}

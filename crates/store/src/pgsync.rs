@@ -30,6 +30,7 @@ use preflight_model::report::Waiver;
 use super::pgconf::PgSettings;
 use super::pgtls::{client_config, SslMode};
 use super::postgres::PgStore;
+use super::rows::{waiver_detail, Audit};
 use super::{millis, Store, StoreError};
 
 /// Longest wait for a synchronous standby to apply a change before the
@@ -240,10 +241,11 @@ impl PgStore {
         actor: &str,
         at: SystemTime,
     ) -> Result<bool, StoreError> {
-        let mut detail = serde_json::to_value(w).expect("waiver serializes");
+        let mut detail = waiver_detail(w);
         detail["reapplied"] = serde_json::json!(
             "re-applied after a failover: this replica had removed it, the new primary had it in force"
         );
+        let audit = Audit::new(at, actor, "waiver.remove", &detail);
         self.change("waivers", |tx| {
             let ended = tx.execute(
                 "UPDATE waivers SET ended_at=$1, ended_by=$2 WHERE id=$3 AND created_at=$4 AND ended_at IS NULL",
@@ -252,10 +254,7 @@ impl PgStore {
             if ended == 0 {
                 return Ok(false);
             }
-            tx.execute(
-                "INSERT INTO audit(at, actor, action, detail) VALUES($1, $2, 'waiver.remove', $3)",
-                &[&millis(at), &actor, &detail.to_string()],
-            )?;
+            Self::audit_tx(tx, &audit)?;
             Ok(true)
         })
     }
@@ -268,8 +267,8 @@ impl PgStore {
         let detail = serde_json::json!({
             "id": id,
             "reason": "refused: not on a synchronous standby in time",
-        })
-        .to_string();
+        });
+        let audit = Audit::new(at, "aggregator", "waiver.remove", &detail);
         self.run(|c| {
             let mut tx = c.transaction()?;
             tx.batch_execute("SET LOCAL synchronous_commit TO local")?;
@@ -277,10 +276,7 @@ impl PgStore {
                 "UPDATE waivers SET ended_at=$1, ended_by='aggregator' WHERE id=$2 AND ended_at IS NULL",
                 &[&millis(at), &id],
             )?;
-            tx.execute(
-                "INSERT INTO audit(at, actor, action, detail) VALUES($1, 'aggregator', 'waiver.remove', $2)",
-                &[&millis(at), &detail],
-            )?;
+            Self::audit_tx(&mut tx, &audit)?;
             tx.execute(
                 "SELECT pg_notify($1, $2)",
                 &[&PG_CHANNEL, &"waivers refused"],

@@ -4,9 +4,10 @@ use std::time::SystemTime;
 
 use preflight_model::report::Waiver;
 
-use crate::clock::BootAnchor;
+use crate::rows as row;
+use crate::BootAnchor;
 
-use super::super::{millis, parse_labels, parse_report, time, AuditEntry, Labels, StoredReport};
+use super::super::{millis, parse_labels, parse_report, AuditEntry, Labels, StoredReport};
 use super::{SqliteStore, StoreError};
 
 impl SqliteStore {
@@ -61,25 +62,7 @@ impl SqliteStore {
             )
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([], |r| {
-                let anchor = match (r.get::<_, Option<String>>(8)?, r.get::<_, Option<i64>>(9)?) {
-                    (Some(boot_id), Some(boot_ms)) => Some(BootAnchor { boot_id, boot_ms }),
-                    _ => None,
-                };
-                Ok((
-                    Waiver {
-                        id: r.get(0)?,
-                        node: r.get(1)?,
-                        code: r.get(2)?,
-                        subject: r.get(3)?,
-                        reason: r.get(4)?,
-                        author: r.get(5)?,
-                        created_at: time(r.get(6)?),
-                        expires_at: time(r.get(7)?),
-                    },
-                    anchor,
-                ))
-            })
+            .query_map([], |r| row::anchored_waiver(r))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
@@ -133,18 +116,7 @@ impl SqliteStore {
             )
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([millis(now)], |r| {
-                Ok(Waiver {
-                    id: r.get(0)?,
-                    node: r.get(1)?,
-                    code: r.get(2)?,
-                    subject: r.get(3)?,
-                    reason: r.get(4)?,
-                    author: r.get(5)?,
-                    created_at: time(r.get(6)?),
-                    expires_at: time(r.get(7)?),
-                })
-            })
+            .query_map([millis(now)], |r| row::waiver(r))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
@@ -159,16 +131,7 @@ impl SqliteStore {
             .prepare("SELECT id, at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?1")
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([limit], |r| {
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    at: time(r.get(1)?),
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    detail: serde_json::from_str(&r.get::<_, String>(4)?)
-                        .unwrap_or(serde_json::Value::Null),
-                })
-            })
+            .query_map([limit], |r| row::audit_entry(r))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }

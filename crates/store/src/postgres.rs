@@ -16,11 +16,12 @@ use preflight_model::report::Waiver;
 use super::pgconf::{PgSettings, PG_CHANNEL};
 use super::pgsync::Notices;
 use super::pgtls::{client_config, SslMode};
+use super::rows::{self as row, sure, Audit};
 use super::{
-    millis, parse_labels, parse_report, retired_json, time, AuditEntry, Labels, NodeChange,
+    millis, parse_labels, parse_report, retired_json, AuditEntry, Labels, NodeChange,
     PendingReport, StoreError, StoredReport,
 };
-use crate::clock::BootAnchor;
+use crate::BootAnchor;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Never edit
 /// one that has shipped: add the next (and keep each readable by the
@@ -218,16 +219,10 @@ impl PgStore {
         })
     }
 
-    fn audit_tx(
-        tx: &mut Transaction<'_>,
-        at: SystemTime,
-        actor: &str,
-        action: &str,
-        detail: &serde_json::Value,
-    ) -> Result<(), postgres::Error> {
+    pub(super) fn audit_tx(tx: &mut Transaction<'_>, a: &Audit<'_>) -> Result<(), postgres::Error> {
         tx.execute(
             "INSERT INTO audit(at, actor, action, detail) VALUES($1, $2, $3, $4)",
-            &[&millis(at), &actor, &action, &detail.to_string()],
+            &[&a.at_ms(), &a.actor, &a.action, &a.detail],
         )
         .map(|_| ())
     }
@@ -256,28 +251,7 @@ impl PgStore {
                 &[],
             )
         })?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let anchor = match (r.get::<_, Option<String>>(8), r.get::<_, Option<i64>>(9)) {
-                    (Some(boot_id), Some(boot_ms)) => Some(BootAnchor { boot_id, boot_ms }),
-                    _ => None,
-                };
-                (
-                    Waiver {
-                        id: r.get(0),
-                        node: r.get(1),
-                        code: r.get(2),
-                        subject: r.get(3),
-                        reason: r.get(4),
-                        author: r.get(5),
-                        created_at: time(r.get(6)),
-                        expires_at: time(r.get(7)),
-                    },
-                    anchor,
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(|r| sure(row::anchored_waiver(r))).collect())
     }
 
     pub(super) fn reports(&mut self) -> Result<Vec<StoredReport>, StoreError> {
@@ -303,19 +277,7 @@ impl PgStore {
                 &[&millis(now)],
             )
         })?;
-        Ok(rows
-            .iter()
-            .map(|r| Waiver {
-                id: r.get(0),
-                node: r.get(1),
-                code: r.get(2),
-                subject: r.get(3),
-                reason: r.get(4),
-                author: r.get(5),
-                created_at: time(r.get(6)),
-                expires_at: time(r.get(7)),
-            })
-            .collect())
+        Ok(rows.iter().map(|r| sure(row::waiver(r))).collect())
     }
 
     pub(super) fn upsert_node(
@@ -342,8 +304,7 @@ impl PgStore {
         self.change("nodes", |tx| {
             tx.execute("DELETE FROM nodes WHERE name=$1", &[&name])?;
             tx.execute("DELETE FROM reports WHERE node=$1", &[&name])?;
-            let detail = serde_json::json!({ "node": name });
-            Self::audit_tx(tx, at, actor, "node.remove", &detail)
+            Self::audit_tx(tx, &Audit::node_remove(name, actor, at))
         })
     }
 
@@ -366,8 +327,7 @@ impl PgStore {
                 ],
             )?;
             w.id = row.get(0);
-            let detail = serde_json::to_value(&w).expect("waiver serializes");
-            Self::audit_tx(tx, w.created_at, &w.author, "waiver.create", &detail)?;
+            Self::audit_tx(tx, &Audit::waiver_create(&w))?;
             Ok(w)
         })?;
         match unsynced {
@@ -398,8 +358,7 @@ impl PgStore {
             if ended == 0 {
                 return Ok(false);
             }
-            let detail = serde_json::to_value(w).expect("waiver serializes");
-            Self::audit_tx(tx, at, actor, action, &detail)?;
+            Self::audit_tx(tx, &Audit::waiver_end(w, actor, action, at))?;
             Ok(true)
         })
     }
@@ -415,22 +374,12 @@ impl PgStore {
                 &[&millis(now)],
             )?;
             for r in &rows {
-                let w = Waiver {
-                    id: r.get(0),
-                    node: r.get(1),
-                    code: r.get(2),
-                    subject: r.get(3),
-                    reason: r.get(4),
-                    author: r.get(5),
-                    created_at: time(r.get(6)),
-                    expires_at: time(r.get(7)),
-                };
+                let w = sure(row::waiver(r));
                 tx.execute(
                     "UPDATE waivers SET ended_at=expires_at, ended_by='aggregator' WHERE id=$1",
                     &[&w.id],
                 )?;
-                let detail = serde_json::to_value(&w).expect("waiver serializes");
-                Self::audit_tx(tx, w.expires_at, "aggregator", "waiver.expire", &detail)?;
+                Self::audit_tx(tx, &Audit::waiver_expire(&w))?;
             }
             Ok(rows.len())
         })
@@ -477,7 +426,9 @@ impl PgStore {
         action: &str,
         detail: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        self.change("audit", |tx| Self::audit_tx(tx, at, actor, action, detail))
+        self.change("audit", |tx| {
+            Self::audit_tx(tx, &Audit::new(at, actor, action, detail))
+        })
     }
 
     pub(super) fn audit(&mut self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
@@ -487,16 +438,7 @@ impl PgStore {
                 &[&i64::from(limit)],
             )
         })?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditEntry {
-                id: r.get(0),
-                at: time(r.get(1)),
-                actor: r.get(2),
-                action: r.get(3),
-                detail: serde_json::from_str(r.get(4)).unwrap_or(serde_json::Value::Null),
-            })
-            .collect())
+        Ok(rows.iter().map(|r| sure(row::audit_entry(r))).collect())
     }
 }
 

@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime};
 use preflight_model::report::Waiver;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::clock::BootAnchor;
+use crate::BootAnchor;
 
 use super::beside::{self, Reserve};
-use super::{millis, retired_json, time, Labels, PendingReport, StoreError};
+use super::rows::{self as row, Audit};
+use super::{millis, retired_json, Labels, PendingReport, StoreError};
 
 mod read;
 
@@ -167,16 +168,10 @@ impl SqliteStore {
         }
     }
 
-    fn audit_tx(
-        tx: &rusqlite::Transaction<'_>,
-        at: SystemTime,
-        actor: &str,
-        action: &str,
-        detail: &serde_json::Value,
-    ) -> rusqlite::Result<()> {
+    fn audit_tx(tx: &rusqlite::Transaction<'_>, a: &Audit<'_>) -> rusqlite::Result<()> {
         tx.execute(
             "INSERT INTO audit(at, actor, action, detail) VALUES(?1, ?2, ?3, ?4)",
-            params![millis(at), actor, action, detail.to_string()],
+            params![a.at_ms(), a.actor, a.action, a.detail],
         )
         .map(|_| ())
     }
@@ -190,7 +185,7 @@ impl SqliteStore {
         detail: &serde_json::Value,
     ) -> Result<(), StoreError> {
         self.hold_reserve()?;
-        self.in_tx(|tx| Self::audit_tx(tx, at, actor, action, detail))
+        self.in_tx(|tx| Self::audit_tx(tx, &Audit::new(at, actor, action, detail)))
     }
 
     /// Like [`Self::in_tx`], but synced to disk before it returns
@@ -250,13 +245,7 @@ impl SqliteStore {
                  ON CONFLICT(name) DO UPDATE SET labels=excluded.labels, origin=excluded.origin",
                 params![name, labels_json, millis(at), origin],
             )?;
-            Self::audit_tx(
-                tx,
-                at,
-                actor,
-                "node.upsert",
-                &serde_json::json!({ "node": name, "labels": labels }),
-            )
+            Self::audit_tx(tx, &Audit::node_upsert(name, labels, actor, at))
         })
     }
 
@@ -273,13 +262,7 @@ impl SqliteStore {
         self.in_durable_tx(|tx| {
             tx.execute("DELETE FROM nodes WHERE name=?1", [name])?;
             tx.execute("DELETE FROM reports WHERE node=?1", [name])?;
-            Self::audit_tx(
-                tx,
-                at,
-                actor,
-                "node.remove",
-                &serde_json::json!({ "node": name }),
-            )
+            Self::audit_tx(tx, &Audit::node_remove(name, actor, at))
         })
     }
 
@@ -308,8 +291,7 @@ impl SqliteStore {
                 ],
             )?;
             w.id = tx.last_insert_rowid();
-            let detail = serde_json::to_value(&w).expect("waiver serializes");
-            Self::audit_tx(tx, w.created_at, &w.author, "waiver.create", &detail)?;
+            Self::audit_tx(tx, &Audit::waiver_create(&w))?;
             Ok(w)
         })
     }
@@ -355,13 +337,7 @@ impl SqliteStore {
             if ended == 0 {
                 return Ok(false);
             }
-            Self::audit_tx(
-                tx,
-                at,
-                actor,
-                action,
-                &serde_json::to_value(w).expect("waiver serializes"),
-            )?;
+            Self::audit_tx(tx, &Audit::waiver_end(w, actor, action, at))?;
             Ok(true)
         })
     }
@@ -378,18 +354,7 @@ impl SqliteStore {
                     "SELECT id, node, code, subject, reason, author, created_at, expires_at FROM waivers
                      WHERE ended_at IS NULL AND expires_at <= ?1 ORDER BY id",
                 )?;
-                let rows = st.query_map([millis(now)], |r| {
-                    Ok(Waiver {
-                        id: r.get(0)?,
-                        node: r.get(1)?,
-                        code: r.get(2)?,
-                        subject: r.get(3)?,
-                        reason: r.get(4)?,
-                        author: r.get(5)?,
-                        created_at: time(r.get(6)?),
-                        expires_at: time(r.get(7)?),
-                    })
-                })?;
+                let rows = st.query_map([millis(now)], |r| row::waiver(r))?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
             };
             for w in &due {
@@ -397,8 +362,7 @@ impl SqliteStore {
                     "UPDATE waivers SET ended_at=expires_at, ended_by='aggregator' WHERE id=?1",
                     [w.id],
                 )?;
-                let detail = serde_json::to_value(w).expect("waiver serializes");
-                Self::audit_tx(tx, w.expires_at, "aggregator", "waiver.expire", &detail)?;
+                Self::audit_tx(tx, &Audit::waiver_expire(w))?;
             }
             Ok(due.len())
         })

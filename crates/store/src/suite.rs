@@ -1,7 +1,8 @@
 //! The store's test suite, one set of checks that every backend must pass:
-//! the SQLite unit tests and the PostgreSQL integration tests (tests/, with
-//! a real server) both call [`run_all`] on an empty database. It lives in
-//! the library, hidden, so that both can reach it; it panics on failure.
+//! the SQLite unit tests and the PostgreSQL integration tests (tests/pg.rs
+//! of this crate, with a real server) both call [`run_all`] on an empty
+//! database. It lives in the library, hidden, so that both can reach it;
+//! it panics on failure.
 
 #![allow(clippy::unwrap_used)]
 
@@ -70,8 +71,8 @@ pub fn waivers_and_audit_survive_reopen(db: &Database) {
     assert_eq!(ws[0].reason, "NIC on order");
     assert_eq!(ws[0].code.as_deref(), Some("BOND_PORT_DOWN"));
     assert_eq!(
-        crate::store::millis(ws[0].expires_at),
-        crate::store::millis(now + Duration::from_secs(3600)),
+        crate::millis(ws[0].expires_at),
+        crate::millis(now + Duration::from_secs(3600)),
         "expiry to the millisecond"
     );
     assert!(
@@ -124,8 +125,8 @@ pub fn missed_expiries_are_recorded_once(db: &Database) {
     assert_eq!(audit[0].actor, "aggregator");
     assert_eq!(audit[0].detail["id"], past.id);
     assert_eq!(
-        crate::store::millis(audit[0].at),
-        crate::store::millis(past.expires_at),
+        crate::millis(audit[0].at),
+        crate::millis(past.expires_at),
         "dated when it expired"
     );
     let active: Vec<i64> = s

@@ -7,13 +7,19 @@
 //! see [`NodeWriter`]); reports are cheap to lose and are written in batches. Both
 //! backends version their schema and refuse a database written by a newer
 //! preflight. Calls are blocking: the service runs them on the blocking pool.
+//!
+//! The aggregator re-exports this crate as `preflight_aggregator::store`.
+
+#![warn(missing_docs)]
 
 mod beside;
+mod boot;
 mod group;
 mod pgconf;
 mod pgsync;
 pub mod pgtls;
 mod postgres;
+mod rows;
 mod sqlite;
 #[doc(hidden)]
 pub mod suite;
@@ -25,9 +31,8 @@ use preflight_model::report::Waiver;
 use preflight_model::NodeState;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::BootAnchor;
-
 pub use self::beside::RESERVE_BYTES;
+pub use self::boot::BootAnchor;
 pub use self::group::NodeWriter;
 pub use self::pgconf::{is_postgres_url, PgSettings, PG_CHANNEL};
 pub use self::postgres::{PgListener, PgStore};
@@ -360,7 +365,7 @@ impl Store {
     }
 
     /// Every waiver that has not ended, expired or not, with the boot clock
-    /// it was granted at (see [`crate::clock::waiver_left`]).
+    /// it was granted at (the aggregator's `clock::waiver_left` reads it).
     ///
     /// # Errors
     /// Database errors.

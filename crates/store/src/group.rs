@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::postgres::PgStore;
+use super::rows::Audit;
 use super::{millis, NodeChange, PgSettings, StoreError};
 
 /// The most changes written in one transaction (a bound on its size; more
@@ -115,7 +116,7 @@ impl PgStore {
         let actors: Vec<&str> = batch.iter().map(|c| c.actor.as_str()).collect();
         let details: Vec<String> = batch
             .iter()
-            .map(|c| serde_json::json!({ "node": c.name, "labels": c.labels }).to_string())
+            .map(|c| Audit::node_upsert(&c.name, &c.labels, &c.actor, c.at).detail)
             .collect();
         self.change("nodes", |tx| {
             tx.execute(
