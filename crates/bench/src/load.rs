@@ -138,14 +138,6 @@ pub struct LoadOptions {
     pub broken_per_mille: Option<u64>,
 }
 
-fn db_size(dir: &std::path::Path) -> u64 {
-    ["load.db", "load.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum()
-}
-
 /// The aggregator's store for one run.
 pub enum Store<'a> {
     /// A SQLite file in the run's temp dir.
@@ -505,7 +497,7 @@ pub fn run(
             let (base, tls) = (base.clone(), opts.tls.then(|| tls.clone()));
             std::thread::spawn(move || probe_gate(&base, tls.as_ref(), stop))
         };
-        let mut db_samples = vec![(0.0, db_size(&dir))];
+        let mut db_samples = vec![(0.0, summary::db_size(&dir))];
         let mut rss_samples = vec![(0.0, rss_kib(child.id()))];
         let mut conns = Vec::new();
         let mut next_sample = t0 + Duration::from_secs(5);
@@ -514,7 +506,7 @@ pub fn run(
                 let t = t0.elapsed().as_secs_f64();
                 conns.push(sockets(child.id()) as f64);
                 if conns.len() % 2 == 0 {
-                    db_samples.push((t, db_size(&dir)));
+                    db_samples.push((t, summary::db_size(&dir)));
                     rss_samples.push((t, rss_kib(child.id())));
                 }
                 next_sample += Duration::from_secs(5);
@@ -580,7 +572,7 @@ pub fn run(
             conns_median: pctl(&mut conns, 50.0),
             conns_min: conns.iter().copied().fold(f64::NAN, f64::min),
             db_bytes: match store {
-                Store::Sqlite => db_size(&dir),
+                Store::Sqlite => summary::db_size(&dir),
                 Store::Postgres(pg, db) => pg
                     .psql("postgres", &format!("SELECT pg_database_size('{db}')"))
                     .trim()

@@ -129,3 +129,12 @@ mod tests {
         assert_eq!(super::growth_per_day(&[]), None);
     }
 }
+
+/// Bytes of the SQLite store of a run (the file and its WAL).
+pub(super) fn db_size(dir: &std::path::Path) -> u64 {
+    ["load.db", "load.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
