@@ -86,6 +86,15 @@ pub(super) fn reload_line(metrics: &str) -> String {
     )
 }
 
+/// Bytes of the SQLite store of a run (the file and its WAL).
+pub(super) fn db_size(dir: &std::path::Path) -> u64 {
+    ["load.db", "load.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -128,13 +137,4 @@ mod tests {
         assert_eq!(super::growth_per_day(&[(0.0, 1), (10.0, 5)]), None);
         assert_eq!(super::growth_per_day(&[]), None);
     }
-}
-
-/// Bytes of the SQLite store of a run (the file and its WAL).
-pub(super) fn db_size(dir: &std::path::Path) -> u64 {
-    ["load.db", "load.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum()
 }
