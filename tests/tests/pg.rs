@@ -76,8 +76,9 @@ impl Replica {
         std::fs::write(
             &cfg,
             format!(
-                "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\nauth = \"none\"\nsettle = \"0s\"\nmin_waiver = \"1s\"\nttl = \"60s\"\n",
-                pg.url()
+                "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\nstate_dir = \"{}\"\nauth = \"none\"\nsettle = \"0s\"\nmin_waiver = \"1s\"\nttl = \"60s\"\n",
+                pg.url(),
+                dir.join(format!("{name}-state")).display()
             ),
         )
         .expect("config");
@@ -425,9 +426,10 @@ fn newer_schema_refuses_to_start() {
     std::fs::write(
         &cfg,
         format!(
-            "[aggregator]\nlisten = \"127.0.0.1:{}\"\ndatabase = \"{}\"\nauth = \"none\"\n",
+            "[aggregator]\nlisten = \"127.0.0.1:{}\"\ndatabase = \"{}\"\nstate_dir = \"{}\"\nauth = \"none\"\n",
             free_port(),
-            pg.url()
+            pg.url(),
+            dir.path().display()
         ),
     )
     .expect("config");

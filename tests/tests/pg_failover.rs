@@ -40,10 +40,13 @@ impl Replica {
     fn new(dir: &std::path::Path, name: &str, db: &str) -> Self {
         let port = free_port();
         let cfg = dir.join(format!("{name}.toml"));
+        // Its own state directory: the file of acknowledged removals.
+        let state = dir.join(format!("{name}-state"));
         std::fs::write(
             &cfg,
             format!(
-                "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nauth = \"none\"\nsettle = \"0s\"\nmin_waiver = \"1s\"\nttl = \"60s\"\n"
+                "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nstate_dir = \"{}\"\nauth = \"none\"\nsettle = \"0s\"\nmin_waiver = \"1s\"\nttl = \"60s\"\n",
+                state.display()
             ),
         )
         .expect("config");
@@ -85,10 +88,15 @@ impl Replica {
     }
 
     fn restart(&mut self) {
+        self.kill();
+        self.start();
+    }
+
+    /// SIGKILL: no shutdown, no last reload.
+    fn kill(&mut self) {
         let mut p = self.proc.take().expect("running");
         let _ = p.0.kill();
         let _ = p.0.wait();
-        self.start();
     }
 
     fn logs(&self) -> String {
@@ -297,6 +305,65 @@ fn async_standby_cut_removal_survives_failover() {
         !waiver_ids(&a).contains(&id),
         "waiver {id} back after a restart"
     );
+}
+
+/// Asynchronous standby, cut before the removal: the removal is
+/// acknowledged (204), the aggregator is killed at once, the primary lost
+/// and the standby promoted, and the aggregator started again on the same
+/// configuration before any reload could re-apply the removal: only its
+/// local file of removals knows it. The gate is no-go, the waiver is not
+/// listed, and the new primary has the removal again, audited as re-applied.
+#[test]
+fn async_standby_cut_removal_survives_failover_and_immediate_restart() {
+    let primary = Pg::start();
+    let standby = primary.standby();
+    primary.wait_streaming("async");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = Replica::new(dir.path(), "a", &failover_url(&[&primary, &standby]));
+
+    post_report(&a, 1);
+    until_verdict(&a, "no-go", Duration::from_secs(5));
+    let (code, w) = waiver(&a);
+    assert_eq!(code, 201, "{w}");
+    let id = w["id"].as_i64().expect("id");
+    until_verdict(&a, "go", Duration::from_secs(2));
+
+    primary.wait_replayed(&standby);
+    standby.stop_immediate();
+    let (code, v) = curl("DELETE", &format!("{}/v1/waivers/{id}?by=bob", a.url), None);
+    assert_eq!(code, 204, "{v}");
+    a.kill();
+    fail_over(&primary, &standby);
+    a.start();
+
+    post_report(&a, 2);
+    let t = Instant::now();
+    until_verdict(&a, "no-go", Duration::from_secs(5));
+    never_go(
+        &a,
+        t,
+        Duration::from_secs(3),
+        "after the failover and an immediate restart",
+    );
+    assert!(
+        !waiver_ids(&a).contains(&id),
+        "waiver {id} back after the failover and a restart\n{}",
+        a.logs()
+    );
+    let ended = standby.psql(
+        "preflight",
+        &format!("SELECT ended_at IS NOT NULL FROM waivers WHERE id = {id}"),
+    );
+    assert_eq!(
+        ended.trim(),
+        "t",
+        "the new primary must have the removal again"
+    );
+    let audited = standby.psql(
+        "preflight",
+        "SELECT count(*) FROM audit WHERE action = 'waiver.remove' AND detail LIKE '%re-applied after a failover%'",
+    );
+    assert_eq!(audited.trim(), "1", "one re-applied removal audited");
 }
 
 /// Synchronous standby, cut: a removal is refused (503 naming why) within

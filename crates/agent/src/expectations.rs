@@ -194,6 +194,15 @@ impl Source {
             (st.sriov_pfs, st.sriov_vfs) = expect::sriov_names(&doc);
         }
         st.version = installed_version(&self.root);
+        // `common.is_vf_by_name`: a kernel NIC with device/physfn is a VF.
+        if let Ok(dir) = std::fs::read_dir(self.under("/sys/class/net")) {
+            st.kernel_vfs = dir
+                .flatten()
+                .filter(|e| e.path().join("device/physfn").is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            st.kernel_vfs.sort();
+        }
         Ok(st)
     }
 
@@ -320,9 +329,11 @@ mod tests {
         );
         w(
             "var/lib/os-net-config/dpdk_mapping.yaml",
-            "- name: eth1\n  pci_address: '0000:00:04.0'\n  mac_address: 52:54:00:00:00:09\n  driver: vfio-pci\n- name: eth7\n  pci_address: '0000:00:05.0'\n  mac_address: 52:54:00:00:00:10\n  driver: vfio-pci\n",
+            "- name: eth1\n  pci_address: '0000:00:04.0'\n  mac_address: '52:54:00:00:00:09'\n  driver: vfio-pci\n- name: eth7\n  pci_address: '0000:00:05.0'\n  mac_address: '52:54:00:00:00:10'\n  driver: vfio-pci\n",
         );
         std::fs::create_dir_all(root.join("sys/bus/pci/devices/0000:00:05.0/physfn")).expect("vf");
+        std::fs::create_dir_all(root.join("sys/class/net/eth9/device/physfn")).expect("vf");
+        std::fs::create_dir_all(root.join("sys/class/net/eth0/device")).expect("pf");
         w(
             "usr/lib/python3.9/site-packages/os_net_config-14.2.1-py3.9.egg-info/PKG-INFO",
             "",
@@ -334,6 +345,7 @@ mod tests {
             .with_root(root.to_path_buf());
         let e = src.load(&snap).expect("loads");
         assert_eq!(e.nics.osnc.version.as_deref(), Some("14.2.1"));
+        assert_eq!(e.nics.osnc.kernel_vfs, ["eth9"]);
         assert_eq!(e.nics.osnc.dpdk.len(), 2);
         assert!(!e.nics.osnc.dpdk[0].vf && e.nics.osnc.dpdk[1].vf);
         let t = expect::nic_table(&snap, &e);
@@ -342,12 +354,23 @@ mod tests {
         // The default mapping file, when it exists, is os-net-config's.
         w(
             "etc/os-net-config/mapping.yaml",
-            "interface_mapping:\n  nic1: 52:54:00:00:00:04\n",
+            "interface_mapping:\n  nic1: '52:54:00:00:00:04'\n",
         );
         let e = src.load(&snap).expect("loads");
         assert_eq!(
             e.nics.in_force.get("nic1").map(String::as_str),
             Some("eth2")
+        );
+        // Unquoted, os-net-config's YAML 1.1 reader makes that MAC a number
+        // (sexagesimal) that matches no NIC: nic1 stays eth0, by position.
+        w(
+            "etc/os-net-config/mapping.yaml",
+            "interface_mapping:\n  nic1: 52:54:00:00:00:04\n",
+        );
+        let e = src.load(&snap).expect("loads");
+        assert_eq!(
+            e.nics.in_force.get("nic1").map(String::as_str),
+            Some("eth0")
         );
         // A DPDK mapping os-net-config would fail on is an error, not ignored.
         w("var/lib/os-net-config/dpdk_mapping.yaml", "- name: eth1\n");

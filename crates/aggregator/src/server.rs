@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -10,10 +11,14 @@ use crate::api::router;
 use crate::auth::Auth;
 use crate::fleet::{Fleet, FleetConfig, Selector};
 use crate::metrics::Metrics;
-use crate::service::{RestoreError, Service};
+use crate::service::{RemovalLog, RestoreError, Service};
 use crate::state::{AppState, Shared};
 use crate::store::{Database, PendingReport, Store, StoreError};
 use crate::tls::{ServerTls, TlsSettings};
+
+/// Default `state_dir` with a PostgreSQL store (the packaged unit's
+/// `StateDirectory=preflight`); with SQLite it is the database's directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/preflight";
 
 /// Validated aggregator settings.
 #[derive(Debug, Clone)]
@@ -22,6 +27,10 @@ pub struct AggregatorConfig {
     pub listen: SocketAddr,
     /// The store: a SQLite file or a PostgreSQL database.
     pub database: Database,
+    /// Where the file of acknowledged waiver removals is kept
+    /// (`aggregator.state_dir`; `None`: the default, see
+    /// [`AggregatorConfig::removals_file`]).
+    pub state_dir: Option<PathBuf>,
     /// Gate settings.
     pub fleet: FleetConfig,
     /// Credentials and roles.
@@ -37,12 +46,41 @@ pub struct AggregatorConfig {
     pub max_connections_per_source: usize,
 }
 
+impl AggregatorConfig {
+    /// The file of acknowledged waiver removals: `<database>.removals` for
+    /// SQLite (beside the database unless `state_dir` is set),
+    /// `waiver-removals-<listen port>` in `state_dir` (default
+    /// [`DEFAULT_STATE_DIR`]) for PostgreSQL, so that replicas on one host
+    /// do not share it.
+    #[must_use]
+    pub fn removals_file(&self) -> PathBuf {
+        match &self.database {
+            Database::Sqlite(db) => {
+                let mut name = db.file_name().unwrap_or_default().to_owned();
+                name.push(".removals");
+                let dir = match (&self.state_dir, db.parent()) {
+                    (Some(d), _) => d.clone(),
+                    (None, Some(p)) if !p.as_os_str().is_empty() => p.to_owned(),
+                    (None, _) => PathBuf::from("."),
+                };
+                dir.join(name)
+            }
+            Database::Postgres(_) => self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+                .join(format!("waiver-removals-{}", self.listen.port())),
+        }
+    }
+}
+
 impl ServeError {
     /// Whether the operator must fix something before starting again (a
     /// database with a newer schema): the command exits 64 then.
     #[must_use]
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Tls(_)) || matches!(self, Self::Store(e) if e.is_config())
+        matches!(self, Self::Tls(_) | Self::State(_))
+            || matches!(self, Self::Store(e) if e.is_config())
     }
 }
 
@@ -58,6 +96,9 @@ pub enum ServeError {
     /// The TLS files cannot be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The file of waiver removals cannot be used.
+    #[error("aggregator.state_dir: cannot use the file of waiver removals {0} (set state_dir in [aggregator] to a directory only this aggregator writes)")]
+    State(#[from] crate::service::LogError),
     /// Cannot bind or serve.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -77,6 +118,10 @@ pub enum ServeError {
 pub fn build_state(
     cfg: &AggregatorConfig,
 ) -> Result<(AppState, std::sync::mpsc::Receiver<PendingReport>), ServeError> {
+    let log = RemovalLog::open(&cfg.removals_file(), crate::clock::wall())?;
+    if log.loaded() > 0 {
+        tracing::info!(file = %log.path().display(), removals = log.loaded(), "waiver removals acknowledged before the restart, kept out of force");
+    }
     let store = Store::open(&cfg.database)?;
     for role in cfg.auth.closed_roles() {
         tracing::warn!(
@@ -86,13 +131,18 @@ pub fn build_state(
     }
     let fleet = Fleet::new(cfg.fleet.clone(), SystemTime::now());
     let metrics = Metrics::new();
-    let (service, rx) =
-        Service::restore(store, fleet, &cfg.inventory, &cfg.scopes, metrics.clone()).map_err(
-            |e| match e {
-                RestoreError::Store(e) => ServeError::Store(e),
-                RestoreError::Inventory(e) => ServeError::Inventory(e),
-            },
-        )?;
+    let (service, rx) = Service::restore_with_log(
+        store,
+        fleet,
+        &cfg.inventory,
+        &cfg.scopes,
+        metrics.clone(),
+        Some(log),
+    )
+    .map_err(|e| match e {
+        RestoreError::Store(e) => ServeError::Store(e),
+        RestoreError::Inventory(e) => ServeError::Inventory(e),
+    })?;
     let state = AppState::new(Shared {
         service,
         auth: Arc::new(cfg.auth.clone()),

@@ -380,9 +380,10 @@ pub fn run(
         .expect("port")
         .port();
     let mut config = format!(
-        "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\nsettle = \"0s\"\nttl = \"30s\"\nauth = \"none\"\nscopes = [\"{RACK}\"]\nmax_connections_per_source = {per_source}\n",
+        "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\nstate_dir = \"{state}\"\nsettle = \"0s\"\nttl = \"30s\"\nauth = \"none\"\nscopes = [\"{RACK}\"]\nmax_connections_per_source = {per_source}\n",
         // Every simulated agent (or worker) connects from 127.0.0.1.
         per_source = (nodes + 1024).min(1_000_000),
+        state = dir.display(),
     );
     let ca = opts.tls.then(|| {
         let (ca, cert, key) = make_certs(&dir);

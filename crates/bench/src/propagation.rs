@@ -40,7 +40,10 @@ fn replica(bin: &str, dir: &std::path::Path, name: &str, db: &str) -> (Replica, 
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
-        format!("[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nauth = \"none\"\nsettle = \"0s\"\nttl = \"1h\"\n"),
+        format!(
+            "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nstate_dir = \"{}\"\nauth = \"none\"\nsettle = \"0s\"\nttl = \"1h\"\n",
+            dir.join(format!("{name}-state")).display()
+        ),
     )
     .expect("config");
     let child = Command::new(bin)

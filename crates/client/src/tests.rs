@@ -24,6 +24,7 @@ async fn aggregator(dir: &tempfile::TempDir) -> SocketAddr {
     let cfg = AggregatorConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         database: preflight_aggregator::store::Database::Sqlite(dir.path().join("preflight.db")),
+        state_dir: None,
         fleet: preflight_aggregator::fleet::FleetConfig::default(),
         auth: preflight_aggregator::auth::Auth::default(),
         tls: None,

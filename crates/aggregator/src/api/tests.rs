@@ -28,6 +28,7 @@ fn cfg(db: &std::path::Path, closed: bool) -> AggregatorConfig {
     AggregatorConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         database: crate::store::Database::Sqlite(db.to_owned()),
+        state_dir: None,
         fleet: FleetConfig {
             ttl: Duration::from_secs(30),
             settle: Duration::ZERO,

@@ -25,6 +25,7 @@ use crate::tls::TlsSettings;
 pub use access::IdentityKey;
 use access::{Access, RawAccess};
 
+pub use crate::server::DEFAULT_STATE_DIR;
 /// Default address of the aggregator.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9100";
 /// Default SQLite file.
@@ -59,6 +60,7 @@ pub struct RawAggregatorSection {
     database: Option<Spanned<String>>,
     database_password_file: Option<Spanned<String>>,
     database_ca_file: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
     ttl: Option<Spanned<String>>,
     settle: Option<Spanned<String>>,
     max_waiver: Option<Spanned<String>>,
@@ -104,6 +106,9 @@ pub struct AggregatorSection {
     pub listen: SocketAddr,
     /// The store: a SQLite file, or a `postgres://` URL.
     pub database: Database,
+    /// Where the file of acknowledged waiver removals is kept (`None`:
+    /// the default for the database, see [`DEFAULT_STATE_DIR`]).
+    pub state_dir: Option<PathBuf>,
     /// Gate settings.
     pub fleet: FleetConfig,
     /// Report token (agents).
@@ -150,6 +155,7 @@ impl RawAggregatorSection {
             database,
             database_password_file,
             database_ca_file,
+            state_dir,
             ttl,
             settle,
             max_waiver,
@@ -214,7 +220,9 @@ impl RawAggregatorSection {
             database_password_file.as_ref(),
             database_ca_file.as_ref(),
         )?;
+        let state_dir = state_dir_at(prefix, state_dir.as_ref())?;
         Ok(AggregatorSection {
+            state_dir,
             max_connections_per_source: crate::admit::per_source_at(
                 key,
                 max_connections_per_source.as_ref(),
@@ -326,6 +334,27 @@ fn inventory_at(prefix: &str, nodes: Vec<RawNode>) -> Result<Inventory, ConfigEr
     Ok(inventory)
 }
 
+/// `state_dir`: an absolute path (whether it can be written is checked at
+/// start, when the aggregator opens its file there).
+fn state_dir_at(
+    prefix: &str,
+    dir: Option<&Spanned<String>>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(d) = dir else { return Ok(None) };
+    let path = PathBuf::from(d.get_ref());
+    if !path.is_absolute() {
+        return Err(at(
+            format!("{prefix}.state_dir"),
+            d,
+            format!(
+                "`{}`: expected an absolute path, e.g. {DEFAULT_STATE_DIR}",
+                d.get_ref()
+            ),
+        ));
+    }
+    Ok(Some(path))
+}
+
 /// `database`, `database_password_file`, `database_ca_file`: a SQLite file
 /// ([`DEFAULT_DATABASE`] when absent), or a `postgres://` URL, the only
 /// kind the two files are for.
@@ -379,6 +408,7 @@ impl AggregatorSection {
         Ok(AggregatorConfig {
             listen: self.listen,
             database: self.database,
+            state_dir: self.state_dir,
             fleet: self.fleet,
             auth,
             tls: self.tls,

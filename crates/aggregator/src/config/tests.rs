@@ -116,3 +116,29 @@ fn tls_and_credentials_off_loopback() {
     let e = section("reads = \"all\"").expect_err("bad reads");
     assert_eq!(e.key, "aggregator.reads");
 }
+
+#[test]
+fn state_dir_is_absolute_and_defaults_by_database() {
+    let e = section("state_dir = \"state\"").expect_err("relative");
+    assert_eq!(e.key, "aggregator.state_dir");
+    assert!(e.reason.contains("absolute path"), "{}", e.reason);
+    let cfg = |src: &str| {
+        section(src)
+            .expect("valid")
+            .resolve("aggregator")
+            .expect("resolves")
+            .removals_file()
+    };
+    assert_eq!(
+        cfg("database = \"/srv/p/agg.db\""),
+        PathBuf::from("/srv/p/agg.db.removals")
+    );
+    assert_eq!(
+        cfg("database = \"/srv/p/agg.db\"\nstate_dir = \"/var/lib/x\""),
+        PathBuf::from("/var/lib/x/agg.db.removals")
+    );
+    assert_eq!(
+        cfg("listen = \"127.0.0.1:9101\"\ndatabase = \"postgres://agg@db/preflight?sslmode=disable\""),
+        PathBuf::from(DEFAULT_STATE_DIR).join("waiver-removals-9101")
+    );
+}

@@ -18,7 +18,7 @@
 //! `apply::PATIENCE`), so a gate question does not queue behind a report
 //! that queues behind another question.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
@@ -34,9 +34,11 @@ use crate::store::{AuditEntry, NodeWriter, PendingReport, Store, StoreError};
 mod apply;
 mod failover;
 mod reload;
+mod removals;
 mod report;
 
 pub use self::reload::ReloadCounts;
+pub use self::removals::{LogError, RemovalLog, MAX_REMOVALS};
 
 /// Why a change or a store read failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +79,15 @@ pub struct Service {
     /// Waiver ends the store refused: retried by [`Service::sweep`].
     pending_ends: Arc<Mutex<Vec<PendingEnd>>>,
     /// Waivers removed through this replica, never taken back from the
-    /// store (`failover`).
-    removed: Arc<Mutex<Vec<failover::Removal>>>,
+    /// store (`failover`), by id and creation time (ms).
+    removed: Arc<Mutex<HashMap<(i64, i64), failover::Removal>>>,
+    /// The local file those removals are written to (`None`: memory only).
+    removal_log: Arc<Mutex<Option<RemovalLog>>>,
+    /// Removals the file could not take yet: retried by [`Service::sweep`].
+    unwritten: Arc<Mutex<Vec<failover::Removal>>>,
+    /// Whether the store is shared with other replicas (PostgreSQL), where
+    /// a failover can lose what it acknowledged.
+    shared: bool,
     /// Whether acknowledged changes were last found on a synchronous
     /// standby (`None`: not asked yet).
     synchronous: Arc<Mutex<Option<bool>>>,
@@ -114,16 +123,46 @@ impl Service {
     /// each node's agent left behind (their replays stay refused), but every node
     /// silent until it reports again (fail-closed after a restart). `scopes` get
     /// kept counts. Returns the receiver for [`Service::spawn_report_writer`].
+    /// The waiver removals it acknowledges are kept in memory only: see
+    /// [`Service::restore_with_log`].
     ///
     /// # Errors
     /// Store errors, invalid inventory.
     pub fn restore(
+        store: Store,
+        fleet: Fleet,
+        inventory: &[(String, BTreeMap<String, String>)],
+        scopes: &[crate::fleet::Selector],
+        metrics: Metrics,
+    ) -> Result<(Self, Receiver<PendingReport>), RestoreError> {
+        Self::restore_with_log(store, fleet, inventory, scopes, metrics, None)
+    }
+
+    /// [`Service::restore`] with the file of acknowledged waiver removals
+    /// (`log`, opened with [`RemovalLog::open`]): the removals it holds
+    /// are never taken back from the store, and a waiver the store has in
+    /// force that one of them removed (a failover to a standby that lacked
+    /// the removal, before any replica re-applied it) is ended there again
+    /// now; every removal acknowledged from now on is written to it first.
+    ///
+    /// # Errors
+    /// Store errors, invalid inventory.
+    pub fn restore_with_log(
         mut store: Store,
         mut fleet: Fleet,
         inventory: &[(String, BTreeMap<String, String>)],
         scopes: &[crate::fleet::Selector],
         metrics: Metrics,
+        mut log: Option<RemovalLog>,
     ) -> Result<(Self, Receiver<PendingReport>), RestoreError> {
+        let removed: HashMap<(i64, i64), failover::Removal> = log
+            .as_mut()
+            .map(RemovalLog::take_loaded)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.key(), r))
+            .collect();
+        let mut reapplied = Vec::new();
         let now = Instant::now();
         let wall = crate::clock::wall();
         // Node names are kept in lower case (`node_key`), whatever case an
@@ -157,6 +196,11 @@ impl Service {
         }
         let boot = crate::clock::BootAnchor::now();
         for (mut w, anchor) in store.open_waivers()? {
+            if let Some(r) = removed.get(&(w.id, removals::ms(w.created_at))) {
+                // Removed here before a restart, yet in force in the store.
+                reapplied.push((w, r.actor.clone()));
+                continue;
+            }
             let restored = crate::clock::restore_waiver(
                 w.created_at,
                 w.expires_at,
@@ -183,6 +227,7 @@ impl Service {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let nodes = store.shared().map(NodeWriter::spawn);
+        let shared = nodes.is_some();
         let fleet = Arc::new(RwLock::new(fleet));
         let expiries = Arc::<apply::Expiries>::default();
         let applier = apply::Applier::new(fleet.clone(), Arc::clone(&expiries));
@@ -194,10 +239,19 @@ impl Service {
             applier,
             metrics,
             pending_ends: Arc::default(),
-            removed: Arc::default(),
+            removed: Arc::new(Mutex::new(removed)),
+            removal_log: Arc::new(Mutex::new(log)),
+            unwritten: Arc::default(),
+            shared,
             synchronous: Arc::default(),
             expiries,
         };
+        {
+            let mut store = lock(&service.store);
+            for (w, actor) in &reapplied {
+                service.reapply_removal(&mut store, w, actor, wall);
+            }
+        }
         let sync = lock(&service.store).synchronous();
         service.note_synchronous(sync);
         Ok((service, rx))
@@ -305,10 +359,11 @@ impl Service {
     }
 
     /// Ends an active waiver on behalf of `actor`: out of the fleet at once
-    /// (fail towards no-go: an operator can always revoke), then recorded in
-    /// the store. When the store refuses, the end stays in force, is retried
-    /// by [`Service::sweep`], and is reported as
-    /// [`ServiceError::Unrecorded`].
+    /// (fail towards no-go: an operator can always revoke), then written to
+    /// the local file of removals (`failover`) and recorded in the store.
+    /// When the store refuses, or with a shared store the file, the end
+    /// stays in force, is retried by [`Service::sweep`], and is reported
+    /// as [`ServiceError::Unrecorded`].
     ///
     /// # Errors
     /// No such waiver; the store could not record the end (yet).
@@ -316,7 +371,11 @@ impl Service {
         let w = write(&self.fleet)
             .remove_waiver(id, Instant::now())
             .map_err(ServiceError::from)?;
-        self.remember_removal(&w, &actor);
+        // In memory at once; written to the local file before the answer,
+        // so that neither a restart nor a failover that loses the store's
+        // record brings it back.
+        let removal = self.remember_removal(&w, &actor);
+        let written = self.persist_removals(vec![removal]).await;
         let end = PendingEnd {
             waiver: w,
             actor,
@@ -324,17 +383,28 @@ impl Service {
             at: crate::clock::wall(),
         };
         let e = end.clone();
-        match self
+        let stored = self
             .store(move |s| s.end_waiver(&e.waiver, &e.actor, e.action, e.at))
-            .await
-        {
-            Ok(true) => Ok(()),
+            .await;
+        match (stored, written) {
             // Another replica ended it first: a 404 like any unknown id.
-            Ok(false) => Err(FleetError::NoSuchWaiver(id).into()),
-            Err(e) => {
+            (Ok(false), _) => Err(FleetError::NoSuchWaiver(id).into()),
+            (Ok(true), Ok(_)) => Ok(()),
+            // A SQLite file is the one record, and has it: no failover
+            // can lose it.
+            (Ok(true), Err(_)) if !self.shared => Ok(()),
+            (Ok(true), Err(f)) => Err(ServiceError::Unrecorded(format!(
+                "waiver {id} is removed and no longer applies, and the database recorded it, but it could not be written to the local file of removals ({f}); retried every second, and until then a failover of the database that loses the removal would bring the waiver back"
+            ))),
+            (Err(e), written) => {
                 self.defer_end(end);
+                let local = match written {
+                    Ok(true) => "; it is in the local file of removals, so a restart of this aggregator keeps it removed".to_owned(),
+                    Ok(false) => ", and until then a restart of this aggregator would bring it back".to_owned(),
+                    Err(f) => format!(", nor could the local file of removals ({f}); until one of them has it a restart of this aggregator would bring it back"),
+                };
                 Err(ServiceError::Unrecorded(format!(
-                    "waiver {id} is removed and no longer applies, but the store could not record it ({e}); retried every second, and until then a restart of this aggregator would bring it back"
+                    "waiver {id} is removed and no longer applies, but the store could not record it ({e}); retried every second{local}"
                 )))
             }
         }
@@ -406,6 +476,12 @@ impl Service {
                 "{pending} waiver end(s) not yet recorded in the store"
             )));
         }
+        let unwritten = self.unwritten_removals();
+        if unwritten > 0 {
+            return Err(ServiceError::Store(format!(
+                "{unwritten} waiver removal(s) not yet written to the local file of removals"
+            )));
+        }
         Ok(())
     }
 
@@ -445,6 +521,7 @@ impl Service {
             };
             expired.extend(self.expiries.take());
             self.record_pending_ends().await;
+            self.retry_removals().await;
             for w in expired {
                 let end = PendingEnd {
                     waiver: w,

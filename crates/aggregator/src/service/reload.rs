@@ -203,6 +203,7 @@ impl Service {
         let mut fleet = write(&self.fleet);
         let locked = StdInstant::now();
         let now = Instant::now();
+        let mut followed = Vec::new();
         for (name, labels) in diff.nodes {
             if fleet.labels(&name) != Some(&labels)
                 && fleet.upsert_node(&name, labels, now, wall).is_ok()
@@ -220,7 +221,7 @@ impl Service {
                 // Ended through another replica: remembered here too, so
                 // that a failover that loses the end does not revive it
                 // even if that replica restarts meanwhile.
-                self.remember_removal(&w, "aggregator");
+                followed.push(self.remember_removal(&w, "aggregator"));
                 counts.waivers += 1;
             }
         }
@@ -240,5 +241,12 @@ impl Service {
         self.metrics
             .replica_reload_lock
             .observe(counts.locked.as_secs_f64());
+        // Written after the lock is released (a sync is slow); one that
+        // fails is retried by the sweeper.
+        if !followed.is_empty() {
+            if let Err(e) = self.write_removals(followed) {
+                tracing::warn!(error = %e, "cannot write the waiver ends followed from the store to the local file; retried every second");
+            }
+        }
     }
 }

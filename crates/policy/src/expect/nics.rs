@@ -88,6 +88,10 @@ pub struct OsncState {
     /// Names of SR-IOV VFs in `sriov_config.yaml` (`device_type: vf`).
     #[serde(default)]
     pub sriov_vfs: Vec<String>,
+    /// Kernel NICs that are SR-IOV VFs (sysfs `device/physfn`): never
+    /// numbered.
+    #[serde(default)]
+    pub kernel_vfs: Vec<String>,
     /// The os-net-config version installed on the node (`18.1.0`), when its
     /// package metadata could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +234,7 @@ pub fn sriov_names(doc: &serde_json::Value) -> (Vec<String>, Vec<String>) {
 #[must_use]
 pub fn osnc_order<'a>(snap: &'a Snapshot, st: &'a OsncState, active_only: bool) -> Vec<&'a str> {
     let mut v = ordered_nics(snap, active_only);
+    v.retain(|n| !st.kernel_vfs.iter().any(|vf| vf == n));
     v.extend(
         st.dpdk
             .iter()
@@ -377,9 +382,11 @@ fn mapped_nics(snap: &Snapshot, st: &OsncState, all_active: bool) -> NextRun {
                 ..out
             };
         }
-        if snap
-            .by_name(alias)
-            .is_some_and(|i| physical(i) && active(i))
+        let vf = st.kernel_vfs.contains(alias);
+        if !vf
+            && snap
+                .by_name(alias)
+                .is_some_and(|i| physical(i) && active(i))
         {
             out.refused = Some(format!(
                 "cannot map {dev} to alias {alias}, alias overlaps with active NIC."

@@ -199,8 +199,49 @@ fn key_text(v: Value) -> String {
     }
 }
 
+/// What YAML 1.1 (PyYAML's `safe_load`, os-net-config's reader) makes of a
+/// plain scalar where YAML 1.2 differs, in the forms os-net-config's files
+/// meet: `yes`/`no`/`on`/`off` are booleans, and a sexagesimal integer
+/// (`52:54:00:12:34:56`: an unquoted MAC of decimal groups below 60) is a
+/// number, not a string, so os-net-config matches it with no NIC.
+fn yaml11(v: &str) -> Option<Value> {
+    match v {
+        "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Some(Value::Bool(true)),
+        "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Some(Value::Bool(false)),
+        _ => {}
+    }
+    // [-+]?[1-9][0-9_]*(:[0-5]?[0-9])+
+    let (neg, body) = match v.as_bytes().first() {
+        Some(b'-') => (true, &v[1..]),
+        Some(b'+') => (false, &v[1..]),
+        _ => (false, v),
+    };
+    let mut groups = body.split(':');
+    let first = groups.next()?;
+    let rest: Vec<&str> = groups.collect();
+    let digits = |g: &str| g.bytes().all(|b| b.is_ascii_digit() || b == b'_');
+    if rest.is_empty()
+        || !first.starts_with(|c: char| ('1'..='9').contains(&c))
+        || !digits(first)
+        || !rest.iter().all(|g| {
+            (1..=2).contains(&g.len())
+                && g.bytes().all(|b| b.is_ascii_digit())
+                && (g.len() == 1 || g.as_bytes()[0] <= b'5')
+        })
+    {
+        return None;
+    }
+    let mut n: i128 = first.replace('_', "").parse().ok()?;
+    for g in rest {
+        n = n.checked_mul(60)?.checked_add(g.parse::<i128>().ok()?)?;
+    }
+    let n = if neg { -n } else { n };
+    Some(i64::try_from(n).map_or_else(|_| serde_json::json!(n as f64), |i| serde_json::json!(i)))
+}
+
 /// A scalar as yaml-rust2's loader types it: quoted is a string, a plain
-/// one by its `!!` tag or its look (`9000`, `true`, `~`).
+/// one by its `!!` tag or its look (`9000`, `true`, `~`), with YAML 1.1's
+/// readings where os-net-config's PyYAML differs ([`yaml11`]).
 fn scalar(v: &str, style: TScalarStyle, tag: Option<&Tag>) -> Value {
     if style != TScalarStyle::Plain {
         return Value::String(v.to_owned());
@@ -221,7 +262,10 @@ fn scalar(v: &str, style: TScalarStyle, tag: Option<&Tag>) -> Value {
             _ => Yaml::String(v.to_owned()),
         },
         Some(_) => Yaml::String(v.to_owned()),
-        None => Yaml::from_str(v),
+        None => match yaml11(v) {
+            Some(value) => return value,
+            None => Yaml::from_str(v),
+        },
     };
     match y {
         Yaml::Real(r) => r
@@ -233,5 +277,27 @@ fn scalar(v: &str, style: TScalarStyle, tag: Option<&Tag>) -> Value {
         Yaml::Array(_) | Yaml::Hash(_) | Yaml::Alias(_) | Yaml::Null | Yaml::BadValue => {
             Value::Null
         }
+    }
+}
+
+#[cfg(test)]
+mod yaml11_tests {
+    use super::*;
+
+    /// As PyYAML's `safe_load` reads them (checked with PyYAML 6.0).
+    #[test]
+    fn plain_scalars_read_as_pyyaml_does() {
+        let doc = load(
+            "a: 52:54:00:12:34:57\nb: '52:54:00:12:34:57'\nc: 52:54:00:ab:cd:04\nd: 52:54:00:12:34:78\ne: yes\nf: off\ng: 00:25:90:12:34:56\nh: \"on\"\n",
+        )
+        .unwrap_or_else(|e| panic!("loads: {}", e.reason));
+        assert_eq!(doc["a"], serde_json::json!(41_135_085_297_i64));
+        assert_eq!(doc["b"], "52:54:00:12:34:57");
+        assert_eq!(doc["c"], "52:54:00:ab:cd:04");
+        assert_eq!(doc["d"], "52:54:00:12:34:78");
+        assert_eq!(doc["e"], true);
+        assert_eq!(doc["f"], false);
+        assert_eq!(doc["g"], "00:25:90:12:34:56");
+        assert_eq!(doc["h"], "on");
     }
 }

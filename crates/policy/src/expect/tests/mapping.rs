@@ -330,3 +330,17 @@ fn sriov_pfs_count_by_the_installed_version() {
     assert_eq!(nic6(&st), None);
     assert!(st.rules_followed().contains("14.2.0"));
 }
+
+/// An SR-IOV VF in the kernel is never numbered (os-net-config reads its
+/// sysfs `physfn`), up or not.
+#[test]
+fn a_kernel_vf_is_not_numbered() {
+    let s = six(&[]);
+    let st = OsncState {
+        kernel_vfs: vec!["eth1".into()],
+        ..OsncState::default()
+    };
+    let n = crate::expect::next_run(&s, &st);
+    assert_eq!(n.map.get("nic2").map(String::as_str), Some("eth2"));
+    assert_eq!(n.map.len(), 5);
+}
