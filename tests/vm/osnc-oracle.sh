@@ -14,6 +14,7 @@
 #   bash tests/vm/osnc-oracle.sh [PREFLIGHT_BINARY]   (default target/debug/preflight)
 # Exit 0 when every state agrees; 1 on a disagreement (state, name, both
 # answers printed) or when anything cannot run: it never skips.
+# Dependencies pinned by tests/vm/osnc-constraints.txt.
 # Needs root (image build). Cache: ${PREFLIGHT_CACHE:-~/.cache/preflight}/osnc/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,17 +31,19 @@ log() { echo "osnc-oracle: $*" >&2; }
 # The installed tree of os-net-config $1 for the VM's Python, as a tarball;
 # prints its path.
 fetch() {
-  local v=$1 cache
-  cache="${PREFLIGHT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/preflight}/osnc/$v-cp${PY/./}"
+  local v=$1 cache pins
+  pins=$(sha256sum tests/vm/osnc-constraints.txt | cut -c1-12)
+  cache="${PREFLIGHT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/preflight}/osnc/$v-cp${PY/./}-$pins"
   if [ -f "$cache/ready" ] && [ -f "$cache/site.tar.gz" ]; then echo "$cache/site.tar.gz"; return; fi
   log "downloading os-net-config $v and its dependencies for Python $PY"
-  rm -rf "$cache" "$cache.venv" && mkdir -p "$cache/wheels"
+  rm -rf "${cache%-*}"-* && mkdir -p "$cache/wheels"
   # pip from a throwaway venv: the host's python3 may have no pip module
   # (tests/run.sh installs python3-venv).
   python3 -m venv "$cache.venv"
   local pip="$cache.venv/bin/pip"
   local target=(--only-binary=:all: --python-version "$PY" --implementation cp --abi "cp${PY/./}"
-    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64)
+    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64
+    -c tests/vm/osnc-constraints.txt)
   if [[ "$v" == 14.* ]]; then
     # Wallaby's anyjson 0.3.3 is a source package whose setup.py uses
     # use_2to3, which setuptools dropped in 58: built with an older one.

@@ -15,13 +15,15 @@ use crate::{raw, Code, Raw};
 
 pub(crate) mod nics;
 mod osnc;
+mod osnc_files;
 mod yaml;
 
 pub use nics::{
-    dpdk_map, in_force_mapping, next_run, nic_mapping, ordered_nics, osnc_order, sriov_names,
-    valid_mac, DpdkBound, NextRun, OsncState, Unmatched, FOLLOWED_VERSIONS,
+    in_force_mapping, next_run, nic_mapping, ordered_nics, osnc_order, valid_mac, DpdkBound,
+    NextRun, OsncState, Unmatched,
 };
 pub use osnc::{from_os_net_config, parse_document};
+pub use osnc_files::{dpdk_map, sriov_names};
 pub use yaml::{MAX_DOCUMENT_BYTES, MAX_DOCUMENT_NODES, MAX_EXPANDED_BYTES};
 
 /// Kinds of entries preflight checks.
@@ -531,7 +533,9 @@ fn nic_table_with(
         .map(|nic| {
             let in_force = exp.nics.in_force.get(nic);
             let next_run = next.map.get(nic).cloned();
-            let reason = (next_run.as_ref() != in_force).then(|| {
+            // A mapping os-net-config refuses stops its run: said for every
+            // name, even one that had no NIC either way.
+            let reason = (next.refused.is_some() || next_run.as_ref() != in_force).then(|| {
                 if let Some(r) = &next.refused {
                     return format!("os-net-config would stop at the mapping file: {r}");
                 }

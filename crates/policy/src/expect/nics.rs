@@ -114,10 +114,6 @@ pub struct DpdkBound {
     pub vf: bool,
 }
 
-/// The os-net-config versions whose rules preflight follows, read from their code.
-pub const FOLLOWED_VERSIONS: &str =
-    "os-net-config 18.1.0 (current, edpm-ansible) and 14.2.0 (TripleO Wallaby)";
-
 impl OsncState {
     /// The state with a mapping document (`interface_mapping:` at its top)
     /// read from `file`; a document without that key is no mapping, as
@@ -162,69 +158,6 @@ impl OsncState {
             None => "predicted by os-net-config 18.1.0's rules, the newest: the installed version could not be read".to_owned(),
         }
     }
-}
-
-/// Parses `dpdk_mapping.yaml` (a list of `{name, pci_address, mac_address,
-/// driver}`); an empty file is an empty list, as os-net-config reads it.
-///
-/// # Errors
-/// A document os-net-config itself would fail on: not a list, or an entry
-/// without `name` or `pci_address` (it indexes both).
-pub fn dpdk_map(file: &str, doc: &serde_json::Value) -> Result<Vec<DpdkBound>, super::ExpectError> {
-    let err = |path: String, reason: &str| super::ExpectError {
-        file: file.to_owned(),
-        path,
-        reason: reason.to_owned(),
-    };
-    let list = match doc {
-        serde_json::Value::Null => return Ok(Vec::new()),
-        serde_json::Value::Array(a) => a,
-        _ => {
-            return Err(err(
-                String::new(),
-                "not a list: os-net-config would fail reading it",
-            ))
-        }
-    };
-    list.iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let field = |k: &str| e.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-            Ok(DpdkBound {
-                name: field("name").ok_or_else(|| {
-                    err(
-                        format!("[{i}].name"),
-                        "missing: os-net-config would fail on this entry",
-                    )
-                })?,
-                pci_address: field("pci_address").ok_or_else(|| {
-                    err(
-                        format!("[{i}].pci_address"),
-                        "missing: os-net-config would fail on this entry",
-                    )
-                })?,
-                mac_address: field("mac_address"),
-                vf: false,
-            })
-        })
-        .collect()
-}
-
-/// The SR-IOV PF and VF names of `sriov_config.yaml` (`device_type`
-/// `pf` / `vf`); entries without both keys are left out.
-#[must_use]
-pub fn sriov_names(doc: &serde_json::Value) -> (Vec<String>, Vec<String>) {
-    let mut pfs = Vec::new();
-    let mut vfs = Vec::new();
-    for e in doc.as_array().into_iter().flatten() {
-        let name = e.get("name").and_then(|v| v.as_str());
-        match (e.get("device_type").and_then(|v| v.as_str()), name) {
-            (Some("pf"), Some(n)) => pfs.push(n.to_owned()),
-            (Some("vf"), Some(n)) => vfs.push(n.to_owned()),
-            _ => {}
-        }
-    }
-    (pfs, vfs)
 }
 
 /// NICs in os-net-config's order as `utils._ordered_nics` builds it: the

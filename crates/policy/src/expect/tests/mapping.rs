@@ -264,6 +264,16 @@ fn a_mapping_os_net_config_refuses_is_said_so() {
         let n = crate::expect::next_run(&s, &st);
         assert!(n.refused.is_some(), "{m}");
         assert!(n.map.is_empty());
+        let e = plan(&s, Some(&m));
+        let t = nic_table(&s, &e);
+        assert_eq!(t.len(), 6);
+        assert!(
+            t.values().all(|r| r
+                .reason
+                .as_deref()
+                .is_some_and(|w| w.contains("would stop at the mapping file"))),
+            "{t:?}"
+        );
     }
     // The name of an inactive NIC may be an alias.
     let s = six(&["eth0"]);
