@@ -368,9 +368,23 @@ impl Service {
     /// # Errors
     /// No such waiver; the store could not record the end (yet).
     pub async fn remove_waiver(&self, id: i64, actor: String) -> Result<(), ServiceError> {
-        let w = write(&self.fleet)
-            .remove_waiver(id, Instant::now())
-            .map_err(ServiceError::from)?;
+        let removed = write(&self.fleet).remove_waiver(id, Instant::now());
+        let w = match removed {
+            Ok(w) => w,
+            // Granted through another replica a moment ago, before this
+            // one followed: the shared store decides. A 404 here would tell
+            // an operator the waiver is gone while the other replica's gate
+            // still counts it.
+            Err(FleetError::NoSuchWaiver(_)) if self.shared => {
+                let now = crate::clock::wall();
+                self.store(move |s| s.active_waivers(now))
+                    .await?
+                    .into_iter()
+                    .find(|w| w.id == id)
+                    .ok_or(FleetError::NoSuchWaiver(id))?
+            }
+            Err(e) => return Err(e.into()),
+        };
         // In memory at once; written to the local file before the answer,
         // so that neither a restart nor a failover that loses the store's
         // record brings it back.
