@@ -5,8 +5,8 @@
 //! gate question arrives among them. On one pool of threads the question's
 //! connection waits in a worker's run queue behind report connections: at
 //! 100,000 nodes and 11,000 reports/s on 2 vCPUs, up to 4.7 ms before its
-//! handler ran, for an answer that then took 0.2 ms (docs/benchmarks.md,
-//! session 9). So a connection whose first request is a report
+//! handler ran, for an answer that then took 0.2 ms
+//! (docs/bench-logs/history.md, 2026-11-26, 174c80f). So a connection whose first request is a report
 //! (`POST /v1/reports`) is handed, after its TLS handshake, to a second
 //! runtime, the [`ReportPool`] (threads named `preflight-reports`, at a
 //! lower priority: [`REPORT_NICE`]); every other connection (the gate, the page, the rest of the API, metrics)
@@ -39,7 +39,7 @@ const FIRST_BYTES: usize = 24;
 /// [`FIRST_BYTES`] left the rest of the first record's plaintext in
 /// rustls's buffers in a way that kept memory: 10,000 TLS agents took 337
 /// MiB against 272 before the hand-off (281 with this read;
-/// docs/benchmarks.md, session 10).
+/// docs/bench-logs/history.md, 2026-11-26, e4129b0..2cc3976).
 const FIRST_READ: usize = 8192;
 
 /// Whether a connection's first bytes are a report's request line. Fewer
