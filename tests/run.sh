@@ -22,6 +22,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 bash tests/vm/prepare.sh >/dev/null   # qemu, busybox, kernel image (cached)
+bash tests/vm/rig-prepare.sh >/dev/null   # lldpd, tcpdump, bridge modules for the two-switch rig (cached)
 bash tests/vm/systemd-image.sh >/dev/null   # Debian 12 systemd VM image (cached; ~4 min when its recipe changes)
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 

@@ -54,6 +54,13 @@ pub struct VmSpec {
     pub guestfwd_port: Option<u16>,
     /// More host binaries to put in the guest's /bin (same libc as the host).
     pub extra_bins: Vec<PathBuf>,
+    /// A directory copied over the initramfs root (binaries with their
+    /// libraries, modules, /etc files), e.g. the two-switch rig's overlay
+    /// from tests/vm/rig-prepare.sh.
+    pub overlay: Option<PathBuf>,
+    /// Files written into the initramfs: (path inside the guest, contents);
+    /// executable.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for VmSpec {
@@ -63,6 +70,8 @@ impl Default for VmSpec {
             memory_mib: 512,
             guestfwd_port: None,
             extra_bins: Vec::new(),
+            overlay: None,
+            files: Vec::new(),
         }
     }
 }
@@ -172,6 +181,21 @@ impl Vm {
                     std::fs::copy(lib, &dst).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
                 }
             }
+        }
+        if let Some(overlay) = &spec.overlay {
+            run_ok(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(overlay.join("."))
+                    .arg(&root),
+                "copy the overlay into the initramfs",
+            );
+        }
+        for (path, contents) in &spec.files {
+            let dst = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(dst.parent().expect("file dir")).expect("mkdir for file");
+            std::fs::write(&dst, contents).unwrap_or_else(|e| panic!("write {path}: {e}"));
+            run_ok(Command::new("chmod").arg("+x").arg(&dst), "chmod file");
         }
         std::fs::write(root.join("init"), INIT).expect("write init");
         run_ok(

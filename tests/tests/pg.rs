@@ -39,7 +39,7 @@ fn schema_2_gains_retired_boots_in_place() {
     );
     let mut s = Store::open(&db(&pg)).expect("migrated");
     let v = pg.psql("preflight", "SELECT version FROM schema_version");
-    assert_eq!(v.trim(), "3");
+    assert_eq!(v.trim(), "4");
     let r = s.reports().expect("reports");
     assert_eq!((r[0].boot_id.as_str(), r[0].seq), ("b2", 3));
     assert!(r[0].retired_boots.is_empty());

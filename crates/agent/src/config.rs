@@ -60,6 +60,13 @@ pub const MIN_DHCP_PROBE_INTERVAL: Duration = Duration::from_secs(60);
 /// Longest DHCP probe interval.
 pub const MAX_DHCP_PROBE_INTERVAL: Duration = Duration::from_secs(86_400);
 
+/// Default time between member path checks (`agent.member_path_check`).
+pub const DEFAULT_MEMBER_PATH_INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest: a round is a few ARP probes per member and network.
+pub const MIN_MEMBER_PATH_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest member path interval.
+pub const MAX_MEMBER_PATH_INTERVAL: Duration = Duration::from_secs(600);
+
 /// `[agent]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +94,7 @@ pub struct RawAgentSection {
     ovsdb: Option<Spanned<String>>,
     dhcp_probe: Option<bool>,
     dhcp_probe_interval: Option<Spanned<String>>,
+    member_path_check: Option<Spanned<String>>,
     tls: Option<RawClientTls>,
 }
 
@@ -140,6 +148,8 @@ pub struct AgentSection {
     pub ovsdb: Option<preflight_ovsdb::SocketPaths>,
     /// DHCP probe interval (`agent.dhcp_probe = true`); `None`: off.
     pub dhcp_probe: Option<Duration>,
+    /// Member path check interval (`agent.member_path_check`); `None`: off.
+    pub member_path_check: Option<Duration>,
     /// `[agent.tls]`.
     pub tls: TlsOptions,
 }
@@ -180,11 +190,22 @@ impl RawAgentSection {
         let probes = self.probes(prefix)?;
         let ovsdb = self.ovsdb(prefix)?;
         let dhcp_probe = self.dhcp_probe(prefix)?;
+        let member_path_check = match &self.member_path_check {
+            Some(v) if v.get_ref() == "off" => None,
+            v => Some(duration_at(
+                key("member_path_check"),
+                v.as_ref(),
+                DEFAULT_MEMBER_PATH_INTERVAL,
+                MIN_MEMBER_PATH_INTERVAL,
+                MAX_MEMBER_PATH_INTERVAL,
+            )?),
+        };
         let tls = tls(prefix, self.tls.unwrap_or_default(), &aggregators)?;
         Ok(AgentSection {
             tls,
             ovsdb,
             dhcp_probe,
+            member_path_check,
             node: self.node.map(Spanned::into_inner),
             labels: self.labels,
             aggregators,
@@ -453,6 +474,7 @@ impl AgentSection {
             probe: self.probe,
             ovsdb: self.ovsdb,
             dhcp_probe: self.dhcp_probe,
+            member_path_check: self.member_path_check,
             tls: self.tls,
         })
     }
@@ -487,6 +509,17 @@ mod tests {
         assert_eq!(e.key, "agent.node");
         let e = section("probes = [\"ftp:1.2.3.4\"]").expect_err("bad probe");
         assert_eq!(e.key, "agent.probes[0]");
+    }
+
+    #[test]
+    fn member_path_check_is_on_by_default_and_can_be_switched_off() {
+        let on = section("").expect("default").member_path_check;
+        assert_eq!(on, Some(DEFAULT_MEMBER_PATH_INTERVAL));
+        assert!(on.is_some_and(|d| d <= Duration::from_secs(10)));
+        let off = section("member_path_check = \"off\"").expect("off");
+        assert_eq!(off.member_path_check, None);
+        let e = section("member_path_check = \"100ms\"").expect_err("too often");
+        assert_eq!(e.key, "agent.member_path_check");
     }
 
     #[test]

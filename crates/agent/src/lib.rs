@@ -15,6 +15,8 @@ pub mod config;
 pub mod dhcp;
 pub mod expectations;
 pub mod fanout;
+pub mod lldp;
+pub mod member_path;
 pub mod metrics;
 pub mod monitor;
 
@@ -74,6 +76,8 @@ pub struct AgentConfig {
     pub ovsdb: Option<preflight_ovsdb::SocketPaths>,
     /// DHCP probe interval (`agent.dhcp_probe`); `None`: off.
     pub dhcp_probe: Option<Duration>,
+    /// Member path check interval (`agent.member_path_check`); `None`: off.
+    pub member_path_check: Option<Duration>,
     /// How `https://` aggregators are verified, and the client certificate.
     pub tls: preflight_client::TlsOptions,
 }
@@ -93,6 +97,19 @@ impl AgentConfig {
                 .collect(),
             config: self.probe.clone(),
         }
+    }
+
+    /// The member path check this configuration asks for.
+    #[must_use]
+    pub fn member_paths(&self) -> Option<member_path::PathCheckConfig> {
+        self.member_path_check
+            .map(|interval| member_path::PathCheckConfig {
+                interval,
+                per_try: self.probe.timeout,
+                tries: member_path::TRIES,
+                probe: self.probe.clone(),
+                configured: member_path::configured_addresses(&self.probes),
+            })
     }
 }
 
@@ -155,6 +172,7 @@ pub async fn run(
         probes: Some(cfg.probe_plan()),
         ovsdb: cfg.ovsdb.clone(),
         dhcp_probe: cfg.dhcp_probe,
+        member_paths: cfg.member_paths(),
     })
     .await?;
     let metrics = AgentMetrics::new();

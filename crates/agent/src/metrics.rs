@@ -33,6 +33,8 @@ pub struct AgentMetrics {
     probe_up: IntGaugeVec,
     probe_loss: prometheus::GaugeVec,
     probe_rtt: prometheus::GaugeVec,
+    member_path_up: IntGaugeVec,
+    lldp_neighbor: IntGaugeVec,
     node_go: IntGauge,
     resyncs: IntCounterVec,
     parse_errors: IntCounter,
@@ -133,6 +135,16 @@ impl AgentMetrics {
                 "1 while a reachability probe target is not failed, 0 once it failed.",
                 &["target"],
             ),
+            member_path_up: gauge(
+                "preflight_bond_member_path_up",
+                "1 while a bond member on its own reaches a target of a network its bond carries (ARP through that member), 0 when it does not or cannot be checked.",
+                &["bond", "member", "network", "target"],
+            ),
+            lldp_neighbor: gauge(
+                "preflight_lldp_neighbor_info",
+                "1 per bond member that hears a switch over LLDP, naming the switch and its port (texts escaped, at most 255 bytes).",
+                &["member", "chassis_id", "system_name", "port_id"],
+            ),
             probe_loss: prometheus::GaugeVec::new(
                 Opts::new(
                     "preflight_probe_loss_ratio",
@@ -212,6 +224,8 @@ impl AgentMetrics {
             Box::new(m.probe_up.clone()),
             Box::new(m.probe_loss.clone()),
             Box::new(m.probe_rtt.clone()),
+            Box::new(m.member_path_up.clone()),
+            Box::new(m.lldp_neighbor.clone()),
             Box::new(m.node_go.clone()),
             Box::new(m.resyncs.clone()),
             Box::new(m.parse_errors.clone()),
@@ -333,6 +347,21 @@ impl AgentMetrics {
                 self.probe_rtt.with_label_values(&l).set(ms / 1000.0);
             }
         }
+        self.member_path_up.reset();
+        for p in &state.member_paths {
+            let target = p.target.to_string();
+            self.member_path_up
+                .with_label_values(&[&p.bond, &p.member, &p.network, &target])
+                .set(i64::from(p.up));
+        }
+        // Reset first: a neighbour whose TTL ran out leaves no series behind.
+        self.lldp_neighbor.reset();
+        for n in &state.lldp {
+            let name = n.system_name.as_deref().unwrap_or_default();
+            self.lldp_neighbor
+                .with_label_values(&[&n.member, &n.chassis_id, name, &n.port_id])
+                .set(1);
+        }
         self.node_go.set(i64::from(state.verdict == Verdict::Go));
     }
 
@@ -431,6 +460,37 @@ mod tests {
             rtt_ms: Some(1.5),
             consecutive_failures: 0,
             last_error: None,
+        });
+        state.lldp.push(preflight_model::LldpNeighbor {
+            member: "eth0".into(),
+            chassis_id: "52:54:00:00:00:0a".into(),
+            chassis_id_subtype: "mac".into(),
+            port_id: "swp1".into(),
+            port_id_subtype: "ifname".into(),
+            ttl_s: 120,
+            system_name: Some("switch-A".into()),
+            port_descr: None,
+            mgmt_address: None,
+            pvid: None,
+            vlans: Vec::new(),
+            max_frame_size: None,
+            aggregation: None,
+            since: std::time::SystemTime::now(),
+        });
+        state.member_paths.push(preflight_model::MemberPathStatus {
+            bond: "bond0".into(),
+            member: "eth0".into(),
+            network: "bond0".into(),
+            vlan: None,
+            target: std::net::Ipv4Addr::new(192, 0, 2, 1),
+            sent: 1,
+            answered: 1,
+            failed: false,
+            up: true,
+            consecutive_failures: 0,
+            source_mac: None,
+            last_error: None,
+            unchecked: false,
         });
         m.update(&Arc::new(state));
         m.update_watch(&WatchStats::default());

@@ -37,6 +37,7 @@ pub struct Pipeline {
     expected: Option<Source>,
     expectations: Option<Arc<Expectations>>,
     dhcp_probes: Vec<preflight_model::DhcpProbeResult>,
+    member_paths: Vec<preflight_model::MemberPathStatus>,
 }
 
 impl Pipeline {
@@ -56,6 +57,7 @@ impl Pipeline {
             expected,
             expectations: None,
             dhcp_probes: Vec::new(),
+            member_paths: Vec::new(),
         }
     }
 
@@ -82,13 +84,25 @@ impl Pipeline {
         state.probes = self.evaluator.probes().to_vec();
         if let Some(e) = self.evaluator.expectations() {
             state.nic_mapping = preflight_policy::expect::nic_table(snap, e);
+            if !state.nic_mapping.is_empty() {
+                state.nic_rules = Some(e.nics.osnc.rules());
+            }
+            state.fallback = preflight_policy::expect::predict_fallback(snap, e, &self.dhcp_probes);
         }
         state.dhcp_probes.clone_from(&self.dhcp_probes);
+        state.member_paths.clone_from(&self.member_paths);
         state
+    }
+
+    /// The latest member path checks, judged and reported from now on.
+    pub fn set_member_paths(&mut self, paths: Vec<preflight_model::MemberPathStatus>) {
+        self.evaluator.set_member_paths(paths.clone());
+        self.member_paths = paths;
     }
 
     /// The latest DHCP probe results, reported with every state from now on.
     pub fn set_dhcp_probes(&mut self, results: Vec<preflight_model::DhcpProbeResult>) {
+        self.evaluator.set_dhcp_probes(results.clone());
         self.dhcp_probes = results;
     }
 
@@ -181,6 +195,8 @@ pub struct MonitorConfig {
     pub ovsdb: Option<preflight_ovsdb::SocketPaths>,
     /// DHCP probe interval (`agent.dhcp_probe`); `None`: off.
     pub dhcp_probe: Option<Duration>,
+    /// The member path check (`agent.member_path_check`); `None`: off.
+    pub member_paths: Option<crate::member_path::PathCheckConfig>,
 }
 
 /// How long the first state waits for OVSDB's first answer, so that a
@@ -219,7 +235,18 @@ impl NodeMonitor {
             // The watch starts Unreadable ("not read yet"); give it a moment.
             let _ = tokio::time::timeout(OVSDB_FIRST_WAIT, rx.changed()).await;
         }
+        let mut path_task = None;
+        let mut paths_rx = None;
+        if let Some(pc) = cfg.member_paths.clone() {
+            let (rx, task) = crate::member_path::spawn(pc, w.snapshots.clone());
+            paths_rx = Some(rx);
+            path_task = Some(task);
+        }
+        // Passive and always on: LLDP costs a socket per bond member.
+        let (lldp_rx, lldp_task) = crate::lldp::spawn(w.snapshots.clone(), ovs.clone());
         let mut sources = Sources {
+            member_paths: paths_rx,
+            lldp: Some(lldp_rx),
             netlink: w.snapshots,
             ovs,
             ovs_gone: false,
@@ -255,7 +282,8 @@ impl NodeMonitor {
         let window = cfg.watch.coalesce;
         let task = tokio::spawn(async move {
             let r = follow(pipeline, sources, tx, watch_task, window).await;
-            for p in [probe_task, dhcp_task].into_iter().flatten() {
+            lldp_task.abort();
+            for p in [probe_task, dhcp_task, path_task].into_iter().flatten() {
                 p.abort();
             }
             r
@@ -295,6 +323,9 @@ struct Sources {
     probes: Option<watch::Receiver<Vec<preflight_model::ProbeStatus>>>,
     /// The interfaces to DHCP-probe (sent) and the results (received).
     dhcp: Option<DhcpChannels>,
+    member_paths: Option<watch::Receiver<Vec<preflight_model::MemberPathStatus>>>,
+    /// The bond members' LLDP neighbours (`crate::lldp`).
+    lldp: Option<watch::Receiver<preflight_model::lldp::LldpState>>,
     /// Shared with the netlink watch while OVSDB adds nothing to it: a
     /// clone per evaluation was measurable in a flap storm.
     snap: Arc<Snapshot>,
@@ -319,6 +350,12 @@ impl Sources {
         };
         if snap.ovs != ovs {
             Arc::make_mut(&mut snap).ovs = ovs;
+        }
+        if let Some(l) = self.lldp.as_mut() {
+            let l = l.borrow_and_update();
+            if snap.lldp != *l {
+                Arc::make_mut(&mut snap).lldp = l.clone();
+            }
         }
         self.snap = snap;
     }
@@ -414,6 +451,22 @@ async fn follow(
                         pipeline.set_dhcp_probes(results);
                     }
                     Err(_) => src.dhcp = None,
+                }
+                dirty = true;
+            }
+            r = async { src.lldp.as_mut().expect("guarded").changed().await }, if src.lldp.is_some() => {
+                if r.is_err() {
+                    src.lldp = None;
+                }
+                dirty = true;
+            }
+            r = async { src.member_paths.as_mut().expect("guarded").changed().await }, if src.member_paths.is_some() => {
+                match r {
+                    Ok(()) => {
+                        let paths = src.member_paths.as_mut().expect("guarded").borrow_and_update().clone();
+                        pipeline.set_member_paths(paths);
+                    }
+                    Err(_) => src.member_paths = None,
                 }
                 dirty = true;
             }

@@ -64,9 +64,11 @@ impl From<FleetError> for ApiError {
             FleetError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             FleetError::BadReport(_) => (StatusCode::BAD_REQUEST, "bad_report"),
             FleetError::BadWaiver(_) => (StatusCode::BAD_REQUEST, "bad_waiver"),
-            FleetError::NoSuchWaiver(_) | FleetError::NoSuchNode(_) => {
-                (StatusCode::NOT_FOUND, "not_found")
-            }
+            FleetError::BadLease(_) => (StatusCode::BAD_REQUEST, "bad_lease"),
+            FleetError::Leased(_) => (StatusCode::CONFLICT, "leased"),
+            FleetError::NoSuchWaiver(_)
+            | FleetError::NoSuchNode(_)
+            | FleetError::NoSuchLease(_) => (StatusCode::NOT_FOUND, "not_found"),
         };
         Self::new(status, code, e.to_string())
     }

@@ -68,6 +68,10 @@ pub struct Families {
     /// How long a reload held the fleet's write lock (only reloads that
     /// found something to change take it).
     pub replica_reload_lock: Histogram,
+    /// Nodes under a maintenance lease or back from one within their grace.
+    pub nodes_in_maintenance: IntGauge,
+    /// Nodes blocked by MAINTENANCE_OVERRUN.
+    pub maintenance_overruns: IntGauge,
 }
 
 /// Reasons a report can be rejected (the complete label set).
@@ -184,6 +188,16 @@ impl Metrics {
             "Waivers removed or expired in memory (no longer in force) whose end the store has not recorded yet; retried every second. Until it is 0, a restart would bring them back.",
         )
         .expect("valid metric");
+        let nodes_in_maintenance = IntGauge::new(
+            "preflight_aggregator_nodes_in_maintenance",
+            "Nodes under a maintenance lease, or whose lease ended and that are not back and go yet within the grace time: out of every scope (they neither block nor count as ready).",
+        )
+        .expect("valid metric");
+        let maintenance_overruns = IntGauge::new(
+            "preflight_aggregator_maintenance_overruns",
+            "Nodes blocked by MAINTENANCE_OVERRUN: their lease ended and they were not back and go within the grace time.",
+        )
+        .expect("valid metric");
         // 1 ms .. 16 s: a reload of 100,000 nodes takes a fraction of a second.
         let buckets = prometheus::exponential_buckets(0.001, 4.0, 8).expect("valid buckets");
         let replica_reload = HistogramVec::new(
@@ -233,6 +247,8 @@ impl Metrics {
             Box::new(waiver_ends_unrecorded.clone()),
             Box::new(replica_reload.clone()),
             Box::new(replica_reload_lock.clone()),
+            Box::new(nodes_in_maintenance.clone()),
+            Box::new(maintenance_overruns.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -264,6 +280,8 @@ impl Metrics {
             waiver_ends_unrecorded,
             replica_reload,
             replica_reload_lock,
+            nodes_in_maintenance,
+            maintenance_overruns,
         }))
     }
 

@@ -39,6 +39,8 @@ pub const MAX_PAUSE: Duration = Duration::from_millis(300);
 enum Scope {
     /// Nothing the fleet holds (an audit entry).
     Nothing,
+    /// Maintenance leases only.
+    Leases,
     /// Waivers only.
     Waivers,
     /// Inventory and waivers (also for a payload this version does not know).
@@ -51,6 +53,7 @@ fn scope_of(payloads: &[String]) -> Scope {
         .iter()
         .map(|p| match p.split(' ').next() {
             Some("audit") => Scope::Nothing,
+            Some("leases") => Scope::Leases,
             Some("waivers") => Scope::Waivers,
             _ => Scope::All,
         })
@@ -77,8 +80,20 @@ fn reload(
     scope: Scope,
     why: &str,
 ) -> Option<Duration> {
+    if scope >= Scope::Leases {
+        // Leases are few: read them whole with every reload (so a batch of
+        // announcements that asks for more still reads them).
+        let started = Instant::now();
+        if let Err(e) = service.reload_leases() {
+            tracing::warn!(error = %e, why, "cannot reload maintenance leases from the shared store");
+            return None;
+        }
+        if scope == Scope::Leases {
+            return Some(started.elapsed());
+        }
+    }
     let r = match scope {
-        Scope::Nothing => return Some(Duration::ZERO),
+        Scope::Nothing | Scope::Leases => return Some(Duration::ZERO),
         Scope::Waivers => service.reload_waivers(),
         Scope::All => service.reload(known),
     };
@@ -194,6 +209,8 @@ mod tests {
         assert_eq!(s(&[]), Scope::Nothing);
         assert_eq!(s(&["audit r1"]), Scope::Nothing);
         assert_eq!(s(&["audit r1", "waivers r2"]), Scope::Waivers);
+        assert_eq!(s(&["audit r1", "leases r2"]), Scope::Leases);
+        assert_eq!(s(&["leases r1", "waivers r2"]), Scope::Waivers);
         assert_eq!(s(&["waivers r1", "nodes r2", "audit r1"]), Scope::All);
         // A kind this version does not know: read everything.
         assert_eq!(s(&["labels r3"]), Scope::All);

@@ -143,6 +143,7 @@ pub fn build_state(
         RestoreError::Store(e) => ServeError::Store(e),
         RestoreError::Inventory(e) => ServeError::Inventory(e),
     })?;
+    service.reload_leases()?;
     let state = AppState::new(Shared {
         service,
         auth: Arc::new(cfg.auth.clone()),
@@ -180,6 +181,7 @@ pub async fn run(
         drop(crate::replicas::spawn_follower(state.service.clone(), pg));
     }
     let sweeper = tokio::spawn(state.service.clone().sweep());
+    let lease_sweeper = tokio::spawn(state.service.clone().sweep_leases());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -206,6 +208,7 @@ pub async fn run(
         None => crate::conn::serve(listener, app, limits, &metrics, shutdown).await,
     };
     sweeper.abort();
+    lease_sweeper.abort();
     drop(writer); // the writer ends when the last sender (in the router state) is dropped
     served.map_err(|source| ServeError::Listen { addr, source })
 }

@@ -3,9 +3,9 @@
 //! a pipeline stops the rollout on the first node that came back different.
 
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use preflight_model::{NodeState, Verdict};
+use preflight_model::{sort_findings, LldpNeighbor, NodeState, Verdict};
 use preflight_policy::expect::{self, Expectations};
 use preflight_policy::Evaluator;
 
@@ -24,11 +24,16 @@ enum Action {
         /// Where to write it.
         #[arg(long, short)]
         out: PathBuf,
+        /// How long to listen for each bond member's switch over LLDP (kept
+        /// in the baseline; ends early once every member was heard; `0s`: none).
+        #[arg(long, value_name = "DURATION", default_value = "35s", value_parser = crate::cmd::parse_duration)]
+        lldp_wait: Duration,
     },
     /// Compare the current state with a saved baseline: exit 0 same, 1 different, 2 could not decide.
     #[command(
         after_help = "Every difference is a finding: EXPECTED_INTERFACE_MISSING, BOND_MEMBER_MISSING,\n\
-EXPECTED_ADDRESS_MISSING, UNEXPECTED_DHCP, DEFAULT_ROUTE_MISSING, MTU_MISMATCH, BOND_MODE_MISMATCH;\n\
+EXPECTED_ADDRESS_MISSING, UNEXPECTED_DHCP, DEFAULT_ROUTE_MISSING, MTU_MISMATCH, BOND_MODE_MISMATCH,\n\
+LLDP_NEIGHBOR_CHANGED (a bond member on another switch or port);\n\
 the default rules (BOND_PORT_DOWN, ...) apply as well."
     )]
     Compare {
@@ -40,11 +45,22 @@ the default rules (BOND_PORT_DOWN, ...) apply as well."
         /// preflight configuration (policy settings).
         #[arg(long, short, value_name = "FILE", env = "PREFLIGHT_CONFIG")]
         config: Option<PathBuf>,
+        /// How long to listen for the members' switches when the baseline
+        /// has LLDP neighbours (ends early once every member was heard).
+        #[arg(long, value_name = "DURATION", default_value = "35s", value_parser = crate::cmd::parse_duration)]
+        lldp_wait: Duration,
     },
 }
 
+/// The LLDP neighbours a baseline file holds beside its expectations.
+#[derive(serde::Deserialize)]
+struct BaselineLldp {
+    #[serde(default)]
+    lldp: Vec<LldpNeighbor>,
+}
+
 pub async fn run(args: BaselineArgs) -> u8 {
-    let snap = match preflight_netlink::dump().await {
+    let mut snap = match preflight_netlink::dump().await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("preflight baseline: cannot read this node's network state: {e}");
@@ -52,9 +68,14 @@ pub async fn run(args: BaselineArgs) -> u8 {
         }
     };
     match args.action {
-        Action::Save { out } => {
+        Action::Save { out, lldp_wait } => {
             let b = expect::from_snapshot(&snap, &out.display().to_string());
-            let text = serde_json::to_string_pretty(&b).expect("baseline serializes");
+            // The neighbours ride beside the expectations: a reader that
+            // does not know them (an older preflight) ignores the key.
+            let mut v = serde_json::to_value(&b).expect("baseline serializes");
+            let heard = crate::lldp::heard(&snap, lldp_wait).await;
+            v["lldp"] = serde_json::to_value(&heard.neighbors).expect("neighbours serialize");
+            let text = serde_json::to_string_pretty(&v).expect("baseline serializes");
             match std::fs::write(&out, text + "\n") {
                 Ok(()) => {
                     emit(&format!(
@@ -70,7 +91,12 @@ pub async fn run(args: BaselineArgs) -> u8 {
                 }
             }
         }
-        Action::Compare { file, json, config } => {
+        Action::Compare {
+            file,
+            json,
+            config,
+            lldp_wait,
+        } => {
             let cfg = match config::load(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -78,11 +104,15 @@ pub async fn run(args: BaselineArgs) -> u8 {
                     return EXIT_USAGE;
                 }
             };
-            let baseline: Expectations = match std::fs::read_to_string(&file)
+            let parsed = std::fs::read_to_string(&file)
                 .map_err(|e| e.to_string())
                 .and_then(|t| {
-                    serde_json::from_str(&t).map_err(|e| format!("not a baseline file: {e}"))
-                }) {
+                    let e = serde_json::from_str::<Expectations>(&t);
+                    let l = serde_json::from_str::<BaselineLldp>(&t);
+                    e.and_then(|e| Ok((e, l?.lldp)))
+                        .map_err(|e| format!("not a baseline file: {e}"))
+                });
+            let (baseline, neighbors) = match parsed {
                 Ok(b) => b,
                 Err(e) => {
                     eprintln!("preflight baseline: {}: {e}", file.display());
@@ -94,7 +124,17 @@ pub async fn run(args: BaselineArgs) -> u8 {
                 source: file.display().to_string(),
                 ..baseline
             }));
-            let findings = ev.evaluate(&snap, Instant::now(), SystemTime::now());
+            if !neighbors.is_empty() {
+                snap.lldp = crate::lldp::heard(&snap, lldp_wait).await;
+            }
+            let now = SystemTime::now();
+            let mut findings = ev.evaluate(&snap, Instant::now(), now);
+            findings.extend(preflight_policy::lldp::findings(
+                preflight_policy::lldp::changed(&snap, &neighbors),
+                ev.config(),
+                now,
+            ));
+            sort_findings(&mut findings);
             let mut state = NodeState::new(cfg.agent.node, &snap, findings);
             state.expected_from = Some(file.display().to_string());
             if json {

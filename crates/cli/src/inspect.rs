@@ -54,7 +54,25 @@ pub struct Args {
     /// agent.dhcp_probe_interval (default 10m).
     #[arg(long)]
     dhcp_probe: bool,
+    /// Do not check each bond member's own path (an ARP probe out of each
+    /// member to the gateways or neighbours of every network its bond
+    /// carries; adds at most 2 s). With --watch, the check repeats every
+    /// agent.member_path_check (default 10s).
+    #[arg(long)]
+    no_path_check: bool,
+    /// How long to listen for LLDP on the bond members (their switch and
+    /// port, BOND_SINGLE_SWITCH, MTU_EXCEEDS_SWITCH, SWITCH_VLAN_MISSING),
+    /// alongside the path check. Switches send every 30 s, so the default
+    /// mostly hears nothing; `31s` waits out one interval, `0s` skips it.
+    /// The agent listens all the time. Ignored with --watch (it listens).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::cmd::parse_duration)]
+    lldp_wait: std::time::Duration,
 }
+
+/// Requests per path in one-shot `inspect`, and the wait for each: at most
+/// 1.8 s added when a path does not answer.
+const PATH_TRIES: u32 = 3;
+const PATH_PER_TRY: std::time::Duration = std::time::Duration::from_millis(600);
 
 fn exit_for(v: Verdict) -> u8 {
     match v {
@@ -71,6 +89,8 @@ pub async fn run(args: Args) -> u8 {
             return EXIT_USAGE;
         }
     };
+    let member_paths = cfg.agent.member_paths();
+    let configured = preflight_agent::member_path::configured_addresses(&cfg.agent.probes);
     let node = args.node.clone().unwrap_or(cfg.agent.node);
     let expected = match &args.os_net_config {
         Some(p) => Some(Source::new(p.clone(), args.nic_mapping.clone())),
@@ -98,6 +118,11 @@ pub async fn run(args: Args) -> u8 {
                     .dhcp_probe
                     .unwrap_or(preflight_agent::config::DEFAULT_DHCP_PROBE_INTERVAL)
             }),
+            member_paths: if args.no_path_check {
+                None
+            } else {
+                member_paths
+            },
         })
         .await;
         return match monitor {
@@ -114,7 +139,7 @@ pub async fn run(args: Args) -> u8 {
         cfg.agent.configured_expectations,
         expected,
     );
-    let snap = match preflight_netlink::dump().await {
+    let mut snap = match preflight_netlink::dump().await {
         Ok(mut s) => {
             if let Some(paths) = &ovsdb {
                 s.ovs = preflight_ovsdb::read_once(paths).await;
@@ -140,6 +165,22 @@ pub async fn run(args: Args) -> u8 {
         }
         pipeline.set_dhcp_probes(results);
     }
+    // Side by side: together they add at most the longer of the two.
+    let paths = async {
+        if args.no_path_check {
+            None
+        } else {
+            Some(
+                preflight_agent::member_path::once(&snap, &configured, PATH_TRIES, PATH_PER_TRY)
+                    .await,
+            )
+        }
+    };
+    let (paths, lldp) = tokio::join!(paths, crate::lldp::heard(&snap, args.lldp_wait));
+    if let Some(p) = paths {
+        pipeline.set_member_paths(p);
+    }
+    snap.lldp = lldp;
     let state = pipeline.state(&snap);
     if args.json {
         match serde_json::to_string_pretty(&state) {

@@ -6,7 +6,9 @@ mod baseline;
 mod cmd;
 mod config;
 mod inspect;
+mod lldp;
 mod output;
+mod paths_view;
 #[cfg(test)]
 mod port_state_tests;
 mod probe;
@@ -107,6 +109,16 @@ enum DebugCommand {
     NodeToken {
         /// The node name, as the agent reports it.
         node: String,
+    },
+    /// Listen for LLDP on one interface (never sending any) and print, as
+    /// JSON, the neighbour heard and the listener's counters.
+    Lldp {
+        /// The interface (a bond member).
+        #[arg(long)]
+        interface: String,
+        /// How long to listen (switches send every 30 s).
+        #[arg(long, default_value_t = 31)]
+        seconds: u64,
     },
     /// Decode a capture file and print the snapshot as JSON.
     Decode {
@@ -222,6 +234,9 @@ fn main() -> ExitCode {
                 }
             }
             Command::Debug(DebugCommand::Decode { file }) => debug_decode(&file),
+            Command::Debug(DebugCommand::Lldp { interface, seconds }) => {
+                lldp::debug(interface, seconds).await
+            }
             Command::Debug(DebugCommand::NodeToken { node }) => {
                 match preflight_aggregator::auth::mint_node_token(&node) {
                     Ok((token, line)) => {

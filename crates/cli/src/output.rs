@@ -81,8 +81,8 @@ pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
     for b in &state.bonds {
         let _ = writeln!(o);
         match b.kind {
-            BondKind::Kernel => kernel_bond(&mut o, b),
-            BondKind::Ovs => ovs_bond(&mut o, b),
+            BondKind::Kernel => kernel_bond(&mut o, b, &state.member_paths, &state.lldp),
+            BondKind::Ovs => ovs_bond(&mut o, b, &state.lldp),
         }
     }
     if !state.nic_mapping.is_empty() {
@@ -91,6 +91,9 @@ pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
             o,
             "os-net-config nicN names (in force = built on; next run = what os-net-config would map now)"
         );
+        if let Some(r) = &state.nic_rules {
+            let _ = writeln!(o, "  following {}", escape(&r.why));
+        }
         let _ = writeln!(o, "  {:<8} {:<14} {:<14}", "NAME", "IN FORCE", "NEXT RUN");
         for (nic, m) in &state.nic_mapping {
             let _ = writeln!(
@@ -104,6 +107,9 @@ pub fn table(state: &NodeState, source_note: Option<&str>) -> String {
                     .map_or(String::new(), |r| format!("SHIFTED: {}", escape(r)))
             );
         }
+    }
+    if let Some(f) = &state.fallback {
+        fallback(&mut o, f);
     }
     let _ = writeln!(o);
     if state.findings.is_empty() {
@@ -130,7 +136,12 @@ fn ports_up(b: &BondView) -> usize {
     b.ports_up()
 }
 
-fn kernel_bond(o: &mut String, b: &BondView) {
+fn kernel_bond(
+    o: &mut String,
+    b: &BondView,
+    paths: &[preflight_model::MemberPathStatus],
+    lldp: &[preflight_model::LldpNeighbor],
+) {
     let _ = writeln!(
         o,
         "bond {}: mode {}, miimon {} ms, arp_interval {} ms, active {}, {}/{} ports up{}",
@@ -150,13 +161,13 @@ fn kernel_bond(o: &mut String, b: &BondView) {
     );
     let _ = writeln!(
         o,
-        "  {:<14} {:<4} {:<10} {:<7} {:<7} {:>8} {:>4} {:<9} {:<9}",
-        "PORT", "UP", "MII", "STATE", "CARRIER", "FAILURES", "AGG", "ACTOR", "PARTNER"
+        "  {:<14} {:<4} {:<10} {:<7} {:<7} {:>8} {:>4} {:<9} {:<9} {:<8} SWITCH",
+        "PORT", "UP", "MII", "STATE", "CARRIER", "FAILURES", "AGG", "ACTOR", "PARTNER", "PATHS"
     );
     for p in &b.ports {
         let _ = writeln!(
             o,
-            "  {:<14} {:<4} {:<10} {:<7} {:<7} {:>8} {:>4} {:<9} {:<9}",
+            "  {:<14} {:<4} {:<10} {:<7} {:<7} {:>8} {:>4} {:<9} {:<9} {:<8} {}",
             escape(&p.name),
             if p.up { "yes" } else { "NO" },
             match p.port.mii_status {
@@ -177,12 +188,15 @@ fn kernel_bond(o: &mut String, b: &BondView) {
                 .map_or("-".into(), |a| a.to_string()),
             lacp_state(p.port.ad_actor_state),
             lacp_state(p.port.ad_partner_state),
+            crate::paths_view::cell(paths, &b.name, &p.name),
+            crate::lldp::cell(lldp, &p.name),
         );
     }
+    crate::paths_view::misses(o, paths, &b.name);
 }
 
 /// An Open vSwitch bond, with the columns `ovs-vsctl list Interface` shows.
-fn ovs_bond(o: &mut String, b: &BondView) {
+fn ovs_bond(o: &mut String, b: &BondView, lldp: &[preflight_model::LldpNeighbor]) {
     let _ = writeln!(
         o,
         "ovs bond {} (bridge {}): mode {}, lacp {}, active {}, {}/{} members up",
@@ -196,13 +210,13 @@ fn ovs_bond(o: &mut String, b: &BondView) {
     );
     let _ = writeln!(
         o,
-        "  {:<14} {:<6} {:<7} {:<7} {:>6} {:<12} {:<7} ERROR",
-        "MEMBER", "TYPE", "STATE", "LINK", "RESETS", "LACP CURRENT", "SPEED"
+        "  {:<14} {:<6} {:<7} {:<7} {:>6} {:<12} {:<7} {:<24} ERROR",
+        "MEMBER", "TYPE", "STATE", "LINK", "RESETS", "LACP CURRENT", "SPEED", "SWITCH"
     );
     for p in &b.ports {
         let _ = writeln!(
             o,
-            "  {:<14} {:<6} {:<7} {:<7} {:>6} {:<12} {:<7} {}",
+            "  {:<14} {:<6} {:<7} {:<7} {:>6} {:<12} {:<7} {:<24} {}",
             escape(&p.name),
             p.ovs_type
                 .as_deref()
@@ -217,6 +231,7 @@ fn ovs_bond(o: &mut String, b: &BondView) {
             p.port.link_failure_count,
             p.lacp_current.map_or("-", |c| if c { "yes" } else { "NO" }),
             p.speed_mbps.map_or("-".into(), |s| format!("{s}M")),
+            crate::lldp::cell(lldp, &p.name),
             p.error.as_deref().map_or(String::new(), escape),
         );
     }
@@ -272,6 +287,62 @@ const INVISIBLE: &[(u32, u32)] = &[
 fn invisible(c: char) -> bool {
     let c = u32::from(c);
     INVISIBLE.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))
+}
+
+/// What a failed os-net-config run would leave: the fallback, its
+/// interfaces and whether the node stays reachable.
+fn fallback(o: &mut String, f: &preflight_model::FallbackPrediction) {
+    use preflight_model::FallbackKind;
+    let yn = |b: Option<bool>| match b {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "?",
+    };
+    let kind = match f.kind {
+        FallbackKind::FallbackConfig => "its fallback_config",
+        FallbackKind::SafeDefaults => "TripleO's safe defaults (DHCP on every NIC with carrier)",
+        FallbackKind::None => "no fallback",
+    };
+    let verdict = match f.reachable {
+        Some(true) => "reachable",
+        Some(false) => "STRANDED",
+        None => "cannot tell",
+    };
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "if os-net-config fails: {kind}: {verdict}: {}",
+        escape(&f.why)
+    );
+    if f.interfaces.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "  {:<14} {:<5} {:<22} {:<16} {:<5} NOTE",
+        "INTERFACE", "LINK", "ADDRESS", "GATEWAY", "DHCP"
+    );
+    for i in &f.interfaces {
+        let name = match &i.written_as {
+            Some(w) => format!("{} ({})", escape(&i.name), escape(w)),
+            None => escape(&i.name),
+        };
+        let dhcp = if i.addresses.iter().any(|a| a == "dhcp") {
+            yn(i.dhcp_offered)
+        } else {
+            "-"
+        };
+        let _ = writeln!(
+            o,
+            "  {:<14} {:<5} {:<22} {:<16} {:<5} {}",
+            name,
+            yn(i.link),
+            escape(&i.addresses.join(",")),
+            i.gateway.as_deref().map_or("-".into(), escape),
+            dhcp,
+            i.note.as_deref().map_or(String::new(), escape)
+        );
+    }
 }
 
 #[cfg(test)]
@@ -408,7 +479,34 @@ pub(crate) mod escape_tests {
                 },
             )]
             .into(),
+            nic_rules: Some(preflight_model::NicRules {
+                installed: Some(evil.into()),
+                followed: "18.1.0".into(),
+                why: format!("os-net-config 18.1.0's rules: {evil} is installed"),
+            }),
+            fallback: Some(preflight_model::FallbackPrediction {
+                kind: preflight_model::FallbackKind::FallbackConfig,
+                interfaces: vec![preflight_model::FallbackInterface {
+                    name: evil.into(),
+                    written_as: Some(evil.into()),
+                    addresses: vec![evil.into()],
+                    gateway: Some(evil.into()),
+                    link: Some(false),
+                    dhcp_offered: None,
+                    note: Some(evil.into()),
+                }],
+                reachable: Some(false),
+                why: evil.into(),
+            }),
             dhcp_probes: Vec::new(),
+            // A neighbour from a report is not re-escaped by a decoder.
+            lldp: vec![serde_json::from_value(serde_json::json!({
+                "member": evil, "chassis_id": evil, "chassis_id_subtype": "local",
+                "port_id": evil, "port_id_subtype": "local", "ttl_s": 120,
+                "system_name": evil, "since": "2026-01-01T00:00:00Z"
+            }))
+            .expect("a neighbour")],
+            member_paths: Vec::new(),
         };
         let out = super::table(&state, Some(&format!("expected state: {evil}")));
         assert!(out.contains("eth\\u{202e}1\\u{1b}[2J\\u{200b}"), "{out}");

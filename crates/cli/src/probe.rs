@@ -22,7 +22,7 @@ pub struct ProbeArgs {
         required = true,
         value_name = "TARGET",
         value_parser = parse_target,
-        help = "What to probe: icmp:ADDRESS[@DEVICE], tcp:ADDRESS:PORT[@DEVICE], arp:IPV4@DEVICE or dhcp@DEVICE"
+        help = "What to probe: icmp:ADDRESS[@DEVICE], tcp:ADDRESS:PORT[@DEVICE], arp:IPV4@DEVICE, path:IPV4@MEMBER[/VLAN] (one bond member alone, as the member path check sends it) or dhcp@DEVICE"
     )]
     targets: Vec<CliTarget>,
     /// Probes per target; a target counts as reachable when every one is

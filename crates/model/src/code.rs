@@ -108,10 +108,18 @@ codes! {
         MtuMismatch = "MTU_MISMATCH", Critical, "an interface's MTU differs from the configured one";
         BondModeMismatch = "BOND_MODE_MISMATCH", Critical, "a bond's running mode or miimon differs from its bonding_options";
         ReachabilityFailed = "REACHABILITY_FAILED", Critical, "a reachability probe (ICMP or TCP, bound to an interface) failed several times in a row";
+        BondPortNoPath = "BOND_PORT_NO_PATH", Critical, "a bond member cannot reach a peer (ARP through that member alone) that another member of the bond reaches: a failover to it cuts that network off";
+        BondPortPathUnchecked = "BOND_PORT_PATH_UNCHECKED", Warning, "a bond member's own path cannot be checked (a DPDK member has no kernel netdev, or the check could not be sent): its redundancy is unproven";
+        BondSingleSwitch = "BOND_SINGLE_SWITCH", Warning, "every member of an active-backup, balance-alb or balance-tlb bond hears one switch over LLDP: no switch redundancy";
+        MtuExceedsSwitch = "MTU_EXCEEDS_SWITCH", Critical, "a bond member's MTU needs larger frames than its switch port's LLDP maximum frame size: larger packets are dropped there";
+        SwitchVlanMissing = "SWITCH_VLAN_MISSING", Critical, "a VLAN the node uses on a bond is not among the VLANs a member's switch port advertises over LLDP: a failover to that member cuts the VLAN off";
+        LldpNeighborChanged = "LLDP_NEIGHBOR_CHANGED", Critical, "a bond member's switch or switch port (LLDP) differs from the baseline: recabled since";
         ExpectationsInvalid = "EXPECTATIONS_INVALID", Critical, "the expected-state file cannot be read; the last good expectations stay in force";
         OvsStateUnreadable = "OVS_STATE_UNREADABLE", Critical, "Open vSwitch bonds are expected (configuration or kernel) but OVSDB cannot be read, so their health is unknown";
         NicRenumbered = "NIC_RENUMBERED", Critical, "os-net-config's next run would map a nicN name to another NIC than the one it is on now";
         MappingEntryUnmatched = "MAPPING_ENTRY_UNMATCHED", Warning, "an entry of os-net-config's mapping file matches no NIC (a MAC written in upper case, a replaced card): os-net-config ignores it and numbers that name by position";
+        BondHealthUnknown = "BOND_HEALTH_UNKNOWN", Critical, "os-net-config configures a bond whose health preflight cannot see (a contrail_vrouter_dpdk or vpp_bond bond, in a userspace datapath): cannot tell, so no-go unless policy lowers it with a stated reason";
+        FallbackStrandsNode = "FALLBACK_STRANDS_NODE", Critical, "if os-net-config's run fails, its fallback (fallback_config, or TripleO's DHCP safe defaults) would leave the node with no address it can be reached on";
         ExpectationUnchecked = "EXPECTATION_UNCHECKED", Warning, "an entry of the expected configuration is of a type preflight cannot check; it is listed, not silently skipped";
         FindingsTruncated = "FINDINGS_TRUNCATED", Critical, "the node has more findings than a report carries; those left out are unknown to the gate";
     }
@@ -120,6 +128,7 @@ codes! {
         NodeStale = "NODE_STALE", "a node's last report is older than its TTL";
         NodeSettling = "NODE_SETTLING", "a node's findings changed within the settle time";
         InventoryEmpty = "INVENTORY_EMPTY", "the inventory has no nodes: nothing to vouch for";
+        MaintenanceOverrun = "MAINTENANCE_OVERRUN", "a node's maintenance lease ended and the node was not back and go within the grace time";
     }
 }
 
@@ -135,6 +144,14 @@ impl Code {
                 | Self::OvsStateUnreadable
                 | Self::FindingsTruncated
         )
+    }
+
+    /// Codes that mean "cannot tell" about something an operator may know
+    /// better (a bond another tool watches): lowering one below critical
+    /// needs a reason in the configuration, shown in every finding it lowers.
+    #[must_use]
+    pub fn lowered_only_with_reason(self) -> bool {
+        matches!(self, Self::BondHealthUnknown)
     }
 
     /// Codes a waiver without a code does not cover: a node's silence or

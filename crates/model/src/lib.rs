@@ -19,6 +19,9 @@ pub mod code;
 pub mod config;
 pub mod dhcp;
 pub mod excerpt;
+pub mod fallback;
+pub mod lldp;
+pub mod member_path;
 pub mod names;
 pub mod ovs;
 pub mod report;
@@ -30,6 +33,9 @@ pub use bond::{
 pub use code::Code;
 pub use dhcp::DhcpProbeResult;
 pub use excerpt::excerpt;
+pub use fallback::{FallbackInterface, FallbackKind, FallbackPrediction};
+pub use lldp::LldpNeighbor;
+pub use member_path::MemberPathStatus;
 pub use ovs::{OvsBridge, OvsInterface, OvsPort, OvsSource};
 
 /// Everything preflight knows about one node's network at one moment.
@@ -44,6 +50,9 @@ pub struct Snapshot {
     /// Open vSwitch, as read from OVSDB (bonds the kernel does not see).
     #[serde(default)]
     pub ovs: OvsSource,
+    /// What the bond members' switches say over LLDP.
+    #[serde(default, skip_serializing_if = "lldp::LldpState::is_empty")]
+    pub lldp: lldp::LldpState,
 }
 
 impl Snapshot {
@@ -336,10 +345,41 @@ pub struct NodeState {
     /// os-net-config's next run would put it on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nic_mapping: BTreeMap<String, NicMapping>,
+    /// Which os-net-config version's rules `nic_mapping` followed (with
+    /// `nic_mapping` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic_rules: Option<NicRules>,
+    /// What a failed os-net-config run would leave the node with (with an
+    /// os-net-config file only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackPrediction>,
     /// DHCP probes of the statically configured interfaces (`agent.dhcp_probe`):
     /// would a fallback to DHCP find a server?
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dhcp_probes: Vec<DhcpProbeResult>,
+    /// The member path check: each bond member's own path to each network
+    /// the bond carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_paths: Vec<MemberPathStatus>,
+    /// Each bond member's switch as LLDP says, by member name; a member
+    /// that heard no LLDPDU (or whose last one expired) is absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lldp: Vec<LldpNeighbor>,
+}
+
+/// The os-net-config rules a `nicN` prediction followed: they differ
+/// between versions, so the installed one is followed when it can be read,
+/// else the newest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicRules {
+    /// The version installed on the node (`14.2.1`), from its Python package
+    /// metadata; absent when it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed: Option<String>,
+    /// The version whose rules were followed (`18.1.0`, `14.2.0`).
+    pub followed: String,
+    /// Why, for a person.
+    pub why: String,
 }
 
 /// Where one os-net-config `nicN` name points.
@@ -369,7 +409,11 @@ impl NodeState {
             probes: Vec::new(),
             expected_from: None,
             nic_mapping: BTreeMap::new(),
+            nic_rules: None,
+            fallback: None,
             dhcp_probes: Vec::new(),
+            member_paths: Vec::new(),
+            lldp: snapshot.lldp.neighbors.clone(),
         }
     }
 }

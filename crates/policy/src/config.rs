@@ -16,6 +16,12 @@ pub struct RawPolicyConfig {
     /// Severity per finding code: `critical`, `warning` or `off`.
     #[serde(default)]
     pub severity: BTreeMap<String, toml::Spanned<String>>,
+    /// Why a code's severity is changed, per finding code: shown in every
+    /// finding of that code. Lowering a code that means "cannot tell" about
+    /// something an operator may watch by other means (BOND_HEALTH_UNKNOWN)
+    /// requires one.
+    #[serde(default)]
+    pub reasons: BTreeMap<String, toml::Spanned<String>>,
     /// Flap detection.
     #[serde(default)]
     pub flapping: RawFlapping,
@@ -60,6 +66,8 @@ pub struct RawLinks {
 pub struct PolicyConfig {
     /// Effective severity per code; `None` disables the code.
     pub severity: BTreeMap<Code, Option<Severity>>,
+    /// Why a code's severity was changed (`[policy.reasons]`).
+    pub reasons: BTreeMap<Code, String>,
     /// Flap window.
     pub flap_window: Duration,
     /// Carrier changes in the window that make LINK_FLAPPING.
@@ -77,6 +85,7 @@ impl Default for PolicyConfig {
                 .iter()
                 .map(|c| (*c, Some(c.default_severity())))
                 .collect(),
+            reasons: BTreeMap::new(),
             flap_window: Duration::from_secs(60),
             flap_max_changes: 4,
             bond_min_ports: 2,
@@ -86,6 +95,10 @@ impl Default for PolicyConfig {
 }
 
 pub use preflight_model::config::{at, duration_at, parse_duration, ConfigError};
+
+/// Longest `[policy.reasons]` entry: it is repeated in every finding of its
+/// code, so it stays a sentence.
+pub const MAX_REASON_BYTES: usize = 300;
 
 impl RawPolicyConfig {
     /// Validates into a [`PolicyConfig`]; `prefix` is the table's dotted path
@@ -132,7 +145,47 @@ impl RawPolicyConfig {
                     format!("{name} means preflight cannot tell; it is always critical"),
                 ));
             }
+            if code.lowered_only_with_reason() && sev != Some(Severity::Critical) {
+                if sev.is_none() {
+                    return Err(at(
+                        key,
+                        value,
+                        format!("{name} means preflight cannot tell; it can be lowered to `warning` with a reason, never turned off"),
+                    ));
+                }
+                if !self.reasons.contains_key(name) {
+                    return Err(at(
+                        key,
+                        value,
+                        format!("{name} means preflight cannot tell; lowering it needs the reason under [{prefix}.reasons] (`{name} = \"why this is safe\"`)"),
+                    ));
+                }
+            }
             cfg.severity.insert(code, sev);
+        }
+        for (name, value) in &self.reasons {
+            let key = format!("{prefix}.reasons.{name}");
+            let code = Code::parse(name)
+                .filter(|c| self.severity.contains_key(name) && c.is_finding())
+                .ok_or_else(|| {
+                    at(
+                        &key,
+                        value,
+                        format!("a reason goes with a severity set under [{prefix}.severity]; {name} has none there"),
+                    )
+                })?;
+            let text = value.get_ref().trim();
+            if text.is_empty()
+                || text.len() > MAX_REASON_BYTES
+                || text.chars().any(char::is_control)
+            {
+                return Err(at(
+                    key,
+                    value,
+                    format!("must be a one-line reason of 1 to {MAX_REASON_BYTES} bytes"),
+                ));
+            }
+            cfg.reasons.insert(code, text.to_owned());
         }
         if let Some(w) = &self.flapping.window {
             let key = format!("{prefix}.flapping.window");
@@ -181,6 +234,22 @@ impl RawPolicyConfig {
 }
 
 impl PolicyConfig {
+    /// `message` of a finding of `code`, ending with the operator's reason
+    /// when `[policy.reasons]` gives one: it travels with each finding, so
+    /// a gate or inspect reader sees why it is not critical.
+    #[must_use]
+    pub fn with_reason(&self, code: Code, severity: Severity, message: String) -> String {
+        match self.reasons.get(&code) {
+            Some(why) => format!(
+                "{}. Policy sets {code} to {}: {why}",
+                // Cut the rule's text, never the reason (bounded above).
+                crate::bounded(message, crate::MAX_MESSAGE_BYTES - why.len() - 96),
+                severity.as_str()
+            ),
+            None => message,
+        }
+    }
+
     /// Whether `name` matches one of the ignore patterns.
     #[must_use]
     pub fn ignored(&self, name: &str) -> bool {
@@ -454,6 +523,8 @@ impl RawExpect {
             source: source.to_owned(),
             interfaces: out,
             unsupported: Vec::new(),
+            unseen_bonds: Vec::new(),
+            fallback: None,
             nics: crate::expect::NicPlan::default(),
         }))
     }

@@ -13,17 +13,22 @@ use preflight_model::{BondMode, Snapshot};
 
 use crate::{raw, Code, Raw};
 
+mod fallback;
 pub(crate) mod nics;
 mod osnc;
 mod osnc_files;
+mod unseen;
 mod yaml;
 
+pub(crate) use fallback::rule as fallback_rule;
+pub use fallback::{predict_fallback, FallbackSection, MAX_FALLBACK_ENTRIES};
 pub use nics::{
     in_force_mapping, next_run, nic_mapping, ordered_nics, osnc_order, valid_mac, DpdkBound,
     NextRun, OsncState, Unmatched,
 };
 pub use osnc::{from_os_net_config, parse_document};
 pub use osnc_files::{dpdk_map, sriov_names};
+pub use unseen::UnseenBond;
 pub use yaml::{MAX_DOCUMENT_BYTES, MAX_DOCUMENT_NODES, MAX_EXPANDED_BYTES};
 
 /// Kinds of entries preflight checks.
@@ -113,6 +118,13 @@ pub struct Expectations {
     pub interfaces: Vec<Expected>,
     /// Entries not modelled, as `type name` (reported, not checked).
     pub unsupported: Vec<String>,
+    /// Bonds configured in a datapath preflight cannot read (reported as
+    /// BOND_HEALTH_UNKNOWN, not as unchecked entries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unseen_bonds: Vec<UnseenBond>,
+    /// An os-net-config file's `fallback_config` (`None`: not such a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackSection>,
     /// How the file's `nicN` names resolve.
     #[serde(default)]
     pub nics: NicPlan,
@@ -201,6 +213,8 @@ pub fn from_snapshot(snap: &Snapshot, source: &str) -> Expectations {
         source: source.to_owned(),
         interfaces,
         unsupported: Vec::new(),
+        unseen_bonds: Vec::new(),
+        fallback: None,
         nics: NicPlan::default(),
     }
 }
@@ -248,6 +262,7 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
             ),
         ));
     }
+    out.extend(exp.unseen_bonds.iter().map(|b| unseen::rule(b, src)));
     for u in &exp.unsupported {
         out.push(raw(
             Code::ExpectationUnchecked,

@@ -18,6 +18,8 @@ use preflight_model::{
 pub mod codes;
 pub mod config;
 pub mod expect;
+pub mod lldp;
+pub mod member_path;
 pub mod ovs;
 pub mod team;
 
@@ -170,6 +172,7 @@ pub fn rules(snap: &Snapshot, config: &PolicyConfig, flaps: &FlapCounts) -> Vec<
         }
     }
     ovs::rules(snap, config, &flaps.ovs, &mut out);
+    lldp::rules(snap, &mut out);
     out
 }
 
@@ -379,7 +382,9 @@ pub struct Evaluator {
     expectations: Option<expect::Expectations>,
     configured: Option<expect::Expectations>,
     expectations_error: Option<String>,
+    dhcp_probes: Vec<preflight_model::DhcpProbeResult>,
     probes: Vec<preflight_model::ProbeStatus>,
+    member_paths: Vec<preflight_model::MemberPathStatus>,
     first_seen: BTreeMap<(Code, String), SystemTime>,
     /// Per ifindex: (when, carrier_changes) samples, oldest first.
     carrier: HashMap<u32, VecDeque<(Instant, u64)>>,
@@ -396,7 +401,9 @@ impl Evaluator {
             expectations: None,
             configured: None,
             expectations_error: None,
+            dhcp_probes: Vec::new(),
             probes: Vec::new(),
+            member_paths: Vec::new(),
             first_seen: BTreeMap::new(),
             carrier: HashMap::new(),
             ovs_resets: HashMap::new(),
@@ -420,9 +427,20 @@ impl Evaluator {
         self.configured = e;
     }
 
+    /// Sets the latest DHCP probe results (what a fallback to DHCP would
+    /// find: FALLBACK_STRANDS_NODE).
+    pub fn set_dhcp_probes(&mut self, results: Vec<preflight_model::DhcpProbeResult>) {
+        self.dhcp_probes = results;
+    }
+
     /// Sets the latest reachability probe results.
     pub fn set_probes(&mut self, probes: Vec<preflight_model::ProbeStatus>) {
         self.probes = probes;
+    }
+
+    /// Sets the latest member path checks (BOND_PORT_NO_PATH).
+    pub fn set_member_paths(&mut self, paths: Vec<preflight_model::MemberPathStatus>) {
+        self.member_paths = paths;
     }
 
     /// The latest reachability probe results.
@@ -450,6 +468,7 @@ impl Evaluator {
         let mut raws = rules(snap, &self.config, &flaps);
         for e in self.expectations.iter().chain(self.configured.iter()) {
             raws.extend(expect::rules(snap, e));
+            raws.extend(expect::fallback_rule(snap, e, &self.dhcp_probes));
         }
         for p in self.probes.iter().filter(|p| p.failed) {
             raws.push(raw(
@@ -464,6 +483,8 @@ impl Evaluator {
                 ),
             ));
         }
+        raws.extend(member_path::rules(&self.member_paths));
+        raws.extend(member_path::dpdk_rules(snap));
         if let Some(err) = &self.expectations_error {
             raws.push(raw(
                 Code::ExpectationsInvalid,
@@ -484,7 +505,7 @@ impl Evaluator {
                 code: r.code,
                 severity,
                 subject: r.subject,
-                message: r.message,
+                message: self.config.with_reason(r.code, severity, r.message),
                 since,
             });
         }

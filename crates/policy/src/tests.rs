@@ -486,7 +486,11 @@ fn every_code_has_a_rule_test_and_a_meaning() {
         include_str!("expect/tests.rs"),
         include_str!("ovs/tests.rs"),
         include_str!("expect/tests/nics.rs"),
-        include_str!("expect/tests/ovs_and_team.rs")
+        include_str!("expect/tests/ovs_and_team.rs"),
+        include_str!("expect/tests/bond_health.rs"),
+        include_str!("expect/tests/fallback.rs"),
+        include_str!("lldp/tests.rs"),
+        include_str!("member_path.rs")
     );
     for c in codes::ALL {
         assert!(

@@ -10,7 +10,10 @@
 
 mod arp;
 pub mod dhcp;
+pub mod lldp;
+pub mod member;
 mod packet;
+pub mod paths;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -44,6 +47,16 @@ pub enum Target {
         /// Interface the request leaves by (required: ARP is per link).
         device: String,
     },
+    /// The member path check ([`member`]): an RFC 5227 ARP probe out of
+    /// one bond member, from its permanent MAC, tagged with `vlan`.
+    Path {
+        /// Address.
+        addr: Ipv4Addr,
+        /// The member the request leaves by.
+        device: String,
+        /// 802.1Q VLAN id to tag the request with.
+        vlan: Option<u16>,
+    },
 }
 
 impl std::fmt::Display for Target {
@@ -52,6 +65,13 @@ impl std::fmt::Display for Target {
             Self::Icmp { addr, device } => ("icmp", addr.to_string(), device),
             Self::Tcp { addr, device } => ("tcp", addr.to_string(), device),
             Self::Arp { addr, device } => return write!(f, "arp {addr} via {device}"),
+            Self::Path { addr, device, vlan } => {
+                write!(f, "path {addr} via {device}")?;
+                return match vlan {
+                    Some(v) => write!(f, " vlan {v}"),
+                    None => Ok(()),
+                };
+            }
         };
         write!(f, "{kind} {addr}")?;
         if let Some(d) = dev {
@@ -64,7 +84,7 @@ impl std::fmt::Display for Target {
 /// A target that cannot be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "probe target `{0}`: expected icmp:ADDRESS[@DEVICE], tcp:ADDRESS:PORT[@DEVICE] or arp:IPV4@DEVICE"
+    "probe target `{0}`: expected icmp:ADDRESS[@DEVICE], tcp:ADDRESS:PORT[@DEVICE], arp:IPV4@DEVICE or path:IPV4@MEMBER[/VLAN]"
 )]
 pub struct BadTarget(pub String);
 
@@ -76,6 +96,29 @@ impl std::str::FromStr for Target {
     fn from_str(s: &str) -> Result<Self, BadTarget> {
         let bad = || BadTarget(s.to_owned());
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+        if kind == "path" {
+            let (addr, dev) = rest.rsplit_once('@').ok_or_else(bad)?;
+            let (device, vlan) = match dev.split_once('/') {
+                Some((d, v)) => (
+                    d,
+                    Some(
+                        v.parse::<u16>()
+                            .ok()
+                            .filter(|v| (1..4095).contains(v))
+                            .ok_or_else(bad)?,
+                    ),
+                ),
+                None => (dev, None),
+            };
+            if !dhcp::valid_device(device) {
+                return Err(bad());
+            }
+            return Ok(Self::Path {
+                addr: addr.parse().map_err(|_| bad())?,
+                device: device.to_owned(),
+                vlan,
+            });
+        }
         let (addr, device) = match rest.rsplit_once('@') {
             Some((a, d)) if !d.is_empty() && d.len() < 16 => (a, Some(d.to_owned())),
             Some(_) => return Err(bad()),
@@ -276,7 +319,11 @@ pub async fn probe_once(t: &Target, seq: u16, timeout: Duration) -> Result<Durat
     match t {
         Target::Icmp { addr, device } => icmp(*addr, device.as_ref(), seq, timeout).await,
         Target::Tcp { addr, device } => tcp(*addr, device.as_ref(), timeout).await,
+        Target::Arp { addr, device } if member::has_master(device) => {
+            member::once(*addr, device, None, timeout).await
+        }
         Target::Arp { addr, device } => arp::probe(*addr, device, timeout).await,
+        Target::Path { addr, device, vlan } => member::once(*addr, device, *vlan, timeout).await,
     }
 }
 

@@ -1,10 +1,13 @@
 //! The workspace's one audited `unsafe` module. A packet socket needs a
 //! `sockaddr_ll` to be bound to one interface and to address a frame, and
-//! neither socket2 nor nix offers a safe constructor for it; this module is
-//! that constructor and nothing else. Audit: the storage is zeroed, is large
-//! enough (socket2's `view_as` asserts it), only plain integer fields are
-//! written, and the length given to `SockAddr::new` is exactly that of the
-//! `sockaddr_ll` the family names.
+//! three socket options (`PACKET_AUXDATA`, `PACKET_ADD_MEMBERSHIP`,
+//! `PACKET_IGNORE_OUTGOING`) that neither socket2 nor nix offers safely;
+//! this module is those and nothing else. Audit: the storage is zeroed, is
+//! large enough (socket2's `view_as` asserts it), only plain integer fields
+//! are written, and the length given to `SockAddr::new` is exactly that of
+//! the `sockaddr_ll` the family names;
+//! each `setsockopt` is given a pointer to a live, fully initialised value
+//! and exactly its size, on a descriptor the borrowed `Socket` keeps open.
 
 #![allow(unsafe_code)]
 
@@ -27,6 +30,62 @@ pub(crate) fn link_addr(ifindex: i32, protocol: u16, dest: [u8; 6]) -> SockAddr 
     // SAFETY: the family is AF_PACKET and the storage holds an initialised
     // `sockaddr_ll` of exactly `len` bytes.
     unsafe { SockAddr::new(storage, len) }
+}
+
+/// Asks the kernel for a `tpacket_auxdata` control message with every frame
+/// received on `sock`: where it reports the 802.1Q tag that it took out of
+/// the frame.
+pub(crate) fn enable_auxdata(sock: &socket2::Socket) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    set(sock, libc::PACKET_AUXDATA, &on)
+}
+
+/// `PACKET_ADD_MEMBERSHIP` of kind `mr_type` (`PACKET_MR_UNICAST`,
+/// `PACKET_MR_MULTICAST`) for `addr` on interface `ifindex`: the interface
+/// accepts frames to `addr` for as long as `sock` is open (the kernel drops
+/// the membership when it closes).
+pub(crate) fn add_membership(
+    sock: &socket2::Socket,
+    ifindex: i32,
+    mr_type: libc::c_int,
+    addr: [u8; 6],
+) -> std::io::Result<()> {
+    let mut mreq = libc::packet_mreq {
+        mr_ifindex: ifindex,
+        mr_type: u16::try_from(mr_type).map_err(|_| std::io::ErrorKind::InvalidInput)?,
+        mr_alen: 6,
+        mr_address: [0; 8],
+    };
+    mreq.mr_address[..6].copy_from_slice(&addr);
+    set(sock, libc::PACKET_ADD_MEMBERSHIP, &mreq)
+}
+
+/// PACKET_IGNORE_OUTGOING (Linux 4.20): frames this node sends out of the
+/// interface are not delivered to the socket, so lldpd's own LLDPDUs on the
+/// same member are never taken for the switch's.
+pub(crate) fn ignore_outgoing(sock: &socket2::Socket) -> std::io::Result<()> {
+    set(sock, libc::PACKET_IGNORE_OUTGOING, &libc::c_int::from(1u8))
+}
+
+fn set<T>(sock: &socket2::Socket, option: libc::c_int, value: &T) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let len = libc::socklen_t::try_from(std::mem::size_of::<T>()).expect("option size fits");
+    // SAFETY: `value` is a live `T`, the type `option` of SOL_PACKET reads
+    // (callers pass `packet_mreq` or `c_int`), and `len` is its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_PACKET,
+            option,
+            std::ptr::from_ref(value).cast(),
+            len,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]

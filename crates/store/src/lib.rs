@@ -15,7 +15,9 @@
 mod beside;
 mod boot;
 mod group;
+mod lease;
 mod pgconf;
+mod pglease;
 mod pgsync;
 pub mod pgtls;
 mod postgres;
@@ -34,6 +36,7 @@ use serde::{Deserialize, Serialize};
 pub use self::beside::RESERVE_BYTES;
 pub use self::boot::BootAnchor;
 pub use self::group::NodeWriter;
+pub use self::lease::{Lease, Taken};
 pub use self::pgconf::{is_postgres_url, PgSettings, PG_CHANNEL};
 pub use self::postgres::{PgListener, PgStore};
 pub use self::sqlite::SqliteStore;

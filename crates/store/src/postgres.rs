@@ -51,6 +51,14 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE reports ADD COLUMN retired_boots TEXT;
 ",
+    // Maintenance leases; a node is under one lease at most (crate::lease).
+    "
+    CREATE TABLE leases(
+        id BIGSERIAL PRIMARY KEY, nodes TEXT NOT NULL, pipeline TEXT NOT NULL,
+        reason TEXT NOT NULL, author TEXT NOT NULL, created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL, ended_at BIGINT, ended_by TEXT);
+    CREATE TABLE lease_nodes(node TEXT PRIMARY KEY, lease_id BIGINT NOT NULL);
+",
 ];
 
 /// Key of the advisory lock held while migrating (any constant unique to preflight).

@@ -16,6 +16,7 @@ use super::beside::{self, Reserve};
 use super::rows::{self as row, Audit};
 use super::{millis, retired_json, Labels, PendingReport, StoreError};
 
+mod lease;
 mod read;
 
 const SCHEMA_VERSION: i64 = 1;
@@ -78,6 +79,7 @@ impl SqliteStore {
                  action TEXT NOT NULL, detail TEXT NOT NULL);",
         )
         .map_err(err)?;
+        conn.execute_batch(lease::TABLES).map_err(err)?;
         // Columns added since schema 1; optional, so that an older
         // preflight can still read and write this file (one that writes a
         // report leaves `retired_boots` as it was: boot ids retired

@@ -44,6 +44,7 @@ pub fn run_all(db: &Database) {
     nodes_and_reports(db);
     retired_boots_round_trip(db);
     reopen_keeps_schema(db);
+    leases_are_exclusive_durable_and_end_once(db);
 }
 
 fn actions(s: &mut Store, n: u32) -> Vec<String> {
@@ -252,4 +253,77 @@ pub fn reopen_keeps_schema(db: &Database) {
         .len();
     let mut s = Store::open(db).expect("open again");
     assert_eq!(s.audit(1000).expect("audit").len(), before);
+}
+
+/// A lease of `nodes` for an hour from `now`, id not yet assigned.
+pub fn lease(nodes: &[&str], pipeline: &str, now: SystemTime) -> crate::Lease {
+    crate::Lease {
+        id: 0,
+        nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+        pipeline: pipeline.into(),
+        reason: "kernel update".into(),
+        author: "ci".into(),
+        created_at: now,
+        expires_at: now + Duration::from_secs(3600),
+    }
+}
+
+/// No node is under two leases; leases survive a reopen; an early end and
+/// an expiry each end a lease once, audited, and free its nodes.
+pub fn leases_are_exclusive_durable_and_end_once(db: &Database) {
+    use crate::Taken;
+    // Whole milliseconds, as stored.
+    let now = crate::time(crate::millis(SystemTime::now()));
+    let mut s = Store::open(db).expect("open");
+    let (t, seen) = s
+        .take_lease(now, |leased| {
+            (Some(lease(&["l1", "l2"], "a", now)), leased.clone())
+        })
+        .expect("take");
+    assert!(seen.is_empty(), "{seen:?}");
+    let Taken::Leased(first) = t else {
+        panic!("not leased: {t:?}")
+    };
+    assert!(first.id > 0);
+    let (t, seen) = s
+        .take_lease(now, |leased| {
+            (Some(lease(&["l3", "l2"], "b", now)), leased.clone())
+        })
+        .expect("take");
+    assert_eq!(t, Taken::Conflict(vec!["l2".into()]));
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["l1", "l2"]);
+    let (t, ()) = s.take_lease(now, |_| (None, ())).expect("nothing");
+    assert_eq!(t, Taken::Nothing);
+    // An hour-long lease taken an hour ago: due.
+    let old = now - Duration::from_secs(3600);
+    let (t, ()) = s
+        .take_lease(old, |_| (Some(lease(&["l3"], "b", old)), ()))
+        .expect("take");
+    assert!(matches!(t, Taken::Leased(_)), "{t:?}");
+    drop(s);
+
+    let mut s = Store::open(db).expect("reopen");
+    let open = s.open_leases().expect("leases");
+    assert_eq!(open.len(), 2);
+    assert_eq!(open[0], first);
+    let expired = s.expire_leases(now).expect("expire");
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].nodes, ["l3"]);
+    assert!(s.expire_leases(now).expect("again").is_empty());
+    assert_eq!(
+        s.end_lease(first.id, "ana", now).expect("end"),
+        Some(first.clone())
+    );
+    assert_eq!(s.end_lease(first.id, "ana", now).expect("end"), None);
+    assert!(s.open_leases().expect("leases").is_empty());
+    // Its nodes are free again.
+    let (t, ()) = s
+        .take_lease(now, |_| (Some(lease(&["l1", "l2", "l3"], "b", now)), ()))
+        .expect("take");
+    assert!(matches!(t, Taken::Leased(_)), "{t:?}");
+    let a = actions(&mut s, 4);
+    assert_eq!(
+        a,
+        ["lease.create", "lease.end", "lease.expire", "lease.create"]
+    );
 }

@@ -15,7 +15,7 @@ fn store_suite_on_postgres() {
     let pg = Pg::start();
     suite::run_all(&db(&pg));
     let v = pg.psql("preflight", "SELECT version FROM schema_version");
-    assert_eq!(v.trim(), "3");
+    assert_eq!(v.trim(), "4");
 }
 
 /// TLS to PostgreSQL follows libpq's sslmode: the store suite runs over
@@ -78,4 +78,63 @@ fn tls_follows_sslmode() {
     // verify-full without a CA file checks against the system roots, which
     // do not hold the test's CA.
     open(url("tls", "localhost", "verify-full"), None).expect_err("system roots");
+}
+
+/// Two replicas' stores taking leases at the same moment: each decides on
+/// the leases it sees (a budget of 2 nodes in all, first free by name,
+/// with a pause between reading and writing to widen any race), and the
+/// lock makes the second see the first's lease. Together they never hold
+/// more than the budget, and no node twice.
+#[test]
+fn concurrent_leases_see_each_other() {
+    let pg = Pg::start();
+    let db = db(&pg);
+    drop(Store::open(&db).expect("migrated"));
+    let nodes = ["n1", "n2", "n3", "n4", "n5", "n6"];
+    let rounds = 10;
+    let barrier = std::sync::Barrier::new(2);
+    let taken: Vec<Vec<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ["p1", "p2"]
+            .into_iter()
+            .map(|pipeline| {
+                let (db, barrier) = (&db, &barrier);
+                s.spawn(move || {
+                    let mut store = Store::open(db).expect("open");
+                    let mut mine = Vec::new();
+                    for _ in 0..rounds {
+                        barrier.wait();
+                        let now = std::time::SystemTime::now();
+                        let (t, ()) = store
+                            .take_lease(now, |leased| {
+                                std::thread::sleep(std::time::Duration::from_millis(30));
+                                let room = 2usize.saturating_sub(leased.len());
+                                let batch: Vec<&str> = nodes
+                                    .iter()
+                                    .copied()
+                                    .filter(|n| !leased.contains(*n))
+                                    .take(room)
+                                    .collect();
+                                let lease = (!batch.is_empty())
+                                    .then(|| suite::lease(&batch, pipeline, now));
+                                (lease, ())
+                            })
+                            .expect("take");
+                        if let preflight_store::Taken::Leased(l) = t {
+                            mine.extend(l.nodes);
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut all: Vec<&String> = taken.iter().flatten().collect();
+    all.sort();
+    assert_eq!(all, ["n1", "n2"], "{taken:?}");
+    let rows = pg.psql("preflight", "SELECT count(*) FROM lease_nodes");
+    assert_eq!(rows.trim(), "2");
 }

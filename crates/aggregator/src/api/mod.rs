@@ -8,6 +8,7 @@
 //! [`require_role`] puts `auth`'s decision in front of every route.
 
 mod gate;
+mod maintenance;
 mod nodes;
 mod ops;
 pub mod page;
@@ -164,6 +165,12 @@ pub fn router(state: AppState) -> Router {
             get(waivers::waivers).post(waivers::post_waiver),
         )
         .route("/v1/waivers/{id}", delete(waivers::delete_waiver))
+        .route(
+            "/v1/maintenance",
+            get(maintenance::leases).post(maintenance::post_lease),
+        )
+        .route("/v1/maintenance/{id}", delete(maintenance::delete_lease))
+        .route("/v1/plan", get(maintenance::get_plan).post(maintenance::post_plan))
         .route("/v1/audit", get(ops::audit))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
@@ -195,5 +202,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[cfg(test)]
+mod maintenance_tests;
 #[cfg(test)]
 mod tests;

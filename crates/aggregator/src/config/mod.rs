@@ -49,6 +49,8 @@ pub const DEFAULT_MIN_WAIVER: Duration = Duration::from_secs(60);
 pub const MIN_MAX_WAIVER: Duration = Duration::from_secs(60);
 /// Largest cap on waivers.
 pub const MAX_MAX_WAIVER: Duration = Duration::from_secs(90 * 86_400);
+/// Largest `maintenance_grace` and `max_lease`.
+pub const MAX_MAINTENANCE: Duration = Duration::from_secs(7 * 86_400);
 /// Largest `max_waivers` and `max_waivers_per_node`.
 pub const MAX_WAIVER_COUNT: usize = 1_000_000;
 
@@ -67,6 +69,8 @@ pub struct RawAggregatorSection {
     min_waiver: Option<Spanned<String>>,
     max_waivers_per_node: Option<Spanned<i64>>,
     max_waivers: Option<Spanned<i64>>,
+    maintenance_grace: Option<Spanned<String>>,
+    max_lease: Option<Spanned<String>>,
     max_connections_per_source: Option<Spanned<i64>>,
     #[serde(default)]
     closed_inventory: bool,
@@ -162,6 +166,8 @@ impl RawAggregatorSection {
             min_waiver,
             max_waivers_per_node,
             max_waivers,
+            maintenance_grace,
+            max_lease,
             max_connections_per_source,
             closed_inventory,
             report_token,
@@ -209,6 +215,8 @@ impl RawAggregatorSection {
             min_waiver,
             max_waivers_per_node,
             max_waivers,
+            maintenance_grace,
+            max_lease,
             closed_inventory,
         }
         .validate(prefix)?;
@@ -262,6 +270,8 @@ struct RawFleet {
     min_waiver: Option<Spanned<String>>,
     max_waivers_per_node: Option<Spanned<i64>>,
     max_waivers: Option<Spanned<i64>>,
+    maintenance_grace: Option<Spanned<String>>,
+    max_lease: Option<Spanned<String>>,
     closed_inventory: bool,
 }
 
@@ -299,6 +309,20 @@ impl RawFleet {
                 DEFAULT_MAX_WAIVERS_PER_NODE,
             )?,
             max_waivers: count("max_waivers", &self.max_waivers, DEFAULT_MAX_WAIVERS)?,
+            maintenance_grace: duration_at(
+                key("maintenance_grace"),
+                self.maintenance_grace.as_ref(),
+                crate::fleet::DEFAULT_MAINTENANCE_GRACE,
+                Duration::ZERO,
+                MAX_MAINTENANCE,
+            )?,
+            max_lease: duration_at(
+                key("max_lease"),
+                self.max_lease.as_ref(),
+                crate::fleet::DEFAULT_MAX_LEASE,
+                Duration::from_secs(60),
+                MAX_MAINTENANCE,
+            )?,
         })
     }
 }

@@ -76,17 +76,58 @@ impl Fleet {
                 ),
                 Some(n.stable_since_wall),
             )],
-            Status::Blocked => self
-                .unwaived_criticals(name, n)
-                .map(|f| Blocker {
+            Status::Blocked => n
+                .overrun
+                .map(|at| self.overrun_blocker(name, n, at))
+                .into_iter()
+                .chain(self.unwaived_criticals(name, n).map(|f| Blocker {
                     node: name.to_owned(),
                     code: f.code,
                     severity: f.severity,
                     subject: f.subject.clone(),
                     message: f.message.clone(),
                     since: Some(f.since),
-                })
+                }))
                 .collect(),
+        }
+    }
+
+    /// MAINTENANCE_OVERRUN: `name` was not back and go within the grace
+    /// time after its lease ended (`at`: when the grace ran out). It names
+    /// the node's findings in its last report, which tell the pipeline
+    /// why it may not have come back.
+    pub(super) fn overrun_blocker(&self, name: &str, n: &Node, at: SystemTime) -> Blocker {
+        const SHOWN: usize = 8;
+        let findings = n.findings();
+        let mut last: Vec<String> = findings
+            .iter()
+            .take(SHOWN)
+            .map(|f| format!("{} {} ({})", f.code, f.subject, f.severity.as_str()))
+            .collect();
+        if findings.len() > SHOWN {
+            last.push(format!("and {} more", findings.len() - SHOWN));
+        }
+        let report = match n.last_report_wall {
+            Some(t) => format!("last report at {}", preflight_model::time::format(t)),
+            None => "no report since the aggregator started".to_owned(),
+        };
+        let last = if n.state.is_none() {
+            "no findings known".to_owned()
+        } else if last.is_empty() {
+            "no findings in its last report".to_owned()
+        } else {
+            format!("last findings: {}", last.join(", "))
+        };
+        Blocker {
+            node: name.to_owned(),
+            code: Code::MaintenanceOverrun,
+            severity: Severity::Critical,
+            subject: name.to_owned(),
+            message: format!(
+                "{name}'s maintenance lease ended and it was not back and go within {} ({report}; {last}); check {name} before the update goes on",
+                humantime::format_duration(self.cfg.maintenance_grace)
+            ),
+            since: Some(at),
         }
     }
 
@@ -117,7 +158,7 @@ impl Fleet {
         let n = self.nodes.get(name)?;
         Some(NodeSummary {
             node: name.to_owned(),
-            labels: n.labels.clone(),
+            labels: n.labels.to_map(),
             status: n.status.as_str().to_owned(),
             blockers: self.blockers_of(name, n, now),
             findings: n

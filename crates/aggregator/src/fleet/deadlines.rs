@@ -25,6 +25,14 @@ pub(super) enum Due {
 
 impl Fleet {
     pub(super) fn compute_status(&self, name: &str, n: &Node, now: Instant) -> Status {
+        match self.base_status(name, n, now) {
+            // Back from maintenance too late: blocked until it is go.
+            s if s != Status::Go && n.overrun.is_some() => Status::Blocked,
+            s => s,
+        }
+    }
+
+    fn base_status(&self, name: &str, n: &Node, now: Instant) -> Status {
         let Some(seen) = n.last_seen else {
             return Status::Silent;
         };
@@ -54,6 +62,9 @@ impl Fleet {
         let mut status = self.compute_status(name, n, now);
         if status == Status::Silent && self.waiver_for(name, Code::NodeSilent, name).is_some() {
             status = Status::Go;
+        }
+        if status != Status::Go && n.overrun.is_some() {
+            status = Status::Blocked;
         }
         let was_go = n.status == Status::Go;
         let is_go = status == Status::Go;
@@ -97,12 +108,15 @@ impl Fleet {
         };
         n.status = status;
         n.stale = stale;
+        if status == Status::Go {
+            n.overrun = None;
+        }
         n.ttl_due = ttl_at.or(n.ttl_due);
         n.settle_due = settle_at.or(n.settle_due);
         move_changes_at(counts, n, changes_at);
         if was_go != is_go {
             for (sel, c) in scopes {
-                if sel.matches(&n.labels) {
+                if n.in_scope(sel) {
                     c.ready.changed(name);
                     if is_go {
                         if c.not_go.remove(name).is_some() {

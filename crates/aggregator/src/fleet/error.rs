@@ -84,6 +84,15 @@ pub enum FleetError {
     /// No such node.
     #[error("no node `{0}`")]
     NoSuchNode(String),
+    /// A maintenance lease or plan request that cannot be granted as asked.
+    #[error("invalid lease: {0}")]
+    BadLease(String),
+    /// Nodes already under another maintenance lease.
+    #[error("already under a maintenance lease: {}", .0.join(", "))]
+    Leased(Vec<String>),
+    /// No such lease in force.
+    #[error("no maintenance lease in force with id {0}")]
+    NoSuchLease(i64),
 }
 
 impl From<NameError> for FleetError {

@@ -24,6 +24,9 @@ mod body;
 mod boots;
 mod deadlines;
 mod error;
+mod labels;
+mod maintenance;
+mod plan;
 mod ready;
 mod reference;
 mod render;
@@ -46,6 +49,9 @@ pub use body::Body;
 pub use boots::MAX_RETIRED_BOOTS;
 use deadlines::Due;
 pub use error::FleetError;
+pub use labels::{LabelLookup, Labels};
+pub use maintenance::{Excused, DEFAULT_MAINTENANCE_GRACE, DEFAULT_MAX_LEASE, MAX_LEASE_NODES};
+pub use plan::{choose, Budget, Candidate, Domain, Held, HeldReason, Plan, PlanQuestion};
 pub use render::GateJson;
 pub use report::{Prepared, PreparedBody, PreparedReport};
 use selector::ScopeCounts;
@@ -92,6 +98,11 @@ pub struct FleetConfig {
     pub max_waivers_per_node: usize,
     /// Most active waivers in the fleet.
     pub max_waivers: usize,
+    /// How long a node has, once its maintenance lease ended, to be back
+    /// and go before MAINTENANCE_OVERRUN.
+    pub maintenance_grace: Duration,
+    /// Longest maintenance lease.
+    pub max_lease: Duration,
 }
 
 impl Default for FleetConfig {
@@ -104,6 +115,8 @@ impl Default for FleetConfig {
             min_waiver: Duration::from_secs(60),
             max_waivers_per_node: DEFAULT_MAX_WAIVERS_PER_NODE,
             max_waivers: DEFAULT_MAX_WAIVERS,
+            maintenance_grace: DEFAULT_MAINTENANCE_GRACE,
+            max_lease: DEFAULT_MAX_LEASE,
         }
     }
 }
@@ -139,7 +152,7 @@ impl Status {
 
 #[derive(Debug)]
 struct Node {
-    labels: BTreeMap<String, String>,
+    labels: Labels,
     /// Listed by the configuration or the API: its labels are the
     /// inventory's, and an agent's report never changes them.
     inventoried: bool,
@@ -178,12 +191,19 @@ struct Node {
     /// being gated. Applied by its next full report once it is go (a
     /// heartbeat asks for that report).
     pending_labels: Option<BTreeMap<String, String>>,
+    /// Under a maintenance lease, or back from one within its grace time:
+    /// in no scope, so it neither blocks nor counts as ready (see
+    /// `maintenance`).
+    excused: bool,
+    /// When its grace time ran out while it was not go: blocked by
+    /// MAINTENANCE_OVERRUN until it is go.
+    overrun: Option<SystemTime>,
 }
 
 impl Node {
     fn new(labels: BTreeMap<String, String>, now: Instant, wall: SystemTime) -> Self {
         Self {
-            labels,
+            labels: Labels::from(labels),
             inventoried: true,
             boot_id: None,
             retired_boots: Vec::new(),
@@ -202,7 +222,14 @@ impl Node {
             changes_at: None,
             blockers: None,
             pending_labels: None,
+            excused: false,
+            overrun: None,
         }
+    }
+
+    /// Whether it counts in the scope of `sel`.
+    fn in_scope(&self, sel: &Selector) -> bool {
+        !self.excused && sel.matches(&self.labels)
     }
 
     fn findings(&self) -> &[Finding] {
@@ -254,6 +281,8 @@ pub struct Fleet {
     /// and comes back never reuses a version a cached answer was made at.
     version: u64,
     started_wall: SystemTime,
+    /// Maintenance leases in force and nodes back from one.
+    maintenance: maintenance::Maintenance,
 }
 
 impl Fleet {
@@ -275,6 +304,7 @@ impl Fleet {
             label_versions: HashMap::new(),
             version: 0,
             started_wall: wall,
+            maintenance: maintenance::Maintenance::default(),
         }
     }
 
@@ -344,12 +374,14 @@ impl Fleet {
 
     /// A node's labels (cheap: no summary is built).
     #[must_use]
-    pub fn labels(&self, name: &str) -> Option<&BTreeMap<String, String>> {
+    pub fn labels(&self, name: &str) -> Option<&Labels> {
         self.nodes.get(name).map(|n| &n.labels)
     }
 }
 
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod tests;

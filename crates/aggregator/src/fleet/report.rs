@@ -1,8 +1,8 @@
-//! An agent's report applied to the fleet. The report is taken, not
-//! copied: [`PreparedReport::from`] moves a full report's state into an
-//! `Arc` and computes its finding keys ([`Prepared`]) before the fleet's
-//! lock is taken, and the fleet keeps that `Arc` (the service shares it
-//! with the report writer, which stores the state from it).
+//! An agent's report applied to the fleet. The report is taken:
+//! [`PreparedReport::from`] packs a full report's state into an `Arc`
+//! and computes its finding keys ([`Prepared`]) before the fleet's lock
+//! is taken, and the fleet keeps that `Arc` (the service shares it with
+//! the report writer, which stores the state from it).
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,9 +15,9 @@ use preflight_model::NodeState;
 use tokio::time::Instant;
 
 use super::error::FleetError;
-use super::{FindingKey, Fleet, Node, ReportOutcome, Status, MAX_STATE_ITEMS};
+use super::{FindingKey, Fleet, Labels, Node, ReportOutcome, Status, MAX_STATE_ITEMS};
 
-/// A full report's state, moved into an `Arc`, with its finding keys
+/// A full report's state, packed into an `Arc`, with its finding keys
 /// computed: the work of taking a report that needs no lock.
 #[derive(Debug)]
 pub struct Prepared {
@@ -26,14 +26,23 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Takes the state (moved, not copied), gives back what its lists hold
-    /// beyond their length, and computes its finding keys.
+    /// Takes the state, packs it, and computes its finding keys.
+    ///
+    /// The fleet keeps a packed copy rather than the parsed state itself:
+    /// the parser's allocations (lists grown by doubling, each piece
+    /// allocated between the request's own short-lived buffers) stay
+    /// scattered over the heap for as long as the node's next report is
+    /// away, and at 100,000 nodes that cost 581 MiB of RSS against 535 MiB
+    /// for one copy made in one go, at the same CPU (docs/benchmarks.md,
+    /// 2026-12-07). The parsed state is dropped here, on the request's
+    /// thread; nothing else copies it (the report writer stores from the
+    /// same `Arc`).
     #[must_use]
-    pub fn new(mut state: Box<NodeState>) -> Self {
-        compact(&mut state);
+    pub fn new(state: Box<NodeState>) -> Self {
+        let state = Arc::new(NodeState::clone(&state));
         Self {
             keys: finding_keys(&state),
-            state: Arc::from(state),
+            state,
         }
     }
 
@@ -76,7 +85,7 @@ pub enum PreparedBody {
 }
 
 impl From<Report> for PreparedReport {
-    /// Takes the report apart; a full report's state is moved.
+    /// Takes the report apart; a full report's state is packed ([`Prepared::new`]).
     fn from(r: Report) -> Self {
         let body = match r.body {
             ReportBody::Full { labels, state } => PreparedBody::Full {
@@ -92,28 +101,6 @@ impl From<Report> for PreparedReport {
             body,
         }
     }
-}
-
-/// Shrinks the lists of a state to their length. A list parsed from JSON
-/// grows by doubling (the parser does not know its length ahead), so a
-/// node's 6 interfaces take room for 8: kept for every node until its next
-/// report, that slack cost the aggregator about 60 MiB at 100,000 nodes
-/// (the copy this state used to be made into had none). Lists already at
-/// their length are not moved.
-fn compact(state: &mut NodeState) {
-    state.findings.shrink_to_fit();
-    state.interfaces.shrink_to_fit();
-    for i in &mut state.interfaces {
-        i.parse_errors.shrink_to_fit();
-    }
-    state.bonds.shrink_to_fit();
-    for b in &mut state.bonds {
-        b.ports.shrink_to_fit();
-    }
-    state.addresses.shrink_to_fit();
-    state.routes.shrink_to_fit();
-    state.probes.shrink_to_fit();
-    state.dhcp_probes.shrink_to_fit();
 }
 
 /// What the settle timer compares of a state.
@@ -292,7 +279,7 @@ impl Fleet {
         let old = self
             .nodes
             .get_mut(name)
-            .map(|n| std::mem::replace(&mut n.labels, labels))
+            .map(|n| std::mem::replace(&mut n.labels, Labels::from(labels)).into_map())
             .unwrap_or_default();
         self.attach(name);
         old

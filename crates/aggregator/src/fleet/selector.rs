@@ -14,7 +14,7 @@ use preflight_model::Verdict;
 use super::answer::verdict;
 use super::error::FleetError;
 use super::ready::{Ranges, MAX_BLOCKED_CHUNK, MAX_CHUNK};
-use super::{Fleet, Node, Status};
+use super::{Fleet, LabelLookup, Node, Status};
 
 /// A label selector: `role=compute,rack=r1` (all must match); empty = all.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -53,8 +53,8 @@ impl Selector {
 
     /// Whether `labels` satisfy every term.
     #[must_use]
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.0.iter().all(|(k, v)| labels.get(k) == Some(v))
+    pub fn matches(&self, labels: &impl LabelLookup) -> bool {
+        self.0.iter().all(|(k, v)| labels.label(k) == Some(v.as_str()))
     }
 
     /// Canonical text.
@@ -119,7 +119,7 @@ impl Fleet {
         let n = &self.nodes[name];
         let go = n.status == Status::Go;
         for (sel, c) in &mut self.scopes {
-            if sel.matches(&n.labels) {
+            if n.in_scope(sel) {
                 if c.members.insert(name.to_owned()) {
                     c.ready.inserted(name, |s, i| nth_member(&c.members, s, i));
                 }
@@ -187,7 +187,7 @@ impl Fleet {
             ..ScopeCounts::default()
         };
         for (name, n) in &self.nodes {
-            if sel.matches(&n.labels) {
+            if n.in_scope(sel) {
                 c.members.insert(name.clone());
                 if n.status != Status::Go {
                     c.not_go.insert(name.clone(), n.blockers.clone());
@@ -242,7 +242,22 @@ impl Fleet {
     /// Calls `f` with every node an untracked selector matches, in name
     /// order, looking each node up once: it walks the smallest posting list
     /// among the selector's terms and checks the other terms on each node.
+    /// Nodes out for maintenance are in no scope.
     pub(super) fn for_each_member<'a>(
+        &'a self,
+        sel: &Selector,
+        mut f: impl FnMut(&'a String, &'a Node),
+    ) {
+        self.for_each_labeled(sel, |name, n| {
+            if !n.excused {
+                f(name, n);
+            }
+        });
+    }
+
+    /// [`Fleet::for_each_member`] with the nodes out for maintenance too
+    /// (the plan counts them).
+    pub(super) fn for_each_labeled<'a>(
         &'a self,
         sel: &Selector,
         mut f: impl FnMut(&'a String, &'a Node),

@@ -63,7 +63,7 @@ impl Fleet {
             return;
         };
         for (sel, c) in scopes {
-            if sel.matches(&n.labels) {
+            if n.in_scope(sel) {
                 c.version = v;
                 if let Some(e) = c.not_go.get_mut(name) {
                     e.clone_from(&blockers);

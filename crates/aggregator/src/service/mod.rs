@@ -33,10 +33,12 @@ use crate::store::{AuditEntry, NodeWriter, PendingReport, Store, StoreError};
 
 mod apply;
 mod failover;
+mod maintenance;
 mod reload;
 mod removals;
 mod report;
 
+pub use self::maintenance::{LEASE_TICK, MAX_LEASE_TEXT};
 pub use self::reload::ReloadCounts;
 pub use self::removals::{LogError, RemovalLog, MAX_REMOVALS};
 

@@ -104,7 +104,7 @@ impl Service {
         while rows.peek().is_some() {
             let fleet = read(&self.fleet);
             for (name, labels) in rows.by_ref().take(DIFF_CHUNK) {
-                if fleet.labels(&name) != Some(&labels) {
+                if fleet.labels(&name).is_none_or(|l| *l != labels) {
                     diff.nodes.push((name, labels));
                 }
             }
@@ -205,7 +205,7 @@ impl Service {
         let now = Instant::now();
         let mut followed = Vec::new();
         for (name, labels) in diff.nodes {
-            if fleet.labels(&name) != Some(&labels)
+            if fleet.labels(&name).is_none_or(|l| *l != labels)
                 && fleet.upsert_node(&name, labels, now, wall).is_ok()
             {
                 counts.nodes += 1;

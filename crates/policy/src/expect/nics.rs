@@ -150,12 +150,25 @@ impl OsncState {
     /// NIC_RENUMBERED).
     #[must_use]
     pub fn rules_followed(&self) -> String {
-        match &self.version {
-            Some(v) if !self.counts_sriov_pfs() => {
-                format!("predicted by os-net-config 14.2.0's rules: {v} is installed")
-            }
-            Some(v) => format!("predicted by os-net-config 18.1.0's rules: {v} is installed"),
-            None => "predicted by os-net-config 18.1.0's rules, the newest: the installed version could not be read".to_owned(),
+        format!("predicted by {}", self.rules().why)
+    }
+
+    /// The os-net-config version whose rules preflight follows, and why.
+    #[must_use]
+    pub fn rules(&self) -> preflight_model::NicRules {
+        let followed = if self.counts_sriov_pfs() {
+            "18.1.0"
+        } else {
+            "14.2.0"
+        };
+        let why = match &self.version {
+            Some(v) => format!("os-net-config {followed}'s rules: {v} is installed"),
+            None => format!("os-net-config {followed}'s rules, the newest: the installed version could not be read"),
+        };
+        preflight_model::NicRules {
+            installed: self.version.clone(),
+            followed: followed.to_owned(),
+            why,
         }
     }
 }

@@ -154,7 +154,38 @@ pub fn from_os_net_config(
         };
         walk(e, &at, nics, &mut out, file)?;
     }
+    out.fallback = Some(fallback_section(file, doc, nics)?);
     Ok(out)
+}
+
+/// The `fallback_config` section, read with the same rules as
+/// `network_config` (its nicN names map the same way).
+fn fallback_section(
+    file: &str,
+    doc: &serde_json::Value,
+    nics: &BTreeMap<String, String>,
+) -> Result<super::FallbackSection, ExpectError> {
+    let Some(v) = doc.get("fallback_config").filter(|v| !v.is_null()) else {
+        return Ok(super::FallbackSection::default());
+    };
+    let list = v.as_array().ok_or_else(|| ExpectError {
+        file: file.to_owned(),
+        path: "fallback_config".into(),
+        reason: "must be a list of entries".into(),
+    })?;
+    let mut read = Expectations::default();
+    for (i, e) in list.iter().enumerate() {
+        let at = Place {
+            path: format!("fallback_config[{i}]"),
+            parent: None,
+            userspace: false,
+        };
+        walk(e, &at, nics, &mut read, file)?;
+    }
+    Ok(super::FallbackSection {
+        entries: list.len(),
+        interfaces: read.interfaces,
+    })
 }
 
 /// Where an entry sits in the document.
@@ -207,13 +238,9 @@ fn walk(
         "linux_bridge" => Kind::LinuxBridge,
         other => {
             let name = obj.get("name").and_then(|n| n.as_str()).unwrap_or("");
-            out.unsupported.push(
-                format!("{} {}", excerpt(other), excerpt(name))
-                    .trim()
-                    .to_owned(),
-            );
             // Its members are still checked: a NIC does not stop existing
             // because its parent is of a type preflight does not model.
+            let mut members = Vec::new();
             if let Some(list) = obj.get("members").and_then(|m| m.as_array()) {
                 for (j, m) in list.iter().enumerate() {
                     let inner = Place {
@@ -221,8 +248,16 @@ fn walk(
                         parent: None,
                         userspace: at.userspace || takes_nics_from_kernel(other),
                     };
-                    walk(m, &inner, nics, out, file)?;
+                    members.extend(walk(m, &inner, nics, out, file)?);
                 }
+            }
+            match unseen_bond(other, obj, name, path, members) {
+                Some(b) => out.unseen_bonds.push(b),
+                None => out.unsupported.push(
+                    format!("{} {}", excerpt(other), excerpt(name))
+                        .trim()
+                        .to_owned(),
+                ),
             }
             // A bond still lists it as a member, by the name os-net-config
             // gives it (`sriov_vf`: DEVICE_VFID).
@@ -370,4 +405,45 @@ fn walk(
     }
     out.interfaces.push(x);
     Ok(Some(name))
+}
+
+/// The bond an entry of an unmodelled type configures, when it is one whose
+/// health preflight cannot read (see [`super::UnseenBond`]). os-net-config
+/// writes a vrouter bond (`BOND_MODE`) for a `contrail_vrouter_dpdk` with
+/// more than one member; one with `bond_mode` and a single member is taken
+/// as a bond too, since its writer meant one and preflight cannot tell.
+fn unseen_bond(
+    ty: &str,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    path: &str,
+    members: Vec<String>,
+) -> Option<super::UnseenBond> {
+    let given = |key: &str| {
+        obj.get(key)
+            .map(|v| {
+                v.as_str()
+                    .map_or_else(|| quoted(v), |s| excerpt(s).into_owned())
+            })
+            .filter(|v| !v.is_empty())
+            .map(|v| format!("{key} {v}"))
+    };
+    let mode = match ty {
+        "contrail_vrouter_dpdk" => {
+            let mode = given("bond_mode");
+            if mode.is_none() && members.len() < 2 {
+                return None;
+            }
+            mode
+        }
+        "vpp_bond" => given("bonding_options"),
+        _ => return None,
+    };
+    Some(super::UnseenBond {
+        name: excerpt(name).into_owned(),
+        entry_type: ty.to_owned(),
+        path: path.to_owned(),
+        members,
+        mode,
+    })
 }

@@ -310,6 +310,8 @@ fn dhcp_fallback_is_unexpected_dhcp_and_missing_address_and_route() {
     );
 }
 
+mod bond_health;
+mod fallback;
 mod hostile;
 mod mapping;
 mod nics;

@@ -341,6 +341,30 @@ fn sriov_pfs_count_by_the_installed_version() {
     assert!(st.rules_followed().contains("14.2.0"));
 }
 
+/// What `inspect` says of the rules it followed: the installed version and
+/// the rules that go with it, or the newest when none could be read.
+#[test]
+fn the_rules_followed_name_the_installed_version() {
+    let mut st = OsncState::default();
+    let r = st.rules();
+    assert_eq!((r.installed, r.followed.as_str()), (None, "18.1.0"));
+    assert!(
+        r.why
+            .contains("the newest: the installed version could not be read"),
+        "{}",
+        r.why
+    );
+    st.version = Some("14.2.1".into());
+    let r = st.rules();
+    assert_eq!(
+        (r.installed.as_deref(), r.followed.as_str()),
+        (Some("14.2.1"), "14.2.0")
+    );
+    assert_eq!(r.why, "os-net-config 14.2.0's rules: 14.2.1 is installed");
+    st.version = Some("18.2.0".into());
+    assert_eq!(st.rules().followed, "18.1.0");
+}
+
 /// An SR-IOV VF in the kernel is never numbered (os-net-config reads its
 /// sysfs `physfn`), up or not.
 #[test]

@@ -1,0 +1,70 @@
+//! LLDP for the one-shot commands: `preflight debug lldp` (listen on one
+//! interface and print what was heard) and `inspect`, which listens on the
+//! bond members beside the path check, 2 s by default (`--lldp-wait`):
+//! switches send one LLDPDU every 30 s, so a short listen mostly hears
+//! nothing; the agent listens all the time and its report carries them.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use preflight_model::lldp::LldpState;
+
+use crate::{emit, EXIT_GO, EXIT_UNDECIDED};
+
+/// `preflight debug lldp`: listens on `interface` for `seconds` and prints
+/// `{"neighbors": [...], "decoded": n, "malformed": n, "limited": n,
+/// "errors": {...}}`.
+pub async fn debug(interface: String, seconds: u64) -> u8 {
+    let (_keep, rx) = tokio::sync::watch::channel(vec![interface]);
+    let l = preflight_probe::lldp::listen::spawn(rx);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let errors = l.errors.borrow().clone();
+    let out = serde_json::json!({
+        "neighbors": *l.neighbors.borrow(),
+        "decoded": l.stats.decoded.load(Ordering::Relaxed),
+        "malformed": l.stats.malformed.load(Ordering::Relaxed),
+        "limited": l.stats.limited.load(Ordering::Relaxed),
+        "errors": errors,
+    });
+    emit(&format!("{out}\n"));
+    if errors.is_empty() {
+        EXIT_GO
+    } else {
+        EXIT_UNDECIDED
+    }
+}
+
+/// The LLDP state of `snap`'s bond members after listening up to `wait`
+/// (until every member was heard); `complete` when `wait` covers a full
+/// LLDP interval. `wait` zero: not listened, no LLDP rule applies.
+pub async fn heard(snap: &preflight_model::Snapshot, wait: Duration) -> LldpState {
+    let members = preflight_agent::lldp::members(snap);
+    if wait.is_zero() || members.is_empty() {
+        return LldpState::default();
+    }
+    let (neighbors, errors) = preflight_probe::lldp::listen::listen_for(members, wait).await;
+    for (member, e) in &errors {
+        eprintln!("preflight: LLDP: cannot listen on {member}: {e}");
+    }
+    LldpState {
+        listening: true,
+        complete: wait >= preflight_agent::lldp::FULL_INTERVAL && errors.is_empty(),
+        neighbors,
+        vlans: preflight_agent::lldp::vlans(),
+    }
+}
+
+/// The SWITCH cell of a member row: `switch-A swp1` (system name, else
+/// chassis ID, and port ID), escaped; `-` when no LLDP was heard on it.
+pub fn cell(lldp: &[preflight_model::LldpNeighbor], member: &str) -> String {
+    lldp.iter().find(|n| n.member == member).map_or_else(
+        || "-".into(),
+        |n| {
+            crate::output::escape(&format!(
+                "{} {}",
+                n.system_name.as_deref().unwrap_or(&n.chassis_id),
+                n.port_id
+            ))
+        },
+    )
+}

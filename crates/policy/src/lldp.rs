@@ -1,0 +1,216 @@
+//! Rules on what the bond members' switches say over LLDP (the snapshot's
+//! [`LldpState`]): a bond without switch redundancy (BOND_SINGLE_SWITCH), a
+//! switch port that drops the node's largest frames (MTU_EXCEEDS_SWITCH), a
+//! switch port that does not carry a VLAN the node uses on the bond
+//! (SWITCH_VLAN_MISSING), and, against a baseline, a member cabled to
+//! another switch or port than before (LLDP_NEIGHBOR_CHANGED). Each rule
+//! judges only what a switch advertised: a member without a neighbour, or a
+//! switch that does not advertise its VLANs or frame size, is no finding
+//! here (the member path check proves the path itself).
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use preflight_model::lldp::LldpState;
+use preflight_model::{BondMode, Finding, LldpNeighbor, Snapshot};
+
+use crate::{raw, Code, PolicyConfig, Raw};
+
+/// Ethernet header (destination, source, Ethertype: 14 bytes) and FCS (4):
+/// what a frame adds to the MTU. 802.3's maximum frame size counts both
+/// (the untagged 1500-byte MTU is the classic 1518-byte frame). The 4
+/// bytes of an 802.1Q tag are not added for a node with VLANs: switches
+/// differ in whether the size they advertise counts the tag (some say 1518
+/// for a 1500-byte port that carries full-size tagged frames, others 1522),
+/// and 802.3 lets a port take the tag beyond its basic frame size; adding it
+/// would make every healthy VLAN node on a switch of the first kind no-go.
+/// What is left unflagged is a switch port 1 to 4 bytes short for tagged
+/// frames, which the advertised size cannot tell apart from a healthy one.
+pub const FRAME_OVERHEAD: u32 = 18;
+
+/// Every LLDP rule on `snap`.
+pub fn rules(snap: &Snapshot, out: &mut Vec<Raw>) {
+    let l = &snap.lldp;
+    if !l.listening {
+        return;
+    }
+    for iface in snap.interfaces.values() {
+        let Some(bond) = &iface.bond else { continue };
+        let members: Vec<(&str, u32)> = snap
+            .ports_of(iface.index)
+            .into_iter()
+            .map(|p| (p.name.as_str(), p.mtu))
+            .collect();
+        // 802.3ad needs one LACP partner system (an MLAG pair shows as one):
+        // one chassis is its design, not a fault.
+        let failover = matches!(
+            bond.mode,
+            BondMode::ActiveBackup | BondMode::BalanceAlb | BondMode::BalanceTlb
+        );
+        let vlans: Vec<(u16, &str)> = l
+            .vlans
+            .iter()
+            .filter(|v| v.parent == iface.name)
+            .map(|v| (v.id, v.name.as_str()))
+            .collect();
+        judge_bond(
+            &iface.name,
+            bond.mode.as_str(),
+            failover,
+            &members,
+            &vlans,
+            l,
+            out,
+        );
+    }
+    for (_, port) in snap.ovs.bonds() {
+        let members: Vec<(&str, u32)> = port
+            .interfaces
+            .iter()
+            .filter_map(|m| Some((m.name.as_str(), snap.by_name(&m.name)?.mtu)))
+            .collect();
+        // With LACP (balance-tcp, or `lacp` on) the members face one partner.
+        let lacp = port
+            .lacp
+            .as_deref()
+            .is_some_and(|x| x == "active" || x == "passive");
+        let mode = port.bond_mode.as_deref().unwrap_or("active-backup");
+        let failover = !lacp && mode != "balance-tcp";
+        // OVS VLANs are port tags on the bridge, not kernel subinterfaces:
+        // the VLAN rule does not judge them.
+        judge_bond(&port.name, mode, failover, &members, &[], l, out);
+    }
+}
+
+/// The rules on one bond: `members` with their MTU, `vlans` the VLANs the
+/// node uses on it (ID and subinterface).
+fn judge_bond(
+    bond: &str,
+    mode: &str,
+    failover: bool,
+    members: &[(&str, u32)],
+    vlans: &[(u16, &str)],
+    l: &LldpState,
+    out: &mut Vec<Raw>,
+) {
+    let heard: Vec<&LldpNeighbor> = members.iter().filter_map(|(m, _)| l.of(m)).collect();
+    if failover && members.len() >= 2 && heard.len() == members.len() {
+        let chassis: BTreeSet<(&str, &str)> = heard
+            .iter()
+            .map(|n| (n.chassis_id_subtype.as_str(), n.chassis_id.as_str()))
+            .collect();
+        if chassis.len() == 1 {
+            let n = heard[0];
+            let name = n.switch();
+            let ports: Vec<String> = heard
+                .iter()
+                .map(|h| format!("{} on port {}", h.member, h.port()))
+                .collect();
+            out.push(raw(
+                Code::BondSingleSwitch,
+                bond,
+                format!(
+                    "{bond} ({mode}) has every member on one switch, {name} (chassis {}): {}; that switch's failure or reboot takes {bond} down. Cable the members to two switches (or an MLAG pair)",
+                    n.chassis_id,
+                    ports.join(", ")
+                ),
+            ));
+        }
+    }
+    for (member, mtu) in members {
+        let Some(n) = l.of(member) else { continue };
+        let subject = format!("{bond}/{member}");
+        if let Some(max) = n.max_frame_size {
+            let need = mtu + FRAME_OVERHEAD;
+            if u32::from(max) < need {
+                out.push(raw(
+                    Code::MtuExceedsSwitch,
+                    &subject,
+                    format!(
+                        "{bond} member {member} has MTU {mtu}, so it sends frames of up to {need} bytes (Ethernet header and FCS), but its switch port ({}) takes at most {max}: larger packets are dropped there. Raise the switch port's MTU or lower the node's",
+                        n.describe()
+                    ),
+                ));
+            }
+        }
+        if !n.vlans_advertised() {
+            continue;
+        }
+        let carried: BTreeSet<u16> = n.vlans.iter().map(|v| v.id).chain(n.pvid).collect();
+        let missing: Vec<String> = vlans
+            .iter()
+            .filter(|(id, _)| !carried.contains(id))
+            .map(|(id, net)| format!("VLAN {id} ({net})"))
+            .collect();
+        if !missing.is_empty() {
+            let advertised: Vec<String> = carried.iter().map(u16::to_string).collect();
+            out.push(raw(
+                Code::SwitchVlanMissing,
+                &subject,
+                format!(
+                    "{bond} member {member}'s switch port ({}) does not carry {}: it advertises VLANs {}; a failover to {member} cuts {} off. Add the VLAN to the switch port",
+                    n.describe(),
+                    missing.join(", "),
+                    advertised.join(","),
+                    if missing.len() == 1 { "it" } else { "them" }
+                ),
+            ));
+        }
+    }
+}
+
+/// LLDP_NEIGHBOR_CHANGED: each member of `baseline` whose switch or port is
+/// not the one it had. A member that hears nothing now counts only once
+/// `now.complete` (it has had a full LLDP interval to be heard).
+#[must_use]
+pub fn changed(snap: &Snapshot, baseline: &[LldpNeighbor]) -> Vec<Raw> {
+    let now = &snap.lldp;
+    let mut out = Vec::new();
+    for b in baseline {
+        let subject = snap.by_name(&b.member).map_or_else(
+            || b.member.clone(),
+            |i| match i.controller {
+                Some(c) => format!("{}/{}", snap.name_of(c), i.name),
+                None => i.name.clone(),
+            },
+        );
+        let message = match now.of(&b.member) {
+            Some(n) if n.chassis_id == b.chassis_id && n.port_id == b.port_id => continue,
+            Some(n) => format!(
+                "{} is cabled to {} now; the baseline had {}: recabled (or the switch was replaced) since. Check the cabling plan",
+                b.member,
+                n.describe(),
+                b.describe()
+            ),
+            None if now.complete => format!(
+                "{} hears no LLDP now; the baseline had {}: the cable moved to a port without LLDP, or the switch stopped sending it",
+                b.member,
+                b.describe()
+            ),
+            None => continue,
+        };
+        out.push(raw(Code::LldpNeighborChanged, subject, message));
+    }
+    out
+}
+
+/// `raws` as findings with the configured severities, first seen `wall`:
+/// for a one-shot comparison (`preflight baseline compare`).
+#[must_use]
+pub fn findings(raws: Vec<Raw>, config: &PolicyConfig, wall: SystemTime) -> Vec<Finding> {
+    raws.into_iter()
+        .filter_map(|r| {
+            let severity = config.severity.get(&r.code).copied().flatten()?;
+            Some(Finding {
+                code: r.code,
+                severity,
+                subject: r.subject,
+                message: r.message,
+                since: wall,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,320 @@
+//! The passive LLDP listener: one packet socket per bond member (Ethertype
+//! 0x88cc, the nearest-bridge group joined), each member's newest neighbour
+//! kept until its TTL runs out. preflight never sends an LLDPDU; it reads
+//! beside lldpd on the same node (every packet socket gets its own copy of
+//! a frame, and group memberships are counted per socket), and ignores the
+//! frames the node itself sends (`PACKET_IGNORE_OUTGOING`), which are
+//! lldpd's, not the switch's.
+//!
+//! Bounded whatever the wire does: one neighbour per member, a receive
+//! buffer of a few frames, and at most [`DECODES_PER_SECOND`] frames read
+//! per member each second; past that the task sleeps to the end of the
+//! second and the kernel drops what does not fit its small buffer. A switch
+//! sends one LLDPDU every 30 s, so a member that gets more is being flooded,
+//! and a flood costs neither memory nor more than a few wake-ups a second.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use preflight_model::LldpNeighbor;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::{decode, ETHERTYPE, NEAREST_BRIDGE};
+
+/// Frames read per member per second at most (a switch sends one per 30 s;
+/// lldpd's fast start, one per second).
+pub const DECODES_PER_SECOND: u32 = 20;
+
+/// Largest LLDPDU taken (802.1AB §8.1: it fits one untagged 802.3 frame).
+const MAX_LLDPDU: usize = 1500;
+
+/// Receive buffer asked of the kernel: a handful of frames (it counts each
+/// frame's whole buffer, about 2 KiB on veth and most NICs).
+const RCVBUF: usize = 16 * 1024;
+
+/// How long to wait before reopening a member's socket that failed (the
+/// interface is gone or not there yet).
+const RETRY: Duration = Duration::from_secs(10);
+
+/// What the listener saw, for `preflight debug lldp` and logs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Frames read and decoded into a neighbour.
+    pub decoded: AtomicU64,
+    /// Frames read that were not a valid LLDPDU.
+    pub malformed: AtomicU64,
+    /// Times a member's budget of frames per second ran out.
+    pub limited: AtomicU64,
+}
+
+/// A running listener: the live neighbours by member, published on every
+/// change (a newer LLDPDU with other contents, an expiry, a member gone).
+#[derive(Debug)]
+pub struct Listener {
+    /// The neighbours, ordered by member.
+    pub neighbors: watch::Receiver<Vec<LldpNeighbor>>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Why a member cannot be listened on, by member (no such interface, no
+    /// CAP_NET_RAW); cleared when its socket opens.
+    pub errors: watch::Receiver<BTreeMap<String, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+enum Heard {
+    // Boxed: the channel holds a few of these, the neighbour is large.
+    Neighbor(Box<LldpNeighbor>),
+    Error(String, Option<String>),
+}
+
+/// Listens on every interface in `members`, following changes of the set.
+#[must_use]
+pub fn spawn(mut members: watch::Receiver<Vec<String>>) -> Listener {
+    let (tx, neighbors) = watch::channel(Vec::new());
+    let (err_tx, errors) = watch::channel(BTreeMap::new());
+    let stats = Arc::new(Stats::default());
+    let task_stats = Arc::clone(&stats);
+    let task = tokio::spawn(async move {
+        let (heard_tx, mut heard) = mpsc::channel(16);
+        let mut tasks: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
+        let mut table: BTreeMap<String, (LldpNeighbor, Instant)> = BTreeMap::new();
+        let mut wanted = members.borrow_and_update().clone();
+        loop {
+            tasks.retain(|m, t| {
+                let keep = wanted.contains(m);
+                if !keep {
+                    t.abort();
+                }
+                keep
+            });
+            for m in &wanted {
+                tasks.entry(m.clone()).or_insert_with(|| {
+                    tokio::spawn(receive(
+                        m.clone(),
+                        heard_tx.clone(),
+                        Arc::clone(&task_stats),
+                    ))
+                });
+            }
+            let before = published(&table);
+            table.retain(|m, _| wanted.contains(m));
+            err_tx.send_if_modified(|e| {
+                let n = e.len();
+                e.retain(|m, _| wanted.contains(m));
+                e.len() != n
+            });
+            let next_expiry = table.values().map(|(_, t)| *t).min();
+            tokio::select! {
+                r = members.changed() => match r {
+                    Ok(()) => wanted = members.borrow_and_update().clone(),
+                    Err(_) => break,
+                },
+                Some(h) = heard.recv() => match h {
+                    Heard::Neighbor(n) => {
+                        let member = n.member.clone();
+                        if n.ttl_s == 0 {
+                            // A shutdown LLDPDU: forget it now (§9.2.7.7.2).
+                            table.remove(&member);
+                        } else {
+                            let expires = Instant::now() + Duration::from_secs(u64::from(n.ttl_s));
+                            let n = match table.remove(&member) {
+                                // Same contents: keep when it was first heard,
+                                // so the state changes only when the switch does.
+                                Some((old, _)) if same(&old, &n) => old,
+                                _ => *n,
+                            };
+                            table.insert(member, (n, expires));
+                        }
+                    }
+                    Heard::Error(member, e) => {
+                        err_tx.send_if_modified(|errs| match e {
+                            Some(e) if errs.get(&member) != Some(&e) => { errs.insert(member, e); true }
+                            None => errs.remove(&member).is_some(),
+                            _ => false,
+                        });
+                    }
+                },
+                () = async { tokio::time::sleep_until(next_expiry.expect("guarded")).await }, if next_expiry.is_some() => {
+                    let now = Instant::now();
+                    table.retain(|_, (_, t)| *t > now);
+                }
+                () = tx.closed() => break,
+            }
+            let after = published(&table);
+            if after != before {
+                tx.send_replace(after);
+            }
+        }
+        for t in tasks.values() {
+            t.abort();
+        }
+    });
+    Listener {
+        neighbors,
+        stats,
+        errors,
+        task,
+    }
+}
+
+fn published(table: &BTreeMap<String, (LldpNeighbor, Instant)>) -> Vec<LldpNeighbor> {
+    table.values().map(|(n, _)| n.clone()).collect()
+}
+
+/// Same neighbour, apart from when it was heard and its TTL.
+fn same(a: &LldpNeighbor, b: &LldpNeighbor) -> bool {
+    LldpNeighbor {
+        since: b.since,
+        ttl_s: b.ttl_s,
+        ..a.clone()
+    } == *b
+}
+
+/// Listens on `members` for up to `wait` or until every one of them has a
+/// neighbour; returns what was heard and why a member could not be listened
+/// on. For one-shot commands (`preflight inspect`).
+pub async fn listen_for(
+    members: Vec<String>,
+    wait: Duration,
+) -> (Vec<LldpNeighbor>, BTreeMap<String, String>) {
+    let count = members.len();
+    let (_keep, rx) = watch::channel(members);
+    let mut l = spawn(rx);
+    let _ = tokio::time::timeout(wait, async {
+        loop {
+            let heard = l.neighbors.borrow_and_update().len();
+            let failed = l.errors.borrow().len();
+            if heard + failed >= count || l.neighbors.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let n = l.neighbors.borrow().clone();
+    let e = l.errors.borrow().clone();
+    (n, e)
+}
+
+/// One member's receive loop: (re)opens its socket and reads LLDPDUs.
+async fn receive(member: String, tx: mpsc::Sender<Heard>, stats: Arc<Stats>) {
+    loop {
+        let err = match open(&member) {
+            Ok(sock) => {
+                let _ = tx.send(Heard::Error(member.clone(), None)).await;
+                read(&member, &sock, &tx, &stats).await
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(member, error = %err, "LLDP listener: cannot listen; retrying");
+        if tx
+            .send(Heard::Error(member.clone(), Some(err)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Reads until the socket fails; returns why.
+async fn read(
+    member: &str,
+    sock: &tokio::net::UdpSocket,
+    tx: &mpsc::Sender<Heard>,
+    stats: &Stats,
+) -> String {
+    let mut buf = [0u8; MAX_LLDPDU + 1];
+    let mut window = Instant::now();
+    let mut used = 0;
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        let n = match sock.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => return format!("{member}: receive: {e}"),
+        };
+        let now = Instant::now();
+        if now.duration_since(window) >= Duration::from_secs(1) {
+            (window, used) = (now, 0);
+        }
+        used += 1;
+        if used > DECODES_PER_SECOND {
+            stats.limited.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep_until(window + Duration::from_secs(1)).await;
+            continue;
+        }
+        let decoded = if n > MAX_LLDPDU {
+            Err(format!("an LLDPDU longer than {MAX_LLDPDU} bytes"))
+        } else {
+            decode(&buf[..n], member, SystemTime::now()).map_err(|e| e.to_string())
+        };
+        match decoded {
+            Ok(neighbor) => {
+                stats.decoded.fetch_add(1, Ordering::Relaxed);
+                if tx.send(Heard::Neighbor(Box::new(neighbor))).await.is_err() {
+                    return String::new();
+                }
+            }
+            Err(e) => {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                // Once a minute at most: a flood must not flood the log.
+                if last_warn.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+                    last_warn = Some(now);
+                    tracing::warn!(member, error = %e, "LLDP listener: malformed LLDPDU ignored");
+                }
+            }
+        }
+    }
+}
+
+/// A packet socket for LLDP on `member`, bound to it, the group joined, the
+/// node's own frames ignored.
+fn open(member: &str) -> Result<tokio::net::UdpSocket, String> {
+    if !crate::dhcp::valid_device(member) {
+        return Err(format!("`{member}` is not an interface name"));
+    }
+    let ifindex = nix::net::if_::if_nametoindex(member)
+        .map_err(|e| format!("{member}: no such interface ({e})"))?;
+    let ifindex = i32::try_from(ifindex).map_err(|e| format!("{member}: ifindex: {e}"))?;
+    let fail = |what: &str, e: std::io::Error| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (needs CAP_NET_RAW)"
+        } else {
+            ""
+        };
+        format!("{member}: {what}: {e}{hint}")
+    };
+    let sock = Socket::new(
+        Domain::PACKET,
+        Type::DGRAM,
+        Some(Protocol::from(i32::from(ETHERTYPE.to_be()))),
+    )
+    .map_err(|e| fail("cannot open a packet socket", e))?;
+    sock.set_recv_buffer_size(RCVBUF)
+        .map_err(|e| fail("cannot set the receive buffer", e))?;
+    crate::packet::ignore_outgoing(&sock).map_err(|e| {
+        fail(
+            "cannot ignore outgoing frames (PACKET_IGNORE_OUTGOING, Linux 4.20)",
+            e,
+        )
+    })?;
+    sock.bind(&crate::packet::link_addr(ifindex, ETHERTYPE, [0; 6]))
+        .map_err(|e| fail("cannot bind the packet socket", e))?;
+    crate::packet::add_membership(&sock, ifindex, libc::PACKET_MR_MULTICAST, NEAREST_BRIDGE)
+        .map_err(|e| fail("cannot join 01:80:c2:00:00:0e", e))?;
+    sock.set_nonblocking(true)
+        .map_err(|e| fail("cannot set non-blocking", e))?;
+    // Read through tokio's datagram type, as the ARP and DHCP probes do.
+    tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock))
+        .map_err(|e| fail("cannot register the socket", e))
+}
