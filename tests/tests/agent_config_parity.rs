@@ -51,7 +51,7 @@ fn outcome(mut cmd: Command, port: u16) -> Result<(), String> {
 fn both_agent_commands_accept_and_refuse_the_same_files() {
     let dir = tempfile::tempdir().expect("dir");
     let d = dir.path();
-    let cases: [(&str, &str, bool); 5] = [
+    let cases: [(&str, &str, bool); 7] = [
         ("valid", "", true),
         (
             "valid with an aggregator section",
@@ -69,6 +69,12 @@ fn both_agent_commands_accept_and_refuse_the_same_files() {
             true,
         ),
         ("a bad [agent] key", "[agent]\nheartbeat = \"0s\"\n", false),
+        (
+            "expect = networkd with a directory",
+            "expect = \"networkd:/nonexistent/network\"\n",
+            true,
+        ),
+        ("expect naming no stack", "expect = \"ifcfg\"\n", false),
     ];
     for (name, extra, accepted) in cases {
         let mut results = Vec::new();
@@ -105,8 +111,13 @@ fn both_agent_commands_accept_and_refuse_the_same_files() {
         );
         assert_eq!(results[0].is_ok(), accepted, "{name}: {:?}", results[0]);
         if let (Err(a), Err(b)) = (&results[0], &results[1]) {
+            let key = if extra.starts_with("expect") {
+                "agent.expect"
+            } else {
+                "agent.heartbeat"
+            };
             assert!(
-                a.contains("agent.heartbeat") && b.contains("agent.heartbeat"),
+                a.contains(key) && b.contains(key),
                 "{name}: both name the key: {a} / {b}"
             );
         }

@@ -79,7 +79,9 @@ fn reload_applies_only_differences_and_skips_the_lock_when_nothing_changed() {
     assert_eq!(lock_taken(&metrics), 1);
     assert_eq!(known.len(), 3);
     assert_eq!(
-        svc.read(|f| f.labels("c2").map(preflight_aggregator::fleet::Labels::to_map)),
+        svc.read(|f| f
+            .labels("c2")
+            .map(preflight_aggregator::fleet::Labels::to_map)),
         Some(labels("compute"))
     );
 
@@ -102,7 +104,9 @@ fn reload_applies_only_differences_and_skips_the_lock_when_nothing_changed() {
     let c = svc.reload(&mut known).expect("reload");
     assert_eq!((c.nodes, c.waivers), (1, 0), "{c:?}");
     assert_eq!(
-        svc.read(|f| f.labels("c1").map(preflight_aggregator::fleet::Labels::to_map)),
+        svc.read(|f| f
+            .labels("c1")
+            .map(preflight_aggregator::fleet::Labels::to_map)),
         Some(labels("storage"))
     );
     assert_eq!(lock_taken(&metrics), 2);

@@ -83,6 +83,7 @@ pub struct RawAgentSection {
     resync: Option<Spanned<String>>,
     os_net_config: Option<Spanned<String>>,
     nic_mapping: Option<Spanned<String>>,
+    expect: Option<Spanned<String>>,
     #[serde(default)]
     probes: Vec<Spanned<String>>,
     probe_gateways: Option<bool>,
@@ -107,14 +108,7 @@ struct RawClientTls {
     key: Option<String>,
 }
 
-/// Where the expected state comes from, before the file system is asked.
-#[derive(Debug, Clone)]
-pub enum ExpectationsFrom {
-    /// A configured os-net-config file.
-    File(Source),
-    /// os-net-config's default file, if one exists on this host.
-    Default,
-}
+pub use crate::expectations::ExpectationsFrom;
 
 /// `[agent]` validated: every value well-formed, nothing read from disk.
 #[derive(Debug, Clone)]
@@ -279,20 +273,14 @@ impl RawAgentSection {
         })
     }
 
-    /// `os_net_config` and `nic_mapping` (only with the former).
+    /// `expect`, `os_net_config` and `nic_mapping`.
     fn expectations(&self, prefix: &str) -> Result<ExpectationsFrom, ConfigError> {
-        match (&self.os_net_config, &self.nic_mapping) {
-            (Some(p), m) => Ok(ExpectationsFrom::File(Source::new(
-                PathBuf::from(p.get_ref()),
-                m.as_ref().map(|m| PathBuf::from(m.get_ref())),
-            ))),
-            (None, Some(m)) => Err(at(
-                format!("{prefix}.nic_mapping"),
-                m,
-                format!("needs {prefix}.os_net_config"),
-            )),
-            (None, None) => Ok(ExpectationsFrom::Default),
-        }
+        expectations::from_config(
+            prefix,
+            self.expect.as_ref(),
+            self.os_net_config.as_ref(),
+            self.nic_mapping.as_ref(),
+        )
     }
 
     /// `probes`: probe targets.
@@ -465,6 +453,9 @@ impl AgentSection {
                 ExpectationsFrom::File(s) => Some(s),
                 ExpectationsFrom::Default => {
                     expectations::default_path().map(|p| Source::new(p, None))
+                }
+                ExpectationsFrom::DefaultWith(m) => {
+                    expectations::default_path().map(|p| Source::new(p, m))
                 }
             },
             configured_expectations,

@@ -1,14 +1,19 @@
 //! Loads the expected state from an os-net-config file (and optional nicN
-//! mapping file), and reloads it when the file changes. A file that cannot
+//! mapping file) or from systemd-networkd's files, and reloads it when the
+//! files change. A file that cannot
 //! be read leaves the last good expectations in force and is reported as
 //! EXPECTATIONS_INVALID by the evaluator.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use preflight_model::config::{at, ConfigError};
 use preflight_model::Snapshot;
 use preflight_policy::expect::{self, ExpectError, Expectations};
 use preflight_policy::Evaluator;
+use toml::Spanned;
+
+pub mod networkd;
 
 /// Default locations os-net-config reads.
 pub const DEFAULT_PATHS: &[&str] = &[
@@ -32,11 +37,113 @@ pub fn default_path() -> Option<PathBuf> {
     DEFAULT_PATHS.iter().map(PathBuf::from).find(|p| p.exists())
 }
 
+/// The network stack whose files declare the expected state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stack {
+    /// os-net-config: one file (`path`).
+    OsNetConfig,
+    /// systemd-networkd: these directories, highest precedence first.
+    Networkd(Vec<PathBuf>),
+}
+
+/// The stacks `--expect` and `agent.expect` name.
+pub const STACKS: &[&str] = &["os-net-config", "networkd"];
+
+/// Parses `STACK[:PATH]` (`--expect`, `agent.expect`): the stack's name
+/// and the path in place of its own, if any.
+///
+/// # Errors
+/// A stack preflight does not read, or an empty path, as a sentence.
+pub fn parse_spec(spec: &str) -> Result<(&'static str, Option<PathBuf>), String> {
+    let (stack, path) = match spec.split_once(':') {
+        Some((s, p)) => (s, Some(p)),
+        None => (spec, None),
+    };
+    let Some(stack) = STACKS.iter().find(|s| **s == stack) else {
+        return Err(format!(
+            "`{}` is not a stack preflight reads (one of {}, optionally followed by :PATH)",
+            preflight_model::excerpt::excerpt(stack),
+            STACKS.join(", ")
+        ));
+    };
+    if path.is_some_and(str::is_empty) {
+        return Err(format!("`{stack}:` names no path"));
+    }
+    Ok((stack, path.map(PathBuf::from)))
+}
+
+/// Where the expected state comes from, before the file system is asked.
+#[derive(Debug, Clone)]
+pub enum ExpectationsFrom {
+    /// A configured os-net-config file.
+    File(Source),
+    /// os-net-config's default file, if one exists on this host.
+    Default,
+    /// os-net-config's default file with this mapping file.
+    DefaultWith(Option<PathBuf>),
+}
+
+/// `expect` (`STACK[:PATH]`), else `os_net_config` (its older
+/// spelling, not both) and `nic_mapping` (os-net-config's only).
+pub(crate) fn from_config(
+    prefix: &str,
+    expect: Option<&Spanned<String>>,
+    os_net_config: Option<&Spanned<String>>,
+    nic_mapping: Option<&Spanned<String>>,
+) -> Result<ExpectationsFrom, ConfigError> {
+    if let Some(spec) = &expect {
+        if let Some(o) = os_net_config {
+            return Err(at(
+                format!("{prefix}.os_net_config"),
+                o,
+                format!("give either {prefix}.expect or {prefix}.os_net_config, not both"),
+            ));
+        }
+        let (stack, path) =
+            parse_spec(spec.get_ref()).map_err(|e| at(format!("{prefix}.expect"), spec, e))?;
+        if stack == "networkd" {
+            if let Some(m) = nic_mapping {
+                return Err(at(
+                    format!("{prefix}.nic_mapping"),
+                    m,
+                    "is os-net-config's: systemd-networkd has no nicN names".to_owned(),
+                ));
+            }
+            return Ok(ExpectationsFrom::File(Source::networkd(path)));
+        }
+        return match path {
+            Some(p) => Ok(ExpectationsFrom::File(Source::new(
+                p,
+                nic_mapping.as_ref().map(|m| PathBuf::from(m.get_ref())),
+            ))),
+            None if nic_mapping.is_some() => Ok(ExpectationsFrom::DefaultWith(
+                nic_mapping.as_ref().map(|m| PathBuf::from(m.get_ref())),
+            )),
+            None => Ok(ExpectationsFrom::Default),
+        };
+    }
+    match (os_net_config, nic_mapping) {
+        (Some(p), m) => Ok(ExpectationsFrom::File(Source::new(
+            PathBuf::from(p.get_ref()),
+            m.as_ref().map(|m| PathBuf::from(m.get_ref())),
+        ))),
+        (None, Some(m)) => Err(at(
+            format!("{prefix}.nic_mapping"),
+            m,
+            format!("needs {prefix}.os_net_config"),
+        )),
+        (None, None) => Ok(ExpectationsFrom::Default),
+    }
+}
+
 /// Where the expectations come from.
 #[derive(Debug, Clone)]
 pub struct Source {
-    /// os-net-config file.
+    /// os-net-config file; for networkd, the directory named (or the first
+    /// of its search path).
     pub path: PathBuf,
+    /// Whose files these are.
+    pub stack: Stack,
     /// Optional mapping file (`interface_mapping:`).
     pub mapping: Option<PathBuf>,
     /// Where the node's files are: `/` on a node; a directory in tests.
@@ -130,8 +237,35 @@ impl Source {
         Self {
             path,
             mapping,
+            stack: Stack::OsNetConfig,
             root: PathBuf::from("/"),
             stamp: None,
+        }
+    }
+
+    /// systemd-networkd's files: `dir` in place of its search path, else
+    /// the search path.
+    #[must_use]
+    pub fn networkd(dir: Option<PathBuf>) -> Self {
+        let dirs = dir.map_or_else(
+            || networkd::SEARCH_PATH.iter().map(PathBuf::from).collect(),
+            |d| vec![d],
+        );
+        Self {
+            path: dirs[0].clone(),
+            mapping: None,
+            stack: Stack::Networkd(dirs),
+            root: PathBuf::from("/"),
+            stamp: None,
+        }
+    }
+
+    /// The stack's name as `--expect` and `agent.expect` spell it.
+    #[must_use]
+    pub fn stack_name(&self) -> &'static str {
+        match self.stack {
+            Stack::OsNetConfig => "os-net-config",
+            Stack::Networkd(_) => "networkd",
         }
     }
 
@@ -211,6 +345,21 @@ impl Source {
     /// # Errors
     /// Unreadable files, syntax errors, bad values (with the path in the document).
     pub fn load(&self, snap: &Snapshot) -> Result<Expectations, ExpectError> {
+        if let Stack::Networkd(dirs) = &self.stack {
+            let files = networkd::collect(dirs)?;
+            let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            let mut e = expect::from_networkd(
+                &format!("systemd-networkd ({})", shown.join(", ")),
+                &files,
+                snap,
+            )?;
+            e.files = files
+                .iter()
+                .flat_map(|f| std::iter::once(&f.path).chain(f.dropins.iter().map(|(p, _)| p)))
+                .cloned()
+                .collect();
+            return Ok(e);
+        }
         let file = self.path.display().to_string();
         let st = self.osnc_state()?;
         let doc = expect::parse_document(
@@ -224,6 +373,39 @@ impl Source {
         let mut e = expect::from_os_net_config(&file, &doc, &nics)?;
         e.nics.osnc = st;
         Ok(e)
+    }
+
+    /// What a networkd reload depends on besides the NICs: every file and
+    /// directory of the search path with its modification time (bounded
+    /// like the reading itself).
+    fn networkd_stamp(&self) -> String {
+        let Stack::Networkd(dirs) = &self.stack else {
+            return String::new();
+        };
+        let mut out = String::new();
+        for d in dirs {
+            out.push_str(&format!("|{}:{:?}", d.display(), mtime(d)));
+            for e in std::fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .take(4 * expect::MAX_NETWORKD_FILES)
+            {
+                let p = e.path();
+                out.push_str(&format!("|{}:{:?}", p.display(), mtime(&p)));
+                if p.is_dir() {
+                    for f in std::fs::read_dir(&p)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .take(expect::MAX_NETWORKD_FILES)
+                    {
+                        out.push_str(&format!("|{}:{:?}", f.path().display(), mtime(&f.path())));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Loads the files if they changed since the last call and updates the
@@ -241,7 +423,11 @@ impl Source {
                 mtime(&self.under(DPDK_MAPPING)),
                 mtime(&self.under(SRIOV_CONFIG)),
             ],
-            expect::ordered_nics(snap, false).join(","),
+            format!(
+                "{}{}",
+                expect::ordered_nics(snap, false).join(","),
+                self.networkd_stamp()
+            ),
         );
         if self.stamp.as_ref() == Some(&stamp) {
             return false;

@@ -81,9 +81,13 @@ pub fn spawn(
                 .map(|t| *t + FULL_INTERVAL)
                 .filter(|t| *t > now)
                 .min();
+            let errors = listener.errors.borrow_and_update().clone();
             let state = LldpState {
                 listening: true,
-                complete: pending.is_none(),
+                // A member that cannot be listened on has not been heard
+                // for an interval: its silence must not read as no switch.
+                complete: pending.is_none() && errors.is_empty(),
+                errors,
                 neighbors: listener.neighbors.borrow_and_update().clone(),
                 // Only a node with bond members has VLANs to judge.
                 vlans: if wanted.is_empty() {
@@ -109,6 +113,7 @@ pub fn spawn(
                     replace_if_changed(&members_tx, m);
                 }
                 r = listener.neighbors.changed() => if r.is_err() { return },
+                r = listener.errors.changed() => if r.is_err() { return },
                 () = async { tokio::time::sleep_until(pending.expect("guarded")).await }, if pending.is_some() => {}
                 () = tx.closed() => return,
             }
@@ -226,6 +231,7 @@ mod tests {
                 complete: true,
                 neighbors: vec![a, b],
                 vlans: vec![vlan(100), vlan(200)],
+                errors: std::collections::BTreeMap::new(),
             },
             ..Snapshot::default()
         };

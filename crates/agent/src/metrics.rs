@@ -473,6 +473,7 @@ mod tests {
             mgmt_address: None,
             pvid: None,
             vlans: Vec::new(),
+            vlans_cut: false,
             max_frame_size: None,
             aggregation: None,
             since: std::time::SystemTime::now(),

@@ -36,11 +36,19 @@ pub struct Args {
     /// The node's os-net-config file: check the running state against it
     /// (DHCP fallback, missing addresses, routes, bond members, MTU, mode).
     /// Default: /etc/os-net-config/config.{yaml,json} when it exists.
-    #[arg(long, value_name = "FILE")]
+    /// The same as `--expect os-net-config:FILE`.
+    #[arg(long, value_name = "FILE", conflicts_with = "expect")]
     os_net_config: Option<PathBuf>,
+    /// Which network stack's files declare the expected state, and
+    /// optionally a file or directory in place of the stack's own:
+    /// `os-net-config[:FILE]` or `networkd[:DIR]` (systemd-networkd's
+    /// .netdev/.network files; default its search path, /etc, /run,
+    /// /usr/local/lib, /usr/lib systemd/network). Default: agent.expect.
+    #[arg(long, value_name = "STACK[:PATH]", value_parser = parse_expect)]
+    expect: Option<(&'static str, Option<PathBuf>)>,
     /// os-net-config mapping file (`interface_mapping: {nic1: em3}`) for nicN
     /// names; without it nicN follow os-net-config's ordering rule.
-    #[arg(long, value_name = "FILE", requires = "os_net_config")]
+    #[arg(long, value_name = "FILE")]
     nic_mapping: Option<PathBuf>,
     /// OVSDB socket of Open vSwitch (OVS bonds: `ovs_bond` in an
     /// `ovs_bridge`), or `off` to not read it. Default: agent.ovsdb, else
@@ -92,9 +100,31 @@ pub async fn run(args: Args) -> u8 {
     let member_paths = cfg.agent.member_paths();
     let configured = preflight_agent::member_path::configured_addresses(&cfg.agent.probes);
     let node = args.node.clone().unwrap_or(cfg.agent.node);
-    let expected = match &args.os_net_config {
-        Some(p) => Some(Source::new(p.clone(), args.nic_mapping.clone())),
-        None => cfg.agent.expectations,
+    let expected = match (&args.expect, &args.os_net_config) {
+        (Some(("networkd", _)), _) if args.nic_mapping.is_some() => {
+            eprintln!(
+                "preflight: --nic-mapping is os-net-config's; systemd-networkd has no nicN names"
+            );
+            return EXIT_USAGE;
+        }
+        (Some(("networkd", dir)), _) => Some(Source::networkd(dir.clone())),
+        (Some((_, Some(p))), _) | (None, Some(p)) => {
+            Some(Source::new(p.clone(), args.nic_mapping.clone()))
+        }
+        (Some(_), _) => match preflight_agent::expectations::default_path() {
+            Some(p) => Some(Source::new(p, args.nic_mapping.clone())),
+            None => {
+                eprintln!("preflight: --expect os-net-config: no file at /etc/os-net-config/config.yaml or .json; name one with os-net-config:FILE");
+                return EXIT_USAGE;
+            }
+        },
+        (None, None) if args.nic_mapping.is_some() => {
+            eprintln!(
+                "preflight: --nic-mapping needs --os-net-config or --expect os-net-config[:FILE]"
+            );
+            return EXIT_USAGE;
+        }
+        (None, None) => cfg.agent.expectations,
     };
     let ovsdb = match args.ovsdb.as_deref() {
         Some("off") => None,
@@ -155,7 +185,13 @@ pub async fn run(args: Args) -> u8 {
     pipeline.refresh_expectations(&snap);
     let note = pipeline
         .expected()
-        .map(|src| expectation_note(&src.path, pipeline.evaluator().expectations()));
+        .map(|src| expectation_note(&src.path, pipeline.evaluator().expectations()))
+        .map(|n| match &args.expect {
+            Some(("networkd", _)) if !n.contains("systemd-networkd") => {
+                format!("{n} (systemd-networkd)")
+            }
+            _ => n,
+        });
     if args.dhcp_probe {
         let mut results = Vec::new();
         for i in preflight_agent::dhcp::static_interfaces(pipeline.evaluator().expectations()) {
@@ -233,6 +269,11 @@ fn line(sign: char, f: &Finding, json: bool, node: &str) -> String {
     }
 }
 
+/// `STACK[:PATH]` of `--expect`.
+fn parse_expect(s: &str) -> Result<(&'static str, Option<PathBuf>), String> {
+    preflight_agent::expectations::parse_spec(s)
+}
+
 /// One line on what the expected state is and what of it is not checked.
 fn expectation_note(path: &std::path::Path, exp: Option<&Expectations>) -> String {
     output::escape(&match exp {
@@ -242,9 +283,26 @@ fn expectation_note(path: &std::path::Path, exp: Option<&Expectations>) -> Strin
                 .iter()
                 .filter_map(|i| i.written_as.as_ref().map(|w| format!("{w}={}", i.name)))
                 .collect();
+            let label = if e.files.is_empty() {
+                path.display().to_string()
+            } else {
+                e.source.clone()
+            };
+            let files = if e.files.is_empty() {
+                String::new()
+            } else {
+                format!("; files read: {}", e.files.join(", "))
+            };
+            let unchecked = if e.unchecked.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} declarations not checked (EXPECTATION_UNCHECKED)",
+                    e.unchecked.len()
+                )
+            };
             format!(
-                "expected state: {} ({} interfaces{}{})",
-                path.display(),
+                "expected state: {label} ({} interfaces{}{}{files}{unchecked})",
                 e.interfaces.len(),
                 if mapped.is_empty() {
                     String::new()

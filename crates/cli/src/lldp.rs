@@ -51,11 +51,13 @@ pub async fn heard(snap: &preflight_model::Snapshot, wait: Duration) -> LldpStat
         complete: wait >= preflight_agent::lldp::FULL_INTERVAL && errors.is_empty(),
         neighbors,
         vlans: preflight_agent::lldp::vlans(),
+        errors,
     }
 }
 
 /// The SWITCH cell of a member row: `switch-A swp1` (system name, else
-/// chassis ID, and port ID), escaped; `-` when no LLDP was heard on it.
+/// chassis ID, and the port as [`preflight_model::LldpNeighbor::port`]
+/// names it: lldpd's default MAC port ID shows as its description), escaped; `-` when no LLDP was heard on it.
 pub fn cell(lldp: &[preflight_model::LldpNeighbor], member: &str) -> String {
     lldp.iter().find(|n| n.member == member).map_or_else(
         || "-".into(),
@@ -63,8 +65,33 @@ pub fn cell(lldp: &[preflight_model::LldpNeighbor], member: &str) -> String {
             crate::output::escape(&format!(
                 "{} {}",
                 n.system_name.as_deref().unwrap_or(&n.chassis_id),
-                n.port_id
+                n.port()
             ))
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_mac_port_id_shows_as_the_port_description() {
+        let n = preflight_model::LldpNeighbor {
+            member: "mA".into(),
+            chassis_id: "52:54:00:00:00:0a".into(),
+            chassis_id_subtype: "mac".into(),
+            port_id: "9a:68:8f:e1:8e:4c".into(),
+            port_id_subtype: "mac".into(),
+            ttl_s: 120,
+            system_name: Some("switch-A".into()),
+            port_descr: Some("swp1".into()),
+            mgmt_address: None,
+            pvid: None,
+            vlans: Vec::new(),
+            vlans_cut: false,
+            max_frame_size: None,
+            aggregation: None,
+            since: std::time::SystemTime::UNIX_EPOCH,
+        };
+        assert_eq!(super::cell(&[n], "mA"), "switch-A swp1");
+    }
 }

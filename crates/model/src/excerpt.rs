@@ -32,6 +32,42 @@ pub fn excerpt_of(start: &str, len: usize, max: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{}… ({len} bytes)", &start[..cut]))
 }
 
+/// Unicode's format characters (general category Cf: bidi marks,
+/// embeddings, overrides and isolates, zero-width characters, the soft
+/// hyphen, tags) and the line and paragraph separators (Zl, Zp), as of
+/// Unicode 17. None of them draws a glyph of its own.
+pub const INVISIBLE: &[(u32, u32)] = &[
+    (0xad, 0xad),
+    (0x600, 0x605),
+    (0x61c, 0x61c),
+    (0x6dd, 0x6dd),
+    (0x70f, 0x70f),
+    (0x890, 0x891),
+    (0x8e2, 0x8e2),
+    (0x180e, 0x180e),
+    (0x200b, 0x200f),
+    (0x2028, 0x202e),
+    (0x2060, 0x2064),
+    (0x2066, 0x206f),
+    (0xfeff, 0xfeff),
+    (0xfff9, 0xfffb),
+    (0x110bd, 0x110bd),
+    (0x110cd, 0x110cd),
+    (0x13430, 0x1343f),
+    (0x1bca0, 0x1bca3),
+    (0x1d173, 0x1d17a),
+    (0xe0001, 0xe0001),
+    (0xe0020, 0xe007f),
+];
+
+/// Whether `c` is one of [`INVISIBLE`]: text from outside shows it
+/// escaped (the terminal, JSON labels and the page share this one list).
+#[must_use]
+pub fn invisible(c: char) -> bool {
+    let c = u32::from(c);
+    INVISIBLE.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

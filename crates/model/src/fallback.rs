@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FallbackKind {
-    /// os-net-config 18.x applies the file's `fallback_config` section (at
-    /// most two entries; more and it applies none).
+    /// os-net-config 18.1.0 or later applies the file's `fallback_config`
+    /// section (at most two entries; more and it applies none).
     FallbackConfig,
     /// TripleO's safe defaults (os-net-config 14.x, `NetworkSafeDefaults`):
     /// DHCP on every physical NIC with carrier.
     SafeDefaults,
-    /// None: the file has no `fallback_config`, and RHOSO's own safe
+    /// None: the file has no usable `fallback_config` (none, not a list, or
+    /// os-net-config 15.x-18.0.x, which predates it), and RHOSO's own safe
     /// defaults are off by default; a failed run leaves what it applied.
     None,
 }
@@ -55,7 +56,8 @@ pub struct FallbackPrediction {
     /// The interfaces it would configure.
     pub interfaces: Vec<FallbackInterface>,
     /// Whether the node would still be reachable: `Some(false)` strands it
-    /// (FALLBACK_STRANDS_NODE), `None` cannot be told (no DHCP probe).
+    /// (FALLBACK_STRANDS_NODE), `None` cannot be told (no DHCP probe
+    /// through it, link unknown, a static address without a default route).
     pub reachable: Option<bool>,
     /// Why, for a person.
     pub why: String,

@@ -52,6 +52,10 @@ pub struct LldpNeighbor {
     /// concluded about VLANs), see [`Self::vlans_advertised`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vlans: Vec<LldpVlan>,
+    /// More VLAN Name TLVs came than [`MAX_VLANS`]: [`Self::vlans`] is
+    /// not the whole list, so a VLAN missing from it proves nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vlans_cut: bool,
     /// 802.3 Maximum Frame Size: the largest frame, Ethernet header and
     /// FCS included, the port takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +140,11 @@ pub struct LldpState {
     /// The node's 802.1Q VLAN subinterfaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vlans: Vec<VlanLink>,
+    /// Members the listener cannot listen on, and why (no CAP_NET_RAW, no
+    /// such interface): that nothing is heard there says nothing of the
+    /// switch, and [`Self::complete`] stays false while any is here.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub errors: std::collections::BTreeMap<String, String>,
 }
 
 impl LldpState {

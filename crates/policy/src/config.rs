@@ -517,6 +517,7 @@ impl RawExpect {
                 members: x.members,
                 bond_mode,
                 bond_miimon,
+                declared_at: std::collections::BTreeMap::new(),
             });
         }
         Ok(Some(crate::expect::Expectations {
@@ -526,6 +527,8 @@ impl RawExpect {
             unseen_bonds: Vec::new(),
             fallback: None,
             nics: crate::expect::NicPlan::default(),
+            unchecked: Vec::new(),
+            files: Vec::new(),
         }))
     }
 }

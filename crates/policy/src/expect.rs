@@ -13,15 +13,21 @@ use preflight_model::{BondMode, Snapshot};
 
 use crate::{raw, Code, Raw};
 
+mod baseline;
 mod fallback;
+mod networkd;
 pub(crate) mod nics;
 mod osnc;
 mod osnc_files;
+mod ovs_entry;
 mod unseen;
 mod yaml;
 
+pub use baseline::from_snapshot;
+pub(crate) use fallback::ignored_rule as fallback_ignored_rule;
 pub(crate) use fallback::rule as fallback_rule;
 pub use fallback::{predict_fallback, FallbackSection, MAX_FALLBACK_ENTRIES};
+pub use networkd::{from_networkd, NetworkdFile, MAX_NETWORKD_FILES, MAX_NETWORKD_FILE_BYTES};
 pub use nics::{
     in_force_mapping, next_run, nic_mapping, ordered_nics, osnc_order, valid_mac, DpdkBound,
     NextRun, OsncState, Unmatched,
@@ -107,6 +113,18 @@ pub struct Expected {
     pub bond_mode: Option<BondMode>,
     /// `miimon=` of `bonding_options`.
     pub bond_miimon: Option<u32>,
+    /// `file:line` of each declaration, for messages: `""` the entry
+    /// itself, `member:NAME`, `address:IP/LEN`, `mode`, `miimon`, `route`,
+    /// `mtu`. Empty for files without line-level positions.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub declared_at: std::collections::BTreeMap<String, String>,
+}
+
+impl Expected {
+    /// Where `key` was declared (`file:line`), else `src`.
+    fn at<'a>(&'a self, key: &str, src: &'a str) -> &'a str {
+        self.declared_at.get(key).map_or(src, String::as_str)
+    }
 }
 
 /// Everything expected of a node.
@@ -128,6 +146,22 @@ pub struct Expectations {
     /// How the file's `nicN` names resolve.
     #[serde(default)]
     pub nics: NicPlan,
+    /// Declarations preflight does not check (an unknown key, a match it
+    /// cannot evaluate), each naming its `file:line`: EXPECTATION_UNCHECKED.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchecked: Vec<Unchecked>,
+    /// The files read, in the order read, when there are several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+}
+
+/// One declaration preflight reads past without checking it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unchecked {
+    /// `file:line`.
+    pub at: String,
+    /// What is not checked and why.
+    pub what: String,
 }
 
 /// The `nicN` names of an os-net-config file and the NICs they are on.
@@ -156,67 +190,6 @@ pub struct ExpectError {
     pub path: String,
     /// Why.
     pub reason: String,
-}
-
-/// A baseline: the node's current state as expectations, so that a later
-/// comparison reports every difference with the same rules (`preflight
-/// baseline`). Only what configuration controls is kept: interfaces with
-/// their kind, MTU and bond settings, permanent global addresses, the default
-/// gateway; bond members are the ports that were up.
-#[must_use]
-pub fn from_snapshot(snap: &Snapshot, source: &str) -> Expectations {
-    let default_gw = snap
-        .routes
-        .iter()
-        .find(|r| r.is_default() && !r.ipv6)
-        .map(|r| (r.oif, r.gateway));
-    let interfaces = snap
-        .interfaces
-        .values()
-        .filter(|i| i.name != "lo")
-        .map(|i| {
-            let kind = match (i.kind.as_deref(), i.bond.is_some()) {
-                (_, true) => Kind::LinuxBond,
-                (Some("vlan"), _) => Kind::Vlan,
-                (Some("bridge"), _) => Kind::LinuxBridge,
-                (Some("openvswitch"), _) => Kind::OvsBridge,
-                _ => Kind::Interface,
-            };
-            Expected {
-                name: i.name.clone(),
-                written_as: None,
-                kind,
-                parent: None,
-                // A dynamic address today is not a finding tomorrow.
-                dhcp: snap.addresses_of(i.index).any(|a| !a.permanent),
-                addresses: snap
-                    .addresses_of(i.index)
-                    .filter(|a| a.permanent && a.scope == "global")
-                    .map(|a| (a.address, a.prefix_len))
-                    .collect(),
-                default_route: default_gw
-                    .filter(|(oif, _)| *oif == Some(i.index))
-                    .map(|(_, gw)| gw),
-                mtu: Some(i.mtu),
-                members: snap
-                    .ports_of(i.index)
-                    .into_iter()
-                    .filter(|p| i.bond.is_some() && p.carrier)
-                    .map(|p| p.name.clone())
-                    .collect(),
-                bond_mode: i.bond.as_ref().map(|b| b.mode),
-                bond_miimon: i.bond.as_ref().map(|b| b.miimon_ms),
-            }
-        })
-        .collect();
-    Expectations {
-        source: source.to_owned(),
-        interfaces,
-        unsupported: Vec::new(),
-        unseen_bonds: Vec::new(),
-        fallback: None,
-        nics: NicPlan::default(),
-    }
 }
 
 /// Compares the running state with the expectations.
@@ -263,6 +236,16 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
         ));
     }
     out.extend(exp.unseen_bonds.iter().map(|b| unseen::rule(b, src)));
+    out.extend(exp.unchecked.iter().map(|u| {
+        raw(
+            Code::ExpectationUnchecked,
+            &u.at,
+            format!(
+                "{}: {} (in {src}); preflight does not check it",
+                u.at, u.what
+            ),
+        )
+    }));
     for u in &exp.unsupported {
         out.push(raw(
             Code::ExpectationUnchecked,
@@ -296,31 +279,49 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
                 Code::ExpectedInterfaceMissing,
                 &x.name,
                 format!(
-                    "{}{written} is configured in {src} but does not exist on the node",
-                    x.name
+                    "{}{written} is configured in {} but does not exist on the node",
+                    x.name,
+                    x.at("", src)
                 ),
             ));
         }
         if x.kind.ovs_only() {
-            ovs_entry_rules(snap, exp, x, src, &mut out);
+            ovs_entry::rules(snap, exp, x, src, &mut out);
         }
         for m in x.members.iter().filter(|m| kind_of(m).in_kernel()) {
             match snap.by_name(m) {
                 None => out.push(raw(
                     Code::BondMemberMissing,
                     format!("{}/{m}", x.name),
-                    format!("{m}, a member of {} in {src}, does not exist on the node", x.name),
+                    format!(
+                        "{m}, a member of {} in {}, does not exist on the node",
+                        x.name,
+                        x.at(&format!("member:{m}"), src)
+                    ),
                 )),
                 Some(i) if !i.carrier && kind_of(m) == Kind::Interface => out.push(raw(
                     Code::BondMemberMissing,
                     format!("{}/{m}", x.name),
-                    format!("{m}, a member of {} in {src}, has no carrier; rebuilding {} with it may fail", x.name, x.name),
+                    format!(
+                        "{m}, a member of {} in {}, has no carrier; rebuilding {} with it may fail",
+                        x.name,
+                        x.at(&format!("member:{m}"), src),
+                        x.name
+                    ),
                 )),
-                Some(i) if x.kind == Kind::Team && running.is_some_and(|t| i.controller != Some(t.index)) => out.push(raw(
-                    Code::BondMemberMissing,
-                    format!("{}/{m}", x.name),
-                    format!("{m}, a member of team {} in {src}, is not a port of {}", x.name, x.name),
-                )),
+                Some(i)
+                    if x.kind == Kind::Team
+                        && running.is_some_and(|t| i.controller != Some(t.index)) =>
+                {
+                    out.push(raw(
+                        Code::BondMemberMissing,
+                        format!("{}/{m}", x.name),
+                        format!(
+                            "{m}, a member of team {} in {src}, is not a port of {}",
+                            x.name, x.name
+                        ),
+                    ))
+                }
                 Some(_) => {}
             }
         }
@@ -353,8 +354,9 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
                     Code::DefaultRouteMissing,
                     &x.name,
                     format!(
-                        "the default route is {} but {src} configures it via {} on {}",
+                        "the default route is {} but {} configures it via {} on {}",
                         actual.join(", "),
+                        x.at("route", src),
                         gw.map_or_else(|| "-".into(), |g| g.to_string()),
                         x.name
                     ),
@@ -364,8 +366,9 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
                     Code::DefaultRouteMissing,
                     &x.name,
                     format!(
-                        "no {} default route, but {src} configures one on {}{}",
+                        "no {} default route, but {} configures one on {}{}",
                         if v6 { "IPv6" } else { "IPv4" },
+                        x.at("route", src),
                         x.name,
                         gw.map_or_else(String::new, |g| format!(" via {g}"))
                     ),
@@ -378,7 +381,7 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
                 out.push(raw(
                     Code::ExpectedAddressMissing,
                     format!("{}/{ip}", x.name),
-                    format!("{ip}/{len} is configured on {}{written}, which does not exist; the node may be unreachable on this network", x.name),
+                    format!("{ip}/{len} is configured on {}{written}{}, which does not exist; the node may be unreachable on this network", x.name, declared(x, &format!("address:{ip}/{len}"))),
                 ));
             }
             continue;
@@ -391,7 +394,7 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
                 out.push(raw(
                     Code::ExpectedAddressMissing,
                     format!("{}/{ip}", x.name),
-                    format!("{ip}/{len} is configured on {}{written} but not present; the node may be unreachable on this network", x.name),
+                    format!("{ip}/{len} is configured on {}{written}{} but not present; the node may be unreachable on this network", x.name, declared(x, &format!("address:{ip}/{len}"))),
                 ));
             }
         }
@@ -423,8 +426,10 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
                     Code::MtuMismatch,
                     &x.name,
                     format!(
-                        "{} has MTU {} but {src} configures {mtu}",
-                        x.name, iface.mtu
+                        "{} has MTU {} but {} configures {mtu}",
+                        x.name,
+                        iface.mtu,
+                        x.at("mtu", src)
                     ),
                 ));
             }
@@ -436,8 +441,10 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
                         Code::BondModeMismatch,
                         &x.name,
                         format!(
-                            "{} runs in mode {} but {src} configures {m}",
-                            x.name, b.mode
+                            "{} runs in mode {} but {} configures {m}",
+                            x.name,
+                            b.mode,
+                            x.at("mode", src)
                         ),
                     ));
                 }
@@ -446,8 +453,10 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
                         Code::BondModeMismatch,
                         &x.name,
                         format!(
-                            "{} runs with miimon {} but {src} configures {mi}",
-                            x.name, b.miimon_ms
+                            "{} runs with miimon {} but {} configures {mi}",
+                            x.name,
+                            b.miimon_ms,
+                            x.at("miimon", src)
                         ),
                     ));
                 }
@@ -457,69 +466,11 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
     out
 }
 
-/// An OVS-only entry (`ovs_bond`, `ovs_dpdk_bond`, `ovs_dpdk_port`) checked
-/// against OVSDB: the port exists (in its bridge) with the configured members.
-/// When OVSDB cannot be read, OVS_STATE_UNREADABLE already says so.
-fn ovs_entry_rules(
-    snap: &Snapshot,
-    exp: &Expectations,
-    x: &Expected,
-    src: &str,
-    out: &mut Vec<Raw>,
-) {
-    if !snap.ovs.is_ok() {
-        return;
-    }
-    let bridges = snap.ovs.bridges();
-    if x.kind == Kind::OvsDpdkPort {
-        let found = bridges
-            .iter()
-            .flat_map(|b| &b.ports)
-            .flat_map(|p| &p.interfaces)
-            .any(|i| i.name == x.name);
-        if !found {
-            out.push(raw(
-                Code::ExpectedInterfaceMissing,
-                &x.name,
-                format!("DPDK port {} is configured in {src} but OVSDB has no interface of that name (`ovs-vsctl list Interface {}`)", x.name, x.name),
-            ));
-        }
-        return;
-    }
-    let within = x.parent.as_deref();
-    let port = bridges
-        .iter()
-        .filter(|b| within.is_none_or(|p| b.name == p))
-        .flat_map(|b| &b.ports)
-        .find(|p| p.name == x.name);
-    let Some(port) = port else {
-        out.push(raw(
-            Code::ExpectedInterfaceMissing,
-            &x.name,
-            format!(
-                "OVS bond {} is configured in {src}{} but OVSDB has no such port (`ovs-vsctl show`)",
-                x.name,
-                within.map_or_else(String::new, |p| format!(" on bridge {p}"))
-            ),
-        ));
-        return;
-    };
-    // Members of unmodelled types (sriov_vf) are reported as unchecked.
-    let modelled = |m: &String| exp.interfaces.iter().any(|e| e.name == *m);
-    for m in x.members.iter().filter(|m| modelled(m)) {
-        if !port.interfaces.iter().any(|i| i.name == *m) {
-            out.push(raw(
-                Code::BondMemberMissing,
-                format!("{}/{m}", x.name),
-                format!(
-                    "{m}, a member of OVS bond {} in {src}, is not a member of {} in OVSDB (members there: {})",
-                    x.name,
-                    x.name,
-                    port.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            ));
-        }
-    }
+/// ` (declared at FILE:LINE)` when `key` of `x` has a position.
+fn declared(x: &Expected, key: &str) -> String {
+    x.declared_at
+        .get(key)
+        .map_or_else(String::new, |a| format!(" (declared at {a})"))
 }
 
 /// Each `nicN` of the expectations: the NIC it is on now and the one

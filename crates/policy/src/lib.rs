@@ -466,10 +466,16 @@ impl Evaluator {
     pub fn evaluate(&mut self, snap: &Snapshot, now: Instant, wall: SystemTime) -> Vec<Finding> {
         let flaps = self.update_flaps(snap, now);
         let mut raws = rules(snap, &self.config, &flaps);
+        let mut fallback = None;
         for e in self.expectations.iter().chain(self.configured.iter()) {
             raws.extend(expect::rules(snap, e));
-            raws.extend(expect::fallback_rule(snap, e, &self.dhcp_probes));
+            raws.extend(expect::fallback_ignored_rule(e));
+            // One fallback per node: the file's prediction, else `[expect]`'s.
+            if fallback.is_none() {
+                fallback = expect::fallback_rule(snap, e, &self.dhcp_probes);
+            }
         }
+        raws.extend(fallback);
         for p in self.probes.iter().filter(|p| p.failed) {
             raws.push(raw(
                 Code::ReachabilityFailed,

@@ -136,11 +136,23 @@ fn judge_bond(
         if !n.vlans_advertised() {
             continue;
         }
-        let carried: BTreeSet<u16> = n.vlans.iter().map(|v| v.id).chain(n.pvid).collect();
+        // Every VLAN here is a tagged subinterface: the port's PVID goes
+        // untagged, so a VID equal to it reaches the subinterface never.
+        // A list cut at MAX_VLANS proves no absence; the PVID case stands.
+        let carried: BTreeSet<u16> = n.vlans.iter().map(|v| v.id).collect();
         let missing: Vec<String> = vlans
             .iter()
-            .filter(|(id, _)| !carried.contains(id))
-            .map(|(id, net)| format!("VLAN {id} ({net})"))
+            .filter_map(|(id, net)| {
+                if n.pvid == Some(*id) {
+                    Some(format!(
+                        "VLAN {id} ({net}) tagged: the port sends VLAN {id} untagged (its PVID)"
+                    ))
+                } else if !n.vlans_cut && !carried.contains(id) {
+                    Some(format!("VLAN {id} ({net})"))
+                } else {
+                    None
+                }
+            })
             .collect();
         if !missing.is_empty() {
             let advertised: Vec<String> = carried.iter().map(u16::to_string).collect();
@@ -205,7 +217,7 @@ pub fn findings(raws: Vec<Raw>, config: &PolicyConfig, wall: SystemTime) -> Vec<
                 code: r.code,
                 severity,
                 subject: r.subject,
-                message: r.message,
+                message: config.with_reason(r.code, severity, r.message),
                 since: wall,
             })
         })

@@ -149,6 +149,7 @@ pub fn decode(pdu: &[u8], member: &str, since: SystemTime) -> Result<LldpNeighbo
         mgmt_address: None,
         pvid: None,
         vlans: Vec::new(),
+        vlans_cut: false,
         max_frame_size: None,
         aggregation: None,
         since,
@@ -324,11 +325,15 @@ fn org_tlv(n: &mut LldpNeighbor, v: &[u8], offset: usize) -> Result<(), LldpErro
             }
             let id = u16::from_be_bytes([a, b]);
             // VID 0 and 4095 are reserved (802.1Q): not a VLAN a port carries.
-            if (1..=4094).contains(&id) && n.vlans.len() < MAX_VLANS {
-                n.vlans.push(LldpVlan {
-                    id,
-                    name: text(name),
-                });
+            if (1..=4094).contains(&id) {
+                if n.vlans.len() < MAX_VLANS {
+                    n.vlans.push(LldpVlan {
+                        id,
+                        name: text(name),
+                    });
+                } else {
+                    n.vlans_cut = true;
+                }
             }
         }
         (OUI_DOT1, DOT1_LINK_AGG) | (OUI_DOT3, DOT3_LINK_AGG) => {
@@ -447,10 +452,10 @@ pub fn text(b: &[u8]) -> String {
 }
 
 /// Characters that change how text around them shows (bidirectional
-/// overrides, zero-width ones): a switch name must not reorder a terminal
-/// line.
+/// overrides, zero-width ones, separators, tags): a switch name must not
+/// reorder a terminal line. The one list the CLI escapes too.
 fn is_format(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
+    preflight_model::excerpt::invisible(c)
 }
 
 #[cfg(test)]

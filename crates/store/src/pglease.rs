@@ -60,7 +60,7 @@ impl PgStore {
         choose: impl FnOnce(&BTreeSet<String>) -> (Option<Lease>, T),
     ) -> Result<(Taken, T), StoreError> {
         self.change("leases", |tx| {
-            let _ = LEASE_LOCK;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LEASE_LOCK])?;
             expire(tx, now)?;
             let leased: BTreeSet<String> = tx
                 .query("SELECT node FROM lease_nodes", &[])?

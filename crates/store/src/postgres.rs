@@ -53,11 +53,11 @@ const MIGRATIONS: &[&str] = &[
 ",
     // Maintenance leases; a node is under one lease at most (crate::lease).
     "
-    CREATE TABLE leases(
+    CREATE TABLE IF NOT EXISTS leases(
         id BIGSERIAL PRIMARY KEY, nodes TEXT NOT NULL, pipeline TEXT NOT NULL,
         reason TEXT NOT NULL, author TEXT NOT NULL, created_at BIGINT NOT NULL,
         expires_at BIGINT NOT NULL, ended_at BIGINT, ended_by TEXT);
-    CREATE TABLE lease_nodes(node TEXT PRIMARY KEY, lease_id BIGINT NOT NULL);
+    CREATE TABLE IF NOT EXISTS lease_nodes(node TEXT PRIMARY KEY, lease_id BIGINT NOT NULL);
 ",
 ];
 

@@ -104,23 +104,24 @@ fn concurrent_leases_see_each_other() {
                     for _ in 0..rounds {
                         barrier.wait();
                         let now = std::time::SystemTime::now();
-                        let (t, ()) = store
-                            .take_lease(now, |leased| {
-                                std::thread::sleep(std::time::Duration::from_millis(30));
-                                let room = 2usize.saturating_sub(leased.len());
-                                let batch: Vec<&str> = nodes
-                                    .iter()
-                                    .copied()
-                                    .filter(|n| !leased.contains(*n))
-                                    .take(room)
-                                    .collect();
-                                let lease = (!batch.is_empty())
-                                    .then(|| suite::lease(&batch, pipeline, now));
-                                (lease, ())
-                            })
-                            .expect("take");
-                        if let preflight_store::Taken::Leased(l) = t {
-                            mine.extend(l.nodes);
+                        // An error is kept, not raised: the other thread
+                        // must not wait at the barrier for one that died.
+                        match store.take_lease(now, |leased| {
+                            std::thread::sleep(std::time::Duration::from_millis(30));
+                            let room = 2usize.saturating_sub(leased.len());
+                            let batch: Vec<&str> = nodes
+                                .iter()
+                                .copied()
+                                .filter(|n| !leased.contains(*n))
+                                .take(room)
+                                .collect();
+                            let lease =
+                                (!batch.is_empty()).then(|| suite::lease(&batch, pipeline, now));
+                            (lease, ())
+                        }) {
+                            Ok((preflight_store::Taken::Leased(l), ())) => mine.extend(l.nodes),
+                            Ok(_) => {}
+                            Err(e) => mine.push(format!("error: {e}")),
                         }
                     }
                     mine

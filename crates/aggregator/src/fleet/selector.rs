@@ -54,7 +54,9 @@ impl Selector {
     /// Whether `labels` satisfy every term.
     #[must_use]
     pub fn matches(&self, labels: &impl LabelLookup) -> bool {
-        self.0.iter().all(|(k, v)| labels.label(k) == Some(v.as_str()))
+        self.0
+            .iter()
+            .all(|(k, v)| labels.label(k) == Some(v.as_str()))
     }
 
     /// Canonical text.

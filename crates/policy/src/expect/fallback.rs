@@ -1,8 +1,9 @@
 //! What a failed os-net-config run would leave the node with. os-net-config
-//! 18.x (RHOSO's edpm-ansible) applies the file's `fallback_config` section
-//! after a failed `network_config` (cli.py `safe_fallback`: at most two
-//! entries, else none at all); TripleO Wallaby (os-net-config 14.x) instead
-//! runs its safe defaults (tripleo-ansible's `tripleo_os_net_config`,
+//! 18.1.0 and later (RHOSO's edpm-ansible) apply the file's
+//! `fallback_config` section after a failed `network_config` (cli.py
+//! `safe_fallback`: at most two entries, else none at all; 15.x-18.0.x
+//! predate it); TripleO Wallaby (os-net-config 14.x) instead runs its safe
+//! defaults (tripleo-ansible's `tripleo_os_net_config`,
 //! `_generate_default_cfg`): DHCP on every NIC that has carrier once set up,
 //! SR-IOV VFs excluded, with `--cleanup`, so bonds and VLANs are gone. The
 //! node stays reachable only if one of those interfaces gets an address and
@@ -23,6 +24,9 @@ use crate::{raw, Code, Raw};
 /// ("fallback_config shall be strictly used for SSH restoration").
 pub const MAX_FALLBACK_ENTRIES: usize = 2;
 
+/// The note of a static address without a default route.
+const NO_DEFAULT_ROUTE: &str = "no default route: reachable from its own subnet only";
+
 /// Deepest member chain followed from a probed interface to its NICs; a
 /// file is bounded, this only guards against a cycle of names.
 const MAX_DEPTH: usize = 8;
@@ -34,6 +38,10 @@ pub struct FallbackSection {
     pub entries: usize,
     /// The interfaces read from them (members included, `parent` set).
     pub interfaces: Vec<Expected>,
+    /// Why the section is ignored, as os-net-config ignores it (`fallback_config
+    /// is not a list`); EXPECTATION_UNCHECKED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
 }
 
 /// The prediction for an os-net-config file's expectations (`None` for
@@ -49,6 +57,27 @@ pub fn predict_fallback(
     if rules.followed == "14.2.0" {
         return Some(safe_defaults(snap, exp, dhcp, &rules.why));
     }
+    if !exp.nics.osnc.applies_fallback_config() {
+        let installed = exp.nics.osnc.version.as_deref().unwrap_or("?");
+        return Some(FallbackPrediction {
+            kind: FallbackKind::None,
+            interfaces: Vec::new(),
+            reachable: None,
+            why: format!(
+                "os-net-config {installed} is installed; fallback_config came in 18.1.0, so a failed run leaves what it applied, and nothing restores SSH"
+            ),
+        });
+    }
+    if let Some(why) = &section.ignored {
+        return Some(FallbackPrediction {
+            kind: FallbackKind::None,
+            interfaces: Vec::new(),
+            reachable: None,
+            why: format!(
+                "{why}: os-net-config ignores it, so a failed run leaves what it applied, and nothing restores SSH"
+            ),
+        });
+    }
     if section.entries == 0 {
         return Some(FallbackPrediction {
             kind: FallbackKind::None,
@@ -61,6 +90,16 @@ pub fn predict_fallback(
         });
     }
     Some(fallback_config(snap, exp, section, dhcp))
+}
+
+/// EXPECTATION_UNCHECKED for a `fallback_config` os-net-config ignores.
+pub(crate) fn ignored_rule(exp: &Expectations) -> Option<Raw> {
+    let why = exp.fallback.as_ref()?.ignored.as_ref()?;
+    Some(raw(
+        Code::ExpectationUnchecked,
+        "fallback_config",
+        format!("{why}: os-net-config ignores it, and so does preflight; a failed run would restore nothing. Write it as a list (`fallback_config:` then `- type: interface ...`)"),
+    ))
 }
 
 /// FALLBACK_STRANDS_NODE when the prediction says the node would be lost.
@@ -113,12 +152,12 @@ fn safe_defaults(
                 addresses: vec!["dhcp".into()],
                 gateway: None,
                 link,
-                dhcp_offered: offered(exp, dhcp, &i.name),
+                dhcp_offered: offered(snap, exp, dhcp, &i.name),
                 note: (link == Some(false)).then(|| "no carrier: left out".to_owned()),
             }
         })
         .collect();
-    let (reachable, why) = verdict(&interfaces, |i| i.dhcp_offered == Some(true));
+    let (reachable, why) = verdict(&interfaces, |i| i.dhcp_offered == Some(true), |_| false);
     let skipped = if ported.is_empty() {
         String::new()
     } else {
@@ -167,9 +206,7 @@ fn fallback_config(
                 "gateway {gw} is outside its addresses: no default route"
             ));
         } else if !x.dhcp && !x.addresses.is_empty() && x.default_route.is_none() {
-            note.get_or_insert_with(|| {
-                "no default route: reachable from its own subnet only".to_owned()
-            });
+            note.get_or_insert_with(|| NO_DEFAULT_ROUTE.to_owned());
         }
         interfaces.push(FallbackInterface {
             name: x.name.clone(),
@@ -185,7 +222,8 @@ fn fallback_config(
             gateway: gateway.map(|g| g.to_string()),
             link,
             dhcp_offered: if x.dhcp {
-                offered(exp, dhcp, &x.name).or_else(|| offered_fb(section, dhcp, x))
+                offered(snap, exp, dhcp, &x.name)
+                    .or_else(|| offered_fb(snap, exp, section, dhcp, x, 0))
             } else {
                 None
             },
@@ -203,14 +241,14 @@ fn fallback_config(
             ),
         };
     }
-    let (reachable, why) = verdict(&interfaces, |i| {
-        i.dhcp_offered == Some(true)
-            || (!i.addresses.is_empty()
-                && i.addresses[0] != "dhcp"
-                && i.note
-                    .as_deref()
-                    .is_none_or(|n| n.starts_with("no default route")))
-    });
+    let static_address = |i: &FallbackInterface| i.addresses.first().is_some_and(|a| a != "dhcp");
+    let (reachable, why) = verdict(
+        &interfaces,
+        |i| i.dhcp_offered == Some(true) || (static_address(i) && i.note.is_none()),
+        // Without a default route only its own subnet reaches it, and
+        // preflight does not know where SSH would come from.
+        |i| static_address(i) && i.note.as_deref() == Some(NO_DEFAULT_ROUTE),
+    );
     FallbackPrediction {
         kind: FallbackKind::FallbackConfig,
         interfaces,
@@ -220,10 +258,12 @@ fn fallback_config(
 }
 
 /// Reachable when an interface with link gives access; cannot tell when
-/// one might (unknown link, DHCP not probed); stranded otherwise.
+/// one might (unknown link, DHCP not probed, or `unsure` says so);
+/// stranded otherwise.
 fn verdict(
     interfaces: &[FallbackInterface],
     gives_access: impl Fn(&FallbackInterface) -> bool,
+    unsure: impl Fn(&FallbackInterface) -> bool,
 ) -> (Option<bool>, String) {
     let names = |f: &dyn Fn(&FallbackInterface) -> bool| {
         interfaces
@@ -237,15 +277,29 @@ fn verdict(
     if !ok.is_empty() {
         return (Some(true), format!("reachable through {ok}"));
     }
-    let maybe = names(&|i| {
-        i.link != Some(false)
-            && (i.link.is_none()
-                || (i.addresses.first().is_some_and(|a| a == "dhcp") && i.dhcp_offered.is_none()))
-    });
+    let maybe: Vec<String> = interfaces
+        .iter()
+        .filter(|i| i.link != Some(false))
+        .filter_map(|i| {
+            let why = if i.link.is_none() {
+                "link unknown"
+            } else if i.addresses.first().is_some_and(|a| a == "dhcp") && i.dhcp_offered.is_none() {
+                "no DHCP probe through it: `preflight probe dhcp@IFACE`"
+            } else if unsure(i) {
+                i.note.as_deref().unwrap_or("unknown")
+            } else {
+                return None;
+            };
+            Some(format!("{}: {why}", i.name))
+        })
+        .collect();
     if !maybe.is_empty() {
         return (
             None,
-            format!("cannot tell whether {maybe} would give access (link unknown, or DHCP not probed: `preflight probe dhcp@IFACE`)"),
+            format!(
+                "cannot tell whether it would give access ({})",
+                maybe.join("; ")
+            ),
         );
     }
     if interfaces.is_empty() {
@@ -321,12 +375,27 @@ fn link_of(snap: &Snapshot, section: &FallbackSection, x: &Expected, depth: usiz
 /// itself, or on an entry of the running configuration whose members lead
 /// to it without a VLAN in between (a bond, a bridge over a bond). `None`
 /// when none ran (or none could be sent).
-fn offered(exp: &Expectations, dhcp: &[DhcpProbeResult], nic: &str) -> Option<bool> {
+fn offered(
+    snap: &Snapshot,
+    exp: &Expectations,
+    dhcp: &[DhcpProbeResult],
+    nic: &str,
+) -> Option<bool> {
+    let bonds = snap.bonds();
+    // A probe on a bond leaves through its active port only: it says
+    // nothing of the others (nor of any port while no single one is active,
+    // 802.3ad, balance modes, or no such bond in the kernel or OVSDB).
+    let next = |e: &Expected, m: &str| {
+        !is_bond(e.kind)
+            || bonds
+                .iter()
+                .any(|b| b.name == e.name && b.active_port.as_deref() == Some(m))
+    };
     let answers: Vec<bool> = dhcp
         .iter()
         .filter(|r| {
             r.error.is_none()
-                && (r.interface == nic || leads_to(&exp.interfaces, &r.interface, nic, 0))
+                && (r.interface == nic || leads_to(&exp.interfaces, &r.interface, nic, &next, 0))
         })
         .map(|r| r.offered)
         .collect();
@@ -334,26 +403,74 @@ fn offered(exp: &Expectations, dhcp: &[DhcpProbeResult], nic: &str) -> Option<bo
 }
 
 /// A fallback entry's DHCP answer through its own members (a fallback bond
-/// of NICs probed in the running configuration).
-fn offered_fb(section: &FallbackSection, dhcp: &[DhcpProbeResult], x: &Expected) -> Option<bool> {
-    let answers: Vec<bool> = dhcp
+/// of NICs probed in the running configuration). A bond picks its active
+/// port only when it comes up: its NICs must all agree. A bridge floods the
+/// request out of every port: one answer is enough.
+fn offered_fb(
+    snap: &Snapshot,
+    exp: &Expectations,
+    section: &FallbackSection,
+    dhcp: &[DhcpProbeResult],
+    x: &Expected,
+    depth: usize,
+) -> Option<bool> {
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    let answers: Vec<Option<bool>> = section
+        .interfaces
         .iter()
-        .filter(|r| r.error.is_none() && leads_to(&section.interfaces, &x.name, &r.interface, 0))
-        .map(|r| r.offered)
+        .filter(|m| {
+            m.parent.as_deref() == Some(x.name.as_str())
+                && x.members.contains(&m.name)
+                && m.kind != Kind::Vlan
+        })
+        .map(|m| {
+            offered(snap, exp, dhcp, &m.name)
+                .or_else(|| offered_fb(snap, exp, section, dhcp, m, depth + 1))
+        })
         .collect();
-    (!answers.is_empty()).then(|| answers.contains(&true))
+    if answers.is_empty() {
+        return None;
+    }
+    let all = |v: bool| answers.iter().all(|a| *a == Some(v));
+    if all(true) {
+        Some(true)
+    } else if all(false) {
+        Some(false)
+    } else if !is_bond(x.kind) && answers.contains(&Some(true)) {
+        Some(true)
+    } else {
+        None
+    }
 }
 
-fn leads_to(entries: &[Expected], from: &str, nic: &str, depth: usize) -> bool {
+/// Kinds that send a frame through one port of several.
+fn is_bond(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::LinuxBond | Kind::OvsBond | Kind::OvsDpdkBond | Kind::Team
+    )
+}
+
+/// Whether untagged frames from `from` reach `nic` through members that
+/// `next(entry, member)` lets them take.
+fn leads_to(
+    entries: &[Expected],
+    from: &str,
+    nic: &str,
+    next: &dyn Fn(&Expected, &str) -> bool,
+    depth: usize,
+) -> bool {
     if depth >= MAX_DEPTH {
         return false;
     }
     entries
         .iter()
         .filter(|e| e.name == from && e.kind != Kind::Vlan)
-        .flat_map(|e| &e.members)
+        .flat_map(|e| e.members.iter().filter(move |m| next(e, m)))
         .any(|m| {
             let is_vlan = entries.iter().any(|e| e.name == *m && e.kind == Kind::Vlan);
-            !is_vlan && (m == nic || leads_to(entries, m, nic, depth + 1))
+            !is_vlan && (m == nic || leads_to(entries, m, nic, next, depth + 1))
         })
 }

@@ -146,6 +146,18 @@ impl OsncState {
         major.is_none_or(|m| m >= 15)
     }
 
+    /// Whether a failed run applies the file's `fallback_config`: the
+    /// section came in os-net-config 18.1.0 (commit c632714), so 15.x to
+    /// 18.0.x restore nothing. An unknown or unreadable version is read as
+    /// the newest, as for the numbering rules.
+    #[must_use]
+    pub fn applies_fallback_config(&self) -> bool {
+        self.version
+            .as_deref()
+            .and_then(version_triple)
+            .is_none_or(|v| v >= (18, 1, 0))
+    }
+
     /// The rules preflight follows, for messages (`inspect` shows them in
     /// NIC_RENUMBERED).
     #[must_use]
@@ -171,6 +183,20 @@ impl OsncState {
             why,
         }
     }
+}
+
+/// `major.minor.patch` from the leading numbers of a version (`18.1.0`,
+/// `18.1.0-1.el9osp`, `19.0`: missing parts are 0); `None` without a
+/// leading number.
+fn version_triple(v: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = v.split('.').map(|p| {
+        let digits = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
+        p[..digits].parse::<u32>().ok()
+    });
+    let major = parts.next().flatten()?;
+    let minor = parts.next().flatten().unwrap_or(0);
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
 }
 
 /// NICs in os-net-config's order as `utils._ordered_nics` builds it: the

@@ -168,11 +168,17 @@ fn fallback_section(
     let Some(v) = doc.get("fallback_config").filter(|v| !v.is_null()) else {
         return Ok(super::FallbackSection::default());
     };
-    let list = v.as_array().ok_or_else(|| ExpectError {
-        file: file.to_owned(),
-        path: "fallback_config".into(),
-        reason: "must be a list of entries".into(),
-    })?;
+    // os-net-config (cli.py) applies a fallback_config only when it is a
+    // list, and otherwise goes on without one: absent, with a warning.
+    let Some(list) = v.as_array() else {
+        return Ok(super::FallbackSection {
+            ignored: Some(format!(
+                "fallback_config in {} is not a list of entries",
+                excerpt(file)
+            )),
+            ..super::FallbackSection::default()
+        });
+    };
     let mut read = Expectations::default();
     for (i, e) in list.iter().enumerate() {
         let at = Place {
@@ -185,6 +191,7 @@ fn fallback_section(
     Ok(super::FallbackSection {
         entries: list.len(),
         interfaces: read.interfaces,
+        ignored: None,
     })
 }
 
@@ -316,6 +323,7 @@ fn walk(
         members: Vec::new(),
         bond_mode: None,
         bond_miimon: None,
+        declared_at: BTreeMap::new(),
     };
     if let Some(m) = obj.get("mtu") {
         x.mtu = Some(

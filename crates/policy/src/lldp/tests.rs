@@ -66,6 +66,7 @@ fn neighbor(member: &str, chassis: &str, name: &str, port: &str) -> LldpNeighbor
         mgmt_address: None,
         pvid: None,
         vlans: Vec::new(),
+        vlans_cut: false,
         max_frame_size: None,
         aggregation: None,
         since: SystemTime::UNIX_EPOCH,
@@ -96,6 +97,7 @@ fn with(mut s: Snapshot, neighbors: Vec<LldpNeighbor>) -> Snapshot {
                 parent: "bond0".into(),
             },
         ],
+        errors: std::collections::BTreeMap::new(),
     };
     s
 }
@@ -200,10 +202,24 @@ fn a_vlan_the_switch_port_does_not_advertise_is_missing_only_when_vlans_are_adve
             && msg.contains("advertises VLANs 100"),
         "{msg}"
     );
-    // The port's PVID counts as carried.
+    // The port's PVID is untagged: it does not carry tagged bond0.200
+    // (review item 2), even when it also names the VLAN.
     let mut pvid = n.clone();
     pvid[1].pvid = Some(200);
-    assert!(codes(&with(node(BondMode::ActiveBackup), pvid)).is_empty());
+    let s = with(node(BondMode::ActiveBackup), pvid.clone());
+    assert_eq!(codes(&s), [("SWITCH_VLAN_MISSING", "bond0/mB".to_string())]);
+    assert!(
+        found(&s)[0].message.contains("untagged (its PVID)"),
+        "{}",
+        found(&s)[0].message
+    );
+    pvid[1].vlans.push(vlan(200));
+    let s = with(node(BondMode::ActiveBackup), pvid);
+    assert_eq!(codes(&s), [("SWITCH_VLAN_MISSING", "bond0/mB".to_string())]);
+    // A VLAN list cut at MAX_VLANS proves no VLAN absent (review item 7).
+    let mut cut = n.clone();
+    cut[1].vlans_cut = true;
+    assert!(codes(&with(node(BondMode::ActiveBackup), cut)).is_empty());
     // A switch that advertises no VLANs says nothing about them.
     let mut silent = n;
     silent[1].vlans.clear();
@@ -250,4 +266,24 @@ fn switch_texts_reach_messages_bounded() {
     one[0].port_id = "p".repeat(255);
     let r = found(&with(node(BondMode::ActiveBackup), one));
     assert!(r[0].message.len() <= crate::MAX_MESSAGE_BYTES);
+}
+
+/// `preflight baseline compare` says why the policy changed a severity,
+/// as the monitor's findings do.
+#[test]
+fn baseline_compare_findings_carry_the_policy_reason() {
+    let mut moved = two_switches();
+    moved[1] = neighbor("mB", "52:54:00:00:00:0a", "switch-A", "swp7");
+    let r = changed(&with(node(BondMode::ActiveBackup), moved), &two_switches());
+    let mut config = PolicyConfig::default();
+    config.severity.insert(
+        Code::LldpNeighborChanged,
+        Some(preflight_model::Severity::Warning),
+    );
+    config
+        .reasons
+        .insert(Code::LldpNeighborChanged, "recabling week".into());
+    let f = findings(r, &config, SystemTime::UNIX_EPOCH);
+    assert_eq!(f[0].severity, preflight_model::Severity::Warning);
+    assert!(f[0].message.ends_with("recabling week"), "{}", f[0].message);
 }

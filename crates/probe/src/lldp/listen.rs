@@ -1,6 +1,13 @@
-//! The passive LLDP listener: one packet socket per bond member (Ethertype
-//! 0x88cc, the nearest-bridge group joined), each member's newest neighbour
-//! kept until its TTL runs out. preflight never sends an LLDPDU; it reads
+//! The passive LLDP listener: one packet socket per bond member (the
+//! nearest-bridge group joined), each member's newest neighbour kept until
+//! its TTL runs out. The socket takes every protocol (`ETH_P_ALL`) with a
+//! kernel filter that keeps Ethertype 0x88cc to an LLDP group address, as
+//! lldpd does: a member whose frames a datapath's rx_handler takes (the OVS
+//! kernel datapath, a bridge) delivers them to taps only, never to a socket
+//! bound to 0x88cc. The frame keeps its Ethernet header, so
+//! [`super::decode_frame`] checks the destination too.
+//!
+//! preflight never sends an LLDPDU; it reads
 //! beside lldpd on the same node (every packet socket gets its own copy of
 //! a frame, and group memberships are counted per socket), and ignores the
 //! frames the node itself sends (`PACKET_IGNORE_OUTGOING`), which are
@@ -19,11 +26,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use preflight_model::LldpNeighbor;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::{decode, ETHERTYPE, NEAREST_BRIDGE};
+use super::{decode_frame, ETHERTYPE, NEAREST_BRIDGE};
 
 /// Frames read per member per second at most (a switch sends one per 30 s;
 /// lldpd's fast start, one per second).
@@ -31,6 +38,12 @@ pub const DECODES_PER_SECOND: u32 = 20;
 
 /// Largest LLDPDU taken (802.1AB §8.1: it fits one untagged 802.3 frame).
 const MAX_LLDPDU: usize = 1500;
+
+/// An Ethernet header: destination, source, Ethertype.
+const ETH_HEADER: usize = 14;
+
+/// `ETH_P_ALL`: every protocol, as taps see frames.
+const ETH_P_ALL: u16 = 0x0003;
 
 /// Receive buffer asked of the kernel: a handful of frames (it counts each
 /// frame's whole buffer, about 2 KiB on veth and most NICs).
@@ -234,7 +247,7 @@ async fn read(
     tx: &mpsc::Sender<Heard>,
     stats: &Stats,
 ) -> String {
-    let mut buf = [0u8; MAX_LLDPDU + 1];
+    let mut buf = [0u8; ETH_HEADER + MAX_LLDPDU + 1];
     let mut window = Instant::now();
     let mut used = 0;
     let mut last_warn: Option<Instant> = None;
@@ -253,10 +266,10 @@ async fn read(
             tokio::time::sleep_until(window + Duration::from_secs(1)).await;
             continue;
         }
-        let decoded = if n > MAX_LLDPDU {
+        let decoded = if n > ETH_HEADER + MAX_LLDPDU {
             Err(format!("an LLDPDU longer than {MAX_LLDPDU} bytes"))
         } else {
-            decode(&buf[..n], member, SystemTime::now()).map_err(|e| e.to_string())
+            decode_frame(&buf[..n], member, SystemTime::now()).map_err(|e| e.to_string())
         };
         match decoded {
             Ok(neighbor) => {
@@ -277,8 +290,38 @@ async fn read(
     }
 }
 
-/// A packet socket for LLDP on `member`, bound to it, the group joined, the
-/// node's own frames ignored.
+/// Kernel filter: Ethertype 0x88cc to 01:80:c2:00:00:0e, :03 or :00 (the
+/// three LLDP group addresses), at most one byte more than the largest
+/// LLDP frame (so that a longer one shows as such); nothing else is queued,
+/// so other traffic on the member costs no wake-up and no frame budget.
+pub(crate) fn lldp_filter() -> [SockFilter; 10] {
+    const LD_W_ABS: u16 = 0x20;
+    const LDH_ABS: u16 = 0x28;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let group = u32::from_be_bytes([
+        NEAREST_BRIDGE[0],
+        NEAREST_BRIDGE[1],
+        NEAREST_BRIDGE[2],
+        NEAREST_BRIDGE[3],
+    ]);
+    let keep = u32::try_from(ETH_HEADER + MAX_LLDPDU + 1).expect("a frame length fits u32");
+    [
+        SockFilter::new(LDH_ABS, 0, 0, 12),
+        SockFilter::new(JEQ_K, 0, 7, u32::from(ETHERTYPE)),
+        SockFilter::new(LD_W_ABS, 0, 0, 0),
+        SockFilter::new(JEQ_K, 0, 5, group),
+        SockFilter::new(LDH_ABS, 0, 0, 4),
+        SockFilter::new(JEQ_K, 2, 0, 0x000e),
+        SockFilter::new(JEQ_K, 1, 0, 0x0003),
+        SockFilter::new(JEQ_K, 0, 1, 0x0000),
+        SockFilter::new(RET_K, 0, 0, keep),
+        SockFilter::new(RET_K, 0, 0, 0),
+    ]
+}
+
+/// A packet socket for LLDP on `member`: filtered, bound to it, the group
+/// joined, the node's own frames ignored.
 fn open(member: &str) -> Result<tokio::net::UdpSocket, String> {
     if !crate::dhcp::valid_device(member) {
         return Err(format!("`{member}` is not an interface name"));
@@ -294,12 +337,11 @@ fn open(member: &str) -> Result<tokio::net::UdpSocket, String> {
         };
         format!("{member}: {what}: {e}{hint}")
     };
-    let sock = Socket::new(
-        Domain::PACKET,
-        Type::DGRAM,
-        Some(Protocol::from(i32::from(ETHERTYPE.to_be()))),
-    )
-    .map_err(|e| fail("cannot open a packet socket", e))?;
+    // Protocol 0: nothing is queued before the filter and the bind.
+    let sock = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))
+        .map_err(|e| fail("cannot open a packet socket", e))?;
+    sock.attach_filter(&lldp_filter())
+        .map_err(|e| fail("cannot filter the packet socket", e))?;
     sock.set_recv_buffer_size(RCVBUF)
         .map_err(|e| fail("cannot set the receive buffer", e))?;
     crate::packet::ignore_outgoing(&sock).map_err(|e| {
@@ -308,7 +350,7 @@ fn open(member: &str) -> Result<tokio::net::UdpSocket, String> {
             e,
         )
     })?;
-    sock.bind(&crate::packet::link_addr(ifindex, ETHERTYPE, [0; 6]))
+    sock.bind(&crate::packet::link_addr(ifindex, ETH_P_ALL, [0; 6]))
         .map_err(|e| fail("cannot bind the packet socket", e))?;
     crate::packet::add_membership(&sock, ifindex, libc::PACKET_MR_MULTICAST, NEAREST_BRIDGE)
         .map_err(|e| fail("cannot join 01:80:c2:00:00:0e", e))?;

@@ -294,6 +294,23 @@ fn reserved_vlan_ids_are_skipped_and_vlans_bounded() {
     let n = decode(&pdu, "m", now()).expect("valid");
     assert_eq!(n.vlans.len(), MAX_VLANS);
     assert_eq!(n.vlans[0].id, 1);
+    // The list is marked cut: a VLAN past it proves nothing (review item 7).
+    assert!(n.vlans_cut);
+    let mut short = [tlv(1, b"\x07c"), tlv(2, b"\x07p"), tlv(3, &[0, 30])].concat();
+    short.extend(vlan_name(100, "a"));
+    assert!(!decode(&short, "m", now()).expect("valid").vlans_cut);
+}
+
+#[test]
+fn every_character_the_cli_escapes_is_escaped_here_too() {
+    // Soft hyphen, Arabic letter mark, line separator, a tag character.
+    let n = text("a\u{ad}b\u{61c}c\u{2028}d\u{e0041}e".as_bytes());
+    assert_eq!(n, "a\\u{ad}b\\u{61c}c\\u{2028}d\\u{e0041}e");
+    for &(lo, hi) in preflight_model::excerpt::INVISIBLE {
+        for c in [lo, hi].into_iter().filter_map(char::from_u32) {
+            assert!(!text(c.to_string().as_bytes()).contains(c), "U+{lo:04X}");
+        }
+    }
 }
 
 #[test]

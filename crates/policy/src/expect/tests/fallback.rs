@@ -118,8 +118,9 @@ fn more_than_two_entries_apply_none_and_a_gateway_off_link_gives_no_way_out() {
     assert!(p.why.contains("gateway 192.0.2.1 is outside"), "{}", p.why);
 }
 
-/// Wallaby: DHCP on every NIC with carrier; a probe through the bond over
-/// eth0 and eth1 says whether a server answers there.
+/// Wallaby: DHCP on every NIC with carrier; a probe through a NIC says
+/// whether a server answers there (one through the configured bond0 says
+/// nothing while no kernel bond0 says which port it left through).
 #[test]
 fn wallaby_safe_defaults_are_judged_by_the_dhcp_probe() {
     let nics = BTreeMap::from([
@@ -152,13 +153,19 @@ fn wallaby_safe_defaults_are_judged_by_the_dhcp_probe() {
         ]
     );
     let p = predict_fallback(&s, &e, &[probe("bond0", true)]).expect("prediction");
+    assert_eq!(p.reachable, None, "{p:?}");
+    let p = predict_fallback(&s, &e, &[probe("eth0", true)]).expect("prediction");
     assert_eq!(p.reachable, Some(true), "{p:?}");
     assert!(
         p.why.contains("14.2.0's rules: 14.2.1 is installed"),
         "{}",
         p.why
     );
-    let f = findings(&s, e.clone(), vec![probe("bond0", false)]);
+    let f = findings(
+        &s,
+        e.clone(),
+        vec![probe("eth0", false), probe("eth1", false)],
+    );
     let x = f
         .iter()
         .find(|f| f.code == Code::FallbackStrandsNode)
@@ -176,7 +183,7 @@ fn wallaby_safe_defaults_are_judged_by_the_dhcp_probe() {
     for i in s.interfaces.values_mut().filter(|i| i.name == "eth0") {
         i.bond_port = Some(preflight_model::BondPort::default());
     }
-    let p = predict_fallback(&s, &e, &[probe("bond0", true)]).expect("prediction");
+    let p = predict_fallback(&s, &e, &[probe("eth1", true)]).expect("prediction");
     assert_eq!(p.reachable, Some(true), "{p:?}");
     assert!(
         p.why
@@ -198,4 +205,158 @@ fn without_a_fallback_section_18x_has_none_and_no_finding() {
     let p = predict_fallback(&node(&["eth0"]), &e, &[]).expect("prediction");
     assert_eq!((p.kind, p.reachable), (FallbackKind::None, None));
     assert!(p.why.contains("no fallback_config"), "{}", p.why);
+}
+
+/// `fallback_config` came in os-net-config 18.1.0 (commit c632714): an
+/// older 15.x-18.0.x restores nothing after a failed run.
+#[test]
+fn fallback_config_is_applied_only_from_18_1_0() {
+    for v in ["15.0.0", "17.1.3", "18.0.5"] {
+        let p = predict_fallback(&node(&[]), &sample(Some(v)), &[]).expect("prediction");
+        assert_eq!((p.kind, p.reachable), (FallbackKind::None, None), "{v}");
+        assert!(
+            p.why.contains(&format!("{v} is installed")) && p.why.contains("18.1.0"),
+            "{}",
+            p.why
+        );
+    }
+    for v in [Some("18.1.0"), Some("18.1.0-1.el9osp"), Some("19.0"), None] {
+        let p = predict_fallback(&node(&[]), &sample(v), &[]).expect("prediction");
+        assert_eq!(p.kind, FallbackKind::FallbackConfig, "{v:?}");
+    }
+}
+
+/// eth0..eth3 with the kernel bond0 over eth0 and eth1, `active` its
+/// active port.
+fn bonded(active: &str) -> Snapshot {
+    let mut s = node(&[]);
+    let mut b = nic(10, "bond0", true, "52:54:00:00:00:00");
+    b.bond = Some(preflight_model::Bond {
+        mode: preflight_model::BondMode::ActiveBackup,
+        active_port: s
+            .interfaces
+            .values()
+            .find(|i| i.name == active)
+            .map(|i| i.index),
+        ..preflight_model::Bond::default()
+    });
+    s.interfaces.insert(10, b);
+    for i in s
+        .interfaces
+        .values_mut()
+        .filter(|i| i.name == "eth0" || i.name == "eth1")
+    {
+        i.controller = Some(10);
+        i.bond_port = Some(preflight_model::BondPort::default());
+    }
+    s
+}
+
+/// A DHCP probe on bond0 leaves through its active port only: it says
+/// nothing of DHCP on the backup port.
+#[test]
+fn a_bond_probe_answers_only_for_the_active_port() {
+    let fallback_on = |nic: &str| {
+        let text = format!("fallback_config:\n- {{type: interface, name: {nic}, use_dhcp: true}}\nnetwork_config:\n- type: linux_bond\n  name: bond0\n  use_dhcp: true\n  members:\n  - {{type: interface, name: eth0}}\n  - {{type: interface, name: eth1}}\n");
+        let doc = parse_document("c.yaml", &text).expect("yaml");
+        from_os_net_config("c.yaml", &doc, &BTreeMap::new()).expect("reads")
+    };
+    let p = predict_fallback(
+        &bonded("eth0"),
+        &fallback_on("eth1"),
+        &[probe("bond0", true)],
+    )
+    .expect("prediction");
+    assert_eq!(p.interfaces[0].dhcp_offered, None, "{p:?}");
+    assert_eq!(p.reachable, None, "{p:?}");
+    let p = predict_fallback(
+        &bonded("eth0"),
+        &fallback_on("eth0"),
+        &[probe("bond0", true)],
+    )
+    .expect("prediction");
+    assert_eq!(p.reachable, Some(true), "{p:?}");
+    let p = predict_fallback(
+        &bonded("eth1"),
+        &fallback_on("eth1"),
+        &[probe("bond0", false)],
+    )
+    .expect("prediction");
+    assert_eq!(p.reachable, Some(false), "{p:?}");
+    // No kernel bond0 (nothing says which port is active): cannot tell.
+    let p = predict_fallback(&node(&[]), &fallback_on("eth0"), &[probe("bond0", true)])
+        .expect("prediction");
+    assert_eq!(p.reachable, None, "{p:?}");
+}
+
+/// A static address with no default route is reachable from its own
+/// subnet only, and preflight does not know where SSH comes from.
+#[test]
+fn a_static_fallback_without_a_default_route_cannot_be_told() {
+    let text = "fallback_config:\n- type: interface\n  name: eth0\n  addresses: [{ip_netmask: 198.51.100.5/24}]\nnetwork_config:\n- {type: interface, name: eth0, use_dhcp: true}\n";
+    let doc = parse_document("c.yaml", text).expect("yaml");
+    let e = from_os_net_config("c.yaml", &doc, &BTreeMap::new()).expect("reads");
+    let p = predict_fallback(&node(&[]), &e, &[]).expect("prediction");
+    assert_eq!(p.reachable, None, "{p:?}");
+    assert!(p.why.contains("no default route"), "{}", p.why);
+    assert!(!findings(&node(&[]), e, Vec::new())
+        .iter()
+        .any(|f| f.code == Code::FallbackStrandsNode));
+}
+
+/// os-net-config treats a `fallback_config` that is no list as absent.
+#[test]
+fn a_fallback_config_that_is_no_list_is_absent_with_a_warning() {
+    let text = "fallback_config: {type: interface, name: eth0, use_dhcp: true}\nnetwork_config:\n- {type: interface, name: eth0, use_dhcp: true}\n";
+    let doc = parse_document("c.yaml", text).expect("yaml");
+    let e = from_os_net_config("c.yaml", &doc, &BTreeMap::new()).expect("reads despite it");
+    let p = predict_fallback(&node(&[]), &e, &[]).expect("prediction");
+    assert_eq!((p.kind, p.reachable), (FallbackKind::None, None), "{p:?}");
+    assert!(p.why.contains("not a list"), "{}", p.why);
+    let f = findings(&node(&[]), e, Vec::new());
+    let w = f
+        .iter()
+        .find(|f| f.code == Code::ExpectationUnchecked && f.subject == "fallback_config")
+        .unwrap_or_else(|| panic!("{f:?}"));
+    assert_eq!(w.severity, Severity::Warning);
+    assert!(w.message.contains("not a list"), "{}", w.message);
+}
+
+/// The same os-net-config file as the agent's file and in `[expect]`:
+/// one FALLBACK_STRANDS_NODE, not two.
+#[test]
+fn one_fallback_finding_at_most() {
+    let s = node(&["eth1"]);
+    let mut ev = Evaluator::new(PolicyConfig::default());
+    ev.set_expectations(Some(sample(None)));
+    ev.set_configured_expectations(Some(sample(None)));
+    let f = ev.evaluate(&s, Instant::now(), SystemTime::now());
+    assert_eq!(
+        f.iter()
+            .filter(|f| f.code == Code::FallbackStrandsNode)
+            .count(),
+        1,
+        "{f:?}"
+    );
+}
+
+/// A fallback bond picks its active port when it comes up: an answer on
+/// one of its NICs says nothing unless every one of them agrees.
+#[test]
+fn a_fallback_bond_counts_an_answer_only_when_all_its_nics_agree() {
+    let text = "fallback_config:\n- type: linux_bond\n  name: fb0\n  use_dhcp: true\n  members:\n  - {type: interface, name: eth0}\n  - {type: interface, name: eth1}\nnetwork_config:\n- {type: interface, name: eth2, use_dhcp: true}\n";
+    let doc = parse_document("c.yaml", text).expect("yaml");
+    let e = from_os_net_config("c.yaml", &doc, &BTreeMap::new()).expect("reads");
+    let s = node(&[]);
+    let p = predict_fallback(&s, &e, &[probe("eth0", true)]).expect("prediction");
+    assert_eq!(p.reachable, None, "{p:?}");
+    let p =
+        predict_fallback(&s, &e, &[probe("eth0", true), probe("eth1", false)]).expect("prediction");
+    assert_eq!(p.reachable, None, "{p:?}");
+    let p =
+        predict_fallback(&s, &e, &[probe("eth0", true), probe("eth1", true)]).expect("prediction");
+    assert_eq!(p.reachable, Some(true), "{p:?}");
+    let p = predict_fallback(&s, &e, &[probe("eth0", false), probe("eth1", false)])
+        .expect("prediction");
+    assert_eq!(p.reachable, Some(false), "{p:?}");
 }

@@ -1,0 +1,105 @@
+//! `preflight inspect --expect networkmanager:DIR` end to end through the
+//! binary on real netlink in a namespace the test made. The host kernel has
+//! no bonding, so the bond declared in tests/fixtures/networkmanager/netns
+//! does not exist: a declared bond preflight cannot see is no-go, naming the
+//! keyfile and line; an address declared on a veth but never brought up is
+//! no-go naming the keyfile and line. NetworkManager reads only keyfiles of
+//! mode 0600 owned by root, so the fixtures are copied and made so; one
+//! left world-readable is reported, not read. Needs root (CI runs as root);
+//! never skips.
+
+use std::os::unix::fs::PermissionsExt;
+
+use preflight_tests::netns::Netns;
+use preflight_tests::{preflight_bin, workspace};
+use serde_json::Value;
+
+#[test]
+fn keyfiles_declare_what_is_missing_with_file_and_line() {
+    let ns = Netns::new("nmk");
+    for l in [
+        "link add v0 type veth peer name v1",
+        "link set v0 up",
+        "link set v1 up",
+        "addr add 192.0.2.10/24 dev v0",
+    ] {
+        ns.ip(l);
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    for f in ["bond7.nmconnection", "v0.nmconnection"] {
+        let to = dir.join(f);
+        std::fs::copy(
+            workspace()
+                .join("tests/fixtures/networkmanager/netns")
+                .join(f),
+            &to,
+        )
+        .expect("copy fixture");
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    // World-readable: NetworkManager ignores it, and so must preflight.
+    let loose = dir.join("v1.nmconnection");
+    std::fs::write(
+        &loose,
+        "[connection]\nid=v1\ntype=ethernet\ninterface-name=v1\n[ipv4]\nmethod=manual\naddress1=198.51.100.1/24\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = ns
+        .command(preflight_bin())
+        .arg("inspect")
+        .arg("--json")
+        .arg("--expect")
+        .arg(format!("networkmanager:{}", dir.display()))
+        .output()
+        .expect("preflight runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let findings = v["findings"].as_array().expect("findings");
+    let has = |code: &str, sev: &str, text: &str| {
+        findings.iter().any(|f| {
+            f["code"] == code
+                && f["severity"] == sev
+                && f["message"].as_str().is_some_and(|m| m.contains(text))
+        })
+    };
+    let bond = format!("{}:5", dir.join("bond7.nmconnection").display());
+    assert!(has("EXPECTED_INTERFACE_MISSING", "critical", &bond), "{v}");
+    let v0 = format!("{}:9", dir.join("v0.nmconnection").display());
+    assert!(has("EXPECTED_ADDRESS_MISSING", "critical", &v0), "{v}");
+    // The address that is there is no finding.
+    assert!(
+        !findings.iter().any(|f| f["subject"] == "v0/192.0.2.10"),
+        "{v}"
+    );
+    // The world-readable keyfile is named, and its address not expected.
+    assert!(
+        has(
+            "EXPECTATION_UNCHECKED",
+            "warning",
+            &loose.display().to_string()
+        ),
+        "{v}"
+    );
+    assert!(
+        !findings.iter().any(|f| f["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("198.51.100.1"))),
+        "{v}"
+    );
+    // inspect says which stack and files it read.
+    let out = ns
+        .command(preflight_bin())
+        .arg("inspect")
+        .arg("--expect")
+        .arg(format!("networkmanager:{}", dir.display()))
+        .output()
+        .expect("preflight runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("NetworkManager") && text.contains("bond7.nmconnection"),
+        "{text}"
+    );
+}
