@@ -10,6 +10,7 @@ pub mod certs;
 pub mod netns;
 pub mod ovs;
 pub mod pg;
+pub mod replica;
 pub mod vm;
 pub mod watcher;
 

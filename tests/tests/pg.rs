@@ -12,7 +12,8 @@ use preflight_aggregator::store::{
     Database, NodeChange, NodeWriter, PgListener, PgSettings, Store,
 };
 use preflight_tests::pg::Pg;
-use preflight_tests::{preflight_bin, Proc};
+use preflight_tests::preflight_bin;
+use preflight_tests::replica::Replica;
 use serde_json::{json, Value};
 
 fn db(pg: &Pg) -> Database {
@@ -56,72 +57,8 @@ fn schema_2_gains_retired_boots_in_place() {
     assert_eq!(r[0].retired_boots, [(7, 1), (u64::MAX, 2)]);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
-struct Replica {
-    proc: Option<Proc>,
-    cfg: std::path::PathBuf,
-    url: String,
-}
-
-impl Replica {
-    fn new(dir: &std::path::Path, name: &str, pg: &Pg) -> Self {
-        let port = free_port();
-        let cfg = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\nstate_dir = \"{}\"\nauth = \"none\"\nsettle = \"0s\"\nmin_waiver = \"1s\"\nttl = \"60s\"\n",
-                pg.url(),
-                dir.join(format!("{name}-state")).display()
-            ),
-        )
-        .expect("config");
-        let mut r = Self {
-            proc: None,
-            cfg,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        r.start();
-        r
-    }
-
-    fn start(&mut self) {
-        let p = Command::new(preflight_bin())
-            .args(["aggregator", "--config"])
-            .arg(&self.cfg)
-            .env("PREFLIGHT_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn aggregator");
-        self.proc = Some(Proc(p));
-        let t = Instant::now();
-        while curl("GET", &format!("{}/healthz", self.url), None).0 != 200 {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "{} did not start",
-                self.url
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(&mut self) {
-        let mut p = self.proc.take().expect("running");
-        let pid = p.0.id().to_string();
-        let st = Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .expect("kill");
-        assert!(st.success());
-        let _ = p.0.wait();
-    }
-}
+/// What the replicas of these tests add to their `[aggregator]`.
+const PG_REPLICA: &str = "settle = \"0s\"\nmin_waiver = \"1s\"\nttl = \"60s\"\n";
 
 /// [`preflight_tests::curl`] without a credential (`auth = "none"`).
 fn curl(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
@@ -194,8 +131,8 @@ fn actions(r: &Replica) -> Vec<String> {
 fn two_replicas_share_waivers_and_survive_losses() {
     let pg = Pg::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut a = Replica::new(dir.path(), "a", &pg);
-    let b = Replica::new(dir.path(), "b", &pg);
+    let mut a = Replica::new(dir.path(), "a", &pg.url(), PG_REPLICA);
+    let b = Replica::new(dir.path(), "b", &pg.url(), PG_REPLICA);
     // Agents push every report to every replica.
     let mut seq = 1;
     for r in [&a, &b] {
@@ -250,7 +187,7 @@ fn two_replicas_share_waivers_and_survive_losses() {
     assert_eq!(code, 201, "{w}");
     until_gate(&b.url, 0, Duration::from_secs(1));
     let (_, before, _) = gate(&[&b.url]);
-    a.kill9();
+    a.kill();
     let (code, after, stderr) = gate(&[&a.url, &b.url]);
     assert_eq!(code, 0, "answered by B: {after} {stderr}");
     assert_eq!(after["verdict"], before["verdict"]);
@@ -427,7 +364,7 @@ fn newer_schema_refuses_to_start() {
         &cfg,
         format!(
             "[aggregator]\nlisten = \"127.0.0.1:{}\"\ndatabase = \"{}\"\nstate_dir = \"{}\"\nauth = \"none\"\n",
-            free_port(),
+            preflight_tests::free_port(),
             pg.url(),
             dir.path().display()
         ),

@@ -7,7 +7,6 @@
 //! asynchronous one the aggregator says so (warning, metric, `/readyz`) and
 //! applies the removal again on the new primary.
 
-use std::io::Read;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,95 +17,11 @@ use preflight_aggregator::store::{
 };
 use preflight_model::report::Waiver;
 use preflight_tests::pg::{failover_url, Pg};
-use preflight_tests::{preflight_bin, Proc};
+use preflight_tests::replica::Replica;
 use serde_json::{json, Value};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
-/// One `preflight aggregator` process, its log kept in a file.
-struct Replica {
-    proc: Option<Proc>,
-    cfg: std::path::PathBuf,
-    log: std::path::PathBuf,
-    url: String,
-}
-
-impl Replica {
-    fn new(dir: &std::path::Path, name: &str, db: &str) -> Self {
-        let port = free_port();
-        let cfg = dir.join(format!("{name}.toml"));
-        // Its own state directory: the file of acknowledged removals.
-        let state = dir.join(format!("{name}-state"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nstate_dir = \"{}\"\nauth = \"none\"\nsettle = \"0s\"\nmin_waiver = \"1s\"\nttl = \"60s\"\n",
-                state.display()
-            ),
-        )
-        .expect("config");
-        let mut r = Self {
-            proc: None,
-            cfg,
-            log: dir.join(format!("{name}.log")),
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        r.start();
-        r
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let p = Command::new(preflight_bin())
-            .args(["aggregator", "--config"])
-            .arg(&self.cfg)
-            .env("PREFLIGHT_LOG", "info")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn aggregator");
-        self.proc = Some(Proc(p));
-        let t = Instant::now();
-        while curl("GET", &format!("{}/healthz", self.url), None).0 != 200 {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "{} did not start:\n{}",
-                self.url,
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        self.start();
-    }
-
-    /// SIGKILL: no shutdown, no last reload.
-    fn kill(&mut self) {
-        let mut p = self.proc.take().expect("running");
-        let _ = p.0.kill();
-        let _ = p.0.wait();
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-}
+/// What the replicas of these tests add to their `[aggregator]`.
+const FAILOVER_REPLICA: &str = "settle = \"0s\"\nmin_waiver = \"1s\"\nttl = \"60s\"\n";
 
 fn curl(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
     preflight_tests::curl(method, url, None, body)
@@ -242,7 +157,12 @@ fn async_standby_cut_removal_survives_failover() {
     let standby = primary.standby();
     primary.wait_streaming("async");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut a = Replica::new(dir.path(), "a", &failover_url(&[&primary, &standby]));
+    let mut a = Replica::new(
+        dir.path(),
+        "a",
+        &failover_url(&[&primary, &standby]),
+        FAILOVER_REPLICA,
+    );
 
     post_report(&a, 1);
     until_verdict(&a, "no-go", Duration::from_secs(5));
@@ -319,7 +239,12 @@ fn async_standby_cut_removal_survives_failover_and_immediate_restart() {
     let standby = primary.standby();
     primary.wait_streaming("async");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut a = Replica::new(dir.path(), "a", &failover_url(&[&primary, &standby]));
+    let mut a = Replica::new(
+        dir.path(),
+        "a",
+        &failover_url(&[&primary, &standby]),
+        FAILOVER_REPLICA,
+    );
 
     post_report(&a, 1);
     until_verdict(&a, "no-go", Duration::from_secs(5));
@@ -380,7 +305,12 @@ fn sync_standby_cut_refuses_and_survives_failover() {
     primary.set("synchronous_standby_names", "'*'");
     primary.wait_streaming("sync");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut a = Replica::new(dir.path(), "a", &failover_url(&[&primary, &standby]));
+    let mut a = Replica::new(
+        dir.path(),
+        "a",
+        &failover_url(&[&primary, &standby]),
+        FAILOVER_REPLICA,
+    );
 
     post_report(&a, 1);
     until_verdict(&a, "no-go", Duration::from_secs(5));
@@ -459,8 +389,8 @@ fn promote_writes_again_and_gate_answers_throughout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = failover_url(&[&primary, &standby]);
     let replicas = [
-        Replica::new(dir.path(), "a", &url),
-        Replica::new(dir.path(), "b", &url),
+        Replica::new(dir.path(), "a", &url, FAILOVER_REPLICA),
+        Replica::new(dir.path(), "b", &url, FAILOVER_REPLICA),
     ];
     for r in &replicas {
         post_report(r, 1);
@@ -549,8 +479,8 @@ fn measure_failover_writes_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = failover_url(&[&a, &b]);
     let replicas = [
-        Replica::new(dir.path(), "a", &url),
-        Replica::new(dir.path(), "b", &url),
+        Replica::new(dir.path(), "a", &url, FAILOVER_REPLICA),
+        Replica::new(dir.path(), "b", &url, FAILOVER_REPLICA),
     ];
     for r in &replicas {
         post_report(r, 1);

@@ -7,76 +7,18 @@
 //! `postgres` user); fails, never skips, without it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use preflight_tests::pg::Pg;
-use preflight_tests::{preflight_bin, Proc};
+use preflight_tests::replica::Replica;
 use serde_json::{json, Value};
 
 const NODES: usize = 20;
 const MAX_UNAVAILABLE: usize = 6;
 const PER_RACK: usize = 2;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
-struct Replica {
-    proc: Option<Proc>,
-    cfg: std::path::PathBuf,
-    url: String,
-}
-
-impl Replica {
-    fn new(dir: &std::path::Path, name: &str, pg: &Pg) -> Self {
-        let port = free_port();
-        let cfg = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "[aggregator]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\nstate_dir = \"{}\"\nauth = \"none\"\nsettle = \"0s\"\nttl = \"600s\"\nmaintenance_grace = \"5m\"\n",
-                pg.url(),
-                dir.join(format!("{name}-state")).display()
-            ),
-        )
-        .expect("config");
-        let mut r = Self {
-            proc: None,
-            cfg,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        r.start();
-        r
-    }
-
-    fn start(&mut self) {
-        let p = Command::new(preflight_bin())
-            .args(["aggregator", "--config"])
-            .arg(&self.cfg)
-            .env("PREFLIGHT_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn aggregator");
-        self.proc = Some(Proc(p));
-        let t = Instant::now();
-        while curl("GET", &format!("{}/healthz", self.url), None).0 != 200 {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "{} did not start",
-                self.url
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        drop(self.proc.take());
-    }
-}
+/// What the replicas of these tests add to their `[aggregator]`.
+const PLAN_REPLICA: &str = "settle = \"0s\"\nttl = \"600s\"\nmaintenance_grace = \"5m\"\n";
 
 fn curl(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
     preflight_tests::curl(method, url, None, body)
@@ -118,8 +60,8 @@ fn leased_nodes(ls: &[Value]) -> Vec<String> {
 fn concurrent_plans_through_two_replicas_stay_within_the_limits() {
     let pg = Pg::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut a = Replica::new(dir.path(), "a", &pg);
-    let b = Replica::new(dir.path(), "b", &pg);
+    let mut a = Replica::new(dir.path(), "a", &pg.url(), PLAN_REPLICA);
+    let b = Replica::new(dir.path(), "b", &pg.url(), PLAN_REPLICA);
     for i in 0..NODES {
         for r in [&a, &b] {
             let (code, v) = curl("POST", &format!("{}/v1/reports", r.url), Some(&report(i)));

@@ -13,7 +13,9 @@ use preflight_policy::expect::{self, ExpectError, Expectations};
 use preflight_policy::Evaluator;
 use toml::Spanned;
 
+pub mod ifupdown;
 pub mod networkd;
+pub mod networkmanager;
 
 /// Default locations os-net-config reads.
 pub const DEFAULT_PATHS: &[&str] = &[
@@ -44,10 +46,14 @@ pub enum Stack {
     OsNetConfig,
     /// systemd-networkd: these directories, highest precedence first.
     Networkd(Vec<PathBuf>),
+    /// NetworkManager: keyfile and configuration locations.
+    NetworkManager(networkmanager::NmPaths),
+    /// ifupdown / ifupdown2: this main file (`source` lines followed).
+    Ifupdown(PathBuf),
 }
 
 /// The stacks `--expect` and `agent.expect` name.
-pub const STACKS: &[&str] = &["os-net-config", "networkd"];
+pub const STACKS: &[&str] = &["os-net-config", "networkd", "networkmanager", "ifupdown"];
 
 /// Parses `STACK[:PATH]` (`--expect`, `agent.expect`): the stack's name
 /// and the path in place of its own, if any.
@@ -73,6 +79,8 @@ pub fn parse_spec(spec: &str) -> Result<(&'static str, Option<PathBuf>), String>
 }
 
 /// Where the expected state comes from, before the file system is asked.
+// Built once per configuration load: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ExpectationsFrom {
     /// A configured os-net-config file.
@@ -101,6 +109,16 @@ pub(crate) fn from_config(
         }
         let (stack, path) =
             parse_spec(spec.get_ref()).map_err(|e| at(format!("{prefix}.expect"), spec, e))?;
+        if stack == "ifupdown" {
+            if let Some(m) = nic_mapping {
+                return Err(at(
+                    format!("{prefix}.nic_mapping"),
+                    m,
+                    "is os-net-config's: ifupdown has no nicN names".to_owned(),
+                ));
+            }
+            return Ok(ExpectationsFrom::File(Source::ifupdown(path)));
+        }
         if stack == "networkd" {
             if let Some(m) = nic_mapping {
                 return Err(at(
@@ -110,6 +128,16 @@ pub(crate) fn from_config(
                 ));
             }
             return Ok(ExpectationsFrom::File(Source::networkd(path)));
+        }
+        if stack == "networkmanager" {
+            if let Some(m) = nic_mapping {
+                return Err(at(
+                    format!("{prefix}.nic_mapping"),
+                    m,
+                    "is os-net-config's: NetworkManager has no nicN names".to_owned(),
+                ));
+            }
+            return Ok(ExpectationsFrom::File(Source::networkmanager(path)));
         }
         return match path {
             Some(p) => Ok(ExpectationsFrom::File(Source::new(
@@ -266,6 +294,21 @@ impl Source {
         match self.stack {
             Stack::OsNetConfig => "os-net-config",
             Stack::Networkd(_) => "networkd",
+            Stack::NetworkManager(_) => "networkmanager",
+            Stack::Ifupdown(_) => "ifupdown",
+        }
+    }
+
+    /// ifupdown's files: `file` in place of /etc/network/interfaces.
+    #[must_use]
+    pub fn ifupdown(file: Option<PathBuf>) -> Self {
+        let file = file.unwrap_or_else(|| PathBuf::from(ifupdown::DEFAULT_FILE));
+        Self {
+            path: file.clone(),
+            mapping: None,
+            stack: Stack::Ifupdown(file),
+            root: PathBuf::from("/"),
+            stamp: None,
         }
     }
 
@@ -345,6 +388,13 @@ impl Source {
     /// # Errors
     /// Unreadable files, syntax errors, bad values (with the path in the document).
     pub fn load(&self, snap: &Snapshot) -> Result<Expectations, ExpectError> {
+        if let Stack::NetworkManager(paths) = &self.stack {
+            return Self::load_networkmanager(paths, snap);
+        }
+        if let Stack::Ifupdown(main) = &self.stack {
+            let files = ifupdown::collect(main)?;
+            return expect::from_ifupdown(&format!("ifupdown ({})", main.display()), &files, snap);
+        }
         if let Stack::Networkd(dirs) = &self.stack {
             let files = networkd::collect(dirs)?;
             let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
@@ -379,11 +429,13 @@ impl Source {
     /// directory of the search path with its modification time (bounded
     /// like the reading itself).
     fn networkd_stamp(&self) -> String {
-        let Stack::Networkd(dirs) = &self.stack else {
-            return String::new();
+        let dirs = match &self.stack {
+            Stack::Networkd(dirs) => dirs.clone(),
+            Stack::NetworkManager(p) => p.all(),
+            _ => return String::new(),
         };
         let mut out = String::new();
-        for d in dirs {
+        for d in &dirs {
             out.push_str(&format!("|{}:{:?}", d.display(), mtime(d)));
             for e in std::fs::read_dir(d)
                 .into_iter()
@@ -408,6 +460,21 @@ impl Source {
         out
     }
 
+    /// What an ifupdown reload depends on: every file read with its
+    /// modification time (a file that cannot be read: its error).
+    fn ifupdown_stamp(&self) -> String {
+        let Stack::Ifupdown(main) = &self.stack else {
+            return String::new();
+        };
+        match ifupdown::collect(main) {
+            Ok(files) => files
+                .iter()
+                .map(|f| format!("|{}:{:?}", f.path, mtime(Path::new(&f.path))))
+                .collect(),
+            Err(e) => format!("|{e}"),
+        }
+    }
+
     /// Loads the files if they changed since the last call and updates the
     /// evaluator: new expectations on success; on failure the old ones stay
     /// and EXPECTATIONS_INVALID is raised. Returns whether anything changed.
@@ -426,7 +493,7 @@ impl Source {
             format!(
                 "{}{}",
                 expect::ordered_nics(snap, false).join(","),
-                self.networkd_stamp()
+                self.networkd_stamp() + &self.ifupdown_stamp()
             ),
         );
         if self.stamp.as_ref() == Some(&stamp) {

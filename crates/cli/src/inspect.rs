@@ -43,7 +43,11 @@ pub struct Args {
     /// optionally a file or directory in place of the stack's own:
     /// `os-net-config[:FILE]` or `networkd[:DIR]` (systemd-networkd's
     /// .netdev/.network files; default its search path, /etc, /run,
-    /// /usr/local/lib, /usr/lib systemd/network). Default: agent.expect.
+    /// /usr/local/lib, /usr/lib systemd/network) or `ifupdown[:FILE]`
+    /// (default /etc/network/interfaces, `source` lines followed) or
+    /// `networkmanager[:DIR]` (*.nmconnection keyfiles, DIR/NetworkManager.conf
+    /// and DIR/conf.d; default NetworkManager's own directories).
+    /// Default: agent.expect.
     #[arg(long, value_name = "STACK[:PATH]", value_parser = parse_expect)]
     expect: Option<(&'static str, Option<PathBuf>)>,
     /// os-net-config mapping file (`interface_mapping: {nic1: em3}`) for nicN
@@ -108,6 +112,18 @@ pub async fn run(args: Args) -> u8 {
             return EXIT_USAGE;
         }
         (Some(("networkd", dir)), _) => Some(Source::networkd(dir.clone())),
+        (Some(("ifupdown", _)), _) if args.nic_mapping.is_some() => {
+            eprintln!("preflight: --nic-mapping is os-net-config's; ifupdown has no nicN names");
+            return EXIT_USAGE;
+        }
+        (Some(("ifupdown", file)), _) => Some(Source::ifupdown(file.clone())),
+        (Some(("networkmanager", _)), _) if args.nic_mapping.is_some() => {
+            eprintln!(
+                "preflight: --nic-mapping is os-net-config's; NetworkManager has no nicN names"
+            );
+            return EXIT_USAGE;
+        }
+        (Some(("networkmanager", dir)), _) => Some(Source::networkmanager(dir.clone())),
         (Some((_, Some(p))), _) | (None, Some(p)) => {
             Some(Source::new(p.clone(), args.nic_mapping.clone()))
         }

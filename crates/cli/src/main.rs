@@ -76,6 +76,12 @@ Fail-closed: an unreachable aggregator or an answer that does not parse exits 2,
     Status(cmd::status::StatusArgs),
     /// Create, list or remove time-limited waivers.
     Waive(cmd::waive::WaiveArgs),
+    /// For rolling updates: which nodes of the scope may go down now (--take: lease them). Exit 0 a batch, 1 none now, 2 could not tell.
+    #[command(after_help = cmd::plan::AFTER_HELP)]
+    Plan(cmd::plan::PlanArgs),
+    /// List or end maintenance leases (taken by `preflight plan --take`).
+    #[command(subcommand_required = true)]
+    Maintenance(cmd::maintenance::MaintenanceArgs),
     /// Per-node daemon: watch netlink, evaluate, serve /metrics, push reports (also the smaller `preflight-agent` binary).
     Agent(services::ServiceArgs),
     /// Fleet service: store reports, answer the gate, keep waivers, serve the page.
@@ -207,6 +213,8 @@ fn main() -> ExitCode {
             Command::Probe(args) => probe::run(args).await,
             Command::Status(args) => cmd::status::run(args).await,
             Command::Waive(args) => cmd::waive::run(args).await,
+            Command::Plan(args) => cmd::plan::run(args).await,
+            Command::Maintenance(args) => cmd::maintenance::run(args).await,
             Command::Agent(args) => services::agent(args).await,
             Command::Aggregator(args) => services::aggregator(args).await,
             Command::Up(args) => services::up(args).await,

@@ -1,6 +1,6 @@
 //! The only HTTP client of preflight: the aggregator API as typed calls
 //! (`post_report`, `gate`, `nodes`, `node`, `waivers`, `add_waiver`,
-//! `remove_waiver`), with failover across several servers. A server that
+//! `remove_waiver`, `plan`, `take_plan`, `leases`, `end_lease`), with failover across several servers. A server that
 //! does not answer (connection refused, timeout, 5xx, an unreadable body) is
 //! skipped for the next one, and every answer says which server gave it. A
 //! 4xx is the request's fault, the same on every replica, so it stops the
@@ -11,6 +11,7 @@
 
 mod body;
 pub mod http;
+mod plan;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use preflight_model::Verdict;
 use serde::de::DeserializeOwned;
 
 pub use http::{BaseUrl, HttpClient, HttpError, TlsOptions};
+pub use plan::{Held, Lease, LeaseTerms, PlanAnswer, PlanQuery, PlanResult};
 
 /// An answer and the server that gave it.
 #[derive(Debug, Clone)]
@@ -268,10 +270,15 @@ impl AggregatorClient {
     /// # Errors
     /// Refused (404 for an unknown id) or no answer.
     pub async fn remove_waiver(&self, id: i64, by: &str) -> Result<Answered<()>, ClientError> {
-        let path = format!("/v1/waivers/{id}?by={}", form_urlencode(by));
+        self.delete(&format!("/v1/waivers/{id}?by={}", form_urlencode(by)))
+            .await
+    }
+
+    /// A `DELETE` answered 204 by the first server that answers.
+    async fn delete(&self, path: &str) -> Result<Answered<()>, ClientError> {
         let mut skipped = Vec::new();
         for server in &self.servers {
-            match self.send(server, Method::DELETE, &path, None).await {
+            match self.send(server, Method::DELETE, path, None).await {
                 Ok((StatusCode::NO_CONTENT, _)) => {
                     return Ok(Answered {
                         server: server.clone(),

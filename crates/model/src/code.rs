@@ -120,6 +120,7 @@ codes! {
         MappingEntryUnmatched = "MAPPING_ENTRY_UNMATCHED", Warning, "an entry of os-net-config's mapping file matches no NIC (a MAC written in upper case, a replaced card): os-net-config ignores it and numbers that name by position";
         BondHealthUnknown = "BOND_HEALTH_UNKNOWN", Critical, "os-net-config configures a bond whose health preflight cannot see (a contrail_vrouter_dpdk or vpp_bond bond, in a userspace datapath): cannot tell, so no-go unless policy lowers it with a stated reason";
         FallbackStrandsNode = "FALLBACK_STRANDS_NODE", Critical, "if os-net-config's run fails, its fallback (fallback_config, or TripleO's DHCP safe defaults) would leave the node with no address it can be reached on";
+        UnexpectedDhcpExposure = "UNEXPECTED_DHCP_EXPOSURE", Critical, "a physical NIC has no NetworkManager profile and no-auto-default does not cover it: NetworkManager would give it an automatic profile and ask for DHCP (a NIC that lost its profile in an update)";
         ExpectationUnchecked = "EXPECTATION_UNCHECKED", Warning, "an entry of the expected configuration is of a type preflight cannot check; it is listed, not silently skipped";
         FindingsTruncated = "FINDINGS_TRUNCATED", Critical, "the node has more findings than a report carries; those left out are unknown to the gate";
     }

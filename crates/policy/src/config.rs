@@ -529,6 +529,7 @@ impl RawExpect {
             nics: crate::expect::NicPlan::default(),
             unchecked: Vec::new(),
             files: Vec::new(),
+            dhcp_exposure: Vec::new(),
         }))
     }
 }

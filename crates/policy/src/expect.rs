@@ -15,7 +15,9 @@ use crate::{raw, Code, Raw};
 
 mod baseline;
 mod fallback;
+mod ifupdown;
 mod networkd;
+mod networkmanager;
 pub(crate) mod nics;
 mod osnc;
 mod osnc_files;
@@ -27,7 +29,15 @@ pub use baseline::from_snapshot;
 pub(crate) use fallback::ignored_rule as fallback_ignored_rule;
 pub(crate) use fallback::rule as fallback_rule;
 pub use fallback::{predict_fallback, FallbackSection, MAX_FALLBACK_ENTRIES};
+pub use ifupdown::{
+    from_ifupdown, ifupdown_dir_entry, ifupdown_glob, ifupdown_includes, ifupdown_is_glob,
+    IfupdownFile, Include, MAX_IFUPDOWN_DEPTH, MAX_IFUPDOWN_FILES, MAX_IFUPDOWN_FILE_BYTES,
+    MAX_IFUPDOWN_LINE_BYTES,
+};
 pub use networkd::{from_networkd, NetworkdFile, MAX_NETWORKD_FILES, MAX_NETWORKD_FILE_BYTES};
+pub use networkmanager::{
+    from_networkmanager, DhcpExposure, NmKeyfile, MAX_NM_FILES, MAX_NM_FILE_BYTES,
+};
 pub use nics::{
     in_force_mapping, next_run, nic_mapping, ordered_nics, osnc_order, valid_mac, DpdkBound,
     NextRun, OsncState, Unmatched,
@@ -152,7 +162,10 @@ pub struct Expectations {
     pub unchecked: Vec<Unchecked>,
     /// The files read, in the order read, when there are several.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<String>,
+    pub files: Vec<String>,    /// Physical NICs NetworkManager would give an automatic DHCP profile:
+    /// UNEXPECTED_DHCP_EXPOSURE.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dhcp_exposure: Vec<DhcpExposure>,
 }
 
 /// One declaration preflight reads past without checking it.
@@ -236,6 +249,16 @@ pub fn rules(snap: &Snapshot, exp: &Expectations) -> Vec<Raw> {
         ));
     }
     out.extend(exp.unseen_bonds.iter().map(|b| unseen::rule(b, src)));
+    out.extend(exp.dhcp_exposure.iter().map(|d| {
+        raw(
+            Code::UnexpectedDhcpExposure,
+            &d.nic,
+            format!(
+                "{}: {} (in {src}): NetworkManager would give it an automatic \"Wired connection\" profile and ask for DHCP; set no-auto-default=* or give it a profile",
+                d.at, d.why
+            ),
+        )
+    }));
     out.extend(exp.unchecked.iter().map(|u| {
         raw(
             Code::ExpectationUnchecked,

@@ -1,9 +1,12 @@
 //! Commands that talk to an aggregator through [`preflight_client`]:
-//! `gate` (pipelines), `status` (fleet table) and `waive` (waivers). This
+//! `gate` (pipelines), `status` (fleet table), `waive` (waivers), `plan`
+//! and `maintenance` (rolling updates). This
 //! module holds what they share: the server and token flags, and the map
 //! from a client error to an exit code.
 
 pub mod gate;
+pub mod maintenance;
+pub mod plan;
 pub mod status;
 pub mod waive;
 

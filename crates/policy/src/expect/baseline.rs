@@ -65,5 +65,6 @@ pub fn from_snapshot(snap: &Snapshot, source: &str) -> Expectations {
         nics: NicPlan::default(),
         unchecked: Vec::new(),
         files: Vec::new(),
+        dhcp_exposure: Vec::new(),
     }
 }

@@ -10,9 +10,9 @@
 //! `mapping`, an option it does not know) is an [`Unchecked`] naming
 //! `file:line` (EXPECTATION_UNCHECKED), never a silent pass.
 
-use std::collections::BTreeMap;
 use preflight_model::excerpt::excerpt;
 use preflight_model::{BondMode, Snapshot};
+use std::collections::BTreeMap;
 
 use super::{ExpectError, Expectations, Expected, Kind, Unchecked};
 
@@ -120,7 +120,11 @@ pub fn ifupdown_includes(file: &str, text: &str) -> Result<Vec<Include>, ExpectE
         let Some(pattern) = w.next() else {
             return Err(err(
                 format!("{file}:{n}"),
-                if directory { "source-directory" } else { "source" },
+                if directory {
+                    "source-directory"
+                } else {
+                    "source"
+                },
                 "names no path".to_owned(),
             ));
         };
@@ -202,7 +206,16 @@ pub fn from_ifupdown(
                 .push((name.clone(), at.clone()));
         }
     }
-    for (name, auto_at) in &auto {
+    // A bond brought up brings up its members (ifenslave, ifupdown2).
+    let mut up = auto.clone();
+    for (b, ms) in &members {
+        if auto.contains_key(b) {
+            for (m, at) in ms {
+                up.entry(m.clone()).or_insert_with(|| at.clone());
+            }
+        }
+    }
+    for (name, auto_at) in &up {
         let Some(d) = decls.get(name) else {
             // ifup -a refuses a name without a stanza; expected all the
             // same (fail closed), declared where `auto` names it.
@@ -238,7 +251,11 @@ pub fn from_ifupdown(
             x.default_route = Some(Some(*g));
             x.declared_at.insert("route".into(), at.clone());
         }
-        for (g, at) in d.gateways.iter().filter(|(g, _)| Some(g) != v4.map(|v| &v.0)) {
+        for (g, at) in d
+            .gateways
+            .iter()
+            .filter(|(g, _)| Some(g) != v4.map(|v| &v.0))
+        {
             unch.push(Unchecked {
                 at: at.clone(),
                 what: format!("a second gateway ({g}) on {name}: only the first is checked"),
@@ -265,7 +282,7 @@ pub fn from_ifupdown(
         out.insert(name.clone(), x);
     }
     for (name, d) in &decls {
-        if auto.contains_key(name) || d.loopback {
+        if up.contains_key(name) || d.loopback {
             continue;
         }
         if d.master.is_some() || members.values().flatten().any(|(m, _)| m == name) {
