@@ -43,10 +43,18 @@ impl Fleet {
             hub.ip(&format!("link set hp{i} up"));
             ns.ip(&format!("addr add 192.0.2.{}/24 dev up{i}", 10 + i));
             ns.ip(&format!("link set up{i} up"));
+            // A data link: n2's has no carrier, a warning (go) that its
+            // overrun must name as its last finding.
+            ns.ip("link add data0 type veth peer name data1");
+            ns.ip("link set data0 up");
+            if i != 2 {
+                ns.ip("link set data1 up");
+            }
             std::fs::write(
                 dir.path().join(format!("n{i}.toml")),
                 format!(
-                    "[agent]\nnode = \"n{i}\"\nlabels = {{ role = \"compute\" }}\naggregators = [\"{AGG}\"]\ntoken = \"report-secret\"\nheartbeat = \"1s\"\n"
+                    "[agent]\nnode = \"n{i}\"\nlabels = {{ role = \"compute\" }}\naggregators = [\"{AGG}\"]\ntoken = \"report-secret\"\nheartbeat = \"1s\"\n\
+                     [policy.severity]\nLINK_NO_CARRIER = \"warning\"\n"
                 ),
             )
             .expect("agent config");
@@ -290,6 +298,16 @@ fn rolling_update_with_plan_and_leases() {
         "overrun before the grace ran out: {v:#}"
     );
     assert_eq!(names(&v, "blocked"), ["n2"], "{v:#}");
+    let overrun = v["blockers"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["code"] == "MAINTENANCE_OVERRUN"))
+        .expect("the overrun");
+    assert!(
+        overrun["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("last findings: LINK_NO_CARRIER data0")),
+        "its last findings: {overrun:#}"
+    );
     // The human gate names it too, and the plan holds it.
     let human = f.run(&["gate", "--server", AGG, "--scope", "role=compute"]);
     assert_eq!(human.status.code(), Some(1), "{}", show(&human));

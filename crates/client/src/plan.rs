@@ -205,3 +205,77 @@ impl AggregatorClient {
         PlanResult::Undecided(ClientError::NoAnswer(skipped))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::BaseUrl;
+
+    /// A server that answers every plan question with `status` and `body`.
+    async fn server(status: u16, body: serde_json::Value) -> SocketAddr {
+        let reply = move || {
+            let b = body.clone();
+            async move {
+                (
+                    axum::http::StatusCode::from_u16(status).expect("status"),
+                    axum::Json(b),
+                )
+            }
+        };
+        let app =
+            axum::Router::new().route("/v1/plan", axum::routing::get(reply.clone()).post(reply));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(l, app).await });
+        addr
+    }
+
+    fn client(addr: SocketAddr) -> AggregatorClient {
+        let url = BaseUrl::parse(&format!("http://{addr}")).expect("url");
+        AggregatorClient::new(vec![url], Duration::from_secs(5))
+    }
+
+    fn terms() -> LeaseTerms {
+        LeaseTerms {
+            duration: "30m".into(),
+            reason: "test".into(),
+            pipeline: "p".into(),
+        }
+    }
+
+    /// Fail-closed: a 200 with an empty batch, or a taken batch without its
+    /// lease, starts nothing; a 503 with an empty batch is "none now".
+    #[tokio::test]
+    async fn status_batch_and_lease_must_agree() {
+        let empty = serde_json::json!({"batch": [], "held": []});
+        let one = serde_json::json!({"batch": ["n1"], "held": []});
+        let q = PlanQuery::default();
+
+        let c = client(server(200, empty.clone()).await);
+        assert!(matches!(c.plan(&q).await, PlanResult::Undecided(_)));
+        let c = client(server(503, empty).await);
+        assert!(matches!(c.plan(&q).await, PlanResult::Empty(_)));
+        let c = client(server(200, one).await);
+        assert!(matches!(c.plan(&q).await, PlanResult::Batch(_)));
+        match c.take_plan(&q, &terms()).await {
+            PlanResult::Undecided(e) => assert!(e.to_string().contains("disagrees"), "{e}"),
+            other => panic!("a batch taken without a lease: {other:?}"),
+        }
+        let c = client(
+            server(
+                400,
+                serde_json::json!({"error": "bad_request", "message": "per"}),
+            )
+            .await,
+        );
+        assert!(matches!(
+            c.plan(&q).await,
+            PlanResult::Refused(ClientError::Refused { status: 400, .. })
+        ));
+    }
+}

@@ -489,6 +489,7 @@ fn every_code_has_a_rule_test_and_a_meaning() {
         include_str!("expect/tests/ovs_and_team.rs"),
         include_str!("expect/tests/bond_health.rs"),
         include_str!("expect/tests/fallback.rs"),
+        include_str!("expect/tests/networkmanager.rs"),
         include_str!("lldp/tests.rs"),
         include_str!("member_path.rs")
     );

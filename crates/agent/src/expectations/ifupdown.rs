@@ -163,6 +163,36 @@ impl Walk {
     }
 }
 
+impl super::Source {
+    /// ifupdown's files: `file` in place of /etc/network/interfaces.
+    #[must_use]
+    pub fn ifupdown(file: Option<PathBuf>) -> Self {
+        let file = file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
+        Self {
+            path: file.clone(),
+            mapping: None,
+            stack: super::Stack::Ifupdown(file),
+            root: PathBuf::from("/"),
+            stamp: None,
+        }
+    }
+
+    /// What an ifupdown reload depends on: every file read with its
+    /// modification time (a file that cannot be read: its error).
+    pub(super) fn ifupdown_stamp(&self) -> String {
+        let super::Stack::Ifupdown(main) = &self.stack else {
+            return String::new();
+        };
+        match collect(main) {
+            Ok(files) => files
+                .iter()
+                .map(|f| format!("|{}:{:?}", f.path, super::mtime(Path::new(&f.path))))
+                .collect(),
+            Err(e) => format!("|{e}"),
+        }
+    }
+}
+
 /// The files ifupdown reads starting at `main`, in the order it reads
 /// them.
 ///

@@ -193,7 +193,7 @@ impl Source {
         Self {
             path: paths.keyfiles[0].clone(),
             mapping: None,
-            stack: Stack::NetworkManager(paths),
+            stack: Stack::NetworkManager(Box::new(paths)),
             root: PathBuf::from("/"),
             stamp: None,
         }

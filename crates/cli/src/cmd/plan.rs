@@ -22,8 +22,9 @@ aggregator refuses (bad selector, budget, a node already leased).
 
 A rolling update, two nodes at a time, at most one per rack. The plan does \
 not know which nodes a pipeline has updated: ask with a scope the update \
-moves nodes out of (a label the update changes, e.g. os=9.2), or keep a \
-list and stop when the batch holds only nodes already done.
+moves nodes out of (a label the update changes, e.g. os=9.2: the agent's \
+labels, or PUT /v1/nodes/NODE for an inventory node), or keep a list and \
+stop when the batch holds only nodes already done.
 
   export PREFLIGHT_SERVER=https://agg:9100 PREFLIGHT_TOKEN=$(cat operator.token)
   while true; do

@@ -99,7 +99,7 @@ fn bond_with_ports_and_vlan_reads_with_lines() {
     assert_eq!(vlan.parent.as_deref(), Some("bond0"));
     let at: Vec<&str> = e.unchecked.iter().map(|u| u.at.as_str()).collect();
     assert!(at.contains(&"bond0.nmconnection:10"), "{at:?}");
-    assert!(at.contains(&"vlan20.nmconnection:7"), "{at:?}");
+    assert!(at.contains(&"vlan20.nmconnection:8"), "{at:?}");
 }
 
 /// The running state against the files: a bond that does not exist and a
@@ -133,6 +133,10 @@ fn dhcp_exposure_without_no_auto_default_and_none_with_it() {
         raw.iter()
             .any(|r| r.code == Code::UnexpectedDhcpExposure && r.subject == "eth2"),
         "{raw:?}"
+    );
+    assert_eq!(
+        Code::UnexpectedDhcpExposure.as_str(),
+        "UNEXPECTED_DHCP_EXPOSURE"
     );
     let conf = |t: &str| vec![("NetworkManager.conf".to_owned(), t.to_owned())];
     assert!(load(&s, &conf("[main]\nno-auto-default=*\n"))
