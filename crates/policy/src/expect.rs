@@ -162,7 +162,8 @@ pub struct Expectations {
     pub unchecked: Vec<Unchecked>,
     /// The files read, in the order read, when there are several.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<String>,    /// Physical NICs NetworkManager would give an automatic DHCP profile:
+    pub files: Vec<String>,
+    /// Physical NICs NetworkManager would give an automatic DHCP profile:
     /// UNEXPECTED_DHCP_EXPOSURE.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dhcp_exposure: Vec<DhcpExposure>,

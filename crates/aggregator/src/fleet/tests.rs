@@ -1517,7 +1517,10 @@ fn a_blocked_node_cannot_relabel_itself_out_of_its_scope() {
     let a = f.gate(&sel("role=compute"), t0, W).expect("scope");
     assert_eq!(a.verdict, Verdict::NoGo, "still blocks its own scope");
     assert_eq!(a.blocked, ["node-a"]);
-    assert_eq!(f.labels("node-a").map(Labels::to_map), Some(labels("compute")));
+    assert_eq!(
+        f.labels("node-a").map(Labels::to_map),
+        Some(labels("compute"))
+    );
     // Healthy again, still asking for the other labels: it may move now.
     let out = f
         .apply_report(&full("node-a", "comptue", 3, vec![]), t0, W)
