@@ -401,6 +401,15 @@ fn two_switch_rig() {
     let json = |s: &str, l: &str| sc.get(s).and_then(|x| x.json.get(l)).unwrap_or(&none);
     let key = |s: &str, k: &str| sc.get(s).map_or("<no scenario>", |x| x.key(k)).to_owned();
 
+    for (name, s) in &sc {
+        c.check(s.all("lldp_wait_failed").is_empty(), || {
+            format!(
+                "{name}: the rig's lldpd did not advertise the change: {:?}",
+                s.all("lldp_wait_failed")
+            )
+        });
+    }
+
     // 1. VLAN 200 missing on the backup member's switch port: no-go naming
     //    mB and VLAN 200; mA reaches everything.
     let v = json("vlan200_missing", "json");

@@ -84,6 +84,19 @@ lldpd_start() { # ns port-pattern system-name
   lldpcli -u "/tmp/$1.sock" resume >/dev/null
 }
 
+lldp_wait() { # member text: until an LLDPDU on member contains text (≤ 10 s)
+  # A switch's change shows in its next LLDPDU: inspect must not hear the
+  # one from before the change.
+  i=0
+  while [ $i -lt 5 ]; do
+    rm -f /tmp/w.pcap
+    timeout 3 tcpdump -Z root -i "$1" -c 1 -w /tmp/w.pcap ether proto 0x88cc >/dev/null 2>&1
+    grep -q "$2" /tmp/w.pcap 2>/dev/null && return 0
+    i=$((i + 1))
+  done
+  k lldp_wait_failed "$1 $2"
+}
+
 setup() {
   kv=$(uname -r)
   for m in llc stp bridge garp mrp 8021q; do insmod "/lib/modules/$kv/$m.ko" || k insmod_failed "$m"; done
@@ -276,6 +289,7 @@ scenarios() {
 
   begin vlan200_allowed
   port_vlans swB pB 200
+  lldp_wait mB vlan200
   inspect json
   # Full-size packets (1500 bytes, tagged) pass both switches' ports.
   pings full100 10.100.0.1 -s 1472
@@ -300,7 +314,8 @@ scenarios() {
   wait_active mA
   sleep 1 # lldpd in swA has found pB
   mfs swA pB 1500
-  sleep 5 # switch-B's last LLDPDU on mB expires (TTL 4 s)
+  lldp_wait mB switch-A
+  sleep 4 # switch-B's last LLDPDU on mB expires (TTL 4 s)
   inspect json
   $IP -n swA link set pB netns swB
   $IP -n swB link set pB master br0 && $IP -n swB link set pB up
@@ -317,7 +332,7 @@ scenarios() {
   pings small100 10.100.0.1
   $IP -n swA link set pA mtu 1500
   mfs swA pA 1500
-  sleep 2
+  sleep 3 # the LLDPDU with MFS 1422 is replaced
 
   no_disturbance
   agent

@@ -217,11 +217,19 @@ pub struct Member {
 }
 
 impl Member {
-    /// The source MAC its requests carry ([`safe_source`]).
+    /// The source MAC its requests carry when checked alone
+    /// ([`safe_source`]); [`sources`] when checked beside its siblings.
     #[must_use]
     pub fn source(&self) -> [u8; 6] {
         safe_source(self.perm, self.current, &self.others)
     }
+}
+
+/// The source MACs of members checked in the same round, in order: each as
+/// [`Member::source`], stub.
+#[must_use]
+pub fn sources(members: &[&Member]) -> Vec<[u8; 6]> {
+    members.iter().map(|m| m.source()).collect()
 }
 
 fn read_small(path: &str) -> Option<String> {
@@ -582,5 +590,57 @@ mod tests {
         assert_eq!(parse_mac("52:54:00:AA:00:01\n"), Some(perm));
         assert_eq!(parse_mac("52:54:00:aa:00"), None);
         assert_eq!(parse_mac("52:54:00:aa:00:01:02"), None);
+    }
+
+    /// Review item 12: team ports have no permanent address and all carry
+    /// the team's MAC; each needs its own source, or the working member's
+    /// reply satisfies the broken member's check.
+    #[test]
+    fn team_members_sharing_a_mac_get_distinct_sources() {
+        let team = [0x52, 0x54, 0, 0xaa, 0, 1];
+        let a = Member {
+            ifindex: 2,
+            current: team,
+            perm: None,
+            others: vec![team, team],
+        };
+        let b = Member {
+            ifindex: 3,
+            ..a.clone()
+        };
+        let s = sources(&[&a, &b]);
+        assert_ne!(s[0], s[1], "one source per member");
+        for x in &s {
+            assert_ne!(*x, team);
+            assert_eq!(x[0] & 0x01, 0, "unicast");
+        }
+    }
+
+    /// Review item 15: with locally administered permanent MACs, salting
+    /// the first member's can land on its sibling's permanent MAC.
+    #[test]
+    fn a_source_is_never_a_siblings_permanent_mac() {
+        let p1 = [0x52, 0x54, 0, 0xaa, 0, 0x01];
+        let p2 = [0x52, 0x54, 0, 0xaa, 0, 0x00];
+        let bond = p1;
+        let m1 = Member {
+            ifindex: 2,
+            current: bond,
+            perm: Some(p1),
+            others: vec![bond, bond],
+        };
+        let m2 = Member {
+            ifindex: 3,
+            current: bond,
+            perm: Some(p2),
+            others: vec![bond, bond],
+        };
+        let s = sources(&[&m1, &m2]);
+        assert_eq!(s[1], p2, "a free permanent MAC is used as is");
+        for x in &s {
+            assert_ne!(*x, bond);
+        }
+        assert_ne!(s[0], p2, "not the sibling's permanent MAC");
+        assert_ne!(s[0], s[1]);
     }
 }
