@@ -105,8 +105,17 @@ pub async fn check_all(
                 .or_insert_with(|| member::member(name));
         }
     }
+    // One source per member across the round, none a sibling's address:
+    // a shared source lets one member's reply pass another's check.
+    let read: Vec<(&str, &member::Member)> = members
+        .iter()
+        .filter_map(|(n, m)| Some((*n, m.as_ref().ok()?)))
+        .collect();
+    let chosen = member::sources(&read.iter().map(|(_, m)| *m).collect::<Vec<_>>());
+    let source: BTreeMap<&str, [u8; 6]> = read.iter().map(|(n, _)| *n).zip(chosen).collect();
     for (i, c) in plan.iter().enumerate() {
         let m = members.get(c.member.as_str()).cloned();
+        let src = source.get(c.member.as_str()).copied();
         let also: Vec<i32> = c
             .also
             .iter()
@@ -116,7 +125,9 @@ pub async fn check_all(
         set.spawn(async move {
             let r = match m {
                 Some(Ok(m)) => {
-                    member::check_member(&device, &m, &also, vlan, target, tries, per_try).await
+                    let src = src.unwrap_or_else(|| m.source());
+                    member::check_member(&device, &m, src, &also, vlan, target, tries, per_try)
+                        .await
                 }
                 Some(Err(e)) => Err(e),
                 None => Err(ProbeError {

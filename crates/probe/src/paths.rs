@@ -6,6 +6,7 @@
 //! [`plan`] is pure (tested with plain values); [`read_vlans`] and
 //! [`read_neighbours`] read what the snapshot does not carry from /proc.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use preflight_model::{BondMode, Snapshot};
@@ -127,6 +128,55 @@ pub fn plan(
     out.sort();
     out.dedup();
     out
+}
+
+/// Cuts `plan` to at most `max` paths, fairly: whole targets (every
+/// member's path to it) are kept or dropped together, a network's first
+/// target before any network's second, so no member loses its paths to a
+/// sibling earlier in the order. Returns (kept, dropped), each in plan
+/// order; the dropped ones are to be reported, not silently lost.
+#[must_use]
+pub fn cap(plan: Vec<PathCheck>, max: usize) -> (Vec<PathCheck>, Vec<PathCheck>) {
+    if plan.len() <= max {
+        return (plan, Vec::new());
+    }
+    type Net<'a> = (&'a str, &'a str, Option<u16>);
+    let mut targets: BTreeMap<Net, Vec<Ipv4Addr>> = BTreeMap::new();
+    for c in &plan {
+        let t = targets.entry((&c.bond, &c.network, c.vlan)).or_default();
+        if !t.contains(&c.target) {
+            t.push(c.target);
+        }
+    }
+    // (rank of the target in its network, network, target) -> path indexes.
+    let mut groups: BTreeMap<(usize, Net, Ipv4Addr), Vec<usize>> = BTreeMap::new();
+    for (i, c) in plan.iter().enumerate() {
+        let net = (c.bond.as_str(), c.network.as_str(), c.vlan);
+        let rank = targets
+            .get(&net)
+            .and_then(|t| t.iter().position(|x| *x == c.target))
+            .unwrap_or(usize::MAX);
+        groups.entry((rank, net, c.target)).or_default().push(i);
+    }
+    let mut keep = vec![false; plan.len()];
+    let mut kept = 0;
+    for idx in groups.values() {
+        if kept + idx.len() <= max {
+            kept += idx.len();
+            for i in idx {
+                keep[*i] = true;
+            }
+        }
+    }
+    let (mut k, mut d) = (Vec::with_capacity(kept), Vec::new());
+    for (c, keep) in plan.into_iter().zip(keep) {
+        if keep {
+            k.push(c);
+        } else {
+            d.push(c);
+        }
+    }
+    (k, d)
 }
 
 fn targets(
@@ -390,6 +440,42 @@ mod tests {
             "one member left: nothing to compare"
         );
         assert!(parse_vlans("x\ny\nbad line\n| 5 |\n").is_empty());
+    }
+
+    /// Review item 13: a plain truncation after sorting by member gives
+    /// every slot to the first member and silently drops the backup's.
+    #[test]
+    fn the_cap_is_shared_by_every_member_and_drops_are_returned() {
+        let mut all = Vec::new();
+        for v in 1..=100u16 {
+            for t in 1..=2u8 {
+                for m in ["eth0", "eth1"] {
+                    all.push(PathCheck {
+                        bond: "bond0".into(),
+                        member: m.into(),
+                        network: format!("bond0.{v}"),
+                        vlan: Some(v),
+                        target: Ipv4Addr::new(10, 0, t, 1),
+                        also: Vec::new(),
+                    });
+                }
+            }
+        }
+        all.sort();
+        let (kept, dropped) = cap(all.clone(), 256);
+        assert_eq!(kept.len() + dropped.len(), all.len(), "nothing lost");
+        assert!(kept.len() <= 256);
+        let of = |m: &str| kept.iter().filter(|c| c.member == m).count();
+        assert_eq!(of("eth0"), of("eth1"), "both members share the cap");
+        // Every network keeps its first target before any keeps a second.
+        for v in 1..=100u16 {
+            assert!(
+                kept.iter().any(|c| c.vlan == Some(v)),
+                "VLAN {v} has a path"
+            );
+        }
+        let (k, d) = cap(all[..10].to_vec(), 256);
+        assert_eq!((k.len(), d.len()), (10, 0));
     }
 
     #[test]

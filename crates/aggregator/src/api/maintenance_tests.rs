@@ -314,3 +314,33 @@ async fn bad_requests_are_4xx_and_lease_nothing() {
     let (_, list) = call(&s, "GET", "/v1/maintenance", None).await;
     assert_eq!(list, json!([]));
 }
+
+/// Review item 2: a lease of a node that is not go is refused (409
+/// `not_go`, naming the node and its status), or leasing it would take
+/// its finding out of every gate; nothing is leased.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_is_not_go_is_not_leased() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = app(&dir.path().join("preflight.db"));
+    for n in ["c2", "c3", "c4", "c5", "c6"] {
+        report_go(&s, n).await;
+    }
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/v1/maintenance",
+        Some(json!({"nodes": ["c2", "c1"], "duration": "30m", "reason": "r", "pipeline": "p"})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::CONFLICT, Some("not_go")),
+        "{v}"
+    );
+    let m = v["message"].as_str().unwrap_or("");
+    assert!(m.contains("c1") && m.contains("silent"), "{v}");
+    let (_, list) = call(&s, "GET", "/v1/maintenance", None).await;
+    assert_eq!(list, json!([]));
+    let (st, _) = call(&s, "GET", "/v1/gate?scope=role=compute", None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "c1 still blocks");
+}

@@ -382,6 +382,8 @@ impl Fleet {
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
+mod lease_tests;
+#[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
 mod tests;

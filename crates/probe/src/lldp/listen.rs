@@ -228,6 +228,10 @@ async fn receive(member: String, tx: mpsc::Sender<Heard>, stats: Arc<Stats>) {
             }
             Err(e) => e,
         };
+        if tx.is_closed() {
+            // Whoever listened is gone (`inspect` done): nothing to retry.
+            return;
+        }
         tracing::warn!(member, error = %err, "LLDP listener: cannot listen; retrying");
         if tx
             .send(Heard::Error(member.clone(), Some(err)))
@@ -240,7 +244,8 @@ async fn receive(member: String, tx: mpsc::Sender<Heard>, stats: Arc<Stats>) {
     }
 }
 
-/// Reads until the socket fails; returns why.
+/// Reads until the socket fails (returns why) or nobody listens any more
+/// (returns an empty reason, and the channel is closed).
 async fn read(
     member: &str,
     sock: &tokio::net::UdpSocket,
