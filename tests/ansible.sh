@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ansible integration: syntax checks, ansible-lint, a real run of the
 # preflight_gate module against a local aggregator (127.0.0.1) with one
-# healthy and one degraded node, and the roles' configuration templates
+# healthy and one degraded node, then preflight_plan and preflight_maintenance
+# (plan, take a lease, end it), and the roles' configuration templates
 # rendered with their defaults and run: an aggregator with TLS and client
 # certificates, an agent in a network namespace reporting over mutual TLS,
 # and the module over HTTPS with a client certificate. Needs root. ansible-core and ansible-lint come from PyPI
@@ -55,6 +56,9 @@ report() {  # node, role, findings-json
 report c1 healthy '[]'
 report c2 compute '[{"code":"BOND_PORT_DOWN","severity":"critical","subject":"bond0/eth1","message":"bond0 port eth1 is down","since":"2026-11-25T00:00:00Z"}]'
 ansible-playbook -i localhost, -c local playbooks/gate-test.yml \
+  -e "preflight_url=http://127.0.0.1:$port" -e "preflight_5xx_url=http://127.0.0.1:$port5" -e "ansible_python_interpreter=$venv/bin/python"
+echo "--- preflight_plan and preflight_maintenance against the same aggregator"
+ansible-playbook -i localhost, -c local playbooks/plan-test.yml \
   -e "preflight_url=http://127.0.0.1:$port" -e "preflight_5xx_url=http://127.0.0.1:$port5" -e "ansible_python_interpreter=$venv/bin/python"
 
 echo "--- the roles' templates with their defaults (TLS, node identity), run; preflight_gate over mTLS"

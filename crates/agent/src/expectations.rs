@@ -14,6 +14,7 @@ use preflight_policy::Evaluator;
 use toml::Spanned;
 
 pub mod ifupdown;
+pub mod netplan;
 pub mod networkd;
 pub mod networkmanager;
 
@@ -50,10 +51,18 @@ pub enum Stack {
     NetworkManager(Box<networkmanager::NmPaths>),
     /// ifupdown / ifupdown2: this main file (`source` lines followed).
     Ifupdown(PathBuf),
+    /// netplan: these directories, lowest precedence first.
+    Netplan(Vec<PathBuf>),
 }
 
 /// The stacks `--expect` and `agent.expect` name.
-pub const STACKS: &[&str] = &["os-net-config", "networkd", "networkmanager", "ifupdown"];
+pub const STACKS: &[&str] = &[
+    "os-net-config",
+    "networkd",
+    "networkmanager",
+    "ifupdown",
+    "netplan",
+];
 
 /// Parses `STACK[:PATH]` (`--expect`, `agent.expect`): the stack's name
 /// and the path in place of its own, if any.
@@ -118,6 +127,16 @@ pub(crate) fn from_config(
                 ));
             }
             return Ok(ExpectationsFrom::File(Source::ifupdown(path)));
+        }
+        if stack == "netplan" {
+            if let Some(m) = nic_mapping {
+                return Err(at(
+                    format!("{prefix}.nic_mapping"),
+                    m,
+                    "is os-net-config's: netplan has no nicN names".to_owned(),
+                ));
+            }
+            return Ok(ExpectationsFrom::File(Source::netplan(path)));
         }
         if stack == "networkd" {
             if let Some(m) = nic_mapping {
@@ -296,6 +315,7 @@ impl Source {
             Stack::Networkd(_) => "networkd",
             Stack::NetworkManager(_) => "networkmanager",
             Stack::Ifupdown(_) => "ifupdown",
+            Stack::Netplan(_) => "netplan",
         }
     }
 
@@ -378,6 +398,9 @@ impl Source {
         if let Stack::NetworkManager(paths) = &self.stack {
             return Self::load_networkmanager(paths, snap);
         }
+        if let Stack::Netplan(dirs) = &self.stack {
+            return Self::load_netplan(dirs, snap);
+        }
         if let Stack::Ifupdown(main) = &self.stack {
             let files = ifupdown::collect(main)?;
             return expect::from_ifupdown(&format!("ifupdown ({})", main.display()), &files, snap);
@@ -417,7 +440,7 @@ impl Source {
     /// like the reading itself).
     fn networkd_stamp(&self) -> String {
         let dirs = match &self.stack {
-            Stack::Networkd(dirs) => dirs.clone(),
+            Stack::Networkd(dirs) | Stack::Netplan(dirs) => dirs.clone(),
             Stack::NetworkManager(p) => p.all(),
             _ => return String::new(),
         };

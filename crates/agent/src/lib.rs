@@ -179,6 +179,7 @@ pub async fn run(
     let rx = monitor.states.clone();
     metrics.update(&rx.borrow().state);
     metrics.update_watch(&monitor.stats);
+    metrics.follow_lldp(Arc::clone(&monitor.lldp_stats));
     let metrics_task = tokio::spawn(follow_metrics(
         rx.clone(),
         Arc::clone(&monitor.stats),

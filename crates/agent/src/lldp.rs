@@ -49,24 +49,30 @@ fn members_with(snap: &Snapshot, ovs: &OvsSource) -> Vec<String> {
 
 /// Listens on the bond members of the snapshots `snaps` publishes and of
 /// the OVS bonds `ovs` reads; the receiver holds the LLDP state to put into
-/// each snapshot. Ends when the receiver is dropped or the snapshots end.
+/// each snapshot, the counters what each member's listener dropped (for
+/// metrics). Ends when the receiver is dropped or the snapshots end.
 #[must_use]
 pub fn spawn(
     mut snaps: watch::Receiver<Arc<Snapshot>>,
     mut ovs: Option<watch::Receiver<OvsSource>>,
-) -> (watch::Receiver<LldpState>, tokio::task::JoinHandle<()>) {
+) -> (
+    watch::Receiver<LldpState>,
+    tokio::task::JoinHandle<()>,
+    Arc<preflight_probe::lldp::listen::Stats>,
+) {
     let (tx, rx) = watch::channel(LldpState {
         listening: true,
         ..LldpState::default()
     });
+    let now_ovs = |o: &mut Option<watch::Receiver<OvsSource>>| {
+        o.as_mut()
+            .map_or(OvsSource::Off, |r| r.borrow_and_update().clone())
+    };
+    let first = members_with(&snaps.borrow_and_update(), &now_ovs(&mut ovs));
+    let (members_tx, members_rx) = watch::channel(first);
+    let mut listener = preflight_probe::lldp::listen::spawn(members_rx);
+    let stats = Arc::clone(&listener.stats);
     let task = tokio::spawn(async move {
-        let now_ovs = |o: &mut Option<watch::Receiver<OvsSource>>| {
-            o.as_mut()
-                .map_or(OvsSource::Off, |r| r.borrow_and_update().clone())
-        };
-        let first = members_with(&snaps.borrow_and_update(), &now_ovs(&mut ovs));
-        let (members_tx, members_rx) = watch::channel(first);
-        let mut listener = preflight_probe::lldp::listen::spawn(members_rx);
         // When each member was first listened on.
         let mut started: BTreeMap<String, Instant> = BTreeMap::new();
         loop {
@@ -119,7 +125,7 @@ pub fn spawn(
             }
         }
     });
-    (rx, task)
+    (rx, task, stats)
 }
 
 /// Publishes `value` only when it differs: a receiver wakes for a change.

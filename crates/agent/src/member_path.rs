@@ -1,9 +1,12 @@
 //! The agent's member path check (`agent.member_path_check`, on by default):
 //! every interval, the paths [`preflight_probe::paths::plan`] finds in the
 //! latest snapshot (every bond member × every IPv4 network of its bond × a
-//! few targets there) are checked at once, each by up to `tries` ARP
-//! probes out of that member alone; a path's state follows the probes'
-//! fail/recover hysteresis, counted in requests: it fails after
+//! few targets there, at most [`MAX_PATHS`] shared fairly by the members)
+//! are checked, each by up to `tries` ARP probes out of that member alone,
+//! a member's paths staggered under [`MAX_FRAMES_PER_MEMBER_PER_SEC`] and
+//! each member with its own source MAC; paths over the cap and bonds with
+//! no path at all are reported unchecked (BOND_PORT_PATH_UNCHECKED); a
+//! path's state follows the probes' fail/recover hysteresis, counted in requests: it fails after
 //! `probe_fail_after` unanswered requests in a row (one round at the
 //! defaults, so a lost backup path shows within one interval plus the
 //! tries) and recovers after `probe_recover_after` answered rounds.
@@ -26,6 +29,32 @@ pub const TRIES: u32 = 3;
 /// Most paths checked in one round: a node with many bonds and VLANs is
 /// still a bounded number of sockets and frames.
 pub const MAX_PATHS: usize = 256;
+
+/// Most ARP requests one member sends per second: a switch's dynamic ARP
+/// inspection or port security rate limit must not see a burst (a node
+/// with 256 paths would otherwise send them in the same instant).
+pub const MAX_FRAMES_PER_MEMBER_PER_SEC: u32 = 10;
+
+/// When each path of `plan` starts, from the start of the round: a
+/// member's paths one after another, `tries / MAX_FRAMES_PER_MEMBER_PER_SEC`
+/// seconds apart. A path sends at most `tries` requests, so however long
+/// its waits, a member never sends more than the cap in any second;
+/// members start together (separate switch ports, or one bond's hash).
+#[must_use]
+pub fn start_offsets(plan: &[PathCheck], tries: u32) -> Vec<Duration> {
+    let spacing = Duration::from_secs(u64::from(tries.max(1)))
+        .checked_div(MAX_FRAMES_PER_MEMBER_PER_SEC)
+        .unwrap_or_default();
+    let mut next: BTreeMap<&str, u32> = BTreeMap::new();
+    plan.iter()
+        .map(|c| {
+            let k = next.entry(c.member.as_str()).or_default();
+            let at = spacing.saturating_mul(*k);
+            *k += 1;
+            at
+        })
+        .collect()
+}
 
 /// How the agent checks member paths.
 #[derive(Debug, Clone)]
@@ -76,20 +105,79 @@ pub fn configured_addresses(targets: &[preflight_probe::Target]) -> Vec<Ipv4Addr
         .collect()
 }
 
-/// The paths of `snap` now (reads the VLAN and neighbour tables).
-#[must_use]
-pub fn plan(snap: &Snapshot, configured: &[Ipv4Addr]) -> Vec<PathCheck> {
-    let mut p = paths::plan(
-        snap,
-        &paths::read_vlans(),
-        &paths::read_neighbours(),
-        configured,
-    );
-    p.truncate(MAX_PATHS);
-    p
+/// One round's plan: the paths to check, and those reported unchecked with
+/// why (over [`MAX_PATHS`], or a bond with no path planned at all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Paths to check.
+    pub check: Vec<PathCheck>,
+    /// Paths not checked, each with the reason reported for it.
+    pub unchecked: Vec<(PathCheck, String)>,
 }
 
-/// Checks every path at once.
+/// The paths of `snap` now (reads the VLAN and neighbour tables).
+#[must_use]
+pub fn plan(snap: &Snapshot, configured: &[Ipv4Addr]) -> Round {
+    let vlans = paths::read_vlans();
+    let all = paths::plan(snap, &vlans, &paths::read_neighbours(), configured);
+    let unplanned = paths::unplanned(snap, &vlans, &all);
+    round(all, &unplanned)
+}
+
+/// [`plan`] on what was read: cut to [`MAX_PATHS`] fairly, the rest and
+/// every unplanned bond's members unchecked (a bond is shown with its own
+/// name as the network and 0.0.0.0 as the target: nothing was asked).
+#[must_use]
+pub fn round(all: Vec<PathCheck>, unplanned: &[paths::Unplanned]) -> Round {
+    let (check, dropped) = paths::cap(all, MAX_PATHS);
+    let mut unchecked: Vec<(PathCheck, String)> = dropped
+        .into_iter()
+        .map(|c| {
+            (
+                c,
+                format!("not checked: this node has more than {MAX_PATHS} member paths"),
+            )
+        })
+        .collect();
+    for u in unplanned {
+        for m in &u.members {
+            unchecked.push((
+                PathCheck {
+                    bond: u.bond.clone(),
+                    member: m.clone(),
+                    network: u.bond.clone(),
+                    vlan: None,
+                    target: Ipv4Addr::UNSPECIFIED,
+                    also: Vec::new(),
+                },
+                u.reason.clone(),
+            ));
+        }
+    }
+    Round { check, unchecked }
+}
+
+/// Checks `round`: every path in [`Round::check`] at once, then every path
+/// of the round with its result, the unchecked ones as errors (reported
+/// BOND_PORT_PATH_UNCHECKED, never passed).
+pub async fn run(
+    round: Round,
+    tries: u32,
+    per_try: Duration,
+) -> (Vec<PathCheck>, Vec<Result<Outcome, ProbeError>>) {
+    let mut results = check_all(&round.check, tries, per_try).await;
+    let mut all = round.check;
+    for (c, why) in round.unchecked {
+        all.push(c);
+        results.push(Err(ProbeError {
+            local: true,
+            message: why,
+        }));
+    }
+    (all, results)
+}
+
+/// Checks every path, each member's paths staggered ([`start_offsets`]).
 pub async fn check_all(
     plan: &[PathCheck],
     tries: u32,
@@ -113,7 +201,8 @@ pub async fn check_all(
         .collect();
     let chosen = member::sources(&read.iter().map(|(_, m)| *m).collect::<Vec<_>>());
     let source: BTreeMap<&str, [u8; 6]> = read.iter().map(|(n, _)| *n).zip(chosen).collect();
-    for (i, c) in plan.iter().enumerate() {
+    let offsets = start_offsets(plan, tries);
+    for ((i, c), after) in plan.iter().enumerate().zip(offsets) {
         let m = members.get(c.member.as_str()).cloned();
         let src = source.get(c.member.as_str()).copied();
         let also: Vec<i32> = c
@@ -123,6 +212,7 @@ pub async fn check_all(
             .collect();
         let (device, vlan, target) = (c.member.clone(), c.vlan, c.target);
         set.spawn(async move {
+            tokio::time::sleep(after).await;
             let r = match m {
                 Some(Ok(m)) => {
                     let src = src.unwrap_or_else(|| m.source());
@@ -255,8 +345,7 @@ pub async fn once(
     tries: u32,
     per_try: Duration,
 ) -> Vec<MemberPathStatus> {
-    let plan = plan(snap, configured);
-    let results = check_all(&plan, tries, per_try).await;
+    let (plan, results) = run(plan(snap, configured), tries, per_try).await;
     let cfg = ProbeConfig {
         fail_after: 1,
         recover_after: 1,
@@ -286,12 +375,16 @@ pub fn spawn(
         loop {
             tick.tick().await;
             let snap = Arc::clone(&snapshots.borrow());
-            let plan = plan(&snap, &cfg.configured);
-            if plan.len() != planned {
-                planned = plan.len();
-                tracing::info!(paths = planned, "member path check");
+            let round = plan(&snap, &cfg.configured);
+            if round.check.len() != planned {
+                planned = round.check.len();
+                tracing::info!(
+                    paths = planned,
+                    unchecked = round.unchecked.len(),
+                    "member path check"
+                );
             }
-            let results = check_all(&plan, cfg.tries, cfg.per_try).await;
+            let (plan, results) = run(round, cfg.tries, cfg.per_try).await;
             let statuses = paths.record(&plan, results, &rounds);
             if tx.is_closed() {
                 return;
@@ -373,6 +466,75 @@ mod tests {
             .record(&[], Vec::new(), &ProbeConfig::default())
             .is_empty());
         assert!(p.trackers.is_empty());
+    }
+
+    /// Review items 13 and 14: dropped paths and path-less bonds are
+    /// reported unchecked (BOND_PORT_PATH_UNCHECKED), never lost.
+    #[tokio::test]
+    async fn dropped_and_unplanned_paths_are_unchecked() {
+        let many: Vec<PathCheck> = (0..300u32)
+            .map(|i| PathCheck {
+                target: Ipv4Addr::from(0x0a00_0000 + i),
+                ..check(if i % 2 == 0 { "mA" } else { "mB" })
+            })
+            .collect();
+        let unplanned = [paths::Unplanned {
+            bond: "team0".into(),
+            members: vec!["t1".into(), "t2".into()],
+            reason: "no target on team0".into(),
+        }];
+        let r = round(many, &unplanned);
+        assert!(r.check.len() <= MAX_PATHS);
+        assert_eq!(r.check.len() + r.unchecked.len(), 302);
+        let kept = r.check.len();
+        // Only the unchecked part runs here: no socket is opened.
+        let r = Round {
+            check: Vec::new(),
+            ..r
+        };
+        let (all, results) = run(r, 1, Duration::from_millis(1)).await;
+        let s = Paths::default().record(&all, results, &ProbeConfig::default());
+        assert_eq!(s.len(), 302 - kept);
+        assert!(s.iter().all(|p| p.unchecked && !p.up && !p.failed));
+        assert!(s
+            .iter()
+            .any(|p| p.bond == "team0" && p.last_error.as_deref() == Some("no target on team0")));
+        assert!(s.iter().any(|p| p
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("more than 256"))));
+    }
+
+    /// Review item 16: a member's requests are spread, never a burst.
+    #[test]
+    fn a_members_paths_are_staggered_under_the_frame_cap() {
+        let plan: Vec<PathCheck> = (0..40u32)
+            .map(|i| PathCheck {
+                target: Ipv4Addr::from(0x0a00_0000 + i),
+                ..check(if i % 2 == 0 { "mA" } else { "mB" })
+            })
+            .collect();
+        let at = start_offsets(&plan, TRIES);
+        assert_eq!(at[0], Duration::ZERO);
+        assert_eq!(at[1], Duration::ZERO, "members start together");
+        // Worst case: every path sends all its tries 1 s apart; count the
+        // requests of mA in every one-second window.
+        let sends: Vec<Duration> = plan
+            .iter()
+            .zip(&at)
+            .filter(|(c, _)| c.member == "mA")
+            .flat_map(|(_, a)| (0..TRIES).map(move |j| *a + Duration::from_secs(u64::from(j))))
+            .collect();
+        for s in &sends {
+            let in_window = sends
+                .iter()
+                .filter(|x| **x >= *s && **x < *s + Duration::from_secs(1))
+                .count();
+            assert!(
+                in_window <= MAX_FRAMES_PER_MEMBER_PER_SEC as usize,
+                "{in_window} requests in a second"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@ use preflight_model::{MiiStatus, NodeState, Severity, Verdict};
 use preflight_netlink::WatchStats;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+mod lldp;
+
 /// Every metric of the agent.
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
@@ -35,6 +37,8 @@ pub struct AgentMetrics {
     probe_rtt: prometheus::GaugeVec,
     member_path_up: IntGaugeVec,
     lldp_neighbor: IntGaugeVec,
+    lldp_dropped: IntCounterVec,
+    lldp_stats: Arc<Mutex<Option<Arc<preflight_probe::lldp::listen::Stats>>>>,
     node_go: IntGauge,
     resyncs: IntCounterVec,
     parse_errors: IntCounter,
@@ -145,6 +149,8 @@ impl AgentMetrics {
                 "1 per bond member that hears a switch over LLDP, naming the switch and its port (texts escaped, at most 255 bytes).",
                 &["member", "chassis_id", "system_name", "port_id"],
             ),
+            lldp_dropped: lldp::dropped(),
+            lldp_stats: Arc::default(),
             probe_loss: prometheus::GaugeVec::new(
                 Opts::new(
                     "preflight_probe_loss_ratio",
@@ -226,6 +232,7 @@ impl AgentMetrics {
             Box::new(m.probe_rtt.clone()),
             Box::new(m.member_path_up.clone()),
             Box::new(m.lldp_neighbor.clone()),
+            Box::new(m.lldp_dropped.clone()),
             Box::new(m.node_go.clone()),
             Box::new(m.resyncs.clone()),
             Box::new(m.parse_errors.clone()),
@@ -393,6 +400,7 @@ impl AgentMetrics {
         if let Some(state) = pending.take() {
             self.apply(&state);
         }
+        self.apply_lldp();
         let mut buf = String::new();
         if let Err(e) =
             prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut buf)
@@ -495,6 +503,9 @@ mod tests {
         });
         m.update(&Arc::new(state));
         m.update_watch(&WatchStats::default());
+        m.lldp_dropped
+            .with_label_values(&["eth0", "malformed"])
+            .inc();
         m.pushes.with_label_values(&["http://a:1", "ok"]).inc();
         m.reachable.with_label_values(&["http://a:1"]).set(1);
         m.rejected

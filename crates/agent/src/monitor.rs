@@ -210,6 +210,8 @@ pub struct NodeMonitor {
     pub states: watch::Receiver<Versioned>,
     /// Netlink watch counters.
     pub stats: Arc<preflight_netlink::WatchStats>,
+    /// The LLDP listener's counters, by member.
+    pub lldp_stats: Arc<preflight_probe::lldp::listen::Stats>,
     task: tokio::task::JoinHandle<Result<(), AgentError>>,
 }
 
@@ -243,7 +245,7 @@ impl NodeMonitor {
             path_task = Some(task);
         }
         // Passive and always on: LLDP costs a socket per bond member.
-        let (lldp_rx, lldp_task) = crate::lldp::spawn(w.snapshots.clone(), ovs.clone());
+        let (lldp_rx, lldp_task, lldp_stats) = crate::lldp::spawn(w.snapshots.clone(), ovs.clone());
         let mut sources = Sources {
             member_paths: paths_rx,
             lldp: Some(lldp_rx),
@@ -291,6 +293,7 @@ impl NodeMonitor {
         Ok(Self {
             states,
             stats: w.stats,
+            lldp_stats,
             task,
         })
     }

@@ -66,6 +66,7 @@ impl From<FleetError> for ApiError {
             FleetError::BadWaiver(_) => (StatusCode::BAD_REQUEST, "bad_waiver"),
             FleetError::BadLease(_) => (StatusCode::BAD_REQUEST, "bad_lease"),
             FleetError::Leased(_) => (StatusCode::CONFLICT, "leased"),
+            FleetError::NotGo { .. } => (StatusCode::CONFLICT, "not_go"),
             FleetError::NoSuchWaiver(_)
             | FleetError::NoSuchNode(_)
             | FleetError::NoSuchLease(_) => (StatusCode::NOT_FOUND, "not_found"),

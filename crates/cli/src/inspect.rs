@@ -46,7 +46,9 @@ pub struct Args {
     /// /usr/local/lib, /usr/lib systemd/network) or `ifupdown[:FILE]`
     /// (default /etc/network/interfaces, `source` lines followed) or
     /// `networkmanager[:DIR]` (*.nmconnection keyfiles, DIR/NetworkManager.conf
-    /// and DIR/conf.d; default NetworkManager's own directories).
+    /// and DIR/conf.d; default NetworkManager's own directories) or
+    /// `netplan[:DIR]` (*.yaml; default /lib, /etc and /run netplan, merged
+    /// as netplan merges them).
     /// Default: agent.expect.
     #[arg(long, value_name = "STACK[:PATH]", value_parser = parse_expect)]
     expect: Option<(&'static str, Option<PathBuf>)>,
@@ -124,6 +126,11 @@ pub async fn run(args: Args) -> u8 {
             return EXIT_USAGE;
         }
         (Some(("networkmanager", dir)), _) => Some(Source::networkmanager(dir.clone())),
+        (Some(("netplan", _)), _) if args.nic_mapping.is_some() => {
+            eprintln!("preflight: --nic-mapping is os-net-config's; netplan has no nicN names");
+            return EXIT_USAGE;
+        }
+        (Some(("netplan", dir)), _) => Some(Source::netplan(dir.clone())),
         (Some((_, Some(p))), _) | (None, Some(p)) => {
             Some(Source::new(p.clone(), args.nic_mapping.clone()))
         }

@@ -57,18 +57,26 @@ pub async fn heard(snap: &preflight_model::Snapshot, wait: Duration) -> LldpStat
 
 /// The SWITCH cell of a member row: `switch-A swp1` (system name, else
 /// chassis ID, and the port as [`preflight_model::LldpNeighbor::port`]
-/// names it: lldpd's default MAC port ID shows as its description), escaped; `-` when no LLDP was heard on it.
+/// names it: lldpd's default MAC port ID shows as its description), every
+/// sender the member hears joined by `, ` (a switch and a NIC's LLDP
+/// agent), escaped; `-` when no LLDP was heard on it.
 pub fn cell(lldp: &[preflight_model::LldpNeighbor], member: &str) -> String {
-    lldp.iter().find(|n| n.member == member).map_or_else(
-        || "-".into(),
-        |n| {
+    let heard: Vec<String> = lldp
+        .iter()
+        .filter(|n| n.member == member)
+        .map(|n| {
             crate::output::escape(&format!(
                 "{} {}",
                 n.system_name.as_deref().unwrap_or(&n.chassis_id),
                 n.port()
             ))
-        },
-    )
+        })
+        .collect();
+    if heard.is_empty() {
+        "-".into()
+    } else {
+        heard.join(", ")
+    }
 }
 
 #[cfg(test)]
@@ -92,6 +100,18 @@ mod tests {
             aggregation: None,
             since: std::time::SystemTime::UNIX_EPOCH,
         };
-        assert_eq!(super::cell(&[n], "mA"), "switch-A swp1");
+        assert_eq!(super::cell(&[n.clone()], "mA"), "switch-A swp1");
+        // A second sender on the member: both shown.
+        let agent = preflight_model::LldpNeighbor {
+            chassis_id: "3c:fd:fe:00:00:01".into(),
+            system_name: None,
+            port_id: "port0".into(),
+            port_id_subtype: "ifname".into(),
+            ..n.clone()
+        };
+        assert_eq!(
+            super::cell(&[n, agent], "mA"),
+            "switch-A swp1, 3c:fd:fe:00:00:01 port0"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The member path check in `inspect`'s bond table: a PATHS cell per member
 //! (`ok 2/2`: both of its paths answered; `NO 1/2`: one did not; `?`: could
-//! not be checked) and, under the table, one line per path that did not
+//! not be checked; `? 1/2`: one answered, the other could not be checked) and, under the table, one line per path that did not
 //! answer, naming the network, its VLAN and the target.
 
 use std::fmt::Write as _;
@@ -19,12 +19,16 @@ pub fn cell(paths: &[MemberPathStatus], bond: &str, member: &str) -> String {
         return "-".into();
     }
     let up = mine.iter().filter(|p| p.up).count();
+    // "NO" only for a path that was asked and not answered: an unchecked
+    // one is unknown, not a miss.
     if mine.iter().all(|p| p.unchecked) {
         "?".into()
-    } else if up == mine.len() {
-        format!("ok {up}/{}", mine.len())
-    } else {
+    } else if mine.iter().any(|p| !p.up && !p.unchecked) {
         format!("NO {up}/{}", mine.len())
+    } else if up < mine.len() {
+        format!("? {up}/{}", mine.len())
+    } else {
+        format!("ok {up}/{}", mine.len())
     }
 }
 
@@ -91,6 +95,9 @@ mod tests {
         );
         let mut u = path("mA", false);
         u.unchecked = true;
-        assert_eq!(cell(&[u], "bond0", "mA"), "?");
+        assert_eq!(cell(&[u.clone()], "bond0", "mA"), "?");
+        // Review item 17: answered and unchecked, none missed, is not "NO".
+        assert_eq!(cell(&[path("mA", true), u.clone()], "bond0", "mA"), "? 1/2");
+        assert_eq!(cell(&[path("mA", false), u], "bond0", "mA"), "NO 0/2");
     }
 }

@@ -113,6 +113,7 @@ codes! {
         BondSingleSwitch = "BOND_SINGLE_SWITCH", Warning, "every member of an active-backup, balance-alb or balance-tlb bond hears one switch over LLDP: no switch redundancy";
         MtuExceedsSwitch = "MTU_EXCEEDS_SWITCH", Critical, "a bond member's MTU needs larger frames than its switch port's LLDP maximum frame size: larger packets are dropped there";
         SwitchVlanMissing = "SWITCH_VLAN_MISSING", Critical, "a VLAN the node uses on a bond is not among the VLANs a member's switch port advertises over LLDP: a failover to that member cuts the VLAN off";
+        LldpUnavailable = "LLDP_UNAVAILABLE", Warning, "the LLDP listener cannot listen on a bond member (no CAP_NET_RAW, no such interface): its switch is unknown, so the LLDP rules cannot judge it";
         LldpNeighborChanged = "LLDP_NEIGHBOR_CHANGED", Critical, "a bond member's switch or switch port (LLDP) differs from the baseline: recabled since";
         ExpectationsInvalid = "EXPECTATIONS_INVALID", Critical, "the expected-state file cannot be read; the last good expectations stay in force";
         OvsStateUnreadable = "OVS_STATE_UNREADABLE", Critical, "Open vSwitch bonds are expected (configuration or kernel) but OVSDB cannot be read, so their health is unknown";

@@ -18,8 +18,8 @@ pub const MAX_TEXT_BYTES: usize = 255;
 /// Name TLVs in one LLDPDU (1,500 bytes hold at most ~250).
 pub const MAX_VLANS: usize = 256;
 
-/// The neighbour one bond member hears: the newest LLDPDU on that member
-/// whose time to live has not run out.
+/// One sender a bond member hears: the newest LLDPDU on that member from
+/// this chassis and port ID whose time to live has not run out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LldpNeighbor {
     /// The node's interface the LLDPDU came in on (a bond member).
@@ -134,7 +134,8 @@ pub struct LldpState {
     /// Every member has had a full LLDP interval (30 s) to be heard.
     #[serde(default)]
     pub complete: bool,
-    /// The neighbours heard, ordered by member.
+    /// The neighbours heard, ordered by member, then chassis and port ID;
+    /// a member may hear several senders (at most four are kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub neighbors: Vec<LldpNeighbor>,
     /// The node's 802.1Q VLAN subinterfaces.
@@ -154,10 +155,21 @@ impl LldpState {
         *self == Self::default()
     }
 
-    /// The neighbour `member` hears, if any.
+    /// The first neighbour `member` hears, if any (a member may hear
+    /// several senders: see [`Self::all_of`]).
     #[must_use]
     pub fn of(&self, member: &str) -> Option<&LldpNeighbor> {
         self.neighbors.iter().find(|n| n.member == member)
+    }
+
+    /// Every neighbour `member` hears: a switch and, say, its NIC's firmware
+    /// LLDP agent, each keyed by chassis and port ID.
+    #[must_use]
+    pub fn all_of(&self, member: &str) -> Vec<&LldpNeighbor> {
+        self.neighbors
+            .iter()
+            .filter(|n| n.member == member)
+            .collect()
     }
 }
 

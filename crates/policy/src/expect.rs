@@ -17,6 +17,7 @@ mod baseline;
 mod fallback;
 mod ifupdown;
 mod networkd;
+mod netplan;
 mod networkmanager;
 pub(crate) mod nics;
 mod osnc;
@@ -35,6 +36,7 @@ pub use ifupdown::{
     MAX_IFUPDOWN_LINE_BYTES,
 };
 pub use networkd::{from_networkd, NetworkdFile, MAX_NETWORKD_FILES, MAX_NETWORKD_FILE_BYTES};
+pub use netplan::{from_netplan, NetplanFile, MAX_NETPLAN_FILES, MAX_NETPLAN_FILE_BYTES};
 pub use networkmanager::{
     from_networkmanager, DhcpExposure, NmKeyfile, MAX_NM_FILES, MAX_NM_FILE_BYTES,
 };

@@ -205,7 +205,7 @@ mod tests {
             parse_spec("os-net-config:/x/c.yaml"),
             Ok(("os-net-config", Some(PathBuf::from("/x/c.yaml"))))
         );
-        let e = parse_spec("netplan:/etc/netplan").expect_err("not yet");
+        let e = parse_spec("wicked:/etc/wicked").expect_err("not a stack");
         assert!(e.contains("os-net-config, networkd"), "{e}");
         assert!(parse_spec("networkd:").is_err());
         let s = Source::networkd(None);

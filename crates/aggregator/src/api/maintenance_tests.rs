@@ -125,6 +125,9 @@ async fn a_leased_silent_node_blocks_nothing_and_is_not_ready() {
     }
     let (st, _) = call(&s, "GET", "/v1/gate?scope=role=compute", None).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "c1 is silent");
+    // Only a go node is leased: c1 reports go, then goes silent under the
+    // lease.
+    report_go(&s, "c1").await;
 
     let (st, lease) = call(
         &s,
@@ -343,4 +346,78 @@ async fn a_node_that_is_not_go_is_not_leased() {
     assert_eq!(list, json!([]));
     let (st, _) = call(&s, "GET", "/v1/gate?scope=role=compute", None).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "c1 still blocks");
+}
+
+/// Review item 9: a batch larger than one lease may hold is cut, and the
+/// nodes cut are held as `budget_spent`, not dropped from both lists.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_past_the_lease_cap_holds_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = cfg(&dir.path().join("preflight.db"));
+    c.inventory = (0..1005)
+        .map(|i| {
+            (
+                format!("n{i:04}"),
+                BTreeMap::from([("role".into(), "compute".into())]),
+            )
+        })
+        .collect();
+    let s = build_state(&c).expect("state").0;
+    for i in 0..1005 {
+        report_go(&s, &format!("n{i:04}")).await;
+    }
+    let take = json!({"scope": "role=compute", "max_unavailable": "100%",
+        "duration": "30m", "reason": "kernel", "pipeline": "p1"});
+    let (st, v) = call(&s, "POST", "/v1/plan", Some(take)).await;
+    assert_eq!(st, StatusCode::OK);
+    let batch = names(&v["batch"]);
+    let held = v["held"].as_array().cloned().unwrap_or_default();
+    assert_eq!(batch.len(), 1000);
+    assert_eq!(names(&v["lease"]["nodes"]), batch);
+    assert_eq!(
+        batch.len() + held.len(),
+        1005,
+        "every member chosen or held: {held:?}"
+    );
+    assert!(
+        held.iter().all(|h| h["reason"] == "budget_spent"),
+        "{held:?}"
+    );
+}
+
+/// Review item 7: a lease that expired while the aggregator was down is
+/// recorded as expired (with its `lease.expire` audit entry) at start, and
+/// its node is back from maintenance (not go until it reports), not
+/// simply in its scope again on its saved state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_that_expired_while_down_is_recorded_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("preflight.db");
+    let s = app(&db);
+    report_go(&s, "c1").await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/v1/maintenance",
+        Some(json!({"nodes": ["c1"], "duration": "1s", "reason": "r", "pipeline": "p"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let s = app(&db);
+    let (_, audit) = call(&s, "GET", "/v1/audit?limit=5", None).await;
+    assert_eq!(audit[0]["action"], "lease.expire", "{audit}");
+    let (st, _) = call(
+        &s,
+        "POST",
+        "/v1/maintenance",
+        Some(json!({"nodes": ["c1"], "duration": "1m", "reason": "r", "pipeline": "p"})),
+    )
+    .await;
+    assert_eq!(
+        st,
+        StatusCode::CONFLICT,
+        "c1 is back from maintenance, not go yet"
+    );
 }

@@ -90,6 +90,14 @@ pub enum FleetError {
     /// Nodes already under another maintenance lease.
     #[error("already under a maintenance lease: {}", .0.join(", "))]
     Leased(Vec<String>),
+    /// A lease asked for a node that is not go.
+    #[error("node `{node}` is {status}, not go: only a go node may be leased (its findings would leave every gate)")]
+    NotGo {
+        /// Node.
+        node: String,
+        /// Its status.
+        status: String,
+    },
     /// No such lease in force.
     #[error("no maintenance lease in force with id {0}")]
     NoSuchLease(i64),

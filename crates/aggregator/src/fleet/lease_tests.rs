@@ -117,7 +117,9 @@ fn a_returning_node_that_reports_blocked_blocks_at_once() {
     let t0 = Instant::now();
     let mut f = fleet(t0);
     f.add_lease(lease(1, &["c1"], W, Duration::from_secs(60)), W, t0);
+    // Its last report is past the TTL: it is stale, not back.
     let (t, w) = at(t0, 61);
+    f.tick(t);
     f.tick_maintenance(w, t);
     assert!(matches!(f.excused("c1"), Some(Excused::Returning { .. })));
     let (t, w) = at(t0, 62);

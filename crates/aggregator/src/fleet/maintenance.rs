@@ -2,9 +2,11 @@
 //! silent: it is taken out of every scope (`Node::excused`), so it neither
 //! blocks a gate nor counts as ready. When its lease ends (expired or
 //! ended early) it stays out for the grace time while it comes back; it
-//! rejoins its scopes as soon as it is go, or, when the grace runs out
-//! first, as blocked by MAINTENANCE_OVERRUN, which names its last findings
-//! and holds until it is go.
+//! rejoins its scopes as soon as a report received after the lease ended
+//! says it is go or blocked (a report from before the end says nothing
+//! about the node after its update, however fresh it still looks), or,
+//! when the grace runs out first, as blocked by MAINTENANCE_OVERRUN, which
+//! names its last findings and holds until it is go.
 //!
 //! Leases end by the wall clock: replicas share them through the store,
 //! and a lease's end must mean the same moment on each.
@@ -32,8 +34,33 @@ pub(super) struct Maintenance {
     leases: BTreeMap<i64, Lease>,
     /// Each leased node's lease.
     by_node: BTreeMap<String, i64>,
-    /// Nodes whose lease ended, with the end of their grace time.
-    returning: BTreeMap<String, SystemTime>,
+    /// Nodes whose lease ended.
+    returning: BTreeMap<String, Back>,
+    /// Whether leases were ever loaded: the first load (at start) also
+    /// starts the grace of nodes whose lease expired while no replica
+    /// was following it.
+    loaded: bool,
+    /// Counts this replica's own lease changes (taken, ended), so that a
+    /// reload read before one of them is not applied over it.
+    generation: u64,
+}
+
+/// A node back from a lease.
+#[derive(Debug, Clone, Copy)]
+struct Back {
+    /// When its lease ended: only a report received since counts.
+    ended: SystemTime,
+    /// End of its grace time.
+    grace_until: SystemTime,
+}
+
+impl Back {
+    fn new(ended: SystemTime, grace: Duration) -> Self {
+        Self {
+            ended,
+            grace_until: ended + grace,
+        }
+    }
 }
 
 /// Why a node is out of its scopes.
@@ -76,6 +103,24 @@ impl Fleet {
             .chain(self.maintenance.returning.keys())
     }
 
+    /// Whether `name` is under a lease and its latest report, received
+    /// since the lease started, says it is blocked: out, yet what it said
+    /// is a fault its failure domain must not ignore.
+    pub(super) fn blocked_under_lease(&self, name: &str) -> bool {
+        let m = &self.maintenance;
+        let Some(start) = m
+            .by_node
+            .get(name)
+            .and_then(|id| m.leases.get(id))
+            .map(|l| l.created_at)
+        else {
+            return false;
+        };
+        self.nodes.get(name).is_some_and(|n| {
+            n.status == Status::Blocked && n.last_report_wall.is_some_and(|r| r >= start)
+        })
+    }
+
     /// Why `name` is out of its scopes, if it is.
     #[must_use]
     pub fn excused(&self, name: &str) -> Option<Excused> {
@@ -89,13 +134,22 @@ impl Fleet {
                     .map_or(SystemTime::UNIX_EPOCH, |l| l.expires_at),
             });
         }
-        m.returning
-            .get(name)
-            .map(|g| Excused::Returning { grace_until: *g })
+        m.returning.get(name).map(|b| Excused::Returning {
+            grace_until: b.grace_until,
+        })
+    }
+
+    /// How many lease changes this replica made (see
+    /// [`Fleet::set_leases`]): a reload applies what it read only when
+    /// this did not move meanwhile.
+    #[must_use]
+    pub fn lease_generation(&self) -> u64 {
+        self.maintenance.generation
     }
 
     /// Puts a lease the store has just recorded in force.
     pub fn add_lease(&mut self, lease: Lease, wall: SystemTime, now: Instant) {
+        self.maintenance.generation += 1;
         let mut all = self.leases();
         all.retain(|l| l.id != lease.id);
         all.push(lease);
@@ -105,6 +159,7 @@ impl Fleet {
     /// Ends lease `id` in memory (the store has ended it); its nodes start
     /// their grace time. Returns it, `None` when it was not in force.
     pub fn end_lease(&mut self, id: i64, wall: SystemTime, now: Instant) -> Option<Lease> {
+        self.maintenance.generation += 1;
         let mut all = self.leases();
         let i = all.iter().position(|l| l.id == id)?;
         let ended = all.remove(i);
@@ -115,8 +170,11 @@ impl Fleet {
     /// Makes `leases` (what the store holds) the leases in force as of
     /// `wall`; those already expired are ended. A node that leaves every
     /// lease starts its grace time; one of a node the inventory does not
-    /// list is kept (it may be added) but excuses nothing.
-    pub fn set_leases(&mut self, leases: Vec<Lease>, wall: SystemTime, now: Instant) {
+    /// list is kept (it may be added) but excuses nothing. At the first
+    /// load, the nodes of leases already expired start their grace from
+    /// the expiry (past it: MAINTENANCE_OVERRUN). Returns whether any of
+    /// `leases` had expired (the store is to record them).
+    pub fn set_leases(&mut self, leases: Vec<Lease>, wall: SystemTime, now: Instant) -> bool {
         let grace = self.cfg.maintenance_grace;
         let mut kept = BTreeMap::new();
         let mut by_node = BTreeMap::new();
@@ -133,14 +191,23 @@ impl Fleet {
             }
             kept.insert(l.id, l);
         }
+        let expired = !ended_at.is_empty();
         let before: Vec<String> = self.maintenance.by_node.keys().cloned().collect();
         for n in before {
             if !by_node.contains_key(&n) {
-                // Grace from the lease's end as far as it is known, never
-                // from before now minus the grace (a restart long after).
                 let end = ended_at.get(&n).copied().unwrap_or(wall).min(wall);
-                self.maintenance.returning.insert(n, end + grace);
+                self.maintenance.returning.insert(n, Back::new(end, grace));
             }
+        }
+        if !self.maintenance.loaded {
+            // At start nothing was in memory: a lease that expired while
+            // the aggregator was down still owes its nodes' return.
+            for (n, end) in ended_at {
+                if !by_node.contains_key(&n) && self.nodes.contains_key(&n) {
+                    self.maintenance.returning.insert(n, Back::new(end, grace));
+                }
+            }
+            self.maintenance.loaded = true;
         }
         for n in by_node.keys() {
             self.maintenance.returning.remove(n);
@@ -149,6 +216,7 @@ impl Fleet {
         self.maintenance.leases = kept;
         self.maintenance.by_node = by_node;
         self.tick_maintenance(wall, now);
+        expired
     }
 
     /// Ends leases due at `wall` (in memory; the service records them) and
@@ -168,30 +236,39 @@ impl Fleet {
                 for n in &l.nodes {
                     if self.maintenance.by_node.get(n) == Some(&id) {
                         self.maintenance.by_node.remove(n);
-                        self.maintenance
-                            .returning
-                            .insert(n.clone(), l.expires_at + self.cfg.maintenance_grace);
+                        self.maintenance.returning.insert(
+                            n.clone(),
+                            Back::new(l.expires_at, self.cfg.maintenance_grace),
+                        );
                     }
                 }
                 ended.push(l);
             }
         }
-        let returning: Vec<(String, SystemTime)> = self
+        let returning: Vec<(String, Back)> = self
             .maintenance
             .returning
             .iter()
-            .map(|(n, g)| (n.clone(), *g))
+            .map(|(n, b)| (n.clone(), *b))
             .collect();
-        for (name, grace_until) in returning {
-            let Some(status) = self.nodes.get(&name).map(|n| n.status) else {
+        for (name, back) in returning {
+            let Some((status, since_end)) = self.nodes.get(&name).map(|n| {
+                (
+                    n.status,
+                    n.last_report_wall.is_some_and(|r| r >= back.ended),
+                )
+            }) else {
                 // Not in the inventory (removed meanwhile): nothing to bring back.
                 self.maintenance.returning.remove(&name);
                 continue;
             };
-            if status == Status::Go {
+            // Go or blocked on what it said since the lease ended: back,
+            // ready or blocking. Settling, stale or silent: still coming.
+            if since_end && matches!(status, Status::Go | Status::Blocked) {
                 self.maintenance.returning.remove(&name);
                 self.set_excused(&name, false, now);
-            } else if grace_until <= wall {
+            } else if back.grace_until <= wall {
+                let grace_until = back.grace_until;
                 self.maintenance.returning.remove(&name);
                 if let Some(n) = self.nodes.get_mut(&name) {
                     n.overrun = Some(grace_until);

@@ -3,7 +3,8 @@
 //! from a lease within their grace time) count against `max_unavailable`
 //! and against their failure domain (`per=LABEL:K`: at most K nodes of one
 //! value of LABEL out at once); no node is chosen whose failure domain
-//! holds a node that is not go (its neighbours are the redundancy), nor
+//! holds a node that is not go (its neighbours are the redundancy: a
+//! leased node whose report since the lease started is blocked counts), nor
 //! one without the domain's label (cannot tell its domain). Domains are
 //! counted over the whole fleet, not only the scope: a rack is down by
 //! its nodes whatever scope asked. Nodes are taken in name order, so the
@@ -297,8 +298,8 @@ impl Fleet {
                 domains.entry(v.clone()).or_default().out += 1;
             }
         }
-        let mut blocked = |name: &String, n: &Node| {
-            if outs.contains(name) {
+        let mut blocked = |name: &String, n: &Node, out_but_blocked: bool| {
+            if outs.contains(name) && !out_but_blocked {
                 return;
             }
             if let Some(v) = n.labels.get(label) {
@@ -308,17 +309,22 @@ impl Fleet {
                 }
             }
         };
+        for name in &outs {
+            if self.blocked_under_lease(name) {
+                blocked(name, &self.nodes[*name], true);
+            }
+        }
         match self.scopes.get(&Selector::default()) {
             // The whole fleet is always tracked: its not-go members.
             Some(all) => {
                 for name in all.not_go.keys() {
-                    blocked(name, &self.nodes[name]);
+                    blocked(name, &self.nodes[name], false);
                 }
             }
             None => {
                 for (name, n) in &self.nodes {
                     if !n.excused && n.status != Status::Go {
-                        blocked(name, n);
+                        blocked(name, n, false);
                     }
                 }
             }

@@ -95,6 +95,8 @@ struct RefNode {
     role: &'static str,
     rack: Option<&'static str>,
     go: bool,
+    /// Reported a critical finding (not go, not silent).
+    blocked: bool,
     out: bool,
 }
 
@@ -128,7 +130,8 @@ fn the_plan_never_breaks_a_limit() {
             if let Some(r) = rack {
                 labels.insert("rack".into(), r.into());
             }
-            let go = match rng.below(6) {
+            let kind = rng.below(6);
+            let go = match kind {
                 0 => {
                     // Silent: listed, never reported.
                     f.upsert_node(&name, labels, t0, W).expect("node");
@@ -160,6 +163,7 @@ fn the_plan_never_breaks_a_limit() {
                     role,
                     rack,
                     go,
+                    blocked: kind == 1,
                     out: false,
                 },
             );
@@ -227,7 +231,9 @@ fn the_plan_never_breaks_a_limit() {
             let domain_blocked = |rack: &str| {
                 reference
                     .values()
-                    .any(|r| r.rack == Some(rack) && !r.out && !r.go)
+                    // A leased node that reported blocked since its
+                    // lease started blocks its domain too.
+                    .any(|r| r.rack == Some(rack) && !r.go && (!r.out || r.blocked))
             };
             for n in &plan.batch {
                 let r = &reference[n];

@@ -17,6 +17,10 @@ use crate::store::{Lease, StoreError, Taken};
 /// whose grace time ran out.
 pub const LEASE_TICK: Duration = Duration::from_secs(1);
 
+/// How often a reload reads the store again when a local lease change
+/// overtook it before giving up until the next one.
+const RELOAD_TRIES: usize = 8;
+
 /// Longest `reason`, `pipeline` and `author` of a lease, in bytes.
 pub const MAX_LEASE_TEXT: usize = 1024;
 
@@ -27,11 +31,33 @@ impl Service {
     /// # Errors
     /// Store errors.
     pub fn reload_leases(&self) -> Result<usize, StoreError> {
-        let leases = lock(&self.store).open_leases()?;
-        let n = leases.len();
-        write(&self.fleet).set_leases(leases, crate::clock::wall(), Instant::now());
-        self.note_maintenance();
-        Ok(n)
+        for _ in 0..RELOAD_TRIES {
+            // The store is read without the fleet lock: a lease this
+            // replica takes or ends meanwhile moves the generation, and
+            // the stale list is read again rather than applied over it.
+            let generation = read(&self.fleet).lease_generation();
+            let leases = lock(&self.store).open_leases()?;
+            let n = leases.len();
+            let wall = crate::clock::wall();
+            let mut f = write(&self.fleet);
+            if f.lease_generation() != generation {
+                continue;
+            }
+            let expired = f.set_leases(leases, wall, Instant::now());
+            drop(f);
+            if expired {
+                // Expired before this replica followed them (at start:
+                // while it was down): recorded now, with their audit.
+                for l in lock(&self.store).expire_leases(wall)? {
+                    tracing::info!(lease = l.id, nodes = ?l.nodes, pipeline = %l.pipeline, "maintenance lease expired");
+                }
+            }
+            self.note_maintenance();
+            return Ok(n);
+        }
+        // Local changes kept coming: they are in force already, and the
+        // next reload catches up with the rest.
+        Ok(read(&self.fleet).leases().len())
     }
 
     /// Checks a lease's text and duration (`reason`, `pipeline`, `author`
@@ -94,16 +120,32 @@ impl Service {
         Ok(())
     }
 
-    /// Takes a lease of its nodes (store first, then the fleet).
+    /// Takes a lease of its nodes (store first, then the fleet). Only go
+    /// nodes may be leased: a lease takes a node out of every gate, and
+    /// a node that is not go would take its findings with it. Unlike
+    /// [`Service::take_plan`], no `max_unavailable` or failure-domain
+    /// limit is checked.
     ///
     /// # Errors
-    /// Invalid request or nodes already leased (nothing written), store
-    /// failure.
+    /// Invalid request, nodes already leased or not go (nothing
+    /// written), store failure.
     pub async fn add_lease(&self, mut l: Lease) -> Result<Lease, ServiceError> {
         l.nodes.sort();
         self.check_lease(&l)?;
-        let (taken, ()) = self
-            .store(move |s| s.take_lease(crate::clock::wall(), |_| (Some(l), ())))
+        let svc = self.clone();
+        let (taken, refused) = self
+            .store(move |s| {
+                s.take_lease(crate::clock::wall(), |leased| {
+                    if l.nodes.iter().any(|n| leased.contains(n)) {
+                        // The store names every node already leased.
+                        return (Some(l), None);
+                    }
+                    match svc.caught_up(|f, _| first_not_go(f, &l.nodes)) {
+                        Some(e) => (None, Some(e)),
+                        None => (Some(l), None),
+                    }
+                })
+            })
             .await?;
         match taken {
             Taken::Leased(l) => {
@@ -112,7 +154,9 @@ impl Service {
                 Ok(l)
             }
             Taken::Conflict(nodes) => Err(FleetError::Leased(nodes).into()),
-            Taken::Nothing => Err(FleetError::BadLease("no nodes".into()).into()),
+            Taken::Nothing => Err(refused
+                .unwrap_or_else(|| FleetError::BadLease("no nodes".into()))
+                .into()),
         }
     }
 
@@ -161,9 +205,10 @@ impl Service {
             .store(move |s| {
                 s.take_lease(crate::clock::wall(), |leased| {
                     let plan = svc.caught_up(|f, _| f.plan(&q, leased));
+                    let plan = plan.map(cap_batch);
                     let lease = match &plan {
                         Ok(p) if !p.batch.is_empty() => Some(Lease {
-                            nodes: p.batch.iter().take(MAX_LEASE_NODES).cloned().collect(),
+                            nodes: p.batch.clone(),
                             ..template
                         }),
                         _ => None,
@@ -223,4 +268,38 @@ impl Service {
             self.note_maintenance();
         }
     }
+}
+
+/// The first of `nodes` that is not go (or still back from a lease and
+/// not yet go), as the refusal naming it and its status.
+fn first_not_go(f: &crate::fleet::Fleet, nodes: &[String]) -> Option<FleetError> {
+    nodes.iter().find_map(|n| {
+        let status = f.status(n)?;
+        let returning = matches!(f.excused(n), Some(crate::fleet::Excused::Returning { .. }));
+        (status != crate::fleet::Status::Go || returning).then(|| FleetError::NotGo {
+            node: preflight_model::excerpt::excerpt(n).into_owned(),
+            status: if returning {
+                "back from maintenance".into()
+            } else {
+                status.as_str().into()
+            },
+        })
+    })
+}
+
+/// A batch of at most [`MAX_LEASE_NODES`]: the rest are held as
+/// `budget_spent`, never dropped unnamed.
+fn cap_batch(mut p: Plan) -> Plan {
+    if p.batch.len() > MAX_LEASE_NODES {
+        let rest = p.batch.split_off(MAX_LEASE_NODES);
+        let detail = format!("at most {MAX_LEASE_NODES} node(s) per batch");
+        p.held
+            .extend(rest.into_iter().map(|node| crate::fleet::Held {
+                node,
+                reason: crate::fleet::HeldReason::BudgetSpent,
+                detail: detail.clone(),
+            }));
+        p.held.sort_by(|a, b| a.node.cmp(&b.node));
+    }
+    p
 }

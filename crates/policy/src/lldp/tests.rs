@@ -287,3 +287,79 @@ fn baseline_compare_findings_carry_the_policy_reason() {
     assert_eq!(f[0].severity, preflight_model::Severity::Warning);
     assert!(f[0].message.ends_with("recabling week"), "{}", f[0].message);
 }
+
+/// Review item 6: a switch and a NIC's firmware LLDP agent on one member.
+fn nic_agent(member: &str) -> LldpNeighbor {
+    neighbor(member, "3c:fd:fe:00:00:01", "nic-agent", "port0")
+}
+
+#[test]
+fn two_senders_on_one_member_judge_the_same_in_either_order() {
+    // mA hears switch-A and its NIC's agent, mB switch-A: one switch, both orders.
+    let a = neighbor("mA", "52:54:00:00:00:0a", "switch-A", "swp1");
+    let b = neighbor("mB", "52:54:00:00:00:0a", "switch-A", "swp2");
+    for order in [
+        vec![a.clone(), nic_agent("mA"), b.clone()],
+        vec![nic_agent("mA"), a.clone(), b.clone()],
+    ] {
+        let s = with(node(BondMode::ActiveBackup), order);
+        assert_eq!(codes(&s), [("BOND_SINGLE_SWITCH", "bond0".to_string())]);
+    }
+    // Two switches, an agent beside one: redundant, in either order.
+    let two = two_switches();
+    for order in [
+        vec![two[0].clone(), nic_agent("mA"), two[1].clone()],
+        vec![nic_agent("mA"), two[0].clone(), two[1].clone()],
+    ] {
+        assert!(codes(&with(node(BondMode::ActiveBackup), order)).is_empty());
+    }
+    // Baseline had the switch; the agent appeared beside it: no change.
+    let s = with(
+        node(BondMode::ActiveBackup),
+        vec![nic_agent("mA"), two[0].clone(), two[1].clone()],
+    );
+    assert!(changed(&s, &two).is_empty());
+    // The switch gone, the agent left: changed, once.
+    let s = with(
+        node(BondMode::ActiveBackup),
+        vec![nic_agent("mA"), two[1].clone()],
+    );
+    let r = changed(&s, &two);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].subject, "bond0/mA");
+    // Any device on the link that drops the VLAN or the frame is judged,
+    // whichever came first; one finding per member.
+    let mut small = nic_agent("mA");
+    small.max_frame_size = Some(1400);
+    small.vlans = vec![LldpVlan {
+        id: 100,
+        name: "a".into(),
+    }];
+    for order in [
+        vec![two[0].clone(), small.clone(), two[1].clone()],
+        vec![small.clone(), two[0].clone(), two[1].clone()],
+    ] {
+        let c = codes(&with(node(BondMode::ActiveBackup), order));
+        assert_eq!(
+            c,
+            [
+                ("MTU_EXCEEDS_SWITCH", "bond0/mA".to_string()),
+                ("SWITCH_VLAN_MISSING", "bond0/mA".to_string())
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_member_that_cannot_be_listened_on_is_lldp_unavailable() {
+    let mut s = with(node(BondMode::ActiveBackup), two_switches()[..1].to_vec());
+    s.lldp.errors.insert(
+        "mB".into(),
+        "mB: cannot open a packet socket: Operation not permitted (needs CAP_NET_RAW)".into(),
+    );
+    let r = found(&s);
+    assert_eq!(codes(&s), [("LLDP_UNAVAILABLE", "bond0/mB".to_string())]);
+    assert!(r[0].message.contains("CAP_NET_RAW"), "{}", r[0].message);
+    let f = findings(r, &PolicyConfig::default(), SystemTime::UNIX_EPOCH);
+    assert_eq!(f[0].severity, preflight_model::Severity::Warning);
+}

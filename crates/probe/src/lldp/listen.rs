@@ -1,6 +1,6 @@
 //! The passive LLDP listener: one packet socket per bond member (the
-//! nearest-bridge group joined), each member's newest neighbour kept until
-//! its TTL runs out. The socket takes every protocol (`ETH_P_ALL`) with a
+//! nearest-bridge group joined), each sender's newest LLDPDU kept until its
+//! TTL runs out (up to [`table::MAX_PER_MEMBER`] senders per member). The socket takes every protocol (`ETH_P_ALL`) with a
 //! kernel filter that keeps Ethertype 0x88cc to an LLDP group address, as
 //! lldpd does: a member whose frames a datapath's rx_handler takes (the OVS
 //! kernel datapath, a bridge) delivers them to taps only, never to a socket
@@ -13,7 +13,7 @@
 //! frames the node itself sends (`PACKET_IGNORE_OUTGOING`), which are
 //! lldpd's, not the switch's.
 //!
-//! Bounded whatever the wire does: one neighbour per member, a receive
+//! Bounded whatever the wire does: a few neighbours per member, a receive
 //! buffer of a few frames, and at most [`DECODES_PER_SECOND`] frames read
 //! per member each second; past that the task sleeps to the end of the
 //! second and the kernel drops what does not fit its small buffer. A switch
@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use preflight_model::LldpNeighbor;
@@ -31,6 +31,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{decode_frame, ETHERTYPE, NEAREST_BRIDGE};
+
+mod table;
+pub use table::MAX_PER_MEMBER;
 
 /// Frames read per member per second at most (a switch sends one per 30 s;
 /// lldpd's fast start, one per second).
@@ -62,6 +65,45 @@ pub struct Stats {
     pub malformed: AtomicU64,
     /// Times a member's budget of frames per second ran out.
     pub limited: AtomicU64,
+    /// The same two counts by member, for metrics.
+    by_member: Mutex<BTreeMap<String, MemberCounts>>,
+}
+
+/// Members counted apart at most (a node has a handful of bond members;
+/// past this a member still counts in the totals).
+const MAX_COUNTED_MEMBERS: usize = 64;
+
+/// What one member's listener dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MemberCounts {
+    /// Frames that were not a valid LLDPDU.
+    pub malformed: u64,
+    /// Frames over the member's budget per second.
+    pub limited: u64,
+}
+
+impl Stats {
+    /// The counts by member, for every member listened on since the start
+    /// (a member's counts never go back, so they can feed counters).
+    #[must_use]
+    pub fn by_member(&self) -> BTreeMap<String, MemberCounts> {
+        self.by_member
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn count(&self, member: &str, f: impl FnOnce(&mut MemberCounts)) {
+        let mut m = self
+            .by_member
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = m.get_mut(member) {
+            f(c);
+        } else if m.len() < MAX_COUNTED_MEMBERS {
+            f(m.entry(member.to_owned()).or_default());
+        }
+    }
 }
 
 /// A running listener: the live neighbours by member, published on every
@@ -100,7 +142,7 @@ pub fn spawn(mut members: watch::Receiver<Vec<String>>) -> Listener {
     let task = tokio::spawn(async move {
         let (heard_tx, mut heard) = mpsc::channel(16);
         let mut tasks: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
-        let mut table: BTreeMap<String, (LldpNeighbor, Instant)> = BTreeMap::new();
+        let mut table = table::Table::default();
         let mut wanted = members.borrow_and_update().clone();
         loop {
             tasks.retain(|m, t| {
@@ -119,36 +161,21 @@ pub fn spawn(mut members: watch::Receiver<Vec<String>>) -> Listener {
                     ))
                 });
             }
-            let before = published(&table);
-            table.retain(|m, _| wanted.contains(m));
+            let before = table.published();
+            table.retain_members(&wanted);
             err_tx.send_if_modified(|e| {
                 let n = e.len();
                 e.retain(|m, _| wanted.contains(m));
                 e.len() != n
             });
-            let next_expiry = table.values().map(|(_, t)| *t).min();
+            let next_expiry = table.next_expiry();
             tokio::select! {
                 r = members.changed() => match r {
                     Ok(()) => wanted = members.borrow_and_update().clone(),
                     Err(_) => break,
                 },
                 Some(h) = heard.recv() => match h {
-                    Heard::Neighbor(n) => {
-                        let member = n.member.clone();
-                        if n.ttl_s == 0 {
-                            // A shutdown LLDPDU: forget it now (§9.2.7.7.2).
-                            table.remove(&member);
-                        } else {
-                            let expires = Instant::now() + Duration::from_secs(u64::from(n.ttl_s));
-                            let n = match table.remove(&member) {
-                                // Same contents: keep when it was first heard,
-                                // so the state changes only when the switch does.
-                                Some((old, _)) if same(&old, &n) => old,
-                                _ => *n,
-                            };
-                            table.insert(member, (n, expires));
-                        }
-                    }
+                    Heard::Neighbor(n) => table.heard(*n, Instant::now()),
                     Heard::Error(member, e) => {
                         err_tx.send_if_modified(|errs| match e {
                             Some(e) if errs.get(&member) != Some(&e) => { errs.insert(member, e); true }
@@ -158,12 +185,11 @@ pub fn spawn(mut members: watch::Receiver<Vec<String>>) -> Listener {
                     }
                 },
                 () = async { tokio::time::sleep_until(next_expiry.expect("guarded")).await }, if next_expiry.is_some() => {
-                    let now = Instant::now();
-                    table.retain(|_, (_, t)| *t > now);
+                    table.expire(Instant::now());
                 }
                 () = tx.closed() => break,
             }
-            let after = published(&table);
+            let after = table.published();
             if after != before {
                 tx.send_replace(after);
             }
@@ -180,19 +206,6 @@ pub fn spawn(mut members: watch::Receiver<Vec<String>>) -> Listener {
     }
 }
 
-fn published(table: &BTreeMap<String, (LldpNeighbor, Instant)>) -> Vec<LldpNeighbor> {
-    table.values().map(|(n, _)| n.clone()).collect()
-}
-
-/// Same neighbour, apart from when it was heard and its TTL.
-fn same(a: &LldpNeighbor, b: &LldpNeighbor) -> bool {
-    LldpNeighbor {
-        since: b.since,
-        ttl_s: b.ttl_s,
-        ..a.clone()
-    } == *b
-}
-
 /// Listens on `members` for up to `wait` or until every one of them has a
 /// neighbour; returns what was heard and why a member could not be listened
 /// on. For one-shot commands (`preflight inspect`).
@@ -205,7 +218,13 @@ pub async fn listen_for(
     let mut l = spawn(rx);
     let _ = tokio::time::timeout(wait, async {
         loop {
-            let heard = l.neighbors.borrow_and_update().len();
+            let heard: std::collections::BTreeSet<String> = l
+                .neighbors
+                .borrow_and_update()
+                .iter()
+                .map(|n| n.member.clone())
+                .collect();
+            let heard = heard.len();
             let failed = l.errors.borrow().len();
             if heard + failed >= count || l.neighbors.changed().await.is_err() {
                 return;
@@ -268,6 +287,7 @@ async fn read(
         used += 1;
         if used > DECODES_PER_SECOND {
             stats.limited.fetch_add(1, Ordering::Relaxed);
+            stats.count(member, |c| c.limited += 1);
             tokio::time::sleep_until(window + Duration::from_secs(1)).await;
             continue;
         }
@@ -285,6 +305,7 @@ async fn read(
             }
             Err(e) => {
                 stats.malformed.fetch_add(1, Ordering::Relaxed);
+                stats.count(member, |c| c.malformed += 1);
                 // Once a minute at most: a flood must not flood the log.
                 if last_warn.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
                     last_warn = Some(now);
