@@ -100,7 +100,7 @@ mod tests {
             aggregation: None,
             since: std::time::SystemTime::UNIX_EPOCH,
         };
-        assert_eq!(super::cell(&[n.clone()], "mA"), "switch-A swp1");
+        assert_eq!(super::cell(std::slice::from_ref(&n), "mA"), "switch-A swp1");
         // A second sender on the member: both shown.
         let agent = preflight_model::LldpNeighbor {
             chassis_id: "3c:fd:fe:00:00:01".into(),

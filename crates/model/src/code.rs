@@ -109,7 +109,7 @@ codes! {
         BondModeMismatch = "BOND_MODE_MISMATCH", Critical, "a bond's running mode or miimon differs from its bonding_options";
         ReachabilityFailed = "REACHABILITY_FAILED", Critical, "a reachability probe (ICMP or TCP, bound to an interface) failed several times in a row";
         BondPortNoPath = "BOND_PORT_NO_PATH", Critical, "a bond member cannot reach a peer (ARP through that member alone) that another member of the bond reaches: a failover to it cuts that network off";
-        BondPortPathUnchecked = "BOND_PORT_PATH_UNCHECKED", Warning, "a bond member's own path cannot be checked (a DPDK member has no kernel netdev, or the check could not be sent): its redundancy is unproven";
+        BondPortPathUnchecked = "BOND_PORT_PATH_UNCHECKED", Warning, "a bond member's own path cannot be checked (a DPDK member, a check that could not be sent, a bond with no target on its networks, its addresses on a bridge or OVS port above it, IPv6 only, an OVS bond of kernel netdevs, or past the 256-path cap): its redundancy is unproven";
         BondSingleSwitch = "BOND_SINGLE_SWITCH", Warning, "every member of an active-backup, balance-alb or balance-tlb bond hears one switch over LLDP: no switch redundancy";
         MtuExceedsSwitch = "MTU_EXCEEDS_SWITCH", Critical, "a bond member's MTU needs larger frames than its switch port's LLDP maximum frame size: larger packets are dropped there";
         SwitchVlanMissing = "SWITCH_VLAN_MISSING", Critical, "a VLAN the node uses on a bond is not among the VLANs a member's switch port advertises over LLDP: a failover to that member cuts the VLAN off";

@@ -53,7 +53,10 @@ struct Dev {
 fn size(v: &Value) -> (usize, usize) {
     match v {
         Value::String(s) => (1, s.len()),
-        Value::Array(a) => a.iter().map(size).fold((1, 0), |x, y| (x.0 + y.0, x.1 + y.1)),
+        Value::Array(a) => a
+            .iter()
+            .map(size)
+            .fold((1, 0), |x, y| (x.0 + y.0, x.1 + y.1)),
         Value::Object(m) => m
             .iter()
             .map(|(k, v)| {
@@ -109,7 +112,10 @@ fn merge(
             at.entry(rel.to_owned()).or_insert_with(|| pos(rel));
             if let Value::Array(list) = slot {
                 for (i, item) in items.into_iter().enumerate() {
-                    at.insert(format!("{rel}[{}]", list.len()), pos(&format!("{rel}[{i}]")));
+                    at.insert(
+                        format!("{rel}[{}]", list.len()),
+                        pos(&format!("{rel}[{i}]")),
+                    );
                     list.push(item);
                 }
             }
@@ -194,11 +200,15 @@ pub fn from_netplan(
                     }
                     continue;
                 }
-                Some(_) => {
-                    return Err(bad(&pos("network"), "network", "is not a mapping".into()))
-                }
+                Some(_) => return Err(bad(&pos("network"), "network", "is not a mapping".into())),
             },
-            _ => return Err(bad(&f.path, "", "is not a YAML mapping (`network:`)".into())),
+            _ => {
+                return Err(bad(
+                    &f.path,
+                    "",
+                    "is not a YAML mapping (`network:`)".into(),
+                ))
+            }
         };
         for (key, v) in net {
             let kp = format!("network.{key}");

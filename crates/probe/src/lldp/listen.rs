@@ -1,6 +1,7 @@
 //! The passive LLDP listener: one packet socket per bond member (the
 //! nearest-bridge group joined), each sender's newest LLDPDU kept until its
-//! TTL runs out (up to [`table::MAX_PER_MEMBER`] senders per member). The socket takes every protocol (`ETH_P_ALL`) with a
+//! TTL runs out (up to [`MAX_PER_MEMBER`] senders per member). The socket
+//! takes every protocol (`ETH_P_ALL`) with a
 //! kernel filter that keeps Ethertype 0x88cc to an LLDP group address, as
 //! lldpd does: a member whose frames a datapath's rx_handler takes (the OVS
 //! kernel datapath, a bridge) delivers them to taps only, never to a socket

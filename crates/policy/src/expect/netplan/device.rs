@@ -61,25 +61,41 @@ fn ethernet_name(d: &Dev, snap: &Snapshot, unch: &mut Vec<Unchecked>) -> Option<
     };
     for k in m.keys() {
         if k != "name" && k != "macaddress" {
-            skip(d, &format!("match.{k}"), "is a match preflight does not evaluate", unch);
+            skip(
+                d,
+                &format!("match.{k}"),
+                "is a match preflight does not evaluate",
+                unch,
+            );
         }
     }
     if let Some(n) = m.get("name").and_then(Value::as_str) {
         if is_glob(n) {
-            skip(d, "match.name", "is a glob: which NICs it matches is not checked", unch);
+            skip(
+                d,
+                "match.name",
+                "is a glob: which NICs it matches is not checked",
+                unch,
+            );
             return None;
         }
         return Some(n.to_owned());
     }
     if let Some(mac) = m.get("macaddress").and_then(Value::as_str) {
-        let nic = snap
-            .interfaces
-            .values()
-            .find(|i| i.mac.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(mac)));
+        let nic = snap.interfaces.values().find(|i| {
+            i.mac
+                .as_deref()
+                .is_some_and(|x| x.eq_ignore_ascii_case(mac))
+        });
         // A MAC no NIC has: expected under the MAC, so it is missing.
         return Some(nic.map_or_else(|| mac.to_ascii_lowercase(), |i| i.name.clone()));
     }
-    skip(d, "match", "names neither a name nor a MAC: which NIC it is for is not checked", unch);
+    skip(
+        d,
+        "match",
+        "names neither a name nor a MAC: which NIC it is for is not checked",
+        unch,
+    );
     None
 }
 
@@ -113,7 +129,13 @@ fn number(d: &Dev, rel: &str, v: &Value, what: &str) -> Result<u32, ExpectError>
     v.as_u64()
         .and_then(|n| u32::try_from(n).ok())
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .ok_or_else(|| bad(d, rel, format!("`{}` is not {what}", excerpt(&v.to_string()))))
+        .ok_or_else(|| {
+            bad(
+                d,
+                rel,
+                format!("`{}` is not {what}", excerpt(&v.to_string())),
+            )
+        })
 }
 
 /// `mii-monitor-interval`: milliseconds, or a number with `ms` or `s`.
@@ -146,12 +168,21 @@ fn routes(d: &Dev, x: &mut Expected, unch: &mut Vec<Unchecked>) -> Result<(), Ex
     for (rel, r) in list(d, "routes") {
         let to = r.get("to").and_then(Value::as_str).unwrap_or_default();
         if !matches!(to, "default" | "0.0.0.0/0" | "::/0") {
-            skip(d, &rel, "is a route preflight does not check (only default routes)", unch);
+            skip(
+                d,
+                &rel,
+                "is a route preflight does not check (only default routes)",
+                unch,
+            );
             continue;
         }
         let via = match r.get("via") {
             Some(v) => Some(v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
-                bad(d, &rel, format!("via `{}` is not an IP address", excerpt(&v.to_string())))
+                bad(
+                    d,
+                    &rel,
+                    format!("via `{}` is not an IP address", excerpt(&v.to_string())),
+                )
             })?),
             None => None,
         };
@@ -160,7 +191,11 @@ fn routes(d: &Dev, x: &mut Expected, unch: &mut Vec<Unchecked>) -> Result<(), Ex
     for k in ["gateway4", "gateway6"] {
         if let Some(v) = d.keys.get(k) {
             let g = v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
-                bad(d, k, format!("`{}` is not an IP address", excerpt(&v.to_string())))
+                bad(
+                    d,
+                    k,
+                    format!("`{}` is not an IP address", excerpt(&v.to_string())),
+                )
             })?;
             defaults.push((Some(g), at(d, k)));
         }
@@ -237,12 +272,19 @@ pub(super) fn expectations(
                     for (rel, a) in list(d, "addresses") {
                         let (ip, len) = address(d, &rel, a)?;
                         x.addresses.push((ip, len));
-                        x.declared_at.insert(format!("address:{ip}/{len}"), at(d, &rel));
+                        x.declared_at
+                            .insert(format!("address:{ip}/{len}"), at(d, &rel));
                     }
                 }
-                "dhcp4" => x.dhcp = v.as_bool().ok_or_else(|| bad(d, k, "is not a boolean".into()))?,
+                "dhcp4" => {
+                    x.dhcp = v
+                        .as_bool()
+                        .ok_or_else(|| bad(d, k, "is not a boolean".into()))?
+                }
                 "dhcp6" => {
-                    if v.as_bool().ok_or_else(|| bad(d, k, "is not a boolean".into()))? {
+                    if v.as_bool()
+                        .ok_or_else(|| bad(d, k, "is not a boolean".into()))?
+                    {
                         skip(d, k, "is true: the DHCPv6 lease is not checked", unch);
                     }
                 }
@@ -252,14 +294,21 @@ pub(super) fn expectations(
                 }
                 "interfaces" if kind == Kind::LinuxBond => {
                     for (rel, m) in list(d, "interfaces") {
-                        let id = m.as_str().ok_or_else(|| bad(d, &rel, "is not a device id".into()))?;
+                        let id = m
+                            .as_str()
+                            .ok_or_else(|| bad(d, &rel, "is not a device id".into()))?;
                         let n = name_of(id);
                         x.declared_at.insert(format!("member:{n}"), at(d, &rel));
                         x.members.push(n);
                     }
                 }
                 "interfaces" if kind == Kind::LinuxBridge => {
-                    skip(d, k, "(bridge ports) is not compared with the kernel's", unch);
+                    skip(
+                        d,
+                        k,
+                        "(bridge ports) is not compared with the kernel's",
+                        unch,
+                    );
                 }
                 "parameters" if kind == Kind::LinuxBond => {
                     for (p, pv) in v.as_object().into_iter().flatten() {
@@ -267,14 +316,28 @@ pub(super) fn expectations(
                         match p.as_str() {
                             "mode" => {
                                 let m = pv.as_str().and_then(BondMode::parse).ok_or_else(|| {
-                                    bad(d, &rel, format!("`{}` is not a bonding mode", excerpt(&pv.to_string())))
+                                    bad(
+                                        d,
+                                        &rel,
+                                        format!(
+                                            "`{}` is not a bonding mode",
+                                            excerpt(&pv.to_string())
+                                        ),
+                                    )
                                 })?;
                                 x.bond_mode = Some(m);
                                 x.declared_at.insert("mode".into(), at(d, &rel));
                             }
                             "mii-monitor-interval" => {
                                 let ms = interval(pv).ok_or_else(|| {
-                                    bad(d, &rel, format!("`{}` is not an interval", excerpt(&pv.to_string())))
+                                    bad(
+                                        d,
+                                        &rel,
+                                        format!(
+                                            "`{}` is not an interval",
+                                            excerpt(&pv.to_string())
+                                        ),
+                                    )
                                 })?;
                                 x.bond_miimon = Some(ms);
                                 x.declared_at.insert("miimon".into(), at(d, &rel));
@@ -284,26 +347,45 @@ pub(super) fn expectations(
                     }
                 }
                 "link" if kind == Kind::Vlan => {
-                    let l = v.as_str().ok_or_else(|| bad(d, k, "is not a device id".into()))?;
+                    let l = v
+                        .as_str()
+                        .ok_or_else(|| bad(d, k, "is not a device id".into()))?;
                     x.parent = Some(name_of(l));
                 }
                 "id" if kind == Kind::Vlan => {
                     if v.as_u64().is_none_or(|n| n > 4094) {
-                        return Err(bad(d, k, format!("`{}` is not a VLAN id (0-4094)", excerpt(&v.to_string()))));
+                        return Err(bad(
+                            d,
+                            k,
+                            format!("`{}` is not a VLAN id (0-4094)", excerpt(&v.to_string())),
+                        ));
                     }
-                    skip(d, k, "(the VLAN id) is not compared with the kernel's", unch);
+                    skip(
+                        d,
+                        k,
+                        "(the VLAN id) is not compared with the kernel's",
+                        unch,
+                    );
                 }
                 _ => skip(d, k, "is not checked", unch),
             }
         }
         routes(d, &mut x, unch)?;
         if kind == Kind::Vlan && x.parent.is_none() {
-            skip(d, "", "is a VLAN without `link`: its parent is not checked", unch);
+            skip(
+                d,
+                "",
+                "is a VLAN without `link`: its parent is not checked",
+                unch,
+            );
         }
         if let Some(prev) = out.get(&name) {
             unch.push(Unchecked {
                 at: at(d, ""),
-                what: format!("{name} is also declared at {}: only that one is checked", prev.declared_at.get("").cloned().unwrap_or_default()),
+                what: format!(
+                    "{name} is also declared at {}: only that one is checked",
+                    prev.declared_at.get("").cloned().unwrap_or_default()
+                ),
             });
             continue;
         }

@@ -31,26 +31,27 @@ pub(super) fn lines(text: &str) -> HashMap<String, usize> {
     while let Ok((ev, mark)) = parser.next_token() {
         let line = mark.line();
         // The path of the node this event starts, or None for a key.
-        let mut node_path = |stack: &mut Vec<(Frame, String)>, key: Option<&str>| -> Option<String> {
-            match stack.last_mut() {
-                None => Some(String::new()),
-                Some((Frame::Map(k), base)) => match k.take() {
-                    Some(k) => Some(join(base, &k)),
-                    None => {
-                        let name = key.unwrap_or("?").to_owned();
-                        out.entry(join(base, &name)).or_insert(line);
-                        *k = Some(name);
-                        None
+        let mut node_path =
+            |stack: &mut Vec<(Frame, String)>, key: Option<&str>| -> Option<String> {
+                match stack.last_mut() {
+                    None => Some(String::new()),
+                    Some((Frame::Map(k), base)) => match k.take() {
+                        Some(k) => Some(join(base, &k)),
+                        None => {
+                            let name = key.unwrap_or("?").to_owned();
+                            out.entry(join(base, &name)).or_insert(line);
+                            *k = Some(name);
+                            None
+                        }
+                    },
+                    Some((Frame::Seq(i), base)) => {
+                        let p = format!("{base}[{i}]");
+                        *i += 1;
+                        out.entry(p.clone()).or_insert(line);
+                        Some(p)
                     }
-                },
-                Some((Frame::Seq(i), base)) => {
-                    let p = format!("{base}[{i}]");
-                    *i += 1;
-                    out.entry(p.clone()).or_insert(line);
-                    Some(p)
                 }
-            }
-        };
+            };
         match ev {
             Event::StreamEnd => break,
             Event::DocumentEnd => done = true,
@@ -70,7 +71,11 @@ pub(super) fn lines(text: &str) -> HashMap<String, usize> {
                     stack.push((Frame::Seq(0), "…".into()));
                     continue;
                 }
-                let f = if is_map { Frame::Map(None) } else { Frame::Seq(0) };
+                let f = if is_map {
+                    Frame::Map(None)
+                } else {
+                    Frame::Seq(0)
+                };
                 stack.push((f, p));
             }
             Event::MappingEnd | Event::SequenceEnd => {

@@ -3,14 +3,18 @@
 //! the order the agent's shadowing gives).
 
 use super::*;
-use crate::expect::Kind;
+use crate::expect::{Expected, Kind};
+use preflight_model::BondMode;
 
 const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/netplan/");
 
 fn file(rel: &str) -> NetplanFile {
     let path = format!("{FIX}{rel}");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    NetplanFile { path: rel.to_owned(), text }
+    NetplanFile {
+        path: rel.to_owned(),
+        text,
+    }
 }
 
 fn text(path: &str, text: &str) -> NetplanFile {
@@ -22,10 +26,13 @@ fn text(path: &str, text: &str) -> NetplanFile {
 
 fn snap() -> Snapshot {
     let mut s = Snapshot::default();
-    let mut i = preflight_model::Interface::default();
-    i.name = "ens4".into();
-    i.mac = Some("52:54:00:aa:bb:02".into());
-    s.interfaces.insert(i.name.clone(), i);
+    let i = preflight_model::Interface {
+        index: 4,
+        name: "ens4".into(),
+        mac: Some("52:54:00:aa:bb:02".into()),
+        ..Default::default()
+    };
+    s.interfaces.insert(i.index, i);
     s
 }
 
@@ -55,9 +62,15 @@ fn files_merge_in_order_with_positions() {
     assert_eq!(bond.bond_miimon, Some(100));
     assert_eq!(bond.declared_at[""], "merge/etc/10-base.yaml:8");
     assert_eq!(bond.declared_at["member:eth1"], "merge/etc/10-base.yaml:9");
-    assert_eq!(bond.declared_at["member:eth2"], "merge/run/20-extra.yaml:11");
+    assert_eq!(
+        bond.declared_at["member:eth2"],
+        "merge/run/20-extra.yaml:11"
+    );
     assert_eq!(bond.declared_at["miimon"], "merge/run/20-extra.yaml:13");
-    assert_eq!(bond.default_route, Some(Some("192.0.2.1".parse().expect("ip"))));
+    assert_eq!(
+        bond.default_route,
+        Some(Some("192.0.2.1".parse().expect("ip")))
+    );
     assert_eq!(bond.declared_at["route"], "merge/run/20-extra.yaml:16");
     let eth1 = get(&e, "eth1");
     // 9000 from the later file overrides 1500; the address stays.
@@ -94,13 +107,17 @@ fn match_by_mac_names_the_nic() {
     assert!(x.dhcp);
     assert_eq!(x.written_as.as_deref(), Some("lan"));
     assert!(!e.interfaces.iter().any(|i| i.name == "wan"));
-    assert!(e.unchecked.iter().any(|u| u.at == "a.yaml:8" && u.what.contains("glob")));
+    assert!(e
+        .unchecked
+        .iter()
+        .any(|u| u.at == "a.yaml:8" && u.what.contains("glob")));
 }
 
 /// Bad input names the file, the line and the key path.
 #[test]
 fn bad_input_names_file_line_and_key() {
-    let err = |t: &str| from_netplan("netplan", &[text("bad.yaml", t)], &snap()).expect_err("refused");
+    let err =
+        |t: &str| from_netplan("netplan", &[text("bad.yaml", t)], &snap()).expect_err("refused");
     let e = err("network:\n  version: 2\n  ethernets:\n    eth0:\n      addresses: [10.0.0.1]\n");
     assert_eq!(e.file, "bad.yaml:5");
     assert_eq!(e.path, "network.ethernets.eth0.addresses[0]");
@@ -120,11 +137,23 @@ fn bad_input_names_file_line_and_key() {
 fn bounds_refuse_with_the_file_named() {
     let mut bomb = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
     for i in 0..8 {
-        bomb.push_str(&format!("b{i}: &b{i} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n", p = if i == 0 { "a".to_owned() } else { format!("b{}", i - 1) }));
+        bomb.push_str(&format!(
+            "b{i}: &b{i} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n",
+            p = if i == 0 {
+                "a".to_owned()
+            } else {
+                format!("b{}", i - 1)
+            }
+        ));
     }
     let e = from_netplan("netplan", &[text("bomb.yaml", &bomb)], &snap()).expect_err("bomb");
-    assert!(e.file.starts_with("bomb.yaml:") && e.reason.contains("alias"), "{e}");
-    let many: Vec<NetplanFile> = (0..=MAX_NETPLAN_FILES).map(|i| text(&format!("{i}.yaml"), "")).collect();
+    assert!(
+        e.file.starts_with("bomb.yaml:") && e.reason.contains("alias"),
+        "{e}"
+    );
+    let many: Vec<NetplanFile> = (0..=MAX_NETPLAN_FILES)
+        .map(|i| text(&format!("{i}.yaml"), ""))
+        .collect();
     assert!(from_netplan("netplan", &many, &snap()).is_err());
     let big = "#".repeat(MAX_NETPLAN_FILE_BYTES + 1);
     let e = from_netplan("netplan", &[text("big.yaml", &big)], &snap()).expect_err("big");
