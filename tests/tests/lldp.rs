@@ -171,11 +171,19 @@ fn lldp_listener_survives_a_flood_of_malformed_frames_and_hears_the_switch_after
     eprintln!(
         "switch: {sw_out}listener: {v}\nRSS {rss_before} KiB before the flood, {rss_max} KiB at most during it; {cpu_during} CPU ticks (1/100 s) over the 5 s of flood"
     );
+    // Two chassis IDs are two senders, both kept (until their TTL), each
+    // under its own key: the one heard after the flood is among them.
     let neighbors = v["neighbors"].as_array().expect("neighbors");
-    assert_eq!(neighbors.len(), 1, "one neighbour per member: {v}");
-    assert_eq!(neighbors[0]["chassis_id"], "after-flood", "{v}");
-    assert_eq!(neighbors[0]["system_name"], "switch-B", "{v}");
-    assert_eq!(neighbors[0]["max_frame_size"], 1522, "{v}");
+    assert!(
+        neighbors.len() <= preflight_probe::lldp::listen::MAX_PER_MEMBER,
+        "at most a few neighbours per member: {v}"
+    );
+    let after = neighbors
+        .iter()
+        .find(|n| n["chassis_id"] == "after-flood")
+        .unwrap_or_else(|| panic!("the switch after the flood is heard: {v}"));
+    assert_eq!(after["system_name"], "switch-B", "{v}");
+    assert_eq!(after["max_frame_size"], 1522, "{v}");
     assert!(v["malformed"].as_u64().expect("malformed") > 0, "{v}");
     assert!(v["limited"].as_u64().expect("limited") > 0, "{v}");
     assert!(
