@@ -14,10 +14,11 @@ use preflight_model::{BondMode, Snapshot};
 use crate::{raw, Code, Raw};
 
 mod baseline;
+mod common;
 mod fallback;
 mod ifupdown;
-mod networkd;
 mod netplan;
+mod networkd;
 mod networkmanager;
 pub(crate) mod nics;
 mod osnc;
@@ -35,8 +36,8 @@ pub use ifupdown::{
     IfupdownFile, Include, MAX_IFUPDOWN_DEPTH, MAX_IFUPDOWN_FILES, MAX_IFUPDOWN_FILE_BYTES,
     MAX_IFUPDOWN_LINE_BYTES,
 };
-pub use networkd::{from_networkd, NetworkdFile, MAX_NETWORKD_FILES, MAX_NETWORKD_FILE_BYTES};
 pub use netplan::{from_netplan, NetplanFile, MAX_NETPLAN_FILES, MAX_NETPLAN_FILE_BYTES};
+pub use networkd::{from_networkd, NetworkdFile, MAX_NETWORKD_FILES, MAX_NETWORKD_FILE_BYTES};
 pub use networkmanager::{
     from_networkmanager, DhcpExposure, NmKeyfile, MAX_NM_FILES, MAX_NM_FILE_BYTES,
 };
