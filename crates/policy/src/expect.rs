@@ -14,7 +14,6 @@ use preflight_model::{BondMode, Snapshot};
 use crate::{raw, Code, Raw};
 
 mod baseline;
-mod common;
 mod fallback;
 mod ifupdown;
 mod netplan;
