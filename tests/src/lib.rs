@@ -11,6 +11,7 @@ pub mod netns;
 pub mod ovs;
 pub mod pg;
 pub mod replica;
+pub mod stack;
 pub mod vm;
 pub mod watcher;
 

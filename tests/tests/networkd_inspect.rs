@@ -6,59 +6,29 @@
 //! is no-go naming the `.network` and line. Needs root (CI runs as root);
 //! never skips.
 
-use preflight_tests::netns::Netns;
-use preflight_tests::{preflight_bin, workspace};
-use serde_json::Value;
+use preflight_tests::stack::StackNs;
+use preflight_tests::workspace;
 
 #[test]
 fn networkd_files_declare_what_is_missing_with_file_and_line() {
-    let ns = Netns::new("nwd");
-    for l in [
-        "link add v0 type veth peer name v1",
-        "link set v0 up",
-        "link set v1 up",
-        "addr add 192.0.2.10/24 dev v0",
-    ] {
-        ns.ip(l);
-    }
+    let ns = StackNs::new("nwd");
     let dir = workspace().join("tests/fixtures/networkd/netns");
-    let out = ns
-        .command(preflight_bin())
-        .arg("inspect")
-        .arg("--json")
-        .arg("--expect")
-        .arg(format!("networkd:{}", dir.display()))
-        .output()
-        .expect("preflight runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    let findings = v["findings"].as_array().expect("findings");
-    let has = |code: &str, text: &str| {
-        findings.iter().any(|f| {
-            f["code"] == code
-                && f["severity"] == "critical"
-                && f["message"].as_str().is_some_and(|m| m.contains(text))
-        })
-    };
+    let v = ns.inspect_json(&format!("networkd:{}", dir.display()));
+    assert_eq!(v.code, Some(1), "stderr: {}", v.stderr);
     let netdev = format!("{}:2", dir.join("10-bond7.netdev").display());
-    assert!(has("EXPECTED_INTERFACE_MISSING", &netdev), "{v}");
-    let network = format!("{}:6", dir.join("20-v0.network").display());
-    assert!(has("EXPECTED_ADDRESS_MISSING", &network), "{v}");
-    // The address that is there is no finding.
     assert!(
-        !findings.iter().any(|f| f["subject"] == "v0/192.0.2.10"),
+        v.has("EXPECTED_INTERFACE_MISSING", "critical", &netdev),
         "{v}"
     );
+    let network = format!("{}:6", dir.join("20-v0.network").display());
+    assert!(
+        v.has("EXPECTED_ADDRESS_MISSING", "critical", &network),
+        "{v}"
+    );
+    // The address that is there is no finding.
+    assert!(!v.has_subject("v0/192.0.2.10"), "{v}");
     // inspect says which stack and files it read.
-    let out = ns
-        .command(preflight_bin())
-        .arg("inspect")
-        .arg("--expect")
-        .arg(format!("networkd:{}", dir.display()))
-        .output()
-        .expect("preflight runs");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = ns.inspect_text(&format!("networkd:{}", dir.display()));
     assert!(
         text.contains("systemd-networkd") && text.contains("10-bond7.netdev"),
         "{text}"

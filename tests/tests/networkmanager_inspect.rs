@@ -10,21 +10,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use preflight_tests::netns::Netns;
-use preflight_tests::{preflight_bin, workspace};
-use serde_json::Value;
+use preflight_tests::stack::StackNs;
+use preflight_tests::workspace;
 
 #[test]
 fn keyfiles_declare_what_is_missing_with_file_and_line() {
-    let ns = Netns::new("nmk");
-    for l in [
-        "link add v0 type veth peer name v1",
-        "link set v0 up",
-        "link set v1 up",
-        "addr add 192.0.2.10/24 dev v0",
-    ] {
-        ns.ip(l);
-    }
+    let ns = StackNs::new("nmk");
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     for f in ["bond7.nmconnection", "v0.nmconnection"] {
@@ -46,37 +37,20 @@ fn keyfiles_declare_what_is_missing_with_file_and_line() {
     )
     .expect("write");
     std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let out = ns
-        .command(preflight_bin())
-        .arg("inspect")
-        .arg("--json")
-        .arg("--expect")
-        .arg(format!("networkmanager:{}", dir.display()))
-        .output()
-        .expect("preflight runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    let findings = v["findings"].as_array().expect("findings");
-    let has = |code: &str, sev: &str, text: &str| {
-        findings.iter().any(|f| {
-            f["code"] == code
-                && f["severity"] == sev
-                && f["message"].as_str().is_some_and(|m| m.contains(text))
-        })
-    };
+    let v = ns.inspect_json(&format!("networkmanager:{}", dir.display()));
+    assert_eq!(v.code, Some(1), "stderr: {}", v.stderr);
     let bond = format!("{}:5", dir.join("bond7.nmconnection").display());
-    assert!(has("EXPECTED_INTERFACE_MISSING", "critical", &bond), "{v}");
-    let v0 = format!("{}:9", dir.join("v0.nmconnection").display());
-    assert!(has("EXPECTED_ADDRESS_MISSING", "critical", &v0), "{v}");
-    // The address that is there is no finding.
     assert!(
-        !findings.iter().any(|f| f["subject"] == "v0/192.0.2.10"),
+        v.has("EXPECTED_INTERFACE_MISSING", "critical", &bond),
         "{v}"
     );
+    let v0 = format!("{}:9", dir.join("v0.nmconnection").display());
+    assert!(v.has("EXPECTED_ADDRESS_MISSING", "critical", &v0), "{v}");
+    // The address that is there is no finding.
+    assert!(!v.has_subject("v0/192.0.2.10"), "{v}");
     // The world-readable keyfile is named, and its address not expected.
     assert!(
-        has(
+        v.has(
             "EXPECTATION_UNCHECKED",
             "warning",
             &loose.display().to_string()
@@ -84,20 +58,13 @@ fn keyfiles_declare_what_is_missing_with_file_and_line() {
         "{v}"
     );
     assert!(
-        !findings.iter().any(|f| f["message"]
+        !v.findings().iter().any(|f| f["message"]
             .as_str()
             .is_some_and(|m| m.contains("198.51.100.1"))),
         "{v}"
     );
     // inspect says which stack and files it read.
-    let out = ns
-        .command(preflight_bin())
-        .arg("inspect")
-        .arg("--expect")
-        .arg(format!("networkmanager:{}", dir.display()))
-        .output()
-        .expect("preflight runs");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = ns.inspect_text(&format!("networkmanager:{}", dir.display()));
     assert!(
         text.contains("NetworkManager") && text.contains("bond7.nmconnection"),
         "{text}"

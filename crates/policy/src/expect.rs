@@ -14,6 +14,7 @@ use preflight_model::{BondMode, Snapshot};
 use crate::{raw, Code, Raw};
 
 mod baseline;
+mod common;
 mod fallback;
 mod ifupdown;
 mod netplan;

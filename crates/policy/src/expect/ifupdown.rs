@@ -14,7 +14,7 @@ use preflight_model::excerpt::excerpt;
 use preflight_model::{BondMode, Snapshot};
 use std::collections::BTreeMap;
 
-use super::{ExpectError, Expectations, Expected, Kind, Unchecked};
+use super::{common, ExpectError, Expectations, Expected, Kind, Unchecked};
 
 mod stanza;
 
@@ -173,20 +173,7 @@ pub fn from_ifupdown(
         stanza::read(&ls, &mut auto, &mut decls, &mut unch)?;
     }
     let mut out: BTreeMap<String, Expected> = BTreeMap::new();
-    let blank = |name: &str| Expected {
-        name: name.to_owned(),
-        written_as: None,
-        kind: Kind::Interface,
-        parent: None,
-        dhcp: false,
-        addresses: Vec::new(),
-        default_route: None,
-        mtu: None,
-        members: Vec::new(),
-        bond_mode: None,
-        bond_miimon: None,
-        declared_at: BTreeMap::new(),
-    };
+    let blank = |name: &str| common::blank(name, Kind::Interface);
     // Members a bond stanza lists, and those that name their bond with
     // `bond-master` (ifenslave's other spelling).
     let mut members: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
@@ -237,42 +224,10 @@ pub fn from_ifupdown(
         } else {
             Kind::Interface
         };
-        for ((ip, len), at) in &d.addresses {
-            x.addresses.push((*ip, *len));
-            x.declared_at
-                .insert(format!("address:{ip}/{len}"), at.clone());
-        }
-        let v4 = d
-            .gateways
-            .iter()
-            .find(|(g, _)| g.is_ipv4())
-            .or_else(|| d.gateways.first());
-        if let Some((g, at)) = v4 {
-            x.default_route = Some(Some(*g));
-            x.declared_at.insert("route".into(), at.clone());
-        }
-        for (g, at) in d
-            .gateways
-            .iter()
-            .filter(|(g, _)| Some(g) != v4.map(|v| &v.0))
-        {
-            unch.push(Unchecked {
-                at: at.clone(),
-                what: format!("a second gateway ({g}) on {name}: only the first is checked"),
-            });
-        }
-        if let Some((m, at)) = &d.mtu {
-            x.mtu = Some(*m);
-            x.declared_at.insert("mtu".into(), at.clone());
-        }
-        if let Some((m, at)) = &d.mode {
-            x.bond_mode = Some(*m);
-            x.declared_at.insert("mode".into(), at.clone());
-        }
-        if let Some((m, at)) = &d.miimon {
-            x.bond_miimon = Some(*m);
-            x.declared_at.insert("miimon".into(), at.clone());
-        }
+        common::add_addresses_and_gateway(&mut x, &d.addresses, &d.gateways, &mut unch, |g| {
+            format!("a second gateway ({g}) on {name}: only the first is checked")
+        });
+        common::add_bond_settings(&mut x, d.mtu.as_ref(), d.mode.as_ref(), d.miimon.as_ref());
         for (m, at) in members.get(name).into_iter().flatten() {
             if !x.members.contains(m) {
                 x.members.push(m.clone());
@@ -334,45 +289,10 @@ fn bond_mode(v: &str, at: &str) -> Result<BondMode, ExpectError> {
 /// globs that `source` follows do.
 #[must_use]
 pub fn ifupdown_glob(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], s: &[char]) -> bool {
-        match p.split_first() {
-            None => s.is_empty(),
-            Some(('*', rest)) => (0..=s.len()).any(|i| go(rest, &s[i..])),
-            Some(('?', rest)) => !s.is_empty() && go(rest, &s[1..]),
-            Some(('[', rest)) => {
-                let Some((&c, tail)) = s.split_first() else {
-                    return false;
-                };
-                let (neg, body) = match rest.first() {
-                    Some('!' | '^') => (true, &rest[1..]),
-                    _ => (false, rest),
-                };
-                let Some(end) = body.iter().skip(1).position(|&x| x == ']').map(|e| e + 1) else {
-                    return c == '[' && go(rest, tail);
-                };
-                let set = &body[..end];
-                let mut hit = false;
-                let mut i = 0;
-                while i < set.len() {
-                    if i + 2 < set.len() && set[i + 1] == '-' {
-                        hit |= set[i] <= c && c <= set[i + 2];
-                        i += 3;
-                    } else {
-                        hit |= set[i] == c;
-                        i += 1;
-                    }
-                }
-                hit != neg && go(&body[end + 1..], tail)
-            }
-            Some((c, rest)) => s.first() == Some(c) && go(rest, &s[1..]),
-        }
-    }
     if name.starts_with('.') && !pattern.starts_with('.') {
         return false;
     }
-    let p: Vec<char> = pattern.chars().collect();
-    let s: Vec<char> = name.chars().collect();
-    go(&p, &s)
+    common::glob(pattern, name, false)
 }
 
 /// Whether a path component holds glob characters.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use preflight_model::excerpt::excerpt;
 use preflight_model::Snapshot;
 
-use super::{ExpectError, Expectations, Expected, Kind, Unchecked};
+use super::{common, ExpectError, Expectations, Expected, Kind, Unchecked};
 
 mod ini;
 mod units;
@@ -191,20 +191,6 @@ pub fn from_networkd(
         }
     }
     let mut out: BTreeMap<String, Expected> = BTreeMap::new();
-    let blank = |name: &str, kind: Kind| Expected {
-        name: name.to_owned(),
-        written_as: None,
-        kind,
-        parent: None,
-        dhcp: false,
-        addresses: Vec::new(),
-        default_route: None,
-        mtu: None,
-        members: Vec::new(),
-        bond_mode: None,
-        bond_miimon: None,
-        declared_at: BTreeMap::new(),
-    };
     // Bonds and bridges exist whether or not a .network names them.
     for (name, d) in &netdevs {
         let Some(kind) = d.kind.as_ref().and_then(|(k, _)| kind_of(k)) else {
@@ -213,16 +199,16 @@ pub fn from_networkd(
         if kind == Kind::Vlan {
             continue; // created only on a link whose .network has VLAN=
         }
-        out.insert(name.clone(), netdev_expected(blank(name, kind), d));
+        out.insert(name.clone(), netdev_expected(common::blank(name, kind), d));
     }
     for (link, &i) in &applied {
         let n = &networks[i];
         let mut x = out.remove(link).unwrap_or_else(|| {
             if let Some(d) = netdevs.get(link) {
                 let k = d.kind.as_ref().and_then(|(k, _)| kind_of(k));
-                return netdev_expected(blank(link, k.unwrap_or(Kind::Interface)), d);
+                return netdev_expected(common::blank(link, k.unwrap_or(Kind::Interface)), d);
             }
-            let mut x = blank(link, Kind::Interface);
+            let mut x = common::blank(link, Kind::Interface);
             if let Some((_, _, at)) = &n.names {
                 x.declared_at.insert(String::new(), at.clone());
             } else if let Some((_, at)) = &n.macs {
@@ -231,32 +217,9 @@ pub fn from_networkd(
             x
         });
         x.dhcp = n.dhcp;
-        for ((ip, len), at) in &n.addresses {
-            x.addresses.push((*ip, *len));
-            x.declared_at
-                .insert(format!("address:{ip}/{len}"), at.clone());
-        }
-        let v4 = n
-            .gateways
-            .iter()
-            .find(|(g, _)| g.is_ipv4())
-            .or_else(|| n.gateways.first());
-        if let Some((g, at)) = v4 {
-            x.default_route = Some(Some(*g));
-            x.declared_at.insert("route".into(), at.clone());
-        }
-        for (g, at) in n
-            .gateways
-            .iter()
-            .filter(|(g, _)| Some(g) != v4.map(|v| &v.0))
-        {
-            unch.push(Unchecked {
-                at: at.clone(),
-                what: format!(
-                    "a second default gateway ({g}) on {link}: only the first is checked"
-                ),
-            });
-        }
+        common::add_addresses_and_gateway(&mut x, &n.addresses, &n.gateways, &mut unch, |g| {
+            format!("a second default gateway ({g}) on {link}: only the first is checked")
+        });
         if let Some((m, at)) = &n.mtu {
             x.mtu = Some(*m);
             x.declared_at.insert("mtu".into(), at.clone());
@@ -267,7 +230,7 @@ pub fn from_networkd(
                 .filter(|d| d.kind.as_ref().is_some_and(|(k, _)| k == "vlan"))
             {
                 Some(d) => {
-                    let y = netdev_expected(blank(v, Kind::Vlan), d);
+                    let y = netdev_expected(common::blank(v, Kind::Vlan), d);
                     out.entry(v.clone()).or_insert(y);
                 }
                 None => unch.push(Unchecked {
@@ -316,18 +279,7 @@ fn netdev_expected(mut x: Expected, d: &Netdev) -> Expected {
     if let Some((_, at)) = &d.name {
         x.declared_at.insert(String::new(), at.clone());
     }
-    if let Some((m, at)) = &d.mtu {
-        x.mtu = Some(*m);
-        x.declared_at.insert("mtu".into(), at.clone());
-    }
-    if let Some((m, at)) = &d.mode {
-        x.bond_mode = Some(*m);
-        x.declared_at.insert("mode".into(), at.clone());
-    }
-    if let Some((m, at)) = &d.miimon {
-        x.bond_miimon = Some(*m);
-        x.declared_at.insert("miimon".into(), at.clone());
-    }
+    common::add_bond_settings(&mut x, d.mtu.as_ref(), d.mode.as_ref(), d.miimon.as_ref());
     x
 }
 

@@ -11,7 +11,7 @@ use preflight_model::{BondMode, Snapshot};
 use serde_json::Value;
 
 use super::Dev;
-use crate::expect::{ExpectError, Expected, Kind, Unchecked};
+use crate::expect::{common, ExpectError, Expected, Kind, Unchecked};
 
 /// Keys that change nothing preflight compares (boot ordering, docs).
 const IGNORED: &[&str] = &["optional", "renderer", "critical"];
@@ -250,18 +250,8 @@ pub(super) fn expectations(
             _ => (Kind::LinuxBridge, d.id.clone()),
         };
         let mut x = Expected {
-            name: name.clone(),
             written_as: (name != d.id).then(|| d.id.clone()),
-            kind,
-            parent: None,
-            dhcp: false,
-            addresses: Vec::new(),
-            default_route: None,
-            mtu: None,
-            members: Vec::new(),
-            bond_mode: None,
-            bond_miimon: None,
-            declared_at: BTreeMap::new(),
+            ..common::blank(&name, kind)
         };
         x.declared_at.insert(String::new(), at(d, ""));
         for (k, v) in &d.keys {

@@ -4,10 +4,8 @@
 //! sections, main file first, so a later assignment adds to or overrides an
 //! earlier one as systemd's parser does.
 
+use super::super::common::{check_line_len, err, MAX_LINE_BYTES};
 use super::super::ExpectError;
-
-/// Longest line preflight reads: far above any real assignment.
-pub(super) const MAX_LINE_BYTES: usize = 4096;
 
 /// One `Key=Value` with its position.
 #[derive(Debug, Clone)]
@@ -27,14 +25,6 @@ pub(super) struct Section {
     pub entries: Vec<Entry>,
 }
 
-fn err(file: &str, line: usize, what: &str, reason: String) -> ExpectError {
-    ExpectError {
-        file: format!("{file}:{line}"),
-        path: what.to_owned(),
-        reason,
-    }
-}
-
 /// Parses the text of `file` into its sections, appending to `out`.
 ///
 /// # Errors
@@ -45,17 +35,7 @@ pub(super) fn parse(file: &str, text: &str, out: &mut Vec<Section>) -> Result<()
     let mut pending: Option<(usize, String)> = None;
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
-        if raw.len() > MAX_LINE_BYTES {
-            return Err(err(
-                file,
-                n,
-                "line",
-                format!(
-                    "{} bytes, more than the {MAX_LINE_BYTES} bytes preflight reads of a line",
-                    raw.len()
-                ),
-            ));
-        }
+        check_line_len(file, n, raw)?;
         let (start, mut line) = match pending.take() {
             Some((s, mut acc)) => {
                 // A comment inside a continuation is skipped, as systemd does.
@@ -137,46 +117,7 @@ pub(super) fn parse(file: &str, text: &str, out: &mut Vec<Section>) -> Result<()
 /// fnmatch(3) as networkd's `Name=` uses it: `*`, `?`, `[set]`, `[!set]`,
 /// `[a-z]`, `\` escaping the next character.
 pub(super) fn glob(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], s: &[char]) -> bool {
-        match p.split_first() {
-            None => s.is_empty(),
-            Some(('*', rest)) => (0..=s.len()).any(|i| go(rest, &s[i..])),
-            Some(('?', rest)) => !s.is_empty() && go(rest, &s[1..]),
-            Some(('[', rest)) => {
-                let Some((&c, tail)) = s.split_first() else {
-                    return false;
-                };
-                let (neg, body) = match rest.first() {
-                    Some('!' | '^') => (true, &rest[1..]),
-                    _ => (false, rest),
-                };
-                // `]` first in the set is a member, not the end.
-                let Some(end) = body.iter().skip(1).position(|&x| x == ']').map(|e| e + 1) else {
-                    return c == '[' && go(rest, tail);
-                };
-                let set = &body[..end];
-                let mut hit = false;
-                let mut i = 0;
-                while i < set.len() {
-                    if i + 2 < set.len() && set[i + 1] == '-' {
-                        hit |= set[i] <= c && c <= set[i + 2];
-                        i += 3;
-                    } else {
-                        hit |= set[i] == c;
-                        i += 1;
-                    }
-                }
-                hit != neg && go(&body[end + 1..], tail)
-            }
-            Some(('\\', rest)) if !rest.is_empty() => {
-                s.first() == Some(&rest[0]) && go(&rest[1..], &s[1..])
-            }
-            Some((c, rest)) => s.first() == Some(c) && go(rest, &s[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let s: Vec<char> = name.chars().collect();
-    go(&p, &s)
+    super::super::common::glob(pattern, name, true)
 }
 
 /// Whether `p` holds glob characters (else it names one interface).

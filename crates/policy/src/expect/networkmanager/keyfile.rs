@@ -7,8 +7,7 @@ use preflight_model::excerpt::excerpt;
 
 use super::super::ExpectError;
 
-/// Longest line preflight reads: far above any real assignment.
-pub(super) const MAX_LINE_BYTES: usize = 4096;
+use super::super::common::{check_line_len, err};
 
 /// One `key=value` with its position.
 #[derive(Debug, Clone)]
@@ -20,35 +19,18 @@ pub(super) struct Entry {
     pub at: String,
 }
 
-fn err(file: &str, line: usize, what: &str, reason: String) -> ExpectError {
-    ExpectError {
-        file: format!("{file}:{line}"),
-        path: what.to_owned(),
-        reason,
-    }
-}
-
 /// Parses `text` of `file` into its entries in file order.
 ///
 /// # Errors
-/// A line over [`MAX_LINE_BYTES`], a malformed group header, a line that is
-/// no assignment, or an assignment before any group: each names `file:line`.
+/// A line over [`MAX_LINE_BYTES`](super::super::common::MAX_LINE_BYTES), a
+/// malformed group header, a line that is no assignment, or an assignment
+/// before any group: each names `file:line`.
 pub(super) fn parse(file: &str, text: &str) -> Result<Vec<Entry>, ExpectError> {
     let mut out = Vec::new();
     let mut group: Option<String> = None;
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
-        if raw.len() > MAX_LINE_BYTES {
-            return Err(err(
-                file,
-                n,
-                "line",
-                format!(
-                    "{} bytes, more than the {MAX_LINE_BYTES} bytes preflight reads of a line",
-                    raw.len()
-                ),
-            ));
-        }
+        check_line_len(file, n, raw)?;
         let t = raw.trim();
         if t.is_empty() || t.starts_with('#') {
             continue;
