@@ -198,10 +198,18 @@ fn lacp_without_a_partner_balance_slb_and_an_errored_member() {
             && c.contains(&"LACP_NOT_NEGOTIATED bond2/vb1".to_owned())
     });
     let c = codes(&v);
+    // Members of an Open vSwitch bond are not path-checked (issue 33):
+    // each says so in a warning, which is not a fault of the bond.
+    assert!(
+        c.contains(&"BOND_PORT_PATH_UNCHECKED bond3/vc0".to_owned())
+            && c.contains(&"BOND_PORT_PATH_UNCHECKED bond3/vc1".to_owned()),
+        "{c:?}"
+    );
     assert!(
         !c.iter()
+            .filter(|c| !c.starts_with("BOND_PORT_PATH_UNCHECKED "))
             .any(|c| c.ends_with(" bond3") || c.contains(" bond3/")),
-        "healthy balance-slb bond3 has no finding: {c:?}"
+        "healthy balance-slb bond3 has no other finding: {c:?}"
     );
     let b3 = bond(&v, "bond3").expect("bond3");
     assert_eq!(
