@@ -279,6 +279,13 @@ async fn read(
     loop {
         let n = match sock.recv(&mut buf).await {
             Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                // The member's link went down (the socket says so once): a
+                // down link has nothing to hear, which is no failure to
+                // listen. Read on once it may be up again.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             Err(e) => return format!("{member}: receive: {e}"),
         };
         let now = Instant::now();
